@@ -1,0 +1,42 @@
+"""csock: a Cython-accelerated drop-in for Python's ``socket`` module.
+
+``import csock as socket`` just works: every public name of the stdlib module is here (the
+same object unless it creates sockets), and the socket classes add batch, vectored, framed
+and zero-copy paths on top of the stdlib behaviour.
+"""
+from __future__ import annotations
+
+import socket as _std
+from socket import *  # noqa: F401,F403  (the drop-in surface)
+from typing import Any
+
+# Public names outside socket.__all__ too (AddressFamily, SocketKind, MsgFlag, ...).
+globals().update({k: v for k, v in vars(_std).items() if not k.startswith("_") and k not in globals()})
+
+from . import _fastio
+from ._base import create_connection, create_server, fromfd, socket, socketpair
+from ._fastio import FrameTooLargeError, IncompleteReadError, MessageView
+from .datagram import DatagramSocket
+from .raw import RawSocket
+from .seqpacket import SeqPacketSocket
+from .stream import StreamSocket
+
+__version__ = "0.1.0"
+
+__all__ = list(_std.__all__) + [
+    "StreamSocket",
+    "DatagramSocket",
+    "SeqPacketSocket",
+    "RawSocket",
+    "IncompleteReadError",
+    "FrameTooLargeError",
+    "MessageView",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Private helpers of the stdlib module (_GLOBAL_DEFAULT_TIMEOUT, ...) for code that reaches in.
+    try:
+        return getattr(_std, name)
+    except AttributeError:
+        raise AttributeError(f"module 'csock' has no attribute {name!r}") from None

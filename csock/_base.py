@@ -1,0 +1,96 @@
+"""csock.socket: the stdlib socket class with csock's hot path underneath.
+
+``csock.socket(...)`` returns the class for the socket's type (StreamSocket, DatagramSocket,
+SeqPacketSocket, RawSocket); each subclasses ``csock.socket``, which subclasses the stdlib's
+``socket.socket``, so everything the stdlib offers is still there.
+"""
+from __future__ import annotations
+
+import os
+import socket as _std
+from typing import Any
+
+from . import _fastio
+
+# type -> csock class, filled in by the type-specific modules (see register_kind).
+_CLASS_FOR_KIND: dict[int, type] = {}
+_TYPE_FLAGS = getattr(_std, "SOCK_NONBLOCK", 0) | getattr(_std, "SOCK_CLOEXEC", 0)
+
+
+def register_kind(kind: int, cls: type) -> None:
+    """Make ``csock.socket(type=kind)`` return an instance of cls."""
+    _CLASS_FOR_KIND[kind] = cls
+
+
+def _kind_of(type: int, fileno: Any) -> int:
+    if type == -1 or type is None:
+        if fileno is None:
+            return _std.SOCK_STREAM
+        try:
+            return _fastio.fd_socket_type(fileno)
+        except (OSError, TypeError, ValueError, OverflowError):
+            return -1   # the stdlib's __init__ reports a bad fileno
+    return int(type) & ~_TYPE_FLAGS
+
+
+class socket(_std.socket):
+    """A stdlib ``socket.socket`` whose send/recv run on csock's Cython hot path.
+
+    ``send``, ``sendall``, ``recv`` and ``recv_into`` make the same system calls as the
+    stdlib's (send(2)/recv(2), ``MSG_NOSIGNAL`` on every send so a closed peer raises
+    BrokenPipeError instead of killing the process with SIGPIPE) with the same blocking,
+    timeout and non-blocking rules, in fewer instructions.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None) -> Any:
+        specific = _CLASS_FOR_KIND.get(_kind_of(type, fileno))
+        if specific is not None and issubclass(specific, cls):
+            cls = specific
+        return super().__new__(cls)
+
+    send = _fastio.sock_send
+    sendall = _fastio.sock_sendall
+    recv = _fastio.sock_recv
+    recv_into = _fastio.sock_recv_into
+
+    def accept(self) -> tuple[socket, Any]:
+        """accept(2): a csock socket for the new connection and the peer's address."""
+        fd, address = self._accept()  # type: ignore[attr-defined]
+        conn = socket(self.family, self.type, self.proto, fileno=fd)
+        # As the stdlib: the accepted socket is blocking unless a default timeout is set,
+        # whatever the listening socket's mode.
+        if _std.getdefaulttimeout() is None and self.gettimeout():
+            conn.setblocking(True)
+        return conn, address
+
+
+def adopt(std_sock: _std.socket) -> socket:
+    """Move a stdlib socket's fd into a csock socket of the matching class (mode kept)."""
+    timeout = std_sock.gettimeout()
+    family, kind, proto = std_sock.family, std_sock.type, std_sock.proto
+    sock = socket(family, kind, proto, std_sock.detach())
+    sock.settimeout(timeout)
+    return sock
+
+
+def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[socket, socket]:
+    """socketpair(2): two connected csock sockets (AF_UNIX by default)."""
+    a, b = _std.socketpair(family, type, proto)
+    return adopt(a), adopt(b)
+
+
+def create_connection(*args: Any, **kwargs: Any) -> socket:
+    """The stdlib's create_connection (same arguments), returning a csock socket."""
+    return adopt(_std.create_connection(*args, **kwargs))
+
+
+def create_server(*args: Any, **kwargs: Any) -> socket:
+    """The stdlib's create_server (same arguments), returning a csock socket."""
+    return adopt(_std.create_server(*args, **kwargs))
+
+
+def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> socket:
+    """A csock socket on a duplicate of fd (dup(2)), as the stdlib's fromfd."""
+    return socket(family, type, proto, os.dup(fd))

@@ -1,0 +1,45 @@
+# Declarations of csock._fastio for other Cython modules: `cimport csock._fastio`.
+#
+# Functions that can fail return -1 with a Python exception set (`except -1`); IO_AGAIN (-2)
+# means "would block" on a non-blocking socket (no exception set: the caller decides).
+from libc.stdint cimport int64_t
+
+cdef enum:
+    IO_AGAIN = -2
+
+cdef struct IoWait:
+    int fd
+    int64_t timeout_ns     # the socket's timeout: -1 blocking, 0 non-blocking, > 0 timeout
+    int64_t deadline_ns    # CLOCK_MONOTONIC; 0 until the call first has to wait
+
+ctypedef Py_ssize_t (*syscall_t)(int fd, void *op) noexcept nogil
+
+
+cdef class Arena:
+    """Receive memory; written only while no MessageView refers to it."""
+    cdef char *data
+    cdef Py_ssize_t size
+
+
+cdef class MessageView:
+    """Read-only bytes-like view of one received message; keeps its Arena alive."""
+    cdef Arena arena
+    cdef const char *ptr
+    cdef Py_ssize_t length
+
+
+# Fill w from a socket object (fd, timeout); one deadline serves a whole call.
+cdef int io_begin(object sock, IoWait *w) except -1
+# Run one system call under the socket's timeout rules: EINTR retried (signal handlers run),
+# EAGAIN waited for with poll() until the deadline (TimeoutError after it), IO_AGAIN returned
+# on non-blocking sockets. The GIL is released around the call when release_gil is true.
+cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint release_gil) except -1
+# Wait until fd is ready for events or the deadline passes (TimeoutError).
+cdef int io_wait(IoWait *w, short events) except -1
+
+# Whole-buffer operations on a socket object, honouring its timeout.
+cdef int fio_sendall(object sock, const char *buf, Py_ssize_t n) except -1
+cdef int fio_recv_exactly_into(object sock, char *buf, Py_ssize_t n) except -1
+
+cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length)
+cdef int raise_errno(int err) except -1

@@ -1,0 +1,45 @@
+"""Build csock._fastio from src/_fastio.pyx.
+
+CSOCK_DEBUG=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer and with Cython's
+bounds and wraparound checks on (see README, "Sanitizer build").
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("CSOCK_DEBUG", "") not in ("", "0")
+
+compile_args = ["-O2", "-fno-strict-aliasing", "-Wno-unused-function"]
+link_args: list = []
+directives = {
+    "language_level": "3",
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "embedsignature": True,
+    "freethreading_compatible": False,
+}
+if DEBUG:
+    sanitize = "-fsanitize=address,undefined"
+    compile_args = ["-O1", "-g", "-fno-omit-frame-pointer", sanitize, "-fno-sanitize-recover=undefined"]
+    link_args = [sanitize]
+    directives.update(boundscheck=True, wraparound=True)
+
+extension = Extension(
+    "csock._fastio",
+    sources=["src/_fastio.pyx"],
+    include_dirs=["src", "src/includes"],
+    define_macros=[("_GNU_SOURCE", "1")],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+setup(
+    ext_modules=cythonize(
+        [extension],
+        include_path=["src", "."],
+        compiler_directives=directives,
+        compile_time_env={"CSOCK_DEBUG": DEBUG},
+    ),
+)

@@ -1,0 +1,31 @@
+# cython: language_level=3
+"""csock._fastio: the hot path.
+
+System calls on socket file descriptors (send, recv, sendmsg, recvmsg, sendmmsg, recvmmsg)
+with the GIL released, EINTR retried and the stdlib's blocking / timeout / non-blocking
+rules applied in one place (fastio/io.pyx). Each part lives in its own file:
+
+    fastio/errors.pyx     errno -> the right OSError subclass
+    fastio/sockref.pyx    fd and timeout read from a socket object
+    fastio/io.pyx         the one system-call loop: EINTR, EAGAIN, deadlines, poll
+    fastio/buffers.pyx    Arena (receive memory) and MessageView (read-only view into it)
+    fastio/stream.pyx     send/sendall/recv/recv_into, send_buffers, recv_exactly
+    fastio/framing.pyx    FramedStream: 4-byte big-endian length-prefixed messages
+    fastio/address.pyx    sockaddr <-> Python address tuples
+    fastio/mmsg.pyx       sendmmsg/recvmmsg batches, Datagram
+    fastio/spp.pyx        SPPHeader: Xerox NS Sequenced Packet Protocol record header
+    fastio/packet.pyx     csock.packet layers (IPv4, IPv6, ICMP, ICMPv6, UDP, TCP), checksums
+
+Another Cython module can `cimport csock._fastio` (declarations in csock/_fastio.pxd).
+"""
+
+include "fastio/errors.pyx"
+include "fastio/sockref.pyx"
+include "fastio/io.pyx"
+include "fastio/buffers.pyx"
+include "fastio/stream.pyx"
+include "fastio/framing.pyx"
+include "fastio/address.pyx"
+include "fastio/mmsg.pyx"
+include "fastio/spp.pyx"
+include "fastio/packet.pyx"

@@ -1,0 +1,127 @@
+# Receive memory and the read-only views handed to callers.
+#
+# An Arena is one malloc'd block that the kernel writes into. Every MessageView holds a
+# reference to its Arena, so an arena is written again only when its reference count shows
+# that the owner (a FramedStream or a batch receiver) is the only one left: a view the caller
+# holds is never overwritten or freed (see arena_is_private).
+cimport cython
+from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.ref cimport Py_REFCNT
+from libc.string cimport memcmp
+
+
+@cython.final
+cdef class Arena:
+    def __cinit__(self, Py_ssize_t size):
+        if size < 0:
+            raise ValueError("negative arena size")
+        self.data = <char *>PyMem_Malloc(size if size > 0 else 1)
+        if self.data == NULL:
+            raise MemoryError()
+        self.size = size
+
+    def __dealloc__(self):
+        PyMem_Free(self.data)
+
+    def __len__(self):
+        return self.size
+
+
+cdef inline bint arena_is_private(Arena arena) noexcept:
+    """True when only the owner's reference is left (no view alive): safe to write again.
+
+    The caller passes its own attribute; Cython does not add a reference for the argument."""
+    return Py_REFCNT(arena) == 1
+
+
+cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length):
+    cdef MessageView v = MessageView.__new__(MessageView)
+    v.arena = arena
+    v.ptr = ptr
+    v.length = length
+    return v
+
+
+@cython.final
+@cython.freelist(128)
+cdef class MessageView:
+    """A received message: read-only, bytes-like (buffer protocol), compares equal to bytes.
+
+    It points into csock's receive memory, which is never written again while this view (or
+    any memoryview made from it) is alive. ``bytes(view)`` copies it out."""
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("csock message views are read-only")
+        PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.length, 1, flags)
+
+    def __len__(self):
+        return self.length
+
+    def __bytes__(self):
+        return PyBytes_FromStringAndSize(self.ptr, self.length)
+
+    def tobytes(self):
+        """A bytes copy of the message."""
+        return PyBytes_FromStringAndSize(self.ptr, self.length)
+
+    def decode(self, encoding="utf-8", errors="strict"):
+        return PyBytes_FromStringAndSize(self.ptr, self.length).decode(encoding, errors)
+
+    def hex(self, *args):
+        return memoryview(self).hex(*args)
+
+    def tolist(self):
+        return list(PyBytes_FromStringAndSize(self.ptr, self.length))
+
+    @property
+    def nbytes(self):
+        return self.length
+
+    @property
+    def readonly(self):
+        return True
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return memoryview(self)[index]
+        cdef Py_ssize_t i = index
+        if i < 0:
+            i += self.length
+        if i < 0 or i >= self.length:
+            raise IndexError("index out of range")
+        return <unsigned char>self.ptr[i]
+
+    def __iter__(self):
+        return iter(PyBytes_FromStringAndSize(self.ptr, self.length))
+
+    def __eq__(self, other):
+        cdef Py_buffer theirs
+        if isinstance(other, MessageView):
+            return self.length == (<MessageView>other).length and memcmp(
+                self.ptr, (<MessageView>other).ptr, self.length) == 0
+        try:
+            PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE)
+        except TypeError:
+            return NotImplemented
+        try:
+            return theirs.len == self.length and memcmp(self.ptr, theirs.buf, self.length) == 0
+        finally:
+            PyBuffer_Release(&theirs)
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(PyBytes_FromStringAndSize(self.ptr, self.length))
+
+    def __reduce__(self):
+        return bytes, (self.tobytes(),)
+
+    def __repr__(self):
+        cdef Py_ssize_t shown = min(self.length, 32)
+        head = PyBytes_FromStringAndSize(self.ptr, shown)
+        return f"<csock.MessageView {self.length} bytes {head!r}{'...' if shown < self.length else ''}>"

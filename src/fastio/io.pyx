@@ -1,0 +1,82 @@
+# The one system-call loop. Every socket operation in csock goes through io_call().
+#
+# Rules (the stdlib's, PEP 475 included):
+#  * EINTR: run signal handlers (PyErr_CheckSignals), then retry; a handler that raises
+#    (KeyboardInterrupt on Ctrl-C) ends the call.
+#  * EAGAIN on a socket with a timeout: poll() until ready or until the call's deadline (one
+#    deadline per call, set at the first wait), then TimeoutError("timed out").
+#  * EAGAIN on a non-blocking socket, or on a blocking one with SO_RCVTIMEO/SO_SNDTIMEO set:
+#    IO_AGAIN; the caller returns what it moved or raises BlockingIOError.
+# Unlike the stdlib, a socket with a timeout tries the system call before polling, so a ready
+# socket costs one system call, not two.
+from libc.errno cimport errno, EINTR, EAGAIN
+from libc.limits cimport INT_MAX
+from cpython.exc cimport PyErr_CheckSignals
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
+
+# Copies larger than this release the GIL even on a non-blocking socket.
+cdef enum:
+    _RELEASE_GIL_BYTES = 65536
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
+    """Whether a call should release the GIL: the fd blocks, or the copy is large."""
+    return w.timeout_ns < 0 or nbytes > _RELEASE_GIL_BYTES
+
+
+cdef int io_wait(IoWait *w, short events) except -1:
+    cdef pollfd pfd
+    cdef int r, err
+    cdef int64_t now = monotonic_ns(), left
+    pfd.fd = w.fd
+    pfd.events = events
+    pfd.revents = 0
+    if w.deadline_ns == 0:
+        w.deadline_ns = now + w.timeout_ns
+    while True:
+        left = w.deadline_ns - now
+        if left <= 0:
+            raise_timeout()
+        left = (left + 999999) // 1000000          # poll() takes milliseconds: round up
+        with nogil:
+            r = poll(&pfd, 1, <int>left if left < INT_MAX else INT_MAX)
+            err = errno
+        if r > 0:
+            return 0                                # readiness or an error: the call says which
+        if r < 0:
+            if err != EINTR:
+                raise_errno(err)
+            if PyErr_CheckSignals() < 0:
+                return -1
+        now = monotonic_ns()
+
+
+cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint release_gil) except -1:
+    cdef Py_ssize_t r
+    cdef int err
+    while True:
+        if release_gil:
+            with nogil:
+                r = call(w.fd, op)
+                err = errno
+        else:
+            r = call(w.fd, op)
+            err = errno
+        if r >= 0:
+            return r
+        if err == EINTR:
+            if PyErr_CheckSignals() < 0:
+                return -1
+            continue
+        if err != EAGAIN:                   # EWOULDBLOCK == EAGAIN on Linux
+            raise_errno(err)
+        if w.timeout_ns <= 0:
+            return IO_AGAIN
+        io_wait(w, events)

@@ -1,0 +1,67 @@
+# A socket's fd and timeout, read from the object.
+#
+# csock sockets subclass _socket.socket, whose C struct holds the fd and the timeout in
+# nanoseconds (negative: blocking, 0: non-blocking). Reading them directly saves two method calls per
+# operation. The layout is checked against a live socket at import (_check_layout); if it does
+# not match (another Python), every read goes through fileno()/gettimeout() instead.
+from cpython.object cimport PyObject, PyTypeObject, PyObject_TypeCheck
+from libc.stdint cimport int64_t
+from includes.pysocket cimport csock_socket_fields, CSOCK_SOCKET_FIELDS
+from includes.socket cimport getsockopt, socklen_t, SOL_SOCKET, SO_TYPE
+from libc.errno cimport errno
+
+import _socket
+
+cdef PyTypeObject *_socket_type = <PyTypeObject *>_socket.socket
+cdef bint _layout_ok = False
+
+
+cdef int _check_layout() except -1:
+    global _layout_ok
+    cdef csock_socket_fields *f
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        f = CSOCK_SOCKET_FIELDS(s)
+        ok = f.sock_fd == s.fileno() and f.sock_family == s.family and f.sock_timeout < 0
+        s.settimeout(2.5)
+        ok = ok and f.sock_timeout == 2500000000
+        s.setblocking(False)
+        ok = ok and f.sock_timeout == 0
+    finally:
+        s.close()
+    _layout_ok = ok and f.sock_fd == -1
+    return 0
+
+
+_check_layout()
+
+
+cdef int io_begin(object sock, IoWait *w) except -1:
+    """Fill w with sock's fd and timeout; the deadline starts at the first wait."""
+    cdef csock_socket_fields *f
+    w.deadline_ns = 0
+    if _layout_ok and PyObject_TypeCheck(sock, _socket_type):
+        f = CSOCK_SOCKET_FIELDS(sock)
+        w.fd = f.sock_fd
+        w.timeout_ns = f.sock_timeout if f.sock_timeout >= 0 else -1   # blocking is -1 s (in ns)
+        return 0
+    if not isinstance(sock, _socket.socket):
+        raise TypeError(f"expected a socket object, not {type(sock).__name__}")
+    w.fd = sock.fileno()
+    timeout = sock.gettimeout()
+    w.timeout_ns = -1 if timeout is None else <int64_t>(timeout * 1e9)
+    return 0
+
+
+def layout_ok():
+    """True when the fd and timeout are read straight from the socket object (fast path)."""
+    return _layout_ok
+
+
+def fd_socket_type(fileno):
+    """The SO_TYPE of a descriptor (getsockopt(2)), e.g. SOCK_STREAM."""
+    cdef int fd = fileno, kind = 0
+    cdef socklen_t size = sizeof(kind)
+    if getsockopt(fd, SOL_SOCKET, SO_TYPE, &kind, &size) < 0:
+        raise_errno(errno)
+    return kind

@@ -1,0 +1,354 @@
+# Byte-stream operations: send, sendall, recv, recv_into (the stdlib's, on the hot path),
+# send_buffers (vectored sendmsg) and recv_exactly (read a whole unit).
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.object cimport PyObject
+from libc.string cimport memcpy, memset
+from includes.socket cimport send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL, MSG_PEEK
+from includes.uio cimport iovec, IOV_MAX
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **string, Py_ssize_t newsize) except -1
+
+# One call of send_buffers takes at most this many buffers (ValueError above it, before any
+# allocation): each needs a buffer export held for the duration of the call.
+cdef enum:
+    MAX_BUFFERS_PER_CALL = 1 << 20
+
+
+cdef struct BufOp:
+    char *buf
+    size_t len
+    int flags
+
+
+cdef struct MsgOp:
+    msghdr *msg
+    int flags
+
+
+cdef Py_ssize_t sys_send(int fd, void *op) noexcept nogil:
+    cdef BufOp *o = <BufOp *>op
+    return send(fd, o.buf, o.len, o.flags | MSG_NOSIGNAL)   # never SIGPIPE: EPIPE instead
+
+
+cdef Py_ssize_t sys_recv(int fd, void *op) noexcept nogil:
+    cdef BufOp *o = <BufOp *>op
+    return recv(fd, o.buf, o.len, o.flags)
+
+
+cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
+    cdef MsgOp *o = <MsgOp *>op
+    return sendmsg(fd, o.msg, o.flags | MSG_NOSIGNAL)
+
+
+cdef Py_ssize_t sys_recvmsg(int fd, void *op) noexcept nogil:
+    cdef MsgOp *o = <MsgOp *>op
+    return recvmsg(fd, o.msg, o.flags)
+
+
+# --- bytes a timed-out recv_exactly had already read ---------------------------------------
+# recv_exactly that times out (or would block, or is interrupted) after reading part of its
+# unit keeps those bytes on the socket (StreamSocket's _csock_stash slot); the next read call
+# on that socket returns them first, so nothing already taken from the kernel is lost.
+# _stash_users counts sockets with a stash, so that reads skip the attribute lookup when zero.
+cdef Py_ssize_t _stash_users = 0
+
+
+cdef int stash_put(object sock, const char *data, Py_ssize_t n) except -1:
+    global _stash_users
+    if n <= 0:
+        return 0
+    old = getattr(sock, "_csock_stash", None)
+    new = PyBytes_FromStringAndSize(data, n)
+    if old:
+        new = old + new
+    else:
+        _stash_users += 1
+    try:
+        sock._csock_stash = new
+    except AttributeError:                  # a plain stdlib socket has no stash slot
+        if not old:
+            _stash_users -= 1
+    return 0
+
+
+cdef object stash_take(object sock, Py_ssize_t limit, int flags):
+    """Up to limit stashed bytes (None when there are none); MSG_PEEK leaves them."""
+    global _stash_users
+    if _stash_users == 0:
+        return None
+    stash = getattr(sock, "_csock_stash", None)
+    if not stash:
+        return None
+    taken = stash[:limit]
+    if not (flags & MSG_PEEK):
+        rest = stash[limit:]
+        sock._csock_stash = rest if rest else None
+        if not rest:
+            _stash_users -= 1
+    return taken
+
+
+def stash_clear(sock):
+    """Drop a socket's stash (on close)."""
+    global _stash_users
+    if getattr(sock, "_csock_stash", None):
+        sock._csock_stash = None
+        _stash_users -= 1
+
+
+# --- the stdlib's calls, on the hot path -----------------------------------------------------
+
+def sock_send(sock, data, int flags=0):
+    """send(data[, flags]) -> count: one send(2); returns the number of bytes the kernel took."""
+    cdef IoWait w
+    cdef Py_buffer view
+    cdef BufOp op
+    cdef Py_ssize_t r
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        io_begin(sock, &w)
+        op.buf = <char *>view.buf
+        op.len = view.len
+        op.flags = flags
+        r = io_call(&w, sys_send, &op, POLLOUT, io_may_block(&w, view.len))
+        if r == IO_AGAIN:
+            raise_would_block()
+        return r
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int flags) except -1:
+    cdef BufOp op
+    cdef Py_ssize_t r
+    op.flags = flags
+    while n > 0:
+        op.buf = <char *>buf
+        op.len = n
+        r = io_call(w, sys_send, &op, POLLOUT, io_may_block(w, n))
+        if r == IO_AGAIN:
+            raise_would_block()
+        buf += r
+        n -= r
+        if n > 0 and PyErr_CheckSignals() < 0:   # let Ctrl-C stop a long transfer
+            return -1
+    return 0
+
+
+cdef int fio_sendall(object sock, const char *buf, Py_ssize_t n) except -1:
+    cdef IoWait w
+    io_begin(sock, &w)
+    return sendall_wait(sock, &w, buf, n, 0)
+
+
+def sock_sendall(sock, data, int flags=0):
+    """sendall(data[, flags]): send(2) until every byte is taken, one deadline for the call."""
+    cdef IoWait w
+    cdef Py_buffer view
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        io_begin(sock, &w)
+        sendall_wait(sock, &w, <char *>view.buf, view.len, flags)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
+    """recv(bufsize[, flags]) -> bytes: one recv(2); b"" at end of stream."""
+    cdef IoWait w
+    cdef BufOp op
+    cdef Py_ssize_t r
+    cdef PyObject *raw
+    if bufsize < 0:
+        raise ValueError("negative buffersize in recv")
+    stashed = stash_take(sock, bufsize, flags)
+    if stashed is not None:
+        return stashed
+    io_begin(sock, &w)
+    # The bytes object is handled as a raw pointer: _PyBytes_Resize needs the only reference.
+    raw = new_bytes(NULL, bufsize)
+    try:
+        op.buf = PyBytes_AS_STRING(<object>raw)
+        op.len = bufsize
+        op.flags = flags
+        r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, bufsize))
+        if r == IO_AGAIN:
+            raise_would_block()
+    except BaseException:
+        Py_DECREF_raw(raw)
+        raise
+    if r != bufsize:
+        _PyBytes_Resize(&raw, r)
+    result = <object>raw
+    Py_DECREF_raw(raw)
+    return result
+
+
+cdef extern from *:
+    """
+    static inline void Py_DECREF_raw(PyObject *o) { Py_DECREF(o); }
+    """
+    void Py_DECREF_raw(PyObject *o)
+    PyObject *new_bytes "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t n) except NULL
+
+
+def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
+    """recv_into(buffer[, nbytes[, flags]]) -> count: one recv(2) straight into buffer."""
+    cdef IoWait w
+    cdef Py_buffer view
+    cdef BufOp op
+    cdef Py_ssize_t r
+    if nbytes < 0:
+        raise ValueError("negative buffersize in recv_into")
+    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    try:
+        if nbytes == 0:
+            nbytes = view.len
+        elif nbytes > view.len:
+            raise ValueError("buffer too small for requested bytes")
+        stashed = stash_take(sock, nbytes, flags)
+        if stashed is not None:
+            memcpy(view.buf, PyBytes_AS_STRING(stashed), len(stashed))
+            return len(stashed)
+        io_begin(sock, &w)
+        op.buf = <char *>view.buf
+        op.len = nbytes
+        op.flags = flags
+        r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, nbytes))
+        if r == IO_AGAIN:
+            raise_would_block()
+        return r
+    finally:
+        PyBuffer_Release(&view)
+
+
+# --- send_buffers: vectored sendmsg(2) -----------------------------------------------------
+
+cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count, Py_ssize_t *moved) except -1:
+    """Send iov[0:count] completely, resuming partial writes, IOV_MAX vectors per sendmsg.
+    Adds the bytes sent to moved[0]; returns IO_AGAIN if a non-blocking socket fills up."""
+    cdef msghdr msg
+    cdef MsgOp op
+    cdef Py_ssize_t r, first = 0, total
+    memset(&msg, 0, sizeof(msg))
+    op.msg = &msg
+    op.flags = 0
+    while first < count:
+        if iov[first].iov_len == 0:
+            first += 1
+            continue
+        msg.msg_iov = &iov[first]
+        msg.msg_iovlen = min(count - first, <Py_ssize_t>IOV_MAX)
+        total = 0
+        for i in range(msg.msg_iovlen):
+            total += iov[first + i].iov_len
+        r = io_call(w, sys_sendmsg, &op, POLLOUT, io_may_block(w, total))
+        if r == IO_AGAIN:
+            return IO_AGAIN
+        moved[0] += r
+        while r > 0:                        # consume r bytes from the front of the vector
+            if <size_t>r >= iov[first].iov_len:
+                r -= iov[first].iov_len
+                iov[first].iov_len = 0
+                first += 1
+            else:
+                iov[first].iov_base = <char *>iov[first].iov_base + r
+                iov[first].iov_len -= r
+                r = 0
+        if first < count and PyErr_CheckSignals() < 0:
+            return -1
+    return 0
+
+
+def send_buffers(sock, buffers):
+    """send_buffers(buffers) -> total: every byte of every buffer, in order, with sendmsg(2)
+    scatter/gather (no joining copy). Blocking or with a timeout it sends all or raises;
+    non-blocking it returns the count moved before the socket filled (BlockingIOError if 0)."""
+    cdef IoWait w
+    cdef Py_ssize_t n, i, acquired = 0, moved = 0
+    cdef Py_buffer *views = NULL
+    cdef iovec *iov = NULL
+    items = buffers if isinstance(buffers, (list, tuple)) else list(buffers)
+    n = len(items)
+    if n > MAX_BUFFERS_PER_CALL:
+        raise ValueError(f"send_buffers takes at most {MAX_BUFFERS_PER_CALL} buffers per call, got {n}")
+    io_begin(sock, &w)
+    if n == 0:
+        return 0
+    views = <Py_buffer *>PyMem_Malloc(n * sizeof(Py_buffer))
+    iov = <iovec *>PyMem_Malloc(n * sizeof(iovec))
+    try:
+        if views == NULL or iov == NULL:
+            raise MemoryError()
+        for i in range(n):                  # every export first: bad items fail before any send
+            PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+            acquired += 1
+            iov[i].iov_base = views[i].buf
+            iov[i].iov_len = views[i].len
+        if sendmsg_iovecs(&w, iov, n, &moved) == IO_AGAIN and moved == 0:
+            raise_would_block()
+        return moved
+    finally:
+        for i in range(acquired):
+            PyBuffer_Release(&views[i])
+        PyMem_Free(views)
+        PyMem_Free(iov)
+
+
+# --- recv_exactly ---------------------------------------------------------------------------
+
+cdef int recv_exactly_wait(object sock, IoWait *w, char *buf, Py_ssize_t n) except -1:
+    """Fill buf[0:n] from the socket (stash first). EOF -> IncompleteReadError; a timeout, a
+    would-block or an exception keeps what was read in the socket's stash."""
+    cdef BufOp op
+    cdef Py_ssize_t r, got = 0
+    stashed = stash_take(sock, n, 0)
+    if stashed is not None:
+        got = len(stashed)
+        memcpy(buf, PyBytes_AS_STRING(stashed), got)
+    op.flags = 0
+    try:
+        while got < n:
+            op.buf = buf + got
+            op.len = n - got
+            r = io_call(w, sys_recv, &op, POLLIN, io_may_block(w, n - got))
+            if r == IO_AGAIN:
+                raise_would_block()
+            if r == 0:
+                partial = PyBytes_FromStringAndSize(buf, got)
+                got = 0                     # handed to the exception, not the stash
+                raise IncompleteReadError(partial, n)
+            got += r
+    except BaseException:
+        stash_put(sock, buf, got)
+        raise
+    return 0
+
+
+cdef int fio_recv_exactly_into(object sock, char *buf, Py_ssize_t n) except -1:
+    cdef IoWait w
+    io_begin(sock, &w)
+    return recv_exactly_wait(sock, &w, buf, n)
+
+
+def recv_exactly_into(sock, buffer):
+    """recv_exactly_into(buffer): fill buffer completely (recv(2) until len(buffer) bytes)."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    try:
+        fio_recv_exactly_into(sock, <char *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def recv_exactly(sock, Py_ssize_t n):
+    """recv_exactly(n) -> bytes: exactly n bytes (recv(2) until they are all there)."""
+    if n < 0:
+        raise ValueError("negative size in recv_exactly")
+    result = PyBytes_FromStringAndSize(NULL, n)
+    fio_recv_exactly_into(sock, PyBytes_AS_STRING(result), n)
+    return result

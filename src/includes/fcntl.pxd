@@ -1,0 +1,7 @@
+# <fcntl.h> and <unistd.h> bits used to inspect descriptors.
+
+cdef extern from "<fcntl.h>" nogil:
+    int fcntl(int fd, int cmd, ...)
+    enum:
+        F_GETFL
+        O_NONBLOCK
