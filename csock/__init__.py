@@ -15,7 +15,7 @@ globals().update({k: v for k, v in vars(_std).items() if not k.startswith("_") a
 
 from . import _fastio
 from ._base import create_connection, create_server, fromfd, socket, socketpair
-from ._fastio import FrameTooLargeError, IncompleteReadError, MessageView
+from ._fastio import FramedStream, FrameTooLargeError, IncompleteReadError, MessageView
 from .datagram import DatagramSocket
 from .raw import RawSocket
 from .seqpacket import SeqPacketSocket
@@ -28,6 +28,7 @@ __all__ = list(_std.__all__) + [
     "DatagramSocket",
     "SeqPacketSocket",
     "RawSocket",
+    "FramedStream",
     "IncompleteReadError",
     "FrameTooLargeError",
     "MessageView",

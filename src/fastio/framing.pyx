@@ -1,1 +1,370 @@
-# (filled in by its issue)
+# FramedStream: messages over a byte stream, each a 4-byte big-endian length then the bytes.
+#
+# Receive: one recv(2) into a large Arena, then every whole frame in it is handed out as a
+# MessageView. New bytes are only ever appended after the parsed region, and the region is
+# moved or reused only when no view refers to the arena, so a message the caller holds is never
+# overwritten. A length is checked against max_size before anything is allocated for it.
+#
+# Send: small frames are packed (length + payload) into one contiguous buffer, large payloads go
+# as their own iovec without a copy; everything goes out with as few sendmsg(2) calls as the
+# kernel allows. A call either accepts all its messages or raises having accepted none: when the
+# kernel takes part of a call's bytes and then would block (or the timeout expires), the rest
+# is kept in a backlog that the next send (or flush()) writes first, so a frame is never cut.
+cimport cython
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.list cimport PyList_Append
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport uint32_t
+from libc.string cimport memcpy, memmove
+from includes.byteorder cimport load_be32, store_be32
+
+cdef enum:
+    FRAME_HEADER = 4
+    ARENA_SIZE = 256 * 1024          # receive arena (more for a frame that needs it)
+    PACK_LIMIT = 16 * 1024           # payloads up to this are copied into the pack buffer
+    PACK_BUFFER = 256 * 1024
+    MAX_FRAME_LENGTH = 0xFFFFFFFF
+
+
+@cython.final
+cdef class FramedStream:
+    """Length-prefixed messages over a stream socket (TCP, AF_UNIX stream).
+
+    Wire format: a 4-byte big-endian unsigned length, then that many bytes; any program that
+    speaks it interoperates. ``send``/``send_many`` write frames with as few sendmsg(2) calls as
+    the kernel allows; ``recv``/``recv_many`` read once into a large buffer and return read-only
+    views (MessageView) that stay valid for as long as the caller holds them.
+
+    Timeouts and non-blocking sockets: a call that cannot complete raises TimeoutError /
+    BlockingIOError and loses nothing: a partial frame received stays buffered for the next
+    call, and a send either accepts all its messages (any unsent remainder is written first by
+    the next send or by flush()) or raises having accepted none.
+    """
+    cdef readonly object socket
+    cdef readonly Py_ssize_t max_size
+    cdef Arena _arena
+    cdef Py_ssize_t _start            # first unparsed byte in the arena
+    cdef Py_ssize_t _end              # end of the bytes received into the arena
+    cdef bint _eof
+    cdef object _read_error           # FrameTooLargeError: reading is over for good
+    cdef char *_pack
+    cdef iovec *_iov
+    cdef bytearray _backlog           # accepted bytes the kernel has not taken yet
+    cdef Py_ssize_t _backlog_sent
+
+    def __cinit__(self):
+        self._pack = <char *>PyMem_Malloc(PACK_BUFFER)
+        self._iov = <iovec *>PyMem_Malloc(IOV_MAX * sizeof(iovec))
+        if self._pack == NULL or self._iov == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self._pack)
+        PyMem_Free(self._iov)
+
+    def __init__(self, sock, *, Py_ssize_t max_size=16 * 2**20):
+        if not isinstance(sock, _socket.socket):
+            raise TypeError(f"FramedStream needs a stream socket, not {type(sock).__name__}")
+        if sock.type != _socket.SOCK_STREAM:
+            raise ValueError("FramedStream needs a SOCK_STREAM socket")
+        if max_size < 0 or max_size > MAX_FRAME_LENGTH:
+            raise ValueError(f"max_size must be between 0 and {MAX_FRAME_LENGTH}")
+        self.socket = sock
+        self.max_size = max_size
+        self._arena = Arena(ARENA_SIZE)
+        self._start = self._end = 0
+        self._backlog = bytearray()
+        self._backlog_sent = 0
+        # Bytes a timed-out recv_exactly left on the socket belong to the stream.
+        stashed = stash_take(sock, ARENA_SIZE, 0)
+        while stashed is not None:
+            self._append(stashed)
+            stashed = stash_take(sock, ARENA_SIZE, 0)
+
+    cdef int _append(self, bytes data) except -1:
+        cdef Py_ssize_t n = len(data)
+        self._make_room(self._end - self._start + n)
+        memcpy(self._arena.data + self._end, <char *>data, n)
+        self._end += n
+        return 0
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    cdef object _next_frame(self):
+        """The next whole frame as a view, or None if the buffer holds no whole frame."""
+        cdef Py_ssize_t buffered = self._end - self._start
+        cdef Py_ssize_t length
+        cdef char *at
+        if buffered < FRAME_HEADER:
+            return None
+        at = self._arena.data + self._start
+        length = load_be32(at)
+        if length > self.max_size:
+            self._read_error = FrameTooLargeError(
+                f"frame of {length} bytes announced, above max_size={self.max_size}; "
+                "the stream cannot be read any further")
+            raise self._read_error
+        if buffered < FRAME_HEADER + length:
+            return None
+        self._start += FRAME_HEADER + length
+        return make_view(self._arena, at + FRAME_HEADER, length)
+
+    cdef Py_ssize_t _frame_need(self) noexcept:
+        """Bytes the frame at the front needs in all (its header only, if not yet known)."""
+        if self._end - self._start < FRAME_HEADER:
+            return FRAME_HEADER
+        return FRAME_HEADER + <Py_ssize_t>load_be32(self._arena.data + self._start)
+
+    cdef int _make_room(self, Py_ssize_t need) except -1:
+        """Make the arena able to hold `need` bytes from the start of the unparsed region.
+        The unparsed bytes move only within an arena no view refers to, else to a new one."""
+        cdef Py_ssize_t buffered = self._end - self._start
+        cdef Arena fresh
+        if self._start + need <= self._arena.size:
+            return 0
+        if arena_is_private(self._arena) and need <= self._arena.size <= ARENA_SIZE:
+            memmove(self._arena.data, self._arena.data + self._start, buffered)
+        else:
+            fresh = Arena(max(<Py_ssize_t>ARENA_SIZE, need))
+            memcpy(fresh.data, self._arena.data + self._start, buffered)
+            self._arena = fresh
+        self._start = 0
+        self._end = buffered
+        return 0
+
+    cdef Py_ssize_t _fill(self, IoWait *w) except -1:
+        """One recv(2) into the arena, as much as fits: bytes read, 0 at EOF, or IO_AGAIN."""
+        cdef BufOp op
+        cdef Py_ssize_t r
+        self._make_room(self._frame_need())
+        op.buf = self._arena.data + self._end
+        op.len = self._arena.size - self._end
+        op.flags = 0
+        r = io_call(w, sys_recv, &op, POLLIN, io_may_block(w, op.len))
+        if r > 0:
+            self._end += r
+        elif r == 0:
+            self._eof = True
+        return r
+
+    cdef int _end_of_stream(self) except -1:
+        """At EOF: a partial frame raises IncompleteReadError (once); else returns 0."""
+        cdef Py_ssize_t buffered = self._end - self._start
+        if buffered == 0:
+            return 0
+        partial = PyBytes_FromStringAndSize(self._arena.data + self._start, buffered)
+        need = self._frame_need()
+        self._start = self._end
+        raise IncompleteReadError(partial, need)
+
+    cdef list _receive(self, Py_ssize_t max_messages):
+        cdef IoWait w
+        cdef list messages = []
+        cdef bint waited = False
+        if self._read_error is not None:
+            raise self._read_error
+        while True:
+            try:
+                while len(messages) < max_messages:
+                    message = self._next_frame()
+                    if message is None:
+                        break
+                    PyList_Append(messages, message)
+            except FrameTooLargeError:
+                if messages:
+                    return messages     # hand over what came before; the next call raises
+                raise
+            if messages:
+                return messages
+            if self._eof:
+                self._end_of_stream()
+                return messages
+            if not waited:
+                io_begin(self.socket, &w)   # one deadline for the whole call
+                waited = True
+            if self._fill(&w) == IO_AGAIN:
+                raise_would_block()
+
+    def recv(self):
+        """The next message (a read-only MessageView); recv(2) only if none is buffered.
+        EOFError at end of stream between frames; IncompleteReadError inside one."""
+        messages = self._receive(1)
+        if not messages:
+            raise EOFError("end of stream")
+        return messages[0]
+
+    def recv_many(self, Py_ssize_t max_messages=1024):
+        """Every whole message already received, up to max_messages (at least one: blocks
+        until there is one, with one recv(2) per wait). [] at end of stream."""
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        return self._receive(max_messages)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        messages = self._receive(1)
+        if not messages:
+            raise StopIteration
+        return messages[0]
+
+    # --- sending -----------------------------------------------------------------------------
+
+    @property
+    def pending_send(self):
+        """Bytes accepted by an earlier send that the kernel has not taken yet."""
+        return len(self._backlog) - self._backlog_sent
+
+    cdef Py_ssize_t _flush_backlog(self, IoWait *w) except -1:
+        """Write the backlog: 0 once empty, IO_AGAIN if the socket filled up first."""
+        cdef BufOp op
+        cdef Py_ssize_t r, left
+        cdef char *data = self._backlog
+        op.flags = 0
+        while self._backlog_sent < len(self._backlog):
+            left = len(self._backlog) - self._backlog_sent
+            op.buf = data + self._backlog_sent
+            op.len = left
+            r = io_call(w, sys_send, &op, POLLOUT, io_may_block(w, left))
+            if r == IO_AGAIN:
+                return IO_AGAIN
+            self._backlog_sent += r
+        self._backlog = bytearray()
+        self._backlog_sent = 0
+        return 0
+
+    def flush(self):
+        """Write what earlier sends left in the backlog; True once it is empty. Blocks (within
+        the socket's timeout) on a blocking socket; writes what it can on a non-blocking one."""
+        cdef IoWait w
+        io_begin(self.socket, &w)
+        return self._flush_backlog(&w) == 0
+
+    cdef int _keep_rest(self, Py_ssize_t niov, Py_buffer *views, Py_ssize_t next_item, Py_ssize_t n) except -1:
+        """Move everything of this call the kernel has not taken into the backlog."""
+        cdef Py_ssize_t i
+        cdef char header[FRAME_HEADER]
+        backlog = self._backlog
+        for i in range(niov):
+            if self._iov[i].iov_len:
+                backlog += PyBytes_FromStringAndSize(<char *>self._iov[i].iov_base, self._iov[i].iov_len)
+        for i in range(next_item, n):
+            store_be32(header, <uint32_t>views[i].len)
+            backlog += PyBytes_FromStringAndSize(header, FRAME_HEADER)
+            backlog += PyBytes_FromStringAndSize(<char *>views[i].buf, views[i].len)
+        return 0
+
+    cdef Py_ssize_t _plan(self, Py_buffer *views, Py_ssize_t first, Py_ssize_t n, Py_ssize_t *niov) noexcept:
+        """Lay frames views[first:] out as iovecs: small ones packed into the pack buffer, large
+        payloads by reference. Returns the index of the first frame left for the next round."""
+        cdef Py_ssize_t i = first, used = 0, segment = 0, k = 0, length
+        while i < n and k < IOV_MAX - 2:
+            length = views[i].len
+            if used + FRAME_HEADER + (length if length <= PACK_LIMIT else 0) > PACK_BUFFER:
+                break
+            store_be32(self._pack + used, <uint32_t>length)
+            used += FRAME_HEADER
+            if length <= PACK_LIMIT:
+                memcpy(self._pack + used, views[i].buf, length)
+                used += length
+            else:
+                self._iov[k].iov_base = self._pack + segment
+                self._iov[k].iov_len = used - segment
+                self._iov[k + 1].iov_base = views[i].buf
+                self._iov[k + 1].iov_len = length
+                k += 2
+                segment = used
+            i += 1
+        if used > segment:
+            self._iov[k].iov_base = self._pack + segment
+            self._iov[k].iov_len = used - segment
+            k += 1
+        niov[0] = k
+        return i
+
+    cdef int _send_views(self, Py_buffer *views, Py_ssize_t n) except -1:
+        cdef IoWait w
+        cdef Py_ssize_t moved = 0, done = 0, following, niov = 0
+        io_begin(self.socket, &w)
+        if self._flush_backlog(&w) == IO_AGAIN:
+            raise_would_block()             # nothing of this call accepted
+        try:
+            while done < n:
+                following = self._plan(views, done, n, &niov)
+                if sendmsg_iovecs(&w, self._iov, niov, &moved) == IO_AGAIN:
+                    if moved == 0:
+                        raise_would_block()
+                    self._keep_rest(niov, views, following, n)
+                    return 0
+                done = following
+        except BaseException as error:
+            # Part of the call went out: keep the rest so no frame is ever cut. A timeout then
+            # counts as accepted (like a non-blocking partial send); other errors propagate.
+            if moved == 0 or (isinstance(error, OSError) and not isinstance(error, TimeoutError)):
+                raise
+            self._keep_rest(niov, views, following, n)
+            if not isinstance(error, TimeoutError):
+                raise
+        return 0
+
+    def send(self, message):
+        """Send one message as one frame (one send/sendmsg(2) unless the kernel splits it)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
+        try:
+            if <size_t>view.len > MAX_FRAME_LENGTH:
+                raise ValueError(f"a message of {view.len} bytes does not fit a 4-byte length")
+            self._send_views(&view, 1)
+        finally:
+            PyBuffer_Release(&view)
+
+    def send_many(self, messages):
+        """Send every message, in order, as frames with as few sendmsg(2) calls as the kernel
+        allows. Bad items raise TypeError/ValueError before any byte is sent."""
+        cdef Py_ssize_t n, i, acquired = 0
+        cdef Py_buffer *views
+        items = messages if isinstance(messages, (list, tuple)) else list(messages)
+        n = len(items)
+        if n > MAX_BUFFERS_PER_CALL:
+            raise ValueError(f"send_many takes at most {MAX_BUFFERS_PER_CALL} messages per call, got {n}")
+        if n == 0:
+            return
+        views = <Py_buffer *>PyMem_Malloc(n * sizeof(Py_buffer))
+        if views == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+                acquired += 1
+                if <size_t>views[i].len > MAX_FRAME_LENGTH:
+                    raise ValueError(f"message {i} of {views[i].len} bytes does not fit a 4-byte length")
+            self._send_views(views, n)
+        finally:
+            for i in range(acquired):
+                PyBuffer_Release(&views[i])
+            PyMem_Free(views)
+
+    # --- lifetime ----------------------------------------------------------------------------
+
+    def close(self):
+        """Write any backlog (within the socket's timeout; dropped on a non-blocking socket
+        that is full), then close the socket."""
+        try:
+            if self.pending_send and self.socket.fileno() >= 0:
+                self.flush()
+        except (BlockingIOError, TimeoutError):
+            pass
+        finally:
+            self.socket.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return (f"<csock.FramedStream socket={self.socket!r} max_size={self.max_size} "
+                f"buffered={self._end - self._start} pending_send={self.pending_send}>")
