@@ -100,6 +100,16 @@ def stash_clear(sock):
         _stash_users -= 1
 
 
+cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
+    """Export obj's memory for writing; TypeError (as the stdlib's) if it is read-only."""
+    try:
+        PyObject_GetBuffer(obj, view, PyBUF_WRITABLE)
+    except BufferError:
+        raise TypeError(f"{call}() argument must be read-write bytes-like object, "
+                        f"not {type(obj).__name__}") from None
+    return 0
+
+
 # --- the stdlib's calls, on the hot path -----------------------------------------------------
 
 def sock_send(sock, data, int flags=0):
@@ -204,7 +214,7 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
     cdef Py_ssize_t r
     if nbytes < 0:
         raise ValueError("negative buffersize in recv_into")
-    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    get_writable_buffer(buffer, &view, "recv_into")
     try:
         if nbytes == 0:
             nbytes = view.len
@@ -338,7 +348,7 @@ cdef int fio_recv_exactly_into(object sock, char *buf, Py_ssize_t n) except -1:
 def recv_exactly_into(sock, buffer):
     """recv_exactly_into(buffer): fill buffer completely (recv(2) until len(buffer) bytes)."""
     cdef Py_buffer view
-    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    get_writable_buffer(buffer, &view, "recv_exactly_into")
     try:
         fio_recv_exactly_into(sock, <char *>view.buf, view.len)
     finally:

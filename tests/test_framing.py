@@ -1,0 +1,275 @@
+"""FramedStream (API §3): wire format, views that are never overwritten, timeouts that lose
+nothing, size limits, end of stream."""
+from __future__ import annotations
+
+import gc
+import random
+import socket as stdlib_socket
+import struct
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+import csock
+
+from .pairs import STREAM_FAMILIES, stream_pair
+
+
+@pytest.fixture(params=STREAM_FAMILIES)
+def pair(request):
+    with stream_pair(request.param) as p:
+        yield p
+
+
+def sender_thread(fn, *args):
+    t = threading.Thread(target=fn, args=args)
+    t.start()
+    return t
+
+
+def test_wire_format_both_ways(pair):
+    a, b = pair
+    fa = csock.FramedStream(a)
+    fa.send_many([b"abc", b"", b"x" * 70_000])            # a large one goes by reference
+    raw = b.recv_exactly(4 + 3 + 4 + 4 + 70_000)
+    assert raw == struct.pack("!I", 3) + b"abc" + struct.pack("!I", 0) + struct.pack("!I", 70_000) + b"x" * 70_000
+    fb = csock.FramedStream(b)
+    a.sendall(struct.pack("!I", 5) + b"hello" + struct.pack("!I", 2) + b"hi")
+    assert [bytes(m) for m in fb.recv_many()] == [b"hello", b"hi"]
+
+
+def test_100k_random_frames_all_views_held(pair):
+    a, b = pair
+    rng = random.Random(1)
+    messages = [rng.randbytes(rng.choice([0, 1, 7, 64, 300, 5000, 20000, 70000]) if i % 97 == 0
+                             else rng.randint(0, 100)) for i in range(100_000)]
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    t = sender_thread(lambda: [fa.send_many(messages[i:i + 777]) for i in range(0, len(messages), 777)])
+    received = []
+    while len(received) < len(messages):
+        batch = fb.recv_many()
+        assert batch
+        received.extend(batch)
+    t.join()
+    assert len(received) == len(messages)
+    for got, sent in zip(received, messages):
+        assert got == sent                  # every view intact after all later receives
+
+
+def test_views_are_read_only_and_bytes_like(pair):
+    a, b = pair
+    csock.FramedStream(a).send(b"payload")
+    m = csock.FramedStream(b).recv()
+    assert isinstance(m, csock.MessageView) and len(m) == 7 and m.readonly
+    assert bytes(m) == b"payload" and m == b"payload" and b"payload" == m and m != b"other"
+    assert m[0] == ord("p") and m[-1] == ord("d") and bytes(m[1:3]) == b"ay"
+    assert memoryview(m).readonly and memoryview(m).tobytes() == b"payload"
+    with pytest.raises(TypeError):
+        memoryview(m)[0] = 1
+    assert struct.unpack_from("!B", m)[0] == ord("p")
+    assert hash(m) == hash(b"payload")
+
+
+def test_arena_outlives_stream_while_views_held(pair):
+    a, b = pair
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    fa.send_many([b"first", b"second"])
+    held = fb.recv_many()
+    del fb
+    gc.collect()
+    assert held == [b"first", b"second"]
+
+
+def test_send_single_and_recv_iteration(pair):
+    a, b = pair
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    for i in range(10):
+        fa.send(i.to_bytes(2, "big"))
+    a.shutdown(csock.SHUT_WR)
+    assert [int.from_bytes(m, "big") for m in fb] == list(range(10))
+
+
+def test_recv_many_respects_max_messages(pair):
+    a, b = pair
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    fa.send_many([bytes([i]) for i in range(10)])
+    time.sleep(0.05)
+    first = fb.recv_many(max_messages=3)
+    assert first == [b"\x00", b"\x01", b"\x02"]
+    rest = []
+    while len(rest) < 7:
+        rest += fb.recv_many()
+    assert rest == [bytes([i]) for i in range(3, 10)]
+    with pytest.raises(ValueError):
+        fb.recv_many(0)
+
+
+def test_partial_frame_survives_timeout(pair):
+    a, b = pair
+    b.settimeout(0.1)
+    fb = csock.FramedStream(b)
+    frame = struct.pack("!I", 10) + b"0123456789"
+    a.sendall(frame[:2])
+    with pytest.raises(TimeoutError):
+        fb.recv()
+    a.sendall(frame[2:9])
+    with pytest.raises(TimeoutError):
+        fb.recv_many()
+    a.sendall(frame[9:])
+    assert fb.recv() == b"0123456789"
+
+
+def test_partial_frame_survives_would_block(pair):
+    a, b = pair
+    b.setblocking(False)
+    fb = csock.FramedStream(b)
+    with pytest.raises(BlockingIOError):
+        fb.recv()
+    a.sendall(struct.pack("!I", 3) + b"a")
+    time.sleep(0.02)
+    with pytest.raises(BlockingIOError):
+        fb.recv_many()
+    a.sendall(b"bc")
+    time.sleep(0.02)
+    assert fb.recv_many() == [b"abc"]
+
+
+def test_send_non_blocking_accepts_all_or_nothing(pair):
+    a, b = pair
+    a.setblocking(False)
+    fa = csock.FramedStream(a)
+    big = [bytes([i % 256]) * 100_000 for i in range(200)]   # 20 MB: far beyond the buffers
+    fa.send_many(big)                   # accepted: what the kernel did not take is backlog
+    assert fa.pending_send > 0
+    with pytest.raises(BlockingIOError):
+        fa.send(b"not accepted")        # backlog not flushed yet: nothing of this call taken
+    fb = csock.FramedStream(b)
+    received = []
+
+    def drain():
+        while len(received) < len(big) + 1:
+            received.extend(fb.recv_many())
+
+    t = sender_thread(drain)
+    while not fa.flush():
+        time.sleep(0.001)
+    while True:
+        try:
+            fa.send(b"last")
+            break
+        except BlockingIOError:
+            time.sleep(0.001)
+    while not fa.flush():
+        time.sleep(0.001)
+    t.join()
+    assert received[:-1] == big and received[-1] == b"last"
+
+
+def test_send_timeout_never_cuts_a_frame(pair):
+    a, b = pair
+    a.settimeout(0.1)
+    fa = csock.FramedStream(a)
+    payload = b"z" * 300_000
+    accepted = 0
+    for _ in range(200):
+        try:
+            fa.send(payload)
+            accepted += 1
+        except TimeoutError:
+            break
+    else:
+        pytest.fail("the socket never filled up")
+    fb = csock.FramedStream(b)
+    received = []
+
+    def drain():
+        while len(received) < accepted:
+            received.extend(fb.recv_many())
+
+    t = sender_thread(drain)
+    a.settimeout(None)
+    assert fa.flush()
+    t.join()
+    assert len(received) == accepted and all(m == payload for m in received)
+
+
+def test_too_large_frame_raises_without_allocating(pair):
+    a, b = pair
+    fb = csock.FramedStream(b, max_size=1024)
+    a.sendall(struct.pack("!I", 5) + b"small" + struct.pack("!I", 0xFFFFFFF0))
+    tracemalloc.start()
+    try:
+        assert fb.recv_many() == [b"small"]    # what came before is handed over first
+        with pytest.raises(csock.FrameTooLargeError) as info:
+            fb.recv()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(info.value, ValueError) and "max_size" in str(info.value)
+    assert peak < 1 << 20
+    with pytest.raises(csock.FrameTooLargeError):
+        fb.recv_many()                  # the stream stays unusable for reading
+
+
+def test_end_of_stream_between_and_inside_frames(pair):
+    a, b = pair
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    fa.send(b"one")
+    a.shutdown(csock.SHUT_WR)
+    assert fb.recv() == b"one"
+    with pytest.raises(EOFError):
+        fb.recv()
+    assert fb.recv_many() == []
+
+
+def test_end_of_stream_inside_a_frame(pair):
+    a, b = pair
+    fb = csock.FramedStream(b)
+    a.sendall(struct.pack("!I", 4) + b"ab")
+    a.shutdown(csock.SHUT_WR)
+    with pytest.raises(csock.IncompleteReadError) as info:
+        fb.recv_many()
+    assert info.value.partial == struct.pack("!I", 4) + b"ab"
+    assert fb.recv_many() == []
+
+
+def test_bad_messages_send_nothing(pair):
+    a, b = pair
+    fa = csock.FramedStream(a)
+    with pytest.raises(TypeError):
+        fa.send_many([b"ok", "text", b"ok"])
+    with pytest.raises(TypeError):
+        fa.send(12)
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(1)
+
+
+def test_constructor_checks():
+    with pytest.raises(TypeError):
+        csock.FramedStream(object())
+    with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as udp:
+        with pytest.raises(ValueError):
+            csock.FramedStream(udp)
+    a, b = csock.socketpair()
+    with a, b:
+        with pytest.raises(ValueError):
+            csock.FramedStream(a, max_size=-1)
+
+
+def test_stdlib_socket_works_too():
+    a, b = stdlib_socket.socketpair()
+    with a, b:
+        csock.FramedStream(a).send(b"from a stdlib socket")
+        assert csock.FramedStream(b).recv() == b"from a stdlib socket"
+
+
+def test_close_closes_socket_and_context_manager():
+    a, b = csock.socketpair()
+    with csock.FramedStream(a) as fa:
+        fa.send(b"bye")
+    assert a.fileno() == -1
+    with b:
+        assert csock.FramedStream(b).recv() == b"bye"

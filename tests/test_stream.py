@@ -1,0 +1,280 @@
+"""StreamSocket: the stdlib calls on the hot path, send_buffers, recv_exactly (API §0, §2)."""
+from __future__ import annotations
+
+import array
+import os
+import signal
+import socket as stdlib_socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import csock
+from csock import _fastio
+
+from .pairs import STREAM_FAMILIES, stream_pair
+
+
+@pytest.fixture(params=STREAM_FAMILIES)
+def pair(request):
+    with stream_pair(request.param) as p:
+        yield p
+
+
+def recv_all(sock, n):
+    chunks = []
+    while n:
+        chunk = sock.recv(n)
+        assert chunk, "unexpected end of stream"
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def test_type_specific_classes():
+    with csock.socket() as s:
+        assert type(s) is csock.StreamSocket and isinstance(s, stdlib_socket.socket)
+    a, b = csock.socketpair()
+    with a, b:
+        assert type(a) is csock.StreamSocket
+        assert type(a.dup()) is csock.StreamSocket
+    assert csock.StreamSocket.send is _fastio.sock_send
+    assert csock.StreamSocket.recv_into is _fastio.sock_recv_into
+
+
+def test_send_recv_roundtrip(pair):
+    a, b = pair
+    assert a.send(b"hello") == 5
+    assert recv_all(b, 5) == b"hello"
+    data = os.urandom(3_000_000)
+    t = threading.Thread(target=a.sendall, args=(data,))
+    t.start()
+    got = bytearray()
+    buf = bytearray(65536)
+    while len(got) < len(data):
+        n = b.recv_into(buf)
+        got += buf[:n]
+    t.join()
+    assert bytes(got) == data
+
+
+def test_send_buffers_every_bytes_like_type(pair):
+    a, b = pair
+    parts = [b"ab", bytearray(b"cd"), memoryview(b"--ef--")[2:4], array.array("H", [0x4847]), b"", b"ij"]
+    expected = b"abcdef" + array.array("H", [0x4847]).tobytes() + b"ij"
+    assert a.send_buffers(parts) == len(expected)
+    assert recv_all(b, len(expected)) == expected
+
+
+def test_send_buffers_more_than_iov_max(pair):
+    a, b = pair
+    parts = [i.to_bytes(4, "big") for i in range(5000)]   # IOV_MAX is 1024 on Linux
+    expected = b"".join(parts)
+    t = threading.Thread(target=lambda: a.send_buffers(parts))
+    t.start()
+    assert recv_all(b, len(expected)) == expected
+    t.join()
+
+
+def test_send_buffers_resumes_partial_writes(pair):
+    a, b = pair
+    parts = [os.urandom(1 << 20) for _ in range(8)]       # far more than the socket buffers
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("n", a.send_buffers(parts)))
+    t.start()
+    got = recv_all(b, 8 << 20)
+    t.join()
+    assert result["n"] == 8 << 20 and got == b"".join(parts)
+
+
+def test_send_buffers_bad_item_sends_nothing(pair):
+    a, b = pair
+    with pytest.raises(TypeError):
+        a.send_buffers([b"first", "not bytes", b"third"])
+    with pytest.raises(TypeError):
+        a.send_buffers([b"first", 42])
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(100)
+
+
+def test_send_buffers_non_blocking_returns_count_moved(pair):
+    a, b = pair
+    a.setblocking(False)
+    total = a.send_buffers([b"\x00" * (1 << 20)] * 64)
+    assert 0 < total < 64 << 20
+    with pytest.raises(BlockingIOError):
+        a.send_buffers([b"more"])
+    a.setblocking(True)
+
+
+def test_send_buffers_timeout_raises(pair):
+    a, b = pair
+    a.settimeout(0.2)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        a.send_buffers([b"\x00" * (1 << 20)] * 64)
+    assert time.monotonic() - start < 5   # one deadline for the call, not per write
+
+
+def test_recv_exactly(pair):
+    a, b = pair
+    a.sendall(b"abc")
+    threading.Timer(0.05, a.sendall, args=(b"defgh",)).start()
+    assert b.recv_exactly(8) == b"abcdefgh"
+    buf = bytearray(4)
+    a.sendall(b"wxyz")
+    assert b.recv_exactly_into(buf) is None and buf == b"wxyz"
+    assert b.recv_exactly(0) == b""
+
+
+def test_recv_exactly_end_of_stream(pair):
+    a, b = pair
+    a.sendall(b"partial")
+    a.shutdown(csock.SHUT_WR)
+    with pytest.raises(csock.IncompleteReadError) as info:
+        b.recv_exactly(100)
+    assert info.value.partial == b"partial" and isinstance(info.value, EOFError)
+    buf = bytearray(10)
+    with pytest.raises(csock.IncompleteReadError) as info:
+        b.recv_exactly_into(buf)
+    assert info.value.partial == b""
+
+
+def test_recv_exactly_timeout_keeps_the_bytes(pair):
+    a, b = pair
+    b.settimeout(0.1)
+    a.sendall(b"abc")
+    with pytest.raises(TimeoutError):
+        b.recv_exactly(6)
+    a.sendall(b"def")
+    assert b.recv_exactly(6) == b"abcdef"
+    a.sendall(b"12")
+    with pytest.raises(TimeoutError):
+        b.recv_exactly(4)
+    assert b.recv(1) == b"1"            # the stash is served first by any read
+    a.sendall(b"3")
+    assert b.recv(10) == b"2"
+    assert b.recv(10) == b"3"
+
+
+def test_recv_exactly_non_blocking(pair):
+    a, b = pair
+    b.setblocking(False)
+    a.sendall(b"ab")
+    time.sleep(0.05)
+    with pytest.raises(BlockingIOError):
+        b.recv_exactly(3)
+    a.sendall(b"c")
+    time.sleep(0.05)
+    assert b.recv_exactly(3) == b"abc"
+
+
+def test_bad_arguments():
+    a, b = csock.socketpair()
+    with a, b:
+        with pytest.raises(ValueError):
+            b.recv(-1)
+        with pytest.raises(ValueError):
+            b.recv_exactly(-1)
+        with pytest.raises(TypeError):
+            a.send("text")
+        with pytest.raises(TypeError):
+            b.recv_exactly_into(b"read-only")
+        with pytest.raises(ValueError):
+            b.recv_into(bytearray(4), 5)
+
+
+def test_peer_reset():
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        a = csock.create_connection(server.getsockname())
+        b, _ = server.accept()
+        with a, b:
+            b.setsockopt(csock.SOL_SOCKET, csock.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            a.sendall(b"unread")
+            b.close()                   # unread data + linger 0: RST
+            time.sleep(0.05)
+            with pytest.raises(ConnectionResetError):
+                a.recv_exactly(10)
+
+
+def test_closed_peer_broken_pipe_without_sigpipe():
+    code = (
+        "import signal, csock\n"
+        "signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+        "a, b = csock.socketpair(); b.close()\n"
+        "for call in (lambda: a.send(b'x'), lambda: a.sendall(b'x'), lambda: a.send_buffers([b'x'])):\n"
+        "    try:\n        call()\n    except BrokenPipeError:\n        print('EPIPE')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["EPIPE"] * 3
+
+
+def test_gil_released_while_blocked(pair):
+    a, b = pair
+    ticks = []
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    threading.Timer(0.3, a.sendall, args=(b"wake",)).start()
+    assert b.recv_exactly(4) == b"wake"
+    stop.set()
+    t.join()
+    assert len(ticks) > 20
+
+
+def test_signal_interrupts_blocked_recv_exactly():
+    a, b = csock.socketpair()
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupted):
+            b.recv_exactly(10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        a.close()
+        b.close()
+
+
+def test_eintr_storm_keeps_data_intact(pair):
+    a, b = pair
+    calls = []
+    old = signal.signal(signal.SIGALRM, lambda *_: calls.append(1))
+    data = os.urandom(16 << 20)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+        t = threading.Thread(target=a.sendall, args=(data,))
+        t.start()
+        got = b.recv_exactly(len(data))
+        t.join()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert got == data and calls
+
+
+def test_use_after_close_is_ebadf():
+    a, b = csock.socketpair()
+    b.close()
+    a.close()
+    with pytest.raises(OSError) as info:
+        a.send(b"x")
+    assert info.value.errno == 9
