@@ -14,12 +14,19 @@ from typing import Any
 globals().update({k: v for k, v in vars(_std).items() if not k.startswith("_") and k not in globals()})
 
 from . import _fastio
-from ._base import create_connection, create_server, fromfd, socket, socketpair
-from ._fastio import FramedStream, FrameTooLargeError, IncompleteReadError, MessageView
-from .datagram import DatagramSocket
-from .raw import RawSocket
-from .seqpacket import SeqPacketSocket
-from .stream import StreamSocket
+from ._base import create_connection as create_connection
+from ._base import create_server as create_server
+from ._base import fromfd as fromfd
+from ._base import socket as socket
+from ._base import socketpair as socketpair
+from ._fastio import FramedStream as FramedStream
+from ._fastio import FrameTooLargeError as FrameTooLargeError
+from ._fastio import IncompleteReadError as IncompleteReadError
+from ._fastio import MessageView as MessageView
+from .datagram import DatagramSocket as DatagramSocket
+from .raw import RawSocket as RawSocket
+from .seqpacket import SeqPacketSocket as SeqPacketSocket
+from .stream import StreamSocket as StreamSocket
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import os
 import socket as _std
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .stream import StreamSocket
 
 from . import _fastio
 
@@ -44,7 +49,7 @@ class socket(_std.socket):
 
     __slots__ = ()
 
-    def __new__(cls, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None) -> Any:
+    def __new__(cls, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None) -> Self:
         specific = _CLASS_FOR_KIND.get(_kind_of(type, fileno))
         if specific is not None and issubclass(specific, cls):
             cls = specific
@@ -66,7 +71,7 @@ class socket(_std.socket):
         return conn, address
 
 
-def adopt(std_sock: _std.socket) -> socket:
+def adopt(std_sock: _std.socket) -> Any:
     """Move a stdlib socket's fd into a csock socket of the matching class (mode kept)."""
     timeout = std_sock.gettimeout()
     family, kind, proto = std_sock.family, std_sock.type, std_sock.proto
@@ -75,22 +80,23 @@ def adopt(std_sock: _std.socket) -> socket:
     return sock
 
 
-def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[socket, socket]:
-    """socketpair(2): two connected csock sockets (AF_UNIX by default)."""
+def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[Any, Any]:
+    """socketpair(2): two connected csock sockets (AF_UNIX by default), typed Any because the
+    class depends on the type argument (StreamSocket for the default SOCK_STREAM)."""
     a, b = _std.socketpair(family, type, proto)
     return adopt(a), adopt(b)
 
 
-def create_connection(*args: Any, **kwargs: Any) -> socket:
+def create_connection(*args: Any, **kwargs: Any) -> StreamSocket:
     """The stdlib's create_connection (same arguments), returning a csock socket."""
-    return adopt(_std.create_connection(*args, **kwargs))
+    return cast("StreamSocket", adopt(_std.create_connection(*args, **kwargs)))
 
 
-def create_server(*args: Any, **kwargs: Any) -> socket:
+def create_server(*args: Any, **kwargs: Any) -> StreamSocket:
     """The stdlib's create_server (same arguments), returning a csock socket."""
-    return adopt(_std.create_server(*args, **kwargs))
+    return cast("StreamSocket", adopt(_std.create_server(*args, **kwargs)))
 
 
-def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> socket:
+def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> Any:
     """A csock socket on a duplicate of fd (dup(2)), as the stdlib's fromfd."""
     return socket(family, type, proto, os.dup(fd))

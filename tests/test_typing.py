@@ -1,0 +1,54 @@
+"""The public surface is typed: py.typed, stubs for the extension, mypy --strict clean, and
+the stubs name what the compiled module has."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import csock
+from csock import _fastio
+
+PACKAGE = Path(csock.__file__).parent
+SAMPLE = '''
+import csock
+
+a, b = csock.socketpair()
+assert isinstance(a, csock.StreamSocket) and isinstance(b, csock.StreamSocket)
+n: int = a.send_buffers([b"x", bytearray(b"y")])
+data: bytes = b.recv_exactly(2)
+stream = csock.FramedStream(a, max_size=1024)
+stream.send_many([b"m"])
+message: csock.MessageView = csock.FramedStream(b).recv()
+raw: bytes = bytes(message)
+'''
+
+
+def test_py_typed_and_stub_ship():
+    assert (PACKAGE / "py.typed").is_file()
+    assert (PACKAGE / "_fastio.pyi").is_file()
+
+
+def test_stub_names_exist_in_the_extension():
+    stub = (PACKAGE / "_fastio.pyi").read_text()
+    names = [line.split("(")[0].split(":")[0].split()[1] for line in stub.splitlines()
+             if line.startswith(("def ", "class "))]
+    assert names
+    missing = [n for n in names if not hasattr(_fastio, n)]
+    assert not missing, f"stubbed but not in csock._fastio: {missing}"
+    public = [n for n, v in vars(_fastio).items()
+              if not n.startswith("_") and (inspect.isclass(v) or callable(v))]
+    unstubbed = [n for n in public if n not in names]
+    assert not unstubbed, f"in csock._fastio but not stubbed: {unstubbed}"
+
+
+def test_mypy_strict_on_package_and_usage(tmp_path):
+    pytest.importorskip("mypy")
+    sample = tmp_path / "sample.py"
+    sample.write_text(SAMPLE)
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                           str(PACKAGE), str(sample)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
