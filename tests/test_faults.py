@@ -1,0 +1,102 @@
+"""Faults with real processes and sockets: a peer killed mid-transfer, resets, absurd
+arguments. For each: the exception, and that no byte already accepted was lost or duplicated."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import csock
+
+WRITER = textwrap.dedent("""
+    import csock, sys, struct
+    sock = csock.fromfd(int(sys.argv[1]), csock.AF_UNIX, csock.SOCK_STREAM)
+    stream = csock.FramedStream(sock)
+    i = 0
+    while True:
+        stream.send_many([struct.pack("!Q", i + k) * 8 for k in range(100)])
+        i += 100
+""")
+
+
+def test_peer_killed_mid_transfer_loses_and_duplicates_nothing():
+    a, b = csock.socketpair()
+    with a, b:
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(a.fileno())], pass_fds=[a.fileno()])
+        a.close()
+        stream = csock.FramedStream(b)
+        received = []
+        try:
+            while len(received) < 20_000:
+                received.extend(stream.recv_many())
+            proc.send_signal(signal.SIGKILL)
+            while True:
+                batch = stream.recv_many()
+                if not batch:
+                    break
+                received.extend(batch)
+        except csock.IncompleteReadError as e:
+            assert len(e.partial) < 4 + 64        # only the frame the kill cut
+        finally:
+            proc.kill()
+            proc.wait()
+        for i, message in enumerate(received):     # in order, none lost, none twice
+            assert message == i.to_bytes(8, "big") * 8
+
+
+def test_reset_in_the_middle_of_a_frame():
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        a = csock.create_connection(server.getsockname())
+        b, _ = server.accept()
+        with a, b:
+            stream = csock.FramedStream(b)
+            a.sendall(b"\x00\x00\x00\x05ab")
+            a.setsockopt(csock.SOL_SOCKET, csock.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            time.sleep(0.05)
+            a.close()
+            with pytest.raises((ConnectionResetError, csock.IncompleteReadError)):
+                stream.recv()
+
+
+def test_reset_during_bulk_send():
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        a = csock.create_connection(server.getsockname())
+        b, _ = server.accept()
+        with a:
+            b.setsockopt(csock.SOL_SOCKET, csock.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            threading.Timer(0.1, b.close).start()
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                a.send_buffers([b"\x00" * (1 << 20)] * 256)
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.recv(-1),
+    lambda s: s.recv_exactly(-5),
+    lambda s: s.recv_into(bytearray(2), 3),
+    lambda s: csock.FramedStream(s).recv_many(-1),
+    lambda s: csock.FramedStream(s, max_size=-1),
+    lambda s: csock.FramedStream(s, max_size=2**40),
+    lambda s: s.send_buffers([b"x"] * (2**20 + 1)),
+])
+def test_absurd_arguments_raise_value_error(call):
+    a, b = csock.socketpair()
+    with a, b:
+        with pytest.raises(ValueError):
+            call(b)
+
+
+def test_no_fd_growth_over_many_pairs():
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(2000):
+        a, b = csock.socketpair()
+        csock.FramedStream(a).send(b"x")
+        csock.FramedStream(b).recv()
+        a.close()
+        b.close()
+    assert len(os.listdir("/proc/self/fd")) == before
