@@ -1,0 +1,19 @@
+"""The short soak (bench/soak.py --short): fds identical and RSS within 5% after churn."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import csock
+
+SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
+
+
+def test_short_soak_keeps_fds_and_memory_flat():
+    env = dict(os.environ, PYTHONPATH=str(Path(csock.__file__).parent.parent))
+    proc = subprocess.run([sys.executable, str(SOAK), "--short"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout.splitlines()[-1]
