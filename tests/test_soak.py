@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import csock
 
 SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
 
 
+@pytest.mark.slow      # and meaningless under ASan, whose quarantine holds freed memory
 def test_short_soak_keeps_fds_and_memory_flat():
     env = dict(os.environ, PYTHONPATH=str(Path(csock.__file__).parent.parent))
     proc = subprocess.run([sys.executable, str(SOAK), "--short"], capture_output=True, text=True,
