@@ -273,3 +273,27 @@ def test_close_closes_socket_and_context_manager():
     assert a.fileno() == -1
     with b:
         assert csock.FramedStream(b).recv() == b"bye"
+
+
+def test_held_views_keep_arenas_alive_and_dropping_them_frees_memory():
+    a, b = csock.socketpair()
+    with a, b:
+        fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+        payload = b"m" * 1000
+        t = sender_thread(lambda: [fa.send_many([payload] * 100) for _ in range(100)])
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            held = []
+            while len(held) < 10_000:
+                held.extend(fb.recv_many())
+            t.join()
+            holding = tracemalloc.get_traced_memory()[0] - base
+            assert all(m == payload for m in held)
+            del held
+            gc.collect()
+            released = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        assert holding > 10_000 * 1000          # the arenas behind the views are alive
+        assert released < 2 * 256 * 1024 + 100_000   # ...and freed with the views (one arena kept)

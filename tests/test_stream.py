@@ -278,3 +278,23 @@ def test_use_after_close_is_ebadf():
     with pytest.raises(OSError) as info:
         a.send(b"x")
     assert info.value.errno == 9
+
+
+def test_kernel_timeout_surfaces_as_blocking_io_error(pair):
+    a, b = pair
+    b.setsockopt(csock.SOL_SOCKET, csock.SO_RCVTIMEO, (50_000).to_bytes(8, "little") + bytes(8))
+    start = time.monotonic()
+    with pytest.raises(BlockingIOError):
+        b.recv(10)
+    assert time.monotonic() - start >= 0.04
+    a.sendall(b"ab")
+    with pytest.raises(BlockingIOError):
+        b.recv_exactly(3)
+    a.sendall(b"c")
+    assert b.recv_exactly(3) == b"abc"
+    stream = csock.FramedStream(b)
+    a.sendall(b"\x00\x00\x00\x02x")
+    with pytest.raises(BlockingIOError):
+        stream.recv()
+    a.sendall(b"y")
+    assert stream.recv() == b"xy"
