@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import struct
 import os
 import signal
 import socket as stdlib_socket
@@ -282,7 +283,7 @@ def test_use_after_close_is_ebadf():
 
 def test_kernel_timeout_surfaces_as_blocking_io_error(pair):
     a, b = pair
-    b.setsockopt(csock.SOL_SOCKET, csock.SO_RCVTIMEO, (50_000).to_bytes(8, "little") + bytes(8))
+    b.setsockopt(csock.SOL_SOCKET, csock.SO_RCVTIMEO, struct.pack("@ll", 0, 50_000))   # timeval
     start = time.monotonic()
     with pytest.raises(BlockingIOError):
         b.recv(10)
