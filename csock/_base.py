@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket as _std
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -87,9 +88,44 @@ def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM, proto: i
     return adopt(a), adopt(b)
 
 
-def create_connection(*args: Any, **kwargs: Any) -> StreamSocket:
-    """The stdlib's create_connection (same arguments), returning a csock socket."""
-    return cast("StreamSocket", adopt(_std.create_connection(*args, **kwargs)))
+def create_connection(
+    address: tuple[str | None, int | str | bytes | None],
+    timeout: float | None = _std._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    source_address: Any = None,
+    *,
+    all_errors: bool = False,
+) -> StreamSocket:
+    """Connect a TCP csock socket to (host, port): each address getaddrinfo(3) gives is tried
+    in turn (socket, optional bind to source_address, connect with the timeout) until one
+    connects. Raises the first error, or an ExceptionGroup of all with all_errors=True.
+
+    Sockets are made through ``csock.socket`` as looked up at call time, so code that swaps
+    the module's ``socket`` (as the stdlib's tests do) sees its replacement used."""
+    package = sys.modules[__package__]
+    host, port = address
+    errors: list[OSError] = []
+    for family, kind, proto, _, sockaddr in package.getaddrinfo(host, port, 0, _std.SOCK_STREAM):
+        sock = None
+        try:
+            sock = package.socket(family, kind, proto)
+            if timeout is not _std._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return cast("StreamSocket", sock)
+        except OSError as error:
+            errors.append(error)
+            if sock is not None:
+                sock.close()
+    if not errors:
+        raise OSError("getaddrinfo returns an empty list")
+    try:
+        if all_errors:
+            raise ExceptionGroup("create_connection failed", errors)  # noqa: F821 (3.11+)
+        raise errors[0]
+    finally:
+        errors = []         # no reference cycle through the traceback
 
 
 def create_server(*args: Any, **kwargs: Any) -> StreamSocket:
