@@ -1,0 +1,29 @@
+/* TCP ping-pong: the client sends 32 bytes (sequence number first), the server echoes them. */
+#include "common.h"
+
+#define SIZE 32
+
+int main(int argc, char **argv) {
+    char buf[SIZE];
+    if (argc != 4) { fprintf(stderr, "usage: %s server|client N FD|PORT\n", argv[0]); return 2; }
+    long long n = atoll(argv[2]);
+    int fd = open_connection(argv[1], argv[3]);
+    if (strcmp(argv[1], "server") == 0) {
+        for (long long i = 0; i < n; i++) {
+            read_exactly(fd, buf, SIZE);
+            write_all(fd, buf, SIZE);
+        }
+    } else {
+        memset(buf, 'q', SIZE);
+        double t0 = now();
+        for (long long i = 0; i < n; i++) {
+            store_be64(buf, (uint64_t)i);
+            write_all(fd, buf, SIZE);
+            read_exactly(fd, buf, SIZE);
+            if ((long long)load_be64(buf) != i) mismatch("echo", i, (long long)load_be64(buf));
+        }
+        report(now() - t0, n);
+    }
+    close(fd);
+    return 0;
+}

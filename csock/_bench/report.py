@@ -1,0 +1,84 @@
+"""The table, the JSON and the plot of a benchmark run."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict
+
+from .runner import Result
+from .workloads import Workload
+
+REFERENCES = ("c", "stdlib-naive", "stdlib-tuned")
+
+
+def ratios(workload: Workload, rates: dict[tuple[str, str], float]) -> dict[str, float]:
+    """csock's median rate divided by each reference's."""
+    mine = rates.get((workload.name, "csock"))
+    return {ref: mine / rates[workload.name, ref] for ref in REFERENCES
+            if mine and (workload.name, ref) in rates}
+
+
+def table(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> str:
+    lines = [f"{'workload':<38} {'implementation':<14} {'median':>16} {'× C':>7} {'× naive':>8} {'× tuned':>8}"]
+    for w in workloads:
+        for impl in list(w.implementations) + ["c"]:
+            rate = rates.get((w.name, impl))
+            if rate is None:
+                continue
+            cells = []
+            for ref in REFERENCES:
+                base = rates.get((w.name, ref))
+                cells.append(f"{rate / base:.2f}×" if base else "-")
+            lines.append(f"{w.title:<38} {impl:<14} {w.show(rate):>16} {cells[0]:>7} {cells[1]:>8} {cells[2]:>8}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def target_lines(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> list[str]:
+    lines = []
+    for w in workloads:
+        achieved = ratios(w, rates)
+        for ref, minimum in w.targets:
+            if ref in achieved:
+                verdict = "met" if achieved[ref] >= minimum else "NOT met"
+                lines.append(f"target {w.name}: csock ≥ {minimum}× {ref}: {achieved[ref]:.2f}× ({verdict})")
+    return lines
+
+
+def write_json(path: str, workloads: list[Workload], results: list[Result],
+               rates: dict[tuple[str, str], float]) -> None:
+    document = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count()},
+        "runs": [asdict(r) for r in results],
+        "medians": [{"workload": w, "implementation": i, "rate": r} for (w, i), r in rates.items()],
+        "ratios": {w.name: ratios(w, rates) for w in workloads},
+    }
+    with open(path, "w") as f:
+        json.dump(document, f, indent=1)
+
+
+def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], float]) -> None:
+    """A bar chart: every implementation's median rate relative to the C program."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    impls = ["csock", "stdlib-naive", "stdlib-tuned", "c"]
+    shown = [w for w in workloads if (w.name, "c") in rates or (w.name, "csock") in rates]
+    fig, ax = plt.subplots(figsize=(2.2 * max(3, len(shown)), 4.5))
+    width = 0.2
+    for k, impl in enumerate(impls):
+        values = []
+        for w in shown:
+            base = rates.get((w.name, "c")) or rates.get((w.name, "csock")) or 1.0
+            values.append(rates.get((w.name, impl), 0.0) / base)
+        ax.bar([i + (k - 1.5) * width for i in range(len(shown))], values, width, label=impl)
+    ax.set_xticks(range(len(shown)), [w.name for w in shown])
+    ax.set_ylabel("median rate relative to C (higher is better)")
+    ax.set_title("csock benchmarks")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,145 @@
+"""Run workloads side by side: processes pinned to different CPUs, implementations interleaved
+over rounds, medians reported as rates and ratios."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .workloads import Workload
+
+C_SOURCES = Path(__file__).resolve().parent.parent.parent / "bench" / "c"
+C_BUILD = C_SOURCES / "bin"
+
+
+class BenchError(RuntimeError):
+    """A run failed: a data mismatch, a crash or a hang. Never averaged away."""
+
+
+@dataclass
+class Result:
+    workload: str
+    implementation: str
+    round: int
+    count: int
+    elapsed: float
+    rate: float
+
+
+def build_c_programs(names: list[str], log: Callable[[str], None]) -> dict[str, str]:
+    """Compile bench/c/<name>.c with the system compiler; {} (and a message) if impossible."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not C_SOURCES.is_dir():
+        log(f"C reference programs not found ({C_SOURCES}): the C column is left out")
+        return {}
+    if compiler is None:
+        log("no C compiler on this machine: the C column is left out")
+        return {}
+    C_BUILD.mkdir(exist_ok=True)
+    built = {}
+    for name in names:
+        source, binary = C_SOURCES / f"{name}.c", C_BUILD / name
+        newest = max(source.stat().st_mtime, (C_SOURCES / "common.h").stat().st_mtime)
+        if not binary.exists() or binary.stat().st_mtime < newest:
+            proc = subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(source)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BenchError(f"building {source} failed:\n{proc.stderr}")
+        built[name] = str(binary)
+    return built
+
+
+def pin(cpu: int | None) -> Callable[[], None] | None:
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def cpus() -> tuple[int | None, int | None]:
+    """(server CPU, client CPU): two different CPUs when there are two."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    return available[1], available[0]
+
+
+def command(workload: Workload, implementation: str, role: str, count: int, where: str,
+            c_binaries: dict[str, str]) -> list[str]:
+    if implementation == "c":
+        return [c_binaries[str(workload.c_program)], role, str(count), where]
+    return [sys.executable, "-m", "csock._bench.worker", workload.name, implementation, role,
+            str(count), where]
+
+
+def run_once(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
+             timeout: float = 600) -> float:
+    """One run: server and client processes on two CPUs; the measured side's elapsed time."""
+    server_cpu, client_cpu = cpus()
+    with socket.create_server(("127.0.0.1", 0), backlog=1) as listener:
+        port = listener.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+            str(Path(__file__).resolve().parent.parent.parent), os.environ.get("PYTHONPATH")])))
+        server = subprocess.Popen(
+            command(workload, implementation, "server", count, str(listener.fileno()), c_binaries),
+            pass_fds=[listener.fileno()], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=pin(server_cpu), env=env)
+    client = subprocess.Popen(command(workload, implementation, "client", count, str(port), c_binaries),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=pin(client_cpu), env=env)
+    outputs = {}
+    for role, proc in (("client", client), ("server", server)):
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            client.kill()
+            raise BenchError(f"{workload.name}/{implementation}: the {role} hung") from None
+        if proc.returncode != 0:
+            server.kill()
+            client.kill()
+            raise BenchError(f"{workload.name}/{implementation} {role} failed "
+                             f"(exit {proc.returncode}):\n{err.decode()[-2000:]}")
+        outputs[role] = out.decode()
+    lines = outputs[workload.measured].strip().splitlines()
+    if not lines:
+        raise BenchError(f"{workload.name}/{implementation}: the {workload.measured} reported nothing")
+    measured = json.loads(lines[-1])
+    if measured["count"] != count:
+        raise BenchError(f"{workload.name}/{implementation}: moved {measured['count']} of {count}")
+    return float(measured["elapsed"])
+
+
+def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
+        progress: Callable[..., Any], log: Callable[[str], None]) -> list[Result]:
+    programs = sorted({w.c_program for w in workloads if w.c_program})
+    c_binaries = build_c_programs(programs, log)
+    plan = []
+    for w in workloads:
+        impls = list(w.implementations) + (["c"] if w.c_program in c_binaries else [])
+        plan.append((w, impls, max(1, int((w.count_quick if quick else w.count_full) * scale))))
+    results = []
+    with progress(total=rounds * sum(len(impls) for _, impls, _ in plan)) as bar:
+        for r in range(rounds):
+            for w, impls, count in plan:
+                shift = r % len(impls)             # interleave: each round starts elsewhere
+                for impl in impls[shift:] + impls[:shift]:
+                    bar.set_description(f"{w.name}/{impl}")
+                    elapsed = run_once(w, impl, count, c_binaries)
+                    results.append(Result(w.name, impl, r, count, elapsed, w.rate(count, elapsed)))
+                    bar.update(1)
+    return results
+
+
+def medians(results: list[Result]) -> dict[tuple[str, str], float]:
+    grouped: dict[tuple[str, str], list[float]] = {}
+    for res in results:
+        grouped.setdefault((res.workload, res.implementation), []).append(res.rate)
+    return {key: statistics.median(rates) for key, rates in grouped.items()}

@@ -1,0 +1,42 @@
+"""One side of one benchmark run:  python -m csock._bench.worker WORKLOAD IMPL ROLE N WHERE
+
+ROLE is server (WHERE: an inherited listening fd, one connection accepted) or client (WHERE:
+a TCP port on 127.0.0.1). Prints {"elapsed": seconds, "count": n}; exit 1 on a data mismatch.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from .workers import WORKERS, DataMismatch
+
+
+def connect(module: Any, role: str, where: str) -> Any:
+    if role == "server":
+        listener = module.socket(fileno=int(where))
+        sock, _ = listener.accept()
+        listener.close()
+    else:
+        sock = module.create_connection(("127.0.0.1", int(where)))
+    sock.setsockopt(module.IPPROTO_TCP, module.TCP_NODELAY, 1)
+    return sock
+
+
+def main() -> int:
+    workload, impl, role, n, where = sys.argv[1:6]
+    module, server, client = WORKERS[workload, impl]
+    sock = connect(module, role, where)
+    try:
+        elapsed = (server if role == "server" else client)(sock, int(n))
+    except DataMismatch as error:
+        print(f"DATA MISMATCH in {workload}/{impl} ({role}): {error}", file=sys.stderr)
+        return 1
+    finally:
+        sock.close()
+    print(json.dumps({"elapsed": elapsed, "count": int(n)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

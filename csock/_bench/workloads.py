@@ -1,0 +1,49 @@
+"""The benchmark workloads: what each moves, how its rate is read, its targets.
+
+A workload is run once per implementation per round, as two processes (server and client)
+on two CPUs. Python implementations are in workers.py; the C one is bench/c/<c_program>.c.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .workers import CHUNK
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    count_full: int
+    count_quick: int
+    measured: str                       # the side whose elapsed time is the figure
+    unit: str                           # how rates are shown: "msg/s", "GB/s" or "us/rt"
+    bytes_per_count: int = 0            # for GB/s
+    c_program: str | None = None
+    implementations: tuple[str, ...] = ("csock", "stdlib-naive", "stdlib-tuned")
+    # (reference implementation, the minimum csock/reference rate ratio the issue asks for)
+    targets: tuple[tuple[str, float], ...] = field(default=())
+
+    def rate(self, count: int, elapsed: float) -> float:
+        """Units per second (higher is better, for every unit). Receivers start their clock at
+        the first unit that arrives, so the first is not counted."""
+        timed = count - 1 if self.measured == "server" else count
+        return max(timed, 1) / elapsed
+
+    def show(self, rate: float) -> str:
+        if self.unit == "GB/s":
+            return f"{rate * self.bytes_per_count / 1e9:.2f} GB/s"
+        if self.unit == "us/rt":
+            return f"{1e6 / rate:.1f} µs/rt"
+        return f"{rate / 1e6:.2f}M msg/s"
+
+
+WORKLOADS = [
+    Workload("framed", "framed 64 B messages, TCP loopback", 1_000_000, 100_000, "server", "msg/s",
+             c_program="framed", targets=(("c", 0.10), ("stdlib-tuned", 2.0))),
+    Workload("bulk", "TCP bulk, 256 KiB writes", 8192, 1024, "server", "GB/s",
+             bytes_per_count=CHUNK, c_program="bulk", implementations=("csock", "stdlib-naive"),
+             targets=(("c", 0.95),)),
+    Workload("pingpong", "TCP ping-pong, 32 B", 20_000, 5_000, "client", "us/rt",
+             c_program="pingpong", targets=(("c", 0.97),)),
+]

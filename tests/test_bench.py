@@ -1,0 +1,63 @@
+"""The benchmark runner itself: tiny runs of every workload (C programs built, data verified,
+table printed), and a corrupted stream is caught, never averaged away."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import csock
+from csock._bench import workers
+
+ROOT = Path(csock.__file__).parent.parent
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "csock", "bench", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_tiny_run_of_every_workload(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("--quick", "--rounds", "1", "--scale", "0.02", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "× C" in proc.stdout and "target framed" in proc.stdout
+    document = json.loads(out.read_text())
+    runs = {(r["workload"], r["implementation"]) for r in document["runs"]}
+    assert {("framed", "csock"), ("framed", "stdlib-tuned"), ("bulk", "csock"), ("pingpong", "csock")} <= runs
+    if any(impl == "c" for _, impl in runs):
+        assert ("framed", "c") in runs
+    assert all(r["elapsed"] > 0 and r["rate"] > 0 for r in document["runs"])
+    assert document["ratios"]["framed"]["stdlib-naive"] > 0
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "bench.png"
+    proc = run_cli("--only", "pingpong", "--rounds", "1", "--scale", "0.01", "--plot", str(png))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_verifier_catches_a_corrupted_stream():
+    a, b = csock.socketpair()
+    with a, b:
+        stream = csock.FramedStream(a)
+        stream.send_many([workers.SEQ.pack(i) + workers.FILLER for i in (0, 1, 3)])   # 2 lost
+        a.close()
+        with pytest.raises(workers.DataMismatch, match="expected 2, got 3"):
+            workers.framed_csock_server(b, 4)
+
+
+def test_a_failing_side_fails_the_run(monkeypatch):
+    from csock._bench import runner
+    from csock._bench.workloads import WORKLOADS
+
+    framed = next(w for w in WORKLOADS if w.name == "framed")
+    with pytest.raises(runner.BenchError):
+        runner.run_once(framed, "no-such-implementation", 10, {}, timeout=60)
