@@ -1,13 +1,28 @@
-"""DatagramSocket (SOCK_DGRAM): connectionless datagrams (UDP, AF_UNIX dgram): boundaries kept, delivery not guaranteed."""
+"""DatagramSocket (SOCK_DGRAM: UDP, AF_UNIX dgram): boundaries kept, delivery not guaranteed."""
 from __future__ import annotations
 
 import socket as _std
 
+from . import _fastio
 from ._base import register_kind, socket
 
 
 class DatagramSocket(socket):
-    """connectionless datagrams (UDP, AF_UNIX dgram): boundaries kept, delivery not guaranteed."""
+    """Connectionless datagrams, in batches.
+
+    ``send_batch(messages, address=None)`` sends each item (bytes-like, or a ``(data,
+    address)`` pair) as one datagram with one sendmmsg(2) per 1024; all items and addresses
+    are checked before anything is sent. If the kernel fails after k datagrams went out, the
+    call returns k and the next ``send_batch`` raises that error: nothing is resent or lost
+    silently. ``recv_batch(max_messages=64, bufsize=65535)`` waits for one datagram, then
+    returns every one already queued (one recvmmsg(2)) as ``csock.Datagram``s whose ``data``
+    views stay valid while held and whose ``truncated`` flag says a datagram was cut.
+    """
+
+    __slots__ = ("_csock_receiver", "_csock_send_error")
+
+    send_batch = _fastio.send_batch
+    recv_batch = _fastio.recv_batch
 
 
 register_kind(_std.SOCK_DGRAM, DatagramSocket)

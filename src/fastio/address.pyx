@@ -1,1 +1,178 @@
-# (filled in by its issue)
+# Python addresses <-> struct sockaddr, as the stdlib's socket module reads and writes them:
+# AF_INET (host, port); AF_INET6 (host, port[, flowinfo[, scope_id]]); AF_UNIX a path (str, or
+# bytes; a leading NUL makes it abstract). Numeric hosts are parsed with inet_pton(3); names
+# go through getaddrinfo(3) (socket.gaierror when they don't resolve), as in the stdlib.
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.errno cimport ENAMETOOLONG as errno_ENAMETOOLONG
+from libc.string cimport memcpy, memset, memcmp
+from includes.socket cimport sockaddr, sockaddr_storage, socklen_t, AF_UNIX, AF_INET, AF_INET6, SOCK_DGRAM
+from includes.inet cimport (sockaddr_in, sockaddr_in6, sockaddr_un, htons, ntohs, htonl, ntohl,
+                            inet_pton, inet_ntop, INET6_ADDRSTRLEN)
+import os as _os
+
+cdef enum:
+    SUN_PATH_OFFSET = 2                # offsetof(struct sockaddr_un, sun_path)
+    SUN_PATH_MAX = 108
+
+
+cdef int port_from(object port) except -1:
+    cdef long value = port               # TypeError for a non-integer, as the stdlib
+    if value < 0 or value > 0xFFFF:
+        raise OverflowError("port must be 0-65535.")
+    return value
+
+
+cdef bytes host_bytes(object host):
+    if isinstance(host, str):
+        return (<str>host).encode("idna")
+    if isinstance(host, (bytes, bytearray)):
+        return bytes(host)
+    raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+
+
+cdef int resolve(bytes host, int family, int port, void *out) except -1:
+    """Fill out's address (in_addr or in6_addr) for host: numeric, special, or a name."""
+    if host == b"" and family == AF_INET:
+        memset(out, 0, 4)                  # INADDR_ANY
+        return 0
+    if host == b"<broadcast>" and family == AF_INET:
+        memset(out, 0xFF, 4)
+        return 0
+    if host == b"" and family == AF_INET6:
+        memset(out, 0, 16)
+        return 0
+    if inet_pton(family, host, out) == 1:
+        return 0
+    infos = _socket.getaddrinfo(host.decode("idna"), port, family, SOCK_DGRAM)
+    if not infos:
+        raise _socket.gaierror("no address for " + host.decode("idna", "replace"))
+    numeric = infos[0][4][0].encode()
+    if inet_pton(family, numeric.split(b"%")[0], out) != 1:
+        raise ValueError(f"getaddrinfo gave an unusable address {numeric!r}")
+    return 0
+
+
+cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage *out) except 0:
+    """Fill out from a Python address of the socket's family; returns the sockaddr length."""
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    cdef sockaddr_un *un
+    cdef const unsigned char[:] path
+    cdef Py_ssize_t n
+    memset(out, 0, sizeof(sockaddr_storage))
+    if family == AF_INET:
+        if not isinstance(address, tuple):
+            raise TypeError(f"AF_INET address must be tuple, not {type(address).__name__}")
+        if len(address) != 2:
+            raise TypeError("AF_INET address must be a pair (host, port)")
+        v4 = <sockaddr_in *>out
+        v4.sin_family = AF_INET
+        port = port_from(address[1])
+        v4.sin_port = htons(port)
+        resolve(host_bytes(address[0]), AF_INET, port, &v4.sin_addr)
+        return sizeof(sockaddr_in)
+    if family == AF_INET6:
+        if not isinstance(address, tuple):
+            raise TypeError(f"AF_INET6 address must be tuple, not {type(address).__name__}")
+        if not 2 <= len(address) <= 4:
+            raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+        v6 = <sockaddr_in6 *>out
+        v6.sin6_family = AF_INET6
+        port = port_from(address[1])
+        v6.sin6_port = htons(port)
+        flowinfo = address[2] if len(address) > 2 else 0
+        if not 0 <= flowinfo <= 0xFFFFF:
+            raise OverflowError("flowinfo must be 0-1048575.")
+        v6.sin6_flowinfo = htonl(flowinfo)
+        v6.sin6_scope_id = address[3] if len(address) > 3 else 0
+        host = host_bytes(address[0])
+        if b"%" in host:                   # fe80::1%eth0: the scope comes from the name
+            info = _socket.getaddrinfo(host.decode(), port, AF_INET6, SOCK_DGRAM)[0][4]
+            v6.sin6_scope_id = info[3]
+            host = info[0].split("%")[0].encode()
+        resolve(host, AF_INET6, port, &v6.sin6_addr)
+        return sizeof(sockaddr_in6)
+    if family == AF_UNIX:
+        if isinstance(address, str):
+            address = _os.fsencode(address)
+        elif not isinstance(address, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a bytes-like object or str is required for AF_UNIX, not {type(address).__name__}")
+        path = address
+        n = path.shape[0]
+        if n > SUN_PATH_MAX or (n == SUN_PATH_MAX and path[0] != 0):
+            raise OSError(errno_ENAMETOOLONG, "AF_UNIX path too long")
+        un = <sockaddr_un *>out
+        un.sun_family = AF_UNIX
+        if n:
+            memcpy(un.sun_path, &path[0], n)
+        # A pathname is NUL-terminated and its length counts the NUL; an abstract name (leading
+        # NUL) is exactly its bytes (unix(7)).
+        return SUN_PATH_OFFSET + n + (1 if n and path[0] != 0 else 0)
+    raise ValueError(f"csock batches support AF_INET, AF_INET6 and AF_UNIX addresses, not family {family}")
+
+
+
+cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length):
+    """The stdlib's Python form of a received address (None for an unnamed AF_UNIX peer)."""
+    cdef char text[INET6_ADDRSTRLEN]
+    cdef const sockaddr_in *v4
+    cdef const sockaddr_in6 *v6
+    cdef const sockaddr_un *un
+    cdef Py_ssize_t n
+    if length == 0:
+        return None
+    if sa.sa_family == AF_INET:
+        v4 = <const sockaddr_in *>sa
+        inet_ntop(AF_INET, &v4.sin_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(v4.sin_port))
+    if sa.sa_family == AF_INET6:
+        v6 = <const sockaddr_in6 *>sa
+        inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
+    if sa.sa_family == AF_UNIX:
+        un = <const sockaddr_un *>sa
+        n = <Py_ssize_t>length - SUN_PATH_OFFSET
+        if n <= 0:
+            return None                     # unnamed (socketpair, unbound sender)
+        if un.sun_path[0] == 0:
+            return PyBytes_FromStringAndSize(un.sun_path, n)       # abstract: bytes, NUL first
+        n = strlen_bounded(un.sun_path, n)
+        return _os.fsdecode(PyBytes_FromStringAndSize(un.sun_path, n))
+    return (sa.sa_family, PyBytes_FromStringAndSize(<const char *>sa, length))
+
+
+cdef inline Py_ssize_t strlen_bounded(const char *s, Py_ssize_t limit) noexcept:
+    cdef Py_ssize_t i = 0
+    while i < limit and s[i] != 0:
+        i += 1
+    return i
+
+
+cdef class AddressCache:
+    """Decodes received sockaddrs, handing back the same Python object for a repeat of the
+    previous sender (a batch usually comes from a few peers)."""
+    cdef sockaddr_storage last
+    cdef socklen_t last_length
+    cdef object last_address
+
+    def __cinit__(self):
+        self.last_length = 0
+        self.last_address = None
+
+    cdef object decode(self, const sockaddr *sa, socklen_t length):
+        if length == self.last_length and self.last_address is not None and \
+                memcmp(sa, &self.last, length) == 0:
+            return self.last_address
+        address = sockaddr_to_python(sa, length)
+        if length <= sizeof(sockaddr_storage):
+            memcpy(&self.last, sa, length)
+            self.last_length = length
+            self.last_address = address
+        return address
+
+
+def parse_address(family, address):
+    """The sockaddr bytes csock sends to for a Python address (for tests and debugging)."""
+    cdef sockaddr_storage storage
+    cdef socklen_t n = sockaddr_from_python(address, family, &storage)
+    return PyBytes_FromStringAndSize(<char *>&storage, n)

@@ -1,1 +1,394 @@
-# (filled in by its issue)
+# Datagram and record batches: sendmmsg(2) and recvmmsg(2) (DatagramSocket, SeqPacketSocket,
+# RawSocket). One system call moves up to MMSG_MAX messages.
+cimport cython
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from cpython.list cimport PyList_Append
+from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE
+from libc.string cimport memcpy, memset
+from includes.socket cimport (sendmmsg, recvmmsg, mmsghdr, msghdr, sockaddr, sockaddr_storage,
+                              socklen_t, MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_NOSIGNAL,
+                              SOCK_SEQPACKET)
+from includes.pysocket cimport CSOCK_SOCKET_FIELDS
+
+cdef enum:
+    MMSG_MAX = 1024                   # UIO_MAXIOV: the most messages one call takes
+    MAX_BATCH = 1 << 20               # items in one send_batch call (ValueError above)
+    MAX_RECV_MESSAGES = 1 << 16       # max_messages of one recv_batch call
+    MAX_BUFSIZE = 1 << 24             # bufsize of one message
+    MAX_SCRATCH = 64 << 20            # receive memory laid out for one recvmmsg
+
+
+@cython.final
+@cython.freelist(256)
+cdef class Datagram:
+    """One received datagram or record: ``data`` (a read-only MessageView that stays valid
+    while held), ``address`` (the sender, as the stdlib's recvfrom gives it; None on a
+    connected AF_UNIX pair) and ``truncated`` (True when it was longer than bufsize: MSG_TRUNC).
+    Unpacks as ``data, address = datagram``."""
+    cdef readonly object data
+    cdef readonly object address
+    cdef readonly bint truncated
+
+    def __iter__(self):
+        return iter((self.data, self.address))
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return (self.data, self.address)[index]
+
+    def __eq__(self, other):
+        if isinstance(other, Datagram):
+            return (self.data == (<Datagram>other).data and self.address == (<Datagram>other).address
+                    and self.truncated == (<Datagram>other).truncated)
+        if isinstance(other, tuple) and len(other) == 2:
+            return self.data == other[0] and self.address == other[1]
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        flag = ", truncated" if self.truncated else ""
+        return f"Datagram({bytes(self.data)[:32]!r}{'...' if len(self.data) > 32 else ''}, {self.address!r}{flag})"
+
+
+cdef inline Datagram make_datagram(object data, object address, bint truncated):
+    cdef Datagram d = Datagram.__new__(Datagram)
+    d.data = data
+    d.address = address
+    d.truncated = truncated
+    return d
+
+
+cdef struct MmsgOp:
+    mmsghdr *msgs
+    unsigned int count
+    int flags
+
+
+cdef Py_ssize_t sys_sendmmsg(int fd, void *op) noexcept nogil:
+    cdef MmsgOp *o = <MmsgOp *>op
+    return sendmmsg(fd, o.msgs, o.count, o.flags | MSG_NOSIGNAL)
+
+
+cdef Py_ssize_t sys_recvmmsg(int fd, void *op) noexcept nogil:
+    cdef MmsgOp *o = <MmsgOp *>op
+    return recvmmsg(fd, o.msgs, o.count, o.flags, NULL)
+
+
+cdef int socket_family_type(object sock, int *family, int *kind) except -1:
+    if _layout_ok and PyObject_TypeCheck(sock, _socket_type):
+        family[0] = CSOCK_SOCKET_FIELDS(sock).sock_family
+        kind[0] = CSOCK_SOCKET_FIELDS(sock).sock_type
+    else:
+        family[0] = sock.family
+        kind[0] = sock.type
+    return 0
+
+
+# --- errors after part of a batch went out --------------------------------------------------
+# sendmmsg(2) that fails after k messages went out reports k; the failure itself is raised by
+# the next send_batch call on that socket (kept in its _csock_send_error slot), so the caller
+# learns exactly how many were sent and never resends or loses one silently.
+
+cdef int raise_deferred_error(object sock) except -1:
+    error = getattr(sock, "_csock_send_error", None)
+    if error is not None:
+        sock._csock_send_error = None
+        raise error
+    return 0
+
+
+cdef bint defer_error(object sock, object error):
+    try:
+        sock._csock_send_error = error
+        return True
+    except AttributeError:                  # a plain stdlib socket has no slot: raise now
+        return False
+
+
+# --- sending --------------------------------------------------------------------------------
+
+cdef class _Outgoing:
+    """The parsed items of one send call: buffer exports held until the call returns, and
+    one sockaddr per distinct address."""
+    cdef Py_ssize_t count, acquired, naddresses
+    cdef Py_buffer *views
+    cdef int *address_of                 # index into addresses, -1: the connected peer
+    cdef sockaddr_storage *addresses
+    cdef socklen_t *address_lengths
+    cdef char *prefixes                  # optional per-message header bytes
+    cdef Py_ssize_t prefix_length
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.acquired):
+            PyBuffer_Release(&self.views[i])
+        PyMem_Free(self.views)
+        PyMem_Free(self.address_of)
+        PyMem_Free(self.addresses)
+        PyMem_Free(self.address_lengths)
+        PyMem_Free(self.prefixes)
+
+
+cdef _Outgoing parse_outgoing(list items, object address, int family):
+    """Export every buffer and parse every address before anything is sent: a bad item raises
+    TypeError/ValueError/gaierror with nothing sent."""
+    cdef _Outgoing out = _Outgoing.__new__(_Outgoing)
+    cdef Py_ssize_t i, n = len(items)
+    cdef dict seen = {}
+    cdef list distinct = []
+    if n > MAX_BATCH:
+        raise ValueError(f"a batch holds at most {MAX_BATCH} messages, got {n}")
+    out.count = n
+    out.views = <Py_buffer *>PyMem_Malloc(max(n, 1) * sizeof(Py_buffer))
+    out.address_of = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
+    if out.views == NULL or out.address_of == NULL:
+        raise MemoryError()
+    for i in range(n):
+        item = items[i]
+        target = address
+        if PyTuple_Check(item):
+            if PyTuple_GET_SIZE(item) != 2:
+                raise TypeError(f"batch item {i}: expected data or a (data, address) pair")
+            item, target = item
+        PyObject_GetBuffer(item, &out.views[i], PyBUF_SIMPLE)
+        out.acquired += 1
+        if target is None:
+            out.address_of[i] = -1
+            continue
+        try:
+            index = seen.get(target)
+        except TypeError:                   # unhashable (a bytearray path): no sharing
+            index = None
+        if index is None:
+            index = len(distinct)
+            distinct.append(target)
+            try:
+                seen[target] = index
+            except TypeError:
+                pass
+        out.address_of[i] = index
+    out.naddresses = len(distinct)
+    out.addresses = <sockaddr_storage *>PyMem_Malloc(max(out.naddresses, 1) * sizeof(sockaddr_storage))
+    out.address_lengths = <socklen_t *>PyMem_Malloc(max(out.naddresses, 1) * sizeof(socklen_t))
+    if out.addresses == NULL or out.address_lengths == NULL:
+        raise MemoryError()
+    for i in range(out.naddresses):
+        out.address_lengths[i] = sockaddr_from_python(distinct[i], family, &out.addresses[i])
+    return out
+
+
+cdef Py_ssize_t send_outgoing(object sock, IoWait *w, _Outgoing out) except -1:
+    """sendmmsg(2) every message of out, MMSG_MAX per call; the count sent. Non-blocking, it
+    stops when the kernel would block (BlockingIOError if nothing went out)."""
+    cdef Py_ssize_t sent = 0, i, k, r, nbytes, chunk = min(out.count, <Py_ssize_t>MMSG_MAX)
+    cdef int parts = 2 if out.prefix_length else 1
+    cdef mmsghdr *msgs = <mmsghdr *>PyMem_Malloc(chunk * sizeof(mmsghdr))
+    cdef iovec *iov = <iovec *>PyMem_Malloc(parts * chunk * sizeof(iovec))
+    cdef MmsgOp op
+    try:
+        if msgs == NULL or iov == NULL:
+            raise MemoryError()
+        op.msgs = msgs
+        op.flags = 0
+        return send_chunks(sock, w, out, msgs, iov, &op, parts)
+    finally:
+        PyMem_Free(msgs)
+        PyMem_Free(iov)
+
+
+cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs, iovec *iov,
+                            MmsgOp *op, int parts) except -1:
+    cdef Py_ssize_t sent = 0, i, k, r, nbytes
+    while sent < out.count:
+        k = min(out.count - sent, <Py_ssize_t>MMSG_MAX)
+        memset(msgs, 0, k * sizeof(mmsghdr))
+        nbytes = 0
+        for i in range(k):
+            if out.prefix_length:
+                iov[2 * i].iov_base = out.prefixes + (sent + i) * out.prefix_length
+                iov[2 * i].iov_len = out.prefix_length
+            iov[parts * i + parts - 1].iov_base = out.views[sent + i].buf
+            iov[parts * i + parts - 1].iov_len = out.views[sent + i].len
+            nbytes += out.views[sent + i].len
+            msgs[i].msg_hdr.msg_iov = &iov[parts * i]
+            msgs[i].msg_hdr.msg_iovlen = parts
+            if out.address_of[sent + i] >= 0:
+                msgs[i].msg_hdr.msg_name = &out.addresses[out.address_of[sent + i]]
+                msgs[i].msg_hdr.msg_namelen = out.address_lengths[out.address_of[sent + i]]
+        op.count = <unsigned int>k
+        try:
+            r = io_call(w, sys_sendmmsg, op, POLLOUT, io_may_block(w, nbytes))
+        except OSError as error:
+            if sent == 0 or isinstance(error, TimeoutError) or not defer_error(sock, error):
+                raise
+            return sent                      # the error is raised by the next call
+        if r == IO_AGAIN:
+            if sent == 0:
+                raise_would_block()
+            return sent
+        sent += r
+    return sent
+
+
+def send_batch(sock, messages, address=None):
+    """send_batch(messages, address=None) -> count: every item (bytes-like, to `address` or the
+    connected peer, or a (data, address) pair) as one datagram, with one sendmmsg(2) per up to
+    1024. Blocking or with a timeout: all are sent, or it raises. Non-blocking: returns how many
+    went out before the kernel would block (BlockingIOError if none). If the kernel fails after
+    k datagrams went out, it returns k and the next call raises that error."""
+    cdef IoWait w
+    cdef int family, kind
+    raise_deferred_error(sock)
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    items = messages if isinstance(messages, list) else list(messages)
+    out = parse_outgoing(items, address, family)
+    if out.count == 0:
+        return 0
+    return send_outgoing(sock, &w, out)
+
+
+# --- receiving ------------------------------------------------------------------------------
+
+@cython.final
+cdef class BatchReceiver:
+    """Per-socket receive state: headers, iovecs and address slots for recvmmsg(2), and a
+    scratch Arena laid out as `capacity` slots of `slot` bytes. The scratch is reused only
+    when no view refers to it; small batches are compacted into a right-sized arena so that
+    held views do not pin the whole scratch."""
+    cdef Py_ssize_t capacity, slot
+    cdef mmsghdr *msgs
+    cdef iovec *iovs
+    cdef sockaddr_storage *names
+    cdef Arena scratch
+    cdef AddressCache addresses
+    cdef bint busy
+
+    def __cinit__(self):
+        self.addresses = AddressCache()
+
+    def __dealloc__(self):
+        PyMem_Free(self.msgs)
+        PyMem_Free(self.iovs)
+        PyMem_Free(self.names)
+
+    cdef int prepare(self, Py_ssize_t count, Py_ssize_t slot) except -1:
+        cdef Py_ssize_t i
+        if count > self.capacity:
+            PyMem_Free(self.msgs)
+            PyMem_Free(self.iovs)
+            PyMem_Free(self.names)
+            self.msgs = <mmsghdr *>PyMem_Malloc(count * sizeof(mmsghdr))
+            self.iovs = <iovec *>PyMem_Malloc(count * sizeof(iovec))
+            self.names = <sockaddr_storage *>PyMem_Malloc(count * sizeof(sockaddr_storage))
+            if self.msgs == NULL or self.iovs == NULL or self.names == NULL:
+                self.capacity = 0
+                raise MemoryError()
+            self.capacity = count
+            self.scratch = None
+        if self.scratch is None or not arena_is_private(self.scratch) or slot != self.slot \
+                or self.scratch.size < count * slot:
+            self.scratch = Arena(max(self.capacity * slot, 1))
+            self.slot = slot
+        for i in range(count):
+            self.iovs[i].iov_base = self.scratch.data + i * slot
+            self.iovs[i].iov_len = slot
+            memset(&self.msgs[i].msg_hdr, 0, sizeof(msghdr))
+            self.msgs[i].msg_hdr.msg_iov = &self.iovs[i]
+            self.msgs[i].msg_hdr.msg_iovlen = 1
+            self.msgs[i].msg_hdr.msg_name = &self.names[i]
+            self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+        return 0
+
+    cdef Py_ssize_t receive(self, IoWait *w, Py_ssize_t count, int flags) except -1:
+        cdef MmsgOp op
+        op.msgs = self.msgs
+        op.count = <unsigned int>count
+        op.flags = flags
+        return io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * self.slot))
+
+    cdef int collect(self, list into, Py_ssize_t received, bint records) except -1:
+        """Wrap the received messages as Datagrams (views), compacting small batches. On a
+        SEQPACKET socket a zero-length record is the end of stream: nothing from it on."""
+        cdef Py_ssize_t i, total = 0, length
+        cdef Arena arena = self.scratch
+        cdef char *at
+        for i in range(received):
+            if records and self.msgs[i].msg_len == 0:
+                received = i
+                break
+            total += self.msgs[i].msg_len
+        if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
+            arena = Arena(total)
+            at = arena.data
+        for i in range(received):
+            length = self.msgs[i].msg_len
+            if arena is self.scratch:
+                view = make_view(arena, <char *>self.iovs[i].iov_base, length)
+            else:
+                memcpy(at, self.iovs[i].iov_base, length)
+                view = make_view(arena, at, length)
+                at += length
+            PyList_Append(into, make_datagram(
+                view, self.addresses.decode(<sockaddr *>&self.names[i], self.msgs[i].msg_hdr.msg_namelen),
+                (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0))
+        return 0
+
+
+cdef BatchReceiver receiver_of(object sock):
+    receiver = getattr(sock, "_csock_receiver", None)
+    if receiver is not None and not (<BatchReceiver>receiver).busy:
+        return receiver
+    receiver = BatchReceiver()
+    if getattr(sock, "_csock_receiver", None) is None:
+        try:
+            sock._csock_receiver = receiver
+        except AttributeError:
+            pass
+    return receiver
+
+
+def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535):
+    """recv_batch(max_messages=64, bufsize=65535) -> [Datagram]: blocks (within the socket's
+    timeout; BlockingIOError when non-blocking) until one datagram is queued, then returns all
+    that are, up to max_messages, with recvmmsg(2, MSG_WAITFORONE). A datagram longer than
+    bufsize is cut and flagged ``truncated``. On a SOCK_SEQPACKET socket, [] means end of
+    stream (records before it are returned first)."""
+    cdef IoWait w
+    cdef BatchReceiver receiver
+    cdef Py_ssize_t per_call, r, i
+    cdef int family, kind, flags = MSG_WAITFORONE
+    cdef list batch = []
+    cdef bint records
+    if max_messages < 1 or max_messages > MAX_RECV_MESSAGES:
+        raise ValueError(f"max_messages must be between 1 and {MAX_RECV_MESSAGES}")
+    if bufsize < 0 or bufsize > MAX_BUFSIZE:
+        raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    records = kind == SOCK_SEQPACKET
+    per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
+    receiver = receiver_of(sock)
+    receiver.busy = True
+    try:
+        while len(batch) < max_messages:
+            receiver.prepare(min(per_call, max_messages - len(batch)), bufsize)
+            r = receiver.receive(&w, min(per_call, max_messages - len(batch)), flags)
+            if r == IO_AGAIN:
+                if not batch:
+                    raise_would_block()
+                break
+            before = len(batch)
+            receiver.collect(batch, r, records)
+            if len(batch) - before < r:       # SEQPACKET end of stream inside this batch
+                break
+            if r < per_call:
+                break                         # the queue is drained
+            flags = MSG_DONTWAIT              # more may be queued: take it without waiting
+    finally:
+        receiver.busy = False
+    return batch
