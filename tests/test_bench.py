@@ -36,6 +36,7 @@ def test_tiny_run_of_every_workload(tmp_path):
     assert document["ratios"]["framed"]["stdlib-naive"] > 0
 
 
+@pytest.mark.asan_unsafe
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
