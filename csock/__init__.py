@@ -23,9 +23,14 @@ from ._fastio import FramedStream as FramedStream
 from ._fastio import FrameTooLargeError as FrameTooLargeError
 from ._fastio import IncompleteReadError as IncompleteReadError
 from ._fastio import MessageView as MessageView
+from ._fastio import Datagram as Datagram
+from ._fastio import SPPHeader as SPPHeader
+from ._fastio import SP_SP as SP_SP, SP_SA as SP_SA, SP_OB as SP_OB, SP_EM as SP_EM
 from .datagram import DatagramSocket as DatagramSocket
 from .raw import RawSocket as RawSocket
+from .seqpacket import MalformedRecordError as MalformedRecordError
 from .seqpacket import SeqPacketSocket as SeqPacketSocket
+from .seqpacket import SequenceError as SequenceError
 from .stream import StreamSocket as StreamSocket
 
 __version__ = "0.1.0"
@@ -39,6 +44,14 @@ __all__ = list(_std.__all__) + [
     "IncompleteReadError",
     "FrameTooLargeError",
     "MessageView",
+    "Datagram",
+    "SPPHeader",
+    "SequenceError",
+    "MalformedRecordError",
+    "SP_SP",
+    "SP_SA",
+    "SP_OB",
+    "SP_EM",
 ]
 
 

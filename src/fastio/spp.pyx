@@ -1,1 +1,228 @@
-# (filled in by its issue)
+# SPPHeader: the 12-byte record header of the Xerox NS Sequenced Packet Protocol, in network
+# byte order: connection control (1 byte: SP_SP system packet, SP_SA send acknowledgement,
+# SP_OB attention, SP_EM end of message), datastream type (1), source and destination
+# connection ids (2 + 2), sequence, acknowledge and allocation numbers (2 each).
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from includes.byteorder cimport load_be16, store_be16
+
+cdef enum:
+    SPP_HEADER_SIZE = 12
+
+SP_SP = 0x80
+SP_SA = 0x40
+SP_OB = 0x20
+SP_EM = 0x10
+SPP_HEADER_LENGTH = SPP_HEADER_SIZE
+
+
+cdef int checked(str name, object value, int limit) except -1:
+    cdef long v
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"SPPHeader.{name} must be an int, not {type(value).__name__}")
+    v = value
+    if v < 0 or v > limit:
+        raise ValueError(f"SPPHeader.{name} must be between 0 and {limit}, got {value}")
+    return v
+
+
+@cython.final
+@cython.freelist(64)
+cdef class SPPHeader:
+    """The Xerox NS SPP record header (12 bytes, network byte order).
+
+    ``sequence=None`` (the default) lets the sending socket number the record."""
+    cdef int _connection_control, _datastream_type, _source, _destination
+    cdef int _acknowledge, _allocation
+    cdef object _sequence
+
+    def __init__(self, connection_control=0, datastream_type=0, source_connection=0,
+                 destination_connection=0, sequence=None, acknowledge=0, allocation=0):
+        self.connection_control = connection_control
+        self.datastream_type = datastream_type
+        self.source_connection = source_connection
+        self.destination_connection = destination_connection
+        self.sequence = sequence
+        self.acknowledge = acknowledge
+        self.allocation = allocation
+
+    @property
+    def connection_control(self):
+        return self._connection_control
+
+    @connection_control.setter
+    def connection_control(self, value):
+        self._connection_control = checked("connection_control", value, 0xFF)
+
+    @property
+    def datastream_type(self):
+        return self._datastream_type
+
+    @datastream_type.setter
+    def datastream_type(self, value):
+        self._datastream_type = checked("datastream_type", value, 0xFF)
+
+    @property
+    def source_connection(self):
+        return self._source
+
+    @source_connection.setter
+    def source_connection(self, value):
+        self._source = checked("source_connection", value, 0xFFFF)
+
+    @property
+    def destination_connection(self):
+        return self._destination
+
+    @destination_connection.setter
+    def destination_connection(self, value):
+        self._destination = checked("destination_connection", value, 0xFFFF)
+
+    @property
+    def sequence(self):
+        return self._sequence
+
+    @sequence.setter
+    def sequence(self, value):
+        self._sequence = None if value is None else checked("sequence", value, 0xFFFF)
+
+    @property
+    def acknowledge(self):
+        return self._acknowledge
+
+    @acknowledge.setter
+    def acknowledge(self, value):
+        self._acknowledge = checked("acknowledge", value, 0xFFFF)
+
+    @property
+    def allocation(self):
+        return self._allocation
+
+    @allocation.setter
+    def allocation(self, value):
+        self._allocation = checked("allocation", value, 0xFFFF)
+
+    cdef void write(self, char *out, int sequence) noexcept:
+        out[0] = <char>self._connection_control
+        out[1] = <char>self._datastream_type
+        store_be16(out + 2, self._source)
+        store_be16(out + 4, self._destination)
+        store_be16(out + 6, sequence)
+        store_be16(out + 8, self._acknowledge)
+        store_be16(out + 10, self._allocation)
+
+    def pack(self):
+        """The 12 header bytes (sequence 0 if unset)."""
+        cdef char out[SPP_HEADER_SIZE]
+        self.write(out, self._sequence if self._sequence is not None else 0)
+        return PyBytes_FromStringAndSize(out, SPP_HEADER_SIZE)
+
+    def __bytes__(self):
+        return self.pack()
+
+    @staticmethod
+    def unpack(data):
+        """The header at the front of a record (ValueError if it is shorter than 12 bytes)."""
+        cdef const unsigned char[:] raw = data
+        if raw.shape[0] < SPP_HEADER_SIZE:
+            raise ValueError(f"an SPP header is {SPP_HEADER_SIZE} bytes, got {raw.shape[0]}")
+        return header_from(<const char *>&raw[0])
+
+    def replace(self, **changes):
+        """A copy with some fields changed."""
+        fields = {name: getattr(self, name) for name in _SPP_FIELDS}
+        fields.update(changes)
+        return SPPHeader(**fields)
+
+    @property
+    def system_packet(self):
+        return bool(self._connection_control & SP_SP)
+
+    @property
+    def send_acknowledgement(self):
+        return bool(self._connection_control & SP_SA)
+
+    @property
+    def attention(self):
+        return bool(self._connection_control & SP_OB)
+
+    @property
+    def end_of_message(self):
+        return bool(self._connection_control & SP_EM)
+
+    def _key(self):
+        return (self._connection_control, self._datastream_type, self._source, self._destination,
+                self._sequence, self._acknowledge, self._allocation)
+
+    def __eq__(self, other):
+        if not isinstance(other, SPPHeader):
+            return NotImplemented
+        return self._key() == (<SPPHeader>other)._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __reduce__(self):
+        return SPPHeader, self._key()
+
+    def __repr__(self):
+        return ("SPPHeader(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _SPP_FIELDS) + ")")
+
+
+_SPP_FIELDS = ("connection_control", "datastream_type", "source_connection",
+               "destination_connection", "sequence", "acknowledge", "allocation")
+
+
+cdef SPPHeader header_from(const char *raw):
+    cdef SPPHeader h = SPPHeader.__new__(SPPHeader)
+    h._connection_control = <unsigned char>raw[0]
+    h._datastream_type = <unsigned char>raw[1]
+    h._source = load_be16(raw + 2)
+    h._destination = load_be16(raw + 4)
+    h._sequence = load_be16(raw + 6)
+    h._acknowledge = load_be16(raw + 8)
+    h._allocation = load_be16(raw + 10)
+    return h
+
+
+def send_records(sock, records, SPPHeader header not None, int first_sequence):
+    """sendmmsg(2) each record behind a copy of header numbered first_sequence, +1, ... (the
+    payload is not copied: header and payload are two iovecs). Returns how many went out,
+    with send_batch's rules."""
+    cdef IoWait w
+    cdef int family, kind
+    cdef Py_ssize_t i
+    raise_deferred_error(sock)
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    items = records if isinstance(records, list) else list(records)
+    for i in range(len(items)):
+        if isinstance(items[i], tuple):
+            raise TypeError(f"record {i}: records go to the connected peer, not to an address")
+    out = parse_outgoing(items, None, family)
+    if out.count == 0:
+        return 0
+    out.prefix_length = SPP_HEADER_SIZE
+    out.prefixes = <char *>PyMem_Malloc(out.count * SPP_HEADER_SIZE)
+    if out.prefixes == NULL:
+        raise MemoryError()
+    for i in range(out.count):
+        header.write(out.prefixes + i * SPP_HEADER_SIZE, (first_sequence + i) & 0xFFFF)
+    return send_outgoing(sock, &w, out)
+
+
+def split_records(list batch):
+    """[(SPPHeader, payload view)] for received Datagrams; a record shorter than a header
+    gives (None, its bytes)."""
+    cdef Datagram d
+    cdef MessageView v
+    cdef list result = []
+    for item in batch:
+        d = <Datagram>item
+        v = <MessageView>d.data
+        if v.length < SPP_HEADER_SIZE:
+            result.append((None, v))
+        else:
+            result.append((header_from(v.ptr), make_view(v.arena, v.ptr + SPP_HEADER_SIZE,
+                                                          v.length - SPP_HEADER_SIZE)))
+    return result
