@@ -62,6 +62,13 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
     cdef Py_ssize_t r
     cdef int err
     while True:
+        # A signal that arrived during an earlier call of this operation, which then returned
+        # a partial count instead of EINTR (send(2): "If ... interrupted by a signal handler
+        # after some data was transmitted, the call returns the number transmitted"), must
+        # run its handler before the operation blocks again: Ctrl-C stops long transfers.
+        if w.calls and release_gil and PyErr_CheckSignals() < 0:
+            return -1
+        w.calls += 1
         if release_gil:
             with nogil:
                 r = call(w.fd, op)

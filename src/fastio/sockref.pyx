@@ -40,6 +40,7 @@ cdef int io_begin(object sock, IoWait *w) except -1:
     """Fill w with sock's fd and timeout; the deadline starts at the first wait."""
     cdef csock_socket_fields *f
     w.deadline_ns = 0
+    w.calls = 0
     if _layout_ok and PyObject_TypeCheck(sock, _socket_type):
         f = CSOCK_SOCKET_FIELDS(sock)
         w.fd = f.sock_fd

@@ -2,7 +2,6 @@
 # send_buffers (vectored sendmsg) and recv_exactly (read a whole unit).
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
-from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
 from libc.string cimport memcpy, memset
@@ -144,8 +143,6 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
             raise_would_block()
         buf += r
         n -= r
-        if n > 0 and PyErr_CheckSignals() < 0:   # let Ctrl-C stop a long transfer
-            return -1
     return 0
 
 
@@ -269,8 +266,6 @@ cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count, Py_ssize
                 iov[first].iov_base = <char *>iov[first].iov_base + r
                 iov[first].iov_len -= r
                 r = 0
-        if first < count and PyErr_CheckSignals() < 0:
-            return -1
     return 0
 
 

@@ -1,0 +1,289 @@
+"""DatagramSocket (API §4): send_batch / recv_batch over sendmmsg / recvmmsg."""
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import socket as stdlib_socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import csock
+
+FAMILIES = ["udp4", "udp6", "unix"]
+
+
+@pytest.fixture(params=FAMILIES)
+def dgram(request, tmp_path):
+    """(sender, receiver, receiver address, sender address) for each family, unconnected."""
+    kind = request.param
+    if kind == "unix":
+        rx_path, tx_path = str(tmp_path / "rx.sock"), str(tmp_path / "tx.sock")
+        rx = csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM)
+        rx.bind(rx_path)
+        tx = csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM)
+        tx.bind(tx_path)
+        # A sender blocks once an AF_UNIX receiver holds net.unix.max_dgram_qlen (10 here)
+        # datagrams, unless the receiver is connected back to it (unix_dgram_sendmsg in
+        # net/unix/af_unix.c skips the check then): this lets one thread queue whole batches.
+        rx.connect(tx_path)
+    else:
+        family, host = (csock.AF_INET, "127.0.0.1") if kind == "udp4" else (csock.AF_INET6, "::1")
+        rx = csock.socket(family, csock.SOCK_DGRAM)
+        rx.bind((host, 0))
+        tx = csock.socket(family, csock.SOCK_DGRAM)
+        tx.bind((host, 0))
+    rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 4 << 20)
+    tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4 << 20)   # AF_UNIX charges queued data to the sender
+    with rx, tx:
+        yield tx, rx, rx.getsockname(), tx.getsockname()
+
+
+def receive(rx, n, **kwargs):
+    got = []
+    while len(got) < n:
+        batch = rx.recv_batch(**kwargs)
+        assert batch
+        got.extend(batch)
+    return got
+
+
+def test_types():
+    with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as s:
+        assert type(s) is csock.DatagramSocket
+
+
+@pytest.mark.parametrize("count", [1, 1024, 5000])
+def test_batches_round_trip_with_addresses(dgram, count):
+    tx, rx, rx_addr, tx_addr = dgram
+    messages = [i.to_bytes(4, "big") * (1 + i % 7) for i in range(count)]
+    sent = 0
+    while sent < count:                         # in chunks the receive buffer can hold
+        chunk = messages[sent:sent + 500]
+        assert tx.send_batch(chunk, rx_addr) == len(chunk)
+        got = receive(rx, len(chunk), max_messages=1024)
+        assert [bytes(d.data) for d in got] == chunk
+        assert all(d.address == tx_addr and not d.truncated for d in got)
+        sent += len(chunk)
+
+
+def test_pairs_mixed_with_default_address(dgram):
+    tx, rx, rx_addr, _ = dgram
+    assert tx.send_batch([b"one", (b"two", rx_addr), bytearray(b"three"), memoryview(b"four")], rx_addr) == 4
+    assert [bytes(d.data) for d in receive(rx, 4)] == [b"one", b"two", b"three", b"four"]
+
+
+def test_unpacking_and_equality(dgram):
+    tx, rx, rx_addr, tx_addr = dgram
+    tx.send_batch([b"hi"], rx_addr)
+    (d,) = receive(rx, 1)
+    data, address = d
+    assert data == b"hi" and address == tx_addr and d == (b"hi", tx_addr)
+    assert isinstance(d, csock.Datagram) and isinstance(data, csock.MessageView)
+
+
+def test_truncation_is_flagged(dgram):
+    tx, rx, rx_addr, _ = dgram
+    tx.send_batch([b"x" * 100, b"short"], rx_addr)
+    got = receive(rx, 2, bufsize=10)
+    assert [(bytes(d.data), d.truncated) for d in got] == [(b"x" * 10, True), (b"short", False)]
+
+
+def test_views_held_across_later_batches_stay_intact(dgram):
+    tx, rx, rx_addr, _ = dgram
+    held = []
+    for round_ in range(50):
+        payloads = [bytes([round_]) * (1 + i) for i in range(20)]
+        tx.send_batch(payloads, rx_addr)
+        held.append((payloads, receive(rx, 20)))
+    gc.collect()
+    for payloads, got in held:
+        assert [bytes(d.data) for d in got] == payloads
+
+
+def test_recv_batch_returns_everything_queued_up_to_max(dgram):
+    tx, rx, rx_addr, _ = dgram
+    tx.send_batch([bytes([i]) for i in range(100)], rx_addr)
+    time.sleep(0.05)
+    first = rx.recv_batch(max_messages=30)
+    assert [d.data[0] for d in first] == list(range(30))
+    rest = rx.recv_batch(max_messages=1000)
+    assert [d.data[0] for d in rest] == list(range(30, 100))
+
+
+def test_timeout_and_non_blocking(dgram):
+    tx, rx, rx_addr, _ = dgram
+    rx.settimeout(0.1)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        rx.recv_batch()
+    assert 0.09 <= time.monotonic() - start < 2
+    rx.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        rx.recv_batch()
+    threading.Timer(0.05, tx.send_batch, args=([b"late"], rx_addr)).start()
+    rx.settimeout(5)
+    assert [bytes(d.data) for d in rx.recv_batch()] == [b"late"]
+
+
+def test_bad_items_send_nothing(dgram):
+    tx, rx, rx_addr, _ = dgram
+    for bad in ([b"ok", "text"], [b"ok", 42], [b"ok", (b"x", rx_addr, 1)]):
+        with pytest.raises(TypeError):
+            tx.send_batch(bad, rx_addr)
+    if isinstance(rx_addr, tuple):
+        with pytest.raises(OverflowError):
+            tx.send_batch([b"ok", (b"x", (rx_addr[0], 70000))], rx_addr)
+        with pytest.raises(csock.gaierror):
+            tx.send_batch([b"ok", (b"x", ("no-such-host.invalid", 9))], rx_addr)
+    rx.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        rx.recv_batch()
+
+
+def test_absurd_arguments(dgram):
+    tx, rx, _, _ = dgram
+    for kwargs in ({"max_messages": 10**12}, {"max_messages": 0}, {"bufsize": -1}, {"bufsize": 10**12}):
+        with pytest.raises((ValueError, OverflowError)):
+            rx.recv_batch(**kwargs)
+
+
+def test_connected_peer_and_address_none():
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with a, b:
+        assert a.send_batch([b"1", b"22"]) == 2
+        got = receive(b, 2)
+        assert [(bytes(d.data), d.address) for d in got] == [(b"1", None), (b"22", None)]
+
+
+def test_abstract_unix_addresses():
+    name = b"\0csock-test-" + os.urandom(4).hex().encode()
+    with csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as rx, \
+            csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as tx:
+        rx.bind(name)
+        tx.bind(name + b"-tx")
+        tx.send_batch([b"abstract"], name)
+        (d,) = receive(rx, 1)
+        assert d.data == b"abstract" and d.address == name + b"-tx"
+
+
+def test_partial_failure_returns_count_then_raises():
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx, tx:
+        # the second datagram is too large for UDP: the kernel sends 1 and fails on the next
+        assert tx.send_batch([b"ok", b"x" * 70000, b"after"], rx.getsockname()) == 1
+        with pytest.raises(OSError) as info:
+            tx.send_batch([b"x" * 70000, b"after"], rx.getsockname())
+        assert info.value.errno == 90           # EMSGSIZE
+        assert [bytes(d.data) for d in receive(rx, 1)] == [b"ok"]
+
+
+def test_deferred_error_is_raised_by_the_next_call():
+    port_owner = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    port_owner.bind(("127.0.0.1", 0))
+    dead = port_owner.getsockname()
+    port_owner.close()                          # nothing listens there: ICMP port unreachable
+    with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as tx:
+        tx.connect(dead)
+        tx.send_batch([b"a"])
+        time.sleep(0.05)                        # the ICMP error is now pending on the socket
+        with pytest.raises(ConnectionRefusedError):
+            tx.send_batch([b"b", b"c"])
+
+
+def test_non_blocking_send_returns_count_moved():
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with a, b:
+        a.setblocking(False)
+        sent = a.send_batch([b"x" * 1000] * 100_000)
+        assert 0 < sent < 100_000
+        with pytest.raises(BlockingIOError):
+            a.send_batch([b"x"])
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_each_batch_is_one_system_call(tmp_path):
+    code = textwrap.dedent("""
+        import csock
+        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 1 << 20)
+        assert a.send_batch([b"m" * 8] * 500) == 500
+        assert len(b.recv_batch(max_messages=500)) == 500
+    """)
+    log = tmp_path / "trace"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    proc = subprocess.run(["strace", "-f", "-e", "trace=sendmmsg,recvmmsg,sendmsg,sendto,recvmsg,recvfrom",
+                           "-o", str(log), sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    calls = [line.split("(")[0].split()[-1] for line in log.read_text().splitlines() if "(" in line]
+    assert calls.count("sendmmsg") == 1 and calls.count("recvmmsg") == 1, calls
+    assert not {"sendmsg", "sendto", "recvmsg", "recvfrom"} & set(calls), calls
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_signal_stops_a_blocked_send_batch_that_made_progress():
+    """sendmmsg(2) interrupted after some datagrams returns a count, not EINTR: the handler
+    must still run before csock blocks again (Ctrl-C works on long batches)."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        start = time.monotonic()
+        with pytest.raises(Interrupted):
+            a.send_batch([b"x" * 512] * 1_000_000)      # fills the queue, then blocks
+        assert time.monotonic() - start < 5
+        assert len(b.recv_batch(max_messages=4096)) > 0  # some went out before the signal
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        a.close()
+        b.close()
+
+
+def test_eintr_storm_during_batches_loses_and_duplicates_nothing():
+    import signal
+
+    ticks = []
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    total, got = 200_000, []
+
+    def drain():
+        while len(got) < total:
+            got.extend(int.from_bytes(d.data, "big") for d in b.recv_batch(max_messages=1024))
+
+    old = signal.signal(signal.SIGALRM, lambda *args: ticks.append(1))
+    reader = threading.Thread(target=drain)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
+        reader.start()
+        sent = 0
+        while sent < total:
+            chunk = [i.to_bytes(4, "big") for i in range(sent, min(total, sent + 5000))]
+            assert a.send_batch(chunk) == len(chunk)
+            sent += len(chunk)
+        reader.join(60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        a.close()
+        b.close()
+    assert got == list(range(total))
+    assert len(ticks) > 10

@@ -1,0 +1,221 @@
+"""SeqPacketSocket (API §5): AF_UNIX SOCK_SEQPACKET batches and SPP record headers."""
+from __future__ import annotations
+
+import os
+import socket as stdlib_socket
+import struct
+import threading
+
+import pytest
+
+import csock
+from csock import SPPHeader
+
+SPP = struct.Struct("!BBHHHHH")   # the 12-byte header as a stdlib peer writes it by hand
+
+
+@pytest.fixture
+def pair():
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    with a, b:
+        yield a, b
+
+
+def bound_pair(address):
+    server = csock.socket(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    server.bind(address)
+    server.listen()
+    client = csock.socket(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    client.connect(address)
+    conn, _ = server.accept()
+    server.close()
+    return client, conn
+
+
+def test_types(pair):
+    a, b = pair
+    assert type(a) is csock.SeqPacketSocket and type(b) is csock.SeqPacketSocket
+    with csock.SeqPacketSocket() as s:
+        assert (s.family, s.type) == (csock.AF_UNIX, csock.SOCK_SEQPACKET)
+
+
+@pytest.mark.parametrize("count", [1, 1024, 5000])
+def test_batches_keep_boundaries_and_order(pair, count):
+    a, b = pair
+    records = [os.urandom(i % 300 + 1) for i in range(count)]
+    got = []
+
+    def drain():
+        while len(got) < count:
+            got.extend(bytes(d.data) for d in b.recv_batch(max_messages=1024))
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    assert a.send_batch(records) == count
+    reader.join(30)
+    assert got == records
+
+
+@pytest.mark.parametrize("where", ["path", "abstract"])
+def test_path_and_abstract_addresses(tmp_path, where):
+    address = str(tmp_path / "sp.sock") if where == "path" else b"\0csock-sp-" + os.urandom(4).hex().encode()
+    client, conn = bound_pair(address)
+    with client, conn:
+        assert type(conn) is csock.SeqPacketSocket
+        client.send_batch([b"alpha", b"beta"])
+        assert [bytes(d.data) for d in conn.recv_batch()] == [b"alpha", b"beta"]
+        conn.send(b"reply")
+        assert client.recv(100) == b"reply"
+
+
+def test_truncation_is_flagged(pair):
+    a, b = pair
+    a.send_batch([b"y" * 50, b"ok"])
+    got = []
+    while len(got) < 2:
+        got.extend(b.recv_batch(bufsize=8))
+    assert [(bytes(d.data), d.truncated) for d in got] == [(b"y" * 8, True), (b"ok", False)]
+
+
+def test_end_of_stream(pair):
+    a, b = pair
+    a.send_batch([b"last"])
+    a.shutdown(csock.SHUT_WR)
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"last"]
+    assert b.recv_batch() == []
+    assert b.recv(10) == b""
+    with pytest.raises(EOFError):
+        b.recv_record()
+
+
+def test_timeout_and_non_blocking(pair):
+    a, b = pair
+    b.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        b.recv_batch()
+    with pytest.raises(TimeoutError):
+        b.recv_record()
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv_records()
+
+
+def test_sctp_unavailable_is_a_clear_error():
+    try:
+        s = csock.socket(csock.AF_INET, csock.SOCK_SEQPACKET, csock.IPPROTO_SCTP)
+    except OSError as error:
+        assert "SCTP" in str(error)
+        pytest.skip(f"SCTP is unavailable here: {error}")
+    with s:
+        assert type(s) is csock.SeqPacketSocket
+
+
+# --- SPP headers ----------------------------------------------------------------------------
+
+def test_header_fields_and_wire_format():
+    h = SPPHeader(connection_control=csock.SP_SA | csock.SP_EM, datastream_type=3,
+                  source_connection=0x1234, destination_connection=0xBEEF, sequence=7,
+                  acknowledge=6, allocation=9)
+    assert h.pack() == SPP.pack(0x50, 3, 0x1234, 0xBEEF, 7, 6, 9)
+    assert SPPHeader.unpack(h.pack()) == h
+    assert (csock.SP_SP, csock.SP_SA, csock.SP_OB, csock.SP_EM) == (0x80, 0x40, 0x20, 0x10)
+
+
+@pytest.mark.parametrize("field,bad", [("connection_control", 256), ("datastream_type", -1),
+                                       ("source_connection", 0x10000), ("sequence", 70000),
+                                       ("acknowledge", -5), ("allocation", 1 << 40)])
+def test_out_of_range_fields_raise_value_error(field, bad):
+    with pytest.raises(ValueError):
+        SPPHeader(**{field: bad})
+    with pytest.raises(TypeError):
+        SPPHeader(**{field: "1"})
+
+
+def test_default_header_numbered_by_the_socket(pair):
+    a, b = pair
+    a.default_header = SPPHeader(source_connection=1, destination_connection=2, datastream_type=5)
+    for i in range(3):
+        a.send_record(b"r%d" % i)
+    got = b.recv_records()
+    assert [(h.sequence, h.source_connection, h.destination_connection, h.datastream_type, bytes(d))
+            for h, d in got] == [(0, 1, 2, 5, b"r0"), (1, 1, 2, 5, b"r1"), (2, 1, 2, 5, b"r2")]
+
+
+def test_prototype_header_per_record_overrides_default(pair):
+    a, b = pair
+    a.default_header = SPPHeader(datastream_type=1)
+    a.send_record(b"plain")
+    a.send_record(b"urgent", header=SPPHeader(connection_control=csock.SP_OB, datastream_type=9))
+    a.send_record(b"plain again")
+    got = [b.recv_record() for _ in range(3)]
+    assert [(h.connection_control, h.datastream_type, h.sequence, bytes(d)) for h, d in got] == [
+        (0, 1, 0, b"plain"), (csock.SP_OB, 9, 1, b"urgent"), (0, 1, 2, b"plain again")]
+
+
+def test_batch_records_are_numbered_consecutively_and_wrap(pair):
+    a, b = pair
+    a.send_records([b"x", b"y", b"z"], header=SPPHeader(sequence=0xFFFE))
+    got = b.recv_records()
+    assert [(h.sequence, bytes(d)) for h, d in got] == [(0xFFFE, b"x"), (0xFFFF, b"y"), (0, b"z")]
+    a.send_record(b"next")
+    assert b.recv_record()[0].sequence == 1
+
+
+def test_gap_raises_sequence_error_with_the_data_and_resynchronises(pair):
+    a, b = pair
+    a.send_record(b"zero")
+    a.send_record(b"jump", header=SPPHeader(sequence=5))
+    a.send_record(b"six")
+    assert bytes(b.recv_record()[1]) == b"zero"
+    with pytest.raises(csock.SequenceError) as info:
+        b.recv_record()
+    assert info.value.expected == 1 and info.value.header.sequence == 5 and bytes(info.value.data) == b"jump"
+    header, data = b.recv_record()                   # resynchronised on 5: 6 is fine
+    assert (header.sequence, bytes(data)) == (6, b"six")
+
+
+def test_gap_inside_a_batch_hands_over_the_whole_batch(pair):
+    a, b = pair
+    a.send_records([b"a", b"b"])
+    a.send_records([b"c", b"d"], header=SPPHeader(sequence=10))
+    with pytest.raises(csock.SequenceError) as info:
+        while True:
+            b.recv_records()
+    records = info.value.records
+    assert [bytes(d) for _, d in records][-2:] == [b"c", b"d"]
+
+
+def test_record_shorter_than_a_header_is_malformed_and_kept(pair):
+    a, b = pair
+    a.send(b"tiny")
+    with pytest.raises(csock.MalformedRecordError) as info:
+        b.recv_record()
+    assert [(h, bytes(d)) for h, d in info.value.records] == [(None, b"tiny")]
+
+
+def test_stdlib_peer_writes_and_reads_headers_by_hand():
+    raw, ours = stdlib_socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_SEQPACKET)
+    ours = csock.socket(fileno=ours.detach())
+    with raw, ours:
+        raw.send(SPP.pack(csock.SP_EM, 4, 10, 20, 0, 0, 8) + b"hand-made")
+        header, data = ours.recv_record()
+        assert (header.connection_control, header.datastream_type, header.source_connection,
+                header.destination_connection, header.sequence, header.allocation, bytes(data)) == (
+                    csock.SP_EM, 4, 10, 20, 0, 8, b"hand-made")
+        ours.send_record(b"answer", header=SPPHeader(source_connection=20, destination_connection=10))
+        record = raw.recv(100)
+        assert SPP.unpack(record[:12]) == (0, 0, 20, 10, 0, 0, 0) and record[12:] == b"answer"
+
+
+def test_views_held_across_batches_stay_intact(pair):
+    a, b = pair
+    held = []
+    for round_ in range(40):
+        payloads = [bytes([round_]) * (i + 1) for i in range(16)]
+        a.send_records(payloads)
+        got = []
+        while len(got) < 16:
+            got.extend(b.recv_records())
+        held.append((payloads, got))
+    for payloads, got in held:
+        assert [bytes(d) for _, d in got] == payloads
