@@ -1,8 +1,9 @@
 /* Shared plumbing for the C reference programs: connection setup from the runner's arguments,
  * exact reads and writes, a monotonic clock and the one-line JSON result.
  *
- * Every program is run as:  PROG server N LISTEN_FD   or   PROG client N PORT
- * and prints {"elapsed": seconds, "count": n} on success; a data mismatch exits 1. */
+ * Stream programs are run as:  PROG server N LISTEN_FD   or   PROG client N PORT;
+ * datagram programs as  PROG server|client N FD  (one end of a pair the runner connected).
+ * Each prints {"elapsed": seconds, "count": n} on success; a data mismatch exits 1. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,7 +31,7 @@ static void mismatch(const char *what, long long expected, long long got) {
 }
 
 /* server: accept one connection on the inherited listening fd; client: connect to the port */
-static int open_connection(const char *role, const char *where) {
+static inline int open_connection(const char *role, const char *where) {
     int fd, one = 1;
     if (strcmp(role, "server") == 0) {
         fd = accept(atoi(where), NULL, NULL);
@@ -65,6 +66,6 @@ static inline void read_exactly(int fd, char *buf, size_t n) {
 static inline uint64_t load_be64(const char *p) { uint64_t v; memcpy(&v, p, 8); return be64toh(v); }
 static inline void store_be64(char *p, uint64_t v) { v = htobe64(v); memcpy(p, &v, 8); }
 
-static void report(double elapsed, long long count) {
+static inline void report(double elapsed, long long count) {
     printf("{\"elapsed\": %.9f, \"count\": %lld}\n", elapsed, count);
 }

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from .report import plot, table, target_lines, write_json
+from .report import loss_lines, plot, table, target_lines, write_json
 from .runner import BenchError, medians, run
 from .workloads import WORKLOADS
 
@@ -45,7 +45,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"medians of {rounds} rounds; server and client pinned to different CPUs\n")
     print(table(workloads, rates))
     print()
-    for line in target_lines(workloads, rates):
+    for line in target_lines(workloads, rates) + loss_lines(results):
         print(line)
     if args.json:
         write_json(args.json, workloads, results, rates)

@@ -46,6 +46,21 @@ def target_lines(workloads: list[Workload], rates: dict[tuple[str, str], float])
     return lines
 
 
+def loss_lines(results: list[Result]) -> list[str]:
+    """Units that never arrived (UDP), per workload and implementation, over all rounds."""
+    lost: dict[str, dict[str, list[int]]] = {}
+    for r in results:
+        if r.lost or r.workload in lost:
+            lost.setdefault(r.workload, {})
+    for r in results:
+        if r.workload in lost:
+            totals = lost[r.workload].setdefault(r.implementation, [0, 0])
+            totals[0] += r.lost
+            totals[1] += r.count
+    return [f"losses {w}: " + ", ".join(f"{impl} {l} of {n}" for impl, (l, n) in by_impl.items())
+            for w, by_impl in lost.items()]
+
+
 def write_json(path: str, workloads: list[Workload], results: list[Result],
                rates: dict[tuple[str, str], float]) -> None:
     document = {

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -32,6 +33,7 @@ class Result:
     count: int
     elapsed: float
     rate: float
+    lost: int = 0          # units sent that never arrived (UDP only)
 
 
 def build_c_programs(names: list[str], log: Callable[[str], None]) -> dict[str, str]:
@@ -79,21 +81,46 @@ def command(workload: Workload, implementation: str, role: str, count: int, wher
             str(count), where]
 
 
+def endpoints(workload: Workload) -> tuple[list[socket.socket], str, str]:
+    """The sockets the two processes inherit, and what each is told (WHERE): a TCP listener
+    and its port, or the two ends of a connected UDP or SEQPACKET pair."""
+    if workload.transport == "tcp":
+        listener = socket.create_server(("127.0.0.1", 0), backlog=1)
+        return [listener], str(listener.fileno()), str(listener.getsockname()[1])
+    if workload.transport == "seqpacket":
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    else:
+        a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+        for s in (a, b):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)   # capped by rmem_max
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+            s.bind(("127.0.0.1", 0))
+        a.connect(b.getsockname())
+        b.connect(a.getsockname())
+    return [a, b], str(a.fileno()), str(b.fileno())
+
+
 def run_once(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
-             timeout: float = 600) -> float:
-    """One run: server and client processes on two CPUs; the measured side's elapsed time."""
+             timeout: float = 600) -> tuple[float, int]:
+    """One run: server and client processes on two CPUs; the measured side's elapsed time and
+    how many units arrived."""
     server_cpu, client_cpu = cpus()
-    with socket.create_server(("127.0.0.1", 0), backlog=1) as listener:
-        port = listener.getsockname()[1]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
-            str(Path(__file__).resolve().parent.parent.parent), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+        str(Path(__file__).resolve().parent.parent.parent), os.environ.get("PYTHONPATH")])))
+    inherited, server_where, client_where = endpoints(workload)
+    try:
+        fds = [s.fileno() for s in inherited]
         server = subprocess.Popen(
-            command(workload, implementation, "server", count, str(listener.fileno()), c_binaries),
-            pass_fds=[listener.fileno()], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            command(workload, implementation, "server", count, server_where, c_binaries),
+            pass_fds=fds, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=pin(server_cpu), env=env)
-    client = subprocess.Popen(command(workload, implementation, "client", count, str(port), c_binaries),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              preexec_fn=pin(client_cpu), env=env)
+        client = subprocess.Popen(
+            command(workload, implementation, "client", count, client_where, c_binaries),
+            pass_fds=fds, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=pin(client_cpu), env=env)
+    finally:
+        for s in inherited:
+            s.close()
     outputs = {}
     for role, proc in (("client", client), ("server", server)):
         try:
@@ -112,9 +139,10 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
     if not lines:
         raise BenchError(f"{workload.name}/{implementation}: the {workload.measured} reported nothing")
     measured = json.loads(lines[-1])
-    if measured["count"] != count:
-        raise BenchError(f"{workload.name}/{implementation}: moved {measured['count']} of {count}")
-    return float(measured["elapsed"])
+    received = int(measured.get("received", measured["count"]))
+    if measured["count"] != count or received > count or (workload.transport != "udp" and received != count):
+        raise BenchError(f"{workload.name}/{implementation}: moved {received} of {count}")
+    return float(measured["elapsed"]), received
 
 
 def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
@@ -132,8 +160,9 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
                 shift = r % len(impls)             # interleave: each round starts elsewhere
                 for impl in impls[shift:] + impls[:shift]:
                     bar.set_description(f"{w.name}/{impl}")
-                    elapsed = run_once(w, impl, count, c_binaries)
-                    results.append(Result(w.name, impl, r, count, elapsed, w.rate(count, elapsed)))
+                    elapsed, received = run_once(w, impl, count, c_binaries)
+                    results.append(Result(w.name, impl, r, count, elapsed, w.rate(received, elapsed),
+                                          count - received))
                     bar.update(1)
     return results
 

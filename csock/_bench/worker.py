@@ -1,7 +1,9 @@
 """One side of one benchmark run:  python -m csock._bench.worker WORKLOAD IMPL ROLE N WHERE
 
-ROLE is server (WHERE: an inherited listening fd, one connection accepted) or client (WHERE:
-a TCP port on 127.0.0.1). Prints {"elapsed": seconds, "count": n}; exit 1 on a data mismatch.
+For TCP workloads ROLE is server (WHERE: an inherited listening fd, one connection accepted)
+or client (WHERE: a TCP port on 127.0.0.1); for UDP and SEQPACKET ones WHERE is an inherited
+fd, one end of a pair the runner connected. Prints {"elapsed": seconds, "count": n,
+"received": units that arrived}; exit 1 on a data mismatch.
 """
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import sys
 from typing import Any
 
 from .workers import WORKERS, DataMismatch
+from .workloads import BY_NAME
 
 
-def connect(module: Any, role: str, where: str) -> Any:
+def connect(module: Any, transport: str, role: str, where: str) -> Any:
+    if transport != "tcp":
+        return module.socket(fileno=int(where))
     if role == "server":
         listener = module.socket(fileno=int(where))
         sock, _ = listener.accept()
@@ -26,15 +31,16 @@ def connect(module: Any, role: str, where: str) -> Any:
 def main() -> int:
     workload, impl, role, n, where = sys.argv[1:6]
     module, server, client = WORKERS[workload, impl]
-    sock = connect(module, role, where)
+    sock = connect(module, BY_NAME[workload].transport, role, where)
     try:
-        elapsed = (server if role == "server" else client)(sock, int(n))
+        outcome = (server if role == "server" else client)(sock, int(n))
     except DataMismatch as error:
         print(f"DATA MISMATCH in {workload}/{impl} ({role}): {error}", file=sys.stderr)
         return 1
     finally:
         sock.close()
-    print(json.dumps({"elapsed": elapsed, "count": int(n)}))
+    elapsed, received = outcome if isinstance(outcome, tuple) else (outcome, int(n))
+    print(json.dumps({"elapsed": elapsed, "count": int(n), "received": received}))
     return 0
 
 

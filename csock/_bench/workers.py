@@ -18,6 +18,8 @@ PAYLOAD = 64                      # framed: payload bytes per message (sequence 
 BATCH = 1024                      # framed: messages per send call
 CHUNK = 256 * 1024                # bulk: bytes per write
 PING = 32                         # ping-pong: bytes per message
+DGRAM = 64                        # datagram one-way: bytes per datagram / record
+CREDIT_EVERY = 256                # UDP one-way: the receiver returns a credit this often
 
 HEADER = struct.Struct("!I")
 SEQ = struct.Struct("!Q")
@@ -233,8 +235,186 @@ def pingpong_tuned_server(sock: stdlib.socket, n: int) -> float:
     return 0.0
 
 
+# --- datagrams and records one way (UDP with a credit window, SOCK_SEQPACKET) -----------------
+#
+# UDP has no flow control: the receiver sends back a credit (8 bytes: the highest sequence
+# number seen + 1) at least every CREDIT_EVERY datagrams and the sender keeps at most
+# `credit_window` beyond the last credit, so the receiver is never overrun. Losses are
+# counted, not hidden. SOCK_SEQPACKET is reliable: the kernel paces the sender. The C program
+# (bench/c/dgram_oneway.c) follows the same protocol.
+
+def credit_window(sock: Any) -> int:
+    """Datagrams the receive buffer holds with room to spare (a 64-byte datagram costs about
+    830 bytes of buffer on loopback): rcvbuf / 1 KiB, at most 8192."""
+    rcvbuf: int = sock.getsockopt(stdlib.SOL_SOCKET, stdlib.SO_RCVBUF)
+    return max(16, min(8192, rcvbuf // 1024))
+
+
+def datagrams(n: int) -> list[bytes]:
+    filler = b"p" * (DGRAM - 8)
+    return [SEQ.pack(i) + filler for i in range(n)]
+
+
+class Credits:
+    """The sender's side of the UDP credit window."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.window, self.credit = sock, credit_window(sock), 0
+        self.reliable = sock.type != stdlib.SOCK_DGRAM
+
+    def allowance(self, sent: int, want: int) -> int:
+        """How many of `want` datagrams may go now; waits while the window is full."""
+        if self.reliable:
+            return want
+        self.drain()
+        while self.credit + self.window - sent <= 0:
+            try:
+                self.take(self.sock.recv(8))
+            except BlockingIOError:                      # SO_RCVTIMEO: silence, so what
+                self.credit = sent                       # is in flight was lost
+            self.drain()
+        return min(want, self.credit + self.window - sent)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.take(self.sock.recv(8, stdlib.MSG_DONTWAIT))
+            except BlockingIOError:
+                return
+
+    def take(self, message: bytes) -> None:
+        if len(message) == 8:
+            self.credit = max(self.credit, SEQ.unpack(message)[0])
+
+
+class Receipts:
+    """The receiver's side: sequence checks, loss counting, credits, the clock. The runner
+    sets SO_RCVTIMEO (1 s) on UDP sockets: a receive that times out after data arrived means
+    the rest was lost (BlockingIOError, with no poll() per call in any implementation)."""
+
+    def __init__(self, sock: Any, n: int) -> None:
+        self.sock, self.n = sock, n
+        self.udp = sock.type == stdlib.SOCK_DGRAM
+        self.next = self.received = self.credited = 0
+        self.first = self.last = 0.0
+
+    def arrived(self, seq: int) -> None:
+        if seq < self.next or (not self.udp and seq != self.next):
+            expect("sequence", self.next, seq)
+        self.next = seq + 1
+        self.received += 1
+
+    def arrived_up_to(self, next_seq: int, count: int) -> None:
+        """A batch of `count`, in increasing order, ending just before next_seq."""
+        if not self.udp and next_seq - self.next != count:
+            raise DataMismatch(f"records {self.next}..{next_seq} arrived as {count}")
+        self.next = next_seq
+        self.received += count
+
+    def after_batch(self) -> None:
+        self.last = time.perf_counter()
+        if not self.first:
+            self.first = self.last
+        if self.udp and (self.received - self.credited >= CREDIT_EVERY or self.next == self.n):
+            self.sock.send(SEQ.pack(self.next))
+            self.credited = self.received
+
+    def result(self) -> tuple[float, int]:
+        return self.last - self.first, self.received
+
+
+def oneway_csock_client(sock: Any, n: int) -> float:
+    messages = datagrams(n)
+    credits = Credits(sock)
+    start = time.perf_counter()
+    sent = 0
+    while sent < n:
+        k = credits.allowance(sent, min(BATCH, n - sent))
+        sent += sock.send_batch(messages[sent:sent + k])
+    return time.perf_counter() - start
+
+
+def oneway_csock_server(sock: Any, n: int) -> tuple[float, int]:
+    receipts = Receipts(sock, n)
+    unpack = SEQ.unpack_from
+    while receipts.next < n:
+        try:
+            batch = sock.recv_batch(max_messages=BATCH, bufsize=DGRAM)
+        except BlockingIOError:
+            if receipts.received:
+                break
+            continue
+        if not batch:
+            raise DataMismatch(f"end of stream after {receipts.next} of {n} records")
+        first = receipts.next
+        for d in batch:                                  # the user touches every datagram
+            (seq,) = unpack(d.data)
+            if seq < first:
+                expect("sequence", first, seq)
+            first = seq + 1
+        receipts.arrived_up_to(first, len(batch))
+        receipts.after_batch()
+    return receipts.result()
+
+
+def oneway_stdlib_client(sock: stdlib.socket, n: int) -> float:
+    messages = datagrams(n)
+    credits = Credits(sock)
+    send = sock.send
+    start = time.perf_counter()
+    sent = 0
+    while sent < n:
+        k = credits.allowance(sent, min(CREDIT_EVERY, n - sent))
+        for m in messages[sent:sent + k]:
+            send(m)
+        sent += k
+    return time.perf_counter() - start
+
+
+def oneway_stdlib_server(sock: stdlib.socket, n: int) -> tuple[float, int]:
+    receipts = Receipts(sock, n)
+    buf = bytearray(DGRAM)
+    recv_into, unpack = sock.recv_into, SEQ.unpack_from
+    while receipts.next < n:
+        try:
+            for _ in range(min(CREDIT_EVERY, n - receipts.next)):
+                if not recv_into(buf):
+                    raise DataMismatch(f"end of stream after {receipts.next} of {n} records")
+                receipts.arrived(unpack(buf)[0])
+                if receipts.next == n:
+                    break
+        except BlockingIOError:
+            if receipts.received:
+                break
+            continue
+        receipts.after_batch()
+    return receipts.result()
+
+
+# --- datagram / record ping-pong ---------------------------------------------------------------
+
+def dgram_pingpong_server(sock: Any, n: int) -> float:
+    recv, send = sock.recv, sock.send
+    for _ in range(n):
+        send(recv(PING))
+    return 0.0
+
+
+def dgram_pingpong_client(sock: Any, n: int) -> float:
+    message = bytearray(b"q" * PING)
+    recv, send = sock.recv, sock.send
+    start = time.perf_counter()
+    for i in range(n):
+        SEQ.pack_into(message, 0, i)
+        send(message)
+        (seq,) = SEQ.unpack_from(recv(PING))
+        if seq != i:
+            expect("echo", i, seq)
+    return time.perf_counter() - start
+
+
 # (workload, implementation) -> (socket module, server side, client side)
-Side = Callable[[Any, int], float]
+Side = Callable[[Any, int], Any]   # seconds, or (seconds, units received) for lossy workloads
 WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     ("framed", "csock"): (csock, framed_csock_server, framed_csock_client),
     ("framed", "stdlib-naive"): (stdlib, framed_naive_server, framed_naive_client),
@@ -244,4 +424,12 @@ WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     ("pingpong", "csock"): (csock, pingpong_csock_server, pingpong_csock_client),
     ("pingpong", "stdlib-naive"): (stdlib, pingpong_stdlib_server, pingpong_stdlib_client),
     ("pingpong", "stdlib-tuned"): (stdlib, pingpong_tuned_server, pingpong_stdlib_client),
+    ("udp", "csock"): (csock, oneway_csock_server, oneway_csock_client),
+    ("udp", "stdlib-naive"): (stdlib, oneway_stdlib_server, oneway_stdlib_client),
+    ("seqpacket", "csock"): (csock, oneway_csock_server, oneway_csock_client),
+    ("seqpacket", "stdlib-naive"): (stdlib, oneway_stdlib_server, oneway_stdlib_client),
+    ("udp-pingpong", "csock"): (csock, dgram_pingpong_server, dgram_pingpong_client),
+    ("udp-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
+    ("seqpacket-pingpong", "csock"): (csock, dgram_pingpong_server, dgram_pingpong_client),
+    ("seqpacket-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
 }

@@ -20,13 +20,14 @@ class Workload:
     unit: str                           # how rates are shown: "msg/s", "GB/s" or "us/rt"
     bytes_per_count: int = 0            # for GB/s
     c_program: str | None = None
+    transport: str = "tcp"              # "tcp" (listener + port), "udp" or "seqpacket" (a connected pair)
     implementations: tuple[str, ...] = ("csock", "stdlib-naive", "stdlib-tuned")
     # (reference implementation, the minimum csock/reference rate ratio the issue asks for)
     targets: tuple[tuple[str, float], ...] = field(default=())
 
     def rate(self, count: int, elapsed: float) -> float:
-        """Units per second (higher is better, for every unit). Receivers start their clock at
-        the first unit that arrives, so the first is not counted."""
+        """Units per second (higher is better, for every unit); count is what arrived.
+        Receivers start their clock at the first unit that arrives, so it is not counted."""
         timed = count - 1 if self.measured == "server" else count
         return max(timed, 1) / elapsed
 
@@ -38,6 +39,8 @@ class Workload:
         return f"{rate / 1e6:.2f}M msg/s"
 
 
+DATAGRAM_IMPLS = ("csock", "stdlib-naive")
+
 WORKLOADS = [
     Workload("framed", "framed 64 B messages, TCP loopback", 1_000_000, 100_000, "server", "msg/s",
              c_program="framed", targets=(("c", 0.10), ("stdlib-tuned", 2.0))),
@@ -46,4 +49,18 @@ WORKLOADS = [
              targets=(("c", 0.95),)),
     Workload("pingpong", "TCP ping-pong, 32 B", 20_000, 5_000, "client", "us/rt",
              c_program="pingpong", targets=(("c", 0.97),)),
+    Workload("udp", "UDP one way, 64 B, credit window", 300_000, 60_000, "server", "msg/s",
+             c_program="dgram_oneway", transport="udp", implementations=DATAGRAM_IMPLS,
+             targets=(("c", 1.0),)),
+    Workload("seqpacket", "SEQPACKET one way, 64 B", 1_000_000, 200_000, "server", "msg/s",
+             c_program="dgram_oneway", transport="seqpacket", implementations=DATAGRAM_IMPLS,
+             targets=(("c", 0.95),)),
+    Workload("udp-pingpong", "UDP ping-pong, 32 B", 20_000, 5_000, "client", "us/rt",
+             c_program="dgram_pingpong", transport="udp", implementations=DATAGRAM_IMPLS,
+             targets=(("c", 0.97),)),
+    Workload("seqpacket-pingpong", "SEQPACKET ping-pong, 32 B", 20_000, 5_000, "client", "us/rt",
+             c_program="dgram_pingpong", transport="seqpacket", implementations=DATAGRAM_IMPLS,
+             targets=(("c", 0.97),)),
 ]
+
+BY_NAME = {w.name: w for w in WORKLOADS}
