@@ -15,9 +15,9 @@
 cimport cython
 from cpython.ref cimport Py_REFCNT
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
 from cpython.long cimport PyLong_CheckExact
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, strlen
@@ -141,8 +141,25 @@ cdef int set_address(uint8_t *out, object value, int family, str name) except -1
 
 cdef str address_str(const uint8_t *raw, int family):
     cdef char text[48]
+    cdef char *at = text
+    cdef int i, b
+    if family == AF_INET:
+        # dotted quad by hand: inet_ntop goes through sprintf
+        for i in range(4):
+            b = raw[i]
+            if b >= 100:
+                at[0] = <char>(48 + b // 100)
+                at[1] = <char>(48 + b // 10 % 10)
+                at += 2
+            elif b >= 10:
+                at[0] = <char>(48 + b // 10)
+                at += 1
+            at[0] = <char>(48 + b % 10)
+            at[1] = 46   # '.'
+            at += 2
+        return PyUnicode_DecodeLatin1(text, at - text - 1, NULL)
     inet_ntop(family, raw, text, sizeof(text))
-    return text.decode("ascii")
+    return PyUnicode_DecodeLatin1(text, strlen(text), NULL)
 
 
 # --- buffers ---------------------------------------------------------------------------
@@ -160,11 +177,28 @@ cdef inline Py_ssize_t owner_size(object owner) noexcept:
     return PyMemoryView_GET_BUFFER(owner).len
 
 
+@cython.final
+@cython.no_gc_clear
+cdef class _Span:
+    """Exports owner[start:end] read-only through the buffer protocol: memoryview(span) is a
+    view into a parsed packet's buffer made without slicing a memoryview."""
+    cdef object owner
+    cdef const uint8_t *ptr
+    cdef Py_ssize_t length
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("a parsed packet's payload is read-only")
+        PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.length, 1, flags)
+
+
 cdef object payload_view(object owner, Py_ssize_t start, Py_ssize_t end):
     """A read-only memoryview of owner[start:end] (no copy)."""
-    if type(owner) is bytes:
-        owner = PyMemoryView_FromObject(owner)
-    return owner[start:end]
+    cdef _Span span = _Span.__new__(_Span)
+    span.owner = owner
+    span.ptr = owner_data(owner) + start
+    span.length = end - start
+    return PyMemoryView_FromObject(span)
 
 
 cdef Py_ssize_t buffer_size(object data) except -1:
