@@ -116,6 +116,7 @@ cdef class _ICMPBase(Layer):
         self._clean = False
 
 @cython.final
+@cython.no_gc
 
 cdef class ICMP(_ICMPBase):
     """An ICMP message header. Defaults as scapy's: type 8 (echo request), code 0, id 0,
@@ -133,6 +134,7 @@ cdef class ICMP(_ICMPBase):
 
 
 @cython.final
+@cython.no_gc
 
 cdef class ICMPv6(_ICMPBase):
     """An ICMPv6 message header. Defaults: type 128 (echo request), code 0, id 0, seq 0;

@@ -18,6 +18,7 @@ cdef enum:
 
 
 @cython.final
+@cython.no_gc
 
 cdef class IPv6(Layer):
     """An IPv6 header. Defaults as scapy's IPv6: hlim 64, src ::, dst ::1; plen and nh None

@@ -20,7 +20,7 @@ from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
 from cpython.long cimport PyLong_CheckExact
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset, strlen
+from libc.string cimport memcpy, memset, memcmp, strlen
 from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
 from includes.inet cimport inet_pton, inet_ntop
 from includes.socket cimport AF_INET, AF_INET6
@@ -178,10 +178,11 @@ cdef inline Py_ssize_t owner_size(object owner) noexcept:
 
 
 @cython.final
-@cython.no_gc_clear
-cdef class _Span:
-    """Exports owner[start:end] read-only through the buffer protocol: memoryview(span) is a
-    view into a parsed packet's buffer made without slicing a memoryview."""
+@cython.no_gc
+cdef class PayloadView:
+    """The payload of a parsed packet: a read-only, bytes-like view (buffer protocol) into
+    the parsed buffer, which it keeps alive; compares equal to bytes with the same content.
+    ``memoryview(view)`` refers to the same memory; ``bytes(view)`` copies it out."""
     cdef object owner
     cdef const uint8_t *ptr
     cdef Py_ssize_t length
@@ -191,14 +192,88 @@ cdef class _Span:
             raise BufferError("a parsed packet's payload is read-only")
         PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.length, 1, flags)
 
+    def __len__(self):
+        return self.length
+
+    def __bytes__(self):
+        return PyBytes_FromStringAndSize(<const char *>self.ptr, self.length)
+
+    def tobytes(self):
+        """A bytes copy of the payload."""
+        return PyBytes_FromStringAndSize(<const char *>self.ptr, self.length)
+
+    def decode(self, encoding="utf-8", errors="strict"):
+        return self.tobytes().decode(encoding, errors)
+
+    def hex(self, *args):
+        return memoryview(self).hex(*args)
+
+    def tolist(self):
+        return list(self.tobytes())
+
+    @property
+    def nbytes(self):
+        return self.length
+
+    @property
+    def readonly(self):
+        return True
+
+    @property
+    def obj(self):
+        """The buffer the packet was parsed from (bytes or a read-only memoryview of it)."""
+        return self.owner
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return memoryview(self)[index]
+        cdef Py_ssize_t i = index
+        if i < 0:
+            i += self.length
+        if i < 0 or i >= self.length:
+            raise IndexError("index out of range")
+        return self.ptr[i]
+
+    def __iter__(self):
+        return iter(self.tobytes())
+
+    def __eq__(self, other):
+        cdef Py_buffer theirs
+        if isinstance(other, PayloadView):
+            return self.length == (<PayloadView>other).length and memcmp(
+                self.ptr, (<PayloadView>other).ptr, self.length) == 0
+        try:
+            PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE)
+        except TypeError:
+            return NotImplemented
+        try:
+            return theirs.len == self.length and memcmp(self.ptr, theirs.buf, self.length) == 0
+        finally:
+            PyBuffer_Release(&theirs)
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self.tobytes())
+
+    def __reduce__(self):
+        return bytes, (self.tobytes(),)
+
+    def __repr__(self):
+        cdef Py_ssize_t shown = min(self.length, 32)
+        head = PyBytes_FromStringAndSize(<const char *>self.ptr, shown)
+        return f"<csock.packet.PayloadView {self.length} bytes {head!r}{'...' if shown < self.length else ''}>"
+
 
 cdef object payload_view(object owner, Py_ssize_t start, Py_ssize_t end):
-    """A read-only memoryview of owner[start:end] (no copy)."""
-    cdef _Span span = _Span.__new__(_Span)
-    span.owner = owner
-    span.ptr = owner_data(owner) + start
-    span.length = end - start
-    return PyMemoryView_FromObject(span)
+    """A read-only view of owner[start:end] (no copy)."""
+    cdef PayloadView view = PayloadView.__new__(PayloadView)
+    view.owner = owner
+    view.ptr = owner_data(owner) + start
+    view.length = end - start
+    return view
 
 
 cdef Py_ssize_t buffer_size(object data) except -1:
@@ -228,6 +303,7 @@ cdef int buffer_copy(object data, uint8_t *out, Py_ssize_t n) except -1:
 
 # --- the base layer --------------------------------------------------------------------
 
+@cython.no_gc
 cdef class Layer:
     """One protocol header and what it carries (``payload``: the next layer or bytes).
 
@@ -377,7 +453,13 @@ cdef class Layer:
 
     @payload.setter
     def payload(self, value):
-        if value is not None and not isinstance(value, Layer):
+        if isinstance(value, Layer):
+            layer = value
+            while isinstance(layer, Layer):
+                if layer is self:
+                    raise ValueError("a layer cannot carry itself")
+                layer = (<Layer>layer)._payload
+        elif value is not None:
             check_bytes_like(value)
         self._payload = value
         self._lazy = False
@@ -624,7 +706,8 @@ cdef Layer parse_first(object owner, const uint8_t *base, Py_ssize_t n, object f
 
 def parse(data, first="ipv4", verify=False):
     """Parse packet bytes into layers (IPv4/IPv6 extension headers skipped, unknown upper
-    protocols left as the payload). The final payload is a read-only memoryview into data,
+    protocols left as the payload). The final payload is a PayloadView (read-only, bytes-like,
+    buffer protocol) into data,
     not a copy; ``bytes()`` of the result gives back exactly data. ``first`` names the
     outermost header ("ipv4", "ipv6", "ip" = by version nibble, "udp", "tcp", "icmp",
     "icmpv6"). Raises PacketError for truncated or inconsistent bytes, and with

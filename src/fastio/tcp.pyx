@@ -20,6 +20,7 @@ cdef enum:
 
 
 @cython.final
+@cython.no_gc
 
 cdef class TCP(Layer):
     """A TCP header. Defaults as scapy's: sport 20, dport 80, flags S (0x02), window 8192;

@@ -11,6 +11,7 @@ cdef enum:
 
 
 @cython.final
+@cython.no_gc
 
 cdef class UDP(Layer):
     """A UDP header. Defaults as scapy's: sport 53, dport 53; len and chksum None (computed
