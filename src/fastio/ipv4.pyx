@@ -50,6 +50,40 @@ cdef class IPv4(Layer):
         self._dst_s = dst if type(dst) is str else None
         self._options = EMPTY if options is None else field_options(options, "IPv4.options", IPV4_MAX_OPTIONS)
 
+    def __getattribute__(self, name):
+        if name is N_SRC:
+            if self._src_s is None:
+                self._src_s = address_str(self._src, AF_INET)
+            return self._src_s
+        if name is N_DST:
+            if self._dst_s is None:
+                self._dst_s = address_str(self._dst, AF_INET)
+            return self._dst_s
+        if name is N_PAYLOAD:
+            pl = self.get_payload()
+            return EMPTY if pl is None else pl
+        if name is N_TTL:
+            return self._ttl
+        if name is N_PROTO:
+            return opt_get(self._proto)
+        if name is N_LEN:
+            return opt_get(self._len)
+        if name is N_ID:
+            return self._id
+        if name is N_CHKSUM:
+            return opt_get(self._chksum)
+        if name is N_VERSION:
+            return self._version
+        if name is N_IHL:
+            return opt_get(self._ihl)
+        if name is N_TOS:
+            return self._tos
+        if name is N_FLAGS:
+            return self._flags
+        if name is N_FRAG:
+            return self._frag
+        return PyObject_GenericGetAttr(self, name)
+
     cdef Py_ssize_t header_len(self) except -1:
         return IPV4_HEADER + (PyBytes_GET_SIZE(self._options) + 3) // 4 * 4
 

@@ -47,6 +47,26 @@ cdef class IPv6(Layer):
         self._dst_s = dst if type(dst) is str else None
         self._ext = EMPTY if ext is None else ipv6_ext(ext)
 
+    def __getattribute__(self, name):
+        if name is N_SRC:
+            if self._src_s is None:
+                self._src_s = address_str(self._src, AF_INET6)
+            return self._src_s
+        if name is N_DST:
+            if self._dst_s is None:
+                self._dst_s = address_str(self._dst, AF_INET6)
+            return self._dst_s
+        if name is N_PAYLOAD:
+            pl = self.get_payload()
+            return EMPTY if pl is None else pl
+        if name is N_NH:
+            return opt_get(self._nh)
+        if name is N_PLEN:
+            return opt_get(self._plen)
+        if name is N_HLIM:
+            return self._hlim
+        return PyObject_GenericGetAttr(self, name)
+
     cdef Py_ssize_t header_len(self) except -1:
         return IPV6_HEADER + PyBytes_GET_SIZE(self._ext)
 

@@ -19,6 +19,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillI
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
 from cpython.long cimport PyLong_CheckExact
+from cpython.object cimport PyObject_GenericGetAttr
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, memcmp, strlen
 from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
@@ -55,6 +56,34 @@ cdef enum:
     MAX_DEPTH = 8
 
 cdef bytes EMPTY = b""
+
+# Field reads go through each layer's __getattribute__, which compares the (interned) name
+# with these before falling back to the generic lookup: on CPython 3.11 a getset descriptor
+# is never specialised, and the type lookup + descriptor call cost more than the read.
+from sys import intern as _intern
+cdef object N_PAYLOAD = _intern("payload")
+cdef object N_VERSION = _intern("version")
+cdef object N_IHL = _intern("ihl")
+cdef object N_TOS = _intern("tos")
+cdef object N_LEN = _intern("len")
+cdef object N_ID = _intern("id")
+cdef object N_FLAGS = _intern("flags")
+cdef object N_FRAG = _intern("frag")
+cdef object N_TTL = _intern("ttl")
+cdef object N_PROTO = _intern("proto")
+cdef object N_CHKSUM = _intern("chksum")
+cdef object N_SRC = _intern("src")
+cdef object N_DST = _intern("dst")
+cdef object N_SPORT = _intern("sport")
+cdef object N_DPORT = _intern("dport")
+cdef object N_SEQ = _intern("seq")
+cdef object N_ACK = _intern("ack")
+cdef object N_WINDOW = _intern("window")
+cdef object N_TYPE = _intern("type")
+cdef object N_CODE = _intern("code")
+cdef object N_HLIM = _intern("hlim")
+cdef object N_PLEN = _intern("plen")
+cdef object N_NH = _intern("nh")
 
 
 # --- field values ----------------------------------------------------------------------
@@ -179,6 +208,7 @@ cdef inline Py_ssize_t owner_size(object owner) noexcept:
 
 @cython.final
 @cython.no_gc
+@cython.freelist(32)
 cdef class PayloadView:
     """The payload of a parsed packet: a read-only, bytes-like view (buffer protocol) into
     the parsed buffer, which it keeps alive; compares equal to bytes with the same content.

@@ -48,6 +48,26 @@ cdef class TCP(Layer):
         self._urgptr = 0 if urgptr is 0 else field_int(urgptr, 0xFFFF, "TCP.urgptr")
         self._options = EMPTY if options is None else field_options(options, "TCP.options", TCP_MAX_OPTIONS)
 
+    def __getattribute__(self, name):
+        if name is N_SPORT:
+            return self._sport
+        if name is N_DPORT:
+            return self._dport
+        if name is N_PAYLOAD:
+            pl = self.get_payload()
+            return EMPTY if pl is None else pl
+        if name is N_SEQ:
+            return self._seq
+        if name is N_ACK:
+            return self._ack
+        if name is N_FLAGS:
+            return self._flags
+        if name is N_WINDOW:
+            return self._window
+        if name is N_CHKSUM:
+            return opt_get(self._chksum)
+        return PyObject_GenericGetAttr(self, name)
+
     cdef Py_ssize_t header_len(self) except -1:
         return TCP_HEADER + (PyBytes_GET_SIZE(self._options) + 3) // 4 * 4
 

@@ -28,6 +28,20 @@ cdef class UDP(Layer):
         self._len = -1 if len is None else field_int(len, 0xFFFF, "UDP.len")
         self._chksum = -1 if chksum is None else field_int(chksum, 0xFFFF, "UDP.chksum")
 
+    def __getattribute__(self, name):
+        if name is N_SPORT:
+            return self._sport
+        if name is N_DPORT:
+            return self._dport
+        if name is N_PAYLOAD:
+            pl = self.get_payload()
+            return EMPTY if pl is None else pl
+        if name is N_LEN:
+            return opt_get(self._len)
+        if name is N_CHKSUM:
+            return opt_get(self._chksum)
+        return PyObject_GenericGetAttr(self, name)
+
     cdef Py_ssize_t header_len(self) except -1:
         return UDP_HEADER
 
