@@ -662,3 +662,13 @@ def test_kernel_drops_a_wrong_udp_checksum():
         right = parse(bytes(IPv4(src="127.0.0.1", dst="127.0.0.1", id=0) / good))[UDP].chksum
         return UDP(sport=40000, dport=port, chksum=right ^ 0x0101) / b"csock raw payload"
     assert _send_raw_and_receive(bad) is None
+
+
+def test_uninitialised_layers_do_not_crash():
+    for cls in (IPv4, IPv6, UDP, TCP, ICMP, ICMPv6):
+        layer = cls.__new__(cls)
+        assert isinstance(bytes(layer), bytes)
+        repr(layer)
+    assert bytes(pk.Layer()) == b""
+    with pytest.raises(NotImplementedError):
+        pk.Layer().copy()

@@ -25,6 +25,22 @@ cdef class _ICMPBase(Layer):
         self._seq = 0 if seq is 0 else field_int(seq, 0xFFFF, name + ".seq")
         return 0
 
+    def __getattribute__(self, name):
+        if name is N_TYPE:
+            return self._type
+        if name is N_CODE:
+            return self._code
+        if name is N_ID:
+            return self._id
+        if name is N_SEQ:
+            return self._seq
+        if name is N_CHKSUM:
+            return opt_get(self._chksum)
+        if name is N_PAYLOAD:
+            pl = self.get_payload()
+            return EMPTY if pl is None else pl
+        return PyObject_GenericGetAttr(self, name)
+
     cdef Py_ssize_t header_len(self) except -1:
         return ICMP_HEADER
 

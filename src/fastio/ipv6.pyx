@@ -68,6 +68,8 @@ cdef class IPv6(Layer):
         return PyObject_GenericGetAttr(self, name)
 
     cdef Py_ssize_t header_len(self) except -1:
+        if self._ext is None:           # made with IPv6.__new__ and never initialised
+            self._ext = EMPTY
         return IPV6_HEADER + PyBytes_GET_SIZE(self._ext)
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:

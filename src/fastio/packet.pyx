@@ -349,6 +349,9 @@ cdef class Layer:
     cdef object _trailer      # parsed: bytes after this layer's length field (or None)
     cdef Py_ssize_t _hlen, _size        # measure(): header length, header + payload
 
+    _field_names = ()
+    _first = None
+
     # per-layer parts, overridden by each header
     cdef Py_ssize_t header_len(self) except -1:
         return 0

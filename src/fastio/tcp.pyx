@@ -69,6 +69,8 @@ cdef class TCP(Layer):
         return PyObject_GenericGetAttr(self, name)
 
     cdef Py_ssize_t header_len(self) except -1:
+        if self._options is None:       # made with TCP.__new__ and never initialised
+            self._options = EMPTY
         return TCP_HEADER + (PyBytes_GET_SIZE(self._options) + 3) // 4 * 4
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
