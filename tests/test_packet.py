@@ -672,3 +672,15 @@ def test_uninitialised_layers_do_not_crash():
     assert bytes(pk.Layer()) == b""
     with pytest.raises(NotImplementedError):
         pk.Layer().copy()
+
+
+@pytest.mark.parametrize("segleft", [0, 1])
+def test_ipv6_routing_header_final_destination_in_pseudo_header(segleft):
+    s = (S_IPv6(src="2001:db8::1", dst="2001:db8::2")
+         / scapy.IPv6ExtHdrRouting(addresses=["2001:db8::3", "2001:db8::9"], segleft=segleft)
+         / S_UDP(sport=1, dport=2) / b"routed")
+    data = raw(s)
+    p = parse(data, "ipv6", verify=True)
+    assert p[UDP].chksum == S_IPv6(data)[S_UDP].chksum
+    ours = IPv6(src="2001:db8::1", dst="2001:db8::2", nh=43, ext=p.ext) / UDP(sport=1, dport=2) / b"routed"
+    assert bytes(ours) == data

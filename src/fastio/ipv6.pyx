@@ -92,7 +92,28 @@ cdef class IPv6(Layer):
         return 0
 
     cdef uint64_t pseudo(self, int proto, Py_ssize_t length) except? 0xFFFFFFFFFFFFFFFF:
-        return pseudo_v6(self._src, self._dst, proto, length)
+        # RFC 8200 8.1: with a Routing header that still has segments left, the pseudo-header
+        # holds the final destination (the last address of type 0/2, the first segment of a
+        # type 4 segment routing header); at the final node it is the header's dst.
+        cdef const uint8_t *final = self._dst
+        cdef const uint8_t *e
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(self._ext) if self._ext is not None else 0
+        cdef Py_ssize_t pos = 0, elen, count
+        cdef int nh = self._nh
+        while n and is_extension(nh) and pos + 8 <= n:
+            e = <const uint8_t *>PyBytes_AS_STRING(self._ext) + pos
+            elen = 8 if nh == PROTO_FRAGMENT else ((e[1] + 2) * 4 if nh == PROTO_AH else (e[1] + 1) * 8)
+            if pos + elen > n:
+                break
+            if nh == PROTO_ROUTING and e[3] > 0:
+                count = (elen - 8) // 16
+                if (e[2] == 0 or e[2] == 2) and count > 0:
+                    final = e + 8 + 16 * (count - 1)
+                elif e[2] == 4 and count > 0:
+                    final = e + 8
+            nh = e[0]
+            pos += elen
+        return pseudo_v6(self._src, final, proto, length)
 
     cdef Layer clone(self):
         cdef IPv6 c = IPv6.__new__(IPv6)
