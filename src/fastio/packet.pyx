@@ -510,6 +510,7 @@ cdef class Layer:
 
     def __truediv__(self, other):
         cdef Layer top, leaf
+        cdef object under = other     # (other itself is never assigned: no extra reference)
         if not isinstance(other, Layer):
             if other is None:
                 return NotImplemented
@@ -517,20 +518,21 @@ cdef class Layer:
                 check_bytes_like(other)
             except TypeError:
                 return NotImplemented
-        # A temporary (only the interpreter's reference) is extended in place; anything
-        # somebody else can see is copied first, as scapy does.
+        # A temporary (only the interpreter's reference: Cython passes the operands of a
+        # binary operator borrowed) is extended in place; anything somebody else can see is
+        # copied first, as scapy does.
         top = self if chain_private(self, 1) else self.chain_copy()
-        if isinstance(other, Layer) and not chain_private(other, 1):
-            other = (<Layer>other).chain_copy()
+        if isinstance(other, Layer) and not chain_private(other, 2):   # 2: other and under
+            under = (<Layer>other).chain_copy()
         leaf = top
         while isinstance(leaf._payload, Layer):
             leaf = <Layer>leaf._payload
         pl = leaf.get_payload()
         if pl is not None and buffer_size(pl) > 0:
-            if isinstance(other, Layer):
+            if isinstance(under, Layer):
                 raise TypeError(f"cannot stack {type(other).__name__} after payload bytes")
-            other = bytes(pl) + bytes(other)
-        leaf._payload = other
+            under = bytes(pl) + bytes(other)
+        leaf._payload = under
         leaf._lazy = False
         leaf._clean = False
         return top
