@@ -684,3 +684,16 @@ def test_ipv6_routing_header_final_destination_in_pseudo_header(segleft):
     assert p[UDP].chksum == S_IPv6(data)[S_UDP].chksum
     ours = IPv6(src="2001:db8::1", dst="2001:db8::2", nh=43, ext=p.ext) / UDP(sport=1, dport=2) / b"routed"
     assert bytes(ours) == data
+
+
+def test_deep_stacks_are_refused_not_crashing():
+    p = IPv4()
+    for _ in range(300):
+        p = p / IPv4()
+    with pytest.raises(PacketError, match="layers"):
+        bytes(p)
+    nested = bytes(IPv4() / IPv4() / IPv4() / UDP() / b"x")
+    assert parse(nested)[UDP].payload == b"x"
+    deep = b"".join(bytes(IPv4(len=20 * (12 - i) + 9, proto=4)) for i in range(12))
+    q = parse(deep + b"\0" * 9)                 # IP-in-IP nesting: parsed 8 deep, then raw
+    assert bytes(q) == deep + b"\0" * 9

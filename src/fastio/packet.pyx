@@ -54,6 +54,8 @@ cdef enum:
     PROTO_DSTOPTS = 60
     # IP-in-IP nesting parsed before the rest is left as raw bytes
     MAX_DEPTH = 8
+    # layers a packet may stack (building recurses once per layer)
+    MAX_LAYERS = 256
 
 cdef bytes EMPTY = b""
 
@@ -394,13 +396,15 @@ cdef class Layer:
             self._payload = payload_view(self._owner, self._pl_off, self._pl_end)
         return self._payload
 
-    cdef Py_ssize_t measure(self) except -1:
+    cdef Py_ssize_t measure(self, int depth=0) except -1:
         """Record _hlen and _size down the chain; the bytes this layer takes in its parent."""
         cdef Py_ssize_t n
         cdef object pl = self._payload
         self._hlen = self.header_len()
         if isinstance(pl, Layer):
-            n = (<Layer>pl).measure()
+            if depth >= MAX_LAYERS:
+                raise PacketError(f"a packet of more than {MAX_LAYERS} layers")
+            n = (<Layer>pl).measure(depth + 1)
         elif self._lazy:
             n = self._pl_end - self._pl_off
         elif pl is None:
