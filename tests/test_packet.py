@@ -697,3 +697,20 @@ def test_deep_stacks_are_refused_not_crashing():
     deep = b"".join(bytes(IPv4(len=20 * (12 - i) + 9, proto=4)) for i in range(12))
     q = parse(deep + b"\0" * 9)                 # IP-in-IP nesting: parsed 8 deep, then raw
     assert bytes(q) == deep + b"\0" * 9
+
+
+def test_a_temporary_whose_inner_layer_is_held_elsewhere_is_copied():
+    held = []
+
+    def make():
+        ip = IPv4()
+        udp = UDP(dport=5)
+        ip.payload = udp
+        held.append(udp)
+        return ip
+
+    p = make() / b"more"                        # the IPv4 is a temporary, its UDP is not
+    assert p[UDP].payload == b"more"
+    assert held[0].payload == b"" and p[UDP] is not held[0]
+    q = make() / UDP()                          # a layer after an empty payload
+    assert isinstance(q[UDP].payload, UDP) and held[1].payload == b""

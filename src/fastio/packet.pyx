@@ -13,7 +13,7 @@
 # view into it, and bytes() of an untouched parsed packet returns the input bytes object
 # itself. Every setter, and stacking, marks the layer dirty (_clean = False).
 cimport cython
-from cpython.ref cimport Py_REFCNT
+from cpython.ref cimport Py_REFCNT, PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
@@ -646,16 +646,19 @@ cdef int check_bytes_like(object value) except -1:
 
 
 cdef bint chain_private(object obj, Py_ssize_t refs) noexcept:
-    """True when nobody but the caller (refs references) holds obj or its inner layers."""
-    cdef Layer layer
+    """True when nobody but the caller (refs references) holds obj or its inner layers (each
+    held by its parent only). Borrowed pointers: a typed local would add a reference."""
+    cdef PyObject *layer = <PyObject *>obj
+    cdef PyObject *inner
     if Py_REFCNT(obj) > refs:
         return False
-    layer = <Layer>obj
-    while isinstance(layer._payload, Layer):
-        layer = <Layer>layer._payload
-        if Py_REFCNT(layer) > 1:
+    while True:
+        inner = <PyObject *>(<Layer>layer)._payload
+        if not isinstance(<object>inner, Layer):
+            return True
+        if Py_REFCNT(<object>inner) > 1:
             return False
-    return True
+        layer = inner
 
 
 cdef int proto_of(object payload, bint v6) noexcept:
