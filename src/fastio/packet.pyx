@@ -130,36 +130,43 @@ cdef bytes field_options(object value, str name, Py_ssize_t limit):
     return b
 
 
-# one-entry caches: a program tends to send to the same few addresses
-cdef object _last_v4_str = None
-cdef uint8_t _last_v4[4]
-cdef object _last_v6_str = None
-cdef uint8_t _last_v6[16]
+# Address caches: a program tends to send to the same few addresses, passing the same str
+# objects. Direct-mapped by object identity (the cache holds a reference, so an identity is
+# never reused while cached); 16 entries per family.
+cdef enum:
+    ADDRESS_CACHE = 16
+
+cdef list _v4_keys = [None] * ADDRESS_CACHE
+cdef uint8_t _v4_vals[ADDRESS_CACHE][4]
+cdef list _v6_keys = [None] * ADDRESS_CACHE
+cdef uint8_t _v6_vals[ADDRESS_CACHE][16]
 
 
 cdef int set_address(uint8_t *out, object value, int family, str name) except -1:
     """Parse an address (str, or an ipaddress object / packed bytes of the right size)."""
-    global _last_v4_str, _last_v6_str
     cdef const char *s
     cdef Py_ssize_t n
     cdef int size = 4 if family == AF_INET else 16
+    cdef size_t slot
     if type(value) is str:
-        if family == AF_INET and value is _last_v4_str:
-            memcpy(out, _last_v4, 4)
-            return 0
-        if family == AF_INET6 and value is _last_v6_str:
-            memcpy(out, _last_v6, 16)
+        slot = (<size_t><PyObject *>value >> 4) % ADDRESS_CACHE
+        if family == AF_INET:
+            if _v4_keys[slot] is value:
+                memcpy(out, _v4_vals[slot], 4)
+                return 0
+        elif _v6_keys[slot] is value:
+            memcpy(out, _v6_vals[slot], 16)
             return 0
         s = PyUnicode_AsUTF8AndSize(value, &n)
         if <size_t>n != strlen(s) or inet_pton(family, s, out) != 1:
             raise ValueError(f"{name} is not a valid {'IPv4' if size == 4 else 'IPv6'} "
                              f"address: {value!r}")
         if family == AF_INET:
-            _last_v4_str = value
-            memcpy(_last_v4, out, 4)
+            _v4_keys[slot] = value
+            memcpy(_v4_vals[slot], out, 4)
         else:
-            _last_v6_str = value
-            memcpy(_last_v6, out, 16)
+            _v6_keys[slot] = value
+            memcpy(_v6_vals[slot], out, 16)
         return 0
     packed = getattr(value, "packed", None) if not isinstance(value, (bytes, bytearray)) else value
     if isinstance(packed, (bytes, bytearray)):
