@@ -109,6 +109,27 @@ def build_struct(n, aton=socket.inet_aton, from_bytes=int.from_bytes):
     return out
 
 
+SRC4, DST4 = socket.inet_aton(SRC), socket.inet_aton(DST)
+
+
+def build_struct_prepacked(n, from_bytes=int.from_bytes):
+    """The struct version with the addresses packed once, outside the loop (csock caches the
+    parsed form of an address str it has seen, so this is the fairer comparison)."""
+    out = None
+    src, dst = SRC4, DST4
+    for _ in range(n):
+        ulen = 8 + len(PAYLOAD)
+        hdr = IPH.pack(0x45, 0, 20 + ulen, 1, 0, 64, 17, 0, src, dst)
+        ck = 0xFFFF - from_bytes(hdr, "big") % 0xFFFF
+        udp = UDPH.pack(SPORT, DPORT, ulen, 0) + PAYLOAD
+        body = PSEUDO.pack(src, dst, 0, 17, ulen) + udp
+        if len(body) & 1:
+            body += b"\0"
+        uck = 0xFFFF - from_bytes(body, "big") % 0xFFFF
+        out = hdr[:10] + ck.to_bytes(2, "big") + hdr[12:] + udp[:6] + (uck or 0xFFFF).to_bytes(2, "big") + PAYLOAD
+    return out
+
+
 def build_csock(n):
     out = None
     for _ in range(n):
@@ -138,11 +159,13 @@ def main() -> None:
     packets = [PACKET] * N
     assert build_csock(1) == PACKET
     assert build_struct(1) == PACKET, (build_struct(1).hex(), PACKET.hex())
+    assert build_struct_prepacked(1) == PACKET
     cases = [
         ("parse", "stdlib struct (tuned)", parse_struct, packets),
         ("parse", "csock.packet", parse_csock, packets),
         ("parse", "csock.packet verify=True", parse_csock_verify, packets),
         ("build", "stdlib struct (tuned)", build_struct, N),
+        ("build", "stdlib struct, pre-packed addr", build_struct_prepacked, N),
         ("build", "csock.packet", build_csock, N),
     ]
     if dpkt is not None:
@@ -160,7 +183,7 @@ def main() -> None:
     for kind, name, _, _ in cases:
         rate = best[kind, name]
         ref = best[kind, "stdlib struct (tuned)"]
-        print(f"  {kind:5}  {name:28} {rate / 1e6:6.2f} M/s   x{rate / ref:5.2f} vs stdlib")
+        print(f"  {kind:5}  {name:31} {rate / 1e6:6.2f} M/s   x{rate / ref:5.2f} vs stdlib")
 
 
 if __name__ == "__main__":
