@@ -714,3 +714,42 @@ def test_a_temporary_whose_inner_layer_is_held_elsewhere_is_copied():
     assert held[0].payload == b"" and p[UDP] is not held[0]
     q = make() / UDP()                          # a layer after an empty payload
     assert isinstance(q[UDP].payload, UDP) and held[1].payload == b""
+
+
+@st.composite
+def extension_chains(draw):
+    """Raw IPv6 extension headers (hop-by-hop, destination options, routing with no segments
+    left, AH) ending in UDP: (first nh, ext bytes)."""
+    kinds = draw(st.lists(st.sampled_from([0, 60, 43, 51]), max_size=4))
+    chain = b""
+    for i, kind in enumerate(kinds):
+        nxt = kinds[i + 1] if i + 1 < len(kinds) else 17
+        if kind == 51:
+            words = draw(st.integers(1, 4))                    # AH: (len + 2) * 4 bytes; 8-aligned here
+            size = 8 * words
+            body = draw(st.binary(min_size=size - 2, max_size=size - 2))
+            chain += bytes([nxt, size // 4 - 2]) + body
+        else:
+            units = draw(st.integers(0, 3))
+            body = draw(st.binary(min_size=8 * units + 6, max_size=8 * units + 6))
+            if kind == 43:
+                body = bytes([0, 0]) + body[2:]                # type 0, segments left 0
+            chain += bytes([nxt, units]) + body
+    return (kinds[0] if kinds else 17), chain
+
+
+@settings(max_examples=200, deadline=None)
+@given(extension_chains(), udps, payloads)
+def test_ipv6_extension_chains_round_trip(chain, udp, payload):
+    nh, ext = chain
+    p = IPv6(src="2001:db8::1", dst="2001:db8::2", nh=nh, ext=ext) / udp / payload
+    data = bytes(p)
+    q = parse(data, "ipv6")
+    assert bytes(q) == data and q.ext == ext and q.nh == nh
+    assert q[UDP].sport == udp.sport and q[UDP].payload == payload
+    if udp.chksum is None:
+        q.verify()
+    for cut in (39, 40 + len(ext) // 2, 40 + len(ext) + 7):
+        if cut < len(data):
+            with pytest.raises(PacketError):
+                parse(data[:cut], "ipv6")
