@@ -753,3 +753,11 @@ def test_ipv6_extension_chains_round_trip(chain, udp, payload):
         if cut < len(data):
             with pytest.raises(PacketError):
                 parse(data[:cut], "ipv6")
+
+
+def test_ipv6_addresses_read_back_canonical():
+    p = IPv6(src="2001:0db8:0:0::0001", dst="0:0::1")
+    assert (p.src, p.dst) == ("2001:db8::1", "::1")
+    assert p == IPv6(src="2001:db8::1", dst="::1")
+    p.src = "FE80::1"
+    assert p.src == "fe80::1"

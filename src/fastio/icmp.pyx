@@ -133,7 +133,6 @@ cdef class _ICMPBase(Layer):
 
 @cython.final
 @cython.no_gc
-
 cdef class ICMP(_ICMPBase):
     """An ICMP message header. Defaults as scapy's: type 8 (echo request), code 0, id 0,
     seq 0; chksum None (computed by bytes())."""
@@ -151,7 +150,6 @@ cdef class ICMP(_ICMPBase):
 
 @cython.final
 @cython.no_gc
-
 cdef class ICMPv6(_ICMPBase):
     """An ICMPv6 message header. Defaults: type 128 (echo request), code 0, id 0, seq 0;
     chksum None (computed by bytes() with the IPv6 pseudo-header)."""

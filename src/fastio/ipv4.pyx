@@ -17,7 +17,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-
 cdef class IPv4(Layer):
     """An IPv4 header. Defaults as scapy's IP: version 4, ttl 64, id 1, src 0.0.0.0,
     dst 127.0.0.1; ihl, len, proto and chksum None (computed by bytes())."""

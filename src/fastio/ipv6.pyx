@@ -19,7 +19,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-
 cdef class IPv6(Layer):
     """An IPv6 header. Defaults as scapy's IPv6: hlim 64, src ::, dst ::1; plen and nh None
     (computed by bytes()). ``ext`` holds raw extension headers (nh must then be given)."""
@@ -42,9 +41,9 @@ cdef class IPv6(Layer):
         self._nh = opt_int(nh, 0xFF, "IPv6.nh")
         self._hlim = 64 if hlim is 64 else field_int(hlim, 0xFF, "IPv6.hlim")
         set_address(self._src, src, AF_INET6, "IPv6.src")
-        self._src_s = src if type(src) is str else None
+        self._src_s = None           # made on first read: the canonical form
         set_address(self._dst, dst, AF_INET6, "IPv6.dst")
-        self._dst_s = dst if type(dst) is str else None
+        self._dst_s = None
         self._ext = EMPTY if ext is None else ipv6_ext(ext)
 
     def __getattribute__(self, name):
@@ -197,7 +196,7 @@ cdef class IPv6(Layer):
     @src.setter
     def src(self, value):
         set_address(self._src, value, AF_INET6, "IPv6.src")
-        self._src_s = value if type(value) is str else None
+        self._src_s = None
         self._clean = False
 
     @property
@@ -209,7 +208,7 @@ cdef class IPv6(Layer):
     @dst.setter
     def dst(self, value):
         set_address(self._dst, value, AF_INET6, "IPv6.dst")
-        self._dst_s = value if type(value) is str else None
+        self._dst_s = None
         self._clean = False
 
     @property

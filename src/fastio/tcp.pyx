@@ -21,7 +21,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-
 cdef class TCP(Layer):
     """A TCP header. Defaults as scapy's: sport 20, dport 80, flags S (0x02), window 8192;
     dataofs and chksum None (computed by bytes()). flags also takes scapy's letters ("SA")."""

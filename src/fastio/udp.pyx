@@ -12,7 +12,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-
 cdef class UDP(Layer):
     """A UDP header. Defaults as scapy's: sport 53, dport 53; len and chksum None (computed
     by bytes(), the checksum with the enclosing IP layer's pseudo-header)."""
