@@ -13,7 +13,7 @@
 # view into it, and bytes() of an untouched parsed packet returns the input bytes object
 # itself. Every setter, and stacking, marks the layer dirty (_clean = False).
 cimport cython
-from cpython.ref cimport Py_REFCNT, PyObject
+from cpython.ref cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
@@ -520,8 +520,10 @@ cdef class Layer:
         return self.measure()
 
     def __truediv__(self, other):
+        """self with other stacked under its innermost layer: a new packet (the layers of
+        both operands are copied, as scapy does; a final payload object is shared)."""
         cdef Layer top, leaf
-        cdef object under = other     # (other itself is never assigned: no extra reference)
+        cdef object under = other
         if not isinstance(other, Layer):
             if other is None:
                 return NotImplemented
@@ -529,11 +531,11 @@ cdef class Layer:
                 check_bytes_like(other)
             except TypeError:
                 return NotImplemented
-        # A temporary (only the interpreter's reference: Cython passes the operands of a
-        # binary operator borrowed) is extended in place; anything somebody else can see is
-        # copied first, as scapy does.
-        top = self if chain_private(self, 1) else self.chain_copy()
-        if isinstance(other, Layer) and not chain_private(other, 2):   # 2: other and under
+        # Always copies: extending a temporary in place (reference count 1) would be faster,
+        # but C code may pass an object borrowed from a container (a numpy object array)
+        # whose only reference is the container's, and that object would change under it.
+        top = self.chain_copy()
+        if isinstance(other, Layer):
             under = (<Layer>other).chain_copy()
         leaf = top
         while isinstance(leaf._payload, Layer):
@@ -650,22 +652,6 @@ cdef int check_bytes_like(object value) except -1:
         raise TypeError(f"a payload must be bytes-like or a layer, not {type(value).__name__}")
     memoryview(value)   # TypeError if it has no buffer
     return 0
-
-
-cdef bint chain_private(object obj, Py_ssize_t refs) noexcept:
-    """True when nobody but the caller (refs references) holds obj or its inner layers (each
-    held by its parent only). Borrowed pointers: a typed local would add a reference."""
-    cdef PyObject *layer = <PyObject *>obj
-    cdef PyObject *inner
-    if Py_REFCNT(obj) > refs:
-        return False
-    while True:
-        inner = <PyObject *>(<Layer>layer)._payload
-        if not isinstance(<object>inner, Layer):
-            return True
-        if Py_REFCNT(<object>inner) > 1:
-            return False
-        layer = inner
 
 
 cdef int proto_of(object payload, bint v6) noexcept:
