@@ -741,17 +741,17 @@ cdef Layer parse_first(object owner, const uint8_t *base, Py_ssize_t n, object f
 
 def parse(data, first="ipv4", verify=False):
     """Parse packet bytes into layers (IPv4/IPv6 extension headers skipped, unknown upper
-    protocols left as the payload). The final payload is a PayloadView (read-only, bytes-like,
-    buffer protocol) into data,
-    not a copy; ``bytes()`` of the result gives back exactly data. ``first`` names the
-    outermost header ("ipv4", "ipv6", "ip" = by version nibble, "udp", "tcp", "icmp",
-    "icmpv6"). Raises PacketError for truncated or inconsistent bytes, and with
-    verify=True for a checksum that does not match."""
+    protocols left as the payload). The final payload is a PayloadView (read-only,
+    bytes-like, buffer protocol) into data, not a copy; ``bytes()`` of the result gives back
+    exactly data. ``first`` names the outermost header ("ipv4", "ipv6", "ip" = by version
+    nibble, "udp", "tcp", "icmp", "icmpv6"). Raises PacketError for truncated or
+    inconsistent bytes, and with verify=True for a checksum that does not match."""
     cdef Layer top
     cdef Py_buffer *view
+    cdef const uint8_t *start
     if type(data) is bytes:
-        top = parse_first(data, <const uint8_t *>PyBytes_AS_STRING(data),
-                          PyBytes_GET_SIZE(data), first)
+        start = <const uint8_t *>PyBytes_AS_STRING(data)
+        top = parse_first(data, start, PyBytes_GET_SIZE(data), first)
     else:
         if isinstance(data, str) or isinstance(data, int):
             raise TypeError(f"parse() wants bytes-like data, not {type(data).__name__}")
@@ -762,7 +762,10 @@ def parse(data, first="ipv4", verify=False):
         if not owner.readonly:
             owner = owner.toreadonly()
         view = PyMemoryView_GET_BUFFER(owner)
-        top = parse_first(owner, <const uint8_t *>view.buf, view.len, first)
+        start = <const uint8_t *>view.buf
+        top = parse_first(owner, start, view.len, first)
     if verify:
-        top.verify()
+        # the packet is what it was parsed from: check the checksums in place
+        top.measure()
+        top.check_chain(start)
     return top
