@@ -761,3 +761,13 @@ def test_ipv6_addresses_read_back_canonical():
     assert p == IPv6(src="2001:db8::1", dst="::1")
     p.src = "FE80::1"
     assert p.src == "fe80::1"
+
+
+def test_options_from_any_buffer():
+    opts = parse(bytes(IPv4() / TCP(options=TCP_OPTS_BYTES) / b"abcd"))[TCP].payload
+    t = TCP(options=opts)                      # a PayloadView is a buffer too
+    assert t.options == b"abcd" and type(t.options) is bytes
+    assert IPv4(options=bytearray(ROUTER_ALERT)).options == ROUTER_ALERT
+    assert IPv4(options=memoryview(ROUTER_ALERT)).options == ROUTER_ALERT
+    with pytest.raises(TypeError):
+        TCP(options=[1, 2, 3, 4])

@@ -121,10 +121,13 @@ cdef bytes field_options(object value, str name, Py_ssize_t limit):
         return EMPTY
     if type(value) is bytes:
         b = <bytes>value
-    elif isinstance(value, (bytearray, memoryview)):
-        b = bytes(value)
-    else:
+    elif isinstance(value, (str, int)):
         raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    else:
+        try:
+            b = memoryview(value).tobytes()
+        except TypeError:
+            raise TypeError(f"{name} must be bytes, not {type(value).__name__}") from None
     if (PyBytes_GET_SIZE(b) + 3) // 4 * 4 > limit:
         raise ValueError(f"{name} can hold at most {limit} bytes, got {PyBytes_GET_SIZE(b)}")
     return b
