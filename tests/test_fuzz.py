@@ -15,12 +15,6 @@ FUZZ = Path(__file__).parent.parent / "bench" / "fuzz.py"
 
 
 def available(target: str) -> bool:
-    if target == "packet":
-        try:
-            from csock import packet  # noqa: F401
-        except ImportError:
-            return False
-        return True
     if target == "spp":
         return hasattr(csock, "SPPHeader")
     return True

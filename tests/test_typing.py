@@ -24,6 +24,17 @@ stream = csock.FramedStream(a, max_size=1024)
 stream.send_many([b"m"])
 message: csock.MessageView = csock.FramedStream(b).recv()
 raw: bytes = bytes(message)
+
+from csock.packet import IPv4, UDP, TCP, PacketError, parse, checksum
+pkt = IPv4(dst="127.0.0.1") / UDP(dport=9) / b"payload"
+wire: bytes = bytes(pkt)
+parsed = parse(wire, first="ip", verify=True)
+port: int = parsed[UDP].dport
+size: int | None = parsed[UDP].len
+seg = TCP(flags="SA")
+seg.flags = 0x12
+parsed[IPv4].src = "10.0.0.1"
+ck: int = checksum(wire)
 '''
 
 

@@ -1,1 +1,774 @@
-# (filled in by its issue)
+# csock.packet: the layer machinery shared by IPv4, IPv6, ICMP, ICMPv6, UDP and TCP.
+#
+# A packet is a chain of Layer objects: each layer's ``_payload`` is the next Layer, a
+# bytes-like object (the final payload), or None (empty). Every field is a C integer (-1 for
+# "None: computed by bytes()"), so parsing fills C fields and allocates nothing per field;
+# addresses are kept as raw bytes and turned into str on first access.
+#
+# Building (bytes(p)) is two passes: measure() walks down the chain and records each layer's
+# header length (_hlen) and its length field value (_size = header + payload); build() writes
+# each header top-down, the final payload, then fills checksums bottom-up (a checksum covers
+# what is under it). A parsed layer remembers the buffer it came from (_owner, a bytes object
+# or a read-only memoryview, shared by every layer of the packet): the final payload is a
+# view into it, and bytes() of an untouched parsed packet returns the input bytes object
+# itself. Every setter, and stacking, marks the layer dirty (_clean = False).
+cimport cython
+from cpython.ref cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
+from cpython.long cimport PyLong_CheckExact
+from cpython.object cimport PyObject_GenericGetAttr
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset, memcmp, strlen
+from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
+from includes.inet cimport inet_pton, inet_ntop
+from includes.socket cimport AF_INET, AF_INET6
+
+
+class PacketError(ValueError):
+    """Truncated or inconsistent packet bytes, or a checksum that does not match."""
+
+
+cdef enum:
+    # layer kinds (Layer._kind)
+    K_IPV4 = 1
+    K_IPV6 = 2
+    K_ICMP = 3
+    K_ICMPV6 = 4
+    K_UDP = 5
+    K_TCP = 6
+    # IP protocol numbers
+    PROTO_HOPOPT = 0
+    PROTO_ICMP = 1
+    PROTO_IPIP = 4
+    PROTO_TCP = 6
+    PROTO_UDP = 17
+    PROTO_IPV6 = 41
+    PROTO_ROUTING = 43
+    PROTO_FRAGMENT = 44
+    PROTO_AH = 51
+    PROTO_ICMPV6 = 58
+    PROTO_NONE = 59
+    PROTO_DSTOPTS = 60
+    # IP-in-IP nesting parsed before the rest is left as raw bytes
+    MAX_DEPTH = 8
+    # layers a packet may stack (building recurses once per layer)
+    MAX_LAYERS = 256
+
+cdef bytes EMPTY = b""
+
+# Field reads go through each layer's __getattribute__, which compares the (interned) name
+# with these before falling back to the generic lookup: on CPython 3.11 a getset descriptor
+# is never specialised, and the type lookup + descriptor call cost more than the read.
+from sys import intern as _intern
+cdef object N_PAYLOAD = _intern("payload")
+cdef object N_VERSION = _intern("version")
+cdef object N_IHL = _intern("ihl")
+cdef object N_TOS = _intern("tos")
+cdef object N_LEN = _intern("len")
+cdef object N_ID = _intern("id")
+cdef object N_FLAGS = _intern("flags")
+cdef object N_FRAG = _intern("frag")
+cdef object N_TTL = _intern("ttl")
+cdef object N_PROTO = _intern("proto")
+cdef object N_CHKSUM = _intern("chksum")
+cdef object N_SRC = _intern("src")
+cdef object N_DST = _intern("dst")
+cdef object N_SPORT = _intern("sport")
+cdef object N_DPORT = _intern("dport")
+cdef object N_SEQ = _intern("seq")
+cdef object N_ACK = _intern("ack")
+cdef object N_WINDOW = _intern("window")
+cdef object N_TYPE = _intern("type")
+cdef object N_CODE = _intern("code")
+cdef object N_HLIM = _intern("hlim")
+cdef object N_PLEN = _intern("plen")
+cdef object N_NH = _intern("nh")
+
+
+# --- field values ----------------------------------------------------------------------
+
+cdef long field_int(object value, long limit, str name) except -1:
+    """value as a C long in [0, limit]: TypeError if it is not an int, ValueError if out of
+    range (bool is refused: a flag field wants a number)."""
+    cdef long v
+    if not PyLong_CheckExact(value):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0 or value > limit:
+        raise ValueError(f"{name} must be between 0 and {limit}, got {value!r}")
+    v = value
+    return v
+
+
+cdef inline long opt_int(object value, long limit, str name) except -2:
+    """A field that None makes computed: -1 for None."""
+    if value is None:
+        return -1
+    return field_int(value, limit, name)
+
+
+cdef inline object opt_get(long v):
+    return None if v < 0 else v
+
+
+cdef bytes field_options(object value, str name, Py_ssize_t limit):
+    """Raw option bytes (at most limit bytes once padded to a multiple of 4)."""
+    cdef bytes b
+    if value is None:
+        return EMPTY
+    if type(value) is bytes:
+        b = <bytes>value
+    elif isinstance(value, (str, int)):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    else:
+        try:
+            b = memoryview(value).tobytes()
+        except TypeError:
+            raise TypeError(f"{name} must be bytes, not {type(value).__name__}") from None
+    if (PyBytes_GET_SIZE(b) + 3) // 4 * 4 > limit:
+        raise ValueError(f"{name} can hold at most {limit} bytes, got {PyBytes_GET_SIZE(b)}")
+    return b
+
+
+# Address caches: a program tends to send to the same few addresses, passing the same str
+# objects. Direct-mapped by object identity (the cache holds a reference, so an identity is
+# never reused while cached); 16 entries per family.
+cdef enum:
+    ADDRESS_CACHE = 16
+
+cdef list _v4_keys = [None] * ADDRESS_CACHE
+cdef uint8_t _v4_vals[ADDRESS_CACHE][4]
+cdef list _v6_keys = [None] * ADDRESS_CACHE
+cdef uint8_t _v6_vals[ADDRESS_CACHE][16]
+
+
+cdef int set_address(uint8_t *out, object value, int family, str name) except -1:
+    """Parse an address (str, or an ipaddress object / packed bytes of the right size)."""
+    cdef const char *s
+    cdef Py_ssize_t n
+    cdef int size = 4 if family == AF_INET else 16
+    cdef size_t slot
+    if type(value) is str:
+        slot = (<size_t><PyObject *>value >> 4) % ADDRESS_CACHE
+        if family == AF_INET:
+            if _v4_keys[slot] is value:
+                memcpy(out, _v4_vals[slot], 4)
+                return 0
+        elif _v6_keys[slot] is value:
+            memcpy(out, _v6_vals[slot], 16)
+            return 0
+        s = PyUnicode_AsUTF8AndSize(value, &n)
+        if <size_t>n != strlen(s) or inet_pton(family, s, out) != 1:
+            raise ValueError(f"{name} is not a valid {'IPv4' if size == 4 else 'IPv6'} "
+                             f"address: {value!r}")
+        if family == AF_INET:
+            _v4_keys[slot] = value
+            memcpy(_v4_vals[slot], out, 4)
+        else:
+            _v6_keys[slot] = value
+            memcpy(_v6_vals[slot], out, 16)
+        return 0
+    packed = getattr(value, "packed", None) if not isinstance(value, (bytes, bytearray)) else value
+    if isinstance(packed, (bytes, bytearray)):
+        if len(packed) != size:
+            raise ValueError(f"{name} must be {size} packed bytes, got {len(packed)}")
+        memcpy(out, <const char *>packed if type(packed) is bytes else <char *>(<bytearray>packed), size)
+        return 0
+    raise TypeError(f"{name} must be a str address, not {type(value).__name__}")
+
+
+cdef str address_str(const uint8_t *raw, int family):
+    cdef char text[48]
+    cdef char *at = text
+    cdef int i, b
+    if family == AF_INET:
+        # dotted quad by hand: inet_ntop goes through sprintf
+        for i in range(4):
+            b = raw[i]
+            if b >= 100:
+                at[0] = <char>(48 + b // 100)
+                at[1] = <char>(48 + b // 10 % 10)
+                at += 2
+            elif b >= 10:
+                at[0] = <char>(48 + b // 10)
+                at += 1
+            at[0] = <char>(48 + b % 10)
+            at[1] = 46   # '.'
+            at += 2
+        return PyUnicode_DecodeLatin1(text, at - text - 1, NULL)
+    inet_ntop(family, raw, text, sizeof(text))
+    return PyUnicode_DecodeLatin1(text, strlen(text), NULL)
+
+
+# --- buffers ---------------------------------------------------------------------------
+
+cdef inline const uint8_t *owner_data(object owner) noexcept:
+    """Start of a parsed packet's buffer: a bytes object or a read-only memoryview."""
+    if type(owner) is bytes:
+        return <const uint8_t *>PyBytes_AS_STRING(owner)
+    return <const uint8_t *>PyMemoryView_GET_BUFFER(owner).buf
+
+
+cdef inline Py_ssize_t owner_size(object owner) noexcept:
+    if type(owner) is bytes:
+        return PyBytes_GET_SIZE(owner)
+    return PyMemoryView_GET_BUFFER(owner).len
+
+
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
+cdef class PayloadView:
+    """The payload of a parsed packet: a read-only, bytes-like view (buffer protocol) into
+    the parsed buffer, which it keeps alive; compares equal to bytes with the same content.
+    ``memoryview(view)`` refers to the same memory; ``bytes(view)`` copies it out."""
+    cdef object owner
+    cdef const uint8_t *ptr
+    cdef Py_ssize_t length
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("a parsed packet's payload is read-only")
+        PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.length, 1, flags)
+
+    def __len__(self):
+        return self.length
+
+    def __bytes__(self):
+        return PyBytes_FromStringAndSize(<const char *>self.ptr, self.length)
+
+    def tobytes(self):
+        """A bytes copy of the payload."""
+        return PyBytes_FromStringAndSize(<const char *>self.ptr, self.length)
+
+    def decode(self, encoding="utf-8", errors="strict"):
+        return self.tobytes().decode(encoding, errors)
+
+    def hex(self, *args):
+        return memoryview(self).hex(*args)
+
+    def tolist(self):
+        return list(self.tobytes())
+
+    @property
+    def nbytes(self):
+        return self.length
+
+    @property
+    def readonly(self):
+        return True
+
+    @property
+    def obj(self):
+        """The buffer the packet was parsed from (bytes or a read-only memoryview of it)."""
+        return self.owner
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return memoryview(self)[index]
+        cdef Py_ssize_t i = index
+        if i < 0:
+            i += self.length
+        if i < 0 or i >= self.length:
+            raise IndexError("index out of range")
+        return self.ptr[i]
+
+    def __iter__(self):
+        return iter(self.tobytes())
+
+    def __eq__(self, other):
+        cdef Py_buffer theirs
+        if isinstance(other, PayloadView):
+            return self.length == (<PayloadView>other).length and memcmp(
+                self.ptr, (<PayloadView>other).ptr, self.length) == 0
+        try:
+            PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE)
+        except TypeError:
+            return NotImplemented
+        try:
+            return theirs.len == self.length and memcmp(self.ptr, theirs.buf, self.length) == 0
+        finally:
+            PyBuffer_Release(&theirs)
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self.tobytes())
+
+    def __reduce__(self):
+        return bytes, (self.tobytes(),)
+
+    def __repr__(self):
+        cdef Py_ssize_t shown = min(self.length, 32)
+        head = PyBytes_FromStringAndSize(<const char *>self.ptr, shown)
+        return f"<csock.packet.PayloadView {self.length} bytes {head!r}{'...' if shown < self.length else ''}>"
+
+
+cdef object payload_view(object owner, Py_ssize_t start, Py_ssize_t end):
+    """A read-only view of owner[start:end] (no copy)."""
+    cdef PayloadView view = PayloadView.__new__(PayloadView)
+    view.owner = owner
+    view.ptr = owner_data(owner) + start
+    view.length = end - start
+    return view
+
+
+cdef Py_ssize_t buffer_size(object data) except -1:
+    cdef Py_buffer view
+    if type(data) is bytes:
+        return PyBytes_GET_SIZE(data)
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    n = view.len
+    PyBuffer_Release(&view)
+    return n
+
+
+cdef int buffer_copy(object data, uint8_t *out, Py_ssize_t n) except -1:
+    cdef Py_buffer view
+    if type(data) is bytes:
+        memcpy(out, PyBytes_AS_STRING(data), n)
+        return 0
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        if view.len != n:
+            raise PacketError("the payload changed size while the packet was built")
+        memcpy(out, view.buf, n)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+# --- the base layer --------------------------------------------------------------------
+
+@cython.no_gc
+cdef class Layer:
+    """One protocol header and what it carries (``payload``: the next layer or bytes).
+
+    ``a / b`` stacks b under a's innermost layer; ``bytes(p)`` builds the packet, computing
+    every field left as None; ``p[UDP]`` finds a layer; ``p.verify()`` checks checksums."""
+    cdef int _kind
+    cdef bint _clean          # parsed and untouched: bytes() may reuse the input
+    cdef bint _lazy           # the payload is the parsed span [_pl_off, _pl_end) of _owner
+    cdef object _payload      # next Layer, bytes-like, or None (empty)
+    cdef object _owner        # parsed: the buffer (bytes or read-only memoryview)
+    cdef Py_ssize_t _off, _end          # parsed: this layer's span in _owner (with trailer)
+    cdef Py_ssize_t _pl_off, _pl_end    # parsed: the payload's span in _owner
+    cdef object _trailer      # parsed: bytes after this layer's length field (or None)
+    cdef Py_ssize_t _hlen, _size        # measure(): header length, header + payload
+
+    _field_names = ()
+    _first = None
+
+    # per-layer parts, overridden by each header
+    cdef Py_ssize_t header_len(self) except -1:
+        return 0
+
+    cdef int write(self, uint8_t *p, Layer ip) except -1:
+        """Write this header at p (payload already written after it) and fill the checksum
+        if it is computed; ip is the enclosing IP layer (or None)."""
+        return 0
+
+    cdef int check(self, const uint8_t *p, Layer ip) except -1:
+        """Raise PacketError if this layer's checksum (at p, _size bytes) is wrong."""
+        return 0
+
+    cdef uint64_t pseudo(self, int proto, Py_ssize_t length) except? 0xFFFFFFFFFFFFFFFF:
+        """Pseudo-header sum for an upper layer (IP layers only)."""
+        return 0
+
+    cdef Layer clone(self):
+        raise NotImplementedError
+
+    cdef tuple values(self):
+        return ()
+
+    # the chain
+    cdef int copy_base(self, Layer other) except -1:
+        other._kind = self._kind
+        other._clean = self._clean
+        other._lazy = self._lazy
+        other._payload = self._payload
+        other._owner = self._owner
+        other._off = self._off
+        other._end = self._end
+        other._pl_off = self._pl_off
+        other._pl_end = self._pl_end
+        other._trailer = self._trailer
+        return 0
+
+    cdef object get_payload(self):
+        if self._lazy and self._payload is None:
+            self._payload = payload_view(self._owner, self._pl_off, self._pl_end)
+        return self._payload
+
+    cdef Py_ssize_t measure(self, int depth=0) except -1:
+        """Record _hlen and _size down the chain; the bytes this layer takes in its parent."""
+        cdef Py_ssize_t n
+        cdef object pl = self._payload
+        self._hlen = self.header_len()
+        if isinstance(pl, Layer):
+            if depth >= MAX_LAYERS:
+                raise PacketError(f"a packet of more than {MAX_LAYERS} layers")
+            n = (<Layer>pl).measure(depth + 1)
+        elif self._lazy:
+            n = self._pl_end - self._pl_off
+        elif pl is None:
+            n = 0
+        else:
+            n = buffer_size(pl)
+        self._size = self._hlen + n
+        if self._trailer is not None:
+            return self._size + PyBytes_GET_SIZE(self._trailer)
+        return self._size
+
+    cdef int build_at(self, uint8_t *p, Layer ip) except -1:
+        """Write this layer, what is under it and its trailer at p (after measure())."""
+        cdef object pl = self._payload
+        cdef Layer inner_ip = ip
+        if isinstance(pl, Layer):
+            if self._kind == K_IPV4 or self._kind == K_IPV6:
+                inner_ip = self
+            (<Layer>pl).build_at(p + self._hlen, inner_ip)
+        elif self._lazy:
+            memcpy(p + self._hlen, owner_data(self._owner) + self._pl_off,
+                   self._pl_end - self._pl_off)
+        elif pl is not None:
+            buffer_copy(pl, p + self._hlen, self._size - self._hlen)
+        if self._trailer is not None:
+            memcpy(p + self._size, PyBytes_AS_STRING(self._trailer),
+                   PyBytes_GET_SIZE(self._trailer))
+        self.write(p, ip)
+        return 0
+
+    cdef bint reusable(self):
+        """bytes() may return the parsed input object itself."""
+        cdef Layer layer = self
+        cdef object owner = self._owner
+        if type(owner) is not bytes or self._off != 0 or self._end != PyBytes_GET_SIZE(owner):
+            return False
+        while True:
+            if not layer._clean or layer._owner is not owner:
+                return False
+            if layer._lazy:
+                return True
+            if not isinstance(layer._payload, Layer):
+                return False
+            layer = <Layer>layer._payload
+
+    cdef object tobytes(self):
+        cdef Py_ssize_t n
+        cdef bytes out
+        if self._clean and self.reusable():
+            return self._owner
+        n = self.measure()
+        out = PyBytes_FromStringAndSize(NULL, n)
+        self.build_at(<uint8_t *>PyBytes_AS_STRING(out), None)
+        return out
+
+    cdef int check_chain(self, const uint8_t *p) except -1:
+        cdef Layer layer = self
+        cdef Layer ip = None
+        while True:
+            layer.check(p, ip)
+            if layer._kind == K_IPV4 or layer._kind == K_IPV6:
+                ip = layer
+            p += layer._hlen
+            if not isinstance(layer._payload, Layer):
+                return 0
+            layer = <Layer>layer._payload
+
+    cdef Layer chain_copy(self):
+        """A copy of every layer of the chain (the final payload object is shared)."""
+        cdef Layer top = self.clone()
+        cdef Layer layer = top
+        while isinstance(layer._payload, Layer):
+            layer._payload = (<Layer>layer._payload).clone()
+            layer = <Layer>layer._payload
+        return top
+
+    # Python surface
+    @property
+    def payload(self):
+        """The next layer, or the payload bytes (a read-only view for parsed packets)."""
+        pl = self.get_payload()
+        return EMPTY if pl is None else pl
+
+    @payload.setter
+    def payload(self, value):
+        if isinstance(value, Layer):
+            layer = value
+            while isinstance(layer, Layer):
+                if layer is self:
+                    raise ValueError("a layer cannot carry itself")
+                layer = (<Layer>layer)._payload
+        elif value is not None:
+            check_bytes_like(value)
+        self._payload = value
+        self._lazy = False
+        self._clean = False
+
+    def __bytes__(self):
+        return self.tobytes()
+
+    def build(self):
+        """bytes(self)."""
+        return self.tobytes()
+
+    def __len__(self):
+        return self.measure()
+
+    def __truediv__(self, other):
+        """self with other stacked under its innermost layer: a new packet (the layers of
+        both operands are copied, as scapy does; a final payload object is shared)."""
+        cdef Layer top, leaf
+        cdef object under = other
+        if not isinstance(other, Layer):
+            if other is None:
+                return NotImplemented
+            try:
+                check_bytes_like(other)
+            except TypeError:
+                return NotImplemented
+        # Always copies: extending a temporary in place (reference count 1) would be faster,
+        # but C code may pass an object borrowed from a container (a numpy object array)
+        # whose only reference is the container's, and that object would change under it.
+        top = self.chain_copy()
+        if isinstance(other, Layer):
+            under = (<Layer>other).chain_copy()
+        leaf = top
+        while isinstance(leaf._payload, Layer):
+            leaf = <Layer>leaf._payload
+        pl = leaf.get_payload()
+        if pl is not None and buffer_size(pl) > 0:
+            if isinstance(under, Layer):
+                raise TypeError(f"cannot stack {type(other).__name__} after payload bytes")
+            under = bytes(pl) + bytes(other)
+        leaf._payload = under
+        leaf._lazy = False
+        leaf._clean = False
+        return top
+
+    def __getitem__(self, cls):
+        cdef object layer = self
+        while isinstance(layer, Layer):
+            if isinstance(layer, cls):
+                return layer
+            layer = (<Layer>layer).get_payload()
+        raise IndexError(f"Layer [{getattr(cls, '__name__', cls)}] not found")
+
+    def __contains__(self, cls):
+        cdef object layer = self
+        while isinstance(layer, Layer):
+            if isinstance(layer, cls):
+                return True
+            layer = (<Layer>layer).get_payload()
+        return False
+
+    def haslayer(self, cls):
+        return cls in self
+
+    def getlayer(self, cls):
+        """The first layer of type cls, or None."""
+        try:
+            return self[cls]
+        except IndexError:
+            return None
+
+    def layers(self):
+        """The layer classes of the chain, outermost first."""
+        out = []
+        layer = self
+        while isinstance(layer, Layer):
+            out.append(type(layer))
+            layer = (<Layer>layer).get_payload()
+        return out
+
+    def copy(self):
+        """A deep copy of the layers (a final payload view still refers to the same bytes)."""
+        return self.chain_copy()
+
+    def __copy__(self):
+        return self.chain_copy()
+
+    def __deepcopy__(self, memo):
+        return self.chain_copy()
+
+    def verify(self):
+        """Check every checksum of the packet; raise PacketError naming the first layer whose
+        checksum does not match. Returns None."""
+        data = self.tobytes()
+        self.measure()
+        self.check_chain(<const uint8_t *>PyBytes_AS_STRING(data))
+
+    def fields(self):
+        """The header fields as a dict (None: computed by bytes())."""
+        return dict(zip(type(self)._field_names, self.values()))
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            if isinstance(other, Layer):
+                return False
+            return NotImplemented
+        if self.values() != (<Layer>other).values():
+            return False
+        if (self._trailer or EMPTY) != ((<Layer>other)._trailer or EMPTY):
+            return False
+        a = self.get_payload()
+        b = (<Layer>other).get_payload()
+        if isinstance(a, Layer) or isinstance(b, Layer):
+            return a == b
+        return (EMPTY if a is None else bytes(a)) == (EMPTY if b is None else bytes(b))
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None
+
+    def __repr__(self):
+        parts = []
+        layer = self
+        while isinstance(layer, Layer):
+            items = ", ".join(f"{k}={v!r}" for k, v in
+                              zip(type(layer)._field_names, (<Layer>layer).values())
+                              if v is not None and not (k == "options" and not v))
+            parts.append(f"{type(layer).__name__}({items})")
+            layer = (<Layer>layer).get_payload()
+        if layer is not None and (type(layer) is bytes or len(layer)):
+            if len(layer):
+                parts.append(repr(bytes(layer)))
+        return " / ".join(parts)
+
+    def __reduce__(self):
+        return (parse, (self.tobytes(), type(self)._first))
+
+
+cdef int check_bytes_like(object value) except -1:
+    if type(value) is bytes or isinstance(value, (bytearray, memoryview)):
+        return 0
+    if isinstance(value, str) or isinstance(value, int):
+        raise TypeError(f"a payload must be bytes-like or a layer, not {type(value).__name__}")
+    memoryview(value)   # TypeError if it has no buffer
+    return 0
+
+
+cdef int proto_of(object payload, bint v6) noexcept:
+    """The IP protocol number of what an IP layer carries (IPv4 proto / IPv6 nh)."""
+    cdef int kind
+    if not isinstance(payload, Layer):
+        return PROTO_NONE if v6 else PROTO_HOPOPT
+    kind = (<Layer>payload)._kind
+    if kind == K_UDP:
+        return PROTO_UDP
+    if kind == K_TCP:
+        return PROTO_TCP
+    if kind == K_ICMP:
+        return PROTO_ICMP
+    if kind == K_ICMPV6:
+        return PROTO_ICMPV6
+    if kind == K_IPV4:
+        return PROTO_IPIP
+    if kind == K_IPV6:
+        return PROTO_IPV6
+    return PROTO_NONE if v6 else PROTO_HOPOPT
+
+
+cdef int checksum_error(str layer, uint16_t stored, uint16_t computed) except -1:
+    raise PacketError(f"{layer} checksum 0x{stored:04x} does not match 0x{computed:04x}")
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+cdef int set_lazy(Layer layer, object owner, Py_ssize_t start, Py_ssize_t end) except -1:
+    layer._lazy = True
+    layer._pl_off = start
+    layer._pl_end = end
+    return 0
+
+
+cdef int parse_upper(Layer layer, int proto, object owner, const uint8_t *base,
+                     Py_ssize_t start, Py_ssize_t end, int depth) except -1:
+    """Parse what an IP layer carries (protocol number proto) into layer._payload."""
+    cdef Layer child
+    if proto == PROTO_UDP:
+        child = parse_udp(owner, base, start, end)
+    elif proto == PROTO_TCP:
+        child = parse_tcp(owner, base, start, end)
+    elif proto == PROTO_ICMP and layer._kind == K_IPV4:
+        child = parse_icmp(owner, base, start, end, K_ICMP)
+    elif proto == PROTO_ICMPV6:
+        child = parse_icmp(owner, base, start, end, K_ICMPV6)
+    elif proto == PROTO_IPIP and depth < MAX_DEPTH:
+        child = parse_ipv4(owner, base, start, end, depth + 1)
+    elif proto == PROTO_IPV6 and depth < MAX_DEPTH:
+        child = parse_ipv6(owner, base, start, end, depth + 1)
+    else:
+        return set_lazy(layer, owner, start, end)
+    layer._payload = child
+    return 0
+
+
+cdef Layer parse_first(object owner, const uint8_t *base, Py_ssize_t n, object first):
+    cdef int v
+    if first == "ipv4":
+        return parse_ipv4(owner, base, 0, n, 0)
+    if first == "ipv6":
+        return parse_ipv6(owner, base, 0, n, 0)
+    if first == "udp":
+        return parse_udp(owner, base, 0, n)
+    if first == "tcp":
+        return parse_tcp(owner, base, 0, n)
+    if first == "icmp":
+        return parse_icmp(owner, base, 0, n, K_ICMP)
+    if first == "icmpv6":
+        return parse_icmp(owner, base, 0, n, K_ICMPV6)
+    if first == "ip":
+        if n < 1:
+            raise PacketError("an IP packet needs at least 1 byte, got 0")
+        v = base[0] >> 4
+        if v == 4:
+            return parse_ipv4(owner, base, 0, n, 0)
+        if v == 6:
+            return parse_ipv6(owner, base, 0, n, 0)
+        raise PacketError(f"IP version {v} is neither 4 nor 6")
+    if not isinstance(first, str):
+        raise TypeError(f"first must be a str, not {type(first).__name__}")
+    raise ValueError(f"first must be one of 'ipv4', 'ipv6', 'ip', 'udp', 'tcp', 'icmp', "
+                     f"'icmpv6', got {first!r}")
+
+
+def parse(data, first="ipv4", verify=False):
+    """Parse packet bytes into layers (IPv4/IPv6 extension headers skipped, unknown upper
+    protocols left as the payload). The final payload is a PayloadView (read-only,
+    bytes-like, buffer protocol) into data, not a copy; ``bytes()`` of the result gives back
+    exactly data. ``first`` names the outermost header ("ipv4", "ipv6", "ip" = by version
+    nibble, "udp", "tcp", "icmp", "icmpv6"). Raises PacketError for truncated or
+    inconsistent bytes, and with verify=True for a checksum that does not match."""
+    cdef Layer top
+    cdef Py_buffer *view
+    cdef const uint8_t *start
+    if type(data) is bytes:
+        start = <const uint8_t *>PyBytes_AS_STRING(data)
+        top = parse_first(data, start, PyBytes_GET_SIZE(data), first)
+    else:
+        if isinstance(data, str) or isinstance(data, int):
+            raise TypeError(f"parse() wants bytes-like data, not {type(data).__name__}")
+        owner = PyMemoryView_FromObject(data)
+        view = PyMemoryView_GET_BUFFER(owner)
+        if view.ndim != 1 or view.itemsize != 1 or (view.strides != NULL and view.strides[0] != 1):
+            owner = owner.cast("B") if owner.c_contiguous else PyMemoryView_FromObject(owner.tobytes())
+        if not owner.readonly:
+            owner = owner.toreadonly()
+        view = PyMemoryView_GET_BUFFER(owner)
+        start = <const uint8_t *>view.buf
+        top = parse_first(owner, start, view.len, first)
+    if verify:
+        # the packet is what it was parsed from: check the checksums in place
+        top.measure()
+        top.check_chain(start)
+    return top
