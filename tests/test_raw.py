@@ -1,0 +1,265 @@
+"""RawSocket (API §6) with csock.packet on real raw sockets, and python -m csock ping.
+
+Raw sockets need CAP_NET_RAW: without it these tests skip (the PermissionError path is tested
+by dropping the capability in a subprocess)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket as stdlib_socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import csock
+from csock.packet import IPv4, IPv6, UDP, PacketError
+
+from .netns import in_netns, veth_pair
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.timeout(60)
+
+
+def can_open_raw() -> bool:
+    try:
+        stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_RAW, stdlib_socket.IPPROTO_RAW).close()
+    except PermissionError:
+        return False
+    return True
+
+
+needs_raw = pytest.mark.skipif(not can_open_raw(), reason="raw sockets need CAP_NET_RAW (root)")
+
+
+@pytest.fixture
+def udp_sink():
+    """A normal UDP socket on 127.0.0.1 with a short timeout."""
+    with stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2)
+        yield s
+
+
+def run_python(code: str, *argv: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([*(prefix or []), sys.executable, "-c", textwrap.dedent(code), *argv],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def ping(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "csock", "ping", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+# --- construction ---------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_without_cap_net_raw_construction_says_what_is_needed():
+    drop = ["setpriv", "--inh-caps=-net_raw", "--bounding-set=-net_raw"]
+    proc = run_python("""
+        import csock
+        try:
+            csock.RawSocket(csock.AF_INET, csock.IPPROTO_ICMP)
+        except PermissionError as e:
+            print("PermissionError:", e)
+        try:
+            csock.socket(csock.AF_INET, csock.SOCK_RAW, csock.IPPROTO_RAW)
+        except PermissionError as e:
+            print("PermissionError:", e)
+    """, prefix=drop)
+    if "Operation not permitted" in proc.stderr and "setpriv" in proc.stderr:
+        pytest.skip(f"cannot drop capabilities here: {proc.stderr.strip()}")
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all("PermissionError" in l and "CAP_NET_RAW" in l for l in lines), proc
+    result = ping("-c", "1", "127.0.0.1", prefix=drop)
+    assert result.returncode == 2 and "CAP_NET_RAW" in result.stderr
+
+
+@needs_raw
+def test_construction_forms():
+    with csock.RawSocket() as s:
+        assert type(s) is csock.RawSocket
+        assert (s.family, s.type, s.proto) == (csock.AF_INET, csock.SOCK_RAW, csock.IPPROTO_RAW)
+        assert s.header_included
+        with s.dup() as d:
+            assert type(d) is csock.RawSocket and d.proto == csock.IPPROTO_RAW
+    with csock.socket(csock.AF_INET, csock.SOCK_RAW, csock.IPPROTO_ICMP) as s:
+        assert type(s) is csock.RawSocket and not s.header_included
+    with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP, header_included=True) as s:
+        assert s.header_included and s.getsockopt(csock.IPPROTO_IP, csock.IP_HDRINCL) == 1
+    with csock.RawSocket(csock.AF_INET6, csock.IPPROTO_ICMPV6) as s:
+        assert s.family == csock.AF_INET6 and not s.header_included
+    with pytest.raises(ValueError):
+        csock.RawSocket(csock.AF_UNIX)
+
+
+# --- sending and receiving -------------------------------------------------------------------
+
+@needs_raw
+def test_send_packet_with_header_reaches_a_udp_socket(udp_sink):
+    port = udp_sink.getsockname()[1]
+    with csock.RawSocket() as raw:
+        packet = IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40000, dport=port) / b"built by csock"
+        assert raw.send_packet(packet) == 20 + 8 + 14
+        data, sender = udp_sink.recvfrom(100)
+        assert data == b"built by csock" and sender == ("127.0.0.1", 40000)
+        raw.send_packet(bytes(IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40001, dport=port) / b"bytes too"))
+        assert udp_sink.recvfrom(100) == (b"bytes too", ("127.0.0.1", 40001))
+
+
+@needs_raw
+def test_kernel_drops_a_bad_udp_checksum(udp_sink):
+    port = udp_sink.getsockname()[1]
+    with csock.RawSocket() as raw:
+        good = IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40002, dport=port) / b"good"
+        bad = IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40002, dport=port, chksum=0x1234) / b"bad!"
+        with pytest.raises(PacketError, match="UDP"):
+            csock.packet.parse(bytes(bad), verify=True)
+        raw.send_packet(bad)
+        raw.send_packet(good)
+        assert udp_sink.recv(100) == b"good"            # the bad one never arrived
+        udp_sink.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            udp_sink.recv(100)
+
+
+@needs_raw
+def test_send_packets_batch(udp_sink):
+    port = udp_sink.getsockname()[1]
+    with csock.RawSocket() as raw:
+        packets = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41000, dport=port) / (b"n%03d" % i)
+                   for i in range(100)]
+        assert raw.send_packets(packets) == 100
+        assert [udp_sink.recv(100) for _ in range(100)] == [b"n%03d" % i for i in range(100)]
+        with pytest.raises(ValueError, match="destination"):
+            raw.send_packets([UDP(dport=port) / b"no ip layer"])
+
+
+@needs_raw
+def test_recv_packet_parses_what_a_udp_socket_sent(udp_sink):
+    with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP) as raw, \
+            stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as sender:
+        raw.settimeout(2)
+        sender.bind(("127.0.0.1", 0))
+        sender.sendto(b"seen raw", udp_sink.getsockname())
+        sport = sender.getsockname()[1]
+        while True:                                      # other UDP traffic may pass by
+            p = raw.recv_packet()
+            if UDP in p and p[UDP].sport == sport:
+                break
+        assert isinstance(p, IPv4) and (p.src, p.dst, p.proto) == ("127.0.0.1", "127.0.0.1", 17)
+        assert p[UDP].dport == udp_sink.getsockname()[1] and bytes(p[UDP].payload) == b"seen raw"
+        assert p.len == 20 + 8 + 8 and p[UDP].len == 16
+        # (no verify(): a packet that never left the host carries only the pseudo-header part
+        # of its UDP checksum, CHECKSUM_PARTIAL, when a raw socket sees it on loopback)
+        assert csock.packet.parse(bytes(p)) == p
+
+
+@needs_raw
+def test_recv_packets_batch_and_from():
+    with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP) as raw, csock.RawSocket() as out:
+        raw.settimeout(2)
+        dport = 47000 + os.getpid() % 1000
+        out.send_packets([IPv4(src="127.0.0.2", dst="127.0.0.1") / UDP(sport=5, dport=dport) / bytes([i])
+                          for i in range(20)])
+        got = []
+        while len(got) < 20:
+            got.extend(p for p in raw.recv_packets(max_messages=64) if UDP in p and p[UDP].dport == dport)
+        assert [p[UDP].payload[0] for p in got] == list(range(20))
+        for p in got:
+            p.verify()                                   # csock.packet's checksums, as built
+        assert {p.src for p in got} == {"127.0.0.2"}
+        out.send_packet(IPv4(src="127.0.0.3", dst="127.0.0.1") / UDP(sport=5, dport=dport) / b"from")
+        while True:
+            p, address = raw.recv_packet_from()
+            if p[UDP].dport == dport:
+                break
+        assert address == ("127.0.0.3", 0) and p.src == "127.0.0.3"
+
+
+@needs_raw
+def test_truncated_packet_is_never_silent():
+    with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP) as raw, csock.RawSocket() as out:
+        raw.settimeout(2)
+        dport = 46000 + os.getpid() % 1000
+        out.send_packet(IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=6, dport=dport) / (b"z" * 500))
+        while True:
+            with pytest.raises(PacketError, match="truncated") as info:
+                raw.recv_packet(bufsize=100)
+            if bytes(info.value.data[22:24]) == dport.to_bytes(2, "big"):
+                break
+        assert len(info.value.data) == 100
+
+
+@needs_raw
+def test_ipv6_header_included_and_received_without_ip_header():
+    with stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM) as sink, \
+            csock.RawSocket(csock.AF_INET6, csock.IPPROTO_RAW) as raw, \
+            csock.RawSocket(csock.AF_INET6, csock.IPPROTO_UDP) as watcher:
+        sink.bind(("::1", 0))
+        sink.settimeout(2)
+        watcher.settimeout(2)
+        port = sink.getsockname()[1]
+        assert raw.header_included
+        raw.send_packet(IPv6(src="::1", dst="::1") / UDP(sport=42000, dport=port) / b"over v6")
+        data, sender = sink.recvfrom(100)
+        assert data == b"over v6" and sender[:2] == ("::1", 42000)
+        while True:                   # the raw UDP socket sees the same datagram, from its UDP header
+            p = watcher.recv_packet()
+            if isinstance(p, UDP) and p.dport == port:
+                break
+        assert p.sport == 42000 and bytes(p.payload) == b"over v6"
+
+
+# --- ping ------------------------------------------------------------------------------------
+
+@needs_raw
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_ping_loopback(host):
+    result = ping("-c", "3", "-i", "0.05", host)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    replies = [l for l in lines if " bytes from " in l]
+    assert [l.split("icmp_seq=")[1].split()[0] for l in replies] == ["1", "2", "3"]
+    assert all(l.startswith("64 bytes from ") for l in replies)
+    assert "3 packets transmitted, 3 received, 0% packet loss" in result.stdout
+    assert "rtt min/avg/max/mdev = " in result.stdout
+
+
+def test_ping_bad_usage():
+    for args in (["-c", "0", "x"], ["-i", "-1", "x"], []):
+        assert ping(*args).returncode == 2
+    assert ping("-c", "1", "no-such-host.invalid").returncode == 2
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    with veth_pair() as h:
+        yield h
+
+
+@needs_raw
+@pytest.mark.parametrize("version", ["4", "6"])
+def test_ping_between_namespaces(hosts, version):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = in_netns(hosts["a"], [sys.executable, "-m", "csock", "ping", "-c", "2", "-i", "0.1",
+                                 hosts["b" + version]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"bytes from {hosts['b' + version]}: icmp_seq=1" in out
+    assert "2 packets transmitted, 2 received" in out
+
+
+@needs_raw
+def test_ping_without_replies_exits_1(hosts):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = in_netns(hosts["a"], [sys.executable, "-m", "csock", "ping", "-c", "2", "-i", "0.1", "-W", "0.3",
+                                 "10.77.0.99"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert "2 packets transmitted, 0 received, 100% packet loss" in out
