@@ -9,7 +9,9 @@ from dataclasses import asdict
 from .runner import Result
 from .workloads import Workload
 
-REFERENCES = ("c", "stdlib-naive", "stdlib-tuned")
+REFERENCES = ("c", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy")
+HEADINGS = {"c": "× C", "stdlib-naive": "× naive", "stdlib-tuned": "× tuned", "dpkt": "× dpkt",
+            "scapy": "× scapy"}
 
 
 def ratios(workload: Workload, rates: dict[tuple[str, str], float]) -> dict[str, float]:
@@ -20,17 +22,21 @@ def ratios(workload: Workload, rates: dict[tuple[str, str], float]) -> dict[str,
 
 
 def table(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> str:
-    lines = [f"{'workload':<38} {'implementation':<14} {'median':>16} {'× C':>7} {'× naive':>8} {'× tuned':>8}"]
+    """One line per (workload, implementation): the median and its ratio to each reference
+    that was measured (columns for references never measured are left out)."""
+    references = [ref for ref in REFERENCES if any(impl == ref for _, impl in rates)]
+    lines = [f"{'workload':<42} {'implementation':<14} {'median':>16} "
+             + " ".join(f"{HEADINGS[ref]:>8}" for ref in references)]
     for w in workloads:
         for impl in list(w.implementations) + ["c"]:
             rate = rates.get((w.name, impl))
             if rate is None:
                 continue
             cells = []
-            for ref in REFERENCES:
+            for ref in references:
                 base = rates.get((w.name, ref))
                 cells.append(f"{rate / base:.2f}×" if base else "-")
-            lines.append(f"{w.title:<38} {impl:<14} {w.show(rate):>16} {cells[0]:>7} {cells[1]:>8} {cells[2]:>8}")
+            lines.append(f"{w.title:<42} {impl:<14} {w.show(rate):>16} " + " ".join(f"{c:>8}" for c in cells))
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -81,16 +87,16 @@ def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    impls = ["csock", "stdlib-naive", "stdlib-tuned", "c"]
+    impls = ["csock", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "c"]
     shown = [w for w in workloads if (w.name, "c") in rates or (w.name, "csock") in rates]
     fig, ax = plt.subplots(figsize=(2.2 * max(3, len(shown)), 4.5))
-    width = 0.2
+    width = 0.8 / len(impls)
     for k, impl in enumerate(impls):
         values = []
         for w in shown:
             base = rates.get((w.name, "c")) or rates.get((w.name, "csock")) or 1.0
             values.append(rates.get((w.name, impl), 0.0) / base)
-        ax.bar([i + (k - 1.5) * width for i in range(len(shown))], values, width, label=impl)
+        ax.bar([i + (k - (len(impls) - 1) / 2) * width for i in range(len(shown))], values, width, label=impl)
     ax.set_xticks(range(len(shown)), [w.name for w in shown])
     ax.set_ylabel("median rate relative to C (higher is better)")
     ax.set_title("csock benchmarks")

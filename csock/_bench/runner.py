@@ -76,6 +76,8 @@ def cpus() -> tuple[int | None, int | None]:
 def command(workload: Workload, implementation: str, role: str, count: int, where: str,
             c_binaries: dict[str, str]) -> list[str]:
     if implementation == "c":
+        if workload.transport == "inproc":            # bench/c/packet.c parse|build N
+            return [c_binaries[str(workload.c_program)], workload.name.split("-")[1], str(count)]
         return [c_binaries[str(workload.c_program)], role, str(count), where]
     return [sys.executable, "-m", "csock._bench.worker", workload.name, implementation, role,
             str(count), where]
@@ -87,6 +89,15 @@ def endpoints(workload: Workload) -> tuple[list[socket.socket], str, str]:
     if workload.transport == "tcp":
         listener = socket.create_server(("127.0.0.1", 0), backlog=1)
         return [listener], str(listener.fileno()), str(listener.getsockname()[1])
+    if workload.transport == "raw":
+        # the port: bound by a UDP socket here, so the kernel answers no ICMP unreachables;
+        # a datagram socketpair carries the receiver's credits (SO_RCVTIMEO on the sender's end)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+        port = sink.getsockname()[1]
+        return [sink, a, b], f"{port}:{a.fileno()}", f"{port}:{b.fileno()}"
     if workload.transport == "seqpacket":
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     else:
@@ -107,6 +118,8 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
     server_cpu, client_cpu = cpus()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
         str(Path(__file__).resolve().parent.parent.parent), os.environ.get("PYTHONPATH")])))
+    if workload.transport == "inproc":
+        return run_alone(workload, implementation, count, c_binaries, env, server_cpu, timeout)
     inherited, server_where, client_where = endpoints(workload)
     try:
         fds = [s.fileno() for s in inherited]
@@ -135,12 +148,34 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
             raise BenchError(f"{workload.name}/{implementation} {role} failed "
                              f"(exit {proc.returncode}):\n{err.decode()[-2000:]}")
         outputs[role] = out.decode()
-    lines = outputs[workload.measured].strip().splitlines()
+    return measured_result(workload, implementation, count, outputs[workload.measured])
+
+
+def run_alone(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
+              env: dict[str, str], cpu: int | None, timeout: float) -> tuple[float, int]:
+    """An in-memory workload: one process on one CPU."""
+    proc = subprocess.Popen(command(workload, implementation, "single", count, "-", c_binaries),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin(cpu), env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise BenchError(f"{workload.name}/{implementation}: hung") from None
+    if proc.returncode != 0:
+        raise BenchError(f"{workload.name}/{implementation} failed (exit {proc.returncode}):\n"
+                         f"{err.decode()[-2000:]}")
+    return measured_result(workload, implementation, count, out.decode())
+
+
+def measured_result(workload: Workload, implementation: str, count: int, output: str) -> tuple[float, int]:
+    """(elapsed, units that arrived or were processed) from the measured side's JSON line."""
+    lines = output.strip().splitlines()
     if not lines:
         raise BenchError(f"{workload.name}/{implementation}: the {workload.measured} reported nothing")
     measured = json.loads(lines[-1])
     received = int(measured.get("received", measured["count"]))
-    if measured["count"] != count or received > count or (workload.transport != "udp" and received != count):
+    partial = workload.transport in ("udp", "raw", "inproc")   # losses; slow libraries do fewer
+    if measured["count"] != count or received > count or received <= 0 or (not partial and received != count):
         raise BenchError(f"{workload.name}/{implementation}: moved {received} of {count}")
     return float(measured["elapsed"]), received
 
@@ -151,7 +186,11 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
     c_binaries = build_c_programs(programs, log)
     plan = []
     for w in workloads:
-        impls = list(w.implementations) + (["c"] if w.c_program in c_binaries else [])
+        if w.transport == "raw" and not raw_sockets_allowed():
+            log(f"{w.name}: left out: raw sockets need CAP_NET_RAW (root)")
+            continue
+        impls = [i for i in w.implementations if installed(i, log)]
+        impls += ["c"] if w.c_program in c_binaries else []
         plan.append((w, impls, max(1, int((w.count_quick if quick else w.count_full) * scale))))
     results = []
     with progress(total=rounds * sum(len(impls) for _, impls, _ in plan)) as bar:
@@ -161,10 +200,37 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
                 for impl in impls[shift:] + impls[:shift]:
                     bar.set_description(f"{w.name}/{impl}")
                     elapsed, received = run_once(w, impl, count, c_binaries)
-                    results.append(Result(w.name, impl, r, count, elapsed, w.rate(received, elapsed),
-                                          count - received))
+                    lost = count - received if w.transport in ("udp", "raw") else 0
+                    results.append(Result(w.name, impl, r, count, elapsed, w.rate(received, elapsed), lost))
                     bar.update(1)
     return results
+
+
+def raw_sockets_allowed() -> bool:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW).close()
+    except PermissionError:
+        return False
+    return True
+
+
+_OPTIONAL = {"dpkt": "dpkt", "scapy": "scapy"}
+_missing_logged: set[str] = set()
+
+
+def installed(implementation: str, log: Callable[[str], None]) -> bool:
+    """Optional comparison libraries (dpkt, scapy) run only when installed."""
+    module = _OPTIONAL.get(implementation)
+    if module is None:
+        return True
+    try:
+        __import__(module)
+    except ImportError:
+        if module not in _missing_logged:
+            _missing_logged.add(module)
+            log(f"{module} is not installed: its column is left out (pip install {module})")
+        return False
+    return True
 
 
 def medians(results: list[Result]) -> dict[tuple[str, str], float]:

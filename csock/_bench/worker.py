@@ -8,6 +8,7 @@ fd, one end of a pair the runner connected. Prints {"elapsed": seconds, "count":
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from typing import Any
 
@@ -28,8 +29,25 @@ def connect(module: Any, transport: str, role: str, where: str) -> Any:
     return sock
 
 
+def run_special(workload: str, impl: str, role: str, n: int, where: str) -> tuple[float, int]:
+    """In-memory packet workloads (one process) and the raw-socket end-to-end one."""
+    from . import packets
+
+    if BY_NAME[workload].transport == "inproc":
+        return packets.in_memory(workload, impl, n)
+    port, side_fd = (int(x) for x in where.split(":"))
+    side = socket.socket(fileno=side_fd)
+    if role == "server":
+        return packets.raw_server(impl, n, port, side)
+    return packets.raw_client(impl, n, port, side), n
+
+
 def main() -> int:
     workload, impl, role, n, where = sys.argv[1:6]
+    if BY_NAME[workload].transport in ("inproc", "raw"):
+        elapsed, received = run_special(workload, impl, role, int(n), where)
+        print(json.dumps({"elapsed": elapsed, "count": int(n), "received": received}))
+        return 0
     module, server, client = WORKERS[workload, impl]
     sock = connect(module, BY_NAME[workload].transport, role, where)
     try:

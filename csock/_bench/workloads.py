@@ -20,7 +20,9 @@ class Workload:
     unit: str                           # how rates are shown: "msg/s", "GB/s" or "us/rt"
     bytes_per_count: int = 0            # for GB/s
     c_program: str | None = None
-    transport: str = "tcp"              # "tcp" (listener + port), "udp" or "seqpacket" (a connected pair)
+    # "tcp" (listener + port), "udp" or "seqpacket" (a connected pair), "raw" (raw sockets and a
+    # credit side channel; needs CAP_NET_RAW) or "inproc" (one process, in memory)
+    transport: str = "tcp"
     implementations: tuple[str, ...] = ("csock", "stdlib-naive", "stdlib-tuned")
     # (reference implementation, the minimum csock/reference rate ratio the issue asks for)
     targets: tuple[tuple[str, float], ...] = field(default=())
@@ -29,17 +31,20 @@ class Workload:
         """Units per second (higher is better, for every unit); count is what arrived.
         Receivers start their clock at the first unit that arrives, so it is not counted."""
         timed = count - 1 if self.measured == "server" else count
-        return max(timed, 1) / elapsed
+        return max(timed, 1) / max(elapsed, 1e-6)
 
     def show(self, rate: float) -> str:
         if self.unit == "GB/s":
             return f"{rate * self.bytes_per_count / 1e9:.2f} GB/s"
         if self.unit == "us/rt":
             return f"{1e6 / rate:.1f} µs/rt"
+        if rate < 100_000:
+            return f"{rate / 1e3:.1f}k msg/s"
         return f"{rate / 1e6:.2f}M msg/s"
 
 
 DATAGRAM_IMPLS = ("csock", "stdlib-naive")
+PACKET_IMPLS = ("csock", "stdlib-tuned", "dpkt", "scapy")
 
 WORKLOADS = [
     Workload("framed", "framed 64 B messages, TCP loopback", 1_000_000, 100_000, "server", "msg/s",
@@ -61,6 +66,15 @@ WORKLOADS = [
     Workload("seqpacket-pingpong", "SEQPACKET ping-pong, 32 B", 20_000, 5_000, "client", "us/rt",
              c_program="dgram_pingpong", transport="seqpacket", implementations=DATAGRAM_IMPLS,
              targets=(("c", 0.97),)),
+    Workload("packet-parse", "parse IPv4+UDP 92 B, all fields, verify", 1_000_000, 200_000, "server",
+             "msg/s", c_program="packet", transport="inproc", implementations=PACKET_IMPLS,
+             targets=(("stdlib-tuned", 1.5), ("dpkt", 20.0))),
+    Workload("packet-build", "build IPv4+UDP 92 B, both checksums", 1_000_000, 200_000, "server",
+             "msg/s", c_program="packet", transport="inproc", implementations=PACKET_IMPLS,
+             targets=(("stdlib-tuned", 1.5), ("dpkt", 20.0))),
+    Workload("raw", "SOCK_RAW IPv4+UDP, build+send, recv+parse", 100_000, 20_000, "server",
+             "msg/s", c_program="raw_e2e", transport="raw", implementations=("csock", "stdlib-tuned"),
+             targets=(("c", 0.8),)),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}
