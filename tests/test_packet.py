@@ -771,3 +771,13 @@ def test_options_from_any_buffer():
     assert IPv4(options=memoryview(ROUTER_ALERT)).options == ROUTER_ALERT
     with pytest.raises(TypeError):
         TCP(options=[1, 2, 3, 4])
+
+
+def test_ipv6_segment_routing_header_final_segment_in_pseudo_header():
+    srh = scapy.IPv6ExtHdrSegmentRouting(addresses=["2001:db8::9", "2001:db8::3"], segleft=1)
+    s = S_IPv6(src="2001:db8::1", dst="2001:db8::3") / srh / S_UDP(sport=1, dport=2) / b"srv6"
+    data = raw(s)
+    p = parse(data, "ipv6", verify=True)
+    assert p.nh == 43 and p[UDP].payload == b"srv6"
+    ours = IPv6(src="2001:db8::1", dst="2001:db8::3", nh=43, ext=p.ext) / UDP(sport=1, dport=2) / b"srv6"
+    assert bytes(ours) == data
