@@ -639,9 +639,8 @@ cdef class Layer:
                               if v is not None and not (k == "options" and not v))
             parts.append(f"{type(layer).__name__}({items})")
             layer = (<Layer>layer).get_payload()
-        if layer is not None and (type(layer) is bytes or len(layer)):
-            if len(layer):
-                parts.append(repr(bytes(layer)))
+        if layer is not None and buffer_size(layer):
+            parts.append(repr(memoryview(layer).tobytes()))
         return " / ".join(parts)
 
     def __reduce__(self):
