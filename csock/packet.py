@@ -26,6 +26,7 @@ from ._fastio import TCP as TCP
 from ._fastio import UDP as UDP
 from ._fastio import Layer as Layer
 from ._fastio import PacketError as PacketError
+from ._fastio import PayloadView as PayloadView
 from ._fastio import checksum as checksum
 from ._fastio import parse as parse
 
@@ -51,7 +52,8 @@ TCP_CWR = 0x80
 TCP_NS = 0x100
 
 __all__ = [
-    "IPv4", "IPv6", "ICMP", "ICMPv6", "UDP", "TCP", "Layer", "PacketError", "parse", "checksum",
+    "IPv4", "IPv6", "ICMP", "ICMPv6", "UDP", "TCP", "Layer", "PacketError", "PayloadView", "parse",
+    "checksum",
     "ICMP_ECHO_REPLY", "ICMP_DEST_UNREACH", "ICMP_ECHO_REQUEST", "ICMP_TIME_EXCEEDED",
     "ICMPV6_DEST_UNREACH", "ICMPV6_PACKET_TOO_BIG", "ICMPV6_TIME_EXCEEDED",
     "ICMPV6_ECHO_REQUEST", "ICMPV6_ECHO_REPLY",

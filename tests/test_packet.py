@@ -160,7 +160,7 @@ def test_protocol_numbers_filled_from_the_next_layer():
     assert parse(bytes(IPv6() / ICMPv6()), "ipv6").nh == 58
     inner = parse(bytes(IPv4(src="1.1.1.1") / IPv4(src="2.2.2.2") / UDP(dport=7) / b"x"))
     assert inner.proto == 4 and inner.payload.src == "2.2.2.2" and inner[UDP].dport == 7
-    assert IPv4(proto=99) / UDP() and parse(bytes(IPv4(proto=99) / UDP())).proto == 99
+    assert parse(bytes(IPv4(proto=99) / UDP())).proto == 99     # a caller-set proto is kept
 
 
 def test_checksum_helper_rfc1071():
@@ -484,7 +484,6 @@ def test_round_trip_fields_and_bytes(p):
         q.verify()                              # everything computed: checksums are right
     # rebuilt from the parsed fields (not the input object): the same bytes
     r = q.copy()
-    r.ttl if isinstance(r, IPv4) else r.hlim
     if isinstance(r, IPv4):
         r.ttl = r.ttl
     else:
@@ -771,3 +770,13 @@ def test_options_from_any_buffer():
     assert IPv4(options=memoryview(ROUTER_ALERT)).options == ROUTER_ALERT
     with pytest.raises(TypeError):
         TCP(options=[1, 2, 3, 4])
+
+
+def test_ipv6_segment_routing_header_final_segment_in_pseudo_header():
+    srh = scapy.IPv6ExtHdrSegmentRouting(addresses=["2001:db8::9", "2001:db8::3"], segleft=1)
+    s = S_IPv6(src="2001:db8::1", dst="2001:db8::3") / srh / S_UDP(sport=1, dport=2) / b"srv6"
+    data = raw(s)
+    p = parse(data, "ipv6", verify=True)
+    assert p.nh == 43 and p[UDP].payload == b"srv6"
+    ours = IPv6(src="2001:db8::1", dst="2001:db8::3", nh=43, ext=p.ext) / UDP(sport=1, dport=2) / b"srv6"
+    assert bytes(ours) == data

@@ -634,14 +634,13 @@ cdef class Layer:
         parts = []
         layer = self
         while isinstance(layer, Layer):
-            items = ", ".join(f"{k}={v!r}" for k, v in
-                              zip(type(layer)._field_names, (<Layer>layer).values())
-                              if v is not None and not (k == "options" and not v))
+            items = ", ".join(f"{k}=0x{v:04x}" if k == "chksum" else f"{k}={v!r}"
+                              for k, v in zip(type(layer)._field_names, (<Layer>layer).values())
+                              if v is not None and not (k in ("options", "ext") and not v))
             parts.append(f"{type(layer).__name__}({items})")
             layer = (<Layer>layer).get_payload()
-        if layer is not None and (type(layer) is bytes or len(layer)):
-            if len(layer):
-                parts.append(repr(bytes(layer)))
+        if layer is not None and buffer_size(layer):
+            parts.append(repr(memoryview(layer).tobytes()))
         return " / ".join(parts)
 
     def __reduce__(self):
