@@ -6,6 +6,7 @@ SeqPacketSocket, RawSocket); each subclasses ``csock.socket``, which subclasses 
 """
 from __future__ import annotations
 
+import _socket
 import os
 import socket as _std
 import sys
@@ -60,6 +61,12 @@ class socket(_std.socket):
     sendall = _fastio.sock_sendall
     recv = _fastio.sock_recv
     recv_into = _fastio.sock_recv_into
+
+    def _real_close(self, _ss: Any = _socket.socket) -> None:
+        # close(2) does not wake a thread blocked on this socket in a csock call (Linux):
+        # shut it down first so that call raises EBADF instead of hanging.
+        _fastio.wake_blocked_calls(_std.socket.fileno(self))
+        _ss.close(self)
 
     def accept(self) -> tuple[socket, Any]:
         """accept(2): a csock socket for the new connection and the peer's address."""

@@ -2,6 +2,7 @@
 arguments. For each: the exception, and that no byte already accepted was lost or duplicated."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -100,3 +101,38 @@ def test_no_fd_growth_over_many_pairs():
         a.close()
         b.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("kind", ["stream recv", "stream with timeout", "dgram recv_batch", "recv_exactly"])
+def test_close_from_another_thread_wakes_a_blocked_call_with_ebadf(kind):
+    """close(2) alone leaves a thread blocked in recv(2) hanging on Linux; csock's close()
+    wakes it, and the call raises EBADF (no hang, no crash, no read from a reused fd)."""
+    import threading
+
+    family_type = (csock.AF_UNIX, csock.SOCK_DGRAM) if "dgram" in kind else (csock.AF_UNIX, csock.SOCK_STREAM)
+    a, b = csock.socketpair(*family_type)
+    if "timeout" in kind:
+        b.settimeout(60)
+    outcome = []
+
+    def blocked():
+        try:
+            if "recv_batch" in kind:
+                outcome.append(b.recv_batch())
+            elif kind == "recv_exactly":
+                outcome.append(b.recv_exactly(100))
+            else:
+                outcome.append(b.recv(100))
+        except BaseException as error:          # noqa: BLE001 - the outcome is the assertion
+            outcome.append(error)
+
+    with a:
+        if kind == "recv_exactly":
+            a.sendall(b"part")                    # accepted bytes are held, then EBADF
+        thread = threading.Thread(target=blocked)
+        thread.start()
+        time.sleep(0.2)
+        b.close()
+        thread.join(10)
+        assert not thread.is_alive(), "the blocked call hung after close()"
+    assert len(outcome) == 1 and isinstance(outcome[0], OSError) and outcome[0].errno == errno.EBADF, outcome

@@ -9,7 +9,9 @@
 #    IO_AGAIN; the caller returns what it moved or raises BlockingIOError.
 # Unlike the stdlib, a socket with a timeout tries the system call before polling, so a ready
 # socket costs one system call, not two.
-from libc.errno cimport errno, EINTR, EAGAIN
+from libc.errno cimport errno, EINTR, EAGAIN, EBADF
+from includes.pysocket cimport CSOCK_SOCKET_FIELDS
+from includes.socket cimport shutdown, SHUT_RDWR
 from libc.limits cimport INT_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -18,6 +20,45 @@ from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
 # Copies larger than this release the GIL even on a non-blocking socket.
 cdef enum:
     _RELEASE_GIL_BYTES = 65536
+    _TRACKED_FDS = 65536
+
+# How many csock calls are blocked in the kernel on each fd (changed only with the GIL held).
+# close(2) from another thread does not wake a thread blocked in recv(2) or poll(2) on Linux:
+# csock's close() shuts such a socket down first (wake_blocked_calls), and the woken call
+# finds its socket's fd gone and raises EBADF instead of touching a number that may already
+# name another file.
+cdef unsigned short _blocked[_TRACKED_FDS]
+
+
+cdef inline void _enter_kernel(int fd) noexcept:
+    if 0 <= fd < _TRACKED_FDS:
+        _blocked[fd] += 1
+
+
+cdef inline void _leave_kernel(int fd) noexcept:
+    if 0 <= fd < _TRACKED_FDS and _blocked[fd]:
+        _blocked[fd] -= 1
+
+
+cdef inline bint socket_still_open(IoWait *w) noexcept:
+    return w.sock == NULL or CSOCK_SOCKET_FIELDS(<object>w.sock).sock_fd == w.fd
+
+
+cdef int _check_still_open(IoWait *w) except -1:
+    """EBADF if the socket was closed (by another thread) while this call waited."""
+    if not socket_still_open(w):
+        raise_errno(EBADF)
+    return 0
+
+
+def wake_blocked_calls(int fd):
+    """If csock calls are blocked on fd, shutdown(2) it so they return (the caller is about
+    to close it); the GIL is held throughout so they cannot run before the fd is marked
+    closed. True if there were any."""
+    if fd < 0 or fd >= _TRACKED_FDS or not _blocked[fd]:
+        return False
+    shutdown(fd, SHUT_RDWR)
+    return True
 
 
 cdef inline int64_t monotonic_ns() noexcept nogil:
@@ -45,9 +86,12 @@ cdef int io_wait(IoWait *w, short events) except -1:
         if left <= 0:
             raise_timeout()
         left = (left + 999999) // 1000000          # poll() takes milliseconds: round up
+        _enter_kernel(w.fd)
         with nogil:
             r = poll(&pfd, 1, <int>left if left < INT_MAX else INT_MAX)
             err = errno
+        _leave_kernel(w.fd)
+        _check_still_open(w)
         if r > 0:
             return 0                                # readiness or an error: the call says which
         if r < 0:
@@ -70,9 +114,13 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
             return -1
         w.calls += 1
         if release_gil:
+            _enter_kernel(w.fd)
             with nogil:
                 r = call(w.fd, op)
                 err = errno
+            _leave_kernel(w.fd)
+            if r <= 0:                      # (data that did arrive is returned, never lost)
+                _check_still_open(w)
         else:
             r = call(w.fd, op)
             err = errno

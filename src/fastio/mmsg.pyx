@@ -306,10 +306,19 @@ cdef class BatchReceiver:
 
     cdef Py_ssize_t receive(self, IoWait *w, Py_ssize_t count, int flags) except -1:
         cdef MmsgOp op
+        cdef Py_ssize_t r
         op.msgs = self.msgs
         op.count = <unsigned int>count
         op.flags = flags
-        return io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * self.slot))
+        r = io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * self.slot))
+        if r > 0 and self.msgs[r - 1].msg_len == 0 and not socket_still_open(w):
+            # another thread closed the socket: the shutdown that woke us reads as empty
+            # datagrams at the end, which are not data
+            while r > 0 and self.msgs[r - 1].msg_len == 0:
+                r -= 1
+            if r == 0:
+                raise_errno(EBADF)
+        return r
 
     cdef int collect(self, list into, Py_ssize_t received, bint records) except -1:
         """Wrap the received messages as Datagrams (views), compacting small batches. On a

@@ -41,7 +41,9 @@ cdef int io_begin(object sock, IoWait *w) except -1:
     cdef csock_socket_fields *f
     w.deadline_ns = 0
     w.calls = 0
+    w.sock = NULL
     if _layout_ok and PyObject_TypeCheck(sock, _socket_type):
+        w.sock = <void *>sock
         f = CSOCK_SOCKET_FIELDS(sock)
         w.fd = f.sock_fd
         w.timeout_ns = f.sock_timeout if f.sock_timeout >= 0 else -1   # blocking is -1 s (in ns)

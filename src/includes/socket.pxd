@@ -5,6 +5,8 @@ from includes.uio cimport iovec
 
 
 cdef extern from "<sys/socket.h>" nogil:
+    int shutdown(int fd, int how)
+    enum: SHUT_RDWR
     ctypedef unsigned int socklen_t
     ctypedef unsigned short sa_family_t
 
