@@ -38,7 +38,8 @@ class FramedStream:
     ``csock.MessageView``s that stay valid while held.
 
     Receiving: each call first takes what is already buffered; otherwise it waits for the
-    socket to be readable and reads with one recv(2) per wake-up. Cancelling ``recv`` loses
+    socket to be readable and reads with one recv(2) per wake-up (it never spends a recv(2)
+    on a socket that has not been reported readable). Cancelling ``recv`` loses
     nothing: a partial frame stays buffered and the next call completes it.
 
     Sending: ``send``/``send_many`` hand the frames to the kernel with as few sendmsg(2)
@@ -129,14 +130,14 @@ class FramedStream:
     def _on_readable(self) -> None:
         waiter = self._read_waiter
         if waiter is None:
-            # Nobody is waiting: stop watching until the next recv needs to wait.
+            # Nobody is in recv: stop watching until the next recv needs to wait.
             assert self._loop is not None
             self._loop.remove_reader(self._fd)
             self._reader_on = False
-        else:
-            self._read_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        elif not waiter.done():
+            # The waiter stays set until its coroutine resumes, so that readiness reported
+            # again before then does not unregister the reader it is about to need.
+            waiter.set_result(None)
 
     async def _wait_readable(self) -> None:
         if self._read_waiter is not None:
@@ -159,6 +160,10 @@ class FramedStream:
         """The next message. EOFError at end of stream between frames, IncompleteReadError
         inside one; ConnectionResetError (etc.) as the socket reports it."""
         framed = self._framed
+        if framed.buffered < 4:
+            # No whole frame (nor a length to check) is buffered: only the kernel can have
+            # more, so wait for readiness rather than spend a recv(2) that would block.
+            await self._wait_readable()
         while True:
             try:
                 return framed.recv()
@@ -170,6 +175,8 @@ class FramedStream:
         """Every whole message already received, up to max_messages; waits until there is at
         least one. ``[]`` at end of stream."""
         framed = self._framed
+        if framed.buffered < 4:
+            await self._wait_readable()
         while True:
             try:
                 return framed.recv_many(max_messages)
