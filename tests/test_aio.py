@@ -913,3 +913,98 @@ def test_open_framed_connection_refused(run: Any) -> None:
     before = fd_baseline(run)
     run(main())
     assert fd_count() == before
+
+
+def test_framed_too_large_after_a_good_frame_in_one_read(run: Any) -> None:
+    async def main() -> None:
+        raw, sock = csock.socketpair()
+        stream = csock.aio.FramedStream(sock, max_size=100)
+        raw.sendall(b"\0\0\0\2ok" + b"\0\0\x10\0")  # then the peer waits: no more readiness
+        assert [bytes(m) for m in await asyncio.wait_for(stream.recv_many(), 5)] == [b"ok"]
+        with pytest.raises(csock.FrameTooLargeError):
+            await asyncio.wait_for(stream.recv_many(), 5)
+        raw.close()
+        stream.close()
+    run(main())
+
+
+def test_framed_data_queued_before_the_stream_exists(run: Any) -> None:
+    async def main() -> None:
+        raw, sock = csock.socketpair()
+        raw.sendall(b"\0\0\0\1a\0\0\0\1b")
+        stream = csock.aio.FramedStream(sock)
+        assert bytes(await asyncio.wait_for(stream.recv(), 5)) == b"a"
+        assert bytes(await asyncio.wait_for(stream.recv(), 5)) == b"b"
+        raw.close()
+        stream.close()
+    run(main())
+
+
+def test_framed_send_cancelled_before_acceptance_sends_nothing(run: Any) -> None:
+    async def main() -> None:
+        a, b = framed_pair(write_limit=1 << 24)
+        a.socket.setsockopt(std.SOL_SOCKET, std.SO_SNDBUF, 4096)
+        first = bytes([1]) * 2_000_000
+        await asyncio.wait_for(a.send(first), 5)     # accepted; most of it in the backlog
+        assert a.pending_send > 0
+        second = asyncio.create_task(a.send(bytes([2]) * 10))
+        await asyncio.sleep(0.02)
+        assert not second.done()                     # the backlog must drain first
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        third = asyncio.create_task(a.send(bytes([3]) * 10))
+        got = [bytes(await asyncio.wait_for(b.recv(), 10)) for _ in range(2)]
+        await asyncio.wait_for(third, 5)
+        assert got == [first, bytes([3]) * 10]       # the cancelled message never went out
+        a.close()
+        b.close()
+    run(main())
+
+
+SERVE_PID = """
+import asyncio, os, sys
+import csock.aio
+
+async def handler(stream):
+    async for message in stream:
+        await stream.send(str(os.getpid()).encode())
+
+async def main():
+    server = await csock.aio.start_framed_server(handler, "127.0.0.1", int(sys.argv[1]), reuse_port=True)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    server.close()
+
+asyncio.run(main())
+"""
+
+
+def test_reuse_port_two_processes_serve_one_port(run: Any) -> None:
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    procs = []
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-c", SERVE_PID, "0"], env=env, text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        port = int(procs[0].stdout.readline())  # type: ignore[union-attr]
+        procs.append(subprocess.Popen([sys.executable, "-c", SERVE_PID, str(port)], env=env, text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        assert int(procs[1].stdout.readline()) == port  # type: ignore[union-attr]
+
+        async def main() -> set[int]:
+            pids = set()
+            for _ in range(64):
+                async with await csock.aio.open_framed_connection("127.0.0.1", port) as stream:
+                    await stream.send(b"who?")
+                    pids.add(int(bytes(await asyncio.wait_for(stream.recv(), 10))))
+            return pids
+
+        assert run(main()) == {p.pid for p in procs}
+    finally:
+        for p in procs:
+            p.stdin.close()  # type: ignore[union-attr]
+            p.wait(timeout=30)
+            p.stdout.close()  # type: ignore[union-attr]
