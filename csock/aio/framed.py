@@ -139,17 +139,25 @@ class FramedStream:
             # again before then does not unregister the reader it is about to need.
             waiter.set_result(None)
 
-    async def _wait_readable(self) -> None:
+    def _read_future(self) -> asyncio.Future[None]:
+        """Register as the coroutine waiting for readability (the reader stays registered
+        between calls; see the class docstring) and return the future it awaits."""
         if self._read_waiter is not None:
             raise RuntimeError("recv() called while another coroutine is already waiting in recv()")
         if self._closing:
             raise _closed_error()
-        loop = self._get_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._read_waiter = waiter
         if not self._reader_on:
             loop.add_reader(self._fd, self._on_readable)
             self._reader_on = True
+        return waiter
+
+    async def _wait_readable(self) -> None:
+        waiter = self._read_future()
         try:
             await waiter
         finally:
@@ -160,29 +168,45 @@ class FramedStream:
         """The next message. EOFError at end of stream between frames, IncompleteReadError
         inside one; ConnectionResetError (etc.) as the socket reports it."""
         framed = self._framed
-        if framed.buffered < 4:
-            # No whole frame (nor a length to check) is buffered: only the kernel can have
-            # more, so wait for readiness rather than spend a recv(2) that would block.
-            await self._wait_readable()
-        while True:
+        if framed.buffered >= 4:
             try:
                 return framed.recv()
             except BlockingIOError:
                 pass
-            await self._wait_readable()
+        # No whole frame (nor a length to check) is buffered: only the kernel can have more,
+        # so wait for readiness rather than spend a recv(2) that would block.
+        while True:
+            waiter = self._read_future()
+            try:
+                await waiter
+            finally:
+                if self._read_waiter is waiter:
+                    self._read_waiter = None
+            try:
+                return framed.recv()
+            except BlockingIOError:
+                pass
 
     async def recv_many(self, max_messages: int = 1024) -> list[MessageView]:
         """Every whole message already received, up to max_messages; waits until there is at
         least one. ``[]`` at end of stream."""
         framed = self._framed
-        if framed.buffered < 4:
-            await self._wait_readable()
-        while True:
+        if framed.buffered >= 4:
             try:
                 return framed.recv_many(max_messages)
             except BlockingIOError:
                 pass
-            await self._wait_readable()
+        while True:
+            waiter = self._read_future()
+            try:
+                await waiter
+            finally:
+                if self._read_waiter is waiter:
+                    self._read_waiter = None
+            try:
+                return framed.recv_many(max_messages)
+            except BlockingIOError:
+                pass
 
     def __aiter__(self) -> Self:
         return self
