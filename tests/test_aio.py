@@ -1008,3 +1008,19 @@ def test_reuse_port_two_processes_serve_one_port(run: Any) -> None:
             p.stdin.close()  # type: ignore[union-attr]
             p.wait(timeout=30)
             p.stdout.close()  # type: ignore[union-attr]
+
+
+def test_endpoint_reuse_port_shares_a_udp_port(run: Any) -> None:
+    async def main() -> None:
+        t1, p1 = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), reuse_port=True)
+        port = t1.get_extra_info("sockname")[1]
+        t2, p2 = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", port), reuse_port=True)
+        assert t2.get_extra_info("sockname")[1] == port
+        assert t2.get_extra_info("socket").getsockopt(std.SOL_SOCKET, std.SO_REUSEPORT) == 1
+        with pytest.raises(OSError):
+            await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", port))
+        for t in (t1, t2):
+            t.close()
+        await p1.lost
+        await p2.lost
+    run(main())
