@@ -11,12 +11,19 @@ The clock runs from the moment every connection is open until the last echo is b
 
 pingpong: each connection sends one message and waits for its echo, M times.
 pipelined: each connection sends its M messages at once, then reads the M echoes.
+
+    python bench/aio_bench.py --workload datagram [--datagrams 200000] [--window 128]
+
+datagram: UDP echo over loopback; the client keeps a window of W datagrams in flight.
+csock.aio.create_datagram_endpoint (one datagrams_received per wake-up, send_batch) against
+loop.create_datagram_endpoint (one datagram_received per datagram, sendto each).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -151,14 +158,119 @@ async def streams_clients(port: int, connections: int, messages: int, size: int,
     return elapsed
 
 
+# --- datagram echo --------------------------------------------------------------------------
+
+RCVBUF = 4 * 2**20
+
+
+async def datagram_server(impl: str) -> Any:
+    loop = asyncio.get_running_loop()
+    if impl == "csock.aio":
+        import csock.aio
+
+        class BatchEcho(csock.aio.BatchDatagramProtocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+
+            def datagrams_received(self, datagrams: list[Any]) -> None:
+                self.transport.send_batch([(d.data, d.address) for d in datagrams])
+
+        transport, _ = await csock.aio.create_datagram_endpoint(BatchEcho, local_addr=("127.0.0.1", 0),
+                                                                max_messages=256, bufsize=2048)
+    else:
+        class Echo(asyncio.DatagramProtocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                self.transport.sendto(data, addr)
+
+        transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    return transport
+
+
+async def datagram_client(impl: str, port: int, total: int, window: int, size: int) -> tuple[float, int]:
+    """Echo `total` datagrams keeping `window` in flight; returns (seconds, datagrams lost)."""
+    loop = asyncio.get_running_loop()
+    state = {"got": 0}
+    progress = asyncio.Event()
+    payload = bytes(size)
+    if impl == "csock.aio":
+        import csock.aio
+
+        class Counter(csock.aio.BatchDatagramProtocol):
+            def datagrams_received(self, datagrams: list[Any]) -> None:
+                state["got"] += len(datagrams)
+                progress.set()
+
+        transport, _ = await csock.aio.create_datagram_endpoint(
+            Counter, remote_addr=("127.0.0.1", port), max_messages=256, bufsize=2048)
+
+        def send(n: int) -> None:
+            transport.send_batch([payload] * n)
+    else:
+        class Counter1(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                state["got"] += 1
+                progress.set()
+
+        transport, _ = await loop.create_datagram_endpoint(Counter1, remote_addr=("127.0.0.1", port))
+
+        def send(n: int) -> None:
+            for _ in range(n):
+                transport.sendto(payload)
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    sent = lost = 0
+    start = time.perf_counter()
+    while state["got"] + lost < total:
+        in_flight = sent - state["got"] - lost
+        if sent < total and in_flight < window:
+            n = min(window - in_flight, total - sent)
+            send(n)
+            sent += n
+            continue
+        progress.clear()
+        try:
+            await asyncio.wait_for(progress.wait(), 0.5)
+        except asyncio.TimeoutError:        # whatever is still in flight is lost
+            lost = sent - state["got"]
+    elapsed = time.perf_counter() - start
+    transport.close()
+    return elapsed, lost
+
+
+def serve_datagram(impl: str, loop_kind: str) -> None:
+    loop = new_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+
+    async def main() -> None:
+        transport = await datagram_server(impl)
+        print(transport.get_extra_info("sockname")[1], flush=True)
+        stop = asyncio.Event()
+        loop.add_reader(sys.stdin.fileno(), stop.set)
+        await stop.wait()
+        transport.close()
+
+    loop.run_until_complete(main())
+    loop.close()
+
+
 def measure(impl: str, loop_kind: str, args: argparse.Namespace) -> float:
-    server = subprocess.Popen([sys.executable, __file__, "--serve", impl, loop_kind],
+    server = subprocess.Popen([sys.executable, __file__, "--serve", impl, loop_kind, args.workload],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         loop = new_loop(loop_kind)
         try:
+            if args.workload == "datagram":
+                elapsed, lost = loop.run_until_complete(
+                    datagram_client(impl, port, args.datagrams, args.window, args.size))
+                if lost:
+                    print(f"  {impl} on {loop_kind}: {lost} datagrams lost", file=sys.stderr)
+                return (args.datagrams - lost) / elapsed
             run = csock_clients if impl == "csock.aio" else streams_clients
             elapsed = loop.run_until_complete(run(port, args.connections, args.messages, args.size, args.mode))
         finally:
@@ -177,10 +289,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--mode", choices=["pingpong", "pipelined"], default="pingpong")
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant (median reported)")
-    parser.add_argument("--serve", nargs=2, metavar=("IMPL", "LOOP"), help=argparse.SUPPRESS)
+    parser.add_argument("--workload", choices=["framed", "datagram"], default="framed")
+    parser.add_argument("--datagrams", type=int, default=200_000, help="datagram workload: datagrams echoed")
+    parser.add_argument("--window", type=int, default=128, help="datagram workload: datagrams in flight")
+    parser.add_argument("--serve", nargs=3, metavar=("IMPL", "LOOP", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(*args.serve)
+        impl, loop_kind, workload = args.serve
+        (serve_datagram if workload == "datagram" else serve)(impl, loop_kind)
         return
     if args.size < 4:
         parser.error("--size must be at least 4")
@@ -195,11 +311,18 @@ def main() -> None:
         for variant in variants:
             rates[variant].append(measure(*variant, args))
     median = {v: statistics.median(r) for v, r in rates.items()}
-    print(f"framed echo, {args.mode}: {args.connections} connections x {args.messages} messages "
-          f"of {args.size} B, median of {args.repeat}")
+    if args.workload == "datagram":
+        print(f"UDP echo: {args.datagrams} datagrams of {args.size} B, {args.window} in flight, "
+              f"median of {args.repeat}")
+        label = "asyncio"
+    else:
+        print(f"framed echo, {args.mode}: {args.connections} connections x {args.messages} messages "
+              f"of {args.size} B, median of {args.repeat}")
+        label = "streams"
     base = median.get(("streams", "uvloop"))
-    print(f"{'implementation':<12} {'loop':<8} {'msgs/s':>12} {'vs uvloop streams':>18}")
+    print(f"{'implementation':<12} {'loop':<8} {'msgs/s':>12} {'vs uvloop ' + label:>18}")
     for (impl, loop_kind), rate in median.items():
+        impl = impl if impl != "streams" else label
         ratio = f"{rate / base:.2f}x" if base else "-"
         print(f"{impl:<12} {loop_kind:<8} {rate:>12,.0f} {ratio:>18}")
 
