@@ -1024,3 +1024,50 @@ def test_endpoint_reuse_port_shares_a_udp_port(run: Any) -> None:
         await p1.lost
         await p2.lost
     run(main())
+
+
+AIO_SAMPLE = '''
+import asyncio
+import csock
+import csock.aio
+
+
+class Proto(csock.aio.BatchDatagramProtocol):
+    def datagrams_received(self, datagrams: list[csock.Datagram]) -> None:
+        first: csock.MessageView = datagrams[0].data
+
+
+async def handler(stream: csock.aio.FramedStream) -> None:
+    message: csock.MessageView = await stream.recv()
+    messages: list[csock.MessageView] = await stream.recv_many(16)
+    await stream.send(message)
+    await stream.send_many(messages)
+
+
+async def use(sock: csock.DatagramSocket) -> None:
+    batch: list[csock.Datagram] = await csock.aio.recv_batch(sock, max_messages=8)
+    sent: int = await csock.aio.send_batch(sock, [b"x", (b"y", ("127.0.0.1", 9))])
+    server: csock.aio.FramedServer = await csock.aio.start_framed_server(handler, "127.0.0.1", 0, reuse_port=True)
+    async with server:
+        stream = await csock.aio.open_framed_connection("127.0.0.1", 1)
+        async with stream:
+            await stream.send(b"hello")
+    transport, proto = await csock.aio.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+    transport.send_batch([b"a"], ("127.0.0.1", 9))
+    size: int = transport.get_write_buffer_size()
+    transport.close()
+    await stream.wait_closed()
+'''
+
+
+def test_mypy_strict_on_aio_usage(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    pytest.importorskip("mypy")
+    sample = tmp_path / "aio_sample.py"
+    sample.write_text(AIO_SAMPLE)
+    package = os.path.dirname(csock.aio.__file__)
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", package, str(sample)],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(package)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
