@@ -51,7 +51,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     batches of up to 1024 (sendmmsg(2)) whenever the socket is writable. Flow control as
     asyncio's: ``pause_writing()`` when the buffer grows above the high-water mark,
     ``resume_writing()`` once it is back at the low-water mark (``set_write_buffer_limits``;
-    64 KiB and a quarter of it by default). A send error goes to
+    64 KiB and a quarter of it by default). Bad arguments (not bytes-like, a malformed or
+    unresolvable address) raise before anything is sent; a send error goes to
     ``protocol.error_received(exc)`` and drops the datagram that hit it.
 
     ``close()`` stops receiving and closes once the buffer is sent; ``abort()`` at once.
@@ -204,22 +205,34 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         if self._closing:
             raise RuntimeError("the transport is closing")
         items = messages if isinstance(messages, list) else list(messages)
-        if address is not None and self._address is not None and address == self._address:
-            address = None
-        for item in items:
-            if isinstance(item, tuple):
-                self._check_address(item[1])
-            else:
-                memoryview(item)        # TypeError for what is not bytes-like
-                self._check_address(address)
         if not items:
             return
+        if address is not None and self._address is not None and address == self._address:
+            address = None
+        if self._connected:
+            if address is not None:
+                self._check_address(address)
+        elif address is None:
+            for item in items:
+                if not isinstance(item, tuple):
+                    raise ValueError("invalid address: the socket is not connected, give one")
+        if self._buffer:
+            # Not sent now: check here what send_batch would have checked before sending.
+            for item in items:
+                if isinstance(item, tuple):
+                    memoryview(item[0])
+                    self._check_address(item[1])
+                else:
+                    memoryview(item)        # TypeError for what is not bytes-like
+                    self._check_address(address)
         sent = 0
         if not self._buffer:
             try:
                 sent = _fastio.send_batch(self._sock, items, address)
             except (BlockingIOError, InterruptedError):
                 pass
+            except _std.gaierror:
+                raise                   # an address that does not resolve: the caller's error
             except OSError as error:
                 self._protocol_error(error)
                 sent = 1                # the datagram that failed is dropped, as asyncio does
