@@ -1071,3 +1071,24 @@ def test_mypy_strict_on_aio_usage(tmp_path: Any) -> None:
                           capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(package)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_framed_close_after_the_loop_is_gone(loop_kind: str) -> None:
+    factory = None
+    if loop_kind == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    a, b = framed_pair()
+
+    async def main() -> None:
+        task = asyncio.create_task(b.recv())
+        await asyncio.sleep(0.01)
+        await a.send(b"x")
+        assert bytes(await task) == b"x"
+        # b's reader is still registered (it stays between calls) when the loop closes.
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+    b.close()
+    a.close()
+    assert a.socket.fileno() == -1 and b.socket.fileno() == -1

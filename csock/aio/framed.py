@@ -252,7 +252,8 @@ class FramedStream:
     def _stop_writer(self) -> None:
         if self._writer_on:
             assert self._loop is not None
-            self._loop.remove_writer(self._fd)
+            if not self._loop.is_closed():
+                self._loop.remove_writer(self._fd)
             self._writer_on = False
 
     def _fail_writes(self, error: BaseException) -> None:
@@ -297,33 +298,41 @@ class FramedStream:
     async def send(self, message: Buffer) -> None:
         """Send one message as one frame; returns once it is accepted and the backlog is at
         most write_limit bytes."""
-        self._check_writable()
-        framed = self._framed
-        while True:
-            try:
-                framed.send(message)
-                break
-            except BlockingIOError:
-                pass
-            await self._wait_writable(0)
+        if self._write_error is not None or self._closing:
             self._check_writable()
+        framed = self._framed
+        try:
+            framed.send(message)
+        except BlockingIOError:
+            while True:
+                await self._wait_writable(0)
+                self._check_writable()
+                try:
+                    framed.send(message)
+                    break
+                except BlockingIOError:
+                    pass
         if framed.pending_send:
             await self._drain()
 
     async def send_many(self, messages: Iterable[Buffer]) -> None:
         """Send every message, in order, one frame each, with as few sendmsg(2) calls as the
         kernel allows; returns once all are accepted and the backlog is at most write_limit."""
-        self._check_writable()
+        if self._write_error is not None or self._closing:
+            self._check_writable()
         framed = self._framed
         items = messages if isinstance(messages, (list, tuple)) else list(messages)
-        while True:
-            try:
-                framed.send_many(items)
-                break
-            except BlockingIOError:
-                pass
-            await self._wait_writable(0)
-            self._check_writable()
+        try:
+            framed.send_many(items)
+        except BlockingIOError:
+            while True:
+                await self._wait_writable(0)
+                self._check_writable()
+                try:
+                    framed.send_many(items)
+                    break
+                except BlockingIOError:
+                    pass
         if framed.pending_send:
             await self._drain()
 
@@ -361,7 +370,8 @@ class FramedStream:
     def _wake_reader_closed(self) -> None:
         if self._reader_on:
             assert self._loop is not None
-            self._loop.remove_reader(self._fd)
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
             self._reader_on = False
         waiter, self._read_waiter = self._read_waiter, None
         if waiter is not None and not waiter.done():
