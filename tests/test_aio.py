@@ -1092,3 +1092,35 @@ def test_framed_close_after_the_loop_is_gone(loop_kind: str) -> None:
     b.close()
     a.close()
     assert a.socket.fileno() == -1 and b.socket.fileno() == -1
+
+
+def test_framed_cancelled_after_the_callback_received_loses_nothing(run: Any) -> None:
+    """The readiness callback reads for the waiting recv; a cancel that lands before the
+    coroutine resumes keeps those messages (and errors) for the next call."""
+    async def main() -> None:
+        raw, sock = csock.socketpair()
+        stream = csock.aio.FramedStream(sock)
+        task = asyncio.create_task(stream.recv_many())
+        await asyncio.sleep(0.01)
+        raw.sendall(b"\0\0\0\1a\0\0\0\1b")
+        stream._on_readable()                    # as the loop would call it
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert bytes(await stream.recv()) == b"a"
+        assert [bytes(m) for m in await stream.recv_many()] == [b"b"]
+
+        task = asyncio.create_task(stream.recv())
+        await asyncio.sleep(0.01)
+        raw.sendall(b"\0\0\0\5ab")
+        raw.close()
+        stream._on_readable()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(csock.IncompleteReadError) as info:
+            await stream.recv()
+        assert info.value.partial == b"\0\0\0\5ab"
+        assert await stream.recv_many() == []
+        stream.close()
+    run(main())

@@ -74,7 +74,10 @@ class FramedStream:
         self._fd = sock.fileno()
         self._write_limit = write_limit
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_waiter: asyncio.Future[list[MessageView]] | None = None
+        self._read_want = 1
+        self._pending: list[MessageView] = []           # received for a cancelled call
+        self._pending_error: BaseException | None = None
         self._reader_on = False
         self._write_waiters: list[tuple[asyncio.Future[None], int]] = []
         self._writer_on = False
@@ -135,13 +138,48 @@ class FramedStream:
             self._loop.remove_reader(self._fd)
             self._reader_on = False
         elif not waiter.done():
-            # The waiter stays set until its coroutine resumes, so that readiness reported
-            # again before then does not unregister the reader it is about to need.
-            waiter.set_result(None)
+            # Read here, in the readiness callback: a readiness reported after the data was
+            # taken costs one recv(2) that would block, never a wake-up of the coroutine.
+            # (The waiter stays set until its coroutine resumes, so that readiness reported
+            # again before then does not unregister the reader.)
+            try:
+                messages = self._framed.recv_many(self._read_want)
+            except BlockingIOError:
+                return
+            except Exception as error:
+                waiter.set_exception(error)
+                return
+            waiter.set_result(messages)
 
-    def _read_future(self) -> asyncio.Future[None]:
-        """Register as the coroutine waiting for readability (the reader stays registered
-        between calls; see the class docstring) and return the future it awaits."""
+    async def recv(self) -> MessageView:
+        """The next message. EOFError at end of stream between frames, IncompleteReadError
+        inside one; ConnectionResetError (etc.) as the socket reports it."""
+        messages = await self.recv_many(1)
+        if not messages:
+            raise EOFError("end of stream")
+        return messages[0]
+
+    async def recv_many(self, max_messages: int = 1024) -> list[MessageView]:
+        """Every whole message already received, up to max_messages; waits until there is at
+        least one. ``[]`` at end of stream."""
+        if self._pending:
+            messages = self._pending[:max_messages]
+            del self._pending[:max_messages]
+            return messages
+        pending_error = self._pending_error
+        if pending_error is not None:
+            self._pending_error = None
+            raise pending_error
+        framed = self._framed
+        if framed.buffered >= 4:
+            try:
+                return framed.recv_many(max_messages)
+            except BlockingIOError:
+                pass
+        elif max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        # No whole frame (nor a length to check) is buffered: only the kernel can have more,
+        # so wait for readiness rather than spend a recv(2) that would block.
         if self._read_waiter is not None:
             raise RuntimeError("recv() called while another coroutine is already waiting in recv()")
         if self._closing:
@@ -149,64 +187,26 @@ class FramedStream:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[list[MessageView]] = loop.create_future()
         self._read_waiter = waiter
+        self._read_want = max_messages
         if not self._reader_on:
             loop.add_reader(self._fd, self._on_readable)
             self._reader_on = True
-        return waiter
-
-    async def _wait_readable(self) -> None:
-        waiter = self._read_future()
         try:
-            await waiter
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled after the callback had received for us: keep it for the next call.
+            if waiter.done() and not waiter.cancelled():
+                error = waiter.exception()
+                if error is None:
+                    self._pending = waiter.result() + self._pending
+                elif not isinstance(error, ConnectionAbortedError):
+                    self._pending_error = error
+            raise
         finally:
             if self._read_waiter is waiter:
                 self._read_waiter = None
-
-    async def recv(self) -> MessageView:
-        """The next message. EOFError at end of stream between frames, IncompleteReadError
-        inside one; ConnectionResetError (etc.) as the socket reports it."""
-        framed = self._framed
-        if framed.buffered >= 4:
-            try:
-                return framed.recv()
-            except BlockingIOError:
-                pass
-        # No whole frame (nor a length to check) is buffered: only the kernel can have more,
-        # so wait for readiness rather than spend a recv(2) that would block.
-        while True:
-            waiter = self._read_future()
-            try:
-                await waiter
-            finally:
-                if self._read_waiter is waiter:
-                    self._read_waiter = None
-            try:
-                return framed.recv()
-            except BlockingIOError:
-                pass
-
-    async def recv_many(self, max_messages: int = 1024) -> list[MessageView]:
-        """Every whole message already received, up to max_messages; waits until there is at
-        least one. ``[]`` at end of stream."""
-        framed = self._framed
-        if framed.buffered >= 4:
-            try:
-                return framed.recv_many(max_messages)
-            except BlockingIOError:
-                pass
-        while True:
-            waiter = self._read_future()
-            try:
-                await waiter
-            finally:
-                if self._read_waiter is waiter:
-                    self._read_waiter = None
-            try:
-                return framed.recv_many(max_messages)
-            except BlockingIOError:
-                pass
 
     def __aiter__(self) -> Self:
         return self
