@@ -38,9 +38,12 @@ class FramedStream:
     ``csock.MessageView``s that stay valid while held.
 
     Receiving: each call first takes what is already buffered; otherwise it waits for the
-    socket to be readable and reads with one recv(2) per wake-up (it never spends a recv(2)
-    on a socket that has not been reported readable). Cancelling ``recv`` loses
-    nothing: a partial frame stays buffered and the next call completes it.
+    socket to be readable, and the readiness callback itself reads (one recv(2) per
+    wake-up) and hands the whole messages to the waiting call, so no recv(2) is spent on a
+    socket that has not been reported readable and a stale readiness never wakes the
+    coroutine. Cancelling ``recv`` loses nothing: a partial frame stays buffered and the
+    next call completes it; messages (or an error) the callback received for a call that
+    was cancelled before it resumed are what the next call returns (raises).
 
     Sending: ``send``/``send_many`` hand the frames to the kernel with as few sendmsg(2)
     calls as it allows. A call either accepts all its messages or (cancelled or failed before
