@@ -213,6 +213,12 @@ cdef class FramedStream:
     # --- sending -----------------------------------------------------------------------------
 
     @property
+    def buffered(self):
+        """Bytes received from the kernel and not yet handed out as messages (a partial frame,
+        or whole frames a recv() has not taken yet)."""
+        return self._end - self._start
+
+    @property
     def pending_send(self):
         """Bytes accepted by an earlier send that the kernel has not taken yet."""
         return len(self._backlog) - self._backlog_sent

@@ -1,0 +1,121 @@
+"""Readiness waits on a loop, and the datagram batch coroutines built on them.
+
+Every wait is ``loop.add_reader``/``loop.add_writer`` on the socket's fd and a future that the
+callback resolves; the registration is removed when the last coroutine waiting on that fd
+resumes (or is cancelled). Several coroutines may wait on the same fd and direction at once:
+one readiness callback wakes them all, and each retries its own system call.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket as _std
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .. import _fastio
+from .._fastio import Datagram
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["recv_batch", "send_batch", "wait_readable", "wait_writable"]
+
+# (loop, fd, for_writing) -> the futures waiting for that readiness; present iff registered.
+_waiting: dict[tuple[asyncio.AbstractEventLoop, int, bool], list[asyncio.Future[None]]] = {}
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_result(None)
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
+    key = (loop, fd, write)
+    future: asyncio.Future[None] = loop.create_future()
+    waiters = _waiting.get(key)
+    if waiters is None:
+        waiters = _waiting[key] = [future]
+        if write:
+            loop.add_writer(fd, _wake, waiters)
+        else:
+            loop.add_reader(fd, _wake, waiters)
+    else:
+        waiters.append(future)
+    try:
+        await future
+    finally:
+        waiters.remove(future)
+        if not waiters and _waiting.get(key) is waiters:
+            del _waiting[key]
+            if write:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
+
+
+async def wait_readable(sock: _std.socket) -> None:
+    """Wait until sock is readable (loop.add_reader; removed again before returning)."""
+    await _wait(asyncio.get_running_loop(), sock.fileno(), False)
+
+
+async def wait_writable(sock: _std.socket) -> None:
+    """Wait until sock is writable (loop.add_writer; removed again before returning)."""
+    await _wait(asyncio.get_running_loop(), sock.fileno(), True)
+
+
+def _check_nonblocking(sock: _std.socket) -> None:
+    if sock.gettimeout() != 0:
+        raise ValueError("csock.aio needs a non-blocking socket (call sock.setblocking(False))")
+
+
+async def recv_batch(sock: _std.socket, max_messages: int = 64, bufsize: int = 65535) -> list[Datagram]:
+    """Every datagram (or SEQPACKET record) already queued on sock, up to max_messages, as
+    ``csock.Datagram``s: one recvmmsg(2) per wake-up, never one callback per datagram.
+
+    Tries the call first; if nothing is queued (BlockingIOError) it waits for readability
+    with ``loop.add_reader`` and tries again. Cancelling it while it waits loses nothing:
+    the reader is removed and the datagrams stay queued in the kernel. On a SEQPACKET socket
+    ``[]`` means end of stream, as with the blocking call. sock must be non-blocking.
+    """
+    _check_nonblocking(sock)
+    try:
+        return _fastio.recv_batch(sock, max_messages, bufsize)
+    except BlockingIOError:
+        pass
+    loop = asyncio.get_running_loop()
+    fd = sock.fileno()
+    while True:
+        await _wait(loop, fd, False)
+        try:
+            return _fastio.recv_batch(sock, max_messages, bufsize)
+        except BlockingIOError:
+            pass
+
+
+async def send_batch(sock: _std.socket, messages: Iterable[Buffer | tuple[Buffer, Any]],
+                     address: Any = None) -> int:
+    """Send every message as one datagram each (sendmmsg(2), up to 1024 per call) and return
+    how many were sent, which is all of them: when the kernel takes only part of a batch the
+    rest is sent once ``loop.add_writer`` says the socket is writable again.
+
+    Items are bytes-like (sent to address, or to the connected peer) or ``(data, address)``
+    pairs, all checked before anything is sent. An error raises; datagrams sent before it
+    stay sent (the blocking call's rule). Cancelled while waiting: the datagrams before the
+    wait went out, the rest did not. sock must be non-blocking.
+    """
+    _check_nonblocking(sock)
+    items = messages if isinstance(messages, list) else list(messages)
+    total = len(items)
+    sent = 0
+    loop: asyncio.AbstractEventLoop | None = None
+    while sent < total:
+        try:
+            sent += _fastio.send_batch(sock, items if sent == 0 else items[sent:], address)
+            continue
+        except BlockingIOError:
+            pass
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        await _wait(loop, sock.fileno(), True)
+    return sent

@@ -1,0 +1,414 @@
+"""csock.aio.FramedStream: length-prefixed messages over a stream socket, on an asyncio loop.
+
+On the wire each message is a 4-byte big-endian unsigned length and then that many bytes,
+exactly as ``csock.FramedStream`` (which does the work: this class wraps one around the
+non-blocking socket and drives it with ``loop.add_reader``/``loop.add_writer``).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket as _std
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .. import _fastio
+from .._fastio import MessageView
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
+__all__ = ["FramedStream", "DEFAULT_WRITE_LIMIT"]
+
+DEFAULT_WRITE_LIMIT = 64 * 1024
+
+
+def _closed_error() -> ConnectionAbortedError:
+    return ConnectionAbortedError(errno.ECONNABORTED, "the FramedStream is closed")
+
+
+class FramedStream:
+    """Messages over a stream socket (TCP, AF_UNIX stream), with ``await``.
+
+    Same wire format, errors and end-of-stream rules as the blocking ``csock.FramedStream``:
+    ``recv()`` raises EOFError and ``recv_many()`` returns ``[]`` at end of stream between
+    frames, end of stream inside a frame raises ``csock.IncompleteReadError``, a length
+    above max_size raises ``csock.FrameTooLargeError``. Messages come back as read-only
+    ``csock.MessageView``s that stay valid while held.
+
+    Receiving: each call first takes what is already buffered; otherwise it waits for the
+    socket to be readable, and the readiness callback itself reads (one recv(2) per
+    wake-up) and hands the whole messages to the waiting call, so no recv(2) is spent on a
+    socket that has not been reported readable and a stale readiness never wakes the
+    coroutine. Cancelling ``recv`` loses nothing: a partial frame stays buffered and the
+    next call completes it; messages (or an error) the callback received for a call that
+    was cancelled before it resumed are what the next call returns (raises).
+
+    Sending: ``send``/``send_many`` hand the frames to the kernel with as few sendmsg(2)
+    calls as it allows. A call either accepts all its messages or (cancelled or failed before
+    that) none of them. What the kernel did not take at once is written from a backlog as
+    the socket becomes writable; the call returns once the backlog is at most
+    ``write_limit`` bytes (64 KiB by default; 0 waits until the kernel has everything), so
+    buffering is bounded. Cancelling a send after its frames were accepted does not unsend
+    them.
+
+    ``close()`` stops reading, lets the backlog drain, then closes the socket;
+    ``wait_closed()`` waits for that. ``abort()`` drops the backlog and closes at once.
+
+    The stream owns its socket's fd on the loop: it keeps the reader registered between
+    calls that find nothing buffered (removing it at the first wake-up nobody waits for), so
+    a busy connection costs no epoll_ctl(2) per message. One coroutine may wait in
+    ``recv``/``recv_many`` at a time; any number may send.
+    """
+
+    def __init__(self, sock: _std.socket, *, max_size: int = 16 * 2**20,
+                 write_limit: int = DEFAULT_WRITE_LIMIT) -> None:
+        if write_limit < 0:
+            raise ValueError("write_limit must be >= 0")
+        self._framed = _fastio.FramedStream(sock, max_size=max_size)
+        sock.setblocking(False)
+        if sock.family in (_std.AF_INET, _std.AF_INET6):
+            try:
+                sock.setsockopt(_std.IPPROTO_TCP, _std.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._write_limit = write_limit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._read_waiter: asyncio.Future[list[MessageView]] | None = None
+        self._read_want = 1
+        self._pending: list[MessageView] = []           # received for a cancelled call
+        self._pending_error: BaseException | None = None
+        self._reader_on = False
+        self._write_waiters: list[tuple[asyncio.Future[None], int]] = []
+        self._writer_on = False
+        self._write_error: BaseException | None = None
+        self._closing = False
+        self._closed = False
+        self._closed_waiter: asyncio.Future[None] | None = None
+
+    # --- properties ------------------------------------------------------------------------
+
+    @property
+    def socket(self) -> _std.socket:
+        """The underlying (non-blocking) socket."""
+        return self._sock
+
+    @property
+    def max_size(self) -> int:
+        return self._framed.max_size
+
+    @property
+    def pending_send(self) -> int:
+        """Bytes accepted by send calls that the kernel has not taken yet."""
+        return self._framed.pending_send
+
+    @property
+    def write_limit(self) -> int:
+        return self._write_limit
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """'socket', 'sockname' or 'peername', as asyncio transports answer them."""
+        if name == "socket":
+            return self._sock
+        try:
+            if name == "sockname":
+                return self._sock.getsockname()
+            if name == "peername":
+                return self._sock.getpeername()
+        except OSError:
+            return default
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        waiter = self._read_waiter
+        if waiter is None:
+            # Nobody is in recv: stop watching until the next recv needs to wait.
+            assert self._loop is not None
+            self._loop.remove_reader(self._fd)
+            self._reader_on = False
+        elif not waiter.done():
+            # Read here, in the readiness callback: a readiness reported after the data was
+            # taken costs one recv(2) that would block, never a wake-up of the coroutine.
+            # (The waiter stays set until its coroutine resumes, so that readiness reported
+            # again before then does not unregister the reader.)
+            try:
+                messages = self._framed.recv_many(self._read_want)
+            except BlockingIOError:
+                return
+            except Exception as error:
+                waiter.set_exception(error)
+                return
+            waiter.set_result(messages)
+
+    async def recv(self) -> MessageView:
+        """The next message. EOFError at end of stream between frames, IncompleteReadError
+        inside one; ConnectionResetError (etc.) as the socket reports it."""
+        messages = await self.recv_many(1)
+        if not messages:
+            raise EOFError("end of stream")
+        return messages[0]
+
+    async def recv_many(self, max_messages: int = 1024) -> list[MessageView]:
+        """Every whole message already received, up to max_messages; waits until there is at
+        least one. ``[]`` at end of stream."""
+        if self._pending:
+            messages = self._pending[:max_messages]
+            del self._pending[:max_messages]
+            return messages
+        pending_error = self._pending_error
+        if pending_error is not None:
+            self._pending_error = None
+            raise pending_error
+        framed = self._framed
+        if framed.buffered >= 4:
+            try:
+                return framed.recv_many(max_messages)
+            except BlockingIOError:
+                pass
+        elif max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        # No whole frame (nor a length to check) is buffered: only the kernel can have more,
+        # so wait for readiness rather than spend a recv(2) that would block.
+        if self._read_waiter is not None:
+            raise RuntimeError("recv() called while another coroutine is already waiting in recv()")
+        if self._closing:
+            raise _closed_error()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[MessageView]] = loop.create_future()
+        self._read_waiter = waiter
+        self._read_want = max_messages
+        if not self._reader_on:
+            loop.add_reader(self._fd, self._on_readable)
+            self._reader_on = True
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled after the callback had received for us: keep it for the next call.
+            if waiter.done() and not waiter.cancelled():
+                error = waiter.exception()
+                if error is None:
+                    self._pending = waiter.result() + self._pending
+                elif not isinstance(error, ConnectionAbortedError):
+                    self._pending_error = error
+            raise
+        finally:
+            if self._read_waiter is waiter:
+                self._read_waiter = None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> MessageView:
+        try:
+            return await self.recv()
+        except EOFError as error:
+            if isinstance(error, _fastio.IncompleteReadError):
+                raise
+            raise StopAsyncIteration from None
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _on_writable(self) -> None:
+        framed = self._framed
+        if framed.pending_send:
+            try:
+                framed.flush()
+            except OSError as error:
+                self._fail_writes(error)
+                return
+        pending = framed.pending_send
+        if self._write_waiters:
+            keep = []
+            for waiter, threshold in self._write_waiters:
+                if pending <= threshold:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    keep.append((waiter, threshold))
+            self._write_waiters = keep
+        if pending == 0 and not self._write_waiters:
+            self._stop_writer()
+            if self._closing:
+                self._finish_close()
+
+    def _start_writer(self) -> None:
+        if not self._writer_on:
+            self._get_loop().add_writer(self._fd, self._on_writable)
+            self._writer_on = True
+
+    def _stop_writer(self) -> None:
+        if self._writer_on:
+            assert self._loop is not None
+            if not self._loop.is_closed():
+                self._loop.remove_writer(self._fd)
+            self._writer_on = False
+
+    def _fail_writes(self, error: BaseException) -> None:
+        self._write_error = error
+        waiters, self._write_waiters = self._write_waiters, []
+        for waiter, _ in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._stop_writer()
+        if self._closing:
+            self._finish_close()
+
+    async def _wait_writable(self, threshold: int) -> None:
+        loop = self._get_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (waiter, threshold)
+        self._write_waiters.append(entry)
+        self._start_writer()
+        try:
+            await waiter
+        finally:
+            try:
+                self._write_waiters.remove(entry)
+            except ValueError:
+                pass
+
+    def _check_writable(self) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+        if self._closing:
+            raise _closed_error()
+
+    async def _drain(self) -> None:
+        framed = self._framed
+        if framed.pending_send:
+            self._start_writer()
+            while framed.pending_send > self._write_limit:
+                await self._wait_writable(self._write_limit)
+                if self._write_error is not None:
+                    raise self._write_error
+
+    async def send(self, message: Buffer) -> None:
+        """Send one message as one frame; returns once it is accepted and the backlog is at
+        most write_limit bytes."""
+        if self._write_error is not None or self._closing:
+            self._check_writable()
+        framed = self._framed
+        try:
+            framed.send(message)
+        except BlockingIOError:
+            while True:
+                await self._wait_writable(0)
+                self._check_writable()
+                try:
+                    framed.send(message)
+                    break
+                except BlockingIOError:
+                    pass
+        if framed.pending_send:
+            await self._drain()
+
+    async def send_many(self, messages: Iterable[Buffer]) -> None:
+        """Send every message, in order, one frame each, with as few sendmsg(2) calls as the
+        kernel allows; returns once all are accepted and the backlog is at most write_limit."""
+        if self._write_error is not None or self._closing:
+            self._check_writable()
+        framed = self._framed
+        items = messages if isinstance(messages, (list, tuple)) else list(messages)
+        try:
+            framed.send_many(items)
+        except BlockingIOError:
+            while True:
+                await self._wait_writable(0)
+                self._check_writable()
+                try:
+                    framed.send_many(items)
+                    break
+                except BlockingIOError:
+                    pass
+        if framed.pending_send:
+            await self._drain()
+
+    async def drain(self) -> None:
+        """Wait until the kernel has every byte sent so far (the backlog is empty)."""
+        if self._write_error is not None:
+            raise self._write_error
+        while self._framed.pending_send:
+            await self._wait_writable(0)
+            if self._write_error is not None:
+                raise self._write_error
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop reading, write what the backlog holds as the socket drains, then close the
+        socket (at once when the backlog is empty). A coroutine waiting in recv raises
+        ConnectionAbortedError. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake_reader_closed()
+        if self._framed.pending_send and self._write_error is None and self._loop is not None \
+                and not self._loop.is_closed():
+            self._start_writer()        # _on_writable finishes the close once drained
+        else:
+            self._finish_close()
+
+    def abort(self) -> None:
+        """Close at once, dropping any bytes not yet taken by the kernel."""
+        self._closing = True
+        self._wake_reader_closed()
+        self._finish_close()
+
+    def _wake_reader_closed(self) -> None:
+        if self._reader_on:
+            assert self._loop is not None
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            self._reader_on = False
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(_closed_error())
+
+    def _finish_close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_writer()
+        waiters, self._write_waiters = self._write_waiters, []
+        for waiter, _ in waiters:
+            if not waiter.done():
+                waiter.set_exception(_closed_error())
+        self._sock.close()
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until close() (or abort()) has closed the socket."""
+        if self._closed:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self._get_loop().create_future()
+        await asyncio.shield(self._closed_waiter)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return f"<csock.aio.FramedStream {state} fd={self._fd} pending_send={self.pending_send}>"
