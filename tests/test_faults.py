@@ -136,3 +136,36 @@ def test_close_from_another_thread_wakes_a_blocked_call_with_ebadf(kind):
         thread.join(10)
         assert not thread.is_alive(), "the blocked call hung after close()"
     assert len(outcome) == 1 and isinstance(outcome[0], OSError) and outcome[0].errno == errno.EBADF, outcome
+
+
+@pytest.mark.slow
+def test_eintr_storm_during_a_1_gib_transfer():
+    """An interval timer fires every 100 µs while 1 GiB crosses a socketpair: no call fails,
+    every byte arrives once, in order (each 1 MiB chunk carries its index)."""
+    chunk, chunks = 1 << 20, 1024
+    ticks = []
+    a, b = csock.socketpair()
+    pattern = bytearray(os.urandom(chunk))
+
+    def send_all():
+        for i in range(chunks):
+            pattern[:8] = i.to_bytes(8, "big")
+            a.sendall(pattern)
+
+    old = signal.signal(signal.SIGALRM, lambda *args: ticks.append(1))
+    received = bytearray(chunk)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        for i in range(chunks):
+            b.recv_exactly_into(received)
+            assert int.from_bytes(received[:8], "big") == i
+            assert received[8:] == pattern[8:]
+        sender.join(60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        a.close()
+        b.close()
+    assert len(ticks) > 100

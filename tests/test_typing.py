@@ -3,6 +3,7 @@ the stubs name what the compiled module has."""
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,15 @@ def test_mypy_strict_on_package_and_usage(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
                            str(PACKAGE), str(sample)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_stubtest_against_the_compiled_module():
+    """mypy's stubtest: every stubbed signature matches the compiled extension (Cython's own
+    helper names and the pre-3.12 buffer slot are allowlisted, with reasons, in the file)."""
+    pytest.importorskip("mypy")
+    allowlist = Path(__file__).parent / "stubtest_allowlist.txt"
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent))
+    proc = subprocess.run([sys.executable, "-m", "mypy.stubtest", "csock._fastio", "--allowlist",
+                           str(allowlist)], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(PACKAGE.parent))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

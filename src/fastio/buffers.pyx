@@ -45,7 +45,7 @@ cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length):
 
 
 @cython.final
-@cython.freelist(128)
+@cython.freelist(1024)
 cdef class MessageView:
     """A received message: read-only, bytes-like (buffer protocol), compares equal to bytes.
 

@@ -20,7 +20,7 @@ cdef enum:
 
 
 @cython.final
-@cython.freelist(256)
+@cython.freelist(1024)
 cdef class Datagram:
     """One received datagram or record: ``data`` (a read-only MessageView that stays valid
     while held), ``address`` (the sender, as the stdlib's recvfrom gives it; None on a
