@@ -56,10 +56,10 @@ __all__ = list(_std.__all__) + [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "aio":   # csock.aio without an explicit import (asyncio loads only when used)
+    if name in ("aio", "packet"):   # without an explicit import (asyncio loads only when used)
         import importlib
 
-        return importlib.import_module(".aio", __name__)
+        return importlib.import_module(f".{name}", __name__)
     # Private helpers of the stdlib module (_GLOBAL_DEFAULT_TIMEOUT, ...) for code that reaches in.
     try:
         return getattr(_std, name)

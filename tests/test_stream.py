@@ -299,3 +299,10 @@ def test_kernel_timeout_surfaces_as_blocking_io_error(pair):
         stream.recv()
     a.sendall(b"y")
     assert stream.recv() == b"xy"
+
+
+def test_submodules_reachable_after_plain_import():
+    code = "import csock; print(csock.packet.parse.__name__, csock.aio.recv_batch.__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
+    assert proc.stdout.split() == ["parse", "recv_batch"], proc.stderr
