@@ -19,7 +19,7 @@ class DatagramSocket(socket):
     views stay valid while held and whose ``truncated`` flag says a datagram was cut.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error")
+    __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_gso_off")
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch

@@ -10,6 +10,11 @@ from includes.socket cimport (sendmmsg, recvmmsg, mmsghdr, msghdr, sockaddr, soc
                               socklen_t, MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_NOSIGNAL,
                               SOCK_SEQPACKET)
 from includes.pysocket cimport CSOCK_SOCKET_FIELDS
+from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_SPACE, CMSG_LEN,
+                              AF_INET, AF_INET6, SOCK_DGRAM)
+from includes.offload cimport SOL_UDP, UDP_SEGMENT
+from libc.stdint cimport uint16_t
+from libc.errno cimport EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP
 
 cdef enum:
     MMSG_MAX = 1024                   # UIO_MAXIOV: the most messages one call takes
@@ -234,14 +239,163 @@ cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs
     return sent
 
 
-def send_batch(sock, messages, address=None):
+# --- GSO: runs of equal-sized datagrams as one message with a UDP_SEGMENT cmsg -------------
+# The kernel splits such a message into datagrams of segment size (the last may be shorter),
+# all to the message's address (man 7 udp, UDP_SEGMENT). The iovecs point at the caller's
+# buffers: nothing is copied. Counts returned are always datagrams, not sendmmsg messages.
+
+cdef enum:
+    GSO_MAX_SEGMENTS = 64             # UDP_MAX_SEGMENTS of older kernels (newer take 128)
+    GSO_MAX_BYTES = 65507             # the largest UDP payload over IPv4
+
+
+cdef inline bint is_udp(int family, int kind, int proto) noexcept:
+    return (family == AF_INET or family == AF_INET6) and kind == SOCK_DGRAM and (proto == 0 or proto == 17)
+
+
+cdef inline Py_ssize_t gso_run(_Outgoing out, Py_ssize_t start, Py_ssize_t seg, Py_ssize_t *size) noexcept:
+    """How many datagrams from start make one GSO message (1: send it alone); size[0] gets
+    the segment size. A run: same destination, every datagram of the segment size except the
+    last, which may be shorter (not empty); at most GSO_MAX_SEGMENTS and GSO_MAX_BYTES."""
+    cdef Py_ssize_t n = 1, total, length = out.views[start].len
+    cdef int dest = out.address_of[start]
+    if seg == 0:
+        seg = length                    # "auto": the first datagram's size
+    size[0] = seg
+    if length != seg or seg == 0:
+        return 1
+    total = length
+    while start + n < out.count and n < GSO_MAX_SEGMENTS:
+        length = out.views[start + n].len
+        if out.address_of[start + n] != dest or length > seg or length == 0 or total + length > GSO_MAX_BYTES:
+            break
+        total += length
+        n += 1
+        if length < seg:
+            break
+    return n
+
+
+cdef inline bint gso_refused(object error) noexcept:
+    cdef int code
+    try:
+        code = error.errno
+    except Exception:
+        return False
+    return code == EIO or code == EINVAL or code == ENOPROTOOPT or code == EOPNOTSUPP
+
+
+cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) except -1:
+    """send_chunks with GSO: up to MMSG_MAX messages per sendmmsg(2), each a run of up to
+    GSO_MAX_SEGMENTS datagrams. If the kernel refuses a UDP_SEGMENT message (EIO, EINVAL,
+    ENOPROTOOPT, EOPNOTSUPP), the rest goes out as plain datagrams and the socket remembers
+    (_csock_gso_off). Returns the number of DATAGRAMS sent."""
+    cdef Py_ssize_t pos = 0, m, i, j, used, run, size, nbytes, r, k
+    cdef Py_ssize_t chunk = min(out.count, <Py_ssize_t>MMSG_MAX)
+    cdef Py_ssize_t iov_cap = min(out.count, <Py_ssize_t>MMSG_MAX * GSO_MAX_SEGMENTS)
+    cdef size_t cspace = CMSG_SPACE(sizeof(uint16_t))
+    cdef mmsghdr *msgs = <mmsghdr *>PyMem_Malloc(chunk * sizeof(mmsghdr))
+    cdef iovec *iov = <iovec *>PyMem_Malloc(iov_cap * sizeof(iovec))
+    cdef Py_ssize_t *counts = <Py_ssize_t *>PyMem_Malloc(chunk * sizeof(Py_ssize_t))
+    cdef char *control = <char *>PyMem_Malloc(chunk * cspace)
+    cdef msghdr *hdr
+    cdef cmsghdr *cm
+    cdef MmsgOp op
+    cdef bint gso = True
+    try:
+        if msgs == NULL or iov == NULL or counts == NULL or control == NULL:
+            raise MemoryError()
+        op.msgs = msgs
+        op.flags = 0
+        while pos < out.count:
+            memset(msgs, 0, chunk * sizeof(mmsghdr))
+            memset(control, 0, chunk * cspace)
+            m = 0
+            i = pos
+            used = 0
+            nbytes = 0
+            while m < chunk and i < out.count:
+                run = gso_run(out, i, seg, &size) if gso else 1
+                hdr = &msgs[m].msg_hdr
+                hdr.msg_iov = &iov[used]
+                hdr.msg_iovlen = run
+                for j in range(run):
+                    iov[used + j].iov_base = out.views[i + j].buf
+                    iov[used + j].iov_len = out.views[i + j].len
+                    nbytes += out.views[i + j].len
+                if out.address_of[i] >= 0:
+                    hdr.msg_name = &out.addresses[out.address_of[i]]
+                    hdr.msg_namelen = out.address_lengths[out.address_of[i]]
+                if run > 1:
+                    hdr.msg_control = control + m * cspace
+                    hdr.msg_controllen = cspace
+                    cm = CMSG_FIRSTHDR(hdr)
+                    cm.cmsg_level = SOL_UDP
+                    cm.cmsg_type = UDP_SEGMENT
+                    cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+                    (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>size
+                counts[m] = run
+                used += run
+                i += run
+                m += 1
+            op.count = <unsigned int>m
+            try:
+                r = io_call(w, sys_sendmmsg, &op, POLLOUT, io_may_block(w, nbytes))
+            except OSError as error:
+                if gso and counts[0] > 1 and not isinstance(error, TimeoutError) and gso_refused(error):
+                    gso = False              # the kernel or the route refuses GSO: plain from here
+                    try:
+                        sock._csock_gso_off = True
+                    except AttributeError:
+                        pass
+                    continue
+                if pos == 0 or isinstance(error, TimeoutError) or not defer_error(sock, error):
+                    raise
+                return pos
+            if r == IO_AGAIN:
+                if pos == 0:
+                    raise_would_block()
+                return pos
+            for k in range(r):
+                pos += counts[k]
+        return pos
+    finally:
+        PyMem_Free(msgs)
+        PyMem_Free(iov)
+        PyMem_Free(counts)
+        PyMem_Free(control)
+
+
+cdef Py_ssize_t segment_size_of(object segment_size) except -1:
+    """0 for "auto", else the size (1..GSO_MAX_BYTES); -2: None (no GSO)."""
+    if segment_size is None:
+        return -2
+    if isinstance(segment_size, str):
+        if segment_size == "auto":
+            return 0
+        raise ValueError(f"segment_size must be an int, 'auto' or None, not {segment_size!r}")
+    cdef Py_ssize_t n = segment_size
+    if n < 1 or n > GSO_MAX_BYTES:
+        raise ValueError(f"segment_size must be between 1 and {GSO_MAX_BYTES}, got {n}")
+    return n
+
+
+def send_batch(sock, messages, address=None, *, segment_size=None):
     """send_batch(messages, address=None) -> count: every item (bytes-like, to `address` or the
     connected peer, or a (data, address) pair) as one datagram, with one sendmmsg(2) per up to
     1024. Blocking or with a timeout: all are sent, or it raises. Non-blocking: returns how many
     went out before the kernel would block (BlockingIOError if none). If the kernel fails after
-    k datagrams went out, it returns k and the next call raises that error."""
+    k datagrams went out, it returns k and the next call raises that error.
+
+    segment_size=N or "auto" (UDP only; ignored on other sockets): runs of consecutive
+    datagrams to the same destination, all N bytes ("auto": the run's first size) but the last
+    (which may be shorter), go out as ONE sendmmsg message with a UDP_SEGMENT cmsg (GSO), up to
+    64 datagrams and 65,507 bytes per message, straight from the caller's buffers. If the
+    kernel or the route refuses GSO, the datagrams go out plainly and the socket stops trying.
+    The count returned is always of datagrams."""
     cdef IoWait w
     cdef int family, kind
+    cdef Py_ssize_t seg = segment_size_of(segment_size)
     raise_deferred_error(sock)
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
@@ -249,6 +403,9 @@ def send_batch(sock, messages, address=None):
     out = parse_outgoing(items, address, family)
     if out.count == 0:
         return 0
+    if seg != -2 and out.count > 1 and is_udp(family, kind, sock.proto) \
+            and not getattr(sock, "_csock_gso_off", False):
+        return send_gso(sock, &w, out, seg)
     return send_outgoing(sock, &w, out)
 
 
