@@ -19,10 +19,12 @@ class DatagramSocket(socket):
     views stay valid while held and whose ``truncated`` flag says a datagram was cut.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_gso_off")
+    __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_gso_off", "_csock_rxmode",
+                 "_csock_pending")
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
+    enable_metadata = _fastio.enable_metadata
 
 
 register_kind(_std.SOCK_DGRAM, DatagramSocket)

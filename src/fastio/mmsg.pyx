@@ -5,15 +5,21 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.list cimport PyList_Append
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, memcmp
+from libc.errno cimport errno
 from includes.socket cimport (sendmmsg, recvmmsg, mmsghdr, msghdr, sockaddr, sockaddr_storage,
                               socklen_t, MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_NOSIGNAL,
                               SOCK_SEQPACKET)
 from includes.pysocket cimport CSOCK_SOCKET_FIELDS
 from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_SPACE, CMSG_LEN,
                               AF_INET, AF_INET6, SOCK_DGRAM)
-from includes.offload cimport SOL_UDP, UDP_SEGMENT
+from includes.offload cimport SOL_UDP, UDP_SEGMENT, UDP_GRO
+from includes.socket cimport setsockopt, SOL_SOCKET, SO_TIMESTAMPNS, SCM_TIMESTAMPNS
+from includes.inet cimport (IPPROTO_IP, IPPROTO_IPV6, IP_PKTINFO, IP_TOS, IP_RECVTOS, IPV6_RECVPKTINFO,
+                            IPV6_PKTINFO, IPV6_TCLASS, IPV6_RECVTCLASS, in_pktinfo, in6_pktinfo, inet_ntop,
+                            INET6_ADDRSTRLEN)
 from libc.stdint cimport uint16_t
+from posix.time cimport timespec
 from libc.errno cimport EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP
 
 cdef enum:
@@ -30,10 +36,18 @@ cdef class Datagram:
     """One received datagram or record: ``data`` (a read-only MessageView that stays valid
     while held), ``address`` (the sender, as the stdlib's recvfrom gives it; None on a
     connected AF_UNIX pair) and ``truncated`` (True when it was longer than bufsize: MSG_TRUNC).
-    Unpacks as ``data, address = datagram``."""
+    Unpacks as ``data, address = datagram``. With ``enable_metadata`` on the socket,
+    ``timestamp`` (float seconds, kernel receive time), ``destination`` (local IP address
+    string), ``interface`` (index) and ``tos`` (TOS / traffic class byte, ECN in the low two
+    bits) are filled in; they are None otherwise."""
     cdef readonly object data
     cdef readonly object address
     cdef readonly bint truncated
+    # Metadata (DatagramSocket.enable_metadata); None when not enabled or not reported.
+    cdef readonly object timestamp      # float seconds since the epoch (SO_TIMESTAMPNS)
+    cdef readonly object destination    # the local IP address it was sent to (IP_PKTINFO)
+    cdef readonly object interface      # index of the interface it arrived on
+    cdef readonly object tos            # IPv4 TOS / IPv6 traffic class byte, ECN bits included
 
     def __iter__(self):
         return iter((self.data, self.address))
@@ -424,6 +438,11 @@ cdef class BatchReceiver:
     cdef Arena scratch
     cdef AddressCache addresses
     cdef bint busy
+    cdef char *controls                  # control (cmsg) buffers: control_capacity of control_space
+    cdef Py_ssize_t control_capacity, control_space
+    cdef char last_destination[16]       # the last destination address decoded, and its string
+    cdef int last_destination_family
+    cdef object last_destination_text
 
     def __cinit__(self):
         self.addresses = AddressCache()
@@ -432,6 +451,23 @@ cdef class BatchReceiver:
         PyMem_Free(self.msgs)
         PyMem_Free(self.iovs)
         PyMem_Free(self.names)
+        PyMem_Free(self.controls)
+
+    cdef int prepare_control(self, Py_ssize_t count, Py_ssize_t space) except -1:
+        """prepare(), then give each of the count slots a control buffer of space bytes."""
+        cdef Py_ssize_t i
+        if self.controls == NULL or self.control_space != space or self.control_capacity < count:
+            PyMem_Free(self.controls)
+            self.controls = <char *>PyMem_Malloc(count * space)
+            if self.controls == NULL:
+                self.control_capacity = 0
+                raise MemoryError()
+            self.control_capacity = count
+            self.control_space = space
+        for i in range(count):
+            self.msgs[i].msg_hdr.msg_control = self.controls + i * space
+            self.msgs[i].msg_hdr.msg_controllen = space
+        return 0
 
     cdef int prepare(self, Py_ssize_t count, Py_ssize_t slot) except -1:
         cdef Py_ssize_t i
@@ -496,6 +532,90 @@ cdef class BatchReceiver:
         return 0
 
 
+    cdef object destination_text(self, int family, const void *address):
+        cdef char text[INET6_ADDRSTRLEN]
+        cdef size_t size = 4 if family == AF_INET else 16
+        if self.last_destination_text is not None and self.last_destination_family == family \
+                and memcmp(self.last_destination, address, size) == 0:
+            return self.last_destination_text
+        if inet_ntop(family, address, text, sizeof(text)) == NULL:
+            return None
+        memcpy(self.last_destination, address, size)
+        self.last_destination_family = family
+        self.last_destination_text = text.decode("ascii")
+        return self.last_destination_text
+
+    cdef int collect_ext(self, list into, Py_ssize_t received, Py_ssize_t bufsize) except -1:
+        """collect() for GRO and metadata: reads each message's control messages, splits a
+        coalesced (UDP_GRO) message into its datagrams of gso_size bytes (the last may be
+        shorter; all share the sender's address and metadata) and cuts each at bufsize."""
+        cdef Py_ssize_t i, total = 0, length, off, n
+        cdef Arena arena = self.scratch
+        cdef char *at = NULL
+        cdef char *base
+        cdef int gso, value
+        cdef msghdr *hdr
+        cdef cmsghdr *cm
+        cdef timespec ts
+        cdef in_pktinfo info4
+        cdef in6_pktinfo info6
+        cdef Datagram d
+        cdef bint cut
+        for i in range(received):
+            total += self.msgs[i].msg_len
+        if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
+            arena = Arena(total)
+            at = arena.data
+        for i in range(received):
+            hdr = &self.msgs[i].msg_hdr
+            length = self.msgs[i].msg_len
+            base = <char *>self.iovs[i].iov_base
+            if at != NULL:
+                memcpy(at, base, length)
+                base = at
+                at += length
+            address = self.addresses.decode(<sockaddr *>&self.names[i], hdr.msg_namelen)
+            gso = 0
+            timestamp = destination = interface = tos = None
+            cm = CMSG_FIRSTHDR(hdr) if hdr.msg_controllen > 0 else NULL
+            while cm != NULL:
+                if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+                    memcpy(&gso, CMSG_DATA(cm), sizeof(int))
+                elif cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+                    memcpy(&ts, CMSG_DATA(cm), sizeof(ts))
+                    timestamp = ts.tv_sec + ts.tv_nsec * 1e-9
+                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO:
+                    memcpy(&info4, CMSG_DATA(cm), sizeof(info4))
+                    destination = self.destination_text(AF_INET, &info4.ipi_addr)
+                    interface = info4.ipi_ifindex
+                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO:
+                    memcpy(&info6, CMSG_DATA(cm), sizeof(info6))
+                    destination = self.destination_text(AF_INET6, &info6.ipi6_addr)
+                    interface = info6.ipi6_ifindex
+                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+                    tos = (<unsigned char *>CMSG_DATA(cm))[0]
+                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+                    memcpy(&value, CMSG_DATA(cm), sizeof(int))
+                    tos = value
+                cm = CMSG_NXTHDR(hdr, cm)
+            cut = (hdr.msg_flags & MSG_TRUNC) != 0
+            if gso <= 0 or gso >= length:
+                gso = length
+            off = 0
+            while True:
+                n = min(<Py_ssize_t>gso, length - off)
+                d = make_datagram(make_view(arena, base + off, min(n, bufsize)), address, cut or n > bufsize)
+                d.timestamp = timestamp
+                d.destination = destination
+                d.interface = interface
+                d.tos = tos
+                PyList_Append(into, d)
+                off += n
+                if off >= length:
+                    break
+        return 0
+
+
 cdef BatchReceiver receiver_of(object sock):
     receiver = getattr(sock, "_csock_receiver", None)
     if receiver is not None and not (<BatchReceiver>receiver).busy:
@@ -509,12 +629,132 @@ cdef BatchReceiver receiver_of(object sock):
     return receiver
 
 
-def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535):
+# --- GRO and metadata -------------------------------------------------------------------------
+# A socket's receive mode (DatagramSocket's _csock_rxmode slot): RX_GRO once UDP_GRO is set
+# (then every recv_batch on it splits coalesced messages, whatever its gro argument), the
+# metadata wanted. _rx_users counts sockets that ever had a mode, so that recv_batch skips the
+# attribute lookup while none has.
+cdef enum:
+    RX_GRO = 1
+    RX_GRO_REFUSED = 2
+    RX_TIMESTAMP = 4
+    RX_DESTINATION = 8
+    RX_TOS = 16
+    RX_EXTENDED = RX_GRO | RX_TIMESTAMP | RX_DESTINATION | RX_TOS
+    GRO_SLOT = 65535                  # a coalesced message is at most 64 KiB
+    RX_CONTROL_SPACE = 256            # cmsg room per slot: GRO + timestamp + pktinfo + tos
+
+cdef Py_ssize_t _rx_users = 0
+
+
+cdef int set_rx_mode(object sock, int mode) except -1:
+    global _rx_users
+    sock._csock_rxmode = mode           # AttributeError on a socket without csock's slots
+    _rx_users += 1
+    return 0
+
+
+cdef inline bint set_int_option(int fd, int level, int name, int value) noexcept:
+    return setsockopt(fd, level, name, &value, sizeof(value)) == 0
+
+
+cdef int rx_mode(object sock, int fd, bint gro, int family, int kind) except -1:
+    """The socket's receive mode; with gro, UDP_GRO is set first if not yet tried."""
+    mode = getattr(sock, "_csock_rxmode", 0) if _rx_users else 0
+    if gro and not (mode & (RX_GRO | RX_GRO_REFUSED)) and is_udp(family, kind, sock.proto) \
+            and hasattr(type(sock), "_csock_rxmode"):
+        mode |= RX_GRO if set_int_option(fd, SOL_UDP, UDP_GRO, 1) else RX_GRO_REFUSED
+        set_rx_mode(sock, mode)
+    return mode
+
+
+def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint tos=False):
+    """enable_metadata(*, timestamp=False, destination=False, tos=False): have recv_batch fill in
+    Datagram.timestamp (SO_TIMESTAMPNS), .destination and .interface (IP_PKTINFO /
+    IPV6_RECVPKTINFO) and .tos (IP_RECVTOS / IPV6_RECVTCLASS) for UDP. False turns one off."""
+    cdef IoWait w
+    cdef int family, kind, mode
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    if not hasattr(type(sock), "_csock_rxmode"):
+        raise TypeError("enable_metadata needs a csock DatagramSocket")
+    if not is_udp(family, kind, sock.proto):
+        raise ValueError("enable_metadata is for UDP sockets (AF_INET, AF_INET6)")
+    mode = getattr(sock, "_csock_rxmode", 0) or 0
+    options = [(SOL_SOCKET, SO_TIMESTAMPNS, timestamp, RX_TIMESTAMP)]
+    if family == AF_INET6:
+        options += [(IPPROTO_IPV6, IPV6_RECVPKTINFO, destination, RX_DESTINATION),
+                    (IPPROTO_IPV6, IPV6_RECVTCLASS, tos, RX_TOS)]
+    else:
+        options += [(IPPROTO_IP, IP_PKTINFO, destination, RX_DESTINATION),
+                    (IPPROTO_IP, IP_RECVTOS, tos, RX_TOS)]
+    for level, name, on, bit in options:
+        if not set_int_option(w.fd, level, name, 1 if on else 0):
+            raise_errno(errno)
+        if family == AF_INET6 and bit != RX_TIMESTAMP:   # IPv4 traffic on a dual-stack socket
+            set_int_option(w.fd, IPPROTO_IP, IP_PKTINFO if bit == RX_DESTINATION else IP_RECVTOS,
+                           1 if on else 0)
+        mode = (mode | bit) if on else (mode & ~bit)
+    set_rx_mode(sock, mode)
+
+
+cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssize_t bufsize, int mode):
+    """recv_batch with control messages: GRO splitting and metadata. Datagrams beyond
+    max_messages (the rest of a coalesced message) wait in _csock_pending for the next call."""
+    cdef BatchReceiver receiver
+    cdef Py_ssize_t slot = max(bufsize, <Py_ssize_t>GRO_SLOT) if mode & RX_GRO else bufsize
+    cdef Py_ssize_t per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(slot, 1)))
+    cdef Py_ssize_t want, r
+    cdef int flags = MSG_WAITFORONE
+    cdef list batch = []
+    pending = getattr(sock, "_csock_pending", None)
+    if pending:
+        batch = pending[:max_messages]
+        sock._csock_pending = pending[max_messages:] or None
+        if len(batch) >= max_messages:
+            return batch
+        w.timeout_ns = 0                 # something to return: take only what is queued
+        flags = MSG_DONTWAIT
+    receiver = receiver_of(sock)
+    receiver.busy = True
+    try:
+        while len(batch) < max_messages:
+            want = min(per_call, max_messages - len(batch))
+            receiver.prepare(want, slot)
+            receiver.prepare_control(want, RX_CONTROL_SPACE)
+            r = receiver.receive(w, want, flags)
+            if r == IO_AGAIN:
+                if not batch:
+                    raise_would_block()
+                break
+            receiver.collect_ext(batch, r, bufsize)
+            if r < want:
+                break                         # the queue is drained
+            flags = MSG_DONTWAIT              # more may be queued: take it without waiting
+            w.timeout_ns = 0
+    finally:
+        receiver.busy = False
+    if len(batch) > max_messages:
+        rest = batch[max_messages:]
+        del batch[max_messages:]
+        pending = getattr(sock, "_csock_pending", None)
+        sock._csock_pending = rest if not pending else pending + rest
+    return batch
+
+
+def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False):
     """recv_batch(max_messages=64, bufsize=65535) -> [Datagram]: blocks (within the socket's
     timeout; BlockingIOError when non-blocking) until one datagram is queued, then returns all
     that are, up to max_messages, with recvmmsg(2, MSG_WAITFORONE). A datagram longer than
     bufsize is cut and flagged ``truncated``. On a SOCK_SEQPACKET socket, [] means end of
-    stream (records before it are returned first)."""
+    stream (records before it are returned first).
+
+    gro=True (UDP; ignored elsewhere): sets UDP_GRO on the socket (once; it stays set, and every
+    later recv_batch splits), so the kernel may hand over runs of datagrams from one sender as
+    one coalesced message, which recv_batch splits back: the caller sees the same datagrams,
+    order and addresses as without GRO. max_messages still counts datagrams: the rest of a
+    coalesced message is kept and returned first by the next recv_batch (select/poll do not
+    see those; recv/recvfrom on a GRO socket may return coalesced messages)."""
     cdef IoWait w
     cdef BatchReceiver receiver
     cdef Py_ssize_t per_call, r, i
@@ -527,6 +767,10 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535):
         raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
+    if _rx_users or gro:
+        mode = rx_mode(sock, w.fd, gro, family, kind)
+        if mode & RX_EXTENDED:
+            return recv_batch_ext(sock, &w, max_messages, bufsize, mode)
     records = kind == SOCK_SEQPACKET
     per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
     receiver = receiver_of(sock)
@@ -546,6 +790,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535):
             if r < per_call:
                 break                         # the queue is drained
             flags = MSG_DONTWAIT              # more may be queued: take it without waiting
+            w.timeout_ns = 0                  # ... and without polling until the deadline
     finally:
         receiver.busy = False
     return batch
