@@ -25,6 +25,7 @@ class DatagramSocket(socket):
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
     enable_metadata = _fastio.enable_metadata
+    enable_gro = _fastio.enable_gro
 
 
 register_kind(_std.SOCK_DGRAM, DatagramSocket)

@@ -668,6 +668,16 @@ cdef int rx_mode(object sock, int fd, bint gro, int family, int kind) except -1:
     return mode
 
 
+def enable_gro(sock):
+    """enable_gro() -> bool: set UDP_GRO now (recv_batch(gro=True) does it at its first call;
+    datagrams queued before that are not coalesced). True when the kernel accepted it."""
+    cdef IoWait w
+    cdef int family, kind
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    return (rx_mode(sock, w.fd, True, family, kind) & RX_GRO) != 0
+
+
 def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint tos=False):
     """enable_metadata(*, timestamp=False, destination=False, tos=False): have recv_batch fill in
     Datagram.timestamp (SO_TIMESTAMPNS), .destination and .interface (IP_PKTINFO /
