@@ -218,3 +218,336 @@ def test_gso_strace_fewer_messages(tmp_path, mode, vlen):
     assert calls == [(str(vlen), str(vlen))]
     text = trace.read_text()
     assert bool(re.search(r"cmsg_type=(UDP_SEGMENT|0x67)", text)) == (mode == "auto")
+
+
+# --- GRO ------------------------------------------------------------------------------------
+
+def gro_pair(kind="v4"):
+    tx, rx = udp_pair(kind)
+    assert rx.enable_gro() is True
+    return tx, rx
+
+
+@pytest.mark.parametrize("kind", ["v4", "v6"])
+@pytest.mark.parametrize("gso", [True, False])
+@pytest.mark.parametrize("size", [64, 1200])
+def test_gro_receives_exactly_what_was_sent(kind, gso, size):
+    tx, rx = gro_pair(kind)
+    with tx, rx:
+        sent = payloads(1000, size, last=size // 2) + [b"", b"tail"] + payloads(70, 333)
+        assert tx.send_batch(sent, rx.getsockname(), segment_size="auto" if gso else None) == len(sent)
+        got = []
+        while len(got) < len(sent):
+            batch = rx.recv_batch(gro=True)
+            assert 0 < len(batch) <= 64
+            got.extend(batch)
+        assert_same(got, sent, tx.getsockname())
+        rx.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch(gro=True)
+
+
+def test_gro_set_by_first_recv_batch_and_stays():
+    tx, rx = udp_pair()
+    with tx, rx:
+        rx.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch(gro=True)                      # sets UDP_GRO
+        assert rx.getsockopt(17, 104) == 1               # SOL_UDP, UDP_GRO
+        sent = payloads(200, 500)
+        tx.send_batch(sent, rx.getsockname(), segment_size=500)
+        rx.settimeout(5)
+        got = receive(rx, 200)                           # gro=False: still split
+        assert_same(got, sent, tx.getsockname())
+
+
+def test_gro_max_messages_counts_datagrams_and_keeps_the_rest():
+    tx, rx = gro_pair()
+    with tx, rx:
+        sent = payloads(64, 1000) + payloads(64, 900, last=5)
+        tx.send_batch(sent, rx.getsockname(), segment_size="auto")
+        got = []
+        while len(got) < len(sent):
+            batch = rx.recv_batch(max_messages=10, gro=True)
+            assert 0 < len(batch) <= 10
+            got.extend(batch)
+        assert_same(got, sent, tx.getsockname())
+        rx.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch(max_messages=10)
+
+
+def test_gro_pending_returned_without_blocking():
+    """Kept datagrams come back at once even when nothing more is queued (timeout socket)."""
+    tx, rx = gro_pair()
+    with tx, rx:
+        sent = payloads(40, 100)
+        tx.send_batch(sent, rx.getsockname(), segment_size=100)
+        rx.settimeout(2)
+        first = rx.recv_batch(max_messages=1)
+        start = time.monotonic()
+        rest = receive(rx, 39, max_messages=64)
+        assert time.monotonic() - start < 0.5
+        assert_same(first + rest, sent, tx.getsockname())
+
+
+def test_gro_bufsize_cuts_each_datagram():
+    tx, rx = gro_pair()
+    with tx, rx:
+        sent = payloads(20, 300, last=100)
+        tx.send_batch(sent, rx.getsockname(), segment_size=300)
+        got = receive(rx, 20, bufsize=200, gro=True)
+        assert len(got) == 20
+        for d, m in zip(got, sent):
+            assert bytes(d.data) == m[:200]
+            assert d.truncated == (len(m) > 200)
+
+
+GRO_STRACE_SCRIPT = textwrap.dedent("""
+    import csock, sys
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM); rx.bind(("127.0.0.1", 0))
+    rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 16 << 20)
+    rx.enable_gro()
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    msgs = [bytes([i % 256]) * 1000 for i in range(640)]
+    tx.send_batch(msgs, rx.getsockname(), segment_size="auto")
+    rx.settimeout(5)
+    got = []
+    while len(got) < 640:
+        got += rx.recv_batch(max_messages=1024, gro=True)
+    assert [bytes(d.data) for d in got] == msgs
+    print(len(got))
+""")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_gro_strace_coalesced_messages(tmp_path):
+    trace = tmp_path / "trace"
+    proc = subprocess.run(["strace", "-f", "-e", "trace=recvmmsg", "-o", str(trace), sys.executable,
+                           "-c", GRO_STRACE_SCRIPT], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "640"
+    text = trace.read_text()
+    returned = [int(n) for n in re.findall(r"recvmmsg\(.*\) = (\d+)", text)]
+    # 640 datagrams arrive as 10 coalesced messages of 64 (each with a UDP_GRO cmsg).
+    assert sum(returned) == 10, returned
+    assert re.search(r"cmsg_type=(UDP_GRO|0x68)", text)
+
+
+VETH_RECEIVER = textwrap.dedent("""
+    import csock, sys, json
+    family = csock.AF_INET6 if ":" in sys.argv[1] else csock.AF_INET
+    rx = csock.socket(family, csock.SOCK_DGRAM)
+    rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 16 << 20)
+    rx.bind((sys.argv[1], 9977))
+    rx.enable_gro()
+    count = int(sys.argv[2])
+    print("ready", flush=True)
+    rx.settimeout(10)
+    got = []
+    while len(got) < count:
+        got += rx.recv_batch(gro=True)
+    print(json.dumps([[bytes(d.data).hex(), d.address[0]] for d in got]), flush=True)
+""")
+
+VETH_SENDER = textwrap.dedent("""
+    import csock, sys, json, time
+    family = csock.AF_INET6 if ":" in sys.argv[1] else csock.AF_INET
+    tx = csock.socket(family, csock.SOCK_DGRAM)
+    msgs = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
+    seg = None if sys.argv[2] == "none" else "auto"
+    tx.sendto(b"warm-up", (sys.argv[1], 9976))     # resolve the neighbour first (ARP / NDP):
+    time.sleep(0.3)                                # unresolved, the kernel queues only a few
+    print(tx.send_batch(msgs, (sys.argv[1], 9977), segment_size=seg), flush=True)
+""")
+
+
+def wait_link_ready(net, timeout=10.0):
+    """The veth carrier comes up asynchronously (linkwatch, up to ~1 s), and IPv6 addresses
+    get their local routes only then: until, packets are dropped (Ip6InNoRoutes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = True
+        for ns, address in ((net["a"], net["a6"]), (net["b"], net["b6"])):
+            links = subprocess.run(["ip", "-n", ns, "link"], capture_output=True, text=True).stdout
+            local = subprocess.run(["ip", "-n", ns, "-6", "route", "show", "table", "local"],
+                                   capture_output=True, text=True).stdout
+            ready = ready and "state UP" in links and address in local
+        if ready:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("family", ["v4", "v6"])
+@pytest.mark.parametrize("gso", [True, False])
+def test_gro_across_veth(family, gso):
+    from tests.netns import in_netns, veth_pair
+    import json
+    with veth_pair() as net:
+        wait_link_ready(net)
+        dst, src = (net["b4"], net["a4"]) if family == "v4" else (net["b6"], net["a6"])
+        sent = payloads(300, 1200, last=17) + payloads(50, 64)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        rx = in_netns(net["b"], [sys.executable, "-c", VETH_RECEIVER, dst, str(len(sent))],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert rx.stdout.readline().strip() == "ready"
+            tx = in_netns(net["a"], [sys.executable, "-c", VETH_SENDER, dst, "auto" if gso else "none"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env)
+            out, err = tx.communicate(json.dumps([m.hex() for m in sent]), timeout=30)
+            assert tx.returncode == 0, err
+            assert out.strip() == str(len(sent))
+            out, err = rx.communicate(timeout=30)
+            assert rx.returncode == 0, err
+        finally:
+            if rx.poll() is None:
+                rx.kill()
+                rx.wait()
+        got = json.loads(out)
+        assert [bytes.fromhex(h) for h, _ in got] == sent
+        assert {a for _, a in got} == {src}
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["v4", "v6"])
+def test_metadata_timestamp_destination_interface_tos(kind):
+    tx, rx = udp_pair(kind)
+    with tx, rx:
+        rx.enable_metadata(timestamp=True, destination=True, tos=True)
+        if kind == "v4":
+            tx.setsockopt(csock.IPPROTO_IP, csock.IP_TOS, 0xB8 | 1)        # EF, ECT(1)
+        else:
+            tx.setsockopt(csock.IPPROTO_IPV6, csock.IPV6_TCLASS, 0xB8 | 1)
+        before = time.time()
+        tx.send_batch(payloads(5, 100), rx.getsockname())
+        got = receive(rx, 5)
+        after = time.time()
+        lo = stdlib_socket.if_nametoindex("lo")
+        for d in got:
+            assert before - 0.01 <= d.timestamp <= after + 0.01
+            assert d.destination == rx.getsockname()[0]
+            assert d.interface == lo
+            assert d.tos == 0xB9
+        assert [bytes(d.data) for d in got] == payloads(5, 100)
+
+
+def test_metadata_off_by_default_and_selectable():
+    tx, rx = udp_pair()
+    with tx, rx:
+        tx.send_batch([b"a"], rx.getsockname())
+        (d,) = receive(rx, 1)
+        assert (d.timestamp, d.destination, d.interface, d.tos) == (None, None, None, None)
+        rx.enable_metadata(destination=True)
+        tx.send_batch([b"b"], rx.getsockname())
+        (d,) = receive(rx, 1)
+        assert d.destination == "127.0.0.1" and d.interface is not None
+        assert d.timestamp is None and d.tos is None
+        rx.enable_metadata(timestamp=True)             # destination turned off again
+        tx.send_batch([b"c"], rx.getsockname())
+        (d,) = receive(rx, 1)
+        assert d.destination is None and isinstance(d.timestamp, float)
+
+
+def test_metadata_with_gro_applies_to_every_datagram():
+    tx, rx = gro_pair()
+    with tx, rx:
+        rx.enable_metadata(timestamp=True, destination=True, tos=True)
+        tx.setsockopt(csock.IPPROTO_IP, csock.IP_TOS, 0x10)
+        sent = payloads(64, 800, last=3)
+        tx.send_batch(sent, rx.getsockname(), segment_size="auto")
+        got = receive(rx, 64, gro=True)
+        assert_same(got, sent, tx.getsockname())
+        assert {(d.destination, d.tos) for d in got} == {("127.0.0.1", 0x10)}
+        assert all(abs(d.timestamp - time.time()) < 5 for d in got)
+
+
+def test_metadata_rejects_non_udp():
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with a, b, pytest.raises(ValueError):
+        a.enable_metadata(timestamp=True)
+
+
+# --- spin_us --------------------------------------------------------------------------------
+
+def test_spin_attribute():
+    with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as s:
+        assert s.spin_us == 0
+        s.spin_us = 50
+        assert s.spin_us == 50
+        with pytest.raises(ValueError):
+            s.spin_us = -1
+        with pytest.raises(ValueError):
+            s.spin_us = 10_000_000
+        s.spin_us = 0
+        assert s.spin_us == 0
+
+
+@pytest.mark.parametrize("timeout", [None, 2.0])
+def test_spin_data_arriving_during_spin(timeout):
+    tx, rx = udp_pair()
+    with tx, rx:
+        rx.settimeout(timeout)
+        rx.spin_us = 500_000
+        timer = __import__("threading").Timer(0.05, lambda: tx.sendto(b"hello", rx.getsockname()))
+        timer.start()
+        start = time.monotonic()
+        data, address = rx.recvfrom(100)
+        timer.join()
+        assert data == b"hello" and address == tx.getsockname()
+        assert time.monotonic() - start < 0.45          # woke by spinning, not the spin's end
+        tx.send_batch(payloads(10, 50), rx.getsockname())
+        assert [bytes(d.data) for d in receive(rx, 10)] == payloads(10, 50)
+
+
+@pytest.mark.parametrize("spin", [50, 1_000_000])
+def test_spin_timeout_stays_exact(spin):
+    with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.spin_us = spin
+        s.settimeout(0.2)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            s.recv_batch()
+        elapsed = time.monotonic() - start
+        assert 0.19 <= elapsed < 0.4, elapsed
+
+
+class Alarm(Exception):
+    pass
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_spin_signal_interrupts(timeout):
+    def handler(signum, frame):
+        raise Alarm()
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(timeout)
+            s.spin_us = 100_000
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            start = time.monotonic()
+            with pytest.raises(Alarm):
+                s.recv(10)
+            assert time.monotonic() - start < 1.0
+            signal.setitimer(signal.ITIMER_REAL, 0.3)       # after the spin: while sleeping
+            start = time.monotonic()
+            with pytest.raises(Alarm):
+                s.recv_batch()
+            assert 0.25 <= time.monotonic() - start < 1.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_spin_stream_roundtrip():
+    a, b = csock.socketpair()
+    with a, b:
+        a.spin_us = 1000
+        b.spin_us = 1000
+        a.sendall(b"x" * 100_000)
+        assert b.recv_exactly(100_000) == b"x" * 100_000
