@@ -551,3 +551,159 @@ def test_spin_stream_roundtrip():
         b.spin_us = 1000
         a.sendall(b"x" * 100_000)
         assert b.recv_exactly(100_000) == b"x" * 100_000
+
+
+# --- MSG_ZEROCOPY ---------------------------------------------------------------------------
+
+def tcp_pair(family=csock.AF_INET):
+    host = "127.0.0.1" if family == csock.AF_INET else "::1"
+    with csock.create_server((host, 0), family=family) as srv:
+        a = csock.create_connection(srv.getsockname()[:2])
+        b, _ = srv.accept()
+    return a, b
+
+
+def fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("family", [csock.AF_INET, csock.AF_INET6])
+def test_zerocopy_integrity_10k_sends_of_64k(family):
+    import hashlib
+    import threading
+    a, b = tcp_pair(family)
+    with a, b:
+        size, count = 65536, 10_000
+        pool = [bytes([i]) * size for i in range(7)] + [bytearray(os.urandom(size)), memoryview(os.urandom(size))]
+        expected = hashlib.sha256()
+        for i in range(count):
+            expected.update(pool[i % len(pool)])
+        got = hashlib.sha256()
+        received = [0]
+
+        def reader():
+            buf = bytearray(1 << 20)
+            view = memoryview(buf)
+            while received[0] < size * count:
+                n = b.recv_into(buf)
+                assert n > 0
+                got.update(view[:n])
+                received[0] += n
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        fds = fd_count()
+        for i in range(count):
+            assert a.send_buffers([pool[i % len(pool)]], zerocopy=True) == size
+        a.flush_zerocopy(timeout=10)
+        thread.join(30)
+        assert received[0] == size * count
+        assert got.hexdigest() == expected.hexdigest()
+        assert fd_count() == fds
+        stats = a.zerocopy_stats()
+        assert stats["pending"] == 0
+        assert stats["sends"] >= 1 and stats["completed"] == stats["sends"]
+        # Over loopback the kernel copies at delivery and says so: the socket stops asking.
+        assert stats["copied"] >= 1 and stats["active"] is False
+
+
+def test_zerocopy_buffers_held_until_completion():
+    """The peer does not read: sends stay in the queues, their exports stay held."""
+    import weakref
+    a, b = tcp_pair()
+    with a, b:
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 64 << 10)
+        b.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 64 << 10)
+        buf = bytearray(b"z" * (256 << 10))
+        a.setblocking(False)
+        sent = 0
+        try:
+            while sent < 8 << 20:
+                sent += a.send_buffers([buf], zerocopy=True)
+        except BlockingIOError:
+            pass
+        assert sent > 0
+        stats = a.zerocopy_stats()
+        assert stats["sends"] >= 1
+        assert stats["pending"] >= 1
+        with pytest.raises(BufferError):
+            buf.extend(b"!")                           # still exported: the kernel may read it
+        with pytest.raises(TimeoutError):
+            a.flush_zerocopy(timeout=0.2)
+        # Read everything; then every completion arrives and every export is released.
+        b.settimeout(5)
+        total = 0
+        while total < sent:
+            chunk = b.recv(1 << 20)
+            assert chunk == b"z" * len(chunk)
+            total += len(chunk)
+        assert total == sent
+        a.flush_zerocopy(timeout=5)
+        assert a.zerocopy_stats()["pending"] == 0
+        buf.extend(b"!")                               # released: resizable again
+        assert len(buf) == (256 << 10) + 1
+
+
+def test_zerocopy_flush_timeout_is_exact():
+    a, b = tcp_pair()
+    with a, b:
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 64 << 10)
+        b.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 64 << 10)
+        a.setblocking(False)
+        try:
+            while True:
+                a.send_buffers([bytes(128 << 10)], zerocopy=True)
+        except BlockingIOError:
+            pass
+        if not a.zerocopy_stats()["pending"]:
+            pytest.skip("every send already completed")
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            a.flush_zerocopy(timeout=0.3)
+        assert 0.29 <= time.monotonic() - start < 0.6
+
+
+def test_zerocopy_bytearray_released_after_each_flush():
+    import threading
+    a, b = tcp_pair()
+    with a, b:
+        buf = bytearray(b"abc" * 20000)
+        done = threading.Event()
+        received = bytearray()
+
+        def reader():
+            while len(received) < 100 * len(buf):
+                received.extend(b.recv(1 << 20))
+            done.set()
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        for _ in range(100):
+            a.send_buffers([buf, b""], zerocopy=True)
+        a.flush_zerocopy(timeout=5)
+        buf.append(1)
+        del buf[-1]
+        thread.join(10)
+        assert bytes(received) == b"abc" * 20000 * 100
+
+
+def test_zerocopy_on_unix_stream_is_a_plain_send():
+    a, b = csock.socketpair()
+    with a, b:
+        assert a.send_buffers([b"hello ", bytearray(b"world")], zerocopy=True) == 11
+        assert b.recv_exactly(11) == b"hello world"
+        assert a.zerocopy_stats()["active"] is False
+        assert a.flush_zerocopy() == 0
+
+
+def test_zerocopy_nonblocking_partial_counts():
+    a, b = tcp_pair()
+    with a, b:
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 64 << 10)
+        a.setblocking(False)
+        data = os.urandom(4 << 20)
+        n = a.send_buffers([data[: 2 << 20], data[2 << 20:]], zerocopy=True)
+        assert 0 < n < len(data)
+        b.settimeout(5)
+        assert b.recv_exactly(n) == data[:n]
+        a.flush_zerocopy(timeout=5)
