@@ -707,3 +707,20 @@ def test_zerocopy_nonblocking_partial_counts():
         b.settimeout(5)
         assert b.recv_exactly(n) == data[:n]
         a.flush_zerocopy(timeout=5)
+
+
+# --- recv_batch follow-up reads never wait --------------------------------------------------
+
+@pytest.mark.parametrize("gro", [False, True])
+def test_recv_batch_full_first_read_does_not_wait_for_more(gro):
+    """A first recvmmsg that fills every slot is followed by a MSG_DONTWAIT read: on a socket
+    with a timeout that read must not poll until the deadline when nothing more is queued."""
+    tx, rx = udp_pair()
+    with tx, rx:
+        rx.settimeout(3)
+        sent = payloads(1024, 10)
+        tx.send_batch(sent, rx.getsockname())
+        start = time.monotonic()
+        got = rx.recv_batch(max_messages=4096, gro=gro)
+        assert time.monotonic() - start < 1.0
+        assert_same(got, sent, tx.getsockname())

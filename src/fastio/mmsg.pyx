@@ -642,6 +642,7 @@ cdef enum:
     RX_TOS = 16
     RX_EXTENDED = RX_GRO | RX_TIMESTAMP | RX_DESTINATION | RX_TOS
     GRO_SLOT = 65535                  # a coalesced message is at most 64 KiB
+    MAX_GRO_SCRATCH = 16 << 20        # 256 slots of 64 KiB (each may carry 64 datagrams)
     RX_CONTROL_SPACE = 256            # cmsg room per slot: GRO + timestamp + pktinfo + tos
 
 cdef Py_ssize_t _rx_users = 0
@@ -715,6 +716,8 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
     cdef Py_ssize_t slot = max(bufsize, <Py_ssize_t>GRO_SLOT) if mode & RX_GRO else bufsize
     cdef Py_ssize_t per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(slot, 1)))
     cdef Py_ssize_t want, r
+    if mode & RX_GRO:
+        per_call = min(per_call, max(<Py_ssize_t>1, MAX_GRO_SCRATCH // slot))
     cdef int flags = MSG_WAITFORONE
     cdef list batch = []
     pending = getattr(sock, "_csock_pending", None)
