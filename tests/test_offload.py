@@ -724,3 +724,56 @@ def test_recv_batch_full_first_read_does_not_wait_for_more(gro):
         got = rx.recv_batch(max_messages=4096, gro=gro)
         assert time.monotonic() - start < 1.0
         assert_same(got, sent, tx.getsockname())
+
+
+# --- properties: any mix of sizes and destinations arrives intact ---------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.tuples(st.sampled_from([0, 1, 7, 64, 100, 1200, 1472]), st.integers(0, 1)),
+                      min_size=1, max_size=300),
+       segment=st.sampled_from(["auto", 64, 100, 1200, None]),
+       gro=st.booleans())
+def test_property_gso_gro_roundtrip(items, segment, gro):
+    tx, rx = udp_pair()
+    rx2 = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    rx2.bind(("127.0.0.1", 0))
+    rx2.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 16 << 20)
+    rx2.settimeout(5)
+    with tx, rx, rx2:
+        if gro:
+            rx.enable_gro()
+            rx2.enable_gro()
+        targets = [rx.getsockname(), rx2.getsockname()]
+        batch = [(bytes([i % 256]) * size, targets[dest]) for i, (size, dest) in enumerate(items)]
+        assert tx.send_batch(batch, segment_size=segment) == len(batch)
+        for target, sock in zip(targets, (rx, rx2)):
+            expected = [m for m, t in batch if t == target]
+            if expected:
+                got = receive(sock, len(expected), max_messages=37, gro=gro)
+                assert [bytes(d.data) for d in got] == expected
+                assert {d.address for d in got} == {tx.getsockname()}
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@pytest.mark.parametrize("spin", [0, 20000])
+def test_spin_polls_without_sleeping(tmp_path, spin):
+    script = textwrap.dedent(f"""
+        import csock, threading, time
+        a, b = csock.socketpair()
+        b.spin_us = {spin}
+        threading.Timer(0.05, lambda: a.send(b"x")).start()
+        assert b.recv(1) == b"x"
+    """)
+    trace = tmp_path / "trace"
+    proc = subprocess.run(["strace", "-f", "-e", "trace=poll,ppoll", "-o", str(trace), sys.executable,
+                           "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    zero_polls = re.findall(r"poll\(\[\{fd=\d+, events=POLLIN\}\], 1, (?:0|\{tv_sec=0, tv_nsec=0\}(?:, NULL, 8)?)\)", trace.read_text())
+    if spin:
+        assert len(zero_polls) > 10
+    else:
+        assert zero_polls == []
