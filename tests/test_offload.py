@@ -360,6 +360,7 @@ VETH_SENDER = textwrap.dedent("""
     tx.sendto(b"warm-up", (sys.argv[1], 9976))     # resolve the neighbour first (ARP / NDP):
     time.sleep(0.3)                                # unresolved, the kernel queues only a few
     print(tx.send_batch(msgs, (sys.argv[1], 9977), segment_size=seg), flush=True)
+    print(getattr(tx, "_csock_gso_off", False), flush=True)
 """)
 
 
@@ -398,7 +399,9 @@ def test_gro_across_veth(family, gso):
                           text=True, env=env)
             out, err = tx.communicate(json.dumps([m.hex() for m in sent]), timeout=30)
             assert tx.returncode == 0, err
-            assert out.strip() == str(len(sent))
+            count, gso_off = out.split()
+            assert count == str(len(sent))
+            assert gso_off == "False"                  # GSO was used, not refused, over veth
             out, err = rx.communicate(timeout=30)
             assert rx.returncode == 0, err
         finally:
