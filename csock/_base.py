@@ -49,7 +49,20 @@ class socket(_std.socket):
     timeout and non-blocking rules, in fewer instructions.
     """
 
-    __slots__ = ()
+    __slots__ = ("_csock_spin_ns",)
+
+    @property
+    def spin_us(self) -> int:
+        """Busy-wait budget in microseconds (0: off): before a blocking or timed call would
+        sleep, csock polls the socket without sleeping for up to this long (GIL released),
+        then sleeps as usual. Timeouts stay exact; signal handlers (Ctrl-C) run at most
+        spin_us late. For kernel-side busy polling of the device queue as well, set
+        ``SO_BUSY_POLL`` (Linux, socket option 46, microseconds) with setsockopt."""
+        return int(_fastio.get_spin(self))
+
+    @spin_us.setter
+    def spin_us(self, us: int) -> None:
+        _fastio.set_spin(self, us)
 
     def __new__(cls, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None) -> Self:
         specific = _CLASS_FOR_KIND.get(_kind_of(type, fileno))

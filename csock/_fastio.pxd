@@ -13,6 +13,7 @@ cdef struct IoWait:
     int64_t deadline_ns    # CLOCK_MONOTONIC; 0 until the call first has to wait
     int calls              # system calls made so far by this operation
     void *sock             # borrowed: the csock/stdlib socket object, NULL if its layout is unknown
+    int64_t spin_ns        # the socket's spin_us in ns: poll without sleeping this long first
 
 ctypedef Py_ssize_t (*syscall_t)(int fd, void *op) noexcept nogil
 

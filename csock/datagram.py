@@ -17,12 +17,24 @@ class DatagramSocket(socket):
     silently. ``recv_batch(max_messages=64, bufsize=65535)`` waits for one datagram, then
     returns every one already queued (one recvmmsg(2)) as ``csock.Datagram``s whose ``data``
     views stay valid while held and whose ``truncated`` flag says a datagram was cut.
+
+    UDP offloads (opt-in): ``send_batch(..., segment_size=N or "auto")`` packs runs of
+    equal-sized datagrams to one destination into UDP_SEGMENT (GSO) messages, falling back to
+    plain datagrams (remembered per socket) where the kernel refuses; the count returned is of
+    datagrams. ``recv_batch(..., gro=True)`` / ``enable_gro()`` set UDP_GRO and split coalesced
+    messages back into the datagrams sent (``max_messages`` still counts datagrams; the rest
+    of a coalesced message is returned first by the next call). ``enable_metadata(timestamp=,
+    destination=, tos=)`` fills ``Datagram.timestamp``, ``.destination``, ``.interface``,
+    ``.tos``. segment_size and gro are ignored on non-UDP sockets.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error")
+    __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_gso_off", "_csock_rxmode",
+                 "_csock_pending")
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
+    enable_metadata = _fastio.enable_metadata
+    enable_gro = _fastio.enable_gro
 
 
 register_kind(_std.SOCK_DGRAM, DatagramSocket)

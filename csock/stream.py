@@ -16,16 +16,25 @@ class StreamSocket(socket):
     end of stream first raises IncompleteReadError (``.partial`` holds what arrived). If such a
     read times out (or would block) part-way, the bytes it read stay with the socket and the
     next read returns them first: nothing taken from the kernel is lost.
+
+    ``send_buffers(buffers, zerocopy=True)`` uses MSG_ZEROCOPY (TCP): each buffer stays
+    exported until the kernel's completion; ``flush_zerocopy(timeout=None)`` waits for all of
+    them and ``zerocopy_stats()`` counts sends, completions and kernel copies. Mutating a buffer
+    before its completion is the caller's choice (bytes is always safe); ``close()`` drops the
+    bookkeeping (the kernel keeps its own page references).
     """
 
-    __slots__ = ("_csock_stash",)
+    __slots__ = ("_csock_stash", "_csock_zc")
 
     send_buffers = _fastio.send_buffers
     recv_exactly = _fastio.recv_exactly
     recv_exactly_into = _fastio.recv_exactly_into
+    flush_zerocopy = _fastio.flush_zerocopy
+    zerocopy_stats = _fastio.zerocopy_stats
 
     def close(self) -> None:
         _fastio.stash_clear(self)
+        _fastio.zerocopy_release(self)
         super().close()
 
 

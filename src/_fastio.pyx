@@ -9,6 +9,7 @@ rules applied in one place (fastio/io.pyx). Each part lives in its own file:
     fastio/sockref.pyx    fd and timeout read from a socket object
     fastio/io.pyx         the one system-call loop: EINTR, EAGAIN, deadlines, poll
     fastio/buffers.pyx    Arena (receive memory) and MessageView (read-only view into it)
+    fastio/zerocopy.pyx   MSG_ZEROCOPY sends: buffer exports held until the kernel's completion
     fastio/stream.pyx     send/sendall/recv/recv_into, send_buffers, recv_exactly
     fastio/framing.pyx    FramedStream: 4-byte big-endian length-prefixed messages
     fastio/address.pyx    sockaddr <-> Python address tuples
@@ -29,6 +30,7 @@ include "fastio/errors.pyx"
 include "fastio/sockref.pyx"
 include "fastio/io.pyx"
 include "fastio/buffers.pyx"
+include "fastio/zerocopy.pyx"
 include "fastio/stream.pyx"
 include "fastio/framing.pyx"
 include "fastio/address.pyx"

@@ -7,6 +7,9 @@
 #    deadline per call, set at the first wait), then TimeoutError("timed out").
 #  * EAGAIN on a non-blocking socket, or on a blocking one with SO_RCVTIMEO/SO_SNDTIMEO set:
 #    IO_AGAIN; the caller returns what it moved or raises BlockingIOError.
+#  * spin_us (IoWait.spin_ns, from the socket): before sleeping (a blocking call, or poll()
+#    for a timeout), poll without sleeping for up to spin_us, GIL released (io_spin). The
+#    deadline bounds the spin, so timeouts stay exact.
 # Unlike the stdlib, a socket with a timeout tries the system call before polling, so a ready
 # socket costs one system call, not two.
 from libc.errno cimport errno, EINTR, EAGAIN, EBADF
@@ -102,9 +105,39 @@ cdef int io_wait(IoWait *w, short events) except -1:
         now = monotonic_ns()
 
 
+cdef int io_spin(IoWait *w, short events) except -1:
+    """Busy-poll (poll(2) with a zero timeout, GIL released) until fd is ready for events or
+    w.spin_ns passes (never past the call's deadline); 1 if ready. Signal handlers run after
+    the spin, so Ctrl-C waits at most spin_us. With SO_BUSY_POLL set on the socket, each poll
+    also busy-polls the device queue."""
+    cdef pollfd pfd
+    cdef int r = 0
+    cdef int64_t now = monotonic_ns(), end = now + w.spin_ns
+    if w.timeout_ns > 0:
+        if w.deadline_ns == 0:
+            w.deadline_ns = now + w.timeout_ns
+        if end > w.deadline_ns:
+            end = w.deadline_ns
+    pfd.fd = w.fd
+    pfd.events = events
+    with nogil:
+        while True:
+            pfd.revents = 0
+            r = poll(&pfd, 1, 0)
+            if r != 0 or monotonic_ns() >= end:
+                break                           # ready, an error (EINTR: handled below), or time
+    if PyErr_CheckSignals() < 0:
+        return -1
+    _check_still_open(w)
+    return r > 0
+
+
 cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint release_gil) except -1:
     cdef Py_ssize_t r
     cdef int err
+    # spin_us on a blocking socket: spin before the call that would sleep in the kernel.
+    if w.spin_ns > 0 and w.timeout_ns < 0:
+        io_spin(w, events)
     while True:
         # A signal that arrived during an earlier call of this operation, which then returned
         # a partial count instead of EINTR (send(2): "If ... interrupted by a signal handler
@@ -134,4 +167,6 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
             raise_errno(err)
         if w.timeout_ns <= 0:
             return IO_AGAIN
+        if w.spin_ns > 0 and io_spin(w, events):
+            continue                            # ready while spinning: no sleep
         io_wait(w, events)

@@ -5,11 +5,22 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.list cimport PyList_Append
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, memcmp
+from libc.errno cimport errno
 from includes.socket cimport (sendmmsg, recvmmsg, mmsghdr, msghdr, sockaddr, sockaddr_storage,
                               socklen_t, MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_NOSIGNAL,
                               SOCK_SEQPACKET)
 from includes.pysocket cimport CSOCK_SOCKET_FIELDS
+from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_SPACE, CMSG_LEN,
+                              AF_INET, AF_INET6, SOCK_DGRAM)
+from includes.offload cimport SOL_UDP, UDP_SEGMENT, UDP_GRO
+from includes.socket cimport setsockopt, SOL_SOCKET, SO_TIMESTAMPNS, SCM_TIMESTAMPNS
+from includes.inet cimport (IPPROTO_IP, IPPROTO_IPV6, IP_PKTINFO, IP_TOS, IP_RECVTOS, IPV6_RECVPKTINFO,
+                            IPV6_PKTINFO, IPV6_TCLASS, IPV6_RECVTCLASS, in_pktinfo, in6_pktinfo, inet_ntop,
+                            INET6_ADDRSTRLEN)
+from libc.stdint cimport uint16_t
+from posix.time cimport timespec
+from libc.errno cimport EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP
 
 cdef enum:
     MMSG_MAX = 1024                   # UIO_MAXIOV: the most messages one call takes
@@ -25,10 +36,18 @@ cdef class Datagram:
     """One received datagram or record: ``data`` (a read-only MessageView that stays valid
     while held), ``address`` (the sender, as the stdlib's recvfrom gives it; None on a
     connected AF_UNIX pair) and ``truncated`` (True when it was longer than bufsize: MSG_TRUNC).
-    Unpacks as ``data, address = datagram``."""
+    Unpacks as ``data, address = datagram``. With ``enable_metadata`` on the socket,
+    ``timestamp`` (float seconds, kernel receive time), ``destination`` (local IP address
+    string), ``interface`` (index) and ``tos`` (TOS / traffic class byte, ECN in the low two
+    bits) are filled in; they are None otherwise."""
     cdef readonly object data
     cdef readonly object address
     cdef readonly bint truncated
+    # Metadata (DatagramSocket.enable_metadata); None when not enabled or not reported.
+    cdef readonly object timestamp      # float seconds since the epoch (SO_TIMESTAMPNS)
+    cdef readonly object destination    # the local IP address it was sent to (IP_PKTINFO)
+    cdef readonly object interface      # index of the interface it arrived on
+    cdef readonly object tos            # IPv4 TOS / IPv6 traffic class byte, ECN bits included
 
     def __iter__(self):
         return iter((self.data, self.address))
@@ -234,14 +253,163 @@ cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs
     return sent
 
 
-def send_batch(sock, messages, address=None):
+# --- GSO: runs of equal-sized datagrams as one message with a UDP_SEGMENT cmsg -------------
+# The kernel splits such a message into datagrams of segment size (the last may be shorter),
+# all to the message's address (man 7 udp, UDP_SEGMENT). The iovecs point at the caller's
+# buffers: nothing is copied. Counts returned are always datagrams, not sendmmsg messages.
+
+cdef enum:
+    GSO_MAX_SEGMENTS = 64             # UDP_MAX_SEGMENTS of older kernels (newer take 128)
+    GSO_MAX_BYTES = 65507             # the largest UDP payload over IPv4
+
+
+cdef inline bint is_udp(int family, int kind, int proto) noexcept:
+    return (family == AF_INET or family == AF_INET6) and kind == SOCK_DGRAM and (proto == 0 or proto == 17)
+
+
+cdef inline Py_ssize_t gso_run(_Outgoing out, Py_ssize_t start, Py_ssize_t seg, Py_ssize_t *size) noexcept:
+    """How many datagrams from start make one GSO message (1: send it alone); size[0] gets
+    the segment size. A run: same destination, every datagram of the segment size except the
+    last, which may be shorter (not empty); at most GSO_MAX_SEGMENTS and GSO_MAX_BYTES."""
+    cdef Py_ssize_t n = 1, total, length = out.views[start].len
+    cdef int dest = out.address_of[start]
+    if seg == 0:
+        seg = length                    # "auto": the first datagram's size
+    size[0] = seg
+    if length != seg or seg == 0:
+        return 1
+    total = length
+    while start + n < out.count and n < GSO_MAX_SEGMENTS:
+        length = out.views[start + n].len
+        if out.address_of[start + n] != dest or length > seg or length == 0 or total + length > GSO_MAX_BYTES:
+            break
+        total += length
+        n += 1
+        if length < seg:
+            break
+    return n
+
+
+cdef inline bint gso_refused(object error) noexcept:
+    cdef int code
+    try:
+        code = error.errno
+    except Exception:
+        return False
+    return code == EIO or code == EINVAL or code == ENOPROTOOPT or code == EOPNOTSUPP
+
+
+cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) except -1:
+    """send_chunks with GSO: up to MMSG_MAX messages per sendmmsg(2), each a run of up to
+    GSO_MAX_SEGMENTS datagrams. If the kernel refuses a UDP_SEGMENT message (EIO, EINVAL,
+    ENOPROTOOPT, EOPNOTSUPP), the rest goes out as plain datagrams and the socket remembers
+    (_csock_gso_off). Returns the number of DATAGRAMS sent."""
+    cdef Py_ssize_t pos = 0, m, i, j, used, run, size, nbytes, r, k
+    cdef Py_ssize_t chunk = min(out.count, <Py_ssize_t>MMSG_MAX)
+    cdef Py_ssize_t iov_cap = min(out.count, <Py_ssize_t>MMSG_MAX * GSO_MAX_SEGMENTS)
+    cdef size_t cspace = CMSG_SPACE(sizeof(uint16_t))
+    cdef mmsghdr *msgs = <mmsghdr *>PyMem_Malloc(chunk * sizeof(mmsghdr))
+    cdef iovec *iov = <iovec *>PyMem_Malloc(iov_cap * sizeof(iovec))
+    cdef Py_ssize_t *counts = <Py_ssize_t *>PyMem_Malloc(chunk * sizeof(Py_ssize_t))
+    cdef char *control = <char *>PyMem_Malloc(chunk * cspace)
+    cdef msghdr *hdr
+    cdef cmsghdr *cm
+    cdef MmsgOp op
+    cdef bint gso = True
+    try:
+        if msgs == NULL or iov == NULL or counts == NULL or control == NULL:
+            raise MemoryError()
+        op.msgs = msgs
+        op.flags = 0
+        while pos < out.count:
+            memset(msgs, 0, chunk * sizeof(mmsghdr))
+            memset(control, 0, chunk * cspace)
+            m = 0
+            i = pos
+            used = 0
+            nbytes = 0
+            while m < chunk and i < out.count:
+                run = gso_run(out, i, seg, &size) if gso else 1
+                hdr = &msgs[m].msg_hdr
+                hdr.msg_iov = &iov[used]
+                hdr.msg_iovlen = run
+                for j in range(run):
+                    iov[used + j].iov_base = out.views[i + j].buf
+                    iov[used + j].iov_len = out.views[i + j].len
+                    nbytes += out.views[i + j].len
+                if out.address_of[i] >= 0:
+                    hdr.msg_name = &out.addresses[out.address_of[i]]
+                    hdr.msg_namelen = out.address_lengths[out.address_of[i]]
+                if run > 1:
+                    hdr.msg_control = control + m * cspace
+                    hdr.msg_controllen = cspace
+                    cm = CMSG_FIRSTHDR(hdr)
+                    cm.cmsg_level = SOL_UDP
+                    cm.cmsg_type = UDP_SEGMENT
+                    cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+                    (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>size
+                counts[m] = run
+                used += run
+                i += run
+                m += 1
+            op.count = <unsigned int>m
+            try:
+                r = io_call(w, sys_sendmmsg, &op, POLLOUT, io_may_block(w, nbytes))
+            except OSError as error:
+                if gso and counts[0] > 1 and not isinstance(error, TimeoutError) and gso_refused(error):
+                    gso = False              # the kernel or the route refuses GSO: plain from here
+                    try:
+                        sock._csock_gso_off = True
+                    except AttributeError:
+                        pass
+                    continue
+                if pos == 0 or isinstance(error, TimeoutError) or not defer_error(sock, error):
+                    raise
+                return pos
+            if r == IO_AGAIN:
+                if pos == 0:
+                    raise_would_block()
+                return pos
+            for k in range(r):
+                pos += counts[k]
+        return pos
+    finally:
+        PyMem_Free(msgs)
+        PyMem_Free(iov)
+        PyMem_Free(counts)
+        PyMem_Free(control)
+
+
+cdef Py_ssize_t segment_size_of(object segment_size) except -1:
+    """0 for "auto", else the size (1..GSO_MAX_BYTES); -2: None (no GSO)."""
+    if segment_size is None:
+        return -2
+    if isinstance(segment_size, str):
+        if segment_size == "auto":
+            return 0
+        raise ValueError(f"segment_size must be an int, 'auto' or None, not {segment_size!r}")
+    cdef Py_ssize_t n = segment_size
+    if n < 1 or n > GSO_MAX_BYTES:
+        raise ValueError(f"segment_size must be between 1 and {GSO_MAX_BYTES}, got {n}")
+    return n
+
+
+def send_batch(sock, messages, address=None, *, segment_size=None):
     """send_batch(messages, address=None) -> count: every item (bytes-like, to `address` or the
     connected peer, or a (data, address) pair) as one datagram, with one sendmmsg(2) per up to
     1024. Blocking or with a timeout: all are sent, or it raises. Non-blocking: returns how many
     went out before the kernel would block (BlockingIOError if none). If the kernel fails after
-    k datagrams went out, it returns k and the next call raises that error."""
+    k datagrams went out, it returns k and the next call raises that error.
+
+    segment_size=N or "auto" (UDP only; ignored on other sockets): runs of consecutive
+    datagrams to the same destination, all N bytes ("auto": the run's first size) but the last
+    (which may be shorter), go out as ONE sendmmsg message with a UDP_SEGMENT cmsg (GSO), up to
+    64 datagrams and 65,507 bytes per message, straight from the caller's buffers. If the
+    kernel or the route refuses GSO, the datagrams go out plainly and the socket stops trying.
+    The count returned is always of datagrams."""
     cdef IoWait w
     cdef int family, kind
+    cdef Py_ssize_t seg = segment_size_of(segment_size)
     raise_deferred_error(sock)
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
@@ -249,6 +417,9 @@ def send_batch(sock, messages, address=None):
     out = parse_outgoing(items, address, family)
     if out.count == 0:
         return 0
+    if seg != -2 and out.count > 1 and is_udp(family, kind, sock.proto) \
+            and not getattr(sock, "_csock_gso_off", False):
+        return send_gso(sock, &w, out, seg)
     return send_outgoing(sock, &w, out)
 
 
@@ -267,6 +438,11 @@ cdef class BatchReceiver:
     cdef Arena scratch
     cdef AddressCache addresses
     cdef bint busy
+    cdef char *controls                  # control (cmsg) buffers: control_capacity of control_space
+    cdef Py_ssize_t control_capacity, control_space
+    cdef char last_destination[16]       # the last destination address decoded, and its string
+    cdef int last_destination_family
+    cdef object last_destination_text
 
     def __cinit__(self):
         self.addresses = AddressCache()
@@ -275,6 +451,23 @@ cdef class BatchReceiver:
         PyMem_Free(self.msgs)
         PyMem_Free(self.iovs)
         PyMem_Free(self.names)
+        PyMem_Free(self.controls)
+
+    cdef int prepare_control(self, Py_ssize_t count, Py_ssize_t space) except -1:
+        """prepare(), then give each of the count slots a control buffer of space bytes."""
+        cdef Py_ssize_t i
+        if self.controls == NULL or self.control_space != space or self.control_capacity < count:
+            PyMem_Free(self.controls)
+            self.controls = <char *>PyMem_Malloc(count * space)
+            if self.controls == NULL:
+                self.control_capacity = 0
+                raise MemoryError()
+            self.control_capacity = count
+            self.control_space = space
+        for i in range(count):
+            self.msgs[i].msg_hdr.msg_control = self.controls + i * space
+            self.msgs[i].msg_hdr.msg_controllen = space
+        return 0
 
     cdef int prepare(self, Py_ssize_t count, Py_ssize_t slot) except -1:
         cdef Py_ssize_t i
@@ -348,6 +541,90 @@ cdef class BatchReceiver:
         return 0
 
 
+    cdef object destination_text(self, int family, const void *address):
+        cdef char text[INET6_ADDRSTRLEN]
+        cdef size_t size = 4 if family == AF_INET else 16
+        if self.last_destination_text is not None and self.last_destination_family == family \
+                and memcmp(self.last_destination, address, size) == 0:
+            return self.last_destination_text
+        if inet_ntop(family, address, text, sizeof(text)) == NULL:
+            return None
+        memcpy(self.last_destination, address, size)
+        self.last_destination_family = family
+        self.last_destination_text = text.decode("ascii")
+        return self.last_destination_text
+
+    cdef int collect_ext(self, list into, Py_ssize_t received, Py_ssize_t bufsize) except -1:
+        """collect() for GRO and metadata: reads each message's control messages, splits a
+        coalesced (UDP_GRO) message into its datagrams of gso_size bytes (the last may be
+        shorter; all share the sender's address and metadata) and cuts each at bufsize."""
+        cdef Py_ssize_t i, total = 0, length, off, n
+        cdef Arena arena = self.scratch
+        cdef char *at = NULL
+        cdef char *base
+        cdef int gso, value
+        cdef msghdr *hdr
+        cdef cmsghdr *cm
+        cdef timespec ts
+        cdef in_pktinfo info4
+        cdef in6_pktinfo info6
+        cdef Datagram d
+        cdef bint cut
+        for i in range(received):
+            total += self.msgs[i].msg_len
+        if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
+            arena = Arena(total)
+            at = arena.data
+        for i in range(received):
+            hdr = &self.msgs[i].msg_hdr
+            length = self.msgs[i].msg_len
+            base = <char *>self.iovs[i].iov_base
+            if at != NULL:
+                memcpy(at, base, length)
+                base = at
+                at += length
+            address = self.addresses.decode(<sockaddr *>&self.names[i], hdr.msg_namelen)
+            gso = 0
+            timestamp = destination = interface = tos = None
+            cm = CMSG_FIRSTHDR(hdr) if hdr.msg_controllen > 0 else NULL
+            while cm != NULL:
+                if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+                    memcpy(&gso, CMSG_DATA(cm), sizeof(int))
+                elif cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+                    memcpy(&ts, CMSG_DATA(cm), sizeof(ts))
+                    timestamp = ts.tv_sec + ts.tv_nsec * 1e-9
+                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO:
+                    memcpy(&info4, CMSG_DATA(cm), sizeof(info4))
+                    destination = self.destination_text(AF_INET, &info4.ipi_addr)
+                    interface = info4.ipi_ifindex
+                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO:
+                    memcpy(&info6, CMSG_DATA(cm), sizeof(info6))
+                    destination = self.destination_text(AF_INET6, &info6.ipi6_addr)
+                    interface = info6.ipi6_ifindex
+                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+                    tos = (<unsigned char *>CMSG_DATA(cm))[0]
+                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+                    memcpy(&value, CMSG_DATA(cm), sizeof(int))
+                    tos = value
+                cm = CMSG_NXTHDR(hdr, cm)
+            cut = (hdr.msg_flags & MSG_TRUNC) != 0
+            if gso <= 0 or gso >= length:
+                gso = length
+            off = 0
+            while True:
+                n = min(<Py_ssize_t>gso, length - off)
+                d = make_datagram(make_view(arena, base + off, min(n, bufsize)), address, cut or n > bufsize)
+                d.timestamp = timestamp
+                d.destination = destination
+                d.interface = interface
+                d.tos = tos
+                PyList_Append(into, d)
+                off += n
+                if off >= length:
+                    break
+        return 0
+
+
 cdef BatchReceiver receiver_of(object sock):
     receiver = getattr(sock, "_csock_receiver", None)
     if receiver is not None and not (<BatchReceiver>receiver).busy:
@@ -361,12 +638,145 @@ cdef BatchReceiver receiver_of(object sock):
     return receiver
 
 
-def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535):
+# --- GRO and metadata -------------------------------------------------------------------------
+# A socket's receive mode (DatagramSocket's _csock_rxmode slot): RX_GRO once UDP_GRO is set
+# (then every recv_batch on it splits coalesced messages, whatever its gro argument), the
+# metadata wanted. _rx_users counts sockets that ever had a mode, so that recv_batch skips the
+# attribute lookup while none has.
+cdef enum:
+    RX_GRO = 1
+    RX_GRO_REFUSED = 2
+    RX_TIMESTAMP = 4
+    RX_DESTINATION = 8
+    RX_TOS = 16
+    RX_EXTENDED = RX_GRO | RX_TIMESTAMP | RX_DESTINATION | RX_TOS
+    GRO_SLOT = 65535                  # a coalesced message is at most 64 KiB
+    MAX_GRO_SCRATCH = 16 << 20        # 256 slots of 64 KiB (each may carry 64 datagrams)
+    RX_CONTROL_SPACE = 256            # cmsg room per slot: GRO + timestamp + pktinfo + tos
+
+cdef Py_ssize_t _rx_users = 0
+
+
+cdef int set_rx_mode(object sock, int mode) except -1:
+    global _rx_users
+    sock._csock_rxmode = mode           # AttributeError on a socket without csock's slots
+    _rx_users += 1
+    return 0
+
+
+cdef inline bint set_int_option(int fd, int level, int name, int value) noexcept:
+    return setsockopt(fd, level, name, &value, sizeof(value)) == 0
+
+
+cdef int rx_mode(object sock, int fd, bint gro, int family, int kind) except -1:
+    """The socket's receive mode; with gro, UDP_GRO is set first if not yet tried."""
+    mode = getattr(sock, "_csock_rxmode", 0) if _rx_users else 0
+    if gro and not (mode & (RX_GRO | RX_GRO_REFUSED)) and is_udp(family, kind, sock.proto) \
+            and hasattr(type(sock), "_csock_rxmode"):
+        mode |= RX_GRO if set_int_option(fd, SOL_UDP, UDP_GRO, 1) else RX_GRO_REFUSED
+        set_rx_mode(sock, mode)
+    return mode
+
+
+def enable_gro(sock):
+    """enable_gro() -> bool: set UDP_GRO now (recv_batch(gro=True) does it at its first call;
+    datagrams queued before that are not coalesced). True when the kernel accepted it."""
+    cdef IoWait w
+    cdef int family, kind
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    return (rx_mode(sock, w.fd, True, family, kind) & RX_GRO) != 0
+
+
+def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint tos=False):
+    """enable_metadata(*, timestamp=False, destination=False, tos=False): have recv_batch fill in
+    Datagram.timestamp (SO_TIMESTAMPNS), .destination and .interface (IP_PKTINFO /
+    IPV6_RECVPKTINFO) and .tos (IP_RECVTOS / IPV6_RECVTCLASS) for UDP. False turns one off."""
+    cdef IoWait w
+    cdef int family, kind, mode
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    if not hasattr(type(sock), "_csock_rxmode"):
+        raise TypeError("enable_metadata needs a csock DatagramSocket")
+    if not is_udp(family, kind, sock.proto):
+        raise ValueError("enable_metadata is for UDP sockets (AF_INET, AF_INET6)")
+    mode = getattr(sock, "_csock_rxmode", 0) or 0
+    options = [(SOL_SOCKET, SO_TIMESTAMPNS, timestamp, RX_TIMESTAMP)]
+    if family == AF_INET6:
+        options += [(IPPROTO_IPV6, IPV6_RECVPKTINFO, destination, RX_DESTINATION),
+                    (IPPROTO_IPV6, IPV6_RECVTCLASS, tos, RX_TOS)]
+    else:
+        options += [(IPPROTO_IP, IP_PKTINFO, destination, RX_DESTINATION),
+                    (IPPROTO_IP, IP_RECVTOS, tos, RX_TOS)]
+    for level, name, on, bit in options:
+        if not set_int_option(w.fd, level, name, 1 if on else 0):
+            raise_errno(errno)
+        if family == AF_INET6 and bit != RX_TIMESTAMP:   # IPv4 traffic on a dual-stack socket
+            set_int_option(w.fd, IPPROTO_IP, IP_PKTINFO if bit == RX_DESTINATION else IP_RECVTOS,
+                           1 if on else 0)
+        mode = (mode | bit) if on else (mode & ~bit)
+    set_rx_mode(sock, mode)
+
+
+cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssize_t bufsize, int mode):
+    """recv_batch with control messages: GRO splitting and metadata. Datagrams beyond
+    max_messages (the rest of a coalesced message) wait in _csock_pending for the next call."""
+    cdef BatchReceiver receiver
+    cdef Py_ssize_t slot = max(bufsize, <Py_ssize_t>GRO_SLOT) if mode & RX_GRO else bufsize
+    cdef Py_ssize_t per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(slot, 1)))
+    cdef Py_ssize_t want, r
+    if mode & RX_GRO:
+        per_call = min(per_call, max(<Py_ssize_t>1, MAX_GRO_SCRATCH // slot))
+    cdef int flags = MSG_WAITFORONE
+    cdef list batch = []
+    pending = getattr(sock, "_csock_pending", None)
+    if pending:
+        batch = pending[:max_messages]
+        sock._csock_pending = pending[max_messages:] or None
+        if len(batch) >= max_messages:
+            return batch
+        w.timeout_ns = 0                 # something to return: take only what is queued
+        flags = MSG_DONTWAIT
+    receiver = receiver_of(sock)
+    receiver.busy = True
+    try:
+        while len(batch) < max_messages:
+            want = min(per_call, max_messages - len(batch))
+            receiver.prepare(want, slot)
+            receiver.prepare_control(want, RX_CONTROL_SPACE)
+            r = receiver.receive(w, want, flags)
+            if r == IO_AGAIN:
+                if not batch:
+                    raise_would_block()
+                break
+            receiver.collect_ext(batch, r, bufsize)
+            if r < want:
+                break                         # the queue is drained
+            flags = MSG_DONTWAIT              # more may be queued: take it without waiting
+            w.timeout_ns = 0
+    finally:
+        receiver.busy = False
+    if len(batch) > max_messages:
+        rest = batch[max_messages:]
+        del batch[max_messages:]
+        pending = getattr(sock, "_csock_pending", None)
+        sock._csock_pending = rest if not pending else pending + rest
+    return batch
+
+
+def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False):
     """recv_batch(max_messages=64, bufsize=65535) -> [Datagram]: blocks (within the socket's
     timeout; BlockingIOError when non-blocking) until one datagram is queued, then returns all
     that are, up to max_messages, with recvmmsg(2, MSG_WAITFORONE). A datagram longer than
     bufsize is cut and flagged ``truncated``. On a SOCK_SEQPACKET socket, [] means end of
-    stream (records before it are returned first)."""
+    stream (records before it are returned first).
+
+    gro=True (UDP; ignored elsewhere): sets UDP_GRO on the socket (once; it stays set, and every
+    later recv_batch splits), so the kernel may hand over runs of datagrams from one sender as
+    one coalesced message, which recv_batch splits back: the caller sees the same datagrams,
+    order and addresses as without GRO. max_messages still counts datagrams: the rest of a
+    coalesced message is kept and returned first by the next recv_batch (select/poll do not
+    see those; recv/recvfrom on a GRO socket may return coalesced messages)."""
     cdef IoWait w
     cdef BatchReceiver receiver
     cdef Py_ssize_t per_call, r, i
@@ -379,6 +789,10 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535):
         raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
+    if _rx_users or gro:
+        mode = rx_mode(sock, w.fd, gro, family, kind)
+        if mode & RX_EXTENDED:
+            return recv_batch_ext(sock, &w, max_messages, bufsize, mode)
     records = kind == SOCK_SEQPACKET
     per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
     receiver = receiver_of(sock)
@@ -398,6 +812,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535):
             if r < per_call:
                 break                         # the queue is drained
             flags = MSG_DONTWAIT              # more may be queued: take it without waiting
+            w.timeout_ns = 0                  # ... and without polling until the deadline
     finally:
         receiver.busy = False
     return batch

@@ -36,12 +36,43 @@ cdef int _check_layout() except -1:
 _check_layout()
 
 
+# Sockets with spin_us set (their _csock_spin_ns slot); while none has, io_begin skips the
+# attribute lookup. Counted up and down as sockets turn spinning on and off.
+cdef Py_ssize_t _spin_users = 0
+cdef enum:
+    MAX_SPIN_US = 1000000
+
+
+def set_spin(sock, us):
+    """Set a csock socket's spin_us: before a call would sleep (blocking, or waiting for its
+    timeout), poll the socket without sleeping for up to this many microseconds, GIL
+    released. 0 turns it off. Non-blocking sockets never spin."""
+    global _spin_users
+    cdef long value = us
+    if value < 0 or value > MAX_SPIN_US:
+        raise ValueError(f"spin_us must be between 0 and {MAX_SPIN_US}, got {value}")
+    old = getattr(sock, "_csock_spin_ns", 0) or 0
+    sock._csock_spin_ns = value * 1000            # AttributeError on a socket without the slot
+    if old == 0 and value != 0:
+        _spin_users += 1
+    elif old != 0 and value == 0:
+        _spin_users -= 1
+
+
+def get_spin(sock):
+    """A csock socket's spin_us (0: off)."""
+    return (getattr(sock, "_csock_spin_ns", 0) or 0) // 1000
+
+
 cdef int io_begin(object sock, IoWait *w) except -1:
     """Fill w with sock's fd and timeout; the deadline starts at the first wait."""
     cdef csock_socket_fields *f
     w.deadline_ns = 0
     w.calls = 0
     w.sock = NULL
+    w.spin_ns = 0
+    if _spin_users:
+        w.spin_ns = getattr(sock, "_csock_spin_ns", 0) or 0
     if _layout_ok and PyObject_TypeCheck(sock, _socket_type):
         w.sock = <void *>sock
         f = CSOCK_SOCKET_FIELDS(sock)

@@ -269,14 +269,23 @@ cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count, Py_ssize
     return 0
 
 
-def send_buffers(sock, buffers):
-    """send_buffers(buffers) -> total: every byte of every buffer, in order, with sendmsg(2)
-    scatter/gather (no joining copy). Blocking or with a timeout it sends all or raises;
-    non-blocking it returns the count moved before the socket filled (BlockingIOError if 0)."""
+def send_buffers(sock, buffers, *, bint zerocopy=False):
+    """send_buffers(buffers, *, zerocopy=False) -> total: every byte of every buffer, in order,
+    with sendmsg(2) scatter/gather (no joining copy). Blocking or with a timeout it sends all
+    or raises; non-blocking it returns the count moved before the socket filled
+    (BlockingIOError if 0).
+
+    zerocopy=True (TCP; plain sends elsewhere): MSG_ZEROCOPY, the kernel sends from the
+    buffers' own memory. Each buffer stays exported (a bytearray cannot be resized) until the
+    kernel's completion says it is done; flush_zerocopy() waits for that. Mutating a buffer
+    before then changes what may go on the wire: that is the caller's choice (bytes is always
+    safe). When the kernel reports that it copied anyway (loopback), the socket stops asking."""
     cdef IoWait w
     cdef Py_ssize_t n, i, acquired = 0, moved = 0
     cdef Py_buffer *views = NULL
     cdef iovec *iov = NULL
+    cdef ZeroCopyState state
+    cdef ZcOp drained
     items = buffers if isinstance(buffers, (list, tuple)) else list(buffers)
     n = len(items)
     if n > MAX_BUFFERS_PER_CALL:
@@ -284,6 +293,14 @@ def send_buffers(sock, buffers):
     io_begin(sock, &w)
     if n == 0:
         return 0
+    if zerocopy:
+        state = zc_state(sock, w.fd, sock.family)
+        if state is not None and state.held:
+            memset(&drained, 0, sizeof(drained))
+            zc_drain(w.fd, &drained)
+            state.absorb(&drained)
+        if state is not None and state.mode == 1 and not state.copying:
+            return zc_send_buffers(sock, &w, state, items if isinstance(items, list) else list(items))
     views = <Py_buffer *>PyMem_Malloc(n * sizeof(Py_buffer))
     iov = <iovec *>PyMem_Malloc(n * sizeof(iovec))
     try:

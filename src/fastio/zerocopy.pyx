@@ -1,0 +1,273 @@
+# MSG_ZEROCOPY sends for StreamSocket.send_buffers(buffers, zerocopy=True)
+# (Documentation/networking/msg_zerocopy.rst).
+#
+# The kernel sends straight from the caller's pages, so each buffer's export (Py_buffer) is
+# held until the kernel says it is done with it: every successful sendmsg(MSG_ZEROCOPY) gets
+# the next 32-bit id of the socket, and completions arrive on the socket's error queue as
+# sock_extended_err records (ee_origin SO_EE_ORIGIN_ZEROCOPY) naming a range of ids
+# ee_info..ee_data. The queue is drained (in C, GIL released) before every zero-copy send and
+# by flush_zerocopy(). When a completion says the kernel copied after all
+# (SO_EE_CODE_ZEROCOPY_COPIED: loopback, a device without scatter/gather), the socket stops
+# asking for zero copy: the bookkeeping would only cost.
+from libc.stdint cimport uint32_t, int64_t
+from libc.errno cimport ENOBUFS
+from includes.socket cimport (sendmsg, recvmsg, msghdr, cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR,
+                              CMSG_DATA, setsockopt, SOL_SOCKET, SO_ZEROCOPY, MSG_ZEROCOPY,
+                              MSG_ERRQUEUE, MSG_DONTWAIT, MSG_NOSIGNAL, AF_INET, AF_INET6)
+from includes.inet cimport IPPROTO_IP, IPPROTO_IPV6
+from includes.offload cimport (IP_RECVERR, IPV6_RECVERR, sock_extended_err, SO_EE_ORIGIN_ZEROCOPY,
+                               SO_EE_CODE_ZEROCOPY_COPIED)
+from includes.uio cimport iovec, IOV_MAX
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.string cimport memcpy, memset
+
+cdef enum:
+    ZC_RANGES = 64                 # completion ranges gathered per drain (contiguous ones merge)
+    ZC_CONTROL = 128
+
+
+cdef struct ZcOp:
+    msghdr *msg
+    int flags                      # MSG_ZEROCOPY, or 0 for one copied send (ENOBUFS)
+    int nranges
+    uint32_t lo[ZC_RANGES]
+    uint32_t hi[ZC_RANGES]
+    Py_ssize_t copied              # ids whose completion said "copied"
+
+
+cdef void zc_drain(int fd, ZcOp *o) noexcept nogil:
+    """Read zero-copy completions from fd's error queue into o (never blocks)."""
+    cdef char control[ZC_CONTROL]
+    cdef msghdr m
+    cdef cmsghdr *cm
+    cdef sock_extended_err ee
+    while o.nranges < ZC_RANGES:
+        memset(&m, 0, sizeof(m))
+        m.msg_control = control
+        m.msg_controllen = sizeof(control)
+        if recvmsg(fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT) < 0:
+            return                                  # EAGAIN: the queue is empty
+        cm = CMSG_FIRSTHDR(&m)
+        while cm != NULL:
+            if (cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_RECVERR) or \
+                    (cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_RECVERR):
+                memcpy(&ee, CMSG_DATA(cm), sizeof(ee))
+                if ee.ee_errno == 0 and ee.ee_origin == SO_EE_ORIGIN_ZEROCOPY:
+                    if ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED:
+                        o.copied += <uint32_t>(ee.ee_data - ee.ee_info) + 1
+                    if o.nranges and o.hi[o.nranges - 1] + 1 == ee.ee_info:
+                        o.hi[o.nranges - 1] = ee.ee_data
+                    else:
+                        o.lo[o.nranges] = ee.ee_info
+                        o.hi[o.nranges] = ee.ee_data
+                        o.nranges += 1
+            cm = CMSG_NXTHDR(&m, cm)
+
+
+cdef Py_ssize_t sys_sendmsg_zc(int fd, void *op) noexcept nogil:
+    cdef ZcOp *o = <ZcOp *>op
+    zc_drain(fd, o)
+    return sendmsg(fd, o.msg, o.flags | MSG_NOSIGNAL)
+
+
+cdef Py_ssize_t sys_drain_zc(int fd, void *op) noexcept nogil:
+    """io_call op for flush_zerocopy: EAGAIN until at least one completion was read."""
+    cdef ZcOp *o = <ZcOp *>op
+    zc_drain(fd, o)
+    if o.nranges:
+        return 0
+    errno_set_eagain()
+    return -1
+
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static inline void errno_set_eagain(void) { errno = EAGAIN; }
+    """
+    void errno_set_eagain() noexcept nogil
+
+
+@cython.final
+cdef class _Export:
+    """One buffer export, released when the last zero-copy send using it completes."""
+    cdef Py_buffer view
+    cdef bint held
+
+    def __dealloc__(self):
+        if self.held:
+            PyBuffer_Release(&self.view)
+
+
+@cython.final
+cdef class ZeroCopyState:
+    """A stream socket's MSG_ZEROCOPY bookkeeping (its _csock_zc slot)."""
+    cdef int mode                  # 1: SO_ZEROCOPY on; -1: refused by the kernel
+    cdef bint copying              # the kernel copied: no more MSG_ZEROCOPY
+    cdef uint32_t next_id
+    cdef dict held                 # id -> list of _Export
+    cdef readonly Py_ssize_t sends, completed, copied
+
+    def __cinit__(self):
+        self.held = {}
+
+    cdef int absorb(self, ZcOp *o) except -1:
+        """Forget the ids the drained completions name (their exports go when unused)."""
+        cdef int i
+        cdef uint32_t k, n
+        for i in range(o.nranges):
+            n = <uint32_t>(o.hi[i] - o.lo[i]) + 1
+            k = o.lo[i]
+            while n:
+                if self.held.pop(k, None) is not None:
+                    self.completed += 1
+                k += 1
+                n -= 1
+        if o.copied:
+            self.copied += o.copied
+            self.copying = True
+        o.nranges = 0
+        o.copied = 0
+        return 0
+
+
+cdef ZeroCopyState zc_state(object sock, int fd, int family):
+    state = getattr(sock, "_csock_zc", None)
+    if state is not None:
+        return state
+    state = ZeroCopyState()
+    cdef int one = 1
+    if family != AF_INET and family != AF_INET6:
+        (<ZeroCopyState>state).mode = -1
+    else:
+        (<ZeroCopyState>state).mode = 1 if setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0 else -1
+    try:
+        sock._csock_zc = state
+    except AttributeError:
+        return None                                  # a stdlib socket: no zero copy
+    return state
+
+
+cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, list items) except -1:
+    """send_buffers with MSG_ZEROCOPY: like sendmsg_iovecs, but each call's buffers are held
+    (state.held[id]) until its completion arrives."""
+    cdef Py_ssize_t n = len(items), i, first = 0, last, r, total, moved = 0, count
+    cdef iovec *iov = <iovec *>PyMem_Malloc(max(n, 1) * sizeof(iovec))
+    cdef msghdr msg
+    cdef ZcOp op
+    cdef _Export e
+    cdef list exports = []
+    cdef size_t left
+    try:
+        if iov == NULL:
+            raise MemoryError()
+        for i in range(n):                  # every export first: bad items fail before any send
+            e = _Export.__new__(_Export)
+            PyObject_GetBuffer(items[i], &e.view, PyBUF_SIMPLE)
+            e.held = True
+            exports.append(e)
+            iov[i].iov_base = e.view.buf
+            iov[i].iov_len = e.view.len
+        memset(&msg, 0, sizeof(msg))
+        memset(&op, 0, sizeof(op))
+        op.msg = &msg
+        while first < n:
+            if iov[first].iov_len == 0:
+                first += 1
+                continue
+            count = min(n - first, <Py_ssize_t>IOV_MAX)
+            msg.msg_iov = &iov[first]
+            msg.msg_iovlen = count
+            total = 0
+            for i in range(count):
+                total += iov[first + i].iov_len
+            op.flags = 0 if state.copying else MSG_ZEROCOPY
+            try:
+                r = io_call(w, sys_sendmsg_zc, &op, POLLOUT, True)
+            except OSError as error:
+                state.absorb(&op)
+                if error.errno == ENOBUFS and op.flags:
+                    # Too many notifications outstanding (optmem): this one is copied.
+                    op.flags = 0
+                    r = io_call(w, sys_sendmsg_zc, &op, POLLOUT, True)
+                else:
+                    raise
+            state.absorb(&op)
+            if r == IO_AGAIN:
+                break
+            moved += r
+            if op.flags and r > 0:          # the kernel now refers to these buffers' pages
+                left = r
+                last = first
+                while last < n and left > iov[last].iov_len:
+                    left -= iov[last].iov_len
+                    last += 1
+                state.held[state.next_id] = exports[first:last + 1]
+                state.next_id += 1
+                state.sends += 1
+            while r > 0:                    # consume r bytes from the front of the vector
+                if <size_t>r >= iov[first].iov_len:
+                    r -= iov[first].iov_len
+                    iov[first].iov_len = 0
+                    first += 1
+                else:
+                    iov[first].iov_base = <char *>iov[first].iov_base + r
+                    iov[first].iov_len -= r
+                    r = 0
+        if moved == 0 and first < n:
+            raise_would_block()
+        return moved
+    finally:
+        PyMem_Free(iov)
+
+
+def flush_zerocopy(sock, timeout=None):
+    """flush_zerocopy(timeout=None) -> int: wait until the kernel has finished with every
+    buffer of earlier send_buffers(..., zerocopy=True) calls and release them (they may be
+    mutated or resized after this). timeout in seconds (None: no limit; TimeoutError after
+    it). Returns how many zero-copy sends completed."""
+    cdef IoWait w
+    cdef ZcOp op
+    cdef ZeroCopyState state = getattr(sock, "_csock_zc", None)
+    cdef Py_ssize_t before
+    if state is None or not state.held:
+        return 0
+    before = state.completed
+    io_begin(sock, &w)
+    w.spin_ns = 0
+    if timeout is None:
+        w.timeout_ns = 1 << 62
+    else:
+        if timeout < 0:
+            raise ValueError("timeout must be non-negative or None")
+        w.timeout_ns = <int64_t>(timeout * 1e9)
+    memset(&op, 0, sizeof(op))
+    while state.held:
+        if w.timeout_ns == 0:
+            sys_drain_zc(w.fd, &op)
+            state.absorb(&op)
+            if state.held:
+                raise_timeout()
+            break
+        io_call(&w, sys_drain_zc, &op, 0, True)   # poll() reports POLLERR: completions queued
+        state.absorb(&op)
+    return state.completed - before
+
+
+def zerocopy_stats(sock):
+    """zerocopy_stats() -> dict: sends (zero-copy sendmsg calls), completed, copied (sends the
+    kernel copied after all), pending (still holding buffers), active (still asking)."""
+    cdef ZeroCopyState state = getattr(sock, "_csock_zc", None)
+    if state is None:
+        return {"sends": 0, "completed": 0, "copied": 0, "pending": 0, "active": False}
+    return {"sends": state.sends, "completed": state.completed, "copied": state.copied,
+            "pending": len(state.held), "active": state.mode == 1 and not state.copying}
+
+
+def zerocopy_release(sock):
+    """Drop a socket's zero-copy state (on close): its buffer exports are released."""
+    try:
+        sock._csock_zc = None
+    except AttributeError:
+        pass
