@@ -53,6 +53,7 @@ class MessageView:
     def __hash__(self) -> int: ...
 
 # --- zerocopy.pyx ---
+@final
 class ZeroCopyState:
     @property
     def sends(self) -> int: ...
