@@ -9,8 +9,8 @@ from dataclasses import asdict
 from .runner import Result
 from .workloads import Workload
 
-REFERENCES = ("c", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy")
-HEADINGS = {"c": "× C", "stdlib-naive": "× naive", "stdlib-tuned": "× tuned", "dpkt": "× dpkt",
+REFERENCES = ("c", "c-gso", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy")
+HEADINGS = {"c": "× C", "c-gso": "× C+GSO", "stdlib-naive": "× naive", "stdlib-tuned": "× tuned", "dpkt": "× dpkt",
             "scapy": "× scapy"}
 
 
@@ -28,7 +28,7 @@ def table(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> str
     lines = [f"{'workload':<42} {'implementation':<14} {'median':>16} "
              + " ".join(f"{HEADINGS[ref]:>8}" for ref in references)]
     for w in workloads:
-        for impl in list(w.implementations) + ["c"]:
+        for impl in list(w.implementations) + ["c", *w.c_variants]:
             rate = rates.get((w.name, impl))
             if rate is None:
                 continue

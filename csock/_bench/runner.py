@@ -75,10 +75,12 @@ def cpus() -> tuple[int | None, int | None]:
 
 def command(workload: Workload, implementation: str, role: str, count: int, where: str,
             c_binaries: dict[str, str]) -> list[str]:
-    if implementation == "c":
+    if implementation.startswith("c"):
+        binary = c_binaries[str(workload.c_program)]
         if workload.transport == "inproc":            # bench/c/packet.c parse|build N
-            return [c_binaries[str(workload.c_program)], workload.name.split("-")[1], str(count)]
-        return [c_binaries[str(workload.c_program)], role, str(count), where]
+            return [binary, workload.name.split("-")[1], str(count)]
+        variant = [implementation[2:]] if implementation.startswith("c-") else []
+        return [binary, role, str(count), where, *workload.c_args, *variant]
     return [sys.executable, "-m", "csock._bench.worker", workload.name, implementation, role,
             str(count), where]
 
@@ -190,7 +192,7 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
             log(f"{w.name}: left out: raw sockets need CAP_NET_RAW (root)")
             continue
         impls = [i for i in w.implementations if installed(i, log)]
-        impls += ["c"] if w.c_program in c_binaries else []
+        impls += ["c", *w.c_variants] if w.c_program in c_binaries else []
         plan.append((w, impls, max(1, int((w.count_quick if quick else w.count_full) * scale))))
     results = []
     with progress(total=rounds * sum(len(impls) for _, impls, _ in plan)) as bar:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket as stdlib
 import struct
 import time
+from functools import partial
 from collections.abc import Callable
 from typing import Any
 
@@ -240,27 +241,34 @@ def pingpong_tuned_server(sock: stdlib.socket, n: int) -> float:
 # UDP has no flow control: the receiver sends back a credit (8 bytes: the highest sequence
 # number seen + 1) at least every CREDIT_EVERY datagrams and the sender keeps at most
 # `credit_window` beyond the last credit, so the receiver is never overrun. Losses are
-# counted, not hidden. SOCK_SEQPACKET is reliable: the kernel paces the sender. The C program
-# (bench/c/dgram_oneway.c) follows the same protocol.
+# counted, not hidden. The receiver's first credit (0) says it is ready, so nothing is sent
+# before it has set its socket up. SOCK_SEQPACKET is reliable: the kernel paces the sender.
+# The C program (bench/c/dgram_oneway.c) follows the same protocol.
 
-def credit_window(sock: Any) -> int:
+def credit_window(sock: Any, size: int = DGRAM) -> int:
     """Datagrams the receive buffer holds with room to spare (a 64-byte datagram costs about
-    830 bytes of buffer on loopback): rcvbuf / 1 KiB, at most 8192."""
+    830 bytes of buffer on loopback): rcvbuf / (size + 1 KiB), at most 8192."""
     rcvbuf: int = sock.getsockopt(stdlib.SOL_SOCKET, stdlib.SO_RCVBUF)
-    return max(16, min(8192, rcvbuf // 1024))
+    return max(16, min(8192, rcvbuf // (size + 1024)))
 
 
-def datagrams(n: int) -> list[bytes]:
-    filler = b"p" * (DGRAM - 8)
+def datagrams(n: int, size: int = DGRAM) -> list[bytes]:
+    filler = b"p" * (size - 8)
     return [SEQ.pack(i) + filler for i in range(n)]
 
 
 class Credits:
     """The sender's side of the UDP credit window."""
 
-    def __init__(self, sock: Any) -> None:
-        self.sock, self.window, self.credit = sock, credit_window(sock), 0
+    def __init__(self, sock: Any, size: int = DGRAM) -> None:
+        self.sock, self.window, self.credit = sock, credit_window(sock, size), 0
         self.reliable = sock.type != stdlib.SOCK_DGRAM
+        while not self.reliable:                         # the receiver's "ready" (credit 0)
+            try:
+                self.take(sock.recv(8))
+                break
+            except BlockingIOError:                      # SO_RCVTIMEO: still starting up
+                continue
 
     def allowance(self, sent: int, want: int) -> int:
         """How many of `want` datagrams may go now; waits while the window is full."""
@@ -297,6 +305,8 @@ class Receipts:
         self.udp = sock.type == stdlib.SOCK_DGRAM
         self.next = self.received = self.credited = 0
         self.first = self.last = 0.0
+        if self.udp:
+            sock.send(SEQ.pack(0))                       # ready: the sender may start
 
     def arrived(self, seq: int) -> None:
         if seq < self.next or (not self.udp and seq != self.next):
@@ -323,23 +333,28 @@ class Receipts:
         return self.last - self.first, self.received
 
 
-def oneway_csock_client(sock: Any, n: int) -> float:
-    messages = datagrams(n)
-    credits = Credits(sock)
+def oneway_csock_client(sock: Any, n: int, size: int = DGRAM, offload: bool = False) -> float:
+    """send_batch per credit-sized batch; with offload, UDP GSO (segment_size="auto")."""
+    messages = datagrams(n, size)
+    credits = Credits(sock, size)
+    segment_size = "auto" if offload else None
     start = time.perf_counter()
     sent = 0
     while sent < n:
         k = credits.allowance(sent, min(BATCH, n - sent))
-        sent += sock.send_batch(messages[sent:sent + k])
+        sent += sock.send_batch(messages[sent:sent + k], segment_size=segment_size)
     return time.perf_counter() - start
 
 
-def oneway_csock_server(sock: Any, n: int) -> tuple[float, int]:
+def oneway_csock_server(sock: Any, n: int, size: int = DGRAM, offload: bool = False) -> tuple[float, int]:
+    """recv_batch per wake-up; with offload, UDP GRO splits coalesced datagrams back."""
+    if offload:
+        sock.enable_gro()                                # before anything arrives
     receipts = Receipts(sock, n)
     unpack = SEQ.unpack_from
     while receipts.next < n:
         try:
-            batch = sock.recv_batch(max_messages=BATCH, bufsize=DGRAM)
+            batch = sock.recv_batch(max_messages=BATCH, bufsize=size, gro=offload)
         except BlockingIOError:
             if receipts.received:
                 break
@@ -357,9 +372,9 @@ def oneway_csock_server(sock: Any, n: int) -> tuple[float, int]:
     return receipts.result()
 
 
-def oneway_stdlib_client(sock: stdlib.socket, n: int) -> float:
-    messages = datagrams(n)
-    credits = Credits(sock)
+def oneway_stdlib_client(sock: stdlib.socket, n: int, size: int = DGRAM) -> float:
+    messages = datagrams(n, size)
+    credits = Credits(sock, size)
     send = sock.send
     start = time.perf_counter()
     sent = 0
@@ -371,9 +386,9 @@ def oneway_stdlib_client(sock: stdlib.socket, n: int) -> float:
     return time.perf_counter() - start
 
 
-def oneway_stdlib_server(sock: stdlib.socket, n: int) -> tuple[float, int]:
+def oneway_stdlib_server(sock: stdlib.socket, n: int, size: int = DGRAM) -> tuple[float, int]:
     receipts = Receipts(sock, n)
-    buf = bytearray(DGRAM)
+    buf = bytearray(size)
     recv_into, unpack = sock.recv_into, SEQ.unpack_from
     while receipts.next < n:
         try:
@@ -432,4 +447,10 @@ WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     ("udp-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
     ("seqpacket-pingpong", "csock"): (csock, dgram_pingpong_server, dgram_pingpong_client),
     ("seqpacket-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
+    **{(f"udp-gso-{size}", "csock"): (csock, partial(oneway_csock_server, size=size, offload=True),
+                                       partial(oneway_csock_client, size=size, offload=True))
+       for size in (64, 1200)},
+    **{(f"udp-gso-{size}", "stdlib-naive"): (stdlib, partial(oneway_stdlib_server, size=size),
+                                              partial(oneway_stdlib_client, size=size))
+       for size in (64, 1200)},
 }

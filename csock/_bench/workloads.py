@@ -23,6 +23,8 @@ class Workload:
     # "tcp" (listener + port), "udp" or "seqpacket" (a connected pair), "raw" (raw sockets and a
     # credit side channel; needs CAP_NET_RAW) or "inproc" (one process, in memory)
     transport: str = "tcp"
+    c_args: tuple[str, ...] = ()        # extra arguments for the C program
+    c_variants: tuple[str, ...] = ()    # more C rows: "c-gso" runs it with "gso" appended
     implementations: tuple[str, ...] = ("csock", "stdlib-naive", "stdlib-tuned")
     # (reference implementation, the minimum csock/reference rate ratio the issue asks for)
     targets: tuple[tuple[str, float], ...] = field(default=())
@@ -66,6 +68,10 @@ WORKLOADS = [
     Workload("seqpacket-pingpong", "SEQPACKET ping-pong, 32 B", 20_000, 5_000, "client", "us/rt",
              c_program="dgram_pingpong", transport="seqpacket", implementations=DATAGRAM_IMPLS,
              targets=(("c", 0.97),)),
+    *[Workload(f"udp-gso-{size}", f"UDP one way, {size} B, GSO+GRO", 300_000, 60_000, "server",
+               "msg/s", c_program="dgram_oneway", transport="udp", implementations=DATAGRAM_IMPLS,
+               c_args=(str(size),), c_variants=("c-gso",), targets=(("c", 3.0),))
+      for size in (64, 1200)],
     Workload("packet-parse", "parse IPv4+UDP 92 B, all fields, verify", 1_000_000, 200_000, "server",
              "msg/s", c_program="packet", transport="inproc", implementations=PACKET_IMPLS,
              targets=(("stdlib-tuned", 1.5), ("dpkt", 20.0))),
