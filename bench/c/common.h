@@ -54,10 +54,20 @@ static inline void write_all(int fd, const char *buf, size_t n) {
     }
 }
 
+/* SPIN: receive with MSG_DONTWAIT in a busy loop instead of sleeping (the "spin" argument) */
+static int SPIN = 0;
+
+static inline ssize_t recv_some(int fd, char *buf, size_t n) {
+    for (;;) {
+        ssize_t r = recv(fd, buf, n, SPIN ? MSG_DONTWAIT : 0);
+        if (r >= 0 || (errno != EINTR && !(SPIN && errno == EAGAIN))) return r;
+    }
+}
+
 static inline void read_exactly(int fd, char *buf, size_t n) {
     while (n) {
-        ssize_t r = recv(fd, buf, n, 0);
-        if (r < 0) { if (errno == EINTR) continue; die("recv"); }
+        ssize_t r = recv_some(fd, buf, n);
+        if (r < 0) die("recv");
         if (r == 0) { fprintf(stderr, "unexpected end of stream\n"); exit(1); }
         buf += r; n -= (size_t)r;
     }

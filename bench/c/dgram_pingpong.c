@@ -1,20 +1,22 @@
 /* Ping-pong of 32-byte datagrams or records (UDP or SOCK_SEQPACKET): the client sends one
  * (sequence number first), the server sends it back; one send and one recv per side per round.
  *
- * Run as:  dgram_pingpong server|client N FD  (FD: one end of a connected pair, from the runner) */
+ * With "spin", receives busy-poll (MSG_DONTWAIT in a loop) instead of sleeping.
+ *
+ * Run as:  dgram_pingpong server|client N FD [spin]  (FD: one end of a connected pair) */
 #include "common.h"
 
 #define SIZE 32
 
 int main(int argc, char **argv) {
     char buf[SIZE];
-    if (argc != 4) { fprintf(stderr, "usage: %s server|client N FD\n", argv[0]); return 2; }
+    if (argc < 4) { fprintf(stderr, "usage: %s server|client N FD [spin]\n", argv[0]); return 2; }
+    SPIN = argc > 4 && strcmp(argv[4], "spin") == 0;
     long long n = atoll(argv[2]);
     int fd = atoi(argv[3]);
     if (strcmp(argv[1], "server") == 0) {
         for (long long i = 0; i < n; i++) {
-            ssize_t r = recv(fd, buf, SIZE, 0);
-            if (r < 0 && errno == EINTR) { i--; continue; }
+            ssize_t r = recv_some(fd, buf, SIZE);
             if (r != SIZE) mismatch("message size", SIZE, r);
             write_all(fd, buf, SIZE);
         }
@@ -24,8 +26,7 @@ int main(int argc, char **argv) {
         for (long long i = 0; i < n; i++) {
             store_be64(buf, (uint64_t)i);
             write_all(fd, buf, SIZE);
-            ssize_t r;
-            do r = recv(fd, buf, SIZE, 0); while (r < 0 && errno == EINTR);
+            ssize_t r = recv_some(fd, buf, SIZE);
             if (r != SIZE) mismatch("message size", SIZE, r);
             if ((long long)load_be64(buf) != i) mismatch("echo", i, (long long)load_be64(buf));
         }

@@ -1,11 +1,13 @@
-/* TCP ping-pong: the client sends 32 bytes (sequence number first), the server echoes them. */
+/* TCP ping-pong: the client sends 32 bytes (sequence number first), the server echoes them.
+ * With "spin", receives busy-poll (MSG_DONTWAIT in a loop) instead of sleeping. */
 #include "common.h"
 
 #define SIZE 32
 
 int main(int argc, char **argv) {
     char buf[SIZE];
-    if (argc != 4) { fprintf(stderr, "usage: %s server|client N FD|PORT\n", argv[0]); return 2; }
+    if (argc < 4) { fprintf(stderr, "usage: %s server|client N FD|PORT [spin]\n", argv[0]); return 2; }
+    SPIN = argc > 4 && strcmp(argv[4], "spin") == 0;
     long long n = atoll(argv[2]);
     int fd = open_connection(argv[1], argv[3]);
     if (strcmp(argv[1], "server") == 0) {

@@ -428,6 +428,19 @@ def dgram_pingpong_client(sock: Any, n: int) -> float:
     return time.perf_counter() - start
 
 
+# --- ping-pong with busy polling ----------------------------------------------------------------
+
+SPIN_US = 1000                    # spin_us for the *-spin ping-pongs: longer than a round trip
+
+
+def spinning(side: Callable[[Any, int], float]) -> Callable[[Any, int], float]:
+    """The same side with csock's spin_us set: poll without sleeping before each wait."""
+    def run(sock: Any, n: int) -> float:
+        sock.spin_us = SPIN_US
+        return side(sock, n)
+    return run
+
+
 # (workload, implementation) -> (socket module, server side, client side)
 Side = Callable[[Any, int], Any]   # seconds, or (seconds, units received) for lossy workloads
 WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
@@ -447,6 +460,12 @@ WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     ("udp-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
     ("seqpacket-pingpong", "csock"): (csock, dgram_pingpong_server, dgram_pingpong_client),
     ("seqpacket-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
+    ("pingpong-spin", "csock"): (csock, spinning(pingpong_csock_server), spinning(pingpong_csock_client)),
+    ("pingpong-spin", "stdlib-naive"): (stdlib, pingpong_stdlib_server, pingpong_stdlib_client),
+    **{(f"{kind}-pingpong-spin", "csock"): (csock, spinning(dgram_pingpong_server), spinning(dgram_pingpong_client))
+       for kind in ("udp", "seqpacket")},
+    **{(f"{kind}-pingpong-spin", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client)
+       for kind in ("udp", "seqpacket")},
     **{(f"udp-gso-{size}", "csock"): (csock, partial(oneway_csock_server, size=size, offload=True),
                                        partial(oneway_csock_client, size=size, offload=True))
        for size in (64, 1200)},

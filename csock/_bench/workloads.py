@@ -72,6 +72,13 @@ WORKLOADS = [
                "msg/s", c_program="dgram_oneway", transport="udp", implementations=DATAGRAM_IMPLS,
                c_args=(str(size),), c_variants=("c-gso",), targets=(("c", 3.0),))
       for size in (64, 1200)],
+    Workload("pingpong-spin", "TCP ping-pong, 32 B, spinning", 20_000, 5_000, "client", "us/rt",
+             c_program="pingpong", c_args=("spin",), implementations=DATAGRAM_IMPLS,
+             targets=(("c", 0.8),)),
+    *[Workload(f"{kind}-pingpong-spin", f"{kind.upper()} ping-pong, 32 B, spinning", 20_000, 5_000,
+               "client", "us/rt", c_program="dgram_pingpong", transport=kind, c_args=("spin",),
+               implementations=DATAGRAM_IMPLS, targets=(("c", 0.8),))
+      for kind in ("udp", "seqpacket")],
     Workload("packet-parse", "parse IPv4+UDP 92 B, all fields, verify", 1_000_000, 200_000, "server",
              "msg/s", c_program="packet", transport="inproc", implementations=PACKET_IMPLS,
              targets=(("stdlib-tuned", 1.5), ("dpkt", 20.0))),
