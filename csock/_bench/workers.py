@@ -152,6 +152,21 @@ def bulk_client(sock: Any, n: int) -> float:
     return time.perf_counter() - start
 
 
+def bulk_zerocopy_client(sock: Any, n: int) -> float:
+    """send_buffers(zerocopy=True) from a ring of buffers; a buffer is written again only after
+    flush_zerocopy() says the kernel is done with every earlier send (loopback: it copies)."""
+    ring = [bytearray(b"b" * CHUNK) for _ in range(16)]
+    start = time.perf_counter()
+    for i in range(n):
+        chunk = ring[i % len(ring)]
+        if i and i % len(ring) == 0:
+            sock.flush_zerocopy()
+        SEQ.pack_into(chunk, 0, i)
+        sock.send_buffers([chunk], zerocopy=True)
+    sock.flush_zerocopy()
+    return time.perf_counter() - start
+
+
 def bulk_csock_server(sock: Any, n: int) -> float:
     chunk = bytearray(CHUNK)
     start = 0.0
@@ -449,6 +464,8 @@ WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     ("framed", "stdlib-tuned"): (stdlib, framed_tuned_server, framed_tuned_client),
     ("bulk", "csock"): (csock, bulk_csock_server, bulk_client),
     ("bulk", "stdlib-naive"): (stdlib, bulk_stdlib_server, bulk_client),
+    ("bulk-zerocopy", "csock"): (csock, bulk_csock_server, bulk_zerocopy_client),
+    ("bulk-zerocopy", "stdlib-naive"): (stdlib, bulk_stdlib_server, bulk_client),
     ("pingpong", "csock"): (csock, pingpong_csock_server, pingpong_csock_client),
     ("pingpong", "stdlib-naive"): (stdlib, pingpong_stdlib_server, pingpong_stdlib_client),
     ("pingpong", "stdlib-tuned"): (stdlib, pingpong_tuned_server, pingpong_stdlib_client),

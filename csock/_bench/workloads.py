@@ -54,6 +54,8 @@ WORKLOADS = [
     Workload("bulk", "TCP bulk, 256 KiB writes", 8192, 1024, "server", "GB/s",
              bytes_per_count=CHUNK, c_program="bulk", implementations=("csock", "stdlib-naive"),
              targets=(("c", 0.95),)),
+    Workload("bulk-zerocopy", "TCP bulk, 256 KiB writes, MSG_ZEROCOPY", 8192, 1024, "server", "GB/s",
+             bytes_per_count=CHUNK, c_program="bulk", implementations=("csock", "stdlib-naive")),
     Workload("pingpong", "TCP ping-pong, 32 B", 20_000, 5_000, "client", "us/rt",
              c_program="pingpong", targets=(("c", 0.97),)),
     Workload("udp", "UDP one way, 64 B, credit window", 300_000, 60_000, "server", "msg/s",
