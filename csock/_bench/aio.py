@@ -161,8 +161,8 @@ async def csock_clients(port: int, counts: list[int], pingpong: bool) -> tuple[f
             batch = await stream.recv_many()
             if not batch:
                 raise DataMismatch(f"connection {conn}: end of stream after {seq} echoes")
-            for message in batch:
-                check(conn, seq, message)
+            for echo in batch:
+                check(conn, seq, echo)
                 seq += 1
         return seq
 
@@ -262,6 +262,7 @@ class CsockReceiver(csock.aio.BatchDatagramProtocol):
 
 
 class StdlibReceiver(asyncio.DatagramProtocol):
+    # error_received: asyncio's default ignores it (ECONNREFUSED once the sender has gone)
     def __init__(self, state: Receiver) -> None:
         self.state = state
 
@@ -276,9 +277,6 @@ class StdlibReceiver(asyncio.DatagramProtocol):
         state.next = seq + 1
         state.received += 1
         state.credit_if_due()
-
-    def error_received(self, exc: OSError) -> None:
-        pass
 
 
 async def udp_receiver(library: str, sock: Any, n: int) -> tuple[float, int]:
@@ -339,9 +337,6 @@ class Sender(asyncio.DatagramProtocol):
         if len(data) == 8:
             self.credit = max(self.credit, SEQ.unpack_from(data)[0])
             self.news.set()
-
-    def error_received(self, exc: OSError) -> None:
-        pass
 
     def pause_writing(self) -> None:
         self.writable.clear()
