@@ -32,11 +32,50 @@ def test_tiny_run_of_every_workload(tmp_path):
     assert {("framed", "csock"), ("framed", "stdlib-tuned"), ("bulk", "csock"), ("pingpong", "csock"),
             ("udp", "csock"), ("seqpacket", "csock"), ("udp-pingpong", "csock"),
             ("seqpacket-pingpong", "csock"), ("packet-parse", "csock"), ("packet-build", "csock"),
-            ("packet-parse", "stdlib-tuned")} <= runs
+            ("packet-parse", "stdlib-tuned"), ("aio-echo", "csock-asyncio"), ("aio-echo", "asyncio"),
+            ("aio-echo-pingpong", "csock-asyncio"), ("aio-udp", "csock-asyncio"),
+            ("aio-udp", "asyncio")} <= runs
+    if uvloop_installed():
+        assert {("aio-echo", "csock"), ("aio-echo", "uvloop"), ("aio-udp", "csock"), ("aio-udp", "uvloop"),
+                ("aio-scale", "csock-x1"), ("aio-scale", "csock-x2")} <= runs
+        assert "target aio-echo" in proc.stdout and "target aio-udp" in proc.stdout
+        assert "scale-out aio-scale" in proc.stdout
+        assert document["ratios"]["aio-echo"]["uvloop"] > 0
     if any(impl == "c" for _, impl in runs):
-        assert ("framed", "c") in runs
+        assert ("framed", "c") in runs and ("aio-udp", "c") in runs
     assert all(r["elapsed"] >= 0 and r["rate"] > 0 for r in document["runs"])   # one batch may hold a tiny run
     assert document["ratios"]["framed"]["stdlib-naive"] > 0
+
+
+def uvloop_installed() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_processes_option_sets_the_scale_out_rows(tmp_path):
+    pytest.importorskip("uvloop")
+    out = tmp_path / "bench.json"
+    proc = run_cli("--only", "aio-scale", "--processes", "3", "--rounds", "1", "--scale", "0.005",
+                   "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["implementation"] for r in json.loads(out.read_text())["runs"]}
+    assert runs == {"csock-x1", "csock-x2", "csock-x3"}
+    assert "3 process(es)" in proc.stdout
+
+
+def test_echo_checker_catches_a_wrong_echo():
+    from csock._bench import aio
+
+    message = aio.messages_for(7, 3)[2]
+    aio.check(7, 2, message)
+    with pytest.raises(workers.DataMismatch, match="expected echo 1"):
+        aio.check(7, 1, message)
+    with pytest.raises(workers.DataMismatch, match="bytes"):
+        aio.check(7, 2, message[:-1])
+    assert aio.split(250) == [100, 100, 50] and aio.split(3) == [3]
 
 
 @pytest.mark.asan_unsafe
