@@ -104,3 +104,35 @@ def test_a_failing_side_fails_the_run(monkeypatch):
     framed = next(w for w in WORKLOADS if w.name == "framed")
     with pytest.raises(runner.BenchError):
         runner.run_once(framed, "no-such-implementation", 10, {}, timeout=60)
+    echo = next(w for w in WORKLOADS if w.name == "aio-echo")
+    with pytest.raises(runner.BenchError, match="did not start"):
+        runner.run_once(echo, "no-such-implementation", 10, {}, timeout=60)
+
+
+@pytest.mark.parametrize("library", ["csock", "stdlib"])
+def test_udp_receivers_catch_a_sequence_going_back(library):
+    import asyncio
+
+    from csock._bench import aio
+
+    async def feed() -> None:
+        state = aio.Receiver(10, asyncio.get_running_loop().create_future())
+        sent: list[bytes] = []
+        state.send = sent.append
+        seqs = [workers.SEQ.pack(i) + b"p" * 56 for i in (0, 1, 3, 2)]
+        if library == "csock":
+            a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+            with a, b:
+                a.send_batch(seqs)
+                protocol = aio.CsockReceiver(state)
+                with pytest.raises(workers.DataMismatch, match="at least 4, got 2"):
+                    protocol.datagrams_received(b.recv_batch(max_messages=8, bufsize=64))
+        else:
+            receiver = aio.StdlibReceiver(state)
+            for data in seqs[:3]:
+                receiver.datagram_received(data, None)
+            with pytest.raises(workers.DataMismatch, match="at least 4, got 2"):
+                receiver.datagram_received(seqs[3], None)
+            assert state.received == 3 and state.next == 4
+
+    asyncio.run(feed())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import statistics
@@ -191,6 +192,8 @@ def run_many(workload: Workload, implementation: str, count: int, env: dict[str,
                 preexec_fn=pin(server_cpu), env=env))
         for server in servers:
             assert server.stdout is not None
+            if not select.select([server.stdout], [], [], 120)[0]:
+                raise fail("a server did not start in 120 s")
             if server.stdout.readline().strip() != b"ready":
                 raise fail("a server did not start", server)
     finally:
