@@ -15,11 +15,11 @@
 #define BATCH 1024
 #define CREDIT_EVERY 256
 
-static long long window_for(int fd) {   /* as csock/_bench/workers.py: rcvbuf / 1 KiB, <= 8192 */
+static long long window_for(int fd) {   /* as csock/_bench/workers.py: rcvbuf / 1.5 KiB, <= 8192 */
     int rcvbuf = 0;
     socklen_t len = sizeof rcvbuf;
     getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len);
-    long long w = rcvbuf / 1024;
+    long long w = rcvbuf / 1536;
     return w > 8192 ? 8192 : (w < 16 ? 16 : w);
 }
 
