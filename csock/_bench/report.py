@@ -61,7 +61,7 @@ def scale_lines(workloads: list[Workload], rates: dict[tuple[str, str], float]) 
         if w.name != "aio-scale" or (w.name, "csock-x1") not in rates:
             continue
         one = rates[w.name, "csock-x1"]
-        lines.append("scale-out aio-scale (csock.aio on uvloop, SO_REUSEPORT): " + ", ".join(
+        lines.append("scale-out aio-scale (csock.aio on uvloop, SO_REUSEPORT, nothing pinned): " + ", ".join(
             f"{impl[len('csock-x'):]} process(es) {w.show(rates[w.name, impl])} "
             f"({rates[w.name, impl] / one:.2f}×)" for impl in w.implementations if (w.name, impl) in rates))
     return lines
