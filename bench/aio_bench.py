@@ -17,6 +17,9 @@ pipelined: each connection sends its M messages at once, then reads the M echoes
 datagram: UDP echo over loopback; the client keeps a window of W datagrams in flight.
 csock.aio.create_datagram_endpoint (one datagrams_received per wake-up, send_batch) against
 loop.create_datagram_endpoint (one datagram_received per datagram, sendto each).
+
+The same comparisons, pinned, interleaved over rounds and with targets, are rows of
+``python -m csock bench`` (aio-echo, aio-echo-pingpong, aio-udp, aio-scale; csock/_bench/aio.py).
 """
 from __future__ import annotations
 

@@ -32,11 +32,50 @@ def test_tiny_run_of_every_workload(tmp_path):
     assert {("framed", "csock"), ("framed", "stdlib-tuned"), ("bulk", "csock"), ("pingpong", "csock"),
             ("udp", "csock"), ("seqpacket", "csock"), ("udp-pingpong", "csock"),
             ("seqpacket-pingpong", "csock"), ("packet-parse", "csock"), ("packet-build", "csock"),
-            ("packet-parse", "stdlib-tuned")} <= runs
+            ("packet-parse", "stdlib-tuned"), ("aio-echo", "csock-asyncio"), ("aio-echo", "asyncio"),
+            ("aio-echo-pingpong", "csock-asyncio"), ("aio-udp", "csock-asyncio"),
+            ("aio-udp", "asyncio")} <= runs
+    if uvloop_installed():
+        assert {("aio-echo", "csock"), ("aio-echo", "uvloop"), ("aio-udp", "csock"), ("aio-udp", "uvloop"),
+                ("aio-scale", "csock-x1"), ("aio-scale", "csock-x2")} <= runs
+        assert "target aio-echo" in proc.stdout and "target aio-udp" in proc.stdout
+        assert "scale-out aio-scale" in proc.stdout
+        assert document["ratios"]["aio-echo"]["uvloop"] > 0
     if any(impl == "c" for _, impl in runs):
-        assert ("framed", "c") in runs
+        assert ("framed", "c") in runs and ("aio-udp", "c") in runs
     assert all(r["elapsed"] >= 0 and r["rate"] > 0 for r in document["runs"])   # one batch may hold a tiny run
     assert document["ratios"]["framed"]["stdlib-naive"] > 0
+
+
+def uvloop_installed() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_processes_option_sets_the_scale_out_rows(tmp_path):
+    pytest.importorskip("uvloop")
+    out = tmp_path / "bench.json"
+    proc = run_cli("--only", "aio-scale", "--processes", "3", "--rounds", "1", "--scale", "0.005",
+                   "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["implementation"] for r in json.loads(out.read_text())["runs"]}
+    assert runs == {"csock-x1", "csock-x2", "csock-x3"}
+    assert "3 process(es)" in proc.stdout
+
+
+def test_echo_checker_catches_a_wrong_echo():
+    from csock._bench import aio
+
+    message = aio.messages_for(7, 3)[2]
+    aio.check(7, 2, message)
+    with pytest.raises(workers.DataMismatch, match="expected echo 1"):
+        aio.check(7, 1, message)
+    with pytest.raises(workers.DataMismatch, match="bytes"):
+        aio.check(7, 2, message[:-1])
+    assert aio.split(250) == [100, 100, 50] and aio.split(3) == [3]
 
 
 @pytest.mark.asan_unsafe
@@ -65,3 +104,35 @@ def test_a_failing_side_fails_the_run(monkeypatch):
     framed = next(w for w in WORKLOADS if w.name == "framed")
     with pytest.raises(runner.BenchError):
         runner.run_once(framed, "no-such-implementation", 10, {}, timeout=60)
+    echo = next(w for w in WORKLOADS if w.name == "aio-echo")
+    with pytest.raises(runner.BenchError, match="did not start"):
+        runner.run_once(echo, "no-such-implementation", 10, {}, timeout=60)
+
+
+@pytest.mark.parametrize("library", ["csock", "stdlib"])
+def test_udp_receivers_catch_a_sequence_going_back(library):
+    import asyncio
+
+    from csock._bench import aio
+
+    async def feed() -> None:
+        state = aio.Receiver(10, asyncio.get_running_loop().create_future())
+        sent: list[bytes] = []
+        state.send = sent.append
+        seqs = [workers.SEQ.pack(i) + b"p" * 56 for i in (0, 1, 3, 2)]
+        if library == "csock":
+            a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+            with a, b:
+                a.send_batch(seqs)
+                protocol = aio.CsockReceiver(state)
+                with pytest.raises(workers.DataMismatch, match="at least 4, got 2"):
+                    protocol.datagrams_received(b.recv_batch(max_messages=8, bufsize=64))
+        else:
+            receiver = aio.StdlibReceiver(state)
+            for data in seqs[:3]:
+                receiver.datagram_received(data, None)
+            with pytest.raises(workers.DataMismatch, match="at least 4, got 2"):
+                receiver.datagram_received(seqs[3], None)
+            assert state.received == 3 and state.next == 4
+
+    asyncio.run(feed())

@@ -30,11 +30,12 @@
 
 static int SIZE = 64, GSO = 0;
 
-static long long window_for(int fd) {   /* as csock/_bench/workers.py: rcvbuf / (SIZE + 1 KiB) */
+/* as csock/_bench/workers.py: rcvbuf / (SIZE + 1.5 KiB), <= 8192 (see credit_window there) */
+static long long window_for(int fd) {
     int rcvbuf = 0;
     socklen_t len = sizeof rcvbuf;
     getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len);
-    long long w = rcvbuf / (SIZE + 1024);
+    long long w = rcvbuf / (SIZE + 1536);
     return w > 8192 ? 8192 : (w < 16 ? 16 : w);
 }
 

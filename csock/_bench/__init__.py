@@ -5,9 +5,9 @@ import argparse
 import sys
 from typing import Any
 
-from .report import loss_lines, plot, table, target_lines, write_json
+from .report import loss_lines, plot, scale_lines, table, target_lines, write_json
 from .runner import BenchError, medians, run
-from .workloads import WORKLOADS
+from .workloads import WORKLOADS, scale_workload
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=[w.name for w in WORKLOADS], help="run only these workloads")
     parser.add_argument("--json", metavar="OUT", help="write every run, medians and ratios as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs the [plot] extra)")
+    parser.add_argument("--processes", type=int, default=2, metavar="N",
+                        help="aio-scale: run the csock.aio echo server in 1..N processes sharing "
+                             "one port (SO_REUSEPORT); default 2")
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)   # tests: tiny runs
 
 
@@ -33,7 +36,11 @@ def run_bench(args: argparse.Namespace) -> int:
         except ImportError:
             print("--plot needs matplotlib: pip install 'csock[plot]'", file=sys.stderr)
             return 2
-    workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    if args.processes < 1:
+        print("--processes must be at least 1", file=sys.stderr)
+        return 2
+    every = [scale_workload(args.processes) if w.name == "aio-scale" else w for w in WORKLOADS]
+    workloads = [w for w in every if not args.only or w.name in args.only]
     rounds = args.rounds or (3 if args.quick else 5)
     try:
         results = run(workloads, rounds, args.quick, args.scale, progress_bar,
@@ -45,7 +52,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"medians of {rounds} rounds; server and client pinned to different CPUs\n")
     print(table(workloads, rates))
     print()
-    for line in target_lines(workloads, rates) + loss_lines(results):
+    for line in target_lines(workloads, rates) + scale_lines(workloads, rates) + loss_lines(results):
         print(line)
     if args.json:
         write_json(args.json, workloads, results, rates)

@@ -9,9 +9,11 @@ from dataclasses import asdict
 from .runner import Result
 from .workloads import Workload
 
-REFERENCES = ("c", "c-gso", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy")
-HEADINGS = {"c": "× C", "c-gso": "× C+GSO", "stdlib-naive": "× naive", "stdlib-tuned": "× tuned", "dpkt": "× dpkt",
-            "scapy": "× scapy"}
+# the asyncio workloads' references: "uvloop" and "asyncio" are each loop's own streams
+# (aio-echo*) or loop.create_datagram_endpoint (aio-udp); "c-gso" is the C program with GSO
+REFERENCES = ("c", "c-gso", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop", "asyncio")
+HEADINGS = {"c": "× C", "c-gso": "× C+GSO", "stdlib-naive": "× naive", "stdlib-tuned": "× tuned",
+            "dpkt": "× dpkt", "scapy": "× scapy", "uvloop": "× uvloop", "asyncio": "× asyncio"}
 
 
 def ratios(workload: Workload, rates: dict[tuple[str, str], float]) -> dict[str, float]:
@@ -52,6 +54,19 @@ def target_lines(workloads: list[Workload], rates: dict[tuple[str, str], float])
     return lines
 
 
+def scale_lines(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> list[str]:
+    """aio-scale: each process count's rate relative to one process."""
+    lines = []
+    for w in workloads:
+        if w.name != "aio-scale" or (w.name, "csock-x1") not in rates:
+            continue
+        one = rates[w.name, "csock-x1"]
+        lines.append("scale-out aio-scale (csock.aio on uvloop, SO_REUSEPORT, nothing pinned): " + ", ".join(
+            f"{impl[len('csock-x'):]} process(es) {w.show(rates[w.name, impl])} "
+            f"({rates[w.name, impl] / one:.2f}×)" for impl in w.implementations if (w.name, impl) in rates))
+    return lines
+
+
 def loss_lines(results: list[Result]) -> list[str]:
     """Units that never arrived (UDP), per workload and implementation, over all rounds."""
     lost: dict[str, dict[str, list[int]]] = {}
@@ -87,7 +102,8 @@ def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    impls = ["csock", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "c"]
+    impls = ["csock", "csock-asyncio", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop",
+             "asyncio", "c"]
     shown = [w for w in workloads if (w.name, "c") in rates or (w.name, "csock") in rates]
     fig, ax = plt.subplots(figsize=(2.2 * max(3, len(shown)), 4.5))
     width = 0.8 / len(impls)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import statistics
@@ -87,7 +88,15 @@ def command(workload: Workload, implementation: str, role: str, count: int, wher
 
 def endpoints(workload: Workload) -> tuple[list[socket.socket], str, str]:
     """The sockets the two processes inherit, and what each is told (WHERE): a TCP listener
-    and its port, or the two ends of a connected UDP or SEQPACKET pair."""
+    and its port, or the two ends of a connected UDP or SEQPACKET pair. For "tcp-many" a
+    port, held by a bound (not listening) SO_REUSEPORT socket until the servers listen."""
+    if workload.transport == "tcp-many":
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        port = str(holder.getsockname()[1])
+        return [holder], port, port
     if workload.transport == "tcp":
         listener = socket.create_server(("127.0.0.1", 0), backlog=1)
         return [listener], str(listener.fileno()), str(listener.getsockname()[1])
@@ -120,8 +129,12 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
     server_cpu, client_cpu = cpus()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
         str(Path(__file__).resolve().parent.parent.parent), os.environ.get("PYTHONPATH")])))
+    if not workload.pinned:
+        server_cpu = client_cpu = None
     if workload.transport == "inproc":
         return run_alone(workload, implementation, count, c_binaries, env, server_cpu, timeout)
+    if workload.transport == "tcp-many":
+        return run_many(workload, implementation, count, env, server_cpu, client_cpu, timeout)
     inherited, server_where, client_where = endpoints(workload)
     try:
         fds = [s.fileno() for s in inherited]
@@ -151,6 +164,60 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
                              f"(exit {proc.returncode}):\n{err.decode()[-2000:]}")
         outputs[role] = out.decode()
     return measured_result(workload, implementation, count, outputs[workload.measured])
+
+
+def run_many(workload: Workload, implementation: str, count: int, env: dict[str, str],
+             server_cpu: int | None, client_cpu: int | None, timeout: float) -> tuple[float, int]:
+    """The asyncio echo workloads: K server processes (csock-xK; else one) bind one port with
+    SO_REUSEPORT and print "ready"; then the client opens its connections; the servers stop
+    when their stdin is closed."""
+    from .aio import server_processes
+
+    holders, port, _ = endpoints(workload)
+    servers: list[subprocess.Popen[bytes]] = []
+    client: subprocess.Popen[bytes] | None = None
+
+    def fail(message: str, proc: subprocess.Popen[bytes] | None = None) -> BenchError:
+        for p in servers + ([client] if client else []):
+            p.kill()
+        detail = ""
+        if proc is not None:
+            _, err = proc.communicate()
+            detail = f" (exit {proc.returncode}):\n{err.decode()[-2000:]}"
+        return BenchError(f"{workload.name}/{implementation}: {message}{detail}")
+
+    try:
+        for _ in range(server_processes(implementation)):
+            servers.append(subprocess.Popen(
+                command(workload, implementation, "server", count, port, {}),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=pin(server_cpu), env=env))
+        for server in servers:
+            assert server.stdout is not None
+            if not select.select([server.stdout], [], [], 120)[0]:
+                raise fail("a server did not start in 120 s")
+            if server.stdout.readline().strip() != b"ready":
+                raise fail("a server did not start", server)
+    finally:
+        for s in holders:
+            s.close()
+    client = subprocess.Popen(command(workload, implementation, "client", count, port, {}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=pin(client_cpu), env=env)
+    try:
+        out, err = client.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise fail("the client hung") from None
+    if client.returncode != 0:
+        raise fail(f"client failed (exit {client.returncode}):\n{err.decode()[-2000:]}")
+    for server in servers:
+        try:
+            _, err = server.communicate(timeout=60)      # closes its stdin: it stops
+        except subprocess.TimeoutExpired:
+            raise fail("a server did not stop") from None
+        if server.returncode != 0:
+            raise fail(f"server failed (exit {server.returncode}):\n{err.decode()[-2000:]}")
+    return measured_result(workload, implementation, count, out.decode())
 
 
 def run_alone(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
@@ -191,7 +258,8 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
         if w.transport == "raw" and not raw_sockets_allowed():
             log(f"{w.name}: left out: raw sockets need CAP_NET_RAW (root)")
             continue
-        impls = [i for i in w.implementations if installed(i, log)]
+        impls = [i for i in w.implementations if installed(i, log)
+                 and (not w.name.startswith("aio-") or not uses_uvloop(i) or installed("uvloop", log))]
         impls += ["c", *w.c_variants] if w.c_program in c_binaries else []
         plan.append((w, impls, max(1, int((w.count_quick if quick else w.count_full) * scale))))
     results = []
@@ -208,6 +276,13 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
     return results
 
 
+def uses_uvloop(implementation: str) -> bool:
+    """The asyncio implementations that run on uvloop (csock.aio's csock, csock-xK; uvloop)."""
+    from .aio import flavour
+
+    return flavour(implementation)[1] == "uvloop"
+
+
 def raw_sockets_allowed() -> bool:
     try:
         socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW).close()
@@ -216,12 +291,12 @@ def raw_sockets_allowed() -> bool:
     return True
 
 
-_OPTIONAL = {"dpkt": "dpkt", "scapy": "scapy"}
+_OPTIONAL = {"dpkt": "dpkt", "scapy": "scapy", "uvloop": "uvloop"}
 _missing_logged: set[str] = set()
 
 
 def installed(implementation: str, log: Callable[[str], None]) -> bool:
-    """Optional comparison libraries (dpkt, scapy) run only when installed."""
+    """Optional comparison libraries (dpkt, scapy, uvloop) run only when installed."""
     module = _OPTIONAL.get(implementation)
     if module is None:
         return True

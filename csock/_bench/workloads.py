@@ -21,13 +21,15 @@ class Workload:
     bytes_per_count: int = 0            # for GB/s
     c_program: str | None = None
     # "tcp" (listener + port), "udp" or "seqpacket" (a connected pair), "raw" (raw sockets and a
-    # credit side channel; needs CAP_NET_RAW) or "inproc" (one process, in memory)
+    # credit side channel; needs CAP_NET_RAW), "inproc" (one process, in memory) or "tcp-many"
+    # (a port: the servers bind it with SO_REUSEPORT, the client opens many connections)
     transport: str = "tcp"
     c_args: tuple[str, ...] = ()        # extra arguments for the C program
     c_variants: tuple[str, ...] = ()    # more C rows: "c-gso" runs it with "gso" appended
     implementations: tuple[str, ...] = ("csock", "stdlib-naive", "stdlib-tuned")
     # (reference implementation, the minimum csock/reference rate ratio the issue asks for)
     targets: tuple[tuple[str, float], ...] = field(default=())
+    pinned: bool = True                 # server and client each on its own CPU
 
     def rate(self, count: int, elapsed: float) -> float:
         """Units per second (higher is better, for every unit); count is what arrived.
@@ -47,6 +49,18 @@ class Workload:
 
 DATAGRAM_IMPLS = ("csock", "stdlib-naive")
 PACKET_IMPLS = ("csock", "stdlib-tuned", "dpkt", "scapy")
+# csock.aio on uvloop, csock.aio on the default loop, the loops' own streams / endpoints
+AIO_IMPLS = ("csock", "csock-asyncio", "uvloop", "asyncio")
+
+
+def scale_workload(processes: int) -> Workload:
+    """The framed echo with csock.aio on uvloop, the server in 1..processes processes sharing
+    one port (SO_REUSEPORT); nothing pinned, so the kernel spreads them over the CPUs."""
+    return Workload("aio-scale", f"aio framed echo, server in 1..{processes} procs",
+                    100_000, 20_000, "client", "msg/s", transport="tcp-many",
+                    implementations=tuple(f"csock-x{k}" for k in range(1, processes + 1)),
+                    pinned=False)
+
 
 WORKLOADS = [
     Workload("framed", "framed 64 B messages, TCP loopback", 1_000_000, 100_000, "server", "msg/s",
@@ -90,6 +104,15 @@ WORKLOADS = [
     Workload("raw", "SOCK_RAW IPv4+UDP, build+send, recv+parse", 100_000, 20_000, "server",
              "msg/s", c_program="raw_e2e", transport="raw", implementations=("csock", "stdlib-tuned"),
              targets=(("c", 0.8),)),
+    Workload("aio-echo", "aio framed echo 64 B, 100/conn, pipelined", 100_000, 20_000,
+             "client", "msg/s", transport="tcp-many", implementations=AIO_IMPLS,
+             targets=(("uvloop", 3.0),)),
+    Workload("aio-echo-pingpong", "aio framed echo 64 B, 100/conn, ping-pong", 100_000,
+             20_000, "client", "msg/s", transport="tcp-many", implementations=AIO_IMPLS),
+    Workload("aio-udp", "aio UDP one way, 64 B, credit window", 300_000, 60_000, "server",
+             "msg/s", c_program="dgram_oneway", transport="udp", implementations=AIO_IMPLS,
+             targets=(("uvloop", 2.0),)),
+    scale_workload(2),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}
