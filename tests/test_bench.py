@@ -136,3 +136,16 @@ def test_udp_receivers_catch_a_sequence_going_back(library):
             assert state.received == 3 and state.next == 4
 
     asyncio.run(feed())
+
+
+def test_only_c_rows_run_the_c_program():
+    from csock._bench.runner import command
+    from csock._bench.workloads import WORKLOADS
+
+    for w in WORKLOADS:
+        binaries = {str(w.c_program): "/path/to/c-program"}
+        for impl in w.implementations:
+            assert command(w, impl, "server", 10, "3", binaries)[0] == sys.executable, (w.name, impl)
+        if w.c_program:
+            for impl in ("c", *w.c_variants):
+                assert command(w, impl, "server", 10, "3", binaries)[0] == "/path/to/c-program"

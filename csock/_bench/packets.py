@@ -245,7 +245,7 @@ def csock_receive(raw: Any, port: int) -> list[int]:
     try:
         packets = raw.recv_packets(max_messages=BATCH, bufsize=2048)
     except PacketError as error:            # someone else's packet, too big or malformed:
-        packets = [p for p in error.packets if isinstance(p, Layer)]   # keep the rest
+        packets = [p for p in getattr(error, "packets", []) if isinstance(p, Layer)]   # keep the rest
     for p in packets:
         p.version; p.ihl; p.tos; p.len; p.id; p.flags; p.frag; p.ttl; p.chksum; p.src; p.dst  # noqa: B018
         u = p.payload

@@ -76,7 +76,7 @@ def cpus() -> tuple[int | None, int | None]:
 
 def command(workload: Workload, implementation: str, role: str, count: int, where: str,
             c_binaries: dict[str, str]) -> list[str]:
-    if implementation.startswith("c"):
+    if implementation == "c" or implementation.startswith("c-"):     # the C program (a variant)
         binary = c_binaries[str(workload.c_program)]
         if workload.transport == "inproc":            # bench/c/packet.c parse|build N
             return [binary, workload.name.split("-")[1], str(count)]
