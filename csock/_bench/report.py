@@ -96,26 +96,34 @@ def write_json(path: str, workloads: list[Workload], results: list[Result],
 
 
 def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], float]) -> None:
-    """A bar chart: every implementation's median rate relative to the C program."""
+    """Horizontal bars, one group per workload: each implementation's median rate relative to
+    the C program (or, without one, to csock), on a log scale so 0.01× and 10× both read."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     impls = ["csock", "csock-asyncio", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop",
-             "asyncio", "c"]
-    shown = [w for w in workloads if (w.name, "c") in rates or (w.name, "csock") in rates]
-    fig, ax = plt.subplots(figsize=(2.2 * max(3, len(shown)), 4.5))
-    width = 0.8 / len(impls)
-    for k, impl in enumerate(impls):
-        values = []
-        for w in shown:
-            base = rates.get((w.name, "c")) or rates.get((w.name, "csock")) or 1.0
-            values.append(rates.get((w.name, impl), 0.0) / base)
-        ax.bar([i + (k - (len(impls) - 1) / 2) * width for i in range(len(shown))], values, width, label=impl)
-    ax.set_xticks(range(len(shown)), [w.name for w in shown])
-    ax.set_ylabel("median rate relative to C (higher is better)")
+             "asyncio", "c", "c-gso"]
+    shown = [w for w in workloads if any((w.name, impl) in rates for impl in impls)]
+    present = [impl for impl in impls if any((w.name, impl) in rates for w in shown)]
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(shown) + 1.5))
+    colours = {impl: f"C{k}" for k, impl in enumerate(present)}
+    labelled: set[str] = set()
+    for i, w in enumerate(shown):
+        here = [impl for impl in present if (w.name, impl) in rates]
+        base = rates.get((w.name, "c")) or rates.get((w.name, "csock")) or 1.0
+        height = 0.8 / len(here)
+        for k, impl in enumerate(here):
+            ax.barh(i + (k - (len(here) - 1) / 2) * height, rates[w.name, impl] / base, height,
+                    color=colours[impl], label=None if impl in labelled else impl)
+            labelled.add(impl)
+    ax.set_yticks(range(len(shown)), [w.title for w in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("median rate relative to the C program (or csock where there is none); higher is better")
     ax.set_title("csock benchmarks")
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
