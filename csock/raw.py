@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import _fastio
 from ._base import register_kind, socket
+from .packet import IPv4, IPv6, Layer, PacketError, parse
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
-
-    from .packet import Layer
 
 IPV6_HDRINCL = 36          # linux/in6.h; not exported by the stdlib
 
@@ -94,8 +93,6 @@ class RawSocket(socket):
 
     def _outgoing(self, packet: Layer | Buffer, address: Any) -> tuple[Buffer, Any]:
         """(the bytes to send, the destination) for one packet."""
-        from .packet import IPv4, IPv6, Layer
-
         if isinstance(packet, Layer):
             ip = packet if isinstance(packet, (IPv4, IPv6)) else None
             data: Buffer = bytes(packet)
@@ -134,8 +131,6 @@ class RawSocket(socket):
         return _FIRST_LAYER_V6.get(self.proto, "")
 
     def _parse(self, datagram: Any) -> Any:
-        from .packet import PacketError, parse
-
         first = self._first_layer()
         if not first:
             return datagram.data
@@ -164,8 +159,6 @@ class RawSocket(socket):
         """Every packet already queued (at least one: waits), up to max_messages, with one
         recvmmsg(2), parsed. A malformed one raises PacketError whose .packets holds the whole
         batch (parsed packets, and the raw bytes for those that would not parse)."""
-        from .packet import PacketError
-
         batch = _fastio.recv_batch(self, max_messages, bufsize)
         packets: list[Any] = []
         failure: PacketError | None = None
