@@ -1,7 +1,8 @@
 """The asyncio workloads of ``python -m csock bench``: csock.aio against asyncio's own streams
 and datagram endpoints, on the default loop and on uvloop.
 
-Implementations: ``csock`` (csock.aio on uvloop), ``csock-asyncio`` (csock.aio on the default
+Implementations: ``csock`` (csock.aio on uvloop), ``csock-gso`` (aio-udp only: the same with
+``offload=True``, UDP GSO and GRO), ``csock-asyncio`` (csock.aio on the default
 loop), ``uvloop`` and ``asyncio`` (the loop's own streams or ``loop.create_datagram_endpoint``),
 and ``csock-xK`` (csock.aio on uvloop, the server in K processes sharing one port).
 
@@ -45,7 +46,7 @@ SILENCE = 1.0                      # aio-udp: seconds without traffic that end a
 def flavour(impl: str) -> tuple[str, str]:
     """(library, loop) of an implementation: library "csock" or "stdlib", loop "uvloop" or
     "asyncio"."""
-    if impl == "csock" or impl.startswith("csock-x"):
+    if impl in ("csock", "csock-gso") or impl.startswith("csock-x"):
         return "csock", "uvloop"
     if impl == "csock-asyncio":
         return "csock", "asyncio"
@@ -279,7 +280,7 @@ class StdlibReceiver(asyncio.DatagramProtocol):
         state.credit_if_due()
 
 
-async def udp_receiver(library: str, sock: Any, n: int) -> tuple[float, int]:
+async def udp_receiver(library: str, sock: Any, n: int, offload: bool = False) -> tuple[float, int]:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     state = Receiver(n, done)
@@ -294,7 +295,8 @@ async def udp_receiver(library: str, sock: Any, n: int) -> tuple[float, int]:
     transport: Any
     if library == "csock":
         transport, _ = await csock.aio.create_datagram_endpoint(
-            lambda: CsockReceiver(state), sock=sock, max_messages=BATCH, bufsize=SEQ.size + 56)
+            lambda: CsockReceiver(state), sock=sock, max_messages=BATCH, bufsize=SEQ.size + 56,
+            offload=offload)
     else:
         transport, _ = await loop.create_datagram_endpoint(lambda: StdlibReceiver(state), sock=sock)
     state.send = transport.sendto
@@ -349,7 +351,7 @@ class Sender(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
-async def udp_sender(library: str, sock: Any, n: int) -> float:
+async def udp_sender(library: str, sock: Any, n: int, offload: bool = False) -> float:
     loop = asyncio.get_running_loop()
     messages = datagrams(n)
     window = credit_window(sock)
@@ -357,7 +359,7 @@ async def udp_sender(library: str, sock: Any, n: int) -> float:
     transport: Any
     if library == "csock":
         transport, _ = await csock.aio.create_datagram_endpoint(
-            lambda: protocol, sock=sock, max_messages=64, bufsize=64)
+            lambda: protocol, sock=sock, max_messages=64, bufsize=64, offload=offload)
 
         def send(first: int, count: int) -> None:
             transport.send_batch(messages[first:first + count])
@@ -393,14 +395,14 @@ async def udp_sender(library: str, sock: Any, n: int) -> float:
 def udp_server(module: Any, n: int, impl: str, fd: int) -> tuple[float, int]:
     library, loop = flavour(impl)
     sock = module.socket(fileno=fd)
-    result: tuple[float, int] = run_on(loop, udp_receiver(library, sock, n))
+    result: tuple[float, int] = run_on(loop, udp_receiver(library, sock, n, impl == "csock-gso"))
     return result
 
 
 def udp_client(module: Any, n: int, impl: str, fd: int) -> float:
     library, loop = flavour(impl)
     sock = module.socket(fileno=fd)
-    elapsed: float = run_on(loop, udp_sender(library, sock, n))
+    elapsed: float = run_on(loop, udp_sender(library, sock, n, impl == "csock-gso"))
     return elapsed
 
 

@@ -110,8 +110,8 @@ WORKLOADS = [
     Workload("aio-echo-pingpong", "aio framed echo 64 B, 100/conn, ping-pong", 100_000,
              20_000, "client", "msg/s", transport="tcp-many", implementations=AIO_IMPLS),
     Workload("aio-udp", "aio UDP one way, 64 B, credit window", 300_000, 60_000, "server",
-             "msg/s", c_program="dgram_oneway", transport="udp", implementations=AIO_IMPLS,
-             targets=(("uvloop", 2.0),)),
+             "msg/s", c_program="dgram_oneway", transport="udp",
+             implementations=(*AIO_IMPLS, "csock-gso"), targets=(("uvloop", 2.0),)),
     scale_workload(2),
 ]
 
