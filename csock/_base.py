@@ -53,9 +53,9 @@ class socket(_std.socket):
 
     @property
     def spin_us(self) -> int:
-        """Busy-wait budget in microseconds (0: off): before a blocking or timed call would
-        sleep, csock polls the socket without sleeping for up to this long (GIL released),
-        then sleeps as usual. Timeouts stay exact; signal handlers (Ctrl-C) run at most
+        """Busy-wait budget in microseconds (0: off): before a blocking receive or a timed
+        call would sleep, csock busy-polls for up to this long (GIL released; a blocking
+        receive is retried with MSG_DONTWAIT), then sleeps as usual. Timeouts stay exact; signal handlers (Ctrl-C) run at most
         spin_us late. For kernel-side busy polling of the device queue as well, set
         ``SO_BUSY_POLL`` (Linux, socket option 46, microseconds) with setsockopt."""
         return int(_fastio.get_spin(self))

@@ -7,8 +7,9 @@
 #    deadline per call, set at the first wait), then TimeoutError("timed out").
 #  * EAGAIN on a non-blocking socket, or on a blocking one with SO_RCVTIMEO/SO_SNDTIMEO set:
 #    IO_AGAIN; the caller returns what it moved or raises BlockingIOError.
-#  * spin_us (IoWait.spin_ns, from the socket): before sleeping (a blocking call, or poll()
-#    for a timeout), poll without sleeping for up to spin_us, GIL released (io_spin). The
+#  * spin_us (IoWait.spin_ns, from the socket): before sleeping, busy-poll for up to spin_us
+#    with the GIL released: a blocking receive is retried with MSG_DONTWAIT
+#    (io_spin_receive), a wait for a timeout polls with a zero timeout (io_spin). The
 #    deadline bounds the spin, so timeouts stay exact.
 # Unlike the stdlib, a socket with a timeout tries the system call before polling, so a ready
 # socket costs one system call, not two.
@@ -19,6 +20,8 @@ from libc.limits cimport INT_MAX
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
+from includes.spin cimport csock_receive_flags
+from includes.socket cimport MSG_DONTWAIT
 
 # Copies larger than this release the GIL even on a non-blocking socket.
 cdef enum:
@@ -132,12 +135,27 @@ cdef int io_spin(IoWait *w, short events) except -1:
     return r > 0
 
 
+cdef Py_ssize_t io_spin_receive(IoWait *w, syscall_t call, void *op, int *err) noexcept nogil:
+    """spin_us on a blocking socket: the receive itself, with MSG_DONTWAIT, over and over
+    until it returns data (or an error other than EAGAIN) or spin_ns passes, as a C program
+    that busy-polls would. Sends are not spun: they find room nearly always."""
+    global csock_receive_flags
+    cdef Py_ssize_t r
+    cdef int64_t end = monotonic_ns() + w.spin_ns
+    csock_receive_flags = MSG_DONTWAIT
+    while True:
+        r = call(w.fd, op)
+        err[0] = errno
+        if r >= 0 or err[0] != EAGAIN or monotonic_ns() >= end:
+            break
+    csock_receive_flags = 0
+    return r
+
+
 cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint release_gil) except -1:
     cdef Py_ssize_t r
     cdef int err
-    # spin_us on a blocking socket: spin before the call that would sleep in the kernel.
-    if w.spin_ns > 0 and w.timeout_ns < 0:
-        io_spin(w, events)
+    cdef bint spin = w.spin_ns > 0 and w.timeout_ns < 0 and events == POLLIN
     while True:
         # A signal that arrived during an earlier call of this operation, which then returned
         # a partial count instead of EINTR (send(2): "If ... interrupted by a signal handler
@@ -146,6 +164,19 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
         if w.calls and release_gil and PyErr_CheckSignals() < 0:
             return -1
         w.calls += 1
+        if spin:
+            spin = False
+            with nogil:
+                r = io_spin_receive(w, call, op, &err)
+            if r >= 0:
+                return r
+            if err == EAGAIN:
+                continue                        # spun out: now the call that sleeps
+            if err == EINTR:
+                if PyErr_CheckSignals() < 0:
+                    return -1
+                continue
+            raise_errno(err)
         if release_gil:
             _enter_kernel(w.fd)
             with nogil:

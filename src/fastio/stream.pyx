@@ -35,7 +35,7 @@ cdef Py_ssize_t sys_send(int fd, void *op) noexcept nogil:
 
 cdef Py_ssize_t sys_recv(int fd, void *op) noexcept nogil:
     cdef BufOp *o = <BufOp *>op
-    return recv(fd, o.buf, o.len, o.flags)
+    return recv(fd, o.buf, o.len, o.flags | csock_receive_flags)
 
 
 cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
@@ -45,7 +45,7 @@ cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
 
 cdef Py_ssize_t sys_recvmsg(int fd, void *op) noexcept nogil:
     cdef MsgOp *o = <MsgOp *>op
-    return recvmsg(fd, o.msg, o.flags)
+    return recvmsg(fd, o.msg, o.flags | csock_receive_flags)
 
 
 # --- bytes a timed-out recv_exactly had already read ---------------------------------------
