@@ -73,6 +73,18 @@ static inline void read_exactly(int fd, char *buf, size_t n) {
     }
 }
 
+/* RFC 1071 internet checksum: 16-bit big-endian words summed, carries folded, complemented */
+static inline uint32_t sum16(const uint8_t *p, size_t n, uint32_t sum) {
+    for (; n > 1; p += 2, n -= 2) sum += (uint32_t)(p[0] << 8 | p[1]);
+    if (n) sum += (uint32_t)(p[0] << 8);
+    return sum;
+}
+
+static inline uint16_t fold(uint32_t sum) {
+    while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
 static inline uint64_t load_be64(const char *p) { uint64_t v; memcpy(&v, p, 8); return be64toh(v); }
 static inline void store_be64(char *p, uint64_t v) { v = htobe64(v); memcpy(p, &v, 8); }
 

@@ -11,17 +11,6 @@
 #define PAYLOAD 64
 #define TOTAL (20 + 8 + PAYLOAD)
 
-static uint32_t sum16(const uint8_t *p, size_t n, uint32_t sum) {
-    for (; n > 1; p += 2, n -= 2) sum += (uint32_t)(p[0] << 8 | p[1]);
-    if (n) sum += (uint32_t)(p[0] << 8);
-    return sum;
-}
-
-static uint16_t fold(uint32_t sum) {
-    while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
 static void build(uint8_t *p, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport,
                   const uint8_t *payload) {
     uint16_t ulen = 8 + PAYLOAD;

@@ -16,17 +16,6 @@
 #define WINDOW 4096
 #define CREDIT_EVERY 256
 
-static uint32_t sum16(const uint8_t *p, size_t n, uint32_t sum) {
-    for (; n > 1; p += 2, n -= 2) sum += (uint32_t)(p[0] << 8 | p[1]);
-    if (n) sum += (uint32_t)(p[0] << 8);
-    return sum;
-}
-
-static uint16_t fold(uint32_t sum) {
-    while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
 static void build(uint8_t *p, uint16_t dport, uint64_t seq) {
     uint32_t lo = htonl(INADDR_LOOPBACK);
     uint16_t ulen = 8 + PAYLOAD;

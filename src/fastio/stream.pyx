@@ -257,16 +257,22 @@ cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count, Py_ssize
         if r == IO_AGAIN:
             return IO_AGAIN
         moved[0] += r
-        while r > 0:                        # consume r bytes from the front of the vector
-            if <size_t>r >= iov[first].iov_len:
-                r -= iov[first].iov_len
-                iov[first].iov_len = 0
-                first += 1
-            else:
-                iov[first].iov_base = <char *>iov[first].iov_base + r
-                iov[first].iov_len -= r
-                r = 0
+        first = consume_iovecs(iov, first, r)
     return 0
+
+
+cdef inline Py_ssize_t consume_iovecs(iovec *iov, Py_ssize_t first, Py_ssize_t r) noexcept:
+    """Drop r bytes the kernel took from the front of iov[first:]; the new first index."""
+    while r > 0:
+        if <size_t>r >= iov[first].iov_len:
+            r -= iov[first].iov_len
+            iov[first].iov_len = 0
+            first += 1
+        else:
+            iov[first].iov_base = <char *>iov[first].iov_base + r
+            iov[first].iov_len -= r
+            r = 0
+    return first
 
 
 def send_buffers(sock, buffers, *, bint zerocopy=False):

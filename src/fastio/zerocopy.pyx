@@ -206,15 +206,7 @@ cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, lis
                 state.held[state.next_id] = exports[first:last + 1]
                 state.next_id += 1
                 state.sends += 1
-            while r > 0:                    # consume r bytes from the front of the vector
-                if <size_t>r >= iov[first].iov_len:
-                    r -= iov[first].iov_len
-                    iov[first].iov_len = 0
-                    first += 1
-                else:
-                    iov[first].iov_base = <char *>iov[first].iov_base + r
-                    iov[first].iov_len -= r
-                    r = 0
+            first = consume_iovecs(iov, first, r)
         if moved == 0 and first < n:
             raise_would_block()
         return moved
