@@ -169,3 +169,40 @@ def test_eintr_storm_during_a_1_gib_transfer():
         a.close()
         b.close()
     assert len(ticks) > 100
+
+
+def test_every_send_path_raises_broken_pipe_and_no_sigpipe_reaches_the_process():
+    """With SIGPIPE at its default action (which kills the process), every csock send path
+    to a closed peer raises BrokenPipeError: MSG_NOSIGNAL is on every send."""
+    code = textwrap.dedent("""
+        import signal, csock
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        def stream():
+            a, b = csock.socketpair(); b.close(); return a
+        def records():
+            a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET); b.close(); return a
+        calls = {
+            "send": lambda: stream().send(b"x"),
+            "sendall": lambda: stream().sendall(b"x" * 100000),
+            "send_buffers": lambda: stream().send_buffers([b"x", bytearray(70000)]),
+            "send_buffers_zerocopy": lambda: stream().send_buffers([b"x"], zerocopy=True),
+            "framed_send": lambda: csock.FramedStream(stream()).send(b"x"),
+            "framed_send_many": lambda: csock.FramedStream(stream()).send_many([b"x"] * 5000),
+            "seqpacket_send": lambda: records().send(b"x"),
+            "seqpacket_send_batch": lambda: records().send_batch([b"x", b"y"]),
+            "send_record": lambda: records().send_record(b"x"),
+        }
+        for name, call in calls.items():
+            try:
+                call()
+                print(name, "no error")
+            except BrokenPipeError:
+                print(name, "EPIPE")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
+    assert out.returncode == 0, out.stderr            # -SIGPIPE would mean the process was killed
+    lines = out.stdout.split("\n")
+    assert [l for l in lines if l] == [f"{name} EPIPE" for name in (
+        "send", "sendall", "send_buffers", "send_buffers_zerocopy", "framed_send", "framed_send_many",
+        "seqpacket_send", "seqpacket_send_batch", "send_record")], out.stdout
