@@ -98,18 +98,7 @@ cdef class MessageView:
         return iter(PyBytes_FromStringAndSize(self.ptr, self.length))
 
     def __eq__(self, other):
-        cdef Py_buffer theirs
-        if isinstance(other, MessageView):
-            return self.length == (<MessageView>other).length and memcmp(
-                self.ptr, (<MessageView>other).ptr, self.length) == 0
-        try:
-            PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE)
-        except TypeError:
-            return NotImplemented
-        try:
-            return theirs.len == self.length and memcmp(self.ptr, theirs.buf, self.length) == 0
-        finally:
-            PyBuffer_Release(&theirs)
+        return view_equals(self.ptr, self.length, other)
 
     def __ne__(self, other):
         eq = self.__eq__(other)
@@ -122,6 +111,24 @@ cdef class MessageView:
         return bytes, (self.tobytes(),)
 
     def __repr__(self):
-        cdef Py_ssize_t shown = min(self.length, 32)
-        head = PyBytes_FromStringAndSize(self.ptr, shown)
-        return f"<csock.MessageView {self.length} bytes {head!r}{'...' if shown < self.length else ''}>"
+        return view_repr("csock.MessageView", self.ptr, self.length)
+
+
+cdef object view_equals(const void *ptr, Py_ssize_t length, object other):
+    """== for the read-only view types (MessageView, csock.packet's PayloadView): equal to any
+    bytes-like object with the same bytes; NotImplemented for anything else."""
+    cdef Py_buffer theirs
+    try:
+        PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE)
+    except TypeError:
+        return NotImplemented
+    try:
+        return theirs.len == length and memcmp(ptr, theirs.buf, length) == 0
+    finally:
+        PyBuffer_Release(&theirs)
+
+
+cdef str view_repr(str name, const void *ptr, Py_ssize_t length):
+    cdef Py_ssize_t shown = min(length, 32)
+    head = PyBytes_FromStringAndSize(<const char *>ptr, shown)
+    return f"<{name} {length} bytes {head!r}{'...' if shown < length else ''}>"

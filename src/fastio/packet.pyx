@@ -280,18 +280,7 @@ cdef class PayloadView:
         return iter(self.tobytes())
 
     def __eq__(self, other):
-        cdef Py_buffer theirs
-        if isinstance(other, PayloadView):
-            return self.length == (<PayloadView>other).length and memcmp(
-                self.ptr, (<PayloadView>other).ptr, self.length) == 0
-        try:
-            PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE)
-        except TypeError:
-            return NotImplemented
-        try:
-            return theirs.len == self.length and memcmp(self.ptr, theirs.buf, self.length) == 0
-        finally:
-            PyBuffer_Release(&theirs)
+        return view_equals(self.ptr, self.length, other)
 
     def __ne__(self, other):
         eq = self.__eq__(other)
@@ -304,9 +293,7 @@ cdef class PayloadView:
         return bytes, (self.tobytes(),)
 
     def __repr__(self):
-        cdef Py_ssize_t shown = min(self.length, 32)
-        head = PyBytes_FromStringAndSize(<const char *>self.ptr, shown)
-        return f"<csock.packet.PayloadView {self.length} bytes {head!r}{'...' if shown < self.length else ''}>"
+        return view_repr("csock.packet.PayloadView", self.ptr, self.length)
 
 
 cdef object payload_view(object owner, Py_ssize_t start, Py_ssize_t end):
