@@ -6,6 +6,7 @@ with the GIL released, EINTR retried and the stdlib's blocking / timeout / non-b
 rules applied in one place (fastio/io.pyx). Each part lives in its own file:
 
     fastio/errors.pyx     errno -> the right OSError subclass
+    fastio/members.pyx    member descriptors: attribute reads CPython specialises
     fastio/sockref.pyx    fd and timeout read from a socket object
     fastio/io.pyx         the one system-call loop: EINTR, EAGAIN, deadlines, poll
     fastio/buffers.pyx    Arena (receive memory) and MessageView (read-only view into it)
@@ -27,6 +28,7 @@ Another Cython module can `cimport csock._fastio` (declarations in csock/_fastio
 """
 
 include "fastio/errors.pyx"
+include "fastio/members.pyx"
 include "fastio/sockref.pyx"
 include "fastio/io.pyx"
 include "fastio/buffers.pyx"

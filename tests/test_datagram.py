@@ -87,6 +87,21 @@ def test_unpacking_and_equality(dgram):
     assert isinstance(d, csock.Datagram) and isinstance(data, csock.MessageView)
 
 
+def test_datagram_attributes_are_read_only_member_slots(dgram):
+    tx, rx, rx_addr, tx_addr = dgram
+    tx.send_batch([b"hi"], rx_addr)
+    (d,) = receive(rx, 1)
+    names = ("data", "address", "truncated", "timestamp", "destination", "interface", "tos")
+    for name in names:          # read as a direct load (see fastio/members.pyx)
+        assert type(getattr(csock.Datagram, name)).__name__ == "member_descriptor"
+        with pytest.raises(AttributeError):
+            setattr(d, name, None)
+        with pytest.raises(AttributeError):
+            delattr(d, name)
+    assert (d.data, d.address, d.truncated, d.timestamp, d.tos) == (b"hi", tx_addr, False, None, None)
+    assert d.truncated is False
+
+
 def test_truncation_is_flagged(dgram):
     tx, rx, rx_addr, _ = dgram
     tx.send_batch([b"x" * 100, b"short"], rx_addr)

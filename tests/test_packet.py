@@ -663,6 +663,67 @@ def test_kernel_drops_a_wrong_udp_checksum():
     assert _send_raw_and_receive(bad) is None
 
 
+LAYER_CLASSES = (IPv4, IPv6, UDP, TCP, ICMP, ICMPv6)
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+def test_fields_are_member_slots_the_interpreter_reads_directly(cls):
+    # member descriptors + the generic getattr: CPython specialises `p.field` to a direct
+    # load (LOAD_ATTR_SLOT); a property or a custom __getattribute__ would not be
+    for name in (*cls._field_names, "payload"):
+        assert type(getattr(cls, name)).__name__ == "member_descriptor", name
+    assert cls.__getattribute__ is object.__getattribute__
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+def test_fields_cannot_be_deleted_or_stored_around_validation(cls):
+    layer = cls()
+    before = bytes(layer)
+    for name in (*cls._field_names, "payload"):
+        with pytest.raises(AttributeError, match="cannot be deleted"):
+            delattr(layer, name)
+        with pytest.raises(TypeError):
+            object.__setattr__(layer, name, "junk")     # the generic store is refused
+    with pytest.raises(AttributeError):
+        layer.not_a_field = 1
+    assert bytes(layer) == before
+
+
+def test_field_stores_by_any_name_object_are_validated():
+    p = IPv4()
+    name = "".join(["t", "tl"])                  # not the interned "ttl"
+    setattr(p, name, 9)
+    assert p.ttl == 9 and bytes(p)[8] == 9
+    with pytest.raises(ValueError):
+        setattr(p, name, 256)
+    assert p.ttl == 9
+    p.proto = socket.IPPROTO_UDP                 # an IntEnum is stored as the plain int
+    assert type(p.proto) is int and p.proto == 17
+    p.payload = None
+    assert p.payload == b"" and bytes(p) == bytes(IPv4(ttl=9, proto=17))
+
+
+def test_parsed_fields_are_plain_ints_and_strs():
+    p = parse(bytes(IPv4(src="10.9.8.7", dst="10.1.1.1", id=0xBEEF) / UDP(sport=40000, dport=5353) / b"x"))
+    values = [getattr(p, k) for k in IPv4._field_names]
+    assert [type(v) for v in values] == [int] * 10 + [str, str, bytes]
+    assert (p.id, p.src, p.dst, p[UDP].sport, p[UDP].dport) == (0xBEEF, "10.9.8.7", "10.1.1.1", 40000, 5353)
+    q = parse(bytes(IPv4(src="10.9.8.7", dst="10.1.1.1", id=0xBEEF) / UDP(sport=40000, dport=5353) / b"x"))
+    assert q.src == p.src and q[UDP].sport == 40000     # shared objects (caches) keep values apart
+    r = parse(bytes(IPv4(src="10.9.8.8", dst="10.1.1.1") / UDP(sport=40001, dport=5353)))
+    assert (r.src, r[UDP].sport, p.src, p[UDP].sport) == ("10.9.8.8", 40001, "10.9.8.7", 40000)
+
+
+def test_address_strings_are_right_for_many_addresses():
+    # parsed addresses come from a small cache: every collision must still give the right text
+    for i in range(2000):
+        v4 = socket.inet_ntoa(struct.pack("!I", (i * 2654435761) & 0xFFFFFFFF))
+        v6 = socket.inet_ntop(socket.AF_INET6, struct.pack("!QQ", 0x20010DB8 << 32, i * 0x9E3779B97F4A7C15 & (2**64 - 1)))
+        p = parse(bytes(IPv4(src=v4, dst="10.0.0.1")))
+        q = parse(bytes(IPv6(src=v6, dst="::1")), "ipv6")
+        assert (p.src, q.src) == (v4, v6)
+
+
 def test_uninitialised_layers_do_not_crash():
     for cls in (IPv4, IPv6, UDP, TCP, ICMP, ICMPv6):
         layer = cls.__new__(cls)

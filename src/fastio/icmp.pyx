@@ -11,35 +11,20 @@ cdef enum:
     ICMP_HEADER = 8
 
 
-cdef class _ICMPBase(Layer):
-    cdef int _type, _code, _chksum, _id, _seq
+cdef public class _ICMPBase(Layer) [object csock_ICMPBase, type csock_ICMPBase_Type]:
+    cdef object type, code, chksum, id, seq     # the fields (see packet.pyx)
 
     _field_names = ("type", "code", "chksum", "id", "seq")
 
     cdef int init_fields(self, object type, object code, object id, object seq,
                          object chksum, str name) except -1:
-        self._type = field_int(type, 0xFF, name + ".type")
-        self._code = 0 if code is 0 else field_int(code, 0xFF, name + ".code")
-        self._chksum = opt_int(chksum, 0xFFFF, name + ".chksum")
-        self._id = 0 if id is 0 else field_int(id, 0xFFFF, name + ".id")
-        self._seq = 0 if seq is 0 else field_int(seq, 0xFFFF, name + ".seq")
+        self._payload = EMPTY
+        self.type = field_value(type, 0xFF, name + ".type")
+        self.code = 0 if code is 0 else field_value(code, 0xFF, name + ".code")
+        self.chksum = opt_value(chksum, 0xFFFF, name + ".chksum")
+        self.id = 0 if id is 0 else field_value(id, 0xFFFF, name + ".id")
+        self.seq = 0 if seq is 0 else field_value(seq, 0xFFFF, name + ".seq")
         return 0
-
-    def __getattribute__(self, name):
-        if name is N_TYPE:
-            return self._type
-        if name is N_CODE:
-            return self._code
-        if name is N_ID:
-            return self._id
-        if name is N_SEQ:
-            return self._seq
-        if name is N_CHKSUM:
-            return opt_get(self._chksum)
-        if name is N_PAYLOAD:
-            pl = self.get_payload()
-            return EMPTY if pl is None else pl
-        return PyObject_GenericGetAttr(self, name)
 
     cdef Py_ssize_t header_len(self) except -1:
         return ICMP_HEADER
@@ -50,12 +35,13 @@ cdef class _ICMPBase(Layer):
         return 0
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
-        p[0] = <uint8_t>self._type
-        p[1] = <uint8_t>self._code
-        store_be16(p + 4, <uint16_t>self._id)
-        store_be16(p + 6, <uint16_t>self._seq)
-        if self._chksum >= 0:
-            store_be16(p + 2, <uint16_t>self._chksum)
+        cdef long chksum = opt_long(self.chksum)
+        p[0] = <uint8_t>field_long(self.type)
+        p[1] = <uint8_t>field_long(self.code)
+        store_be16(p + 4, <uint16_t>field_long(self.id))
+        store_be16(p + 6, <uint16_t>field_long(self.seq))
+        if chksum >= 0:
+            store_be16(p + 2, <uint16_t>chksum)
         else:
             p[2] = 0
             p[3] = 0
@@ -76,67 +62,36 @@ cdef class _ICMPBase(Layer):
 
     cdef int copy_icmp(self, _ICMPBase c) except -1:
         self.copy_base(c)
-        c._type = self._type
-        c._code = self._code
-        c._chksum = self._chksum
-        c._id = self._id
-        c._seq = self._seq
+        c.type, c.code, c.chksum, c.id, c.seq = self.type, self.code, self.chksum, self.id, self.seq
         return 0
 
     cdef tuple values(self):
-        return (self._type, self._code, opt_get(self._chksum), self._id, self._seq)
+        return (self.type, self.code, self.chksum, self.id, self.seq)
 
-    @property
-    def type(self):
-        return self._type
 
-    @type.setter
-    def type(self, value):
-        self._type = field_int(value, 0xFF, type(self).__name__ + ".type")
-        self._clean = False
+cdef extern from *:
+    # the field slots in the ICMP layers' instance struct (public class csock_ICMPBase)
+    Py_ssize_t ICMP_TYPE "offsetof(struct csock_ICMPBase, type)"
+    Py_ssize_t ICMP_CODE "offsetof(struct csock_ICMPBase, code)"
+    Py_ssize_t ICMP_CHKSUM "offsetof(struct csock_ICMPBase, chksum)"
+    Py_ssize_t ICMP_ID "offsetof(struct csock_ICMPBase, id)"
+    Py_ssize_t ICMP_SEQ "offsetof(struct csock_ICMPBase, seq)"
 
-    @property
-    def code(self):
-        return self._code
+cdef Py_ssize_t _icmp_slots[5]
+_icmp_slots[:] = [ICMP_TYPE, ICMP_CODE, ICMP_CHKSUM, ICMP_ID, ICMP_SEQ]
+install_members(_ICMPBase, _ICMPBase._field_names, _icmp_slots, False)
 
-    @code.setter
-    def code(self, value):
-        self._code = field_int(value, 0xFF, type(self).__name__ + ".code")
-        self._clean = False
-
-    @property
-    def chksum(self):
-        return opt_get(self._chksum)
-
-    @chksum.setter
-    def chksum(self, value):
-        self._chksum = opt_int(value, 0xFFFF, type(self).__name__ + ".chksum")
-        self._clean = False
-
-    @property
-    def id(self):
-        return self._id
-
-    @id.setter
-    def id(self, value):
-        self._id = field_int(value, 0xFFFF, type(self).__name__ + ".id")
-        self._clean = False
-
-    @property
-    def seq(self):
-        return self._seq
-
-    @seq.setter
-    def seq(self, value):
-        self._seq = field_int(value, 0xFFFF, type(self).__name__ + ".seq")
-        self._clean = False
 
 @cython.final
 @cython.no_gc
-cdef class ICMP(_ICMPBase):
+@cython.freelist(64)
+cdef public class ICMP(_ICMPBase) [object csock_ICMP, type csock_ICMP_Type]:
     """An ICMP message header. Defaults as scapy's: type 8 (echo request), code 0, id 0,
     seq 0; chksum None (computed by bytes())."""
     _first = "icmp"
+    _rules = {"type": ("ICMP.type", 0xFF, False), "code": ("ICMP.code", 0xFF, False),
+              "chksum": ("ICMP.chksum", 0xFFFF, True), "id": ("ICMP.id", 0xFFFF, False),
+              "seq": ("ICMP.seq", 0xFFFF, False)}
 
     def __init__(self, type=8, code=0, chksum=None, id=0, seq=0):
         self._kind = K_ICMP
@@ -150,10 +105,14 @@ cdef class ICMP(_ICMPBase):
 
 @cython.final
 @cython.no_gc
-cdef class ICMPv6(_ICMPBase):
+@cython.freelist(64)
+cdef public class ICMPv6(_ICMPBase) [object csock_ICMPv6, type csock_ICMPv6_Type]:
     """An ICMPv6 message header. Defaults: type 128 (echo request), code 0, id 0, seq 0;
     chksum None (computed by bytes() with the IPv6 pseudo-header)."""
     _first = "icmpv6"
+    _rules = {"type": ("ICMPv6.type", 0xFF, False), "code": ("ICMPv6.code", 0xFF, False),
+              "chksum": ("ICMPv6.chksum", 0xFFFF, True), "id": ("ICMPv6.id", 0xFFFF, False),
+              "seq": ("ICMPv6.seq", 0xFFFF, False)}
 
     def __init__(self, type=128, code=0, chksum=None, id=0, seq=0):
         self._kind = K_ICMPV6
@@ -181,12 +140,14 @@ cdef _ICMPBase parse_icmp(object owner, const uint8_t *base, Py_ssize_t off, Py_
     m._owner = owner
     m._off = off
     m._end = end
-    m._type = p[0]
-    m._code = p[1]
-    m._chksum = load_be16(p + 2)
-    m._id = load_be16(p + 4)
-    m._seq = load_be16(p + 6)
-    m._lazy = True
-    m._pl_off = off + ICMP_HEADER
-    m._pl_end = end
+    m.type = small_int(p[0])
+    m.code = small_int(p[1])
+    m.chksum = small_int(load_be16(p + 2))
+    m.id = small_int(load_be16(p + 4))
+    m.seq = small_int(load_be16(p + 6))
+    set_lazy(m, owner, off + ICMP_HEADER, end)
     return m
+
+
+use_generic_getattr(ICMP)
+use_generic_getattr(ICMPv6)

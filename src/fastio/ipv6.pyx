@@ -19,75 +19,70 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-cdef class IPv6(Layer):
+@cython.freelist(64)
+cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
     """An IPv6 header. Defaults as scapy's IPv6: hlim 64, src ::, dst ::1; plen and nh None
     (computed by bytes()). ``ext`` holds raw extension headers (nh must then be given)."""
-    cdef int _version, _tc, _fl, _plen, _nh, _hlim
-    cdef uint8_t _src[16]
+    # the fields (see packet.pyx); src and dst read back in canonical form
+    cdef object version, tc, fl, plen, nh, hlim, src, dst, ext
+    cdef uint8_t _src[16]             # src and dst as bytes, for building
     cdef uint8_t _dst[16]
-    cdef object _src_s, _dst_s
-    cdef bytes _ext
 
     _field_names = ("version", "tc", "fl", "plen", "nh", "hlim", "src", "dst", "ext")
+    _rules = {"version": ("IPv6.version", 15, False), "tc": ("IPv6.tc", 0xFF, False),
+              "fl": ("IPv6.fl", 0xFFFFF, False), "plen": ("IPv6.plen", 0xFFFF, True),
+              "nh": ("IPv6.nh", 0xFF, True), "hlim": ("IPv6.hlim", 0xFF, False)}
     _first = "ipv6"
 
     def __init__(self, version=6, tc=0, fl=0, plen=None, nh=None, hlim=64, src="::",
                  dst="::1", ext=None):
         self._kind = K_IPV6
-        self._version = 6 if version == 6 and type(version) is int else field_int(version, 15, "IPv6.version")
-        self._tc = 0 if tc is 0 else field_int(tc, 0xFF, "IPv6.tc")
-        self._fl = 0 if fl is 0 else field_int(fl, 0xFFFFF, "IPv6.fl")
-        self._plen = opt_int(plen, 0xFFFF, "IPv6.plen")
-        self._nh = opt_int(nh, 0xFF, "IPv6.nh")
-        self._hlim = 64 if hlim is 64 else field_int(hlim, 0xFF, "IPv6.hlim")
-        set_address(self._src, src, AF_INET6, "IPv6.src")
-        self._src_s = None           # made on first read: the canonical form
-        set_address(self._dst, dst, AF_INET6, "IPv6.dst")
-        self._dst_s = None
-        self._ext = EMPTY if ext is None else ipv6_ext(ext)
+        self._payload = EMPTY
+        self.version = 6 if version == 6 and type(version) is int else field_value(version, 15, "IPv6.version")
+        self.tc = 0 if tc is 0 else field_value(tc, 0xFF, "IPv6.tc")
+        self.fl = 0 if fl is 0 else field_value(fl, 0xFFFFF, "IPv6.fl")
+        self.plen = opt_value(plen, 0xFFFF, "IPv6.plen")
+        self.nh = opt_value(nh, 0xFF, "IPv6.nh")
+        self.hlim = 64 if hlim is 64 else field_value(hlim, 0xFF, "IPv6.hlim")
+        self.src = ip_address(self._src, src, AF_INET6, "IPv6.src")
+        self.dst = ip_address(self._dst, dst, AF_INET6, "IPv6.dst")
+        self.ext = EMPTY if ext is None else ipv6_ext(ext)
 
-    def __getattribute__(self, name):
-        if name is N_SRC:
-            if self._src_s is None:
-                self._src_s = address_str(self._src, AF_INET6)
-            return self._src_s
-        if name is N_DST:
-            if self._dst_s is None:
-                self._dst_s = address_str(self._dst, AF_INET6)
-            return self._dst_s
-        if name is N_PAYLOAD:
-            pl = self.get_payload()
-            return EMPTY if pl is None else pl
-        if name is N_NH:
-            return opt_get(self._nh)
-        if name is N_PLEN:
-            return opt_get(self._plen)
-        if name is N_HLIM:
-            return self._hlim
-        return PyObject_GenericGetAttr(self, name)
+    cdef bint set_special(self, str name, object value) except -1:
+        if name == "src":
+            self.src = ip_address(self._src, value, AF_INET6, "IPv6.src")
+        elif name == "dst":
+            self.dst = ip_address(self._dst, value, AF_INET6, "IPv6.dst")
+        elif name == "ext":
+            self.ext = EMPTY if value is None else ipv6_ext(value)
+        else:
+            return False
+        return True
 
     cdef Py_ssize_t header_len(self) except -1:
-        if self._ext is None:           # made with IPv6.__new__ and never initialised
-            self._ext = EMPTY
-        return IPV6_HEADER + PyBytes_GET_SIZE(self._ext)
+        if self.ext is None:            # made with IPv6.__new__ and never initialised
+            self.ext = EMPTY
+        return IPV6_HEADER + PyBytes_GET_SIZE(self.ext)
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef Py_ssize_t plen = self._size - IPV6_HEADER
-        cdef int nh = self._nh
-        if self._plen < 0 and plen > 0xFFFF:
+        cdef long nh = opt_long(self.nh), given_plen = opt_long(self.plen)
+        cdef uint32_t version = field_long(self.version), tc = field_long(self.tc)
+        cdef uint32_t fl = field_long(self.fl)
+        if given_plen < 0 and plen > 0xFFFF:
             raise PacketError(f"IPv6 payload of {plen} bytes is longer than 65535")
         if nh < 0:
-            if PyBytes_GET_SIZE(self._ext):
+            if PyBytes_GET_SIZE(self.ext):
                 raise PacketError("IPv6.nh must be given when ext holds extension headers")
             nh = proto_of(self._payload, True)
-        store_be32(p, (<uint32_t>self._version << 28) | (<uint32_t>self._tc << 20) | <uint32_t>self._fl)
-        store_be16(p + 4, <uint16_t>(self._plen if self._plen >= 0 else plen))
+        store_be32(p, (version << 28) | (tc << 20) | fl)
+        store_be16(p + 4, <uint16_t>(given_plen if given_plen >= 0 else plen))
         p[6] = <uint8_t>nh
-        p[7] = <uint8_t>self._hlim
+        p[7] = <uint8_t>field_long(self.hlim)
         memcpy(p + 8, self._src, 16)
         memcpy(p + 24, self._dst, 16)
-        if PyBytes_GET_SIZE(self._ext):
-            memcpy(p + IPV6_HEADER, PyBytes_AS_STRING(self._ext), PyBytes_GET_SIZE(self._ext))
+        if PyBytes_GET_SIZE(self.ext):
+            memcpy(p + IPV6_HEADER, PyBytes_AS_STRING(self.ext), PyBytes_GET_SIZE(self.ext))
         return 0
 
     cdef uint64_t pseudo(self, int proto, Py_ssize_t length) except? 0xFFFFFFFFFFFFFFFF:
@@ -96,11 +91,11 @@ cdef class IPv6(Layer):
         # type 4 segment routing header); at the final node it is the header's dst.
         cdef const uint8_t *final = self._dst
         cdef const uint8_t *e
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(self._ext) if self._ext is not None else 0
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.ext) if self.ext is not None else 0
         cdef Py_ssize_t pos = 0, elen, count
-        cdef int nh = self._nh
+        cdef long nh = opt_long(self.nh)
         while n and is_extension(nh) and pos + 8 <= n:
-            e = <const uint8_t *>PyBytes_AS_STRING(self._ext) + pos
+            e = <const uint8_t *>PyBytes_AS_STRING(self.ext) + pos
             elen = 8 if nh == PROTO_FRAGMENT else ((e[1] + 2) * 4 if nh == PROTO_AH else (e[1] + 1) * 8)
             if pos + elen > n:
                 break
@@ -117,109 +112,33 @@ cdef class IPv6(Layer):
     cdef Layer clone(self):
         cdef IPv6 c = IPv6.__new__(IPv6)
         self.copy_base(c)
-        c._version = self._version
-        c._tc = self._tc
-        c._fl = self._fl
-        c._plen = self._plen
-        c._nh = self._nh
-        c._hlim = self._hlim
+        c.version, c.tc, c.fl, c.plen, c.nh = self.version, self.tc, self.fl, self.plen, self.nh
+        c.hlim, c.src, c.dst, c.ext = self.hlim, self.src, self.dst, self.ext
         memcpy(c._src, self._src, 16)
         memcpy(c._dst, self._dst, 16)
-        c._src_s = self._src_s
-        c._dst_s = self._dst_s
-        c._ext = self._ext
         return c
 
     cdef tuple values(self):
-        return (self._version, self._tc, self._fl, opt_get(self._plen), opt_get(self._nh),
-                self._hlim, self.src, self.dst, self._ext)
+        return (self.version, self.tc, self.fl, self.plen, self.nh, self.hlim, self.src,
+                self.dst, self.ext)
 
-    @property
-    def version(self):
-        return self._version
 
-    @version.setter
-    def version(self, value):
-        self._version = field_int(value, 15, "IPv6.version")
-        self._clean = False
+cdef extern from *:
+    # the field slots in IPv6's instance struct (public class csock_IPv6)
+    Py_ssize_t IPV6_VERSION "offsetof(struct csock_IPv6, version)"
+    Py_ssize_t IPV6_TC "offsetof(struct csock_IPv6, tc)"
+    Py_ssize_t IPV6_FL "offsetof(struct csock_IPv6, fl)"
+    Py_ssize_t IPV6_PLEN "offsetof(struct csock_IPv6, plen)"
+    Py_ssize_t IPV6_NH "offsetof(struct csock_IPv6, nh)"
+    Py_ssize_t IPV6_HLIM "offsetof(struct csock_IPv6, hlim)"
+    Py_ssize_t IPV6_SRC "offsetof(struct csock_IPv6, src)"
+    Py_ssize_t IPV6_DST "offsetof(struct csock_IPv6, dst)"
+    Py_ssize_t IPV6_EXT "offsetof(struct csock_IPv6, ext)"
 
-    @property
-    def tc(self):
-        return self._tc
-
-    @tc.setter
-    def tc(self, value):
-        self._tc = field_int(value, 0xFF, "IPv6.tc")
-        self._clean = False
-
-    @property
-    def fl(self):
-        return self._fl
-
-    @fl.setter
-    def fl(self, value):
-        self._fl = field_int(value, 0xFFFFF, "IPv6.fl")
-        self._clean = False
-
-    @property
-    def plen(self):
-        return opt_get(self._plen)
-
-    @plen.setter
-    def plen(self, value):
-        self._plen = opt_int(value, 0xFFFF, "IPv6.plen")
-        self._clean = False
-
-    @property
-    def nh(self):
-        return opt_get(self._nh)
-
-    @nh.setter
-    def nh(self, value):
-        self._nh = opt_int(value, 0xFF, "IPv6.nh")
-        self._clean = False
-
-    @property
-    def hlim(self):
-        return self._hlim
-
-    @hlim.setter
-    def hlim(self, value):
-        self._hlim = field_int(value, 0xFF, "IPv6.hlim")
-        self._clean = False
-    @property
-    def src(self):
-        if self._src_s is None:
-            self._src_s = address_str(self._src, AF_INET6)
-        return self._src_s
-
-    @src.setter
-    def src(self, value):
-        set_address(self._src, value, AF_INET6, "IPv6.src")
-        self._src_s = None
-        self._clean = False
-
-    @property
-    def dst(self):
-        if self._dst_s is None:
-            self._dst_s = address_str(self._dst, AF_INET6)
-        return self._dst_s
-
-    @dst.setter
-    def dst(self, value):
-        set_address(self._dst, value, AF_INET6, "IPv6.dst")
-        self._dst_s = None
-        self._clean = False
-
-    @property
-    def ext(self):
-        """The raw extension headers between this header and the upper layer."""
-        return self._ext
-
-    @ext.setter
-    def ext(self, value):
-        self._ext = EMPTY if value is None else ipv6_ext(value)
-        self._clean = False
+cdef Py_ssize_t _ipv6_slots[9]
+_ipv6_slots[:] = [IPV6_VERSION, IPV6_TC, IPV6_FL, IPV6_PLEN, IPV6_NH, IPV6_HLIM, IPV6_SRC,
+                  IPV6_DST, IPV6_EXT]
+install_members(IPv6, IPv6._field_names, _ipv6_slots, False)
 
 
 cdef bytes ipv6_ext(object value):
@@ -278,15 +197,17 @@ cdef IPv6 parse_ipv6(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize
     ip._owner = owner
     ip._off = off
     ip._end = end
-    ip._version = 6
-    ip._tc = (word >> 20) & 0xFF
-    ip._fl = word & 0xFFFFF
-    ip._plen = total - IPV6_HEADER
-    ip._nh = p[6]
-    ip._hlim = p[7]
+    ip.version = 6
+    ip.tc = small_int((word >> 20) & 0xFF)
+    ip.fl = PyLong_FromUnsignedLong(word & 0xFFFFF)
+    ip.plen = small_int(total - IPV6_HEADER)
+    ip.nh = small_int(p[6])
+    ip.hlim = small_int(p[7])
     memcpy(ip._src, p + 8, 16)
     memcpy(ip._dst, p + 24, 16)
-    ip._ext = EMPTY if pos == IPV6_HEADER else PyBytes_FromStringAndSize(<const char *>p + IPV6_HEADER, pos - IPV6_HEADER)
+    ip.src = address_str(ip._src, AF_INET6)
+    ip.dst = address_str(ip._dst, AF_INET6)
+    ip.ext = EMPTY if pos == IPV6_HEADER else PyBytes_FromStringAndSize(<const char *>p + IPV6_HEADER, pos - IPV6_HEADER)
     if total < n:
         ip._trailer = PyBytes_FromStringAndSize(<const char *>p + total, n - total)
     if whole:

@@ -32,7 +32,7 @@ cdef enum:
 
 @cython.final
 @cython.freelist(1024)
-cdef class Datagram:
+cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
     """One received datagram or record: ``data`` (a read-only MessageView that stays valid
     while held), ``address`` (the sender, as the stdlib's recvfrom gives it; None on a
     connected AF_UNIX pair) and ``truncated`` (True when it was longer than bufsize: MSG_TRUNC).
@@ -40,14 +40,15 @@ cdef class Datagram:
     ``timestamp`` (float seconds, kernel receive time), ``destination`` (local IP address
     string), ``interface`` (index) and ``tos`` (TOS / traffic class byte, ECN in the low two
     bits) are filled in; they are None otherwise."""
-    cdef readonly object data
-    cdef readonly object address
-    cdef readonly bint truncated
+    # read-only attributes (member descriptors: see members.pyx)
+    cdef object data
+    cdef object address
+    cdef object truncated               # bool
     # Metadata (DatagramSocket.enable_metadata); None when not enabled or not reported.
-    cdef readonly object timestamp      # float seconds since the epoch (SO_TIMESTAMPNS)
-    cdef readonly object destination    # the local IP address it was sent to (IP_PKTINFO)
-    cdef readonly object interface      # index of the interface it arrived on
-    cdef readonly object tos            # IPv4 TOS / IPv6 traffic class byte, ECN bits included
+    cdef object timestamp               # float seconds since the epoch (SO_TIMESTAMPNS)
+    cdef object destination             # the local IP address it was sent to (IP_PKTINFO)
+    cdef object interface               # index of the interface it arrived on
+    cdef object tos                     # IPv4 TOS / IPv6 traffic class byte, ECN bits included
 
     def __iter__(self):
         return iter((self.data, self.address))
@@ -71,6 +72,23 @@ cdef class Datagram:
     def __repr__(self):
         flag = ", truncated" if self.truncated else ""
         return f"Datagram({bytes(self.data)[:32]!r}{'...' if len(self.data) > 32 else ''}, {self.address!r}{flag})"
+
+
+cdef extern from *:
+    # the attribute slots in Datagram's instance struct (public class csock_Datagram)
+    Py_ssize_t DATAGRAM_DATA "offsetof(struct csock_Datagram, data)"
+    Py_ssize_t DATAGRAM_ADDRESS "offsetof(struct csock_Datagram, address)"
+    Py_ssize_t DATAGRAM_TRUNCATED "offsetof(struct csock_Datagram, truncated)"
+    Py_ssize_t DATAGRAM_TIMESTAMP "offsetof(struct csock_Datagram, timestamp)"
+    Py_ssize_t DATAGRAM_DESTINATION "offsetof(struct csock_Datagram, destination)"
+    Py_ssize_t DATAGRAM_INTERFACE "offsetof(struct csock_Datagram, interface)"
+    Py_ssize_t DATAGRAM_TOS "offsetof(struct csock_Datagram, tos)"
+
+cdef Py_ssize_t _datagram_slots[7]
+_datagram_slots[:] = [DATAGRAM_DATA, DATAGRAM_ADDRESS, DATAGRAM_TRUNCATED, DATAGRAM_TIMESTAMP,
+                      DATAGRAM_DESTINATION, DATAGRAM_INTERFACE, DATAGRAM_TOS]
+install_members(Datagram, ("data", "address", "truncated", "timestamp", "destination",
+                           "interface", "tos"), _datagram_slots, True)
 
 
 cdef inline Datagram make_datagram(object data, object address, bint truncated):

@@ -1,9 +1,13 @@
 # csock.packet: the layer machinery shared by IPv4, IPv6, ICMP, ICMPv6, UDP and TCP.
 #
 # A packet is a chain of Layer objects: each layer's ``_payload`` is the next Layer, a
-# bytes-like object (the final payload), or None (empty). Every field is a C integer (-1 for
-# "None: computed by bytes()"), so parsing fills C fields and allocates nothing per field;
-# addresses are kept as raw bytes and turned into str on first access.
+# bytes-like object (the final payload), or None (empty). Every header field is an object slot
+# of its layer (a plain int, None for "computed by bytes()", a str address, option bytes)
+# exposed as a member descriptor (members.pyx), so reading ``p.ttl`` is a direct load that
+# the interpreter specialises; ints up to 0xFFFF come from one table (small_int) and address
+# strings from a cache, so parsing allocates no field objects for the values traffic repeats.
+# Stores go through Layer.__setattr__, which validates the value first (see "fields" below);
+# IP layers also keep their addresses as raw bytes for building.
 #
 # Building (bytes(p)) is two passes: measure() walks down the chain and records each layer's
 # header length (_hlen) and its length field value (_size = header + payload); build() writes
@@ -13,13 +17,13 @@
 # view into it, and bytes() of an untouched parsed packet returns the input bytes object
 # itself. Every setter, and stacking, marks the layer dirty (_clean = False).
 cimport cython
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
-from cpython.long cimport PyLong_CheckExact
-from cpython.object cimport PyObject_GenericGetAttr
+from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong
+from cpython.object cimport PyObject_GenericSetAttr
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, memcmp, strlen
 from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
@@ -59,35 +63,6 @@ cdef enum:
 
 cdef bytes EMPTY = b""
 
-# Field reads go through each layer's __getattribute__, which compares the (interned) name
-# with these before falling back to the generic lookup: on CPython 3.11 a getset descriptor
-# is never specialised, and the type lookup + descriptor call cost more than the read.
-from sys import intern as _intern
-cdef object N_PAYLOAD = _intern("payload")
-cdef object N_VERSION = _intern("version")
-cdef object N_IHL = _intern("ihl")
-cdef object N_TOS = _intern("tos")
-cdef object N_LEN = _intern("len")
-cdef object N_ID = _intern("id")
-cdef object N_FLAGS = _intern("flags")
-cdef object N_FRAG = _intern("frag")
-cdef object N_TTL = _intern("ttl")
-cdef object N_PROTO = _intern("proto")
-cdef object N_CHKSUM = _intern("chksum")
-cdef object N_SRC = _intern("src")
-cdef object N_DST = _intern("dst")
-cdef object N_SPORT = _intern("sport")
-cdef object N_DPORT = _intern("dport")
-cdef object N_SEQ = _intern("seq")
-cdef object N_ACK = _intern("ack")
-cdef object N_WINDOW = _intern("window")
-cdef object N_TYPE = _intern("type")
-cdef object N_CODE = _intern("code")
-cdef object N_HLIM = _intern("hlim")
-cdef object N_PLEN = _intern("plen")
-cdef object N_NH = _intern("nh")
-
-
 # --- field values ----------------------------------------------------------------------
 
 cdef long field_int(object value, long limit, str name) except -1:
@@ -103,15 +78,41 @@ cdef long field_int(object value, long limit, str name) except -1:
     return v
 
 
-cdef inline long opt_int(object value, long limit, str name) except -2:
-    """A field that None makes computed: -1 for None."""
-    if value is None:
-        return -1
-    return field_int(value, limit, name)
+cdef PyObject *_ints[0x10000]     # the int objects 0..0xFFFF, each made on first use
 
 
-cdef inline object opt_get(long v):
-    return None if v < 0 else v
+cdef inline object small_int(unsigned long v):
+    """The int v (0..0xFFFF) from one table: parsed fields repeat (ports, lengths, ids),
+    so reading them back allocates nothing. The table holds at most 65536 ints (~2 MiB)."""
+    cdef PyObject *o = _ints[v]
+    if o == NULL:
+        value = PyLong_FromUnsignedLong(v)
+        Py_INCREF(value)             # the table's reference, kept for the process
+        _ints[v] = <PyObject *>value
+        return value
+    return <object>o
+
+
+cdef inline object field_value(object value, long limit, str name):
+    """value checked as field_int does, as a plain int (an IntEnum or other int subclass is
+    stored as the int it equals)."""
+    cdef long v = field_int(value, limit, name)
+    return small_int(v) if limit <= 0xFFFF else PyLong_FromLong(v)
+
+
+cdef inline object opt_value(object value, long limit, str name):
+    """A field that None makes computed by bytes()."""
+    return None if value is None else field_value(value, limit, name)
+
+
+cdef inline long field_long(object v) except? -1:
+    """A field slot as a C long (None, left by __new__ without __init__, builds as 0)."""
+    return 0 if v is None else <long>v
+
+
+cdef inline long opt_long(object v) except? -2:
+    """A field slot as a C long, -1 for None (computed)."""
+    return -1 if v is None else <long>v
 
 
 cdef bytes field_options(object value, str name, Py_ssize_t limit):
@@ -180,7 +181,49 @@ cdef int set_address(uint8_t *out, object value, int family, str name) except -1
     raise TypeError(f"{name} must be a str address, not {type(value).__name__}")
 
 
+cdef str ip_address(uint8_t *out, object value, int family, str name):
+    """Parse an address into out (set_address) and return the str the field reads back: an
+    IPv4 str as given (inet_pton takes only the canonical dotted quad), else the canonical
+    form."""
+    set_address(out, value, family, name)
+    if family == AF_INET and type(value) is str:
+        return <str>value
+    return address_str(out, family)
+
+
+# Address strings of parsed packets, direct-mapped by the address bytes (64 per family).
+cdef enum:
+    STR_CACHE_BITS = 6
+    STR_CACHE = 1 << STR_CACHE_BITS
+
+cdef uint8_t _v4_str_keys[STR_CACHE * 4]
+cdef list _v4_strs = [None] * STR_CACHE
+cdef uint8_t _v6_str_keys[STR_CACHE * 16]
+cdef list _v6_strs = [None] * STR_CACHE
+
+
 cdef str address_str(const uint8_t *raw, int family):
+    """The str form of a raw IPv4 or IPv6 address (cached: traffic repeats addresses)."""
+    cdef int size = 4 if family == AF_INET else 16
+    cdef uint32_t h = 0, w
+    cdef int i
+    cdef uint8_t *key
+    cdef list strs = _v4_strs if family == AF_INET else _v6_strs
+    for i in range(0, size, 4):
+        memcpy(&w, raw + i, 4)
+        h ^= w
+    cdef size_t slot = (h * <uint32_t>2654435761u) >> (32 - STR_CACHE_BITS)
+    key = (&_v4_str_keys[0] if family == AF_INET else &_v6_str_keys[0]) + slot * size
+    text = strs[slot]
+    if text is not None and memcmp(key, raw, size) == 0:
+        return <str>text
+    text = format_address(raw, family)
+    memcpy(key, raw, size)
+    strs[slot] = text
+    return <str>text
+
+
+cdef str format_address(const uint8_t *raw, int family):
     cdef char text[48]
     cdef char *at = text
     cdef int i, b
@@ -333,15 +376,15 @@ cdef int buffer_copy(object data, uint8_t *out, Py_ssize_t n) except -1:
 # --- the base layer --------------------------------------------------------------------
 
 @cython.no_gc
-cdef class Layer:
+cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
     """One protocol header and what it carries (``payload``: the next layer or bytes).
 
     ``a / b`` stacks b under a's innermost layer; ``bytes(p)`` builds the packet, computing
     every field left as None; ``p[UDP]`` finds a layer; ``p.verify()`` checks checksums."""
     cdef int _kind
     cdef bint _clean          # parsed and untouched: bytes() may reuse the input
-    cdef bint _lazy           # the payload is the parsed span [_pl_off, _pl_end) of _owner
-    cdef object _payload      # next Layer, bytes-like, or None (empty)
+    cdef bint _lazy           # the payload is a view of the parsed span [_pl_off, _pl_end) of _owner
+    cdef object _payload      # next Layer or bytes-like (read as ``payload``)
     cdef object _owner        # parsed: the buffer (bytes or read-only memoryview)
     cdef Py_ssize_t _off, _end          # parsed: this layer's span in _owner (with trailer)
     cdef Py_ssize_t _pl_off, _pl_end    # parsed: the payload's span in _owner
@@ -350,8 +393,15 @@ cdef class Layer:
 
     _field_names = ()
     _first = None
+    # int fields: name -> (label for errors, largest value, None allowed)
+    _rules = {}
 
     # per-layer parts, overridden by each header
+    cdef bint set_special(self, str name, object value) except -1:
+        """Store a field that is not a plain int (an address, flags by name, options) into
+        its slot; False if name is not one."""
+        return False
+
     cdef Py_ssize_t header_len(self) except -1:
         return 0
 
@@ -389,9 +439,7 @@ cdef class Layer:
         return 0
 
     cdef object get_payload(self):
-        if self._lazy and self._payload is None:
-            self._payload = payload_view(self._owner, self._pl_off, self._pl_end)
-        return self._payload
+        return EMPTY if self._payload is None else self._payload   # None: made with __new__
 
     cdef Py_ssize_t measure(self, int depth=0) except -1:
         """Record _hlen and _size down the chain; the bytes this layer takes in its parent."""
@@ -479,14 +527,27 @@ cdef class Layer:
         return top
 
     # Python surface
-    @property
-    def payload(self):
-        """The next layer, or the payload bytes (a read-only view for parsed packets)."""
-        pl = self.get_payload()
-        return EMPTY if pl is None else pl
+    def __setattr__(self, name, value):
+        """Fields are checked before they are stored (ValueError/TypeError, the layer left
+        as it was); any store marks the layer changed, so bytes() builds it anew."""
+        if name == "payload":
+            self.set_payload(value)
+            return
+        rule = type(self)._rules.get(name)
+        if rule is not None:
+            label, limit, nullable = <tuple>rule
+            value = opt_value(value, limit, label) if nullable else field_value(value, limit, label)
+        elif type(name) is str and self.set_special(<str>name, value):
+            self._clean = False
+            return
+        PyObject_GenericSetAttr(self, name, value)
+        self._clean = False
 
-    @payload.setter
-    def payload(self, value):
+    def __delattr__(self, name):
+        # a field slot must never be emptied: the layer reads its slots without checking
+        raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted")
+
+    cdef int set_payload(self, object value) except -1:
         if isinstance(value, Layer):
             layer = value
             while isinstance(layer, Layer):
@@ -495,9 +556,10 @@ cdef class Layer:
                 layer = (<Layer>layer)._payload
         elif value is not None:
             check_bytes_like(value)
-        self._payload = value
+        self._payload = EMPTY if value is None else value
         self._lazy = False
         self._clean = False
+        return 0
 
     def __bytes__(self):
         return self.tobytes()
@@ -634,6 +696,14 @@ cdef class Layer:
         return (parse, (self.tobytes(), type(self)._first))
 
 
+cdef extern from *:
+    Py_ssize_t LAYER_PAYLOAD "offsetof(struct csock_Layer, _payload)"
+
+cdef Py_ssize_t _layer_slots[1]
+_layer_slots[0] = LAYER_PAYLOAD
+install_members(Layer, ("payload",), _layer_slots, False)
+
+
 cdef int check_bytes_like(object value) except -1:
     if type(value) is bytes or isinstance(value, (bytearray, memoryview)):
         return 0
@@ -671,6 +741,8 @@ cdef int checksum_error(str layer, uint16_t stored, uint16_t computed) except -1
 # --- parsing ---------------------------------------------------------------------------
 
 cdef int set_lazy(Layer layer, object owner, Py_ssize_t start, Py_ssize_t end) except -1:
+    """The payload is owner[start:end], taken as a view (no copy)."""
+    layer._payload = payload_view(owner, start, end)
     layer._lazy = True
     layer._pl_off = start
     layer._pl_end = end

@@ -12,47 +12,38 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-cdef class UDP(Layer):
+@cython.freelist(64)
+cdef public class UDP(Layer) [object csock_UDP, type csock_UDP_Type]:
     """A UDP header. Defaults as scapy's: sport 53, dport 53; len and chksum None (computed
     by bytes(), the checksum with the enclosing IP layer's pseudo-header)."""
-    cdef int _sport, _dport, _len, _chksum
+    cdef object sport, dport, len, chksum     # the fields (see packet.pyx)
 
     _field_names = ("sport", "dport", "len", "chksum")
+    _rules = {"sport": ("UDP.sport", 0xFFFF, False), "dport": ("UDP.dport", 0xFFFF, False),
+              "len": ("UDP.len", 0xFFFF, True), "chksum": ("UDP.chksum", 0xFFFF, True)}
     _first = "udp"
 
     def __init__(self, sport=53, dport=53, len=None, chksum=None):
         self._kind = K_UDP
-        self._sport = field_int(sport, 0xFFFF, "UDP.sport")
-        self._dport = field_int(dport, 0xFFFF, "UDP.dport")
-        self._len = -1 if len is None else field_int(len, 0xFFFF, "UDP.len")
-        self._chksum = -1 if chksum is None else field_int(chksum, 0xFFFF, "UDP.chksum")
-
-    def __getattribute__(self, name):
-        if name is N_SPORT:
-            return self._sport
-        if name is N_DPORT:
-            return self._dport
-        if name is N_PAYLOAD:
-            pl = self.get_payload()
-            return EMPTY if pl is None else pl
-        if name is N_LEN:
-            return opt_get(self._len)
-        if name is N_CHKSUM:
-            return opt_get(self._chksum)
-        return PyObject_GenericGetAttr(self, name)
+        self._payload = EMPTY
+        self.sport = field_value(sport, 0xFFFF, "UDP.sport")
+        self.dport = field_value(dport, 0xFFFF, "UDP.dport")
+        self.len = opt_value(len, 0xFFFF, "UDP.len")
+        self.chksum = opt_value(chksum, 0xFFFF, "UDP.chksum")
 
     cdef Py_ssize_t header_len(self) except -1:
         return UDP_HEADER
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef uint16_t ck
-        if self._len < 0 and self._size > 0xFFFF:
+        cdef long length = opt_long(self.len), chksum = opt_long(self.chksum)
+        if length < 0 and self._size > 0xFFFF:
             raise PacketError(f"UDP datagram of {self._size} bytes is longer than 65535")
-        store_be16(p, <uint16_t>self._sport)
-        store_be16(p + 2, <uint16_t>self._dport)
-        store_be16(p + 4, <uint16_t>(self._len if self._len >= 0 else self._size))
-        if self._chksum >= 0:
-            store_be16(p + 6, <uint16_t>self._chksum)
+        store_be16(p, <uint16_t>field_long(self.sport))
+        store_be16(p + 2, <uint16_t>field_long(self.dport))
+        store_be16(p + 4, <uint16_t>(length if length >= 0 else self._size))
+        if chksum >= 0:
+            store_be16(p + 6, <uint16_t>chksum)
         elif ip is None:
             store_be16(p + 6, 0)      # no IP layer, no pseudo-header: no checksum (scapy too)
         else:
@@ -78,50 +69,24 @@ cdef class UDP(Layer):
     cdef Layer clone(self):
         cdef UDP c = UDP.__new__(UDP)
         self.copy_base(c)
-        c._sport = self._sport
-        c._dport = self._dport
-        c._len = self._len
-        c._chksum = self._chksum
+        c.sport, c.dport, c.len, c.chksum = self.sport, self.dport, self.len, self.chksum
         return c
 
     cdef tuple values(self):
-        return (self._sport, self._dport, opt_get(self._len), opt_get(self._chksum))
+        return (self.sport, self.dport, self.len, self.chksum)
 
-    @property
-    def sport(self):
-        return self._sport
 
-    @sport.setter
-    def sport(self, value):
-        self._sport = field_int(value, 0xFFFF, "UDP.sport")
-        self._clean = False
+cdef extern from *:
+    # the field slots in UDP's instance struct (public class csock_UDP)
+    Py_ssize_t UDP_SPORT "offsetof(struct csock_UDP, sport)"
+    Py_ssize_t UDP_DPORT "offsetof(struct csock_UDP, dport)"
+    Py_ssize_t UDP_LEN "offsetof(struct csock_UDP, len)"
+    Py_ssize_t UDP_CHKSUM "offsetof(struct csock_UDP, chksum)"
 
-    @property
-    def dport(self):
-        return self._dport
+cdef Py_ssize_t _udp_slots[4]
+_udp_slots[:] = [UDP_SPORT, UDP_DPORT, UDP_LEN, UDP_CHKSUM]
+install_members(UDP, UDP._field_names, _udp_slots, False)
 
-    @dport.setter
-    def dport(self, value):
-        self._dport = field_int(value, 0xFFFF, "UDP.dport")
-        self._clean = False
-
-    @property
-    def len(self):
-        return opt_get(self._len)
-
-    @len.setter
-    def len(self, value):
-        self._len = opt_int(value, 0xFFFF, "UDP.len")
-        self._clean = False
-
-    @property
-    def chksum(self):
-        return opt_get(self._chksum)
-
-    @chksum.setter
-    def chksum(self, value):
-        self._chksum = opt_int(value, 0xFFFF, "UDP.chksum")
-        self._clean = False
 
 cdef uint16_t udp_expected(const uint8_t *p, Py_ssize_t size, Layer ip) except? 0:
     """The checksum a UDP datagram at p should carry."""
@@ -151,13 +116,11 @@ cdef UDP parse_udp(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize_t
     u._owner = owner
     u._off = off
     u._end = end
-    u._sport = load_be16(p)
-    u._dport = load_be16(p + 2)
-    u._len = length
-    u._chksum = load_be16(p + 6)
+    u.sport = small_int(load_be16(p))
+    u.dport = small_int(load_be16(p + 2))
+    u.len = small_int(length)
+    u.chksum = small_int(load_be16(p + 6))
     if length < n:
         u._trailer = PyBytes_FromStringAndSize(<const char *>p + length, n - length)
-    u._lazy = True
-    u._pl_off = off + UDP_HEADER
-    u._pl_end = off + length
+    set_lazy(u, owner, off + UDP_HEADER, off + length)
     return u

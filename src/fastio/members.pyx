@@ -1,0 +1,44 @@
+# Attribute reads the interpreter specialises.
+#
+# CPython (3.11+) compiles `obj.name` into a direct load from the object (LOAD_ATTR_SLOT,
+# about 4 ns) when the type's attribute is a member descriptor of type T_OBJECT_EX and the
+# type's tp_getattro is PyObject_GenericGetAttr. Cython exposes `cdef readonly` attributes as
+# getset descriptors and installs its own tp_getattro, so each read is a descriptor call
+# (25-50 ns, plus a new int object for values above 256). install_members() exposes chosen
+# object attributes of a Cython type as member descriptors instead and restores the generic
+# getattr. The slots are found by offsetof() on the type's instance struct (a `public` class
+# names it). Stores through the descriptors are allowed: a type that validates values does so
+# in its __setattr__ and stores through the descriptor afterwards.
+from cpython.mem cimport PyMem_RawCalloc
+from cpython.object cimport PyTypeObject
+from cpython.unicode cimport PyUnicode_AsUTF8
+from includes.members cimport (PyMemberDef, Py_T_OBJECT_EX, Py_READONLY, PyDescr_NewMember,
+                              csock_type_set, csock_use_generic_getattr)
+
+cdef list _member_names = []      # the descriptors point at these strings' UTF-8 forever
+
+
+cdef int install_members(type cls, tuple names, Py_ssize_t *offsets, bint readonly) except -1:
+    """Expose names[i], the object slot at offsets[i] of cls's instances, as a member
+    descriptor of cls (readonly: stores raise AttributeError)."""
+    cdef Py_ssize_t i, n = len(names)
+    cdef PyMemberDef *defs = <PyMemberDef *>PyMem_RawCalloc(n, sizeof(PyMemberDef))
+    if defs == NULL:
+        raise MemoryError()
+    for i in range(n):       # the table lives as long as the type: never freed
+        name = names[i]
+        _member_names.append(name)
+        defs[i].name = PyUnicode_AsUTF8(name)
+        defs[i].type = Py_T_OBJECT_EX
+        defs[i].offset = offsets[i]
+        defs[i].flags = Py_READONLY if readonly else 0
+        csock_type_set(<PyTypeObject *>cls, name, PyDescr_NewMember(<PyTypeObject *>cls, &defs[i]))
+    use_generic_getattr(cls)
+    return 0
+
+
+cdef int use_generic_getattr(type cls) except -1:
+    """Make cls's attribute loads specialisable (see above); for subclasses that inherit
+    members from a base, call it on each."""
+    csock_use_generic_getattr(<PyTypeObject *>cls)
+    return 0

@@ -1,0 +1,25 @@
+/* Member descriptors (structmember.h) for csock/fastio/members.pyx. */
+#ifndef CSOCK_MEMBERS_H
+#define CSOCK_MEMBERS_H
+#include <Python.h>
+#include <structmember.h>
+
+#ifndef Py_T_OBJECT_EX            /* Python < 3.12 spells them without the Py_ prefix */
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
+
+/* Static types refuse setattr(type, ...): put the descriptor in the type's dict directly. */
+static inline int csock_type_set(PyTypeObject *type, PyObject *name, PyObject *value) {
+    if (PyDict_SetItem(type->tp_dict, name, value) < 0) return -1;
+    PyType_Modified(type);
+    return 0;
+}
+
+/* Cython gives extension types its own tp_getattro; the interpreter specialises attribute
+   loads only for types whose tp_getattro is PyObject_GenericGetAttr itself. */
+static inline void csock_use_generic_getattr(PyTypeObject *type) {
+    type->tp_getattro = PyObject_GenericGetAttr;
+    PyType_Modified(type);
+}
+#endif
