@@ -330,6 +330,53 @@ def test_endpoint_offload_delivers_every_datagram_in_order(run: Any) -> None:
     run(main())
 
 
+UDP_GRO = 104          # linux/udp.h
+
+
+def test_endpoint_offload_is_on_by_default_for_udp_only(run: Any, tmp_path: Any) -> None:
+    """UDP endpoints receive with GRO unless offload=False; AF_UNIX endpoints are untouched
+    (GRO/GSO do not apply) and still deliver."""
+    async def main() -> None:
+        default_t, _ = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        plain_t, _ = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0),
+                                                              offload=False)
+        gro = [t.get_extra_info("socket").getsockopt(csock.SOL_UDP, UDP_GRO) for t in (default_t, plain_t)]
+        assert gro == [1, 0]
+        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+        unix_t, unix = await csock.aio.create_datagram_endpoint(Recorder, sock=b)
+        a.send_batch([b"one", b"two"])
+        while len(unix.received) < 2:
+            unix.arrived.clear()
+            await asyncio.wait_for(unix.arrived.wait(), 10)
+        assert unix.received == [b"one", b"two"]
+        for t in (default_t, plain_t, unix_t):
+            t.close()
+        a.close()
+    run(main())
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_endpoint_with_and_without_offload_sends_the_same_datagrams(run: Any, offload: bool) -> None:
+    """A stdlib receiver (no GRO) gets exactly the datagrams sent, sizes and order kept, whether
+    they left as GSO messages or one by one."""
+    msgs = [bytes([i % 251]) * (100 if i % 7 else 37) for i in range(600)]
+
+    async def main() -> None:
+        import socket as stdlib
+        rx = stdlib.socket(stdlib.AF_INET, stdlib.SOCK_DGRAM)
+        rx.setsockopt(stdlib.SOL_SOCKET, stdlib.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        tx_t, _ = await csock.aio.create_datagram_endpoint(
+            Recorder, remote_addr=rx.getsockname(), offload=offload)
+        tx_t.send_batch(msgs)
+        got = [rx.recv(65535) for _ in msgs]
+        assert got == msgs
+        tx_t.close()
+        rx.close()
+    run(main())
+
+
 def test_endpoint_echo_1000(run: Any) -> None:
     count = 1000
     msgs = [payload(i) for i in range(count)]

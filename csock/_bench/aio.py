@@ -1,8 +1,9 @@
 """The asyncio workloads of ``python -m csock bench``: csock.aio against asyncio's own streams
 and datagram endpoints, on the default loop and on uvloop.
 
-Implementations: ``csock`` (csock.aio on uvloop), ``csock-gso`` (aio-udp only: the same with
-``offload=True``, UDP GSO and GRO), ``csock-asyncio`` (csock.aio on the default
+Implementations: ``csock`` (csock.aio on uvloop; its datagram endpoint's default
+``offload=True``: UDP GSO and GRO), ``csock-plain`` (aio-udp only: the same with
+``offload=False``, plain sendmmsg/recvmmsg), ``csock-asyncio`` (csock.aio on the default
 loop), ``uvloop`` and ``asyncio`` (the loop's own streams or ``loop.create_datagram_endpoint``),
 and ``csock-xK`` (csock.aio on uvloop, the server in K processes sharing one port).
 
@@ -46,7 +47,7 @@ SILENCE = 1.0                      # aio-udp: seconds without traffic that end a
 def flavour(impl: str) -> tuple[str, str]:
     """(library, loop) of an implementation: library "csock" or "stdlib", loop "uvloop" or
     "asyncio"."""
-    if impl in ("csock", "csock-gso") or impl.startswith("csock-x"):
+    if impl in ("csock", "csock-plain") or impl.startswith("csock-x"):
         return "csock", "uvloop"
     if impl == "csock-asyncio":
         return "csock", "asyncio"
@@ -280,7 +281,7 @@ class StdlibReceiver(asyncio.DatagramProtocol):
         state.credit_if_due()
 
 
-async def udp_receiver(library: str, sock: Any, n: int, offload: bool = False) -> tuple[float, int]:
+async def udp_receiver(library: str, sock: Any, n: int, offload: bool = True) -> tuple[float, int]:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     state = Receiver(n, done)
@@ -351,7 +352,7 @@ class Sender(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
-async def udp_sender(library: str, sock: Any, n: int, offload: bool = False) -> float:
+async def udp_sender(library: str, sock: Any, n: int, offload: bool = True) -> float:
     loop = asyncio.get_running_loop()
     messages = datagrams(n)
     window = credit_window(sock)
@@ -395,14 +396,14 @@ async def udp_sender(library: str, sock: Any, n: int, offload: bool = False) -> 
 def udp_server(module: Any, n: int, impl: str, fd: int) -> tuple[float, int]:
     library, loop = flavour(impl)
     sock = module.socket(fileno=fd)
-    result: tuple[float, int] = run_on(loop, udp_receiver(library, sock, n, impl == "csock-gso"))
+    result: tuple[float, int] = run_on(loop, udp_receiver(library, sock, n, impl != "csock-plain"))
     return result
 
 
 def udp_client(module: Any, n: int, impl: str, fd: int) -> float:
     library, loop = flavour(impl)
     sock = module.socket(fileno=fd)
-    elapsed: float = run_on(loop, udp_sender(library, sock, n, impl == "csock-gso"))
+    elapsed: float = run_on(loop, udp_sender(library, sock, n, impl != "csock-plain"))
     return elapsed
 
 

