@@ -43,6 +43,25 @@ def test_send_recv_into_64(benchmark, pair):
     assert benchmark(roundtrip) == 64
 
 
+def test_send_recv_64_while_another_socket_spins(benchmark):
+    """A socket with spin_us elsewhere in the process must not slow the others (their spin
+    setting is read from a slot, not looked up by name)."""
+    a, b = csock.socketpair()
+    spinner, other = csock.socketpair()
+    spinner.spin_us = 50
+    data = b"x" * 64
+
+    def roundtrip():
+        a.send(data)
+        return b.recv(64)
+
+    try:
+        assert benchmark(roundtrip) == data
+    finally:
+        for s in (a, b, spinner, other):
+            s.close()
+
+
 def test_sendall_recv_with_timeout(benchmark, pair):
     a, b = pair
     a.settimeout(5)

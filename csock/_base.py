@@ -92,6 +92,9 @@ class socket(_std.socket):
         return conn, address
 
 
+_fastio.register_socket_class(socket)     # spin_us is read from its slot on every call
+
+
 def adopt(std_sock: _std.socket) -> Any:
     """Move a stdlib socket's fd into a csock socket of the matching class (mode kept)."""
     timeout = std_sock.gettimeout()

@@ -10,10 +10,10 @@
 # names it). Stores through the descriptors are allowed: a type that validates values does so
 # in its __setattr__ and stores through the descriptor afterwards.
 from cpython.mem cimport PyMem_RawCalloc
-from cpython.object cimport PyTypeObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.unicode cimport PyUnicode_AsUTF8
 from includes.members cimport (PyMemberDef, Py_T_OBJECT_EX, Py_READONLY, PyDescr_NewMember,
-                              csock_type_set, csock_use_generic_getattr)
+                              csock_type_set, csock_use_generic_getattr, csock_member_offset)
 
 cdef list _member_names = []      # the descriptors point at these strings' UTF-8 forever
 
@@ -42,3 +42,18 @@ cdef int use_generic_getattr(type cls) except -1:
     members from a base, call it on each."""
     csock_use_generic_getattr(<PyTypeObject *>cls)
     return 0
+
+
+cdef Py_ssize_t slot_offset(type cls, str name) except -1:
+    """Where instances of cls keep the object slot `name` (a __slots__ entry); ValueError if
+    cls has no such slot."""
+    cdef Py_ssize_t offset = csock_member_offset(cls.__dict__.get(name))
+    if offset < 0:
+        raise ValueError(f"{cls.__name__}.{name} is not an object slot")
+    return offset
+
+
+cdef inline PyObject *slot_value(object obj, Py_ssize_t offset) noexcept:
+    """The object in obj's slot at offset (borrowed; NULL while the slot is unset). obj must be
+    an instance of the type the offset came from."""
+    return (<PyObject **>((<char *><PyObject *>obj) + offset))[0]

@@ -16,6 +16,14 @@ static inline int csock_type_set(PyTypeObject *type, PyObject *name, PyObject *v
     return 0;
 }
 
+/* The offset of an object slot given its member descriptor (a __slots__ entry of a Python
+   class, for instance); -1 if descr is not a T_OBJECT_EX member. */
+static inline Py_ssize_t csock_member_offset(PyObject *descr) {
+    if (!PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
+    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+    return m->type == Py_T_OBJECT_EX ? m->offset : -1;
+}
+
 /* Cython gives extension types its own tp_getattro; the interpreter specialises attribute
    loads only for types whose tp_getattro is PyObject_GenericGetAttr itself. */
 static inline void csock_use_generic_getattr(PyTypeObject *type) {

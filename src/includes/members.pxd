@@ -14,3 +14,4 @@ cdef extern from "members.h":
     object PyDescr_NewMember(PyTypeObject *type, PyMemberDef *member)
     int csock_type_set(PyTypeObject *type, object name, object value) except -1
     void csock_use_generic_getattr(PyTypeObject *type)
+    Py_ssize_t csock_member_offset(object descr)
