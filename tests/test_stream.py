@@ -306,3 +306,46 @@ def test_submodules_reachable_after_plain_import():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
     assert proc.stdout.split() == ["parse", "recv_batch"], proc.stderr
+
+
+# --- blocking calls first tried with the GIL held (io_try_held) ---------------------------------
+
+def test_blocking_recv_with_waitall_still_waits_for_everything():
+    a, b = csock.socketpair()
+    with a, b:
+        threading.Timer(0.05, lambda: (a.send(b"abc"), time.sleep(0.05), a.send(b"defgh"))).start()
+        assert b.recv(8, stdlib_socket.MSG_WAITALL) == b"abcdefgh"
+
+
+def test_blocking_recv_returns_queued_bytes_and_then_blocks():
+    a, b = csock.socketpair()
+    with a, b:
+        a.send(b"queued")
+        buf = bytearray(16)
+        assert b.recv_into(buf) == 6 and buf[:6] == b"queued"
+        threading.Timer(0.05, lambda: a.send(b"later")).start()
+        assert b.recv(16) == b"later"          # nothing queued: the held try gave way to the wait
+
+
+def test_blocking_datagram_send_waits_for_room_instead_of_failing():
+    a, b = csock.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_DGRAM)
+    with a, b:
+        a.setblocking(False)
+        sent = 0
+        try:
+            while True:
+                a.send(b"%08d" % sent)
+                sent += 1
+        except BlockingIOError:
+            pass
+        a.setblocking(True)                     # the queue is full: the held try gets EAGAIN
+        drained: list[bytes] = []
+
+        def drain() -> None:
+            time.sleep(0.1)
+            drained.extend(b.recv(8) for _ in range(sent))
+        reader = threading.Thread(target=drain)
+        reader.start()
+        assert a.send(b"last") == 4             # ...and the send then waits for room
+        reader.join()
+        assert drained == [b"%08d" % i for i in range(sent)] and b.recv(8) == b"last"

@@ -112,7 +112,7 @@ cdef Py_ssize_t sys_sendmmsg(int fd, void *op) noexcept nogil:
 
 cdef Py_ssize_t sys_recvmmsg(int fd, void *op) noexcept nogil:
     cdef MmsgOp *o = <MmsgOp *>op
-    return recvmmsg(fd, o.msgs, o.count, o.flags | csock_receive_flags, NULL)
+    return recvmmsg(fd, o.msgs, o.count, o.flags | csock_extra_flags, NULL)
 
 
 cdef int socket_family_type(object sock, int *family, int *kind) except -1:

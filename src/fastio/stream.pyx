@@ -5,7 +5,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
 from libc.string cimport memcpy, memset
-from includes.socket cimport send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL, MSG_PEEK
+from includes.socket cimport (send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL, MSG_PEEK,
+                              MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
 
 cdef extern from "Python.h":
@@ -30,22 +31,22 @@ cdef struct MsgOp:
 
 cdef Py_ssize_t sys_send(int fd, void *op) noexcept nogil:
     cdef BufOp *o = <BufOp *>op
-    return send(fd, o.buf, o.len, o.flags | MSG_NOSIGNAL)   # never SIGPIPE: EPIPE instead
+    return send(fd, o.buf, o.len, o.flags | MSG_NOSIGNAL | csock_extra_flags)   # EPIPE, never SIGPIPE
 
 
 cdef Py_ssize_t sys_recv(int fd, void *op) noexcept nogil:
     cdef BufOp *o = <BufOp *>op
-    return recv(fd, o.buf, o.len, o.flags | csock_receive_flags)
+    return recv(fd, o.buf, o.len, o.flags | csock_extra_flags)
 
 
 cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
     cdef MsgOp *o = <MsgOp *>op
-    return sendmsg(fd, o.msg, o.flags | MSG_NOSIGNAL)
+    return sendmsg(fd, o.msg, o.flags | MSG_NOSIGNAL | csock_extra_flags)
 
 
 cdef Py_ssize_t sys_recvmsg(int fd, void *op) noexcept nogil:
     cdef MsgOp *o = <MsgOp *>op
-    return recvmsg(fd, o.msg, o.flags | csock_receive_flags)
+    return recvmsg(fd, o.msg, o.flags | csock_extra_flags)
 
 
 # --- bytes a timed-out recv_exactly had already read ---------------------------------------
@@ -123,12 +124,21 @@ def sock_send(sock, data, int flags=0):
         op.buf = <char *>view.buf
         op.len = view.len
         op.flags = flags
-        r = io_call(&w, sys_send, &op, POLLOUT, io_may_block(&w, view.len))
+        r = IO_AGAIN
+        if io_try_first(&w, view.len) and sends_whole_messages(&w):
+            r = io_try_held(&w, sys_send, &op)
+        if r == IO_AGAIN:
+            r = io_call(&w, sys_send, &op, POLLOUT, io_may_block(&w, view.len))
         if r == IO_AGAIN:
             raise_would_block()
         return r
     finally:
         PyBuffer_Release(&view)
+
+
+cdef inline bint sends_whole_messages(IoWait *w) noexcept:
+    """A csock datagram, SEQPACKET or raw socket: one send moves the whole message or nothing."""
+    return w.sock != NULL and CSOCK_SOCKET_FIELDS(<object>w.sock).sock_type != SOCK_STREAM
 
 
 cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int flags) except -1:
@@ -182,7 +192,11 @@ def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
         op.buf = PyBytes_AS_STRING(<object>raw)
         op.len = bufsize
         op.flags = flags
-        r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, bufsize))
+        r = IO_AGAIN
+        if io_try_first(&w, bufsize) and not (flags & MSG_WAITALL):
+            r = io_try_held(&w, sys_recv, &op)
+        if r == IO_AGAIN:
+            r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, bufsize))
         if r == IO_AGAIN:
             raise_would_block()
     except BaseException:
@@ -225,7 +239,11 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
         op.buf = <char *>view.buf
         op.len = nbytes
         op.flags = flags
-        r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, nbytes))
+        r = IO_AGAIN
+        if io_try_first(&w, nbytes) and not (flags & MSG_WAITALL):
+            r = io_try_held(&w, sys_recv, &op)
+        if r == IO_AGAIN:
+            r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, nbytes))
         if r == IO_AGAIN:
             raise_would_block()
         return r

@@ -1,3 +1,3 @@
-# spin.h: the calling thread's extra receive flags (MSG_DONTWAIT while spinning).
+# spin.h: the calling thread's extra flags for its next system calls (MSG_DONTWAIT).
 cdef extern from "spin.h" nogil:
-    int csock_receive_flags
+    int csock_extra_flags
