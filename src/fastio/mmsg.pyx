@@ -487,7 +487,9 @@ cdef class BatchReceiver:
             self.msgs[i].msg_hdr.msg_controllen = space
         return 0
 
-    cdef int prepare(self, Py_ssize_t count, Py_ssize_t slot) except -1:
+    cdef int prepare(self, Py_ssize_t count, Py_ssize_t slot, bint names=True) except -1:
+        """Lay out count messages of slot bytes; names: ask the kernel for each sender's
+        address (a SEQPACKET socket is connected: its records carry none worth copying)."""
         cdef Py_ssize_t i
         if count > self.capacity:
             PyMem_Free(self.msgs)
@@ -511,8 +513,9 @@ cdef class BatchReceiver:
             memset(&self.msgs[i].msg_hdr, 0, sizeof(msghdr))
             self.msgs[i].msg_hdr.msg_iov = &self.iovs[i]
             self.msgs[i].msg_hdr.msg_iovlen = 1
-            self.msgs[i].msg_hdr.msg_name = &self.names[i]
-            self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            if names:
+                self.msgs[i].msg_hdr.msg_name = &self.names[i]
+                self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
         return 0
 
     cdef Py_ssize_t receive(self, IoWait *w, Py_ssize_t count, int flags) except -1:
@@ -553,9 +556,9 @@ cdef class BatchReceiver:
                 memcpy(at, self.iovs[i].iov_base, length)
                 view = make_view(arena, at, length)
                 at += length
-            PyList_Append(into, make_datagram(
-                view, self.addresses.decode(<sockaddr *>&self.names[i], self.msgs[i].msg_hdr.msg_namelen),
-                (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0))
+            address = None if records else self.addresses.decode(
+                <sockaddr *>&self.names[i], self.msgs[i].msg_hdr.msg_namelen)
+            PyList_Append(into, make_datagram(view, address, (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0))
         return 0
 
 
@@ -817,7 +820,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     receiver.busy = True
     try:
         while len(batch) < max_messages:
-            receiver.prepare(min(per_call, max_messages - len(batch)), bufsize)
+            receiver.prepare(min(per_call, max_messages - len(batch)), bufsize, not records)
             r = receiver.receive(&w, min(per_call, max_messages - len(batch)), flags)
             if r == IO_AGAIN:
                 if not batch:
