@@ -174,6 +174,17 @@ def sock_sendall(sock, data, int flags=0):
         PyBuffer_Release(&view)
 
 
+cdef Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
+    """One recv(2) into op under w's rules, first tried with the GIL held where MSG_DONTWAIT
+    cannot change the result (io_try_held: not with MSG_WAITALL)."""
+    cdef Py_ssize_t r = IO_AGAIN
+    if io_try_first(w, op.len) and not (op.flags & MSG_WAITALL):
+        r = io_try_held(w, sys_recv, op)
+    if r == IO_AGAIN:
+        r = io_call(w, sys_recv, op, POLLIN, io_may_block(w, op.len))
+    return r
+
+
 def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
     """recv(bufsize[, flags]) -> bytes: one recv(2); b"" at end of stream."""
     cdef IoWait w
@@ -192,11 +203,7 @@ def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
         op.buf = PyBytes_AS_STRING(<object>raw)
         op.len = bufsize
         op.flags = flags
-        r = IO_AGAIN
-        if io_try_first(&w, bufsize) and not (flags & MSG_WAITALL):
-            r = io_try_held(&w, sys_recv, &op)
-        if r == IO_AGAIN:
-            r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, bufsize))
+        r = receive_once(&w, &op)
         if r == IO_AGAIN:
             raise_would_block()
     except BaseException:
@@ -239,11 +246,7 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
         op.buf = <char *>view.buf
         op.len = nbytes
         op.flags = flags
-        r = IO_AGAIN
-        if io_try_first(&w, nbytes) and not (flags & MSG_WAITALL):
-            r = io_try_held(&w, sys_recv, &op)
-        if r == IO_AGAIN:
-            r = io_call(&w, sys_recv, &op, POLLIN, io_may_block(&w, nbytes))
+        r = receive_once(&w, &op)
         if r == IO_AGAIN:
             raise_would_block()
         return r
