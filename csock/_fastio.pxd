@@ -24,11 +24,15 @@ cdef class Arena:
     cdef Py_ssize_t size
 
 
-cdef class MessageView:
-    """Read-only bytes-like view of one received message; keeps its Arena alive."""
-    cdef Arena arena
+cdef class ReadOnlyView:
+    """Read-only bytes-like view of ptr[0:length] (memory a subclass keeps alive)."""
     cdef const char *ptr
     cdef Py_ssize_t length
+
+
+cdef class MessageView(ReadOnlyView):
+    """Read-only bytes-like view of one received message; keeps its Arena alive."""
+    cdef Arena arena
 
 
 # Fill w from a socket object (fd, timeout); one deadline serves a whole call.

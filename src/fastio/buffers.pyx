@@ -44,17 +44,14 @@ cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length):
     return v
 
 
-@cython.final
-@cython.freelist(1024)
-cdef class MessageView:
-    """A received message: read-only, bytes-like (buffer protocol), compares equal to bytes.
-
-    It points into csock's receive memory, which is never written again while this view (or
-    any memoryview made from it) is alive. ``bytes(view)`` copies it out."""
+cdef class ReadOnlyView:
+    """The read-only, bytes-like views csock hands out (MessageView; csock.packet's
+    PayloadView): the buffer protocol over memory the subclass keeps alive, equal to any
+    bytes-like object with the same bytes. ``bytes(view)`` copies it out."""
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
         if flags & PyBUF_WRITABLE:
-            raise BufferError("csock message views are read-only")
+            raise BufferError(f"a {type(self).__name__} is read-only")
         PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.length, 1, flags)
 
     def __len__(self):
@@ -64,7 +61,7 @@ cdef class MessageView:
         return PyBytes_FromStringAndSize(self.ptr, self.length)
 
     def tobytes(self):
-        """A bytes copy of the message."""
+        """A bytes copy of the view."""
         return PyBytes_FromStringAndSize(self.ptr, self.length)
 
     def decode(self, encoding="utf-8", errors="strict"):
@@ -111,7 +108,19 @@ cdef class MessageView:
         return bytes, (self.tobytes(),)
 
     def __repr__(self):
-        return view_repr("csock.MessageView", self.ptr, self.length)
+        return view_repr(type(self)._repr_name, self.ptr, self.length)
+
+    _repr_name = "csock.ReadOnlyView"
+
+
+@cython.final
+@cython.freelist(1024)
+cdef class MessageView(ReadOnlyView):
+    """A received message: read-only, bytes-like (buffer protocol), compares equal to bytes.
+
+    It points into csock's receive memory, which is never written again while this view (or
+    any memoryview made from it) is alive. ``bytes(view)`` copies it out."""
+    _repr_name = "csock.MessageView"
 
 
 cdef object view_equals(const void *ptr, Py_ssize_t length, object other):

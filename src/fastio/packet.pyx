@@ -264,86 +264,25 @@ cdef inline Py_ssize_t owner_size(object owner) noexcept:
 @cython.final
 @cython.no_gc
 @cython.freelist(32)
-cdef class PayloadView:
+cdef class PayloadView(ReadOnlyView):
     """The payload of a parsed packet: a read-only, bytes-like view (buffer protocol) into
     the parsed buffer, which it keeps alive; compares equal to bytes with the same content.
     ``memoryview(view)`` refers to the same memory; ``bytes(view)`` copies it out."""
     cdef object owner
-    cdef const uint8_t *ptr
-    cdef Py_ssize_t length
 
-    def __getbuffer__(self, Py_buffer *buffer, int flags):
-        if flags & PyBUF_WRITABLE:
-            raise BufferError("a parsed packet's payload is read-only")
-        PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.length, 1, flags)
-
-    def __len__(self):
-        return self.length
-
-    def __bytes__(self):
-        return PyBytes_FromStringAndSize(<const char *>self.ptr, self.length)
-
-    def tobytes(self):
-        """A bytes copy of the payload."""
-        return PyBytes_FromStringAndSize(<const char *>self.ptr, self.length)
-
-    def decode(self, encoding="utf-8", errors="strict"):
-        return self.tobytes().decode(encoding, errors)
-
-    def hex(self, *args):
-        return memoryview(self).hex(*args)
-
-    def tolist(self):
-        return list(self.tobytes())
-
-    @property
-    def nbytes(self):
-        return self.length
-
-    @property
-    def readonly(self):
-        return True
+    _repr_name = "csock.packet.PayloadView"
 
     @property
     def obj(self):
         """The buffer the packet was parsed from (bytes or a read-only memoryview of it)."""
         return self.owner
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return memoryview(self)[index]
-        cdef Py_ssize_t i = index
-        if i < 0:
-            i += self.length
-        if i < 0 or i >= self.length:
-            raise IndexError("index out of range")
-        return self.ptr[i]
-
-    def __iter__(self):
-        return iter(self.tobytes())
-
-    def __eq__(self, other):
-        return view_equals(self.ptr, self.length, other)
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self):
-        return hash(self.tobytes())
-
-    def __reduce__(self):
-        return bytes, (self.tobytes(),)
-
-    def __repr__(self):
-        return view_repr("csock.packet.PayloadView", self.ptr, self.length)
-
 
 cdef object payload_view(object owner, Py_ssize_t start, Py_ssize_t end):
     """A read-only view of owner[start:end] (no copy)."""
     cdef PayloadView view = PayloadView.__new__(PayloadView)
     view.owner = owner
-    view.ptr = owner_data(owner) + start
+    view.ptr = <const char *>owner_data(owner) + start
     view.length = end - start
     return view
 
