@@ -35,11 +35,11 @@ cdef public class _ICMPBase(Layer) [object csock_ICMPBase, type csock_ICMPBase_T
         return 0
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
-        cdef long chksum = opt_long(self.chksum)
-        p[0] = <uint8_t>field_long(self.type)
-        p[1] = <uint8_t>field_long(self.code)
-        store_be16(p + 4, <uint16_t>field_long(self.id))
-        store_be16(p + 6, <uint16_t>field_long(self.seq))
+        cdef long chksum = opt_long(<PyObject *>self.chksum)
+        p[0] = <uint8_t>field_long(<PyObject *>self.type)
+        p[1] = <uint8_t>field_long(<PyObject *>self.code)
+        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id))
+        store_be16(p + 6, <uint16_t>field_long(<PyObject *>self.seq))
         if chksum >= 0:
             store_be16(p + 2, <uint16_t>chksum)
         else:

@@ -74,18 +74,18 @@ cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef Py_ssize_t nopt = PyBytes_GET_SIZE(self.options)
         cdef Py_ssize_t hlen = self._hlen
-        cdef long ihl = opt_long(self.ihl), length = opt_long(self.len)
-        cdef long proto = opt_long(self.proto), chksum = opt_long(self.chksum)
-        cdef long version = field_long(self.version)
-        cdef long flags = field_long(self.flags), frag = field_long(self.frag)
+        cdef long ihl = opt_long(<PyObject *>self.ihl), length = opt_long(<PyObject *>self.len)
+        cdef long proto = opt_long(<PyObject *>self.proto), chksum = opt_long(<PyObject *>self.chksum)
+        cdef long version = field_long(<PyObject *>self.version)
+        cdef long flags = field_long(<PyObject *>self.flags), frag = field_long(<PyObject *>self.frag)
         if length < 0 and self._size > 0xFFFF:
             raise PacketError(f"IPv4 packet of {self._size} bytes is longer than 65535")
         p[0] = <uint8_t>((version << 4) | ((ihl if ihl >= 0 else hlen >> 2) & 0xF))
-        p[1] = <uint8_t>field_long(self.tos)
+        p[1] = <uint8_t>field_long(<PyObject *>self.tos)
         store_be16(p + 2, <uint16_t>(length if length >= 0 else self._size))
-        store_be16(p + 4, <uint16_t>field_long(self.id))
+        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id))
         store_be16(p + 6, <uint16_t>((flags << 13) | frag))
-        p[8] = <uint8_t>field_long(self.ttl)
+        p[8] = <uint8_t>field_long(<PyObject *>self.ttl)
         p[9] = <uint8_t>(proto if proto >= 0 else proto_of(self._payload, False))
         p[10] = 0
         p[11] = 0

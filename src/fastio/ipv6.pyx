@@ -66,9 +66,9 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef Py_ssize_t plen = self._size - IPV6_HEADER
-        cdef long nh = opt_long(self.nh), given_plen = opt_long(self.plen)
-        cdef uint32_t version = field_long(self.version), tc = field_long(self.tc)
-        cdef uint32_t fl = field_long(self.fl)
+        cdef long nh = opt_long(<PyObject *>self.nh), given_plen = opt_long(<PyObject *>self.plen)
+        cdef uint32_t version = field_long(<PyObject *>self.version), tc = field_long(<PyObject *>self.tc)
+        cdef uint32_t fl = field_long(<PyObject *>self.fl)
         if given_plen < 0 and plen > 0xFFFF:
             raise PacketError(f"IPv6 payload of {plen} bytes is longer than 65535")
         if nh < 0:
@@ -78,7 +78,7 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
         store_be32(p, (version << 28) | (tc << 20) | fl)
         store_be16(p + 4, <uint16_t>(given_plen if given_plen >= 0 else plen))
         p[6] = <uint8_t>nh
-        p[7] = <uint8_t>field_long(self.hlim)
+        p[7] = <uint8_t>field_long(<PyObject *>self.hlim)
         memcpy(p + 8, self._src, 16)
         memcpy(p + 24, self._dst, 16)
         if PyBytes_GET_SIZE(self.ext):
@@ -93,7 +93,7 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
         cdef const uint8_t *e
         cdef Py_ssize_t n = PyBytes_GET_SIZE(self.ext) if self.ext is not None else 0
         cdef Py_ssize_t pos = 0, elen, count
-        cdef long nh = opt_long(self.nh)
+        cdef long nh = opt_long(<PyObject *>self.nh)
         while n and is_extension(nh) and pos + 8 <= n:
             e = <const uint8_t *>PyBytes_AS_STRING(self.ext) + pos
             elen = 8 if nh == PROTO_FRAGMENT else ((e[1] + 2) * 4 if nh == PROTO_AH else (e[1] + 1) * 8)

@@ -70,20 +70,20 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef Py_ssize_t nopt = PyBytes_GET_SIZE(self.options)
         cdef Py_ssize_t hlen = self._hlen
-        cdef long dataofs = opt_long(self.dataofs), chksum = opt_long(self.chksum)
-        cdef long flags = field_long(self.flags), reserved = field_long(self.reserved)
+        cdef long dataofs = opt_long(<PyObject *>self.dataofs), chksum = opt_long(<PyObject *>self.chksum)
+        cdef long flags = field_long(<PyObject *>self.flags), reserved = field_long(<PyObject *>self.reserved)
         if dataofs < 0:
             dataofs = hlen >> 2
-        store_be16(p, <uint16_t>field_long(self.sport))
-        store_be16(p + 2, <uint16_t>field_long(self.dport))
-        store_be32(p + 4, <uint32_t><unsigned long>field_long(self.seq))
-        store_be32(p + 8, <uint32_t><unsigned long>field_long(self.ack))
+        store_be16(p, <uint16_t>field_long(<PyObject *>self.sport))
+        store_be16(p + 2, <uint16_t>field_long(<PyObject *>self.dport))
+        store_be32(p + 4, <uint32_t><unsigned long>field_long(<PyObject *>self.seq))
+        store_be32(p + 8, <uint32_t><unsigned long>field_long(<PyObject *>self.ack))
         p[12] = <uint8_t>((dataofs << 4) | (reserved << 1) | ((flags >> 8) & 1))
         p[13] = <uint8_t>(flags & 0xFF)
-        store_be16(p + 14, <uint16_t>field_long(self.window))
+        store_be16(p + 14, <uint16_t>field_long(<PyObject *>self.window))
         p[16] = 0
         p[17] = 0
-        store_be16(p + 18, <uint16_t>field_long(self.urgptr))
+        store_be16(p + 18, <uint16_t>field_long(<PyObject *>self.urgptr))
         if nopt:
             memcpy(p + TCP_HEADER, PyBytes_AS_STRING(self.options), nopt)
             memset(p + TCP_HEADER + nopt, 0, hlen - TCP_HEADER - nopt)

@@ -36,11 +36,11 @@ cdef public class UDP(Layer) [object csock_UDP, type csock_UDP_Type]:
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef uint16_t ck
-        cdef long length = opt_long(self.len), chksum = opt_long(self.chksum)
+        cdef long length = opt_long(<PyObject *>self.len), chksum = opt_long(<PyObject *>self.chksum)
         if length < 0 and self._size > 0xFFFF:
             raise PacketError(f"UDP datagram of {self._size} bytes is longer than 65535")
-        store_be16(p, <uint16_t>field_long(self.sport))
-        store_be16(p + 2, <uint16_t>field_long(self.dport))
+        store_be16(p, <uint16_t>field_long(<PyObject *>self.sport))
+        store_be16(p + 2, <uint16_t>field_long(<PyObject *>self.dport))
         store_be16(p + 4, <uint16_t>(length if length >= 0 else self._size))
         if chksum >= 0:
             store_be16(p + 6, <uint16_t>chksum)
