@@ -22,7 +22,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
-from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong, PyLong_AsLong
+from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong
 from cpython.object cimport PyObject_GenericSetAttr
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, memcmp, strlen
@@ -108,12 +108,12 @@ cdef inline object opt_value(object value, long limit, str name):
 cdef inline long field_long(PyObject *v) except? -1:
     """A field slot as a C long (None, left by __new__ without __init__, builds as 0). Takes
     the slot's pointer (``field_long(<PyObject *>self.ttl)``): no reference counting."""
-    return 0 if v == <PyObject *>None else PyLong_AsLong(<object>v)
+    return 0 if v == <PyObject *>None else <long><object>v
 
 
 cdef inline long opt_long(PyObject *v) except? -2:
     """A field slot as a C long, -1 for None (computed)."""
-    return -1 if v == <PyObject *>None else PyLong_AsLong(<object>v)
+    return -1 if v == <PyObject *>None else <long><object>v
 
 
 cdef bytes field_options(object value, str name, Py_ssize_t limit):
