@@ -10,6 +10,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.ref cimport Py_REFCNT
 from libc.string cimport memcmp
+from cpython.object cimport PyTypeObject
+from includes.instancecache cimport cache_instances
 
 
 @cython.final
@@ -114,13 +116,16 @@ cdef class ReadOnlyView:
 
 
 @cython.final
-@cython.freelist(1024)
+@cython.no_gc                 # its one reference, an Arena, refers to nothing
 cdef class MessageView(ReadOnlyView):
     """A received message: read-only, bytes-like (buffer protocol), compares equal to bytes.
 
     It points into csock's receive memory, which is never written again while this view (or
     any memoryview made from it) is alive. ``bytes(view)`` copies it out."""
     _repr_name = "csock.MessageView"
+
+
+cache_instances(<PyTypeObject *>MessageView)   # @cython.freelist would not apply to a subclass
 
 
 cdef object view_equals(const void *ptr, Py_ssize_t length, object other):

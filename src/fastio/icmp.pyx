@@ -11,6 +11,7 @@ cdef enum:
     ICMP_HEADER = 8
 
 
+@cython.no_gc
 cdef public class _ICMPBase(Layer) [object csock_ICMPBase, type csock_ICMPBase_Type]:
     cdef object type, code, chksum, id, seq     # the fields (see packet.pyx)
 
@@ -84,7 +85,6 @@ install_members(_ICMPBase, _ICMPBase._field_names, _icmp_slots, False)
 
 @cython.final
 @cython.no_gc
-@cython.freelist(64)
 cdef public class ICMP(_ICMPBase) [object csock_ICMP, type csock_ICMP_Type]:
     """An ICMP message header. Defaults as scapy's: type 8 (echo request), code 0, id 0,
     seq 0; chksum None (computed by bytes())."""
@@ -105,7 +105,6 @@ cdef public class ICMP(_ICMPBase) [object csock_ICMP, type csock_ICMP_Type]:
 
 @cython.final
 @cython.no_gc
-@cython.freelist(64)
 cdef public class ICMPv6(_ICMPBase) [object csock_ICMPv6, type csock_ICMPv6_Type]:
     """An ICMPv6 message header. Defaults: type 128 (echo request), code 0, id 0, seq 0;
     chksum None (computed by bytes() with the IPv6 pseudo-header)."""
@@ -151,3 +150,5 @@ cdef _ICMPBase parse_icmp(object owner, const uint8_t *base, Py_ssize_t off, Py_
 
 use_generic_getattr(ICMP)
 use_generic_getattr(ICMPv6)
+cache_instances(<PyTypeObject *>ICMP)     # @cython.freelist would not apply to a subclass
+cache_instances(<PyTypeObject *>ICMPv6)

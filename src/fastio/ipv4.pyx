@@ -17,7 +17,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-@cython.freelist(64)
 cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
     """An IPv4 header. Defaults as scapy's IP: version 4, ttl 64, id 1, src 0.0.0.0,
     dst 127.0.0.1; ihl, len, proto and chksum None (computed by bytes())."""
@@ -149,6 +148,7 @@ cdef Py_ssize_t _ipv4_slots[13]
 _ipv4_slots[:] = [IPV4_VERSION, IPV4_IHL, IPV4_TOS, IPV4_LEN, IPV4_ID, IPV4_FLAGS, IPV4_FRAG,
                   IPV4_TTL, IPV4_PROTO, IPV4_CHKSUM, IPV4_SRC, IPV4_DST, IPV4_OPTIONS]
 install_members(IPv4, IPv4._field_names, _ipv4_slots, False)
+cache_instances(<PyTypeObject *>IPv4)     # @cython.freelist would not apply to a subclass
 
 
 cdef int ipv4_flags(object value) except -1:

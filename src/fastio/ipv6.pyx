@@ -19,7 +19,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-@cython.freelist(64)
 cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
     """An IPv6 header. Defaults as scapy's IPv6: hlim 64, src ::, dst ::1; plen and nh None
     (computed by bytes()). ``ext`` holds raw extension headers (nh must then be given)."""
@@ -139,6 +138,7 @@ cdef Py_ssize_t _ipv6_slots[9]
 _ipv6_slots[:] = [IPV6_VERSION, IPV6_TC, IPV6_FL, IPV6_PLEN, IPV6_NH, IPV6_HLIM, IPV6_SRC,
                   IPV6_DST, IPV6_EXT]
 install_members(IPv6, IPv6._field_names, _ipv6_slots, False)
+cache_instances(<PyTypeObject *>IPv6)     # @cython.freelist would not apply to a subclass
 
 
 cdef bytes ipv6_ext(object value):

@@ -22,8 +22,9 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
-from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong
-from cpython.object cimport PyObject_GenericSetAttr
+from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong, PyLong_AsLongAndOverflow
+from cpython.object cimport PyObject_GenericSetAttr, PyTypeObject
+from includes.instancecache cimport cache_instances
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, memcmp, strlen
 from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
@@ -69,12 +70,13 @@ cdef long field_int(object value, long limit, str name) except -1:
     """value as a C long in [0, limit]: TypeError if it is not an int, ValueError if out of
     range (bool is refused: a flag field wants a number)."""
     cdef long v
+    cdef int overflow = 0
     if not PyLong_CheckExact(value):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0 or value > limit:
+    v = PyLong_AsLongAndOverflow(value, &overflow)
+    if overflow or v < 0 or v > limit:
         raise ValueError(f"{name} must be between 0 and {limit}, got {value!r}")
-    v = value
     return v
 
 
@@ -264,7 +266,6 @@ cdef inline Py_ssize_t owner_size(object owner) noexcept:
 
 @cython.final
 @cython.no_gc
-@cython.freelist(32)
 cdef class PayloadView(ReadOnlyView):
     """The payload of a parsed packet: a read-only, bytes-like view (buffer protocol) into
     the parsed buffer, which it keeps alive; compares equal to bytes with the same content.
@@ -277,6 +278,9 @@ cdef class PayloadView(ReadOnlyView):
     def obj(self):
         """The buffer the packet was parsed from (bytes or a read-only memoryview of it)."""
         return self.owner
+
+
+cache_instances(<PyTypeObject *>PayloadView)
 
 
 cdef object payload_view(object owner, Py_ssize_t start, Py_ssize_t end):

@@ -21,7 +21,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-@cython.freelist(64)
 cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
     """A TCP header. Defaults as scapy's: sport 20, dport 80, flags S (0x02), window 8192;
     dataofs and chksum None (computed by bytes()). flags also takes scapy's letters ("SA")."""
@@ -135,6 +134,7 @@ cdef Py_ssize_t _tcp_slots[11]
 _tcp_slots[:] = [TCP_SPORT, TCP_DPORT, TCP_SEQ, TCP_ACK, TCP_DATAOFS, TCP_RESERVED, TCP_FLAGS,
                  TCP_WINDOW, TCP_CHKSUM, TCP_URGPTR, TCP_OPTIONS]
 install_members(TCP, TCP._field_names, _tcp_slots, False)
+cache_instances(<PyTypeObject *>TCP)     # @cython.freelist would not apply to a subclass
 
 
 cdef int tcp_flags(object value) except -1:

@@ -12,7 +12,6 @@ cdef enum:
 
 @cython.final
 @cython.no_gc
-@cython.freelist(64)
 cdef public class UDP(Layer) [object csock_UDP, type csock_UDP_Type]:
     """A UDP header. Defaults as scapy's: sport 53, dport 53; len and chksum None (computed
     by bytes(), the checksum with the enclosing IP layer's pseudo-header)."""
@@ -86,6 +85,7 @@ cdef extern from *:
 cdef Py_ssize_t _udp_slots[4]
 _udp_slots[:] = [UDP_SPORT, UDP_DPORT, UDP_LEN, UDP_CHKSUM]
 install_members(UDP, UDP._field_names, _udp_slots, False)
+cache_instances(<PyTypeObject *>UDP)     # @cython.freelist would not apply to a subclass
 
 
 cdef uint16_t udp_expected(const uint8_t *p, Py_ssize_t size, Layer ip) except? 0:
