@@ -841,3 +841,17 @@ def test_ipv6_segment_routing_header_final_segment_in_pseudo_header():
     assert p.nh == 43 and p[UDP].payload == b"srv6"
     ours = IPv6(src="2001:db8::1", dst="2001:db8::3", nh=43, ext=p.ext) / UDP(sport=1, dport=2) / b"srv6"
     assert bytes(ours) == data
+
+
+def test_reused_layer_memory_starts_clean():
+    # freed layers and payload views are kept per type for reuse (instancecache.h): a new
+    # object built in reused memory must not see anything of the old one
+    held = [parse(bytes(IPv4(src="10.0.0.%d" % (i % 250), id=i, ttl=7) / UDP(sport=i, dport=9) / b"old" * 3))
+            for i in range(600)]
+    del held
+    fresh = [UDP() for _ in range(300)] + [IPv4() for _ in range(300)]
+    assert all(u.payload == b"" and (u.sport, u.dport, u.len, u.chksum) == (53, 53, None, None)
+               for u in fresh[:300])
+    assert all((ip.ttl, ip.id, ip.src, ip.payload) == (64, 1, "0.0.0.0", b"") for ip in fresh[300:])
+    p = parse(bytes(IPv4(src="1.2.3.4") / ICMP(id=5) / b"new"))
+    assert type(p) is IPv4 and type(p.payload) is ICMP and p.payload.payload == b"new"
