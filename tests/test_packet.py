@@ -846,7 +846,7 @@ def test_ipv6_segment_routing_header_final_segment_in_pseudo_header():
 def test_reused_layer_memory_starts_clean():
     # freed layers and payload views are kept per type for reuse (instancecache.h): a new
     # object built in reused memory must not see anything of the old one
-    held = [parse(bytes(IPv4(src="10.0.0.%d" % (i % 250), id=i, ttl=7) / UDP(sport=i, dport=9) / b"old" * 3))
+    held = [parse(bytes(IPv4(src="10.0.0.%d" % (i % 250), id=i, ttl=7) / UDP(sport=i, dport=9) / (b"old" * 3)))
             for i in range(600)]
     del held
     fresh = [UDP() for _ in range(300)] + [IPv4() for _ in range(300)]
