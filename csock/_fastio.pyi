@@ -1,5 +1,5 @@
 # Stubs for the compiled csock._fastio (src/_fastio.pyx). Each section mirrors one include file.
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing_extensions import Buffer
 from socket import socket as _Socket
 from typing import Any, ClassVar, SupportsIndex, TypeVar, final, overload
@@ -192,6 +192,9 @@ class PayloadView(ReadOnlyView):
     """The payload of a parsed packet: read-only, bytes-like, a view into the parsed buffer."""
     @property
     def obj(self) -> bytes | memoryview: ...
+
+def packet_items(packets: Iterable[Any], address: Any, header_included: bool,
+                 fallback: Callable[[Any, Any], tuple[Any, Any]]) -> list[tuple[Any, Any]]: ...
 
 @disjoint_base
 class Layer:

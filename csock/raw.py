@@ -119,7 +119,7 @@ class RawSocket(socket):
     def send_packets(self, packets: Iterable[Layer | Buffer], address: Any = None) -> int:
         """Send every packet with one sendmmsg(2) per 1024 (send_batch's rules: all are built
         and checked before any is sent; the count says how many went out)."""
-        items = [self._outgoing(p, address) for p in packets]
+        items = _fastio.packet_items(packets, address, self.header_included, self._outgoing)
         sent: int = _fastio.send_batch(self, items)
         return sent
 
@@ -130,8 +130,9 @@ class RawSocket(socket):
             return "ipv4"
         return _FIRST_LAYER_V6.get(self.proto, "")
 
-    def _parse(self, datagram: Any) -> Any:
-        first = self._first_layer()
+    def _parse(self, datagram: Any, first: str) -> Any:
+        """The datagram's packet parsed from its first layer (its bytes when there is none to
+        parse); PacketError carrying the bytes if it was truncated or does not parse."""
         if not first:
             return datagram.data
         if datagram.truncated:
@@ -153,18 +154,19 @@ class RawSocket(socket):
     def recv_packet_from(self, bufsize: int = 65535) -> tuple[Any, Any]:
         """(packet, sender address): as recv_packet, with the address recvfrom(2) gives."""
         (datagram,) = _fastio.recv_batch(self, 1, bufsize)
-        return self._parse(datagram), datagram.address
+        return self._parse(datagram, self._first_layer()), datagram.address
 
     def recv_packets(self, max_messages: int = 64, bufsize: int = 65535) -> list[Any]:
         """Every packet already queued (at least one: waits), up to max_messages, with one
         recvmmsg(2), parsed. A malformed one raises PacketError whose .packets holds the whole
         batch (parsed packets, and the raw bytes for those that would not parse)."""
         batch = _fastio.recv_batch(self, max_messages, bufsize)
+        first, parse_one = self._first_layer(), self._parse
         packets: list[Any] = []
         failure: PacketError | None = None
         for datagram in batch:
             try:
-                packets.append(self._parse(datagram))
+                packets.append(parse_one(datagram, first))
             except PacketError as error:
                 failure = failure or error
                 packets.append(datagram.data)

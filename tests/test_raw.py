@@ -136,6 +136,23 @@ def test_send_packets_batch(udp_sink):
         assert [udp_sink.recv(100) for _ in range(100)] == [b"n%03d" % i for i in range(100)]
         with pytest.raises(ValueError, match="destination"):
             raw.send_packets([UDP(dport=port) / b"no ip layer"])
+        # layers, built bytes and an explicit address mixed in one batch, in order
+        mixed = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41001, dport=port) / b"layer",
+                 bytes(IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41001, dport=port) / b"bytes"),
+                 IPv4(src="127.0.0.1", dst="127.0.0.9") / UDP(sport=41001, dport=port) / b"dst ignored"]
+        assert raw.send_packets(mixed[:2]) == 2
+        assert raw.send_packets(mixed[2:], address="127.0.0.1") == 1   # sent to address, header as built
+        assert [udp_sink.recv(100) for _ in range(2)] == [b"layer", b"bytes"]
+
+
+@needs_raw
+def test_send_packets_without_header_included(udp_sink):
+    port = udp_sink.getsockname()[1]
+    with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP, header_included=False) as raw:
+        packets = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41002, dport=port) / (b"k%d" % i)
+                   for i in range(5)]
+        assert raw.send_packets(packets) == 5            # the kernel writes the IP header
+        assert [udp_sink.recvfrom(100) for _ in range(5)] == [(b"k%d" % i, ("127.0.0.1", 41002)) for i in range(5)]
 
 
 @needs_raw

@@ -774,3 +774,29 @@ def parse(data, first="ipv4", verify=False):
         top.measure()
         top.check_chain(start)
     return top
+
+
+# --- RawSocket.send_packets ------------------------------------------------------------
+
+def packet_items(packets, address, bint header_included, fallback):
+    """RawSocket.send_packets' (data, destination) pairs for send_batch. An IPv4/IPv6 layer
+    sent with its header (IP_HDRINCL) is built here, bytes(layer) to (layer.dst, 0) or to
+    address, with one destination tuple per distinct address; anything else goes through
+    fallback(packet, address) (RawSocket._outgoing), which has the same rules."""
+    cdef list items = []
+    cdef dict destinations = {}
+    if isinstance(address, str):
+        address = (address, 0)
+    for p in packets:
+        if header_included and (type(p) is IPv4 or type(p) is IPv6):
+            destination = address
+            if destination is None:
+                dst = (<IPv4>p).dst if type(p) is IPv4 else (<IPv6>p).dst
+                destination = destinations.get(dst)
+                if destination is None:
+                    destination = destinations[dst] = (dst, 0)
+            items.append(((<Layer>p).tobytes(), destination))
+        else:
+            items.append(fallback(p, address))
+    return items
+
