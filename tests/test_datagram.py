@@ -121,6 +121,25 @@ def test_views_held_across_later_batches_stay_intact(dgram):
         assert [bytes(d.data) for d in got] == payloads
 
 
+@pytest.mark.parametrize("hold", ["all", "every_other", "none"])
+def test_receive_memory_is_shared_by_calls_but_never_overwritten(dgram, hold):
+    """Each recv_batch receives into the scratch slots after those earlier calls handed out
+    (fastio/mmsg.pyx, BatchReceiver): across many small batches with a large max_messages,
+    crossing into new memory, every view still held keeps its bytes; released ones free it."""
+    tx, rx, rx_addr, _ = dgram
+    held = []
+    for round_ in range(400):
+        payloads = [b"%04d:%02d" % (round_, i) + bytes([round_ % 256]) * (i * 3) for i in range(7)]
+        tx.send_batch(payloads, rx_addr)
+        got = receive(rx, 7, max_messages=1024, bufsize=64)
+        assert [bytes(d.data) for d in got] == payloads
+        if hold == "all" or (hold == "every_other" and round_ % 2 == 0):
+            held.append((payloads, got))
+    gc.collect()
+    for payloads, got in held:
+        assert [bytes(d.data) for d in got] == payloads
+
+
 def test_recv_batch_returns_everything_queued_up_to_max(dgram):
     tx, rx, rx_addr, _ = dgram
     tx.send_batch([bytes([i]) for i in range(100)], rx_addr)

@@ -28,6 +28,7 @@ cdef enum:
     MAX_RECV_MESSAGES = 1 << 16       # max_messages of one recv_batch call
     MAX_BUFSIZE = 1 << 24             # bufsize of one message
     MAX_SCRATCH = 64 << 20            # receive memory laid out for one recvmmsg
+    SCRATCH_AHEAD = 1 << 20           # a receiver's scratch: room for several calls up to this
 
 
 @cython.final
@@ -129,21 +130,33 @@ cdef int socket_family_type(object sock, int *family, int *kind) except -1:
 # sendmmsg(2) that fails after k messages went out reports k; the failure itself is raised by
 # the next send_batch call on that socket (kept in its _csock_send_error slot), so the caller
 # learns exactly how many were sent and never resends or loses one silently.
+# _deferred_errors counts the errors kept: while it is 0, send_batch does not look at the slot
+# (a getattr of an unset slot formats an AttributeError, ~1 us).
+cdef Py_ssize_t _deferred_errors = 0
+
 
 cdef int raise_deferred_error(object sock) except -1:
+    global _deferred_errors
+    if _deferred_errors == 0:
+        return 0
     error = getattr(sock, "_csock_send_error", None)
     if error is not None:
         sock._csock_send_error = None
+        _deferred_errors -= 1
         raise error
     return 0
 
 
 cdef bint defer_error(object sock, object error):
+    global _deferred_errors
     try:
+        previous = getattr(sock, "_csock_send_error", None)
         sock._csock_send_error = error
-        return True
     except AttributeError:                  # a plain stdlib socket has no slot: raise now
         return False
+    if previous is None:
+        _deferred_errors += 1
+    return True
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -446,10 +459,16 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
 @cython.final
 cdef class BatchReceiver:
     """Per-socket receive state: headers, iovecs and address slots for recvmmsg(2), and a
-    scratch Arena laid out as `capacity` slots of `slot` bytes. The scratch is reused only
-    when no view refers to it; small batches are compacted into a right-sized arena so that
-    held views do not pin the whole scratch."""
+    scratch Arena of `capacity` slots of `slot` bytes, whose headers are laid out once. Each
+    call receives into the slots from `next_free` on, so views handed out by earlier calls
+    keep their slots and a call costs no set-up; the scratch starts over at slot 0 when no
+    view refers to it, and is replaced when it is full and still referred to. Small batches
+    are compacted into a right-sized arena so that held views do not pin the whole scratch."""
     cdef Py_ssize_t capacity, slot
+    cdef Py_ssize_t first                # this call's first slot
+    cdef Py_ssize_t next_free            # slots below it may be referred to by views
+    cdef Py_ssize_t laid                 # slots below it have their headers laid out
+    cdef bint named                      # the layout asks the kernel for senders' addresses
     cdef mmsghdr *msgs
     cdef iovec *iovs
     cdef sockaddr_storage *names
@@ -472,83 +491,115 @@ cdef class BatchReceiver:
         PyMem_Free(self.controls)
 
     cdef int prepare_control(self, Py_ssize_t count, Py_ssize_t space) except -1:
-        """prepare(), then give each of the count slots a control buffer of space bytes."""
+        """prepare(), then give each of this call's count slots a control buffer of space
+        bytes."""
         cdef Py_ssize_t i
-        if self.controls == NULL or self.control_space != space or self.control_capacity < count:
+        if self.controls == NULL or self.control_space != space or self.control_capacity < self.capacity:
             PyMem_Free(self.controls)
-            self.controls = <char *>PyMem_Malloc(count * space)
+            self.controls = <char *>PyMem_Malloc(self.capacity * space)
             if self.controls == NULL:
                 self.control_capacity = 0
                 raise MemoryError()
-            self.control_capacity = count
+            self.control_capacity = self.capacity
             self.control_space = space
-        for i in range(count):
+        for i in range(self.first, self.first + count):
             self.msgs[i].msg_hdr.msg_control = self.controls + i * space
             self.msgs[i].msg_hdr.msg_controllen = space
         return 0
 
     cdef int prepare(self, Py_ssize_t count, Py_ssize_t slot, bint names=True) except -1:
-        """Lay out count messages of slot bytes; names: ask the kernel for each sender's
-        address (a SEQPACKET socket is connected: its records carry none worth copying)."""
-        cdef Py_ssize_t i
-        if count > self.capacity:
+        """Find count free slots of slot bytes for this call (self.first on); names: ask the
+        kernel for each sender's address (a SEQPACKET socket is connected: its records carry
+        none worth copying). The scratch holds several calls' worth of slots (up to
+        SCRATCH_AHEAD bytes), so held views rarely force new memory."""
+        cdef Py_ssize_t want = max(count, min(4 * count, SCRATCH_AHEAD // max(slot, 1)))
+        if want > self.capacity:
             PyMem_Free(self.msgs)
             PyMem_Free(self.iovs)
             PyMem_Free(self.names)
-            self.msgs = <mmsghdr *>PyMem_Malloc(count * sizeof(mmsghdr))
-            self.iovs = <iovec *>PyMem_Malloc(count * sizeof(iovec))
-            self.names = <sockaddr_storage *>PyMem_Malloc(count * sizeof(sockaddr_storage))
+            self.msgs = <mmsghdr *>PyMem_Malloc(want * sizeof(mmsghdr))
+            self.iovs = <iovec *>PyMem_Malloc(want * sizeof(iovec))
+            self.names = <sockaddr_storage *>PyMem_Malloc(want * sizeof(sockaddr_storage))
             if self.msgs == NULL or self.iovs == NULL or self.names == NULL:
                 self.capacity = 0
                 raise MemoryError()
-            self.capacity = count
+            self.capacity = want
             self.scratch = None
-        if self.scratch is None or not arena_is_private(self.scratch) or slot != self.slot \
-                or self.scratch.size < count * slot:
-            self.scratch = Arena(max(self.capacity * slot, 1))
+        if self.scratch is None or slot != self.slot or names != self.named \
+                or (self.next_free + count > self.capacity and not arena_is_private(self.scratch)):
+            if self.scratch is None or not arena_is_private(self.scratch) \
+                    or self.scratch.size < self.capacity * slot:
+                self.scratch = Arena(max(self.capacity * slot, 1))
             self.slot = slot
-        for i in range(count):
-            self.iovs[i].iov_base = self.scratch.data + i * slot
-            self.iovs[i].iov_len = slot
+            self.named = names
+            self.laid = 0
+            self.next_free = 0
+        elif arena_is_private(self.scratch):
+            self.next_free = 0                   # no view left: start over in warm memory
+        self.first = self.next_free
+        if self.first + count > self.laid:
+            self.lay_out(self.laid, self.first + count)
+            self.laid = self.first + count
+        return 0
+
+    cdef void lay_out(self, Py_ssize_t start, Py_ssize_t end) noexcept:
+        """Point the headers of slots [start, end) at their part of the scratch (and their
+        address buffers)."""
+        cdef Py_ssize_t i
+        for i in range(start, end):
+            self.iovs[i].iov_base = self.scratch.data + i * self.slot
+            self.iovs[i].iov_len = self.slot
             memset(&self.msgs[i].msg_hdr, 0, sizeof(msghdr))
             self.msgs[i].msg_hdr.msg_iov = &self.iovs[i]
             self.msgs[i].msg_hdr.msg_iovlen = 1
-            if names:
+            if self.named:
                 self.msgs[i].msg_hdr.msg_name = &self.names[i]
                 self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-        return 0
 
     cdef Py_ssize_t receive(self, IoWait *w, Py_ssize_t count, int flags) except -1:
         cdef MmsgOp op
         cdef Py_ssize_t r
-        op.msgs = self.msgs
+        cdef mmsghdr *msgs = self.msgs + self.first
+        op.msgs = msgs
         op.count = <unsigned int>count
         op.flags = flags
         r = io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * self.slot))
-        if r > 0 and self.msgs[r - 1].msg_len == 0 and not socket_still_open(w):
+        if r > 0 and msgs[r - 1].msg_len == 0 and not socket_still_open(w):
             # another thread closed the socket: the shutdown that woke us reads as empty
             # datagrams at the end, which are not data
-            while r > 0 and self.msgs[r - 1].msg_len == 0:
+            while r > 0 and msgs[r - 1].msg_len == 0:
                 r -= 1
             if r == 0:
                 raise_errno(EBADF)
+        if r > 0:
+            self.next_free = self.first + r      # views may refer to these from now on
         return r
+
+    cdef inline object sender(self, Py_ssize_t i):
+        """The address of the message in slot i (None when the layout asks for none); its
+        address buffer is made whole again for the next call into that slot."""
+        if not self.named:
+            return None
+        address = self.addresses.decode(<sockaddr *>&self.names[i], self.msgs[i].msg_hdr.msg_namelen)
+        self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+        return address
 
     cdef int collect(self, list into, Py_ssize_t received, bint records) except -1:
         """Wrap the received messages as Datagrams (views), compacting small batches. On a
         SEQPACKET socket a zero-length record is the end of stream: nothing from it on."""
-        cdef Py_ssize_t i, total = 0, length
+        cdef Py_ssize_t i, total = 0, length, end
         cdef Arena arena = self.scratch
         cdef char *at
-        for i in range(received):
+        for i in range(self.first, self.first + received):
             if records and self.msgs[i].msg_len == 0:
-                received = i
+                received = i - self.first
                 break
             total += self.msgs[i].msg_len
         if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
             arena = Arena(total)
             at = arena.data
-        for i in range(received):
+        end = self.first + received
+        for i in range(self.first, end):
             length = self.msgs[i].msg_len
             if arena is self.scratch:
                 view = make_view(arena, <char *>self.iovs[i].iov_base, length)
@@ -556,11 +607,8 @@ cdef class BatchReceiver:
                 memcpy(at, self.iovs[i].iov_base, length)
                 view = make_view(arena, at, length)
                 at += length
-            address = None if records else self.addresses.decode(
-                <sockaddr *>&self.names[i], self.msgs[i].msg_hdr.msg_namelen)
-            PyList_Append(into, make_datagram(view, address, (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0))
+            PyList_Append(into, make_datagram(view, self.sender(i), (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0))
         return 0
-
 
     cdef object destination_text(self, int family, const void *address):
         cdef char text[INET6_ADDRSTRLEN]
@@ -591,12 +639,12 @@ cdef class BatchReceiver:
         cdef in6_pktinfo info6
         cdef Datagram d
         cdef bint cut
-        for i in range(received):
+        for i in range(self.first, self.first + received):
             total += self.msgs[i].msg_len
         if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
             arena = Arena(total)
             at = arena.data
-        for i in range(received):
+        for i in range(self.first, self.first + received):
             hdr = &self.msgs[i].msg_hdr
             length = self.msgs[i].msg_len
             base = <char *>self.iovs[i].iov_base
@@ -604,7 +652,7 @@ cdef class BatchReceiver:
                 memcpy(at, base, length)
                 base = at
                 at += length
-            address = self.addresses.decode(<sockaddr *>&self.names[i], hdr.msg_namelen)
+            address = self.sender(i)
             gso = 0
             timestamp = destination = interface = tos = None
             cm = CMSG_FIRSTHDR(hdr) if hdr.msg_controllen > 0 else NULL
