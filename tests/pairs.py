@@ -1,9 +1,11 @@
-"""Connected csock stream socket pairs over real kernels: AF_UNIX, TCP/IPv4, TCP/IPv6."""
+"""Connected csock stream socket pairs over real kernels (AF_UNIX, TCP/IPv4, TCP/IPv6), and a
+recv_batch helper for the datagram tests."""
 from __future__ import annotations
 
 import contextlib
 import socket as stdlib_socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,3 +30,13 @@ def stream_pair(kind: str) -> Iterator[tuple[csock.StreamSocket, csock.StreamSoc
     finally:
         a.close()
         b.close()
+
+
+def receive(rx: Any, n: int, **kwargs: Any) -> list[csock.Datagram]:
+    """recv_batch until n datagrams have come (each call must return at least one)."""
+    got: list[csock.Datagram] = []
+    while len(got) < n:
+        batch = rx.recv_batch(**kwargs)
+        assert batch
+        got.extend(batch)
+    return got

@@ -15,6 +15,8 @@ import pytest
 
 import csock
 
+from .pairs import receive
+
 FAMILIES = ["udp4", "udp6", "unix"]
 
 
@@ -42,15 +44,6 @@ def dgram(request, tmp_path):
     tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4 << 20)   # AF_UNIX charges queued data to the sender
     with rx, tx:
         yield tx, rx, rx.getsockname(), tx.getsockname()
-
-
-def receive(rx, n, **kwargs):
-    got = []
-    while len(got) < n:
-        batch = rx.recv_batch(**kwargs)
-        assert batch
-        got.extend(batch)
-    return got
 
 
 def test_types():

@@ -17,6 +17,8 @@ import pytest
 
 import csock
 
+from .pairs import receive
+
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,15 +35,6 @@ def udp_pair(kind="v4"):
     tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 16 << 20)
     rx.settimeout(5)
     return tx, rx
-
-
-def receive(rx, n, **kwargs):
-    got = []
-    while len(got) < n:
-        batch = rx.recv_batch(**kwargs)
-        assert batch
-        got.extend(batch)
-    return got
 
 
 def payloads(count, size, last=None):
