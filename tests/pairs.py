@@ -1,5 +1,5 @@
-"""Connected csock stream socket pairs over real kernels (AF_UNIX, TCP/IPv4, TCP/IPv6), and a
-recv_batch helper for the datagram tests."""
+"""Connected csock stream socket pairs over real kernels (AF_UNIX, TCP/IPv4, TCP/IPv6), a
+recv_batch helper for the datagram tests, and where a view's memory lies."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,7 @@ import socket as stdlib_socket
 from collections.abc import Iterator
 from typing import Any
 
+import numpy
 import pytest
 
 import csock
@@ -40,3 +41,8 @@ def receive(rx: Any, n: int, **kwargs: Any) -> list[csock.Datagram]:
         assert batch
         got.extend(batch)
     return got
+
+
+def address_of(view: Any) -> int:
+    """Where the memory behind a bytes-like object starts (to tell reused memory from new)."""
+    return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)

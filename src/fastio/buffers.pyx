@@ -8,34 +8,58 @@ cimport cython
 from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from cpython.ref cimport Py_REFCNT
+from cpython.object cimport PyObject
 from libc.string cimport memcmp
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 from cpython.object cimport PyTypeObject
 from includes.instancecache cimport cache_instances
+from includes.refcount cimport refcount_of
+
+
+cdef enum:
+    # An arena larger than this is mapped (mmap(2)) rather than malloc'd: a batch receiver's
+    # scratch can span megabytes (max_messages slots of bufsize) of which a few pages are
+    # touched; munmap gives them back when the arena goes, where free() would leave them in
+    # the heap for the life of the process.
+    MAPPED_ARENA = 1 << 20
 
 
 @cython.final
 cdef class Arena:
     def __cinit__(self, Py_ssize_t size):
+        cdef void *mapped
         if size < 0:
             raise ValueError("negative arena size")
-        self.data = <char *>PyMem_Malloc(size if size > 0 else 1)
-        if self.data == NULL:
-            raise MemoryError()
+        if size > MAPPED_ARENA:
+            mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            if mapped == MAP_FAILED:
+                raise MemoryError()
+            self.data = <char *>mapped
+        else:
+            self.data = <char *>PyMem_Malloc(size if size > 0 else 1)
+            if self.data == NULL:
+                raise MemoryError()
         self.size = size
 
     def __dealloc__(self):
-        PyMem_Free(self.data)
+        if self.data == NULL:
+            return
+        if self.size > MAPPED_ARENA:
+            munmap(self.data, self.size)
+        else:
+            PyMem_Free(self.data)
 
     def __len__(self):
         return self.size
 
 
-cdef inline bint arena_is_private(Arena arena) noexcept:
+cdef inline bint arena_is_private(PyObject *arena) noexcept:
     """True when only the owner's reference is left (no view alive): safe to write again.
 
-    The caller passes its own attribute; Cython does not add a reference for the argument."""
-    return Py_REFCNT(arena) == 1
+    The owner passes its attribute as a borrowed pointer, `<PyObject *>self.arena`: passed as
+    an object, Cython would count its own temporary reference and the arena would never look
+    private (see includes/refcount.pxd)."""
+    return refcount_of(arena) == 1
 
 
 cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length):

@@ -123,7 +123,7 @@ cdef class FramedStream:
         cdef Arena fresh
         if self._start + need <= self._arena.size:
             return 0
-        if arena_is_private(self._arena) and need <= self._arena.size <= ARENA_SIZE:
+        if arena_is_private(<PyObject *>self._arena) and need <= self._arena.size <= ARENA_SIZE:
             memmove(self._arena.data, self._arena.data + self._start, buffered)
         else:
             fresh = Arena(max(<Py_ssize_t>ARENA_SIZE, need))
