@@ -17,6 +17,8 @@ class DatagramSocket(socket):
     silently. ``recv_batch(max_messages=64, bufsize=65535)`` waits for one datagram, then
     returns every one already queued (one recvmmsg(2)) as ``csock.Datagram``s whose ``data``
     views stay valid while held and whose ``truncated`` flag says a datagram was cut.
+    ``recv_batch_into(buffer, bufsize)`` is the same receive into the caller's buffer (datagram
+    i at ``i * bufsize``), returning the lengths: no object per datagram, no addresses.
 
     UDP offloads (opt-in): ``send_batch(..., segment_size=N or "auto")`` packs runs of
     equal-sized datagrams to one destination into UDP_SEGMENT (GSO) messages, falling back to
@@ -33,6 +35,7 @@ class DatagramSocket(socket):
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
+    recv_batch_into = _fastio.recv_batch_into
     enable_metadata = _fastio.enable_metadata
     enable_gro = _fastio.enable_gro
 

@@ -45,8 +45,9 @@ class MalformedRecordError(ValueError):
 class SeqPacketSocket(socket):
     """Reliable ordered records (AF_UNIX natively; AF_INET/AF_INET6 through SCTP).
 
-    ``send``/``recv`` as the stdlib; ``send_batch``/``recv_batch`` as DatagramSocket's
-    (sendmmsg/recvmmsg). At end of stream ``recv`` returns b"" and ``recv_batch`` returns []
+    ``send``/``recv`` as the stdlib; ``send_batch``/``recv_batch``/``recv_batch_into`` as
+    DatagramSocket's (sendmmsg/recvmmsg). At end of stream ``recv`` returns b"" and
+    ``recv_batch`` (``recv_batch_into``) returns []
     (records that arrived before it come first). On Linux a zero-length record cannot be told
     apart from the end of stream (recv(2) returns 0 for both), so csock treats one as the end:
     do not send empty records.
@@ -56,6 +57,7 @@ class SeqPacketSocket(socket):
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
+    recv_batch_into = _fastio.recv_batch_into
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None) -> None:
         if fileno is None and type == -1:

@@ -15,7 +15,7 @@ import pytest
 
 import csock
 
-from .pairs import receive
+from .pairs import address_of, receive
 
 FAMILIES = ["udp4", "udp6", "unix"]
 
@@ -133,6 +133,26 @@ def test_receive_memory_is_shared_by_calls_but_never_overwritten(dgram, hold):
         assert [bytes(d.data) for d in got] == payloads
 
 
+def test_released_receive_memory_is_used_again_and_held_memory_is_not(dgram):
+    """Once every view of a batch is gone, the next batch is received into the same memory
+    (no set-up, warm cache); while one view is held, later batches go elsewhere."""
+    tx, rx, rx_addr, _ = dgram
+    tx.send_batch([b"a" * 64] * 10, rx_addr)
+    start = address_of(receive(rx, 10, max_messages=1024, bufsize=64)[0].data)
+    for round_ in range(20):
+        tx.send_batch([bytes([round_]) * 64] * 10, rx_addr)
+        got = receive(rx, 10, max_messages=1024, bufsize=64)
+        assert address_of(got[0].data) == start
+        assert [bytes(d.data) for d in got] == [bytes([round_]) * 64] * 10
+        del got
+    tx.send_batch([b"y" * 64] * 10, rx_addr)
+    held = receive(rx, 10, max_messages=1024, bufsize=64)[9].data
+    tx.send_batch([b"z" * 64] * 10, rx_addr)
+    later = receive(rx, 10, max_messages=1024, bufsize=64)
+    assert address_of(later[0].data) != start
+    assert bytes(held) == b"y" * 64 and bytes(later[0].data) == b"z" * 64
+
+
 def test_recv_batch_returns_everything_queued_up_to_max(dgram):
     tx, rx, rx_addr, _ = dgram
     tx.send_batch([bytes([i]) for i in range(100)], rx_addr)
@@ -235,6 +255,76 @@ def test_non_blocking_send_returns_count_moved():
             a.send_batch([b"x"])
 
 
+# --- recv_batch_into: the caller's buffer, lengths only ---------------------------------------
+
+def test_recv_batch_into_places_each_datagram_in_its_slot(dgram):
+    tx, rx, rx_addr, _ = dgram
+    payloads = [b"", b"one", b"t" * 64, b"L" * 100, b"five"]
+    tx.send_batch(payloads, rx_addr)
+    buf = bytearray(b"." * 64 * 8)
+    lengths = rx.recv_batch_into(buf, 64)
+    assert lengths == [0, 3, 64, 100, 4]                      # 100 > 64: cut, and it shows
+    assert buf[64:67] == b"one" and buf[67:128] == b"." * 61  # the rest of a slot is untouched
+    assert buf[128:192] == b"t" * 64 and buf[192:256] == b"L" * 64 and buf[256:260] == b"five"
+
+
+def test_recv_batch_into_takes_what_fits_and_leaves_the_rest_queued(dgram):
+    tx, rx, rx_addr, _ = dgram
+    tx.send_batch([bytes([i]) * 8 for i in range(10)], rx_addr)
+    buf = bytearray(8 * 4 + 5)                                  # room for 4 whole slots
+    got = []
+    for expected in (4, 4, 2):
+        lengths = rx.recv_batch_into(buf, 8)
+        assert lengths == [8] * expected
+        got += [buf[i * 8] for i in range(expected)]
+    tx.send_batch([bytes([i]) * 8 for i in range(10, 13)], rx_addr)
+    assert rx.recv_batch_into(buf, 8, max_messages=2) == [8, 8]
+    assert rx.recv_batch_into(memoryview(buf)[8:], 8) == [8]   # slot 0 at the view's start
+    assert got + [buf[0], buf[8], buf[8]] == list(range(10)) + [10, 12, 12]
+    assert buf[0:8] == bytes([10]) * 8 and buf[8:16] == bytes([12]) * 8
+
+
+def test_recv_batch_into_follows_the_buffer_and_bufsize_it_is_given(dgram):
+    """Headers are kept per (memory, bufsize): a new buffer or bufsize is laid out anew."""
+    tx, rx, rx_addr, _ = dgram
+    for bufsize, buf in ((16, bytearray(64)), (8, bytearray(64)), (32, bytearray(64))):
+        for same_again in range(2):
+            tx.send_batch([b"%d" % i * bufsize for i in range(2)], rx_addr)
+            assert rx.recv_batch_into(buf, bufsize) == [bufsize, bufsize]
+            assert bytes(buf[:2 * bufsize]) == b"0" * bufsize + b"1" * bufsize
+
+
+def test_recv_batch_into_timeout_non_blocking_and_bad_arguments(dgram):
+    tx, rx, rx_addr, _ = dgram
+    buf = bytearray(256)
+    rx.settimeout(0.1)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        rx.recv_batch_into(buf, 64)
+    assert 0.09 <= time.monotonic() - start < 2
+    rx.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        rx.recv_batch_into(buf, 64)
+    for args, error in (((b"read-only" * 10, 8), TypeError), ((bytearray(10), 64), ValueError),
+                        ((buf, 0), ValueError), ((buf, -1), ValueError), ((buf, 10**12), ValueError),
+                        ((buf, 64, 0), ValueError), (("text", 8), TypeError)):
+        with pytest.raises(error):
+            rx.recv_batch_into(*args)
+    tx.send_batch([b"still here"], rx_addr)
+    rx.settimeout(5)
+    assert rx.recv_batch_into(buf, 64) == [10] and buf[:10] == b"still here"
+
+
+def test_recv_batch_into_refuses_a_gro_socket():
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx:
+        rx.bind(("127.0.0.1", 0))
+        if not rx.enable_gro():
+            pytest.skip("UDP_GRO is not available here")
+        with pytest.raises(ValueError, match="recv_batch"):
+            rx.recv_batch_into(bytearray(64), 64)
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_each_batch_is_one_system_call(tmp_path):
     code = textwrap.dedent("""
@@ -243,6 +333,8 @@ def test_each_batch_is_one_system_call(tmp_path):
         a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 1 << 20)
         assert a.send_batch([b"m" * 8] * 500) == 500
         assert len(b.recv_batch(max_messages=500)) == 500
+        assert a.send_batch([b"n" * 8] * 500) == 500
+        assert b.recv_batch_into(bytearray(8 * 1024), 8) == [8] * 500
     """)
     log = tmp_path / "trace"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
@@ -253,7 +345,7 @@ def test_each_batch_is_one_system_call(tmp_path):
         pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
     calls = [line.split("(")[0].split()[-1] for line in log.read_text().splitlines() if "(" in line]
-    assert calls.count("sendmmsg") == 1 and calls.count("recvmmsg") == 1, calls
+    assert calls.count("sendmmsg") == 2 and calls.count("recvmmsg") == 2, calls
     assert not {"sendmsg", "sendto", "recvmsg", "recvfrom"} & set(calls), calls
 
 

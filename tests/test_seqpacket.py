@@ -90,6 +90,19 @@ def test_end_of_stream(pair):
         b.recv_record()
 
 
+def test_recv_batch_into_records_then_end_of_stream(pair):
+    a, b = pair
+    records = [b"%04d" % i * (1 + i % 5) for i in range(100)]
+    a.send_batch(records)
+    a.shutdown(csock.SHUT_WR)
+    buf = bytearray(20 * 32)
+    got = []
+    while lengths := b.recv_batch_into(buf, 20):
+        got += [bytes(buf[i * 20:i * 20 + n]) for i, n in enumerate(lengths)]
+    assert got == records                           # in order, boundaries kept, then []
+    assert b.recv_batch_into(buf, 20) == []
+
+
 def test_timeout_and_non_blocking(pair):
     a, b = pair
     b.settimeout(0.05)

@@ -103,7 +103,7 @@ def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    impls = ["csock", "csock-plain", "csock-asyncio", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop",
+    impls = ["csock", "csock-into", "csock-plain", "csock-asyncio", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop",
              "asyncio", "c", "c-gso"]
     shown = [w for w in workloads if any((w.name, impl) in rates for impl in impls)]
     present = [impl for impl in impls if any((w.name, impl) in rates for w in shown)]

@@ -7,6 +7,7 @@ mismatch raises DataMismatch, which the worker turns into exit status 1.
 from __future__ import annotations
 
 import socket as stdlib
+import operator
 import struct
 import time
 from functools import partial
@@ -390,6 +391,33 @@ def oneway_csock_server(sock: Any, n: int, size: int = DGRAM, offload: bool = Fa
     return receipts.result()
 
 
+def oneway_csock_into_server(sock: Any, n: int, size: int = DGRAM) -> tuple[float, int]:
+    """recv_batch_into one buffer, no object per datagram: the lengths are counted and the
+    sequence numbers of a batch unpacked by one struct call (one Struct per batch size)."""
+    receipts = Receipts(sock, n)
+    buf = bytearray(BATCH * size)
+    columns: dict[int, struct.Struct] = {}
+    while receipts.next < n:
+        try:
+            lengths = sock.recv_batch_into(buf, size)
+        except BlockingIOError:
+            if receipts.received:
+                break
+            continue
+        if not lengths:
+            raise DataMismatch(f"end of stream after {receipts.next} of {n} records")
+        k = len(lengths)
+        if lengths.count(size) != k:
+            raise DataMismatch(f"a datagram of other than {size} bytes in {lengths}")
+        column = columns.get(k) or columns.setdefault(k, struct.Struct(f">{'Q%dx' % (size - 8) * k}"))
+        seqs = column.unpack_from(buf)
+        if seqs[0] < receipts.next or not all(map(operator.lt, seqs, seqs[1:])):
+            raise DataMismatch(f"sequence numbers out of order after {receipts.next}: {seqs}")
+        receipts.arrived_up_to(seqs[-1] + 1, k)
+        receipts.after_batch()
+    return receipts.result()
+
+
 def oneway_stdlib_client(sock: stdlib.socket, n: int, size: int = DGRAM) -> float:
     messages = datagrams(n, size)
     credits = Credits(sock, size)
@@ -473,8 +501,10 @@ WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     ("pingpong", "stdlib-naive"): (stdlib, pingpong_stdlib_server, pingpong_stdlib_client),
     ("pingpong", "stdlib-tuned"): (stdlib, pingpong_tuned_server, pingpong_stdlib_client),
     ("udp", "csock"): (csock, oneway_csock_server, oneway_csock_client),
+    ("udp", "csock-into"): (csock, oneway_csock_into_server, oneway_csock_client),
     ("udp", "stdlib-naive"): (stdlib, oneway_stdlib_server, oneway_stdlib_client),
     ("seqpacket", "csock"): (csock, oneway_csock_server, oneway_csock_client),
+    ("seqpacket", "csock-into"): (csock, oneway_csock_into_server, oneway_csock_client),
     ("seqpacket", "stdlib-naive"): (stdlib, oneway_stdlib_server, oneway_stdlib_client),
     ("udp-pingpong", "csock"): (csock, dgram_pingpong_server, dgram_pingpong_client),
     ("udp-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),

@@ -456,6 +456,25 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
 
 # --- receiving ------------------------------------------------------------------------------
 
+cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int flags,
+                                 Py_ssize_t slot) except -1:
+    """One recvmmsg(2) into count laid-out headers: how many messages came, or IO_AGAIN."""
+    cdef MmsgOp op
+    cdef Py_ssize_t r
+    op.msgs = msgs
+    op.count = <unsigned int>count
+    op.flags = flags
+    r = io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * slot))
+    if r > 0 and msgs[r - 1].msg_len == 0 and not socket_still_open(w):
+        # another thread closed the socket: the shutdown that woke us reads as empty
+        # datagrams at the end, which are not data
+        while r > 0 and msgs[r - 1].msg_len == 0:
+            r -= 1
+        if r == 0:
+            raise_errno(EBADF)
+    return r
+
+
 @cython.final
 cdef class BatchReceiver:
     """Per-socket receive state: headers, iovecs and address slots for recvmmsg(2), and a
@@ -480,6 +499,10 @@ cdef class BatchReceiver:
     cdef char last_destination[16]       # the last destination address decoded, and its string
     cdef int last_destination_family
     cdef object last_destination_text
+    cdef mmsghdr *into_msgs              # recv_batch_into: MMSG_MAX headers into a caller's buffer,
+    cdef iovec *into_iovs                # laid out for into_base/into_slot (into_laid of them)
+    cdef char *into_base
+    cdef Py_ssize_t into_slot, into_laid
 
     def __cinit__(self):
         self.addresses = AddressCache()
@@ -489,6 +512,8 @@ cdef class BatchReceiver:
         PyMem_Free(self.iovs)
         PyMem_Free(self.names)
         PyMem_Free(self.controls)
+        PyMem_Free(self.into_msgs)
+        PyMem_Free(self.into_iovs)
 
     cdef int prepare_control(self, Py_ssize_t count, Py_ssize_t space) except -1:
         """prepare(), then give each of this call's count slots a control buffer of space
@@ -526,15 +551,15 @@ cdef class BatchReceiver:
             self.capacity = want
             self.scratch = None
         if self.scratch is None or slot != self.slot or names != self.named \
-                or (self.next_free + count > self.capacity and not arena_is_private(self.scratch)):
-            if self.scratch is None or not arena_is_private(self.scratch) \
+                or (self.next_free + count > self.capacity and not arena_is_private(<PyObject *>self.scratch)):
+            if self.scratch is None or not arena_is_private(<PyObject *>self.scratch) \
                     or self.scratch.size < self.capacity * slot:
                 self.scratch = Arena(max(self.capacity * slot, 1))
             self.slot = slot
             self.named = names
             self.laid = 0
             self.next_free = 0
-        elif arena_is_private(self.scratch):
+        elif arena_is_private(<PyObject *>self.scratch):
             self.next_free = 0                   # no view left: start over in warm memory
         self.first = self.next_free
         if self.first + count > self.laid:
@@ -557,23 +582,37 @@ cdef class BatchReceiver:
                 self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
 
     cdef Py_ssize_t receive(self, IoWait *w, Py_ssize_t count, int flags) except -1:
-        cdef MmsgOp op
-        cdef Py_ssize_t r
-        cdef mmsghdr *msgs = self.msgs + self.first
-        op.msgs = msgs
-        op.count = <unsigned int>count
-        op.flags = flags
-        r = io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * self.slot))
-        if r > 0 and msgs[r - 1].msg_len == 0 and not socket_still_open(w):
-            # another thread closed the socket: the shutdown that woke us reads as empty
-            # datagrams at the end, which are not data
-            while r > 0 and msgs[r - 1].msg_len == 0:
-                r -= 1
-            if r == 0:
-                raise_errno(EBADF)
+        cdef Py_ssize_t r = receive_messages(w, self.msgs + self.first, count, flags, self.slot)
         if r > 0:
             self.next_free = self.first + r      # views may refer to these from now on
         return r
+
+    cdef mmsghdr *lay_out_into(self, char *base, Py_ssize_t slot, Py_ssize_t count) except NULL:
+        """Headers for count messages into base + i * slot (no addresses, no control data),
+        kept while the caller passes the same memory and bufsize: headers depend on nothing
+        else, so a call with the same buffer costs no set-up."""
+        cdef Py_ssize_t i
+        if self.into_msgs == NULL:
+            self.into_msgs = <mmsghdr *>PyMem_Malloc(MMSG_MAX * sizeof(mmsghdr))
+            self.into_iovs = <iovec *>PyMem_Malloc(MMSG_MAX * sizeof(iovec))
+            if self.into_msgs == NULL or self.into_iovs == NULL:
+                PyMem_Free(self.into_msgs)
+                PyMem_Free(self.into_iovs)
+                self.into_msgs = NULL
+                self.into_iovs = NULL
+                raise MemoryError()
+        if base != self.into_base or slot != self.into_slot:
+            self.into_base = base
+            self.into_slot = slot
+            self.into_laid = 0
+        for i in range(self.into_laid, count):
+            self.into_iovs[i].iov_base = base + i * slot
+            self.into_iovs[i].iov_len = slot
+            memset(&self.into_msgs[i].msg_hdr, 0, sizeof(msghdr))
+            self.into_msgs[i].msg_hdr.msg_iov = &self.into_iovs[i]
+            self.into_msgs[i].msg_hdr.msg_iovlen = 1
+        self.into_laid = max(self.into_laid, count)
+        return self.into_msgs
 
     cdef inline object sender(self, Py_ssize_t i):
         """The address of the message in slot i (None when the layout asks for none); its
@@ -885,3 +924,53 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     finally:
         receiver.busy = False
     return batch
+
+
+def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MMSG_MAX):
+    """recv_batch_into(buffer, bufsize, max_messages=1024) -> [length]: recv_batch without
+    objects per message: one recvmmsg(2, MSG_WAITFORONE) into the caller's writable buffer,
+    message i at buffer[i * bufsize:], and a list of the lengths. Blocks as recv_batch does
+    (within the socket's timeout; BlockingIOError when non-blocking) until one message, then
+    takes every one queued, up to max_messages, len(buffer) // bufsize and 1024.
+
+    A message longer than bufsize is cut to bufsize bytes and its length is the full one
+    (recvmmsg with MSG_TRUNC): a length above bufsize is how truncation shows. No senders'
+    addresses (recv_batch has them). On SOCK_SEQPACKET, [] is the end of stream (records before
+    it are returned first). The buffer is the caller's: the next call overwrites it. Not on a
+    socket with UDP_GRO set (ValueError): coalesced messages need recv_batch to split them."""
+    cdef IoWait w
+    cdef Py_buffer view
+    cdef BatchReceiver receiver
+    cdef mmsghdr *msgs
+    cdef Py_ssize_t count, r, i
+    cdef int family, kind
+    if bufsize < 1 or bufsize > MAX_BUFSIZE:
+        raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE}")
+    if max_messages < 1:
+        raise ValueError("max_messages must be at least 1")
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    if _rx_users and getattr(sock, "_csock_rxmode", 0) & RX_GRO:
+        raise ValueError("recv_batch_into cannot split UDP_GRO-coalesced messages: use recv_batch")
+    get_writable_buffer(buffer, &view, "recv_batch_into")
+    try:
+        count = min(max_messages, view.len // bufsize, <Py_ssize_t>MMSG_MAX)
+        if count < 1:
+            raise ValueError(f"the buffer ({view.len} bytes) is smaller than bufsize ({bufsize})")
+        receiver = receiver_of(sock)
+        receiver.busy = True
+        try:
+            msgs = receiver.lay_out_into(<char *>view.buf, bufsize, count)
+            r = receive_messages(&w, msgs, count, MSG_WAITFORONE | MSG_TRUNC, bufsize)
+            if r == IO_AGAIN:
+                raise_would_block()
+            if kind == SOCK_SEQPACKET:           # a zero-length record: the end of stream
+                for i in range(r):
+                    if msgs[i].msg_len == 0:
+                        r = i
+                        break
+            return [msgs[i].msg_len for i in range(r)]
+        finally:
+            receiver.busy = False
+    finally:
+        PyBuffer_Release(&view)
