@@ -142,13 +142,21 @@ cdef inline bint sends_whole_messages(IoWait *w) noexcept:
 
 
 cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int flags) except -1:
+    """send(2) until all n bytes are taken. A small send on a blocking socket is first tried
+    with the GIL held (io_try_held): if MSG_DONTWAIT cuts it short, the loop sends the rest."""
     cdef BufOp op
     cdef Py_ssize_t r
+    cdef bint first = io_try_first(w, n)
     op.flags = flags
     while n > 0:
         op.buf = <char *>buf
         op.len = n
-        r = io_call(w, sys_send, &op, POLLOUT, io_may_block(w, n))
+        r = IO_AGAIN
+        if first:
+            first = False
+            r = io_try_held(w, sys_send, &op)
+        if r == IO_AGAIN:
+            r = io_call(w, sys_send, &op, POLLOUT, io_may_block(w, n))
         if r == IO_AGAIN:
             raise_would_block()
         buf += r
