@@ -210,6 +210,25 @@ def test_recv_batch_cancelled_loses_nothing(run: Any) -> None:
     run(main())
 
 
+def test_recv_batch_into_waits_then_fills_the_buffer(run: Any) -> None:
+    async def main() -> None:
+        for kind in (std.SOCK_DGRAM, std.SOCK_SEQPACKET):
+            a, b = nb_pair(kind)
+            buf = bytearray(16 * 32)
+            task = asyncio.create_task(csock.aio.recv_batch_into(b, buf, 16))
+            await asyncio.sleep(0.01)
+            assert not task.done()
+            msgs = [b"%03d" % i * (1 + i % 5) for i in range(20)]
+            assert a.send_batch(msgs) == 20
+            lengths = await asyncio.wait_for(task, 5)
+            assert lengths == [len(m) for m in msgs]
+            assert [bytes(buf[i * 16:i * 16 + n]) for i, n in enumerate(lengths)] == msgs
+            assert not _io._waiting
+            a.close()
+            b.close()
+    run(main())
+
+
 def test_concurrent_waiters_on_one_socket(run: Any) -> None:
     async def main() -> None:
         a, b = nb_pair(std.SOCK_DGRAM)

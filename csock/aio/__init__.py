@@ -6,7 +6,8 @@ try again. Nothing is read or written through asyncio transports, so the wire tr
 exactly that of the blocking calls:
 
 * ``await recv_batch(sock)`` / ``await send_batch(sock, messages)``: datagrams and SEQPACKET
-  records with recvmmsg(2)/sendmmsg(2); one wake-up hands over every datagram queued.
+  records with recvmmsg(2)/sendmmsg(2); one wake-up hands over every datagram queued
+  (``await recv_batch_into(sock, buffer, bufsize)``: into your buffer, lengths only).
 * ``await create_datagram_endpoint(...)``: a transport whose protocol gets
   ``datagrams_received(list_of_Datagram)`` once per wake-up, with buffered, flow-controlled
   batch sends.
@@ -18,6 +19,7 @@ exactly that of the blocking calls:
 from __future__ import annotations
 
 from ._io import recv_batch as recv_batch
+from ._io import recv_batch_into as recv_batch_into
 from ._io import send_batch as send_batch
 from ._io import wait_readable as wait_readable
 from ._io import wait_writable as wait_writable
@@ -31,6 +33,7 @@ from .server import start_framed_server as start_framed_server
 
 __all__ = [
     "recv_batch",
+    "recv_batch_into",
     "send_batch",
     "wait_readable",
     "wait_writable",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import socket as _std
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _fastio
 from .._fastio import Datagram
@@ -18,7 +19,9 @@ from .._fastio import Datagram
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["recv_batch", "send_batch", "wait_readable", "wait_writable"]
+__all__ = ["recv_batch", "recv_batch_into", "send_batch", "wait_readable", "wait_writable"]
+
+_T = TypeVar("_T")
 
 # (loop, fd, for_writing) -> the futures waiting for that readiness; present iff registered.
 _waiting: dict[tuple[asyncio.AbstractEventLoop, int, bool], list[asyncio.Future[None]]] = {}
@@ -69,6 +72,25 @@ def _check_nonblocking(sock: _std.socket) -> None:
         raise ValueError("csock.aio needs a non-blocking socket (call sock.setblocking(False))")
 
 
+async def _when_readable(sock: _std.socket, receive: Callable[[], _T]) -> _T:
+    """receive() now, and again each time the loop says sock is readable, until it stops
+    raising BlockingIOError. Cancelled while waiting: the reader is removed and whatever is
+    queued stays in the kernel."""
+    _check_nonblocking(sock)
+    try:
+        return receive()
+    except BlockingIOError:
+        pass
+    loop = asyncio.get_running_loop()
+    fd = sock.fileno()
+    while True:
+        await _wait(loop, fd, False)
+        try:
+            return receive()
+        except BlockingIOError:
+            pass
+
+
 async def recv_batch(sock: _std.socket, max_messages: int = 64, bufsize: int = 65535) -> list[Datagram]:
     """Every datagram (or SEQPACKET record) already queued on sock, up to max_messages, as
     ``csock.Datagram``s: one recvmmsg(2) per wake-up, never one callback per datagram.
@@ -78,19 +100,15 @@ async def recv_batch(sock: _std.socket, max_messages: int = 64, bufsize: int = 6
     the reader is removed and the datagrams stay queued in the kernel. On a SEQPACKET socket
     ``[]`` means end of stream, as with the blocking call. sock must be non-blocking.
     """
-    _check_nonblocking(sock)
-    try:
-        return _fastio.recv_batch(sock, max_messages, bufsize)
-    except BlockingIOError:
-        pass
-    loop = asyncio.get_running_loop()
-    fd = sock.fileno()
-    while True:
-        await _wait(loop, fd, False)
-        try:
-            return _fastio.recv_batch(sock, max_messages, bufsize)
-        except BlockingIOError:
-            pass
+    return await _when_readable(sock, partial(_fastio.recv_batch, sock, max_messages, bufsize))
+
+
+async def recv_batch_into(sock: _std.socket, buffer: Buffer, bufsize: int, max_messages: int = 1024) -> list[int]:
+    """recv_batch into the caller's buffer, as the blocking ``recv_batch_into``: datagram i at
+    ``buffer[i * bufsize:]``, their lengths returned (above bufsize: cut), no object per
+    datagram. Waits, and is cancelled, as recv_batch. sock must be non-blocking; the buffer
+    must not be touched until the call returns."""
+    return await _when_readable(sock, partial(_fastio.recv_batch_into, sock, buffer, bufsize, max_messages))
 
 
 async def send_batch(sock: _std.socket, messages: Iterable[Buffer | tuple[Buffer, Any]],
