@@ -22,6 +22,7 @@ cdef class Arena:
     """Receive memory; written only while no MessageView refers to it."""
     cdef char *data
     cdef Py_ssize_t size
+    cdef bint mapped                    # taken with mmap(2), not malloc
 
 
 cdef class ReadOnlyView:

@@ -153,6 +153,22 @@ def test_released_receive_memory_is_used_again_and_held_memory_is_not(dgram):
     assert bytes(held) == b"y" * 64 and bytes(later[0].data) == b"z" * 64
 
 
+def test_a_caller_that_keeps_the_last_batch_alternates_between_two_scratches(dgram):
+    """batch = recv_batch() in a loop holds the previous batch during the next call: when each
+    call fills the scratch, the receiver takes back the one before instead of new memory."""
+    tx, rx, rx_addr, _ = dgram
+    previous, starts = None, []
+    for round_ in range(6):
+        tx.send_batch([bytes([round_]) * 1000] * 1024, rx_addr)
+        batch = receive(rx, 1024, max_messages=1024, bufsize=1024)   # fills the 1 MiB scratch
+        starts.append(address_of(batch[0].data))
+        if previous is not None:
+            assert {bytes(d.data) for d in previous} == {bytes([round_ - 1]) * 1000}
+        previous = batch
+    assert len(set(starts)) == 2 and starts[0] == starts[2] == starts[4]
+    assert csock._fastio.scratch_allocations(rx) == 2
+
+
 def test_recv_batch_returns_everything_queued_up_to_max(dgram):
     tx, rx, rx_addr, _ = dgram
     tx.send_batch([bytes([i]) for i in range(100)], rx_addr)

@@ -16,25 +16,23 @@ from includes.instancecache cimport cache_instances
 from includes.refcount cimport refcount_of
 
 
-cdef enum:
-    # An arena larger than this is mapped (mmap(2)) rather than malloc'd: a batch receiver's
-    # scratch can span megabytes (max_messages slots of bufsize) of which a few pages are
-    # touched; munmap gives them back when the arena goes, where free() would leave them in
-    # the heap for the life of the process.
-    MAPPED_ARENA = 1 << 20
-
-
 @cython.final
 cdef class Arena:
-    def __cinit__(self, Py_ssize_t size):
-        cdef void *mapped
+    """size bytes of memory. mapped=True (a batch receiver's scratch, which lives as long as
+    its socket and can span megabytes of which few pages are touched) takes it with mmap(2),
+    so munmap gives every page back when the arena goes, where free() could leave them in the
+    heap for the life of the process; short-lived arenas come from malloc, whose warm pages
+    the next one reuses."""
+    def __cinit__(self, Py_ssize_t size, bint mapped=False):
+        cdef void *memory
         if size < 0:
             raise ValueError("negative arena size")
-        if size > MAPPED_ARENA:
-            mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-            if mapped == MAP_FAILED:
+        if mapped:
+            memory = mmap(NULL, max(size, 1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            if memory == MAP_FAILED:
                 raise MemoryError()
-            self.data = <char *>mapped
+            self.data = <char *>memory
+            self.mapped = True
         else:
             self.data = <char *>PyMem_Malloc(size if size > 0 else 1)
             if self.data == NULL:
@@ -44,8 +42,8 @@ cdef class Arena:
     def __dealloc__(self):
         if self.data == NULL:
             return
-        if self.size > MAPPED_ARENA:
-            munmap(self.data, self.size)
+        if self.mapped:
+            munmap(self.data, max(self.size, 1))
         else:
             PyMem_Free(self.data)
 

@@ -488,8 +488,9 @@ cdef class BatchReceiver:
     scratch Arena of `capacity` slots of `slot` bytes, whose headers are laid out once. Each
     call receives into the slots from `next_free` on, so views handed out by earlier calls
     keep their slots and a call costs no set-up; the scratch starts over at slot 0 when no
-    view refers to it, and is replaced when it is full and still referred to. Small batches
-    are compacted into a right-sized arena so that held views do not pin the whole scratch."""
+    view refers to it, and is replaced when it is full and still referred to (by the spare,
+    the one before it, once that is free again). Small batches are compacted into a
+    right-sized arena so that held views do not pin the whole scratch."""
     cdef Py_ssize_t capacity, slot
     cdef Py_ssize_t first                # this call's first slot
     cdef Py_ssize_t next_free            # slots below it may be referred to by views
@@ -499,6 +500,8 @@ cdef class BatchReceiver:
     cdef iovec *iovs
     cdef sockaddr_storage *names
     cdef Arena scratch
+    cdef Arena spare                     # the scratch before it, taken back once no view refers to it
+    cdef Py_ssize_t scratches_made       # for scratch_allocations()
     cdef AddressCache addresses
     cdef bint busy
     cdef char *controls                  # control (cmsg) buffers: control_capacity of control_space
@@ -556,12 +559,10 @@ cdef class BatchReceiver:
                 self.capacity = 0
                 raise MemoryError()
             self.capacity = want
-            self.scratch = None
+            self.scratch = self.spare = None
         if self.scratch is None or slot != self.slot or names != self.named \
                 or (self.next_free + count > self.capacity and not arena_is_private(<PyObject *>self.scratch)):
-            if self.scratch is None or not arena_is_private(<PyObject *>self.scratch) \
-                    or self.scratch.size < self.capacity * slot:
-                self.scratch = Arena(max(self.capacity * slot, 1))
+            self.renew_scratch(self.capacity * slot)
             self.slot = slot
             self.named = names
             self.laid = 0
@@ -572,6 +573,21 @@ cdef class BatchReceiver:
         if self.first + count > self.laid:
             self.lay_out(self.laid, self.first + count)
             self.laid = self.first + count
+        return 0
+
+    cdef int renew_scratch(self, Py_ssize_t size) except -1:
+        """Memory of at least size bytes for a new layout: the scratch itself if no view refers
+        to it; else the scratch before it once no view refers to that (a caller that keeps one
+        batch while receiving the next thus alternates between two); else a new one, the old
+        becoming the spare."""
+        if self.scratch is not None and arena_is_private(<PyObject *>self.scratch) and self.scratch.size >= size:
+            return 0
+        if self.spare is not None and arena_is_private(<PyObject *>self.spare) and self.spare.size >= size:
+            self.scratch, self.spare = self.spare, self.scratch
+        else:
+            self.spare = self.scratch
+            self.scratch = Arena(max(size, 1), True)
+            self.scratches_made += 1
         return 0
 
     cdef void lay_out(self, Py_ssize_t start, Py_ssize_t end) noexcept:
@@ -738,6 +754,13 @@ cdef class BatchReceiver:
                 if off >= length:
                     break
         return 0
+
+
+def scratch_allocations(sock):
+    """scratch_allocations(sock) -> int: how many scratch arenas sock's batch receiver has
+    taken so far (new receive memory, as opposed to memory used again)."""
+    receiver = getattr(sock, "_csock_receiver", None)
+    return 0 if receiver is None else (<BatchReceiver>receiver).scratches_made
 
 
 cdef BatchReceiver receiver_of(object sock):
