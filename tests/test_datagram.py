@@ -331,6 +331,35 @@ def test_recv_batch_into_timeout_non_blocking_and_bad_arguments(dgram):
     assert rx.recv_batch_into(buf, 64) == [10] and buf[:10] == b"still here"
 
 
+def test_recv_batch_into_from_two_threads_at_once():
+    """Two threads receiving into their own buffers on one socket (the second gets headers of
+    its own while the first holds the socket's): every datagram lands once, whole."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 1 << 20)
+    b.settimeout(0.5)
+    got: list[list[bytes]] = [[], []]
+
+    def drain(mine: list[bytes]) -> None:
+        buf = bytearray(32 * 64)
+        while True:
+            try:
+                lengths = b.recv_batch_into(buf, 32)
+            except TimeoutError:
+                return
+            mine += [bytes(buf[i * 32:i * 32 + n]) for i, n in enumerate(lengths)]
+
+    with a, b:
+        threads = [threading.Thread(target=drain, args=(got[k],)) for k in range(2)]
+        for t in threads:
+            t.start()
+        sent = [b"%06d" % i * 5 for i in range(20_000)]
+        for start in range(0, len(sent), 500):
+            a.send_batch(sent[start:start + 500])
+        for t in threads:
+            t.join(30)
+    assert sorted(got[0] + got[1]) == sent                      # each once, none cut or mixed
+
+
 def test_recv_batch_into_refuses_a_gro_socket():
     rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
     with rx:

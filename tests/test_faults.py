@@ -103,7 +103,8 @@ def test_no_fd_growth_over_many_pairs():
     assert len(os.listdir("/proc/self/fd")) == before
 
 
-@pytest.mark.parametrize("kind", ["stream recv", "stream with timeout", "dgram recv_batch", "recv_exactly"])
+@pytest.mark.parametrize("kind", ["stream recv", "stream with timeout", "dgram recv_batch", "dgram recv_batch_into",
+                                  "recv_exactly"])
 def test_close_from_another_thread_wakes_a_blocked_call_with_ebadf(kind):
     """close(2) alone leaves a thread blocked in recv(2) hanging on Linux; csock's close()
     wakes it, and the call raises EBADF (no hang, no crash, no read from a reused fd)."""
@@ -117,7 +118,9 @@ def test_close_from_another_thread_wakes_a_blocked_call_with_ebadf(kind):
 
     def blocked():
         try:
-            if "recv_batch" in kind:
+            if kind.endswith("recv_batch_into"):
+                outcome.append(b.recv_batch_into(bytearray(1024), 64))
+            elif "recv_batch" in kind:
                 outcome.append(b.recv_batch())
             elif kind == "recv_exactly":
                 outcome.append(b.recv_exactly(100))
