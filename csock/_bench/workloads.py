@@ -33,8 +33,9 @@ class Workload:
 
     def rate(self, count: int, elapsed: float) -> float:
         """Units per second (higher is better, for every unit); count is what arrived.
-        Receivers start their clock at the first unit that arrives, so it is not counted."""
-        timed = count - 1 if self.measured == "server" else count
+        Receivers start their clock at the first unit that arrives, and ping-pong clients
+        after the first round trip (see workers.PING), so that unit is not counted."""
+        timed = count - 1 if self.measured == "server" or self.unit == "us/rt" else count
         return max(timed, 1) / max(elapsed, 1e-6)
 
     def show(self, rate: float) -> str:

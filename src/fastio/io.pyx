@@ -78,13 +78,37 @@ cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
     return w.timeout_ns < 0 or nbytes > _RELEASE_GIL_BYTES
 
 
-cdef inline bint io_try_first(IoWait *w, size_t nbytes) noexcept:
+# A call tried with the GIL held that would have blocked (io_try_held) cost a system call for
+# nothing: the next HELD_BACKOFF calls in that direction on that fd go straight to io_call, then
+# one tries again. A ping-pong, whose reply is never there yet, pays that extra call once in
+# eight receives instead of on each; a socket whose data is ready keeps skipping the GIL
+# hand-over. (Per fd, like _blocked; an fd number reused inherits only a hint.)
+cdef enum:
+    HELD_BACKOFF = 7
+cdef unsigned char _held_skip_in[_TRACKED_FDS]
+cdef unsigned char _held_skip_out[_TRACKED_FDS]
+
+
+cdef inline unsigned char *_held_skip(int fd, short events) noexcept:
+    if fd < 0 or fd >= _TRACKED_FDS:
+        return NULL
+    return &_held_skip_in[fd] if events == POLLIN else &_held_skip_out[fd]
+
+
+cdef inline bint io_try_first(IoWait *w, size_t nbytes, short events) noexcept:
     """Whether a call on a blocking socket should first be tried with the GIL held (a small
-    copy: see io_try_held)."""
-    return w.timeout_ns < 0 and nbytes <= _RELEASE_GIL_BYTES
+    copy, and no recent miss in this direction: see io_try_held)."""
+    cdef unsigned char *skip
+    if w.timeout_ns >= 0 or nbytes > _RELEASE_GIL_BYTES:
+        return False
+    skip = _held_skip(w.fd, events)
+    if skip != NULL and skip[0]:
+        skip[0] -= 1
+        return False
+    return True
 
 
-cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op) except -1:
+cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) except -1:
     """The call once, with MSG_DONTWAIT and the GIL held (it cannot block): its result, or
     IO_AGAIN when it would block or a signal interrupted it, and the caller goes on with
     io_call (which waits, and runs the handlers). A blocking socket that is ready thus skips
@@ -94,6 +118,7 @@ cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op) except -1:
     global csock_extra_flags
     cdef Py_ssize_t r
     cdef int err
+    cdef unsigned char *skip
     w.calls += 1
     csock_extra_flags = MSG_DONTWAIT
     r = call(w.fd, op)
@@ -101,7 +126,12 @@ cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op) except -1:
     csock_extra_flags = 0
     if r >= 0:
         return r
-    if err == EAGAIN or err == EINTR:
+    if err == EAGAIN:
+        skip = _held_skip(w.fd, events)
+        if skip != NULL:
+            skip[0] = HELD_BACKOFF
+        return IO_AGAIN
+    if err == EINTR:
         return IO_AGAIN
     raise_errno(err)
 

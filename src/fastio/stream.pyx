@@ -125,8 +125,8 @@ def sock_send(sock, data, int flags=0):
         op.len = view.len
         op.flags = flags
         r = IO_AGAIN
-        if io_try_first(&w, view.len) and sends_whole_messages(&w):
-            r = io_try_held(&w, sys_send, &op)
+        if sends_whole_messages(&w) and io_try_first(&w, view.len, POLLOUT):
+            r = io_try_held(&w, sys_send, &op, POLLOUT)
         if r == IO_AGAIN:
             r = io_call(&w, sys_send, &op, POLLOUT, io_may_block(&w, view.len))
         if r == IO_AGAIN:
@@ -146,7 +146,7 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
     with the GIL held (io_try_held): if MSG_DONTWAIT cuts it short, the loop sends the rest."""
     cdef BufOp op
     cdef Py_ssize_t r
-    cdef bint first = io_try_first(w, n)
+    cdef bint first = io_try_first(w, n, POLLOUT)
     op.flags = flags
     while n > 0:
         op.buf = <char *>buf
@@ -154,7 +154,7 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
         r = IO_AGAIN
         if first:
             first = False
-            r = io_try_held(w, sys_send, &op)
+            r = io_try_held(w, sys_send, &op, POLLOUT)
         if r == IO_AGAIN:
             r = io_call(w, sys_send, &op, POLLOUT, io_may_block(w, n))
         if r == IO_AGAIN:
@@ -186,8 +186,8 @@ cdef Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
     """One recv(2) into op under w's rules, first tried with the GIL held where MSG_DONTWAIT
     cannot change the result (io_try_held: not with MSG_WAITALL)."""
     cdef Py_ssize_t r = IO_AGAIN
-    if io_try_first(w, op.len) and not (op.flags & MSG_WAITALL):
-        r = io_try_held(w, sys_recv, op)
+    if not (op.flags & MSG_WAITALL) and io_try_first(w, op.len, POLLIN):
+        r = io_try_held(w, sys_recv, op, POLLIN)
     if r == IO_AGAIN:
         r = io_call(w, sys_recv, op, POLLIN, io_may_block(w, op.len))
     return r
