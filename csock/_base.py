@@ -54,8 +54,9 @@ class socket(_std.socket):
     @property
     def spin_us(self) -> int:
         """Busy-wait budget in microseconds (0: off): before a blocking receive or a timed
-        call would sleep, csock busy-polls for up to this long (GIL released; a blocking
-        receive is retried with MSG_DONTWAIT), then sleeps as usual. Timeouts stay exact; signal handlers (Ctrl-C) run at most
+        call would sleep, csock busy-polls for up to this long (a blocking receive is retried
+        with MSG_DONTWAIT, GIL released; alone in its process, a thread keeps the GIL for the
+        first 10 µs), then sleeps as usual. Timeouts stay exact; signal handlers (Ctrl-C) run at most
         spin_us late. For kernel-side busy polling of the device queue as well, set
         ``SO_BUSY_POLL`` (Linux, socket option 46, microseconds) with setsockopt."""
         return int(_fastio.get_spin(self))

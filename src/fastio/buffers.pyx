@@ -13,7 +13,7 @@ from libc.string cimport memcmp
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 from cpython.object cimport PyTypeObject
 from includes.instancecache cimport cache_instances
-from includes.refcount cimport refcount_of
+from includes.pyapi cimport refcount_of
 
 
 @cython.final
@@ -56,7 +56,7 @@ cdef inline bint arena_is_private(PyObject *arena) noexcept:
 
     The owner passes its attribute as a borrowed pointer, `<PyObject *>self.arena`: passed as
     an object, Cython would count its own temporary reference and the arena would never look
-    private (see includes/refcount.pxd)."""
+    private (see includes/pyapi.pxd)."""
     return refcount_of(arena) == 1
 
 

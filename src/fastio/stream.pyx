@@ -8,9 +8,7 @@ from libc.string cimport memcpy, memset
 from includes.socket cimport (send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL, MSG_PEEK,
                               MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
-
-cdef extern from "Python.h":
-    int _PyBytes_Resize(PyObject **string, Py_ssize_t newsize) except -1
+from includes.pyapi cimport _PyBytes_Resize
 
 # One call of send_buffers takes at most this many buffers (ValueError above it, before any
 # allocation): each needs a buffer export held for the duration of the call.
