@@ -88,7 +88,6 @@ cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
 # hand-over. (Per fd, like _blocked; an fd number reused inherits only a hint.)
 cdef enum:
     HELD_BACKOFF = 7
-    SPIN_HELD_NS = 10000              # alone in the process, a spin keeps the GIL this long (io_call)
 cdef unsigned char _held_skip_in[_TRACKED_FDS]
 cdef unsigned char _held_skip_out[_TRACKED_FDS]
 
@@ -138,6 +137,18 @@ cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) e
     if err == EINTR:
         return IO_AGAIN
     raise_errno(err)
+
+
+cdef Py_ssize_t io_call_held_first(IoWait *w, syscall_t call, void *op, short events, size_t nbytes,
+                                   bint may_try) except -1:
+    """io_call, tried once with the GIL held first where may_try (MSG_DONTWAIT cannot change
+    the call's result) and io_try_first allow it."""
+    cdef Py_ssize_t r = IO_AGAIN
+    if may_try and io_try_first(w, nbytes, events):
+        r = io_try_held(w, call, op, events)
+    if r == IO_AGAIN:
+        r = io_call(w, call, op, events, io_may_block(w, nbytes))
+    return r
 
 
 cdef int io_wait(IoWait *w, short events) except -1:
@@ -212,6 +223,10 @@ cdef Py_ssize_t io_spin_receive(IoWait *w, syscall_t call, void *op, int *err, i
             break
     csock_extra_flags = 0
     return r
+
+
+cdef enum:
+    SPIN_HELD_NS = 10000              # alone in its process, a spin keeps the GIL this long (io_call)
 
 
 cdef inline bint only_thread() noexcept:

@@ -122,11 +122,7 @@ def sock_send(sock, data, int flags=0):
         op.buf = <char *>view.buf
         op.len = view.len
         op.flags = flags
-        r = IO_AGAIN
-        if sends_whole_messages(&w) and io_try_first(&w, view.len, POLLOUT):
-            r = io_try_held(&w, sys_send, &op, POLLOUT)
-        if r == IO_AGAIN:
-            r = io_call(&w, sys_send, &op, POLLOUT, io_may_block(&w, view.len))
+        r = io_call_held_first(&w, sys_send, &op, POLLOUT, view.len, sends_whole_messages(&w))
         if r == IO_AGAIN:
             raise_would_block()
         return r
@@ -144,17 +140,13 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
     with the GIL held (io_try_held): if MSG_DONTWAIT cuts it short, the loop sends the rest."""
     cdef BufOp op
     cdef Py_ssize_t r
-    cdef bint first = io_try_first(w, n, POLLOUT)
+    cdef bint first = True
     op.flags = flags
     while n > 0:
         op.buf = <char *>buf
         op.len = n
-        r = IO_AGAIN
-        if first:
-            first = False
-            r = io_try_held(w, sys_send, &op, POLLOUT)
-        if r == IO_AGAIN:
-            r = io_call(w, sys_send, &op, POLLOUT, io_may_block(w, n))
+        r = io_call_held_first(w, sys_send, &op, POLLOUT, n, first)
+        first = False
         if r == IO_AGAIN:
             raise_would_block()
         buf += r
@@ -183,12 +175,7 @@ def sock_sendall(sock, data, int flags=0):
 cdef Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
     """One recv(2) into op under w's rules, first tried with the GIL held where MSG_DONTWAIT
     cannot change the result (io_try_held: not with MSG_WAITALL)."""
-    cdef Py_ssize_t r = IO_AGAIN
-    if not (op.flags & MSG_WAITALL) and io_try_first(w, op.len, POLLIN):
-        r = io_try_held(w, sys_recv, op, POLLIN)
-    if r == IO_AGAIN:
-        r = io_call(w, sys_recv, op, POLLIN, io_may_block(w, op.len))
-    return r
+    return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
 
 
 def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
