@@ -692,6 +692,30 @@ def test_zerocopy_on_unix_stream_is_a_plain_send():
         assert a.flush_zerocopy() == 0
 
 
+def test_zerocopy_threshold_copies_small_sends():
+    """Below zerocopy_threshold (default 10240 bytes a sendmsg) a zerocopy=True send is copied:
+    no MSG_ZEROCOPY send is counted and no buffer stays exported; 0 asks for zero copy always."""
+    a, b = tcp_pair()
+    with a, b:
+        assert a.zerocopy_threshold == 10240
+        small = bytearray(b"s" * 4096)
+        assert a.send_buffers([small, b"+" * 1000], zerocopy=True) == 5096
+        assert b.recv_exactly(5096) == b"s" * 4096 + b"+" * 1000
+        assert a.zerocopy_stats()["sends"] == 0
+        small.extend(b"!")                              # not held: resizable at once
+        a.zerocopy_threshold = 0
+        assert a.zerocopy_threshold == 0
+        assert a.send_buffers([b"tiny"], zerocopy=True) == 4
+        assert b.recv_exactly(4) == b"tiny"
+        assert a.zerocopy_stats()["sends"] == 1
+        a.flush_zerocopy(timeout=5)
+        with pytest.raises(ValueError):
+            a.zerocopy_threshold = -1
+        with pytest.raises(TypeError):
+            a.zerocopy_threshold = "big"                # type: ignore[assignment]
+        assert a.zerocopy_threshold == 0
+
+
 def test_zerocopy_nonblocking_partial_counts():
     a, b = tcp_pair()
     with a, b:
