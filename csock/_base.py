@@ -56,9 +56,10 @@ class socket(_std.socket):
         """Busy-wait budget in microseconds (0: off): before a blocking receive or a timed
         call would sleep, csock busy-polls for up to this long (a blocking receive is retried
         with MSG_DONTWAIT, GIL released; alone in its process, a thread keeps the GIL for the
-        first 10 µs), then sleeps as usual. Timeouts stay exact; signal handlers (Ctrl-C) run at most
-        spin_us late. For kernel-side busy polling of the device queue as well, set
-        ``SO_BUSY_POLL`` (Linux, socket option 46, microseconds) with setsockopt."""
+        first 10 µs), then sleeps as usual. Timeouts stay exact; signal handlers (Ctrl-C) run
+        at most spin_us late. Where the kernel allows it, ``SO_BUSY_POLL`` (socket option 46)
+        is set to the same value, so the sleep that follows busy-polls the device queue first
+        (NICs with NAPI busy polling; raising it needs CAP_NET_ADMIN)."""
         return int(_fastio.get_spin(self))
 
     @spin_us.setter

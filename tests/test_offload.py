@@ -481,6 +481,24 @@ def test_spin_attribute():
         assert s.spin_us == 0
 
 
+SO_BUSY_POLL = getattr(csock, "SO_BUSY_POLL", 46)
+
+
+def test_spin_us_sets_so_busy_poll_where_allowed():
+    """spin_us also sets SO_BUSY_POLL to the same value where the kernel allows it (raising it
+    needs CAP_NET_ADMIN; lowering it never does)."""
+    with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as s:
+        took = csock._fastio.set_spin(s, 50)
+        assert s.spin_us == 50                         # spinning is on either way
+        if os.geteuid() == 0:
+            assert took is True
+            assert s.getsockopt(csock.SOL_SOCKET, SO_BUSY_POLL) == 50
+        else:
+            assert took is (s.getsockopt(csock.SOL_SOCKET, SO_BUSY_POLL) == 50)
+        s.spin_us = 0
+        assert s.getsockopt(csock.SOL_SOCKET, SO_BUSY_POLL) == 0
+
+
 @pytest.mark.parametrize("timeout", [None, 2.0])
 def test_spin_data_arriving_during_spin(timeout):
     tx, rx = udp_pair()

@@ -7,7 +7,7 @@
 from cpython.object cimport PyObject, PyTypeObject, PyObject_TypeCheck
 from libc.stdint cimport int64_t
 from includes.pysocket cimport csock_socket_fields, CSOCK_SOCKET_FIELDS
-from includes.socket cimport getsockopt, socklen_t, SOL_SOCKET, SO_TYPE
+from includes.socket cimport getsockopt, setsockopt, socklen_t, SOL_SOCKET, SO_TYPE, SO_BUSY_POLL
 from libc.errno cimport errno
 
 import _socket
@@ -50,9 +50,15 @@ cdef enum:
 def set_spin(sock, us):
     """Set a csock socket's spin_us: before a call would sleep (blocking, or waiting for its
     timeout), poll the socket without sleeping for up to this many microseconds, GIL
-    released. 0 turns it off. Non-blocking sockets never spin."""
+    released. 0 turns it off. Non-blocking sockets never spin.
+
+    Where the kernel allows it, SO_BUSY_POLL is set to the same value, so that the sleep which
+    follows a spin, and poll(2), busy-poll the device queue first (NICs with NAPI busy
+    polling; raising it needs CAP_NET_ADMIN, and loopback has no queue to poll). Returns
+    whether SO_BUSY_POLL took."""
     global _spin_users
     cdef long value = us
+    cdef int busy
     if value < 0 or value > MAX_SPIN_US:
         raise ValueError(f"spin_us must be between 0 and {MAX_SPIN_US}, got {value}")
     old = getattr(sock, "_csock_spin_ns", 0) or 0
@@ -61,6 +67,9 @@ def set_spin(sock, us):
         _spin_users += 1
     elif old != 0 and value == 0:
         _spin_users -= 1
+    busy = <int>value
+    fd = sock.fileno()
+    return fd >= 0 and setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL, &busy, sizeof(busy)) == 0
 
 
 def register_socket_class(cls):
