@@ -71,6 +71,26 @@ def test_pairs_mixed_with_default_address(dgram):
     assert [bytes(d.data) for d in receive(rx, 4)] == [b"one", b"two", b"three", b"four"]
 
 
+def test_batch_items_are_kept_alive_and_sent_whole(dgram):
+    """bytes are exported in place (no buffer call), everything else through the buffer
+    protocol: a bytes subclass, a 2-byte-item array and bytes whose only owner is the list all
+    arrive whole, and send_batch leaves no reference behind."""
+    import array
+
+    class Tagged(bytes):
+        pass
+
+    tx, rx, rx_addr, _ = dgram
+    wide = array.array("H", [0x0102, 0x0304])
+    only_in_list = [bytes([i]) * (i + 1) for i in range(40)]
+    tagged = Tagged(b"tagged")
+    before = sys.getrefcount(tagged)
+    assert tx.send_batch(only_in_list + [tagged, wide], rx_addr) == 42
+    assert sys.getrefcount(tagged) == before
+    got = [bytes(d.data) for d in receive(rx, 42, max_messages=64)]
+    assert got == [bytes([i]) * (i + 1) for i in range(40)] + [b"tagged", wide.tobytes()]
+
+
 def test_unpacking_and_equality(dgram):
     tx, rx, rx_addr, tx_addr = dgram
     tx.send_batch([b"hi"], rx_addr)

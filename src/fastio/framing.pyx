@@ -342,7 +342,7 @@ cdef class FramedStream:
             raise MemoryError()
         try:
             for i in range(n):
-                PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+                export_readable(items[i], &views[i])
                 acquired += 1
                 if <size_t>views[i].len > MAX_FRAME_LENGTH:
                     raise ValueError(f"message {i} of {views[i].len} bytes does not fit a 4-byte length")

@@ -1,9 +1,10 @@
 # Datagram and record batches: sendmmsg(2) and recvmmsg(2) (DatagramSocket, SeqPacketSocket,
 # RawSocket). One system call moves up to MMSG_MAX messages.
 cimport cython
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyBuffer_Release
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from cpython.list cimport PyList_Append
+from cpython.list cimport PyList_Append, PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE
 from libc.string cimport memcpy, memset, memcmp
 from libc.errno cimport errno
@@ -206,7 +207,7 @@ cdef _Outgoing parse_outgoing(list items, object address, int family):
             if PyTuple_GET_SIZE(item) != 2:
                 raise TypeError(f"batch item {i}: expected data or a (data, address) pair")
             item, target = item
-        PyObject_GetBuffer(item, &out.views[i], PyBUF_SIMPLE)
+        export_readable(item, &out.views[i])
         out.acquired += 1
         if target is None:
             out.address_of[i] = -1
@@ -646,12 +647,13 @@ cdef class BatchReceiver:
         self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
         return address
 
-    cdef int collect(self, list into, Py_ssize_t received, bint records) except -1:
-        """Wrap the received messages as Datagrams (views), compacting small batches. On a
-        SEQPACKET socket a zero-length record is the end of stream: nothing from it on."""
+    cdef list collect(self, Py_ssize_t received, bint records):
+        """The received messages as a new list of Datagrams (views), compacting small batches.
+        On a SEQPACKET socket a zero-length record is the end of stream: the list stops there.
+        The list is made at its final size (cheaper than appending one by one)."""
         cdef Py_ssize_t i, total = 0, length, end
         cdef Arena arena = self.scratch
-        cdef char *at
+        cdef char *at = NULL
         for i in range(self.first, self.first + received):
             if records and self.msgs[i].msg_len == 0:
                 received = i - self.first
@@ -660,6 +662,7 @@ cdef class BatchReceiver:
         if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
             arena = Arena(total)
             at = arena.data
+        cdef list batch = PyList_New(received)   # NULL items until set: safe to drop on error
         end = self.first + received
         for i in range(self.first, end):
             length = self.msgs[i].msg_len
@@ -669,8 +672,10 @@ cdef class BatchReceiver:
                 memcpy(at, self.iovs[i].iov_base, length)
                 view = make_view(arena, at, length)
                 at += length
-            PyList_Append(into, make_datagram(view, self.sender(i), (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0))
-        return 0
+            d = make_datagram(view, self.sender(i), (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0)
+            Py_INCREF(d)                          # PyList_SET_ITEM steals a reference
+            PyList_SET_ITEM(batch, i - self.first, d)
+        return batch
 
     cdef object destination_text(self, int family, const void *address):
         cdef char text[INET6_ADDRSTRLEN]
@@ -917,9 +922,9 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     see those; recv/recvfrom on a GRO socket may return coalesced messages)."""
     cdef IoWait w
     cdef BatchReceiver receiver
-    cdef Py_ssize_t per_call, r, i
+    cdef Py_ssize_t per_call, r, i, got = 0
     cdef int family, kind, flags = MSG_WAITFORONE
-    cdef list batch = []
+    cdef list batch = None, part
     cdef bint records
     if max_messages < 1 or max_messages > MAX_RECV_MESSAGES:
         raise ValueError(f"max_messages must be between 1 and {MAX_RECV_MESSAGES}")
@@ -936,16 +941,20 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     receiver = receiver_of(sock)
     receiver.busy = True
     try:
-        while len(batch) < max_messages:
-            receiver.prepare(min(per_call, max_messages - len(batch)), bufsize, not records)
-            r = receiver.receive(&w, min(per_call, max_messages - len(batch)), flags)
+        while got < max_messages:
+            receiver.prepare(min(per_call, max_messages - got), bufsize, not records)
+            r = receiver.receive(&w, min(per_call, max_messages - got), flags)
             if r == IO_AGAIN:
-                if not batch:
+                if batch is None:
                     raise_would_block()
                 break
-            before = len(batch)
-            receiver.collect(batch, r, records)
-            if len(batch) - before < r:       # SEQPACKET end of stream inside this batch
+            part = receiver.collect(r, records)
+            if batch is None:
+                batch = part
+            else:
+                batch.extend(part)
+            got += len(part)
+            if len(part) < r:                 # SEQPACKET end of stream inside this batch
                 break
             if r < per_call:
                 break                         # the queue is drained

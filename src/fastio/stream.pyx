@@ -327,7 +327,7 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
         if views == NULL or iov == NULL:
             raise MemoryError()
         for i in range(n):                  # every export first: bad items fail before any send
-            PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+            export_readable(items[i], &views[i])
             acquired += 1
             iov[i].iov_base = views[i].buf
             iov[i].iov_len = views[i].len
