@@ -418,18 +418,19 @@ def test_each_batch_is_one_system_call(tmp_path):
 def test_a_receive_that_keeps_finding_nothing_stops_trying_first(tmp_path):
     """A blocking recv is first tried with MSG_DONTWAIT and the GIL held; when that finds
     nothing (a ping-pong's reply is never there yet) the next 7 receives on that fd block at
-    once (io.pyx, HELD_BACKOFF): 40 late replies cost about 5 extra calls, not 40."""
+    once, 15 after a second miss in a row, then 31, 63, ... (io.pyx, HeldHint): 120 late
+    replies cost 4 extra calls (tries 1, 9, 25 and 57), not 120 (15 with a fixed 7)."""
     code = textwrap.dedent("""
         import threading, time
         import csock
         a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
         def late_replies():
-            for i in range(40):
-                time.sleep(0.002)
+            for i in range(120):
+                time.sleep(0.001)
                 a.send(b"%d" % i)
         t = threading.Thread(target=late_replies)
         t.start()
-        assert [b.recv(8) for i in range(40)] == [b"%d" % i for i in range(40)]
+        assert [b.recv(8) for i in range(120)] == [b"%d" % i for i in range(120)]
         t.join()
     """)
     log = tmp_path / "trace"
@@ -441,8 +442,50 @@ def test_a_receive_that_keeps_finding_nothing_stops_trying_first(tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = [line for line in log.read_text().splitlines() if "recvfrom(" in line and "resumed" not in line]
     missed = [line for line in calls if "EAGAIN" in line]
-    assert 1 <= len(missed) <= 7, missed                       # 40 receives: one probe in 8
-    assert len(calls) - len(missed) >= 40
+    assert 1 <= len(missed) <= 5, missed                       # backing off: 4 probes
+    assert len(calls) - len(missed) >= 120
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_receive_that_finds_data_ends_the_back_off(tmp_path):
+    """After a try with the GIL held finds data, the next miss backs off from 7 again: late
+    replies, then a burst that is already queued, then late replies cost 2 probes in the last
+    phase (tries 1 and 9 of it), where a back-off that never reset would keep growing (1)."""
+    code = textwrap.dedent("""
+        import os, threading, time
+        import csock
+        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+        burst_sent = threading.Event()
+        def writer():
+            for i in range(10):
+                time.sleep(0.002)
+                a.send(b"late")
+            for i in range(40):
+                a.send(b"burst")
+            burst_sent.set()
+            for i in range(12):
+                time.sleep(0.002)
+                a.send(b"late")
+        t = threading.Thread(target=writer)
+        t.start()
+        assert [b.recv(8) for i in range(10)] == [b"late"] * 10
+        burst_sent.wait()
+        assert [b.recv(8) for i in range(40)] == [b"burst"] * 40
+        os.getpid()                                   # the marker in the trace
+        assert [b.recv(8) for i in range(12)] == [b"late"] * 12
+        t.join()
+    """)
+    log = tmp_path / "trace"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    proc = subprocess.run(["strace", "-f", "-e", "trace=recvfrom,getpid", "-o", str(log), sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=120, env=env)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    marker = max(i for i, line in enumerate(lines) if "getpid()" in line)
+    last_phase = [line for line in lines[marker:] if "recvfrom(" in line and "EAGAIN" in line]
+    assert len(last_phase) == 2, last_phase
 
 
 class Interrupted(Exception):
