@@ -31,8 +31,9 @@ cdef class ReadOnlyView:
     cdef Py_ssize_t length
 
 
-cdef class MessageView(ReadOnlyView):
-    """Read-only bytes-like view of one received message; keeps its Arena alive."""
+cdef public class MessageView(ReadOnlyView) [object csock_MessageView, type csock_MessageView_Type]:
+    """Read-only bytes-like view of one received message; keeps its Arena alive. (Public C
+    names: make_view fills a recycled instance's arena field by its offset.)"""
     cdef Arena arena
 
 

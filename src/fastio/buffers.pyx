@@ -12,7 +12,8 @@ from cpython.object cimport PyObject
 from libc.string cimport memcmp
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 from cpython.object cimport PyTypeObject
-from includes.instancecache cimport cache_instances
+from includes.instancecache cimport cache_instances, cached_take, set_slot
+from cpython.ref cimport Py_DECREF
 from includes.pyapi cimport refcount_of
 
 
@@ -60,9 +61,23 @@ cdef inline bint arena_is_private(PyObject *arena) noexcept:
     return refcount_of(arena) == 1
 
 
+cdef extern from *:
+    Py_ssize_t VIEW_ARENA "offsetof(struct csock_MessageView, arena)"
+
+
 cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length):
-    cdef MessageView v = MessageView.__new__(MessageView)
-    v.arena = arena
+    """A MessageView of ptr[0:length] in arena: a freed one taken back from the type's cache
+    and filled in place (a batch receive makes one per message; the type's tp_new costs
+    several times as much), or a new one when none is cached."""
+    cdef MessageView v
+    cdef PyObject *o = cached_take(<PyTypeObject *>MessageView)
+    if o == NULL:
+        v = MessageView.__new__(MessageView)
+        v.arena = arena
+    else:
+        set_slot(o, VIEW_ARENA, <PyObject *>arena)
+        v = <MessageView>o
+        Py_DECREF(v)                       # the reference cached_take gave, now v's
     v.ptr = ptr
     v.length = length
     return v

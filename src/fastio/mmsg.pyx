@@ -496,6 +496,7 @@ cdef class BatchReceiver:
     cdef Py_ssize_t first                # this call's first slot
     cdef Py_ssize_t next_free            # slots below it may be referred to by views
     cdef Py_ssize_t laid                 # slots below it have their headers laid out
+    cdef Py_ssize_t based                # slots below it point into the current scratch
     cdef bint named                      # the layout asks the kernel for senders' addresses
     cdef mmsghdr *msgs
     cdef iovec *iovs
@@ -548,7 +549,7 @@ cdef class BatchReceiver:
         kernel for each sender's address (a SEQPACKET socket is connected: its records carry
         none worth copying). The scratch holds several calls' worth of slots (up to
         SCRATCH_AHEAD bytes), so held views rarely force new memory."""
-        cdef Py_ssize_t want = max(count, min(4 * count, SCRATCH_AHEAD // max(slot, 1)))
+        cdef Py_ssize_t want = max(count, min(4 * count, SCRATCH_AHEAD // max(slot, 1))), end
         if want > self.capacity:
             PyMem_Free(self.msgs)
             PyMem_Free(self.iovs)
@@ -561,19 +562,26 @@ cdef class BatchReceiver:
                 raise MemoryError()
             self.capacity = want
             self.scratch = self.spare = None
+            self.laid = 0                        # new headers
         if self.scratch is None or slot != self.slot or names != self.named \
                 or (self.next_free + count > self.capacity and not arena_is_private(<PyObject *>self.scratch)):
             self.renew_scratch(self.capacity * slot)
+            if slot != self.slot or names != self.named:
+                self.laid = 0                    # the headers depend on these, not on the memory
             self.slot = slot
             self.named = names
-            self.laid = 0
+            self.based = 0
             self.next_free = 0
         elif arena_is_private(<PyObject *>self.scratch):
             self.next_free = 0                   # no view left: start over in warm memory
         self.first = self.next_free
-        if self.first + count > self.laid:
-            self.lay_out(self.laid, self.first + count)
-            self.laid = self.first + count
+        end = self.first + count
+        if end > self.based:                     # another scratch (the spare, say): same headers
+            self.rebase(self.based, min(end, self.laid))
+        if end > self.laid:
+            self.lay_out(self.laid, end)
+            self.laid = end
+        self.based = max(self.based, end)
         return 0
 
     cdef int renew_scratch(self, Py_ssize_t size) except -1:
@@ -590,6 +598,14 @@ cdef class BatchReceiver:
             self.scratch = Arena(max(size, 1), True)
             self.scratches_made += 1
         return 0
+
+    cdef void rebase(self, Py_ssize_t start, Py_ssize_t end) noexcept:
+        """Point the laid-out slots [start, end) at their part of the current scratch: all a
+        change of scratch needs when slot and names are the same (the kernel writes back
+        msg_len, msg_flags, msg_namelen and msg_controllen, never an iovec)."""
+        cdef Py_ssize_t i
+        for i in range(start, end):
+            self.iovs[i].iov_base = self.scratch.data + i * self.slot
 
     cdef void lay_out(self, Py_ssize_t start, Py_ssize_t end) noexcept:
         """Point the headers of slots [start, end) at their part of the scratch (and their

@@ -6,14 +6,18 @@
  * tp_free, so csock_cache_instances() replaces those two for such a type: up to
  * CSOCK_CACHE_DEPTH freed instances wait in a stack instead of going back to the allocator.
  * Only for types outside the garbage collector (@cython.no_gc): a GC object's memory starts
- * before the object. The GIL protects the stacks. */
+ * before the object. The GIL protects the stacks.
+ *
+ * csock_cached_take() hands a freed instance back without the type's tp_new: for the objects a
+ * batch receive makes per message (MessageView, Datagram), whose makers write every field
+ * themselves (csock_set_slot for object fields, which their dealloc left NULL). */
 #ifndef CSOCK_INSTANCECACHE_H
 #define CSOCK_INSTANCECACHE_H
 #include <Python.h>
 #include <string.h>
 
 #define CSOCK_CACHE_TYPES 16
-#define CSOCK_CACHE_DEPTH 256
+#define CSOCK_CACHE_DEPTH 1024     /* a full recvmmsg batch */
 
 typedef struct {
     PyTypeObject *type;
@@ -48,6 +52,21 @@ static void csock_cached_free(void *block) {
         return;
     }
     PyObject_Free(block);
+}
+
+/* A freed instance of type made live again (one reference; object fields NULL, the others as
+ * they were), or NULL when none is cached: the caller then goes through the type. */
+static inline PyObject *csock_cached_take(PyTypeObject *type) {
+    csock_instance_cache *cache = csock_cache_of(type);
+    if (cache == NULL || cache->count == 0)
+        return NULL;
+    return PyObject_Init(cache->items[--cache->count], type);
+}
+
+/* Store a new reference to value in the object field at offset of o (one that is NULL). */
+static inline void csock_set_slot(PyObject *o, Py_ssize_t offset, PyObject *value) {
+    Py_INCREF(value);
+    *(PyObject **)((char *)o + offset) = value;
 }
 
 static int csock_cache_instances(PyTypeObject *type) {
