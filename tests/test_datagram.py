@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import socket as stdlib_socket
-import subprocess
 import sys
 import textwrap
 import threading
@@ -16,6 +14,7 @@ import pytest
 import csock
 
 from .pairs import address_of, receive
+from .tracing import needs_strace, strace
 
 FAMILIES = ["udp4", "udp6", "unix"]
 
@@ -390,7 +389,7 @@ def test_recv_batch_into_refuses_a_gro_socket():
             rx.recv_batch_into(bytearray(64), 64)
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@needs_strace
 def test_each_batch_is_one_system_call(tmp_path):
     code = textwrap.dedent("""
         import csock
@@ -401,20 +400,13 @@ def test_each_batch_is_one_system_call(tmp_path):
         assert a.send_batch([b"n" * 8] * 500) == 500
         assert b.recv_batch_into(bytearray(8 * 1024), 8) == [8] * 500
     """)
-    log = tmp_path / "trace"
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
-    proc = subprocess.run(["strace", "-f", "-e", "trace=sendmmsg,recvmmsg,sendmsg,sendto,recvmsg,recvfrom",
-                           "-o", str(log), sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=env)
-    if proc.returncode != 0 and "ptrace" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
-    assert proc.returncode == 0, proc.stderr
-    calls = [line.split("(")[0].split()[-1] for line in log.read_text().splitlines() if "(" in line]
+    trace, _ = strace(tmp_path, code, "sendmmsg,recvmmsg,sendmsg,sendto,recvmsg,recvfrom")
+    calls = [line.split("(")[0].split()[-1] for line in trace.splitlines() if "(" in line]
     assert calls.count("sendmmsg") == 2 and calls.count("recvmmsg") == 2, calls
     assert not {"sendmsg", "sendto", "recvmsg", "recvfrom"} & set(calls), calls
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@needs_strace
 def test_a_receive_that_keeps_finding_nothing_stops_trying_first(tmp_path):
     """A blocking recv is first tried with MSG_DONTWAIT and the GIL held; when that finds
     nothing (a ping-pong's reply is never there yet) the next 7 receives on that fd block at
@@ -433,20 +425,14 @@ def test_a_receive_that_keeps_finding_nothing_stops_trying_first(tmp_path):
         assert [b.recv(8) for i in range(120)] == [b"%d" % i for i in range(120)]
         t.join()
     """)
-    log = tmp_path / "trace"
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
-    proc = subprocess.run(["strace", "-f", "-e", "trace=recvfrom", "-o", str(log), sys.executable, "-c", code],
-                          capture_output=True, text=True, timeout=120, env=env)
-    if proc.returncode != 0 and "ptrace" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
-    assert proc.returncode == 0, proc.stderr
-    calls = [line for line in log.read_text().splitlines() if "recvfrom(" in line and "resumed" not in line]
+    trace, _ = strace(tmp_path, code, "recvfrom")
+    calls = [line for line in trace.splitlines() if "recvfrom(" in line and "resumed" not in line]
     missed = [line for line in calls if "EAGAIN" in line]
     assert 1 <= len(missed) <= 5, missed                       # backing off: 4 probes
     assert len(calls) - len(missed) >= 120
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@needs_strace
 def test_a_receive_that_finds_data_ends_the_back_off(tmp_path):
     """After a try with the GIL held finds data, the next miss backs off from 7 again: late
     replies, then a burst that is already queued, then late replies cost 2 probes in the last
@@ -475,14 +461,8 @@ def test_a_receive_that_finds_data_ends_the_back_off(tmp_path):
         assert [b.recv(8) for i in range(12)] == [b"late"] * 12
         t.join()
     """)
-    log = tmp_path / "trace"
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
-    proc = subprocess.run(["strace", "-f", "-e", "trace=recvfrom,getpid", "-o", str(log), sys.executable, "-c", code],
-                          capture_output=True, text=True, timeout=120, env=env)
-    if proc.returncode != 0 and "ptrace" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
-    assert proc.returncode == 0, proc.stderr
-    lines = log.read_text().splitlines()
+    trace, _ = strace(tmp_path, code, "recvfrom,getpid")
+    lines = trace.splitlines()
     marker = max(i for i, line in enumerate(lines) if "getpid()" in line)
     last_phase = [line for line in lines[marker:] if "recvfrom(" in line and "EAGAIN" in line]
     assert len(last_phase) == 2, last_phase

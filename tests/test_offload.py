@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket as stdlib_socket
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 import csock
 
 from .pairs import receive
+from .tracing import needs_strace, strace
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -197,19 +197,14 @@ STRACE_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@needs_strace
 @pytest.mark.parametrize("mode, vlen", [("auto", 10), ("none", 640), ("off", 640)])
 def test_gso_strace_fewer_messages(tmp_path, mode, vlen):
-    trace = tmp_path / "trace"
-    proc = subprocess.run(["strace", "-f", "-e", "trace=sendmmsg", "-o", str(trace), sys.executable,
-                           "-c", STRACE_SCRIPT, mode], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "640"
-    calls = re.findall(r"\], (\d+), MSG_NOSIGNAL\) = (\d+)", trace.read_text())
+    text, out = strace(tmp_path, STRACE_SCRIPT, "sendmmsg", mode)
+    assert out.strip() == "640"
+    calls = re.findall(r"\], (\d+), MSG_NOSIGNAL\) = (\d+)", text)
     # 640 datagrams of 1000 bytes: runs of 64 (64,000 bytes <= 65,507) -> 10 messages.
     assert calls == [(str(vlen), str(vlen))]
-    text = trace.read_text()
     assert bool(re.search(r"cmsg_type=(UDP_SEGMENT|0x67)", text)) == (mode == "auto")
 
 
@@ -313,15 +308,10 @@ GRO_STRACE_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@needs_strace
 def test_gro_strace_coalesced_messages(tmp_path):
-    trace = tmp_path / "trace"
-    proc = subprocess.run(["strace", "-f", "-e", "trace=recvmmsg", "-o", str(trace), sys.executable,
-                           "-c", GRO_STRACE_SCRIPT], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "640"
-    text = trace.read_text()
+    text, out = strace(tmp_path, GRO_STRACE_SCRIPT, "recvmmsg")
+    assert out.strip() == "640"
     returned = [int(n) for n in re.findall(r"recvmmsg\(.*\) = (\d+)", text)]
     # 640 datagrams arrive as 10 coalesced messages of 64 (each with a UDP_GRO cmsg).
     assert sum(returned) == 10, returned
@@ -795,7 +785,7 @@ def test_property_gso_gro_roundtrip(items, segment, gro):
                 assert {d.address for d in got} == {tx.getsockname()}
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@needs_strace
 @pytest.mark.parametrize("spin", [0, 20000])
 def test_spin_polls_without_sleeping(tmp_path, spin):
     """spin_us: the receive is retried with MSG_DONTWAIT (EAGAIN, again and again) before
@@ -808,13 +798,9 @@ def test_spin_polls_without_sleeping(tmp_path, spin):
         threading.Timer(0.05, lambda: a.send(b"x")).start()
         assert b.recv(1) == b"x"
     """)
-    trace = tmp_path / "trace"
-    proc = subprocess.run(["strace", "-f", "-e", "trace=recvfrom,poll,ppoll", "-o", str(trace), sys.executable,
-                           "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    spins = re.findall(r"recvfrom\(\d+, .*MSG_DONTWAIT.*= -1 EAGAIN", trace.read_text())
-    blocking = re.findall(r"recvfrom\(\d+, [^,]+, 1, 0, NULL, NULL\) = 1", trace.read_text())
+    text, _ = strace(tmp_path, script, "recvfrom,poll,ppoll")
+    spins = re.findall(r"recvfrom\(\d+, .*MSG_DONTWAIT.*= -1 EAGAIN", text)
+    blocking = re.findall(r"recvfrom\(\d+, [^,]+, 1, 0, NULL, NULL\) = 1", text)
     if spin:
         assert len(spins) > 10
     else:
