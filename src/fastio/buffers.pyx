@@ -5,7 +5,8 @@
 # that the owner (a FramedStream or a batch receiver) is the only one left: a view the caller
 # holds is never overwritten or freed (see arena_is_private).
 cimport cython
-from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.buffer cimport (PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE,
+                             PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES)
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_CheckExact, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
@@ -98,9 +99,28 @@ cdef class ReadOnlyView:
     bytes-like object with the same bytes. ``bytes(view)`` copies it out."""
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
+        """One contiguous run of unsigned bytes, read-only: what PyBuffer_FillInfo would fill
+        in, written directly (struct.unpack_from(view) and memoryview(view) ask for it once
+        per received message)."""
         if flags & PyBUF_WRITABLE:
             raise BufferError(f"a {type(self).__name__} is read-only")
-        PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.length, 1, flags)
+        buffer.obj = self
+        buffer.buf = <void *>self.ptr
+        buffer.len = self.length
+        buffer.readonly = 1
+        buffer.itemsize = 1
+        buffer.format = NULL
+        buffer.ndim = 1
+        buffer.shape = NULL
+        buffer.strides = NULL
+        buffer.suboffsets = NULL
+        if flags & PyBUF_FORMAT:
+            buffer.format = b"B"
+        if flags & PyBUF_ND == PyBUF_ND:
+            buffer.shape = &buffer.len
+        if flags & PyBUF_STRIDES == PyBUF_STRIDES:
+            buffer.strides = &buffer.itemsize
+        buffer.internal = NULL
 
     def __len__(self):
         return self.length
