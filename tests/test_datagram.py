@@ -99,6 +99,33 @@ def test_unpacking_and_equality(dgram):
     assert isinstance(d, csock.Datagram) and isinstance(data, csock.MessageView)
 
 
+def test_data_exports_one_read_only_run_of_bytes(dgram):
+    """The buffer a view exports (filled in by csock, not PyBuffer_FillInfo): unsigned bytes,
+    one dimension, contiguous, read-only; usable by struct, memoryview, numpy and ctypes, and
+    refused to anyone who asks to write."""
+    import ctypes
+    import struct
+
+    import numpy
+
+    tx, rx, rx_addr, _ = dgram
+    tx.send_batch([struct.pack(">QH", 2**40 + 7, 513)], rx_addr)
+    (d,) = receive(rx, 1)
+    m = memoryview(d.data)
+    assert (m.format, m.itemsize, m.ndim, m.shape, m.strides, m.readonly, m.nbytes) == ("B", 1, 1, (10,), (1,), True, 10)
+    assert m.c_contiguous and m.tolist()[-2:] == [2, 1]
+    assert struct.unpack_from(">QH", d.data) == (2**40 + 7, 513)
+    assert numpy.frombuffer(d.data, dtype=">u2")[-1] == 513
+    with pytest.raises(TypeError):
+        m[0] = 1
+    with pytest.raises(TypeError, match="not writable"):
+        ctypes.c_char.from_buffer(d.data)
+    with pytest.raises(TypeError, match="read-write"):
+        struct.pack_into(">H", d.data, 0, 1)     # asks for a writable buffer: refused
+    assert bytes(d.data)[:2] == b"\x00\x00"
+    m.release()
+
+
 def test_datagram_attributes_are_read_only_member_slots(dgram):
     tx, rx, rx_addr, tx_addr = dgram
     tx.send_batch([b"hi"], rx_addr)
