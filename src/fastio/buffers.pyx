@@ -68,8 +68,8 @@ cdef extern from *:
 
 cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length):
     """A MessageView of ptr[0:length] in arena: a freed one taken back from the type's cache
-    and filled in place (a batch receive makes one per message; the type's tp_new costs
-    several times as much), or a new one when none is cached."""
+    and filled in place (a batch receive makes one per message; going through the type's
+    tp_new costs about 50 instructions more), or a new one when none is cached."""
     cdef MessageView v
     cdef PyObject *o = cached_take(<PyTypeObject *>MessageView)
     if o == NULL:

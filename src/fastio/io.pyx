@@ -93,7 +93,7 @@ cdef struct HeldHint:
     unsigned char misses        # tries in a row that found nothing
 cdef enum:
     HELD_FIRST_BACKOFF = 7
-    HELD_MAX_MISSES = 6         # 7 << 5 = 224, then 255
+    HELD_MAX_MISSES = 6         # the sixth miss in a row skips (8 << 5) - 1 = 255 calls
 cdef HeldHint _held_in[_TRACKED_FDS]
 cdef HeldHint _held_out[_TRACKED_FDS]
 

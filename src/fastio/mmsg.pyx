@@ -670,6 +670,7 @@ cdef class BatchReceiver:
         cdef Py_ssize_t i, total = 0, length, end
         cdef Arena arena = self.scratch
         cdef char *at = NULL
+        cdef list batch
         for i in range(self.first, self.first + received):
             if records and self.msgs[i].msg_len == 0:
                 received = i - self.first
@@ -678,7 +679,7 @@ cdef class BatchReceiver:
         if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
             arena = Arena(total)
             at = arena.data
-        cdef list batch = PyList_New(received)   # NULL items until set: safe to drop on error
+        batch = PyList_New(received)             # NULL items until set: safe to drop on error
         end = self.first + received
         for i in range(self.first, end):
             length = self.msgs[i].msg_len
