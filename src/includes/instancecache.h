@@ -8,9 +8,9 @@
  * Only for types outside the garbage collector (@cython.no_gc): a GC object's memory starts
  * before the object. The GIL protects the stacks.
  *
- * csock_cached_take() hands a freed instance back without the type's tp_new: for the objects a
- * batch receive makes per message (MessageView, Datagram), whose makers write every field
- * themselves (csock_set_slot for object fields, which their dealloc left NULL). */
+ * csock_cached_take() hands a freed instance back without the type's tp_new: for the view a
+ * batch receive makes per message (MessageView; make_view writes every field itself, with
+ * csock_set_slot for the object field its dealloc left NULL). */
 #ifndef CSOCK_INSTANCECACHE_H
 #define CSOCK_INSTANCECACHE_H
 #include <Python.h>
