@@ -484,6 +484,16 @@ cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int
 
 
 @cython.final
+cdef inline void point_header(mmsghdr *msg, iovec *iov, char *at, Py_ssize_t size) noexcept:
+    """A receive header for one message of up to size bytes at `at` (no address, no control
+    data; the caller adds those it wants)."""
+    iov.iov_base = at
+    iov.iov_len = size
+    memset(&msg.msg_hdr, 0, sizeof(msghdr))
+    msg.msg_hdr.msg_iov = iov
+    msg.msg_hdr.msg_iovlen = 1
+
+
 cdef class BatchReceiver:
     """Per-socket receive state: headers, iovecs and address slots for recvmmsg(2), and a
     scratch Arena of `capacity` slots of `slot` bytes, whose headers are laid out once. Each
@@ -612,11 +622,7 @@ cdef class BatchReceiver:
         address buffers)."""
         cdef Py_ssize_t i
         for i in range(start, end):
-            self.iovs[i].iov_base = self.scratch.data + i * self.slot
-            self.iovs[i].iov_len = self.slot
-            memset(&self.msgs[i].msg_hdr, 0, sizeof(msghdr))
-            self.msgs[i].msg_hdr.msg_iov = &self.iovs[i]
-            self.msgs[i].msg_hdr.msg_iovlen = 1
+            point_header(&self.msgs[i], &self.iovs[i], self.scratch.data + i * self.slot, self.slot)
             if self.named:
                 self.msgs[i].msg_hdr.msg_name = &self.names[i]
                 self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
@@ -646,11 +652,7 @@ cdef class BatchReceiver:
             self.into_slot = slot
             self.into_laid = 0
         for i in range(self.into_laid, count):
-            self.into_iovs[i].iov_base = base + i * slot
-            self.into_iovs[i].iov_len = slot
-            memset(&self.into_msgs[i].msg_hdr, 0, sizeof(msghdr))
-            self.into_msgs[i].msg_hdr.msg_iov = &self.into_iovs[i]
-            self.into_msgs[i].msg_hdr.msg_iovlen = 1
+            point_header(&self.into_msgs[i], &self.into_iovs[i], base + i * slot, slot)
         self.into_laid = max(self.into_laid, count)
         return self.into_msgs
 
