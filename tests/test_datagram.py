@@ -14,7 +14,7 @@ import pytest
 import csock
 
 from .pairs import address_of, receive
-from .tracing import needs_strace, strace
+from .tracing import WAIT_FOR_BLOCKED_RECV, needs_recvfrom_nr, needs_strace, strace
 
 FAMILIES = ["udp4", "udp6", "unix"]
 
@@ -434,59 +434,66 @@ def test_each_batch_is_one_system_call(tmp_path):
 
 
 @needs_strace
+@needs_recvfrom_nr
 def test_a_receive_that_keeps_finding_nothing_stops_trying_first(tmp_path):
     """A blocking recv is first tried with MSG_DONTWAIT and the GIL held; when that finds
     nothing (a ping-pong's reply is never there yet) the next 7 receives on that fd block at
     once, 15 after a second miss in a row, then 31, 63, ... (io.pyx, HeldHint): 120 late
     replies cost 4 extra calls (tries 1, 9, 25 and 57), not 120 (15 with a fixed 7)."""
-    code = textwrap.dedent("""
-        import threading, time
+    code = WAIT_FOR_BLOCKED_RECV + textwrap.dedent("""
+        import threading
         import csock
         a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
-        def late_replies():
+        received = []
+        def late_replies(reader):
             for i in range(120):
-                time.sleep(0.001)
+                wait_for_blocked_recv(reader, received, i)
                 a.send(b"%d" % i)
-        t = threading.Thread(target=late_replies)
+        t = threading.Thread(target=late_replies, args=(threading.get_native_id(),))
         t.start()
-        assert [b.recv(8) for i in range(120)] == [b"%d" % i for i in range(120)]
+        for i in range(120):
+            received.append(b.recv(8))
         t.join()
+        assert received == [b"%d" % i for i in range(120)]
     """)
     trace, _ = strace(tmp_path, code, "recvfrom")
     calls = [line for line in trace.splitlines() if "recvfrom(" in line and "resumed" not in line]
     missed = [line for line in calls if "EAGAIN" in line]
-    assert 1 <= len(missed) <= 5, missed                       # backing off: 4 probes
-    assert len(calls) - len(missed) >= 120
+    assert len(missed) == 4, missed
+    assert len(calls) - len(missed) == 120
 
 
 @needs_strace
+@needs_recvfrom_nr
 def test_a_receive_that_finds_data_ends_the_back_off(tmp_path):
-    """After a try with the GIL held finds data, the next miss backs off from 7 again: late
-    replies, then a burst that is already queued, then late replies cost 2 probes in the last
-    phase (tries 1 and 9 of it), where a back-off that never reset would keep growing (1)."""
-    code = textwrap.dedent("""
-        import os, threading, time
+    """After a try with the GIL held finds data, the next miss backs off from 7 again: 10 late
+    replies (probes at tries 1 and 9, then 15 receives block at once), a burst of 40 (sent while
+    the 11th receive blocks; the 25th probes and finds data), 12 late replies: 2 probes in the
+    last phase (its tries 1 and 9), where a back-off that never reset would make 1."""
+    code = WAIT_FOR_BLOCKED_RECV + textwrap.dedent("""
+        import os, threading
         import csock
         a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
-        burst_sent = threading.Event()
-        def writer():
+        received = []
+        def writer(reader):
             for i in range(10):
-                time.sleep(0.002)
+                wait_for_blocked_recv(reader, received, i)
                 a.send(b"late")
+            wait_for_blocked_recv(reader, received, 10)  # its 11th receive blocks at once
             for i in range(40):
                 a.send(b"burst")
-            burst_sent.set()
             for i in range(12):
-                time.sleep(0.002)
+                wait_for_blocked_recv(reader, received, 50 + i)
                 a.send(b"late")
-        t = threading.Thread(target=writer)
+        t = threading.Thread(target=writer, args=(threading.get_native_id(),))
         t.start()
-        assert [b.recv(8) for i in range(10)] == [b"late"] * 10
-        burst_sent.wait()
-        assert [b.recv(8) for i in range(40)] == [b"burst"] * 40
+        for i in range(50):
+            received.append(b.recv(8))
         os.getpid()                                   # the marker in the trace
-        assert [b.recv(8) for i in range(12)] == [b"late"] * 12
+        for i in range(12):
+            received.append(b.recv(8))
         t.join()
+        assert received == [b"late"] * 10 + [b"burst"] * 40 + [b"late"] * 12
     """)
     trace, _ = strace(tmp_path, code, "recvfrom,getpid")
     lines = trace.splitlines()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,27 @@ import pytest
 import csock
 
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+
+# recvfrom(2)'s number, for /proc/<pid>/task/<tid>/syscall (proc(5)): "nr arg1 ... arg6 sp pc"
+RECVFROM_NR = {"x86_64": 45, "aarch64": 207}.get(platform.machine())
+needs_recvfrom_nr = pytest.mark.skipif(RECVFROM_NR is None, reason=f"recvfrom's number on {platform.machine()} is not known")
+
+# Snippet code: a writer that answers only once the reader sleeps in a blocking recvfrom, so
+# the reader's try with MSG_DONTWAIT (if it made one) surely found nothing. Sleeping a while
+# instead is not enough: a slow reader (sanitizers, a loaded CI machine) finds the reply there.
+WAIT_FOR_BLOCKED_RECV = f"""
+import socket, time
+def wait_for_blocked_recv(tid, received, count):
+    \"\"\"Until the reader has taken `count` messages and sleeps in recvfrom without MSG_DONTWAIT.\"\"\"
+    while len(received) < count:
+        time.sleep(0.0001)
+    while True:
+        with open(f"/proc/self/task/{{tid}}/syscall") as f:
+            fields = f.read().split()
+        if fields[0] == "{RECVFROM_NR}" and not int(fields[4], 16) & socket.MSG_DONTWAIT:
+            return
+        time.sleep(0.0001)
+"""
 
 
 def strace(tmp_path: Path, code: str, syscalls: str, *args: str) -> tuple[str, str]:
