@@ -149,3 +149,31 @@ def test_only_c_rows_run_the_c_program():
         if w.c_program:
             for impl in ("c", *w.c_variants):
                 assert command(w, impl, "server", 10, "3", binaries)[0] == "/path/to/c-program"
+
+
+def test_slots_stamp_each_batch_with_its_numbers_then_zeros():
+    slots = workers.Slots(3000, size=64)
+    slots.stamp(0, 1024)
+    views = slots.stamp(2000, 3)
+    assert [bytes(v) for v in views] == [workers.SEQ.pack(i) + bytes(56) for i in (2000, 2001, 2002)]
+    assert bytes(slots.views[3]) == workers.SEQ.pack(3) + bytes(56)      # untouched by the second
+
+
+@pytest.mark.parametrize("kind, numbers, received", [
+    (csock.SOCK_SEQPACKET, [0, 1, 2, 3, 4], 5),
+    (csock.SOCK_SEQPACKET, [0, 1, 2, 4, 3], None),        # out of order
+    (csock.SOCK_SEQPACKET, [0, 1, 3, 4, 5], None),        # a record missing: not on SEQPACKET
+    (csock.SOCK_DGRAM, [0, 1, 4, 5, 6], 5),               # UDP loses two: counted, not an error
+    (csock.SOCK_DGRAM, [0, 1, 3, 2, 6], None),            # ... but never goes back
+])
+def test_the_into_receiver_checks_every_sequence_number(kind, numbers, received):
+    """oneway_csock_into_server compares a whole batch's numbers with the expected ones at
+    once and unpacks the batch only when they differ: a loss is counted, a disorder raised."""
+    a, b = csock.socketpair(csock.AF_UNIX, kind)
+    with a, b:
+        a.send_batch([workers.SEQ.pack(i) + bytes(56) for i in numbers])
+        if received is None:
+            with pytest.raises(workers.DataMismatch):
+                workers.oneway_csock_into_server(b, 7)
+        else:
+            assert workers.oneway_csock_into_server(b, 7 if kind == csock.SOCK_DGRAM else 5)[1] == received

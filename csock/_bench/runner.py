@@ -291,13 +291,12 @@ def raw_sockets_allowed() -> bool:
     return True
 
 
-_OPTIONAL = {"dpkt": "dpkt", "scapy": "scapy", "uvloop": "uvloop", "csock-into": "numpy"}
+_OPTIONAL = {"dpkt": "dpkt", "scapy": "scapy", "uvloop": "uvloop"}
 _missing_logged: set[str] = set()
 
 
 def installed(implementation: str, log: Callable[[str], None]) -> bool:
-    """Optional comparison libraries (dpkt, scapy, uvloop; numpy, which csock-into checks
-    batches with) run only when installed."""
+    """Optional comparison libraries (dpkt, scapy, uvloop) run only when installed."""
     module = _OPTIONAL.get(implementation)
     if module is None:
         return True

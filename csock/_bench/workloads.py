@@ -49,7 +49,7 @@ class Workload:
 
 
 DATAGRAM_IMPLS = ("csock", "stdlib-naive")
-# one way also with recv_batch_into: no object per datagram, checks on numpy views
+# one way also with recv_batch_into: no object per datagram, each batch checked at once
 ONEWAY_IMPLS = ("csock", "csock-into", "stdlib-naive")
 PACKET_IMPLS = ("csock", "stdlib-tuned", "dpkt", "scapy")
 # csock.aio on uvloop, csock.aio on the default loop, the loops' own streams / endpoints
