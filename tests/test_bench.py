@@ -177,3 +177,16 @@ def test_the_into_receiver_checks_every_sequence_number(kind, numbers, received)
                 workers.oneway_csock_into_server(b, 7)
         else:
             assert workers.oneway_csock_into_server(b, 7 if kind == csock.SOCK_DGRAM else 5)[1] == received
+
+
+def test_target_lines_judge_the_csock_row_and_show_the_other_csock_rows():
+    from csock._bench.report import target_lines
+    from csock._bench.workloads import WORKLOADS
+
+    seqpacket = next(w for w in WORKLOADS if w.name == "seqpacket")
+    rates = {("seqpacket", "c"): 1000.0, ("seqpacket", "csock"): 860.0, ("seqpacket", "csock-into"): 1000.0,
+             ("seqpacket", "stdlib-naive"): 500.0}
+    assert target_lines([seqpacket], rates) == [
+        "target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met); csock-into 1.00× (met)"]
+    del rates["seqpacket", "csock-into"]
+    assert target_lines([seqpacket], rates) == ["target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met)"]
