@@ -14,7 +14,7 @@ import pytest
 import csock
 
 from .pairs import address_of, receive
-from .tracing import WAIT_FOR_BLOCKED_RECV, needs_recvfrom_nr, needs_strace, strace
+from .tracing import LATE_WRITER, needs_recvfrom_nr, needs_strace, strace
 
 FAMILIES = ["udp4", "udp6", "unix"]
 
@@ -440,20 +440,14 @@ def test_a_receive_that_keeps_finding_nothing_stops_trying_first(tmp_path):
     nothing (a ping-pong's reply is never there yet) the next 7 receives on that fd block at
     once, 15 after a second miss in a row, then 31, 63, ... (io.pyx, HeldHint): 120 late
     replies cost 4 extra calls (tries 1, 9, 25 and 57), not 120 (15 with a fixed 7)."""
-    code = WAIT_FOR_BLOCKED_RECV + textwrap.dedent("""
-        import threading
-        import csock
-        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
-        received = []
-        def late_replies(reader):
+    code = LATE_WRITER + textwrap.dedent("""
+        def late_replies():
             for i in range(120):
-                wait_for_blocked_recv(reader, received, i)
+                wait_for_blocked_recv(i)
                 a.send(b"%d" % i)
-        t = threading.Thread(target=late_replies, args=(threading.get_native_id(),))
-        t.start()
-        for i in range(120):
-            received.append(b.recv(8))
-        t.join()
+        with writing(late_replies):
+            for i in range(120):
+                received.append(b.recv(8))
         assert received == [b"%d" % i for i in range(120)]
     """)
     trace, _ = strace(tmp_path, code, "recvfrom")
@@ -470,29 +464,23 @@ def test_a_receive_that_finds_data_ends_the_back_off(tmp_path):
     replies (probes at tries 1 and 9, then 15 receives block at once), a burst of 40 (sent while
     the 11th receive blocks; the 25th probes and finds data), 12 late replies: 2 probes in the
     last phase (its tries 1 and 9), where a back-off that never reset would make 1."""
-    code = WAIT_FOR_BLOCKED_RECV + textwrap.dedent("""
-        import os, threading
-        import csock
-        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
-        received = []
-        def writer(reader):
+    code = LATE_WRITER + textwrap.dedent("""
+        def writer():
             for i in range(10):
-                wait_for_blocked_recv(reader, received, i)
+                wait_for_blocked_recv(i)
                 a.send(b"late")
-            wait_for_blocked_recv(reader, received, 10)  # its 11th receive blocks at once
+            wait_for_blocked_recv(10)                 # its 11th receive blocks at once
             for i in range(40):
                 a.send(b"burst")
             for i in range(12):
-                wait_for_blocked_recv(reader, received, 50 + i)
+                wait_for_blocked_recv(50 + i)
                 a.send(b"late")
-        t = threading.Thread(target=writer, args=(threading.get_native_id(),))
-        t.start()
-        for i in range(50):
-            received.append(b.recv(8))
-        os.getpid()                                   # the marker in the trace
-        for i in range(12):
-            received.append(b.recv(8))
-        t.join()
+        with writing(writer):
+            for i in range(50):
+                received.append(b.recv(8))
+            os.getpid()                               # the marker in the trace
+            for i in range(12):
+                received.append(b.recv(8))
         assert received == [b"late"] * 10 + [b"burst"] * 40 + [b"late"] * 12
     """)
     trace, _ = strace(tmp_path, code, "recvfrom,getpid")

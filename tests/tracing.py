@@ -18,21 +18,34 @@ needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace
 RECVFROM_NR = {"x86_64": 45, "aarch64": 207}.get(platform.machine())
 needs_recvfrom_nr = pytest.mark.skipif(RECVFROM_NR is None, reason=f"recvfrom's number on {platform.machine()} is not known")
 
-# Snippet code: a writer that answers only once the reader sleeps in a blocking recvfrom, so
-# the reader's try with MSG_DONTWAIT (if it made one) surely found nothing. Sleeping a while
-# instead is not enough: a slow reader (sanitizers, a loaded CI machine) finds the reply there.
-WAIT_FOR_BLOCKED_RECV = f"""
-import socket, time
-def wait_for_blocked_recv(tid, received, count):
+# Snippet code: `b` receives on an AF_UNIX datagram pair while a writer thread sends on `a`,
+# answering only once the reader sleeps in a blocking recvfrom, so the reader's try with
+# MSG_DONTWAIT (if it made one) surely found nothing. Sleeping a while instead is not enough: a
+# slow reader (sanitizers, a loaded CI machine) finds the reply already there.
+LATE_WRITER = f"""
+import contextlib, os, socket, threading, time
+import csock
+a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+received = []
+reader = threading.get_native_id()
+
+def wait_for_blocked_recv(count):
     \"\"\"Until the reader has taken `count` messages and sleeps in recvfrom without MSG_DONTWAIT.\"\"\"
     while len(received) < count:
         time.sleep(0.0001)
     while True:
-        with open(f"/proc/self/task/{{tid}}/syscall") as f:
+        with open(f"/proc/self/task/{{reader}}/syscall") as f:
             fields = f.read().split()
         if fields[0] == "{RECVFROM_NR}" and not int(fields[4], 16) & socket.MSG_DONTWAIT:
             return
         time.sleep(0.0001)
+
+@contextlib.contextmanager
+def writing(writer):
+    thread = threading.Thread(target=writer)
+    thread.start()
+    yield
+    thread.join()
 """
 
 
