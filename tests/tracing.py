@@ -16,7 +16,8 @@ needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace
 
 # recvfrom(2)'s number, for /proc/<pid>/task/<tid>/syscall (proc(5)): "nr arg1 ... arg6 sp pc"
 RECVFROM_NR = {"x86_64": 45, "aarch64": 207}.get(platform.machine())
-needs_recvfrom_nr = pytest.mark.skipif(RECVFROM_NR is None, reason=f"recvfrom's number on {platform.machine()} is not known")
+needs_recvfrom_nr = pytest.mark.skipif(RECVFROM_NR is None,
+                                       reason=f"recvfrom's number on {platform.machine()} is not known")
 
 # Snippet code: `b` receives on an AF_UNIX datagram pair while a writer thread sends on `a`,
 # answering only once the reader sleeps in a blocking recvfrom, so the reader's try with
@@ -42,7 +43,7 @@ def wait_for_blocked_recv(count):
 
 @contextlib.contextmanager
 def writing(writer):
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=writer, daemon=True)    # a failing reader does not hang
     thread.start()
     yield
     thread.join()
