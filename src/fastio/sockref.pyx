@@ -49,8 +49,9 @@ cdef enum:
 
 def set_spin(sock, us):
     """Set a csock socket's spin_us: before a call would sleep (blocking, or waiting for its
-    timeout), poll the socket without sleeping for up to this many microseconds, GIL
-    released. 0 turns it off. Non-blocking sockets never spin.
+    timeout), poll the socket without sleeping for up to this many microseconds (GIL
+    released, but for the first 10 µs of a receive in a process with one Python thread: see
+    io_call). 0 turns it off. Non-blocking sockets never spin.
 
     Where the kernel allows it, SO_BUSY_POLL is set to the same value, so that the sleep which
     follows a spin, and poll(2), busy-poll the device queue first (NICs with NAPI busy
