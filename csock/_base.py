@@ -49,7 +49,7 @@ class socket(_std.socket):
     timeout and non-blocking rules, in fewer instructions.
     """
 
-    __slots__ = ("_csock_spin_ns",)
+    __slots__ = ("_csock_state",)     # a _fastio.SocketState, made by the first csock call
 
     @property
     def spin_us(self) -> int:
@@ -77,11 +77,18 @@ class socket(_std.socket):
     recv = _fastio.sock_recv
     recv_into = _fastio.sock_recv_into
 
-    def _real_close(self, _ss: Any = _socket.socket) -> None:
-        # close(2) does not wake a thread blocked on this socket in a csock call (Linux):
-        # shut it down first so that call raises EBADF instead of hanging.
-        _fastio.wake_blocked_calls(_std.socket.fileno(self))
-        _ss.close(self)
+    def _real_close(self) -> None:
+        # Never shutdown(2) (dup()s and forked children keep the connection); while csock calls
+        # run on the fd in other threads, close(2) waits for the last of them (fd lifetime).
+        _fastio.close_socket(self)
+
+    def setsockopt(self, *args: Any) -> None:
+        """setsockopt(level, option, value) or setsockopt(level, option, None, optlen), as the
+        stdlib's. Setting SO_RCVTIMEO or SO_SNDTIMEO makes csock's blocking calls wait in the
+        system call itself, so the kernel's timeout applies."""
+        super().setsockopt(*args)
+        if len(args) >= 2 and args[0] == _std.SOL_SOCKET and args[1] in _KERNEL_TIMEOUTS:
+            _fastio.note_kernel_timeout(self)
 
     def accept(self) -> tuple[socket, Any]:
         """accept(2): a csock socket for the new connection and the peer's address."""
@@ -94,7 +101,8 @@ class socket(_std.socket):
         return conn, address
 
 
-_fastio.register_socket_class(socket)     # spin_us is read from its slot on every call
+_KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO)
+_fastio.register_socket_class(socket)     # its state is read from its slot on every call
 
 
 def adopt(std_sock: _std.socket) -> Any:

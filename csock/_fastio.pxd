@@ -14,6 +14,10 @@ cdef struct IoWait:
     int calls              # system calls made so far by this operation
     void *sock             # borrowed: the csock/stdlib socket object, NULL if its layout is unknown
     int64_t spin_ns        # the socket's spin_us in ns: poll without sleeping this long first
+    void *state            # borrowed: the csock socket's SocketState, NULL for a stdlib socket
+    int *closing           # nonzero once close() ran while this call was in flight
+    bint resumable         # a send loop that resumes a partial send (sendall, batches): with
+                           # other threads its sends may use MSG_DONTWAIT and wait in io_wait
 
 ctypedef Py_ssize_t (*syscall_t)(int fd, void *op) noexcept nogil
 

@@ -20,12 +20,13 @@ class StreamSocket(socket):
     ``send_buffers(buffers, zerocopy=True)`` uses MSG_ZEROCOPY (TCP): each buffer stays
     exported until the kernel's completion; ``flush_zerocopy(timeout=None)`` waits for all of
     them and ``zerocopy_stats()`` counts sends, completions and kernel copies. Mutating a buffer
-    before its completion is the caller's choice (bytes is always safe); ``close()`` drops the
-    bookkeeping (the kernel keeps its own page references). A sendmsg(2) of fewer than
+    before its completion is the caller's choice (bytes is always safe); the exports outlive
+    ``close()`` and garbage collection until their completions (the peer's end of stream waits
+    for them). A sendmsg(2) of fewer than
     ``zerocopy_threshold`` bytes (default 10240) is copied instead.
     """
 
-    __slots__ = ("_csock_stash", "_csock_zc")
+    __slots__ = ("_csock_stash",)
 
     send_buffers = _fastio.send_buffers
     recv_exactly = _fastio.recv_exactly
@@ -47,7 +48,6 @@ class StreamSocket(socket):
 
     def close(self) -> None:
         _fastio.stash_clear(self)
-        _fastio.zerocopy_release(self)
         super().close()
 
 

@@ -106,8 +106,10 @@ def test_no_fd_growth_over_many_pairs():
 @pytest.mark.parametrize("kind", ["stream recv", "stream with timeout", "dgram recv_batch", "dgram recv_batch_into",
                                   "recv_exactly"])
 def test_close_from_another_thread_wakes_a_blocked_call_with_ebadf(kind):
-    """close(2) alone leaves a thread blocked in recv(2) hanging on Linux; csock's close()
-    wakes it, and the call raises EBADF (no hang, no crash, no read from a reused fd)."""
+    """close(2) alone leaves a thread blocked in recv(2) hanging on Linux; with other threads
+    in the process csock's calls sleep in poll(2) beside a wake eventfd, so close() wakes them
+    and the call raises EBADF (no hang, no crash, no read from a reused fd), without shutting
+    the connection down."""
     import threading
 
     family_type = (csock.AF_UNIX, csock.SOCK_DGRAM) if "dgram" in kind else (csock.AF_UNIX, csock.SOCK_STREAM)

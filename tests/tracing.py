@@ -16,11 +16,15 @@ needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace
 
 # recvfrom(2)'s number, for /proc/<pid>/task/<tid>/syscall (proc(5)): "nr arg1 ... arg6 sp pc"
 RECVFROM_NR = {"x86_64": 45, "aarch64": 207}.get(platform.machine())
+# poll(2) and ppoll(2): with other threads in the process, a blocking csock receive sleeps in
+# poll beside the wake eventfd (io.pyx) before its recvfrom
+POLL_NRS = {"x86_64": (7, 271), "aarch64": (73,)}.get(platform.machine(), ())
 needs_recvfrom_nr = pytest.mark.skipif(RECVFROM_NR is None,
                                        reason=f"recvfrom's number on {platform.machine()} is not known")
 
 # Snippet code: `b` receives on an AF_UNIX datagram pair while a writer thread sends on `a`,
-# answering only once the reader sleeps in a blocking recvfrom, so the reader's try with
+# answering only once the reader sleeps in a blocking recvfrom (or in the poll that precedes
+# it, the process having two threads), so the reader's try with
 # MSG_DONTWAIT (if it made one) surely found nothing. Sleeping a while instead is not enough: a
 # slow reader (sanitizers, a loaded CI machine) finds the reply already there.
 LATE_WRITER = f"""
@@ -31,13 +35,16 @@ received = []
 reader = threading.get_native_id()
 
 def wait_for_blocked_recv(count):
-    \"\"\"Until the reader has taken `count` messages and sleeps in recvfrom without MSG_DONTWAIT.\"\"\"
+    \"\"\"Until the reader has taken `count` messages and sleeps in recvfrom without
+    MSG_DONTWAIT, or in poll.\"\"\"
     while len(received) < count:
         time.sleep(0.0001)
     while True:
         with open(f"/proc/self/task/{{reader}}/syscall") as f:
             fields = f.read().split()
         if fields[0] == "{RECVFROM_NR}" and not int(fields[4], 16) & socket.MSG_DONTWAIT:
+            return
+        if fields[0] in {[str(n) for n in POLL_NRS]!r}:
             return
         time.sleep(0.0001)
 

@@ -16,58 +16,163 @@
 # socket costs one system call, not two.
 from libc.errno cimport errno, EINTR, EAGAIN, EBADF
 from includes.pysocket cimport CSOCK_SOCKET_FIELDS
-from includes.socket cimport shutdown, SHUT_RDWR
 from libc.limits cimport INT_MAX
+from libc.stdint cimport uint64_t
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.unistd cimport close as close_fd, read as read_fd, write as write_fd
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
 from includes.spin cimport csock_extra_flags
 from includes.socket cimport MSG_DONTWAIT
 from includes.pyapi cimport PyInterpreterState_Get
 from cpython.pystate cimport PyInterpreterState_ThreadHead, PyThreadState_Next
 
+import os as _os
+
 # Copies larger than this release the GIL even on a non-blocking socket.
 cdef enum:
     _RELEASE_GIL_BYTES = 65536
-    _TRACKED_FDS = 65536
 
-# How many csock calls are blocked in the kernel on each fd (changed only with the GIL held).
-# close(2) from another thread does not wake a thread blocked in recv(2) or poll(2) on Linux:
-# csock's close() shuts such a socket down first (wake_blocked_calls), and the woken call
-# finds its socket's fd gone and raises EBADF instead of touching a number that may already
-# name another file.
-cdef unsigned short _blocked[_TRACKED_FDS]
+cdef extern from *:
+    """
+    /* A flag another thread sets (with the GIL) read by a loop that runs without it. */
+    static inline int csock_load_flag(const int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+    """
+    int csock_load_flag(const int *flag) noexcept nogil
 
-
-cdef inline void _enter_kernel(int fd) noexcept:
-    if 0 <= fd < _TRACKED_FDS:
-        _blocked[fd] += 1
-
-
-cdef inline void _leave_kernel(int fd) noexcept:
-    if 0 <= fd < _TRACKED_FDS and _blocked[fd]:
-        _blocked[fd] -= 1
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    enum:
+        EFD_CLOEXEC
+        EFD_NONBLOCK
 
 
-cdef inline bint socket_still_open(IoWait *w) noexcept:
+# fd lifetime. A csock call counts itself in its socket's SocketState.inflight around each
+# system call it makes without the GIL (io_enter/io_leave), after checking, with the GIL held,
+# that the socket still holds the fd it started with. close() from another thread therefore
+# finds either no call in the kernel (and closes at once: a later call of the same operation
+# finds the fd gone and raises EBADF before touching the number) or some (and leaves close(2)
+# to the last of them: io_leave), so the number cannot be reused while a call may use it.
+#
+# close() does not shut the connection down (that would break it for dup()s and forked
+# children). It wakes the calls it can: those asleep in csock's own poll(2), which also watches
+# one eventfd per process (_wake_fd) that close() makes readable. A timed call always sleeps
+# there; a blocking call sleeps there when the process has other threads (only they can close
+# the socket under it); alone in its process, it blocks in the system call itself, as the
+# stdlib's does. A call blocked inside a system call stays there, as with the stdlib's close(),
+# until the kernel returns: it then moves no more bytes and raises EBADF.
+cdef int _wake_fd = -1
+cdef Py_ssize_t _wakes_owed = 0      # sleepers of closed sockets not yet woken: drain at 0
+
+
+cdef int wake_fd() noexcept:
+    """The process's close() eventfd, made on first use; -1 if it cannot be made (EMFILE):
+    sleeps then simply cannot be cut short."""
+    global _wake_fd
+    if _wake_fd < 0:
+        _wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+    return _wake_fd
+
+
+cdef void _drain_wake_fd() noexcept nogil:
+    cdef uint64_t value
+    if _wake_fd >= 0:
+        read_fd(_wake_fd, &value, sizeof(value))
+
+
+cdef int wake_sleepers(SocketState state) except -1:
+    """close() left calls in flight: wake those asleep in io_wait (they raise EBADF)."""
+    global _wakes_owed
+    cdef uint64_t one = 1
+    if state.sleeping and _wake_fd >= 0:
+        _wakes_owed += state.sleeping
+        write_fd(_wake_fd, &one, sizeof(one))
+    return 0
+
+
+cdef inline bint fd_still_ours(IoWait *w) noexcept:
+    """The socket still holds the fd this call started with, and close() has not run."""
+    if w.closing[0]:
+        return False
     return w.sock == NULL or CSOCK_SOCKET_FIELDS(<object>w.sock).sock_fd == w.fd
 
 
 cdef int _check_still_open(IoWait *w) except -1:
-    """EBADF if the socket was closed (by another thread) while this call waited."""
-    if not socket_still_open(w):
+    """EBADF if the socket was closed (by another thread, or by code this call ran) since the
+    call read its fd, or was closed already."""
+    if w.fd < 0 or not fd_still_ours(w):
         raise_errno(EBADF)
     return 0
 
 
-def wake_blocked_calls(int fd):
-    """If csock calls are blocked on fd, shutdown(2) it so they return (the caller is about
-    to close it); the GIL is held throughout so they cannot run before the fd is marked
-    closed. True if there were any."""
-    if fd < 0 or fd >= _TRACKED_FDS or not _blocked[fd]:
-        return False
-    shutdown(fd, SHUT_RDWR)
-    return True
+cdef inline int io_enter(IoWait *w) except -1:
+    """Before a system call made without the GIL: check the fd is still this socket's, and
+    count the call in flight so that close() leaves close(2) to io_leave."""
+    _check_still_open(w)
+    if w.state != NULL:
+        (<SocketState>w.state).calls_in_flight()     # (resets a count inherited over fork)
+        (<SocketState>w.state).inflight += 1
+    return 0
+
+
+cdef inline void io_leave(IoWait *w) noexcept:
+    """After that system call: the last call out finishes a close() that came meanwhile."""
+    cdef SocketState state
+    if w.state != NULL:
+        state = <SocketState>w.state
+        if state.inflight > 0:
+            state.inflight -= 1
+        if state.inflight == 0 and state.pending_fd >= 0:
+            finish_deferred_close(state)
+
+
+cdef void finish_deferred_close(SocketState state) noexcept:
+    cdef int fd = state.pending_fd
+    state.pending_fd = -1
+    _deferred_closes.discard(state)
+    with nogil:
+        close_fd(fd)                    # (like the stdlib's close(), errors here go unreported)
+
+
+def close_socket(sock):
+    """close() for a csock socket: close(2) now, or, while csock calls run on its fd in other
+    threads, mark it closed at once (fileno() -1, every later call EBADF), wake the calls
+    asleep in csock's poll, and leave close(2) to the last call in flight. Never shutdown(2):
+    other holders of the open file (dup(), a forked child) keep their connection. A zero-copy
+    send's buffers stay held until the kernel's completion (zerocopy_orphan)."""
+    cdef SocketState state = existing_state(sock)
+    if state is not None and state.zerocopy is not None:
+        zerocopy_orphan(state.zerocopy)
+        state.zerocopy = None
+    if state is None or state.calls_in_flight() == 0:
+        _socket.socket.close(sock)
+        return
+    fd = _socket.socket.detach(sock)
+    if fd < 0:
+        return
+    state.closing = 1
+    state.pending_fd = fd
+    _deferred_closes.add(state)
+    wake_sleepers(state)
+
+
+def _after_fork_in_child():
+    """The child runs none of the parent's calls: counts from before the fork are void
+    (generation), the parent's deferred closes are the child's to finish on its copies, and
+    the child gets its own wake eventfd."""
+    global _fork_generation, _wake_fd, _wakes_owed
+    _fork_generation += 1
+    for state in _deferred_closes:
+        close_fd((<SocketState>state).pending_fd)
+        (<SocketState>state).pending_fd = -1
+    _deferred_closes.clear()
+    if _wake_fd >= 0:
+        close_fd(_wake_fd)
+        _wake_fd = -1
+    _wakes_owed = 0
+
+
+_os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef inline int64_t monotonic_ns() noexcept nogil:
@@ -87,21 +192,18 @@ cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
 # again; a try that finds data ends the run. A ping-pong, whose reply is never there yet,
 # settles at one wasted call in 256 receives (a fixed 7 left it at one in 8: 12 % of a
 # SEQPACKET ping-pong's receives failed under strace); a socket whose data is ready keeps
-# skipping the GIL hand-over. (Per fd, like _blocked; an fd number reused inherits only a hint.)
-cdef struct HeldHint:
-    unsigned char skip          # calls left to send straight to io_call
-    unsigned char misses        # tries in a row that found nothing
+# skipping the GIL hand-over. (Per socket, in its SocketState.)
 cdef enum:
     HELD_FIRST_BACKOFF = 7
     HELD_MAX_MISSES = 6         # the sixth miss in a row skips (8 << 5) - 1 = 255 calls
-cdef HeldHint _held_in[_TRACKED_FDS]
-cdef HeldHint _held_out[_TRACKED_FDS]
 
 
-cdef inline HeldHint *_held_hint(int fd, short events) noexcept:
-    if fd < 0 or fd >= _TRACKED_FDS:
-        return NULL
-    return &_held_in[fd] if events == POLLIN else &_held_out[fd]
+cdef inline HeldHint *_held_hint(IoWait *w, short events) noexcept:
+    cdef SocketState state
+    if w.state == NULL:
+        return NULL                     # a stdlib socket: always try
+    state = <SocketState>w.state
+    return &state.held_in if events == POLLIN else &state.held_out
 
 
 cdef inline void _held_missed(HeldHint *hint) noexcept:
@@ -117,7 +219,7 @@ cdef inline bint io_try_first(IoWait *w, size_t nbytes, short events) noexcept:
     cdef HeldHint *hint
     if w.timeout_ns >= 0 or nbytes > _RELEASE_GIL_BYTES:
         return False
-    hint = _held_hint(w.fd, events)
+    hint = _held_hint(w, events)
     if hint != NULL and hint.skip:
         hint.skip -= 1
         return False
@@ -134,7 +236,7 @@ cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) e
     global csock_extra_flags
     cdef Py_ssize_t r
     cdef int err
-    cdef HeldHint *hint = _held_hint(w.fd, events)
+    cdef HeldHint *hint = _held_hint(w, events)
     w.calls += 1
     csock_extra_flags = MSG_DONTWAIT
     r = call(w.fd, op)
@@ -166,27 +268,54 @@ cdef Py_ssize_t io_call_held_first(IoWait *w, syscall_t call, void *op, short ev
 
 
 cdef int io_wait(IoWait *w, short events) except -1:
-    cdef pollfd pfd
-    cdef int r, err
+    """Sleep in poll(2) until fd is ready for events (a timed call: or its deadline passes,
+    TimeoutError). A csock socket's sleep also watches the wake eventfd, so close() from
+    another thread ends it with EBADF; a wake meant for another socket's sleepers is left to
+    them (this call then polls its fd alone for up to 1 ms at a time until they drained it)."""
+    global _wakes_owed
+    cdef pollfd pfd[2]
+    cdef int r, err, ms, nfds
+    cdef bint others_wake = False
     cdef int64_t now = monotonic_ns(), left
-    pfd.fd = w.fd
-    pfd.events = events
-    pfd.revents = 0
-    if w.deadline_ns == 0:
+    cdef SocketState state = <SocketState>w.state if w.state != NULL else None
+    pfd[0].fd = w.fd
+    pfd[0].events = events
+    pfd[1].fd = wake_fd() if state is not None else -1
+    pfd[1].events = POLLIN
+    if w.timeout_ns >= 0 and w.deadline_ns == 0:
         w.deadline_ns = now + w.timeout_ns
     while True:
-        left = w.deadline_ns - now
-        if left <= 0:
-            raise_timeout()
-        left = (left + 999999) // 1000000          # poll() takes milliseconds: round up
-        _enter_kernel(w.fd)
+        ms = -1                                     # a blocking call: no deadline
+        if w.timeout_ns >= 0:
+            left = w.deadline_ns - now
+            if left <= 0:
+                raise_timeout()
+            left = (left + 999999) // 1000000      # poll() takes milliseconds: round up
+            ms = <int>left if left < INT_MAX else INT_MAX
+        nfds = 2 if pfd[1].fd >= 0 else 1
+        if others_wake:
+            nfds = 1
+            ms = 1 if ms < 0 else min(ms, 1)
+        pfd[0].revents = 0
+        pfd[1].revents = 0
+        io_enter(w)
+        if state is not None:
+            state.sleeping += 1
         with nogil:
-            r = poll(&pfd, 1, <int>left if left < INT_MAX else INT_MAX)
+            r = poll(pfd, nfds, ms)
             err = errno
-        _leave_kernel(w.fd)
+        if state is not None:
+            state.sleeping -= 1
+            if state.closing:
+                _wakes_owed -= 1                    # this sleeper was counted by close()
+                if _wakes_owed <= 0:
+                    _wakes_owed = 0
+                    _drain_wake_fd()
+        io_leave(w)
         _check_still_open(w)
-        if r > 0:
+        if r > 0 and pfd[0].revents:
             return 0                                # readiness or an error: the call says which
+        others_wake = r > 0                         # the eventfd: another socket was closed
         if r < 0:
             if err != EINTR:
                 raise_errno(err)
@@ -199,7 +328,7 @@ cdef int io_spin(IoWait *w, short events) except -1:
     """Busy-poll (poll(2) with a zero timeout, GIL released) until fd is ready for events or
     w.spin_ns passes (never past the call's deadline); 1 if ready. Signal handlers run after
     the spin, so Ctrl-C waits at most spin_us. With SO_BUSY_POLL set on the socket, each poll
-    also busy-polls the device queue."""
+    also busy-polls the device queue. close() from another thread ends the spin (EBADF)."""
     cdef pollfd pfd
     cdef int r = 0
     cdef int64_t now = monotonic_ns(), end = now + w.spin_ns
@@ -210,12 +339,14 @@ cdef int io_spin(IoWait *w, short events) except -1:
             end = w.deadline_ns
     pfd.fd = w.fd
     pfd.events = events
+    io_enter(w)
     with nogil:
         while True:
             pfd.revents = 0
             r = poll(&pfd, 1, 0)
-            if r != 0 or monotonic_ns() >= end:
+            if r != 0 or csock_load_flag(w.closing) or monotonic_ns() >= end:
                 break                           # ready, an error (EINTR: handled below), or time
+    io_leave(w)
     if PyErr_CheckSignals() < 0:
         return -1
     _check_still_open(w)
@@ -225,7 +356,9 @@ cdef int io_spin(IoWait *w, short events) except -1:
 cdef Py_ssize_t io_spin_receive(IoWait *w, syscall_t call, void *op, int *err, int64_t ns) noexcept nogil:
     """spin_us on a blocking socket: the receive itself, with MSG_DONTWAIT, over and over
     until it returns data (or an error other than EAGAIN) or ns pass, as a C program that
-    busy-polls would. Sends are not spun: they find room nearly always."""
+    busy-polls would; EBADF once close() ran in another thread (the caller counted this call
+    in flight, so the fd is still this socket's). Sends are not spun: they find room nearly
+    always."""
     global csock_extra_flags
     cdef Py_ssize_t r
     cdef int64_t end = monotonic_ns() + ns
@@ -234,6 +367,9 @@ cdef Py_ssize_t io_spin_receive(IoWait *w, syscall_t call, void *op, int *err, i
         r = call(w.fd, op)
         err[0] = errno
         if r >= 0 or err[0] != EAGAIN or monotonic_ns() >= end:
+            break
+        if csock_load_flag(w.closing):
+            err[0] = EBADF
             break
     csock_extra_flags = 0
     return r
@@ -248,7 +384,16 @@ cdef inline bint only_thread() noexcept:
     return PyThreadState_Next(PyInterpreterState_ThreadHead(PyInterpreterState_Get())) == NULL
 
 
+cdef inline bint wakeable_sleep(IoWait *w) noexcept:
+    """Whether a blocking call should sleep in io_wait (where close() wakes it) rather than in
+    the system call: a csock socket, other threads in the process (only they can close it
+    under the call), and no SO_RCVTIMEO/SO_SNDTIMEO (poll(2) would not honour them)."""
+    return w.state != NULL and not (<SocketState>w.state).kernel_timeouts and not only_thread()
+
+
 cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint release_gil) except -1:
+    global csock_extra_flags
+    cdef bint wakeable_send
     cdef Py_ssize_t r
     cdef int64_t held
     cdef int err
@@ -270,11 +415,13 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
             held = min(w.spin_ns, <int64_t>SPIN_HELD_NS) if only_thread() else 0
             r = -1
             err = EAGAIN
+            io_enter(w)
             if held:
                 r = io_spin_receive(w, call, op, &err, held)
             if r < 0 and err == EAGAIN and w.spin_ns > held:
                 with nogil:
                     r = io_spin_receive(w, call, op, &err, w.spin_ns - held)
+            io_leave(w)
             if r >= 0:
                 return r
             if err == EAGAIN:
@@ -285,14 +432,30 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
                 continue
             raise_errno(err)
         if release_gil:
-            _enter_kernel(w.fd)
+            wakeable_send = False
+            if w.timeout_ns < 0 and wakeable_sleep(w):
+                # Another thread may close this socket: sleep where close() can wake us. A
+                # receive waits first (its data is then there); a send loop tries first with
+                # MSG_DONTWAIT (it nearly always finds room) and waits only on EAGAIN.
+                if events == POLLIN:
+                    io_wait(w, events)
+                elif events == POLLOUT and w.resumable:
+                    wakeable_send = True
+            io_enter(w)
+            if wakeable_send:
+                csock_extra_flags = MSG_DONTWAIT
             with nogil:
                 r = call(w.fd, op)
                 err = errno
-            _leave_kernel(w.fd)
+            csock_extra_flags = 0
+            io_leave(w)
             if r <= 0:                      # (data that did arrive is returned, never lost)
                 _check_still_open(w)
+            if r < 0 and err == EAGAIN and wakeable_send:
+                io_wait(w, events)
+                continue
         else:
+            _check_still_open(w)            # (the GIL is held: no close() can come during the call)
             r = call(w.fd, op)
             err = errno
         if r >= 0:

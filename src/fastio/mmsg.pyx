@@ -111,7 +111,7 @@ cdef struct MmsgOp:
 
 cdef Py_ssize_t sys_sendmmsg(int fd, void *op) noexcept nogil:
     cdef MmsgOp *o = <MmsgOp *>op
-    return sendmmsg(fd, o.msgs, o.count, o.flags | MSG_NOSIGNAL)
+    return sendmmsg(fd, o.msgs, o.count, o.flags | MSG_NOSIGNAL | csock_extra_flags)
 
 
 cdef Py_ssize_t sys_recvmmsg(int fd, void *op) noexcept nogil:
@@ -451,6 +451,7 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     cdef Py_ssize_t seg = segment_size_of(segment_size)
     raise_deferred_error(sock)
     io_begin(sock, &w)
+    w.resumable = True                  # send_chunks resumes after a partial sendmmsg
     socket_family_type(sock, &family, &kind)
     items = messages if isinstance(messages, list) else list(messages)
     out = parse_outgoing(items, address, family)
@@ -472,15 +473,7 @@ cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int
     op.msgs = msgs
     op.count = <unsigned int>count
     op.flags = flags
-    r = io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * slot))
-    if r > 0 and msgs[r - 1].msg_len == 0 and not socket_still_open(w):
-        # another thread closed the socket: the shutdown that woke us reads as empty
-        # datagrams at the end, which are not data
-        while r > 0 and msgs[r - 1].msg_len == 0:
-            r -= 1
-        if r == 0:
-            raise_errno(EBADF)
-    return r
+    return io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * slot))
 
 
 @cython.final

@@ -4,9 +4,11 @@
 # nanoseconds (negative: blocking, 0: non-blocking). Reading them directly saves two method calls per
 # operation. The layout is checked against a live socket at import (_check_layout); if it does
 # not match (another Python), every read goes through fileno()/gettimeout() instead.
+cimport cython
 from cpython.object cimport PyObject, PyTypeObject, PyObject_TypeCheck
 from libc.stdint cimport int64_t
 from includes.pysocket cimport csock_socket_fields, CSOCK_SOCKET_FIELDS
+from includes.members cimport csock_slot_store as slot_store
 from includes.socket cimport getsockopt, setsockopt, socklen_t, SOL_SOCKET, SO_TYPE, SO_BUSY_POLL
 from libc.errno cimport errno
 
@@ -36,15 +38,81 @@ cdef int _check_layout() except -1:
 _check_layout()
 
 
-# Sockets with spin_us set (their _csock_spin_ns slot); while none has, io_begin skips the
-# slot. Counted up and down as sockets turn spinning on and off.
-cdef Py_ssize_t _spin_users = 0
-# csock.socket registers its class: io_begin reads the slot straight from its instances (a
-# getattr costs ~40 ns, and formats an AttributeError while the slot is unset).
-cdef PyTypeObject *_spin_class = NULL
-cdef Py_ssize_t _spin_offset = 0
+# Per-socket state: one SocketState per csock socket, in its _csock_state slot (made on first
+# use), read at a fixed offset. It carries what must follow the socket's open file rather than
+# its fd number: the calls in flight (close() defers close(2) until they have left, as Go's
+# internal/poll.FD does), spin_us, the held-try hints and the zero-copy bookkeeping.
+cdef struct HeldHint:
+    unsigned char skip          # calls left to send straight to io_call
+    unsigned char misses        # tries in a row that found nothing
+
+
+@cython.final
+@cython.no_gc                   # its one object field, a ZeroCopyState, refers to no socket
+cdef class SocketState:
+    """A csock socket's own state (its _csock_state slot)."""
+    cdef int inflight           # csock system calls running on the fd now (changed with the GIL)
+    cdef int closing            # close() ran while calls were in flight: they end with EBADF
+    cdef int pending_fd         # the fd close() left for the last call in flight to close(2)
+    cdef int sleeping           # of those, the calls asleep in io_wait's poll (close() wakes them)
+    cdef bint kernel_timeouts   # SO_RCVTIMEO/SO_SNDTIMEO set: blocking calls sleep in the call
+    cdef unsigned long generation   # _fork_generation when inflight was last counted
+    cdef int64_t spin_ns
+    cdef HeldHint held_in, held_out
+    cdef object zerocopy        # ZeroCopyState once send_buffers(zerocopy=True) ran
+
+    def __cinit__(self):
+        self.pending_fd = -1
+        self.generation = _fork_generation
+
+    def __dealloc__(self):
+        if self.zerocopy is not None:
+            zerocopy_orphan(self.zerocopy)      # exports the kernel may still read outlive us
+
+    cdef inline int calls_in_flight(self) noexcept:
+        """Calls running now; those counted before a fork() do not run in this process."""
+        if self.generation != _fork_generation:
+            self.generation = _fork_generation
+            self.inflight = 0
+        return self.inflight
+
+
+# After fork() the child's states still count the parent's calls in flight (generation
+# tells), and a close the parent deferred is the child's to finish on its copy of the fd.
+cdef unsigned long _fork_generation = 0
+cdef set _deferred_closes = set()       # SocketStates whose pending_fd waits for a call to leave
+
+cdef PyTypeObject *_csock_class = NULL
+cdef Py_ssize_t _state_offset = 0
+cdef list _registered = []
 cdef enum:
     MAX_SPIN_US = 1000000
+
+
+def register_socket_class(cls):
+    """Called once by csock.socket: its instances keep a SocketState in their _csock_state slot."""
+    global _csock_class, _state_offset
+    _state_offset = slot_offset(cls, "_csock_state")
+    _csock_class = <PyTypeObject *>cls
+    _registered.append(cls)                       # the pointer stays valid
+
+
+cdef inline SocketState existing_state(object sock):
+    """sock's SocketState, or None (a stdlib socket, or no csock call ran on it yet)."""
+    cdef PyObject *state
+    if _csock_class == NULL or not PyObject_TypeCheck(sock, _csock_class):
+        return None
+    state = slot_value(sock, _state_offset)
+    return <SocketState>state if state != NULL else None
+
+
+cdef SocketState state_of(object sock):
+    """sock's SocketState, made on first use; None for a socket that is not a csock socket."""
+    cdef SocketState state = existing_state(sock)
+    if state is None and _csock_class != NULL and PyObject_TypeCheck(sock, _csock_class):
+        state = SocketState.__new__(SocketState)
+        slot_store(sock, _state_offset, state)
+    return state
 
 
 def set_spin(sock, us):
@@ -57,50 +125,58 @@ def set_spin(sock, us):
     follows a spin, and poll(2), busy-poll the device queue first (NICs with NAPI busy
     polling; raising it needs CAP_NET_ADMIN, and loopback has no queue to poll). Returns
     whether SO_BUSY_POLL took."""
-    global _spin_users
     cdef long value = us
     cdef int busy
+    cdef SocketState state
     if value < 0 or value > MAX_SPIN_US:
         raise ValueError(f"spin_us must be between 0 and {MAX_SPIN_US}, got {value}")
-    old = getattr(sock, "_csock_spin_ns", 0) or 0
-    sock._csock_spin_ns = value * 1000            # AttributeError on a socket without the slot
-    if old == 0 and value != 0:
-        _spin_users += 1
-    elif old != 0 and value == 0:
-        _spin_users -= 1
+    state = state_of(sock)
+    if state is None:
+        raise TypeError(f"spin_us needs a csock socket, not {type(sock).__name__}")
+    state.spin_ns = value * 1000
     busy = <int>value
     fd = sock.fileno()
     return fd >= 0 and setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL, &busy, sizeof(busy)) == 0
 
 
-def register_socket_class(cls):
-    """Called once by csock.socket: its instances carry spin_us in a _csock_spin_ns slot."""
-    global _spin_class, _spin_offset
-    _spin_offset = slot_offset(cls, "_csock_spin_ns")
-    _spin_class = <PyTypeObject *>cls
-    _registered.append(cls)                       # the pointer stays valid
-
-
-cdef list _registered = []
+def note_kernel_timeout(sock):
+    """setsockopt(SO_RCVTIMEO or SO_SNDTIMEO) ran on a csock socket: its blocking calls sleep in
+    the system call itself, so the kernel's timeout applies (BlockingIOError, as the stdlib),
+    instead of in csock's poll(2), which that timeout would not end."""
+    cdef SocketState state = state_of(sock)
+    if state is not None:
+        state.kernel_timeouts = True
 
 
 def get_spin(sock):
     """A csock socket's spin_us (0: off)."""
-    return (getattr(sock, "_csock_spin_ns", 0) or 0) // 1000
+    cdef SocketState state = existing_state(sock)
+    return 0 if state is None else state.spin_ns // 1000
+
+
+cdef int _no_close_pending = 0                  # what IoWait.closing points at without a state
+# Closed sockets' zero-copy sends still waiting for completions (zerocopy.pyx): every csock
+# call drains them first, so their dups close (and their peers see end of stream) soon after.
+cdef bint _orphans_waiting = False
 
 
 cdef int io_begin(object sock, IoWait *w) except -1:
-    """Fill w with sock's fd and timeout; the deadline starts at the first wait."""
+    """Fill w with sock's fd, timeout and state; the deadline starts at the first wait."""
     cdef csock_socket_fields *f
+    cdef SocketState state = state_of(sock)
+    if _orphans_waiting:
+        drain_orphans()
     w.deadline_ns = 0
     w.calls = 0
     w.sock = NULL
     w.spin_ns = 0
-    cdef PyObject *spin
-    if _spin_users and _spin_class != NULL and PyObject_TypeCheck(sock, _spin_class):
-        spin = slot_value(sock, _spin_offset)
-        if spin != NULL:
-            w.spin_ns = <int64_t><object>spin
+    w.state = NULL
+    w.resumable = False
+    w.closing = &_no_close_pending
+    if state is not None:
+        w.state = <void *>state                 # the socket's slot keeps it alive
+        w.closing = &state.closing
+        w.spin_ns = state.spin_ns
     if _layout_ok and PyObject_TypeCheck(sock, _socket_type):
         w.sock = <void *>sock
         f = CSOCK_SOCKET_FIELDS(sock)

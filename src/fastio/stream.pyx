@@ -142,6 +142,7 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
     cdef Py_ssize_t r
     cdef bint first = True
     op.flags = flags
+    w.resumable = True
     while n > 0:
         op.buf = <char *>buf
         op.len = n
@@ -258,6 +259,7 @@ cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count, Py_ssize
     memset(&msg, 0, sizeof(msg))
     op.msg = &msg
     op.flags = 0
+    w.resumable = True
     while first < count:
         if iov[first].iov_len == 0:
             first += 1
@@ -306,7 +308,9 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
     cdef iovec *iov = NULL
     cdef ZeroCopyState state
     cdef ZcOp drained
-    items = buffers if isinstance(buffers, (list, tuple)) else list(buffers)
+    # A tuple: exporting an item runs the item's code, which must not be able to shrink what C
+    # indexes next (a caller's list could).
+    cdef tuple items = buffers if type(buffers) is tuple else tuple(buffers)
     n = len(items)
     if n > MAX_BUFFERS_PER_CALL:
         raise ValueError(f"send_buffers takes at most {MAX_BUFFERS_PER_CALL} buffers per call, got {n}")
@@ -315,12 +319,13 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
         return 0
     if zerocopy:
         state = zc_state(sock, w.fd, sock.family)
+        _check_still_open(&w)
         if state is not None and state.held:
             memset(&drained, 0, sizeof(drained))
             zc_drain(w.fd, &drained)
             state.absorb(&drained)
         if state is not None and state.mode == 1 and not state.copying:
-            return zc_send_buffers(sock, &w, state, items if isinstance(items, list) else list(items))
+            return zc_send_buffers(sock, &w, state, items)
     views = <Py_buffer *>PyMem_Malloc(n * sizeof(Py_buffer))
     iov = <iovec *>PyMem_Malloc(n * sizeof(iovec))
     try:

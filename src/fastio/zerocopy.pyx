@@ -9,6 +9,14 @@
 # by flush_zerocopy(). When a completion says the kernel copied after all
 # (SO_EE_CODE_ZEROCOPY_COPIED: loopback, a device without scatter/gather), the socket stops
 # asking for zero copy: the bookkeeping would only cost.
+#
+# The exports must outlive the socket object: close() and garbage collection can come before
+# the completions. So a socket's ZeroCopyState keeps its own dup(2) of the fd, and one that
+# still holds exports when its socket is closed or collected becomes an orphan: its error
+# queue is drained (never blocking) on later csock zero-copy calls and closes, and at exit,
+# and the dup is closed once every send has completed. Until then the connection stays open:
+# the peer sees end of stream only after the kernel is done with the buffers. After fork()
+# the child drops its copies of the orphans without reading their queues (the parent's).
 from libc.stdint cimport uint32_t, int64_t
 from libc.errno cimport ENOBUFS
 from includes.socket cimport (sendmsg, recvmsg, msghdr, cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR,
@@ -21,6 +29,8 @@ from includes.uio cimport iovec, IOV_MAX
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.string cimport memcpy, memset
+from posix.unistd cimport close as close_fd
+from includes.fcntl cimport fcntl, F_DUPFD_CLOEXEC
 
 cdef enum:
     ZC_RANGES = 64                 # completion ranges gathered per drain (contiguous ones merge)
@@ -114,10 +124,29 @@ cdef class ZeroCopyState:
     cdef dict held                 # id -> list of _Export
     cdef readonly Py_ssize_t sends, completed, copied
     cdef Py_ssize_t threshold      # sendmsg calls of fewer bytes are copied
+    cdef int errfd                 # a dup of the socket's fd: its error queue outlives close()
+    cdef unsigned long generation  # _fork_generation when errfd was made
 
     def __cinit__(self):
         self.held = {}
         self.threshold = ZEROCOPY_THRESHOLD
+        self.errfd = -1
+        self.generation = _fork_generation
+
+    def __dealloc__(self):
+        if self.errfd >= 0:
+            close_fd(self.errfd)
+
+    cdef int drain_orphaned(self) except -1:
+        """Read the completions queued for an orphan (never blocks)."""
+        cdef ZcOp op
+        memset(&op, 0, sizeof(op))
+        while self.held and self.errfd >= 0:
+            zc_drain(self.errfd, &op)
+            if not op.nranges:
+                break
+            self.absorb(&op)
+        return 0
 
     cdef int absorb(self, ZcOp *o) except -1:
         """Forget the ids the drained completions name (their exports go when unused)."""
@@ -140,23 +169,81 @@ cdef class ZeroCopyState:
 
 
 cdef ZeroCopyState zc_state(object sock, int fd, int family):
-    state = getattr(sock, "_csock_zc", None)
-    if state is not None:
-        return state
-    state = ZeroCopyState()
+    """sock's ZeroCopyState, made (SO_ZEROCOPY asked for, the fd dup'ed) on first use; None
+    for a stdlib socket."""
+    cdef SocketState owner = state_of(sock)
+    cdef ZeroCopyState state
     cdef int one = 1
-    if family != AF_INET and family != AF_INET6:
-        (<ZeroCopyState>state).mode = -1
-    else:
-        (<ZeroCopyState>state).mode = 1 if setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0 else -1
-    try:
-        sock._csock_zc = state
-    except AttributeError:
+    if owner is None:
         return None                                  # a stdlib socket: no zero copy
+    if owner.zerocopy is not None:
+        return owner.zerocopy
+    state = ZeroCopyState()
+    if family != AF_INET and family != AF_INET6:
+        state.mode = -1
+    elif setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0:
+        state.errfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        state.mode = 1 if state.errfd >= 0 else -1
+    else:
+        state.mode = -1
+    owner.zerocopy = state
     return state
 
 
-cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, list items) except -1:
+cdef list _orphans = []                 # ZeroCopyStates of closed sockets, exports still held
+
+
+cdef int zerocopy_orphan(object zerocopy) except -1:
+    """The socket of this ZeroCopyState is being closed or collected: keep its exports (and
+    its dup of the fd) until the kernel's completions, or drop them now if none is pending."""
+    cdef ZeroCopyState state = <ZeroCopyState>zerocopy
+    if state.generation != _fork_generation:
+        return 0                                     # the parent's sends: not ours to read
+    global _orphans_waiting
+    state.drain_orphaned()
+    if state.held:
+        _orphans.append(state)
+    drain_orphans()
+    return 0
+
+
+cdef int drain_orphans() except -1:
+    """Release the orphans whose sends have all completed."""
+    global _orphans, _orphans_waiting
+    cdef ZeroCopyState state
+    kept = []
+    for state in _orphans:
+        state.drain_orphaned()
+        if state.held:
+            kept.append(state)
+    _orphans = kept
+    _orphans_waiting = len(kept) != 0
+    return 0
+
+
+def zerocopy_orphans():
+    """How many closed sockets still hold zero-copy buffers the kernel may read (after
+    draining the completions that have arrived)."""
+    drain_orphans()
+    return len(_orphans)
+
+
+def _zerocopy_after_fork_in_child():
+    global _orphans, _orphans_waiting
+    _orphans_waiting = False
+    _orphans = []                                    # the parent's: their dups close here only
+
+
+def _zerocopy_at_exit():
+    drain_orphans()
+
+
+_os.register_at_fork(after_in_child=_zerocopy_after_fork_in_child)
+import atexit as _atexit
+_atexit.register(_zerocopy_at_exit)
+
+
+cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, tuple items) except -1:
     """send_buffers with MSG_ZEROCOPY: like sendmsg_iovecs, but each call's buffers are held
     (state.held[id]) until its completion arrives."""
     cdef Py_ssize_t n = len(items), i, first = 0, last, r, total, moved = 0, count
@@ -228,8 +315,9 @@ def flush_zerocopy(sock, timeout=None):
     it). Returns how many zero-copy sends completed."""
     cdef IoWait w
     cdef ZcOp op
-    cdef ZeroCopyState state = getattr(sock, "_csock_zc", None)
+    cdef ZeroCopyState state = zc_existing(sock)
     cdef Py_ssize_t before
+    drain_orphans()
     if state is None or not state.held:
         return 0
     before = state.completed
@@ -257,7 +345,7 @@ def flush_zerocopy(sock, timeout=None):
 def zerocopy_stats(sock):
     """zerocopy_stats() -> dict: sends (zero-copy sendmsg calls), completed, copied (sends the
     kernel copied after all), pending (still holding buffers), active (still asking)."""
-    cdef ZeroCopyState state = getattr(sock, "_csock_zc", None)
+    cdef ZeroCopyState state = zc_existing(sock)
     if state is None:
         return {"sends": 0, "completed": 0, "copied": 0, "pending": 0, "active": False}
     return {"sends": state.sends, "completed": state.completed, "copied": state.copied,
@@ -267,7 +355,7 @@ def zerocopy_stats(sock):
 def zerocopy_threshold(sock):
     """zerocopy_threshold(sock) -> int: with zerocopy=True, send_buffers copies a sendmsg(2) of
     fewer bytes than this (default 10240)."""
-    cdef ZeroCopyState state = getattr(sock, "_csock_zc", None)
+    cdef ZeroCopyState state = zc_existing(sock)
     return ZEROCOPY_THRESHOLD if state is None else state.threshold
 
 
@@ -284,9 +372,6 @@ def set_zerocopy_threshold(sock, Py_ssize_t nbytes):
     state.threshold = nbytes
 
 
-def zerocopy_release(sock):
-    """Drop a socket's zero-copy state (on close): its buffer exports are released."""
-    try:
-        sock._csock_zc = None
-    except AttributeError:
-        pass
+cdef ZeroCopyState zc_existing(object sock):
+    cdef SocketState owner = existing_state(sock)
+    return None if owner is None else owner.zerocopy

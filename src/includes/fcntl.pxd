@@ -4,4 +4,5 @@ cdef extern from "<fcntl.h>" nogil:
     int fcntl(int fd, int cmd, ...)
     enum:
         F_GETFL
+        F_DUPFD_CLOEXEC
         O_NONBLOCK

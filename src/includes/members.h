@@ -24,6 +24,16 @@ static inline Py_ssize_t csock_member_offset(PyObject *descr) {
     return m->type == Py_T_OBJECT_EX ? m->offset : -1;
 }
 
+/* Store value into obj's object slot at offset (a __slots__ entry found by
+   csock_member_offset), taking a new reference; the old value, if any, is released. */
+static inline void csock_slot_store(PyObject *obj, Py_ssize_t offset, PyObject *value) {
+    PyObject **slot = (PyObject **)((char *)obj + offset);
+    PyObject *old = *slot;
+    Py_INCREF(value);
+    *slot = value;
+    Py_XDECREF(old);
+}
+
 /* Cython gives extension types its own tp_getattro; the interpreter specialises attribute
    loads only for types whose tp_getattro is PyObject_GenericGetAttr itself. */
 static inline void csock_use_generic_getattr(PyTypeObject *type) {

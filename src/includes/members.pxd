@@ -15,3 +15,4 @@ cdef extern from "members.h":
     int csock_type_set(PyTypeObject *type, object name, object value) except -1
     void csock_use_generic_getattr(PyTypeObject *type)
     Py_ssize_t csock_member_offset(object descr)
+    void csock_slot_store(object obj, Py_ssize_t offset, object value)

@@ -1,0 +1,537 @@
+"""fd lifetime: a csock call touches an fd number only while it still names its socket's file.
+
+close() from another thread, code the call itself runs (an iterator, a name lookup), a fork()
+or a dup() must never make a call move bytes to or from another file, and close() must never
+change what other holders of the same open file see. Every test here failed on the code
+before the per-socket state (SocketState: calls in flight, deferred close(2)) existed.
+"""
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import struct
+import threading
+import time
+
+import pytest
+
+import csock
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def fd_count() -> int:
+    """Open descriptors, less eventfds (csock makes one per process, on first need, to wake
+    calls that close() interrupts)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventfd]"
+        except OSError:
+            pass                                # the listing's own descriptor, gone
+    return count
+
+
+def assert_quiet(sockets):
+    """None of these sockets has anything queued: no stray byte reached them."""
+    for s in sockets:
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            data = s.recv(65536)
+            pytest.fail(f"{len(data)} stray bytes reached an unrelated socket: {data[:32]!r}")
+
+
+def grab_fd_numbers(count=16, kind=csock.SOCK_STREAM):
+    """New socket pairs, to take fd numbers a close just freed."""
+    return [csock.socketpair(csock.AF_UNIX, kind) for _ in range(count)]
+
+
+def close_all(pairs):
+    for x, y in pairs:
+        x.close()
+        y.close()
+
+
+def outcome_of(call):
+    """Run call in a thread; the thread and a list that gets its result or exception."""
+    box = []
+
+    def run():
+        try:
+            box.append(call())
+        except BaseException as error:       # noqa: BLE001 - the outcome is the assertion
+            box.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def ended_with_ebadf_or_returned(box):
+    assert len(box) == 1, box
+    if isinstance(box[0], BaseException):
+        assert isinstance(box[0], OSError) and box[0].errno == errno.EBADF, repr(box[0])
+
+
+# --- defect: a send loop kept sending on the old number after close() -----------------------
+
+SEND_LOOPS = {
+    "sendall": lambda s, data: s.sendall(data),
+    "sendall timed": lambda s, data: (s.settimeout(30), s.sendall(data)),
+    "send_buffers": lambda s, data: s.send_buffers([data[: len(data) // 2], data[len(data) // 2:]]),
+    "framed send": lambda s, data: csock.FramedStream(s).send(data),
+    "framed send_many": lambda s, data: csock.FramedStream(s).send_many([data[i:i + 4096] for i in range(0, len(data), 4096)]),
+}
+
+
+@pytest.mark.parametrize("method", list(SEND_LOOPS))
+def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
+    """A reader drains the peer slowly so the send loop goes on for a while; the socket is
+    closed under it and its number handed to new sockets at once: none of them gets a byte,
+    and the loop ends with EBADF (or had finished)."""
+    for _ in range(20):
+        a, b = csock.socketpair()
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4096)
+        data = b"\xab" * (4 << 20)
+        stop = threading.Event()
+
+        def drain():                          # ~4 MB/s: the send loop is still going at close
+            b.settimeout(0.05)
+            while not stop.is_set():
+                try:
+                    if not b.recv(4096):
+                        return
+                    time.sleep(0.001)
+                except (TimeoutError, OSError):
+                    pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        thread, box = outcome_of(lambda: SEND_LOOPS[method](a, data))
+        time.sleep(0.005)
+        a.close()
+        grabbed = grab_fd_numbers()
+        time.sleep(0.02)                      # the loop's next turns would use the number now
+        stop.set()
+        b.close()                             # a send blocked in the kernel ends (EPIPE)
+        thread.join(30)
+        reader.join(10)
+        assert not thread.is_alive()
+        assert len(box) == 1
+        if isinstance(box[0], BaseException):
+            assert isinstance(box[0], OSError) and box[0].errno in (errno.EBADF, errno.EPIPE, errno.ECONNRESET), repr(box[0])
+        assert_quiet([s for pair in grabbed for s in pair])
+        close_all(grabbed)
+
+
+@pytest.mark.parametrize("kind", [csock.SOCK_DGRAM, csock.SOCK_SEQPACKET])
+def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
+    """send_batch of many records against a peer that reads slowly, closed under it."""
+    for _ in range(20):
+        a, b = csock.socketpair(csock.AF_UNIX, kind)
+        stop = threading.Event()
+
+        def drain():
+            b.settimeout(0.05)
+            while not stop.is_set():
+                try:
+                    b.recv(65536)
+                except (TimeoutError, OSError):
+                    pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        thread, box = outcome_of(lambda: a.send_batch([b"r" * 512] * 20000))
+        time.sleep(0.005)
+        a.close()
+        grabbed = grab_fd_numbers(kind=kind)
+        time.sleep(0.02)
+        stop.set()
+        b.close()
+        thread.join(30)
+        reader.join(10)
+        assert not thread.is_alive()
+        if isinstance(box[0], BaseException):
+            assert isinstance(box[0], OSError) and box[0].errno in (errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED), repr(box[0])
+        assert_quiet([s for pair in grabbed for s in pair])
+        close_all(grabbed)
+
+
+# --- defect: the caller's own code closes the socket in the middle of a call ----------------
+
+@pytest.mark.parametrize("kind", [csock.SOCK_DGRAM, csock.SOCK_SEQPACKET])
+def test_send_batch_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd(kind):
+    """send_batch iterates the caller's iterable after taking the fd: the iterator closes the
+    socket and a new pair takes its number; the batch must raise EBADF, not send there."""
+    a, b = csock.socketpair(csock.AF_UNIX, kind)
+    grabbed = []
+
+    def records():
+        yield b"first"
+        a.close()
+        grabbed.extend(grab_fd_numbers(kind=kind))
+        yield b"second"
+
+    with pytest.raises(OSError) as caught:
+        a.send_batch(records())
+    assert caught.value.errno == errno.EBADF
+    assert_quiet([s for pair in grabbed for s in pair])
+    close_all(grabbed)
+    b.close()
+
+
+def test_send_records_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd():
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    grabbed = []
+
+    def records():
+        yield b"first"
+        a.close()
+        grabbed.extend(grab_fd_numbers(kind=csock.SOCK_SEQPACKET))
+        yield b"second"
+
+    with pytest.raises(OSError) as caught:
+        a.send_records(records())
+    assert caught.value.errno == errno.EBADF
+    assert_quiet([s for pair in grabbed for s in pair])
+    close_all(grabbed)
+    b.close()
+
+
+def test_send_buffers_whose_item_closes_the_socket_sends_nothing_to_a_reused_fd():
+    a, b = csock.socketpair()
+    grabbed = []
+
+    def buffers():
+        yield b"first"
+        a.close()
+        grabbed.extend(grab_fd_numbers())
+        yield b"second"
+
+    with pytest.raises(OSError) as caught:
+        a.send_buffers(buffers())
+    assert caught.value.errno == errno.EBADF
+    assert_quiet([s for pair in grabbed for s in pair])
+    close_all(grabbed)
+    b.close()
+
+
+# --- defect: a spinning receive read the data of the socket that took its number ------------
+
+@pytest.mark.parametrize("call", ["recv", "recv_into", "recv_batch"])
+def test_spinning_receive_closed_from_another_thread_reads_nothing_of_a_reused_fd(call):
+    """A receive spinning (spin_us) when another thread closes its socket and a new socket,
+    with data queued, takes the number: the spin ends with EBADF and the new socket keeps
+    its data."""
+    kind = csock.SOCK_DGRAM if call == "recv_batch" else csock.SOCK_STREAM
+    a, b = csock.socketpair(csock.AF_UNIX, kind)
+    b.spin_us = 1_000_000
+    receive = {"recv": lambda: b.recv(100), "recv_into": lambda: b.recv_into(bytearray(100)),
+               "recv_batch": lambda: b.recv_batch()}[call]
+    thread, box = outcome_of(receive)
+    time.sleep(0.05)                          # spinning now (up to 1 s)
+    b.close()
+    grabbed = grab_fd_numbers(kind=kind)
+    for x, y in grabbed:
+        x.send(b"not yours")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(box) == 1 and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    for x, y in grabbed:
+        assert y.recv(100) == b"not yours"
+    close_all(grabbed)
+    a.close()
+
+
+# --- close() leaves other holders of the open file alone ------------------------------------
+
+def test_close_with_a_call_blocked_leaves_a_dup_connected():
+    """close() of one descriptor while a call is blocked on it: a dup() of it keeps working
+    both ways (no shutdown(2) of the shared connection)."""
+    a, b = csock.socketpair()
+    c = a.dup()
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.1)
+    a.close()
+    thread.join(10)
+    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    c.sendall(b"via the dup")
+    assert b.recv(100) == b"via the dup"
+    b.sendall(b"back")
+    assert c.recv(100) == b"back"
+    c.close()
+    b.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_closing_its_copy_leaves_the_parents_blocked_call_connected():
+    """The parent has a thread blocked in recv on a socket; a forked child closes its
+    inherited copy and exits; the parent's call still gets the next bytes."""
+    a, b = csock.socketpair()
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.1)
+    pid = os.fork()
+    if pid == 0:                              # the child
+        try:
+            a.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    b.sendall(b"still connected")
+    thread.join(10)
+    assert box == [b"still connected"]
+    a.sendall(b"both ways")
+    assert b.recv(100) == b"both ways"
+    a.close()
+    b.close()
+
+
+def test_close_defers_close2_until_the_blocked_call_leaves():
+    """While a call sleeps on the socket in another thread, close() marks the socket closed
+    (fileno() -1) but keeps the number until the woken call has left: no new socket can get
+    it in between."""
+    a, b = csock.socketpair()
+    fd = a.fileno()
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.1)
+    a.close()
+    assert a.fileno() == -1
+    thread.join(10)
+    assert isinstance(box[0], OSError) and box[0].errno == errno.EBADF
+    with pytest.raises(OSError):
+        os.fstat(fd)                          # closed by the call that left last
+    b.close()
+
+
+def test_no_fd_leak_when_closing_under_calls_in_flight():
+    before = fd_count()
+    for _ in range(50):
+        a, b = csock.socketpair()
+        b.settimeout(5)
+        thread, box = outcome_of(lambda: b.recv(10))
+        time.sleep(0.002)
+        b.close()
+        thread.join(10)
+        a.close()
+    assert fd_count() == before
+
+
+# --- MSG_ZEROCOPY buffers outlive close() and garbage collection ----------------------------
+
+def tcp_pair():
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        a = csock.create_connection(server.getsockname())
+        b, _ = server.accept()
+    return a, b
+
+
+def fill_with_garbage(size, rounds=64):
+    """Allocate and drop same-sized objects, so freed memory is reused with other bytes."""
+    keep = [bytearray(b"\xee" * size) for _ in range(rounds)]
+    return keep
+
+
+@pytest.mark.parametrize("ending", ["close", "collect"])
+def test_zerocopy_buffers_outlive_close_and_collection(ending):
+    """Zero-copy sends still queued (the peer does not read yet) when the socket is closed or
+    collected: their buffers stay exported, so the peer receives the payload, not whatever
+    reuses the memory; once all completed, the held dup is closed."""
+    before = fd_count()
+    a, b = tcp_pair()
+    size, count = 64 << 10, 24
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 1 << 20)
+    a.zerocopy_threshold = 0
+    payloads = [bytearray(struct.pack(">I", i) * (size // 4)) for i in range(count)]
+    expected = b"".join(payloads)
+    for p in payloads:
+        assert a.send_buffers([p], zerocopy=True) == size
+    del p
+    if a.zerocopy_stats()["pending"] == 0:
+        pytest.skip("the kernel completed every zero-copy send at once")
+    if ending == "close":
+        a.close()
+    else:
+        del a
+        gc.collect()
+    del payloads
+    garbage = fill_with_garbage(size)
+    received = bytearray()
+    b.settimeout(10)
+    while True:
+        chunk = b.recv(1 << 20)
+        if not chunk:
+            break
+        received += chunk
+    assert len(received) == len(expected)
+    assert received == expected
+    del garbage
+    deadline = time.monotonic() + 10
+    while csock._fastio.zerocopy_orphans() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert csock._fastio.zerocopy_orphans() == 0
+    b.close()
+    assert fd_count() == before
+
+
+# --- stress: closes and fd reuse under every send and receive method ------------------------
+
+RECORD = struct.Struct(">QQ")                  # connection id, sequence number
+
+
+def test_stress_no_byte_ever_reaches_another_connection():
+    """Worker threads move numbered records (connection id, sequence) over many short-lived
+    connections with every send and receive method, while a chaos thread closes sockets at
+    random and new ones take their numbers. Every record a receiver gets carries its own
+    connection's id, in order, and nothing crashes."""
+    import random
+
+    rng = random.Random(1234)
+    live = []                                   # sockets the chaos thread may close
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors = []
+    connection_ids = iter(range(1, 1 << 62))
+    counts = {"records": 0, "connections": 0}
+
+    def check_stream(conn_id, data):
+        whole = len(data) - len(data) % RECORD.size
+        for offset in range(0, whole, RECORD.size):
+            got_id, seq = RECORD.unpack_from(data, offset)
+            if got_id != conn_id or seq != offset // RECORD.size:
+                errors.append(f"stream {conn_id}: record {got_id},{seq} at {offset}")
+                return
+        tail = data[whole:]
+        if tail and RECORD.pack(conn_id, whole // RECORD.size)[: len(tail)] != tail:
+            errors.append(f"stream {conn_id}: a foreign partial record")
+        counts["records"] += whole // RECORD.size
+
+    def check_records(conn_id, records):
+        expected = 0
+        for record in records:
+            got_id, seq = RECORD.unpack(bytes(record))
+            if got_id != conn_id or seq < expected:
+                errors.append(f"records {conn_id}: record {got_id},{seq}")
+                return
+            expected = seq + 1
+        counts["records"] += len(records)
+
+    def stream_sender(s, conn_id, n):
+        data = b"".join(RECORD.pack(conn_id, i) for i in range(n))
+        how = rng.randrange(3)
+        if how == 0:
+            s.sendall(data)
+        elif how == 1:
+            s.send_buffers([data[i:i + 160] for i in range(0, len(data), 160)])
+        else:
+            view = memoryview(data)
+            while view:
+                view = view[s.send(view):]
+
+    def stream_receiver(s, conn_id, framed_sender):
+        got = bytearray()
+        if framed_sender:
+            try:
+                for message in csock.FramedStream(s).recv_many():
+                    got += message
+            except (EOFError, OSError):
+                pass
+            check_stream(conn_id, bytes(got))
+            return
+        buf = bytearray(4096)
+        while True:
+            try:
+                how = rng.randrange(3)
+                if how == 0:
+                    chunk = s.recv(4096)
+                elif how == 1:
+                    n = s.recv_into(buf)
+                    chunk = bytes(buf[:n])
+                else:
+                    chunk = s.recv_exactly(RECORD.size)
+            except (EOFError, OSError) as error:
+                partial = getattr(error, "partial", b"")
+                got += partial
+                break
+            if not chunk:
+                break
+            got += chunk
+        check_stream(conn_id, bytes(got))
+
+    def record_receiver(s, conn_id):
+        records = []
+        while True:
+            try:
+                batch = s.recv_batch(64, 64)
+            except OSError:
+                break
+            if not batch:
+                break
+            records.extend(d.data for d in batch)
+            if s.type == csock.SOCK_DGRAM and len(records) >= 200:
+                break
+        check_records(conn_id, records)
+
+    def worker():
+        while not stop.is_set():
+            conn_id = next(connection_ids)
+            kind = rng.choice([csock.SOCK_STREAM, csock.SOCK_SEQPACKET, csock.SOCK_DGRAM])
+            a, b = csock.socketpair(csock.AF_UNIX, kind)
+            b.settimeout(0.5)
+            with lock:
+                live.extend([a, b])
+            counts["connections"] += 1
+            framed = False
+            try:
+                if kind == csock.SOCK_STREAM:
+                    framed = rng.random() < 0.25
+                    if framed:
+                        thread, box = outcome_of(lambda: stream_sender_framed(a, conn_id, 200))
+                    else:
+                        thread, box = outcome_of(lambda: stream_sender(a, conn_id, 200))
+                    stream_receiver(b, conn_id, framed)
+                else:
+                    records = [RECORD.pack(conn_id, i) for i in range(200)]
+                    thread, box = outcome_of(lambda: a.send_batch(records))
+                    record_receiver(b, conn_id)
+                a.close()
+                thread.join(10)
+            finally:
+                a.close()
+                b.close()
+                with lock:
+                    for s in (a, b):
+                        if s in live:
+                            live.remove(s)
+
+    def stream_sender_framed(s, conn_id, n):
+        framed = csock.FramedStream(s)
+        if rng.random() < 0.5:
+            framed.send(b"".join(RECORD.pack(conn_id, i) for i in range(n)))
+        else:
+            framed.send_many([RECORD.pack(conn_id, i) for i in range(n)])
+
+    def chaos():
+        while not stop.is_set():
+            time.sleep(rng.random() * 0.002)
+            with lock:
+                victim = rng.choice(live) if live else None
+            if victim is not None:
+                victim.close()
+            x, y = csock.socketpair()           # take the freed number at once
+            x.close()
+            y.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(3)]
+    threads.append(threading.Thread(target=chaos, daemon=True))
+    before = fd_count()
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:5]
+    assert counts["connections"] > 20 and counts["records"] > 1000, counts
+    assert fd_count() == before
