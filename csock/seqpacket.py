@@ -47,10 +47,13 @@ class SeqPacketSocket(socket):
 
     ``send``/``recv`` as the stdlib; ``send_batch``/``recv_batch``/``recv_batch_into`` as
     DatagramSocket's (sendmmsg/recvmmsg). At end of stream ``recv`` returns b"" and
-    ``recv_batch`` (``recv_batch_into``) returns []
-    (records that arrived before it come first). On Linux a zero-length record cannot be told
-    apart from the end of stream (recv(2) returns 0 for both), so csock treats one as the end:
-    do not send empty records.
+    ``recv_batch`` (``recv_batch_into``) returns [] (records that arrived before it come
+    first). A zero-length record is an empty Datagram (a length of 0): recv(2) returns 0 for
+    both, so the batch calls ask the peer's shutdown state (POLLRDHUP) to tell them apart.
+    What stays ambiguous once the peer has shut down: a zero-length record sent right before
+    its close (more precisely, in recv_batch's docstring) reads as the end of stream.
+    ``recv`` returns b"" for both, as the stdlib's does. ``recv_batch(bufsize=0)`` is a
+    ValueError.
     """
 
     __slots__ = ("_csock_receiver", "_csock_send_error", "default_header", "_spp_next", "_spp_expected")
@@ -108,7 +111,9 @@ class SeqPacketSocket(socket):
 
     def recv_record(self, bufsize: int = 65535) -> tuple[SPPHeader, Any]:
         """The next record's header and data (a read-only view). EOFError at end of stream;
-        SequenceError if its number is not the one expected (the record is in the error)."""
+        SequenceError if its number is not the one expected (the record is in the error);
+        MalformedRecordError for a record shorter than the header, a zero-length one
+        included (see the class doc for when one reads as the end of stream)."""
         records = self.recv_records(1, bufsize)
         if not records:
             raise EOFError("end of stream")

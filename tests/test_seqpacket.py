@@ -90,6 +90,89 @@ def test_end_of_stream(pair):
         b.recv_record()
 
 
+# --- zero-length records: an empty Datagram, not the end of stream ---------------------------
+# recv(2) returns 0 both for an empty record and at end of stream; csock tells them apart with
+# the peer's shutdown state (POLLRDHUP) and, once the peer has shut down, a peek at what follows.
+
+def test_zero_length_records_are_empty_datagrams(pair):
+    a, b = pair
+    a.send_batch([b"a", b"", b"c", b""])
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"a", b"", b"c", b""]
+    a.send(b"")
+    assert [bytes(d.data) for d in b.recv_batch()] == [b""]
+    a.send_batch([b"later", b"more"])                  # the stream goes on: nothing was an end
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"later", b"more"]
+
+
+def test_zero_length_record_filling_a_batch_is_a_record(pair):
+    a, b = pair
+    a.send_batch([b"", b"", b"x"])
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b""]
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b""]
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b"x"]
+
+
+def test_zero_length_records_before_the_peers_close_then_end_of_stream(pair):
+    a, b = pair
+    a.send_batch([b"", b"x", b"", b"y"])
+    a.shutdown(csock.SHUT_WR)
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b""]   # data follows it
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"x", b"", b"y"]
+    assert b.recv_batch() == []
+    assert b.recv_batch() == []
+
+
+def test_zero_length_record_right_before_the_peers_close_reads_as_end_of_stream(pair):
+    """The one ambiguous case (documented): after the peer's shutdown, an empty record with
+    nothing but empty records after it cannot be told from the end of stream."""
+    a, b = pair
+    a.send_batch([b"x", b""])
+    a.shutdown(csock.SHUT_WR)
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"x"]
+    assert b.recv_batch() == []
+
+
+def test_recv_batch_into_zero_length_records(pair):
+    a, b = pair
+    buf = bytearray(16 * 8)
+    a.send_batch([b"a", b"", b"bc", b""])
+    assert b.recv_batch_into(buf, 16) == [1, 0, 2, 0]
+    assert bytes(buf[32:34]) == b"bc"
+    a.send_batch([b"", b"z"])
+    assert b.recv_batch_into(buf, 16, max_messages=1) == [0]
+    a.shutdown(csock.SHUT_WR)
+    assert b.recv_batch_into(buf, 16) == [1] and buf[0:1] == b"z"
+    assert b.recv_batch_into(buf, 16) == []
+
+
+def test_zero_length_record_is_malformed_for_recv_record_not_eof(pair):
+    a, b = pair
+    a.send(b"")
+    with pytest.raises(csock.MalformedRecordError) as info:
+        b.recv_record()
+    assert [(h, bytes(d)) for h, d in info.value.records] == [(None, b"")]
+    a.send_record(b"after")
+    assert bytes(b.recv_record()[1]) == b"after"
+
+
+def test_plain_recv_keeps_the_stdlib_behaviour_for_empty_records(pair):
+    a, b = pair
+    a.send(b"")
+    assert b.recv(10) == b""                           # as the stdlib: b"" for both
+    a.send(b"next")
+    assert b.recv(10) == b"next"
+
+
+def test_recv_batch_bufsize_zero_is_a_value_error_and_loses_nothing(pair):
+    a, b = pair
+    a.send_batch([b"kept", b"too"])
+    with pytest.raises(ValueError):
+        b.recv_batch(bufsize=0)
+    with pytest.raises(ValueError):
+        b.recv_records(bufsize=0)
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"kept", b"too"]
+
+
 def test_recv_batch_into_records_then_end_of_stream(pair):
     a, b = pair
     records = [b"%04d" % i * (1 + i % 5) for i in range(100)]
