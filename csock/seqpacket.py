@@ -98,14 +98,21 @@ class SeqPacketSocket(socket):
         return sent
 
     def _check_sequence(self, records: list[tuple[SPPHeader | None, Any]]) -> None:
-        if any(h is None for h, _ in records):
-            raise MalformedRecordError(records)
+        """Raise MalformedRecordError (a record without a header) or SequenceError (a gap)
+        for the batch; either way the socket then expects the number after the batch's last
+        well-formed record, since the error hands every record over."""
         gap = None
+        malformed = False
         for header, data in records:
-            assert header is not None and header.sequence is not None
+            if header is None:
+                malformed = True
+                continue
+            assert header.sequence is not None              # a received header has its number
             if self._spp_expected is not None and header.sequence != self._spp_expected and gap is None:
                 gap = SequenceError(header, data, self._spp_expected, records)
             self._spp_expected = (header.sequence + 1) & 0xFFFF
+        if malformed:
+            raise MalformedRecordError(records)
         if gap is not None:
             raise gap
 
@@ -121,7 +128,8 @@ class SeqPacketSocket(socket):
 
     def recv_records(self, max_messages: int = 64, bufsize: int = 65535) -> list[tuple[SPPHeader, Any]]:
         """Every record already queued (at least one: waits), up to max_messages, with one
-        recvmmsg(2): [(SPPHeader, data)]; [] at end of stream."""
+        recvmmsg(2): [(SPPHeader, data)]; [] at end of stream. MalformedRecordError or
+        SequenceError carry the whole batch; the records in it count for the numbering."""
         records: list[tuple[Any, Any]] = _fastio.split_records(self.recv_batch(max_messages, bufsize))
         self._check_sequence(records)
         return records

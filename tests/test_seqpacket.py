@@ -291,6 +291,35 @@ def test_record_shorter_than_a_header_is_malformed_and_kept(pair):
     assert [(h, bytes(d)) for h, d in info.value.records] == [(None, b"tiny")]
 
 
+def test_records_of_a_malformed_batch_are_counted(pair):
+    """The well-formed records handed over with a MalformedRecordError count: the next record
+    in order is not a gap."""
+    a, b = pair
+    a.send_record(b"r0")
+    assert b.recv_record()[0].sequence == 0
+    a.send_records([b"r1", b"r2"])
+    a.send(b"tiny")
+    a.send_record(b"r3")
+    with pytest.raises(csock.MalformedRecordError) as info:
+        b.recv_records()
+    assert [(h and h.sequence, bytes(d)) for h, d in info.value.records] == [
+        (1, b"r1"), (2, b"r2"), (None, b"tiny"), (3, b"r3")]
+    a.send_record(b"r4")
+    header, data = b.recv_record()
+    assert (header.sequence, bytes(data)) == (4, b"r4")
+
+
+def test_records_before_a_malformed_one_in_a_single_record_call_are_counted(pair):
+    a, b = pair
+    a.send_record(b"r0")
+    a.send(b"bad")
+    a.send_record(b"r1")
+    assert b.recv_record()[0].sequence == 0
+    with pytest.raises(csock.MalformedRecordError):
+        b.recv_record()
+    assert b.recv_record()[0].sequence == 1
+
+
 def test_stdlib_peer_writes_and_reads_headers_by_hand():
     raw, ours = stdlib_socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_SEQPACKET)
     ours = csock.socket(fileno=ours.detach())
