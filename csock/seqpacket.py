@@ -56,7 +56,7 @@ class SeqPacketSocket(socket):
     ValueError.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error", "default_header", "_spp_next", "_spp_expected")
+    __slots__ = ("_csock_receiver", "_csock_send_error", "_default_header", "_spp_next", "_spp_expected")
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
@@ -75,23 +75,37 @@ class SeqPacketSocket(socket):
                               f"which this kernel does not provide ({error.strerror}); "
                               "load it with `modprobe sctp`") from error
             raise
-        self.default_header: SPPHeader | None = None
+        self._default_header: SPPHeader | None = None
         self._spp_next = 0
         self._spp_expected: int | None = None
 
+    @property
+    def default_header(self) -> SPPHeader | None:
+        """The header every ``send_record``/``send_records`` without its own carries (None:
+        all fields 0). TypeError for anything but an SPPHeader or None."""
+        return self._default_header
+
+    @default_header.setter
+    def default_header(self, header: SPPHeader | None) -> None:
+        self._default_header = _header_or_none(header, "default_header")
+
     def _prototype(self, header: SPPHeader | None) -> tuple[SPPHeader, int]:
-        prototype = header or self.default_header or SPPHeader()
+        prototype = _header_or_none(header, "header")
+        if prototype is None:
+            prototype = self._default_header if self._default_header is not None else SPPHeader()
         first = prototype.sequence if prototype.sequence is not None else self._spp_next
         return prototype, first
 
     def send_record(self, data: Buffer, header: SPPHeader | None = None) -> None:
         """Send one record: the 12-byte SPP header (``header``, else ``default_header``, its
-        sequence numbered by the socket unless set) then data, in one sendmsg(2)."""
+        sequence numbered by the socket unless set) then data, in one sendmsg(2). TypeError
+        (nothing sent) if data is not bytes-like or header not an SPPHeader or None."""
         self.send_records([data], header)
 
     def send_records(self, records: Iterable[Buffer], header: SPPHeader | None = None) -> int:
         """Send each record behind the header (numbered consecutively), one sendmmsg(2) per
-        1024; returns how many went out (send_batch's rules)."""
+        1024; returns how many went out (send_batch's rules). TypeError (nothing sent) for a
+        record that is not bytes-like or a header that is not an SPPHeader or None."""
         prototype, first = self._prototype(header)
         sent: int = _fastio.send_records(self, records, prototype, first)
         self._spp_next = (first + sent) & 0xFFFF
@@ -133,6 +147,12 @@ class SeqPacketSocket(socket):
         records: list[tuple[Any, Any]] = _fastio.split_records(self.recv_batch(max_messages, bufsize))
         self._check_sequence(records)
         return records
+
+
+def _header_or_none(header: Any, name: str) -> SPPHeader | None:
+    if header is not None and not isinstance(header, SPPHeader):
+        raise TypeError(f"{name} must be a csock.SPPHeader or None, not {type(header).__name__}")
+    return header
 
 
 register_kind(_std.SOCK_SEQPACKET, SeqPacketSocket)

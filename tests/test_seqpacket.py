@@ -320,6 +320,58 @@ def test_records_before_a_malformed_one_in_a_single_record_call_are_counted(pair
     assert b.recv_record()[0].sequence == 1
 
 
+@pytest.mark.parametrize("call", [
+    lambda a: a.send_record(b"x", header="x"),
+    lambda a: a.send_record(b"x", header=5),
+    lambda a: a.send_record(b"x", header=b"\0" * 12),
+    lambda a: a.send_records([b"x"], header="x"),
+    lambda a: a.send_records([b"x"], header=SPPHeader().pack()),
+    lambda a: a.send_records(5),
+    lambda a: a.send_records([b"x", "text"]),
+    lambda a: a.send_record("text"),
+    lambda a: a.send_record(12),
+    lambda a: a.send_record(None),
+    lambda a: setattr(a, "default_header", "x"),
+    lambda a: setattr(a, "default_header", {"sequence": 1}),
+], ids=["record-str", "record-int", "record-bytes", "records-str", "records-packed", "records-int",
+        "records-item-str", "data-str", "data-int", "data-none", "default-str", "default-dict"])
+def test_wrong_argument_types_raise_type_error_and_send_nothing(pair, call):
+    a, b = pair
+    with pytest.raises(TypeError):
+        call(a)
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv_batch()                                   # nothing went out
+    a.send_record(b"ok")                                 # numbering was not advanced
+    assert [(h.sequence, bytes(d)) for h, d in b.recv_records()] == [(0, b"ok")]
+
+
+@pytest.mark.parametrize("call", [
+    lambda b: b.recv_record(bufsize="100"),
+    lambda b: b.recv_record(bufsize=None),
+    lambda b: b.recv_records(max_messages="5"),
+    lambda b: b.recv_records(max_messages=2.0),
+    lambda b: b.recv_records(bufsize=[1]),
+], ids=["record-bufsize-str", "record-bufsize-none", "records-max-str", "records-max-float",
+        "records-bufsize-list"])
+def test_wrong_receive_argument_types_raise_type_error_and_lose_nothing(pair, call):
+    a, b = pair
+    a.send_record(b"kept")
+    with pytest.raises(TypeError):
+        call(b)
+    assert bytes(b.recv_record()[1]) == b"kept"
+
+
+def test_default_header_accepts_a_header_or_none(pair):
+    a, b = pair
+    a.default_header = SPPHeader(datastream_type=7)
+    assert a.default_header == SPPHeader(datastream_type=7)
+    a.send_record(b"typed")
+    a.default_header = None
+    a.send_record(b"plain")
+    assert [(h.datastream_type, bytes(d)) for h, d in b.recv_records()] == [(7, b"typed"), (0, b"plain")]
+
+
 def test_stdlib_peer_writes_and_reads_headers_by_hand():
     raw, ours = stdlib_socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_SEQPACKET)
     ours = csock.socket(fileno=ours.detach())
