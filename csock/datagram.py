@@ -16,7 +16,9 @@ class DatagramSocket(socket):
     call returns k and the next ``send_batch`` raises that error: nothing is resent or lost
     silently. ``recv_batch(max_messages=64, bufsize=65535)`` waits for one datagram, then
     returns every one already queued (one recvmmsg(2)) as ``csock.Datagram``s whose ``data``
-    views stay valid while held and whose ``truncated`` flag says a datagram was cut.
+    views stay valid while held and whose ``truncated`` flag says a datagram was cut
+    (``bufsize=0`` takes each datagram as an empty one, flagged unless it was empty, with its
+    address, as ``recvfrom(0)`` would).
     ``recv_batch_into(buffer, bufsize)`` is the same receive into the caller's buffer (datagram
     i at ``i * bufsize``), returning the lengths: no object per datagram, no addresses.
 

@@ -47,13 +47,16 @@ class SeqPacketSocket(socket):
 
     ``send``/``recv`` as the stdlib; ``send_batch``/``recv_batch``/``recv_batch_into`` as
     DatagramSocket's (sendmmsg/recvmmsg). At end of stream ``recv`` returns b"" and
-    ``recv_batch`` (``recv_batch_into``) returns []
-    (records that arrived before it come first). On Linux a zero-length record cannot be told
-    apart from the end of stream (recv(2) returns 0 for both), so csock treats one as the end:
-    do not send empty records.
+    ``recv_batch`` (``recv_batch_into``) returns [] (records that arrived before it come
+    first). A zero-length record is an empty Datagram (a length of 0): recv(2) returns 0 for
+    both, so the batch calls ask the peer's shutdown state (POLLRDHUP) to tell them apart.
+    What stays ambiguous once the peer has shut down: a zero-length record sent right before
+    its close (more precisely, in recv_batch's docstring) reads as the end of stream.
+    ``recv`` returns b"" for both, as the stdlib's does. ``recv_batch(bufsize=0)`` is a
+    ValueError.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error", "default_header", "_spp_next", "_spp_expected")
+    __slots__ = ("_csock_receiver", "_csock_send_error", "_default_header", "_spp_next", "_spp_expected")
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
@@ -72,43 +75,66 @@ class SeqPacketSocket(socket):
                               f"which this kernel does not provide ({error.strerror}); "
                               "load it with `modprobe sctp`") from error
             raise
-        self.default_header: SPPHeader | None = None
+        self._default_header: SPPHeader | None = None
         self._spp_next = 0
         self._spp_expected: int | None = None
 
+    @property
+    def default_header(self) -> SPPHeader | None:
+        """The header every ``send_record``/``send_records`` without its own carries (None:
+        all fields 0). TypeError for anything but an SPPHeader or None."""
+        return self._default_header
+
+    @default_header.setter
+    def default_header(self, header: SPPHeader | None) -> None:
+        self._default_header = _header_or_none(header, "default_header")
+
     def _prototype(self, header: SPPHeader | None) -> tuple[SPPHeader, int]:
-        prototype = header or self.default_header or SPPHeader()
+        prototype = _header_or_none(header, "header")
+        if prototype is None:
+            prototype = self._default_header if self._default_header is not None else SPPHeader()
         first = prototype.sequence if prototype.sequence is not None else self._spp_next
         return prototype, first
 
     def send_record(self, data: Buffer, header: SPPHeader | None = None) -> None:
         """Send one record: the 12-byte SPP header (``header``, else ``default_header``, its
-        sequence numbered by the socket unless set) then data, in one sendmsg(2)."""
+        sequence numbered by the socket unless set) then data, in one sendmsg(2). TypeError
+        (nothing sent) if data is not bytes-like or header not an SPPHeader or None."""
         self.send_records([data], header)
 
     def send_records(self, records: Iterable[Buffer], header: SPPHeader | None = None) -> int:
         """Send each record behind the header (numbered consecutively), one sendmmsg(2) per
-        1024; returns how many went out (send_batch's rules)."""
+        1024; returns how many went out (send_batch's rules). TypeError (nothing sent) for a
+        record that is not bytes-like or a header that is not an SPPHeader or None."""
         prototype, first = self._prototype(header)
         sent: int = _fastio.send_records(self, records, prototype, first)
         self._spp_next = (first + sent) & 0xFFFF
         return sent
 
     def _check_sequence(self, records: list[tuple[SPPHeader | None, Any]]) -> None:
-        if any(h is None for h, _ in records):
-            raise MalformedRecordError(records)
+        """Raise MalformedRecordError (a record without a header) or SequenceError (a gap)
+        for the batch; either way the socket then expects the number after the batch's last
+        well-formed record, since the error hands every record over."""
         gap = None
+        malformed = False
         for header, data in records:
-            assert header is not None and header.sequence is not None
+            if header is None:
+                malformed = True
+                continue
+            assert header.sequence is not None              # a received header has its number
             if self._spp_expected is not None and header.sequence != self._spp_expected and gap is None:
                 gap = SequenceError(header, data, self._spp_expected, records)
             self._spp_expected = (header.sequence + 1) & 0xFFFF
+        if malformed:
+            raise MalformedRecordError(records)
         if gap is not None:
             raise gap
 
     def recv_record(self, bufsize: int = 65535) -> tuple[SPPHeader, Any]:
         """The next record's header and data (a read-only view). EOFError at end of stream;
-        SequenceError if its number is not the one expected (the record is in the error)."""
+        SequenceError if its number is not the one expected (the record is in the error);
+        MalformedRecordError for a record shorter than the header, a zero-length one
+        included (see the class doc for when one reads as the end of stream)."""
         records = self.recv_records(1, bufsize)
         if not records:
             raise EOFError("end of stream")
@@ -116,10 +142,17 @@ class SeqPacketSocket(socket):
 
     def recv_records(self, max_messages: int = 64, bufsize: int = 65535) -> list[tuple[SPPHeader, Any]]:
         """Every record already queued (at least one: waits), up to max_messages, with one
-        recvmmsg(2): [(SPPHeader, data)]; [] at end of stream."""
+        recvmmsg(2): [(SPPHeader, data)]; [] at end of stream. MalformedRecordError or
+        SequenceError carry the whole batch; the records in it count for the numbering."""
         records: list[tuple[Any, Any]] = _fastio.split_records(self.recv_batch(max_messages, bufsize))
         self._check_sequence(records)
         return records
+
+
+def _header_or_none(header: Any, name: str) -> SPPHeader | None:
+    if header is not None and not isinstance(header, SPPHeader):
+        raise TypeError(f"{name} must be a csock.SPPHeader or None, not {type(header).__name__}")
+    return header
 
 
 register_kind(_std.SOCK_SEQPACKET, SeqPacketSocket)

@@ -140,6 +140,67 @@ def test_seqpacket_end_of_stream_is_empty_batch(run: Any) -> None:
     run(main())
 
 
+def test_seqpacket_zero_length_records_are_not_end_of_stream(run: Any) -> None:
+    async def main() -> None:
+        a, b = nb_pair(std.SOCK_SEQPACKET)
+        with a, b:
+            assert await csock.aio.send_batch(a, [b"", b"one", b"", b"two"]) == 4
+            got = []
+            while len(got) < 4:
+                batch = await csock.aio.recv_batch(b)
+                assert batch                    # an empty record is not the end of stream
+                got.extend(bytes(d.data) for d in batch)
+            assert got == [b"", b"one", b"", b"two"]
+            assert await csock.aio.send_batch(a, [b""]) == 1
+            assert [bytes(d.data) for d in await csock.aio.recv_batch(b)] == [b""]
+            a.close()
+            assert await csock.aio.recv_batch(b) == []
+            with pytest.raises(ValueError):
+                await csock.aio.recv_batch(b, bufsize=0)
+    run(main())
+
+
+def test_seqpacket_transport_delivers_zero_length_records(run: Any) -> None:
+    async def main() -> None:
+        a, b = nb_pair(std.SOCK_SEQPACKET)
+        loop = asyncio.get_running_loop()
+        received: list[bytes] = []
+        lost: asyncio.Future[Any] = loop.create_future()
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                received.append(data)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.set_result(exc)
+
+        with a, b:
+            transport, _ = await csock.aio.create_datagram_endpoint(Protocol, sock=b)
+            try:
+                assert await csock.aio.send_batch(a, [b"x", b"", b"y"]) == 3
+                for _ in range(200):
+                    if len(received) == 3:
+                        break
+                    await asyncio.sleep(0.01)
+                assert received == [b"x", b"", b"y"] and not lost.done()
+                a.close()
+                assert await asyncio.wait_for(lost, 5) is None
+            finally:
+                transport.abort()
+    run(main())
+
+
+def test_seqpacket_transport_rejects_bufsize_zero(run: Any) -> None:
+    async def main() -> None:
+        a, b = nb_pair(std.SOCK_SEQPACKET)
+        with a, b:
+            with pytest.raises(ValueError):
+                transport, _ = await csock.aio.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                                        sock=b, bufsize=0)
+                transport.abort()
+    run(main())
+
+
 def test_udp_10k_with_credit_window_all_arrive(run: Any) -> None:
     count, window = 10_000, 1000
     messages = [payload(i) for i in range(count)]

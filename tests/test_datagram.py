@@ -262,6 +262,16 @@ def test_absurd_arguments(dgram):
             rx.recv_batch(**kwargs)
 
 
+def test_bufsize_zero_takes_each_datagram_as_empty_and_flags_the_cut(dgram):
+    """On a datagram socket bufsize=0 is allowed, as recvfrom(0) is: each datagram is taken,
+    its data cut to nothing and flagged (an empty datagram is not cut), its sender kept."""
+    tx, rx, rx_addr, tx_addr = dgram
+    tx.send_batch([b"abc", b"", b"z"], rx_addr)
+    got = receive(rx, 3, bufsize=0)
+    assert [(bytes(d.data), d.truncated) for d in got] == [(b"", True), (b"", False), (b"", True)]
+    assert all(d.address == tx_addr for d in got)
+
+
 def test_connected_peer_and_address_none():
     a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
     with a, b:

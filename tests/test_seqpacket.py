@@ -90,6 +90,89 @@ def test_end_of_stream(pair):
         b.recv_record()
 
 
+# --- zero-length records: an empty Datagram, not the end of stream ---------------------------
+# recv(2) returns 0 both for an empty record and at end of stream; csock tells them apart with
+# the peer's shutdown state (POLLRDHUP) and, once the peer has shut down, a peek at what follows.
+
+def test_zero_length_records_are_empty_datagrams(pair):
+    a, b = pair
+    a.send_batch([b"a", b"", b"c", b""])
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"a", b"", b"c", b""]
+    a.send(b"")
+    assert [bytes(d.data) for d in b.recv_batch()] == [b""]
+    a.send_batch([b"later", b"more"])                  # the stream goes on: nothing was an end
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"later", b"more"]
+
+
+def test_zero_length_record_filling_a_batch_is_a_record(pair):
+    a, b = pair
+    a.send_batch([b"", b"", b"x"])
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b""]
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b""]
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b"x"]
+
+
+def test_zero_length_records_before_the_peers_close_then_end_of_stream(pair):
+    a, b = pair
+    a.send_batch([b"", b"x", b"", b"y"])
+    a.shutdown(csock.SHUT_WR)
+    assert [bytes(d.data) for d in b.recv_batch(max_messages=1)] == [b""]   # data follows it
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"x", b"", b"y"]
+    assert b.recv_batch() == []
+    assert b.recv_batch() == []
+
+
+def test_zero_length_record_right_before_the_peers_close_reads_as_end_of_stream(pair):
+    """The one ambiguous case (documented): after the peer's shutdown, an empty record with
+    nothing but empty records after it cannot be told from the end of stream."""
+    a, b = pair
+    a.send_batch([b"x", b""])
+    a.shutdown(csock.SHUT_WR)
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"x"]
+    assert b.recv_batch() == []
+
+
+def test_recv_batch_into_zero_length_records(pair):
+    a, b = pair
+    buf = bytearray(16 * 8)
+    a.send_batch([b"a", b"", b"bc", b""])
+    assert b.recv_batch_into(buf, 16) == [1, 0, 2, 0]
+    assert bytes(buf[32:34]) == b"bc"
+    a.send_batch([b"", b"z"])
+    assert b.recv_batch_into(buf, 16, max_messages=1) == [0]
+    a.shutdown(csock.SHUT_WR)
+    assert b.recv_batch_into(buf, 16) == [1] and buf[0:1] == b"z"
+    assert b.recv_batch_into(buf, 16) == []
+
+
+def test_zero_length_record_is_malformed_for_recv_record_not_eof(pair):
+    a, b = pair
+    a.send(b"")
+    with pytest.raises(csock.MalformedRecordError) as info:
+        b.recv_record()
+    assert [(h, bytes(d)) for h, d in info.value.records] == [(None, b"")]
+    a.send_record(b"after")
+    assert bytes(b.recv_record()[1]) == b"after"
+
+
+def test_plain_recv_keeps_the_stdlib_behaviour_for_empty_records(pair):
+    a, b = pair
+    a.send(b"")
+    assert b.recv(10) == b""                           # as the stdlib: b"" for both
+    a.send(b"next")
+    assert b.recv(10) == b"next"
+
+
+def test_recv_batch_bufsize_zero_is_a_value_error_and_loses_nothing(pair):
+    a, b = pair
+    a.send_batch([b"kept", b"too"])
+    with pytest.raises(ValueError):
+        b.recv_batch(bufsize=0)
+    with pytest.raises(ValueError):
+        b.recv_records(bufsize=0)
+    assert [bytes(d.data) for d in b.recv_batch()] == [b"kept", b"too"]
+
+
 def test_recv_batch_into_records_then_end_of_stream(pair):
     a, b = pair
     records = [b"%04d" % i * (1 + i % 5) for i in range(100)]
@@ -206,6 +289,87 @@ def test_record_shorter_than_a_header_is_malformed_and_kept(pair):
     with pytest.raises(csock.MalformedRecordError) as info:
         b.recv_record()
     assert [(h, bytes(d)) for h, d in info.value.records] == [(None, b"tiny")]
+
+
+def test_records_of_a_malformed_batch_are_counted(pair):
+    """The well-formed records handed over with a MalformedRecordError count: the next record
+    in order is not a gap."""
+    a, b = pair
+    a.send_record(b"r0")
+    assert b.recv_record()[0].sequence == 0
+    a.send_records([b"r1", b"r2"])
+    a.send(b"tiny")
+    a.send_record(b"r3")
+    with pytest.raises(csock.MalformedRecordError) as info:
+        b.recv_records()
+    assert [(h and h.sequence, bytes(d)) for h, d in info.value.records] == [
+        (1, b"r1"), (2, b"r2"), (None, b"tiny"), (3, b"r3")]
+    a.send_record(b"r4")
+    header, data = b.recv_record()
+    assert (header.sequence, bytes(data)) == (4, b"r4")
+
+
+def test_records_before_a_malformed_one_in_a_single_record_call_are_counted(pair):
+    a, b = pair
+    a.send_record(b"r0")
+    a.send(b"bad")
+    a.send_record(b"r1")
+    assert b.recv_record()[0].sequence == 0
+    with pytest.raises(csock.MalformedRecordError):
+        b.recv_record()
+    assert b.recv_record()[0].sequence == 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: a.send_record(b"x", header="x"),
+    lambda a: a.send_record(b"x", header=5),
+    lambda a: a.send_record(b"x", header=b"\0" * 12),
+    lambda a: a.send_records([b"x"], header="x"),
+    lambda a: a.send_records([b"x"], header=SPPHeader().pack()),
+    lambda a: a.send_records(5),
+    lambda a: a.send_records([b"x", "text"]),
+    lambda a: a.send_record("text"),
+    lambda a: a.send_record(12),
+    lambda a: a.send_record(None),
+    lambda a: setattr(a, "default_header", "x"),
+    lambda a: setattr(a, "default_header", {"sequence": 1}),
+], ids=["record-str", "record-int", "record-bytes", "records-str", "records-packed", "records-int",
+        "records-item-str", "data-str", "data-int", "data-none", "default-str", "default-dict"])
+def test_wrong_argument_types_raise_type_error_and_send_nothing(pair, call):
+    a, b = pair
+    with pytest.raises(TypeError):
+        call(a)
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv_batch()                                   # nothing went out
+    a.send_record(b"ok")                                 # numbering was not advanced
+    assert [(h.sequence, bytes(d)) for h, d in b.recv_records()] == [(0, b"ok")]
+
+
+@pytest.mark.parametrize("call", [
+    lambda b: b.recv_record(bufsize="100"),
+    lambda b: b.recv_record(bufsize=None),
+    lambda b: b.recv_records(max_messages="5"),
+    lambda b: b.recv_records(max_messages=2.0),
+    lambda b: b.recv_records(bufsize=[1]),
+], ids=["record-bufsize-str", "record-bufsize-none", "records-max-str", "records-max-float",
+        "records-bufsize-list"])
+def test_wrong_receive_argument_types_raise_type_error_and_lose_nothing(pair, call):
+    a, b = pair
+    a.send_record(b"kept")
+    with pytest.raises(TypeError):
+        call(b)
+    assert bytes(b.recv_record()[1]) == b"kept"
+
+
+def test_default_header_accepts_a_header_or_none(pair):
+    a, b = pair
+    a.default_header = SPPHeader(datastream_type=7)
+    assert a.default_header == SPPHeader(datastream_type=7)
+    a.send_record(b"typed")
+    a.default_header = None
+    a.send_record(b"plain")
+    assert [(h.datastream_type, bytes(d)) for h, d in b.recv_records()] == [(7, b"typed"), (0, b"plain")]
 
 
 def test_stdlib_peer_writes_and_reads_headers_by_hand():

@@ -85,13 +85,18 @@ def test_garbage_headers_raise_only_value_error(garbage):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(garbage=st.lists(st.binary(max_size=30), min_size=1, max_size=20))
 def test_garbage_records_are_handed_over_never_lost(garbage):
-    """Records a stdlib peer writes by hand: too short ones raise MalformedRecordError with the
-    batch, others come back as (header, data); either way every byte is accounted for."""
+    """Records a stdlib peer writes by hand: too short ones (zero-length ones included) raise
+    MalformedRecordError with the batch, others come back as (header, data); either way every
+    byte is accounted for."""
     a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
     with a, b:
-        records = [g for g in garbage if g]           # a zero-length record reads as end of stream
-        for r in records:
+        for r in garbage:
             a.send(r)
+        # the documented ambiguity: zero-length records right before the peer's shutdown
+        # read as the end of stream
+        records = list(garbage)
+        while records and not records[-1]:
+            records.pop()
         a.shutdown(csock.SHUT_WR)
         seen = []
         while True:
@@ -106,3 +111,32 @@ def test_garbage_records_are_handed_over_never_lost(garbage):
             for h, data in batch:
                 seen.append(bytes(data) if h is None else h.pack() + bytes(data))
         assert seen == records
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.binary(max_size=40), min_size=1, max_size=80),
+       sizes=st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=10),
+       into=st.booleans())
+def test_zero_length_records_come_through_while_the_peer_is_open(records, sizes, into):
+    """Empty and non-empty records in any order, read with batches of random sizes while the
+    peer is still connected: every record comes back, empty ones as empty, none as an end."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 1 << 20)
+    with a, b:
+        assert a.send_batch(records) == len(records)
+        b.settimeout(5)
+        buf = bytearray(64 * 70)
+        got: list[bytes] = []
+        k = 0
+        while len(got) < len(records):
+            size = sizes[k % len(sizes)]
+            k += 1
+            if into:
+                lengths = b.recv_batch_into(buf, 64, max_messages=size)
+                assert lengths
+                got += [bytes(buf[i * 64:i * 64 + n]) for i, n in enumerate(lengths)]
+            else:
+                batch = b.recv_batch(max_messages=size)
+                assert batch
+                got += [bytes(d.data) for d in batch]
+        assert got == records

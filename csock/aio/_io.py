@@ -98,7 +98,8 @@ async def recv_batch(sock: _std.socket, max_messages: int = 64, bufsize: int = 6
     Tries the call first; if nothing is queued (BlockingIOError) it waits for readability
     with ``loop.add_reader`` and tries again. Cancelling it while it waits loses nothing:
     the reader is removed and the datagrams stay queued in the kernel. On a SEQPACKET socket
-    ``[]`` means end of stream, as with the blocking call. sock must be non-blocking.
+    ``[]`` means end of stream and a zero-length record is an empty Datagram, as with the
+    blocking call (bufsize=0 is a ValueError there). sock must be non-blocking.
     """
     return await _when_readable(sock, partial(_fastio.recv_batch, sock, max_messages, bufsize))
 

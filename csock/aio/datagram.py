@@ -44,7 +44,10 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     Receiving: ``loop.add_reader`` on the socket; each wake-up makes one ``recv_batch``
     (recvmmsg(2)) and calls ``protocol.datagrams_received(batch)`` once with every datagram
     that was queued (up to max_messages). A protocol with only asyncio's
-    ``datagram_received(data, addr)`` gets one call per datagram with ``bytes``.
+    ``datagram_received(data, addr)`` gets one call per datagram with ``bytes``. On a
+    SEQPACKET socket a zero-length record is delivered as an empty datagram, and the end of
+    stream ends the transport (``connection_lost(None)``); see ``recv_batch`` for the one
+    case where the two cannot be told apart.
 
     Sending: ``sendto``/``send_batch`` send at once while nothing is buffered; what the
     kernel does not take (it would block) is copied into the write buffer and sent in
@@ -380,6 +383,8 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
             raise ValueError("socket modifier keyword arguments can not be used when sock is specified")
         if sock.type not in (_std.SOCK_DGRAM, _std.SOCK_SEQPACKET):
             raise ValueError(f"a SOCK_DGRAM or SOCK_SEQPACKET socket is needed, not {sock!r}")
+        if sock.type == _std.SOCK_SEQPACKET and bufsize == 0:   # recv_batch's rule, said at once
+            raise ValueError("bufsize must be at least 1 on a SOCK_SEQPACKET socket")
         try:
             peer = sock.getpeername()
             connected = True

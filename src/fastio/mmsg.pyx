@@ -8,9 +8,10 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE
 from libc.string cimport memcpy, memset, memcmp
 from libc.errno cimport errno
-from includes.socket cimport (sendmmsg, recvmmsg, mmsghdr, msghdr, sockaddr, sockaddr_storage,
+from includes.socket cimport (sendmmsg, recvmmsg, recv, mmsghdr, msghdr, sockaddr, sockaddr_storage,
                               socklen_t, MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_NOSIGNAL,
-                              SOCK_SEQPACKET)
+                              MSG_PEEK, SOCK_SEQPACKET)
+from includes.poll cimport POLLHUP, POLLRDHUP
 from includes.pysocket cimport CSOCK_SOCKET_FIELDS
 from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_SPACE, CMSG_LEN,
                               AF_INET, AF_INET6, SOCK_DGRAM)
@@ -476,6 +477,44 @@ cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int
     return io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * slot))
 
 
+# --- SOCK_SEQPACKET: an empty record or the end of stream? -----------------------------------
+# recv(2) returns 0 for both, and at end of stream every further recv returns 0 at once, so a
+# recvmmsg(2) that reaches the end fills the rest of its batch with zero-length messages. Only
+# such a run at the END of a batch can hold the end of stream: zero-length messages followed by
+# a non-empty one, or after which the kernel would have blocked (a short batch), are records.
+# For a run that ends a full batch, the peer's shutdown state decides: no POLLRDHUP, no end
+# (the state only ever goes from open to shut); POLLRDHUP and a non-empty record queued next
+# (a peek), still records. Otherwise the run is taken for the end of stream: after the peer's
+# shutdown no call can tell a queued zero-length record from the end (recv_batch's docstring).
+
+cdef bint peer_has_shut_down(int fd) noexcept nogil:
+    """True once the peer has shut down writing (or this end reading): POLLRDHUP, zero wait."""
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLRDHUP
+    p.revents = 0
+    return poll(&p, 1, 0) == 1 and (p.revents & (POLLRDHUP | POLLHUP)) != 0
+
+
+cdef bint non_empty_record_next(int fd) noexcept nogil:
+    """True when the next queued record holds data (a peek: nothing is taken)."""
+    cdef char byte
+    return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) > 0
+
+
+cdef Py_ssize_t records_before_end(int fd, mmsghdr *msgs, Py_ssize_t received, Py_ssize_t asked) noexcept:
+    """How many of the `received` messages (of `asked`) are records; the rest, a run of
+    zero-length messages at the end, is the end of stream (see above)."""
+    cdef Py_ssize_t end = received
+    while end > 0 and msgs[end - 1].msg_len == 0:
+        end -= 1
+    if end == received or received < asked:
+        return received
+    if not peer_has_shut_down(fd) or non_empty_record_next(fd):
+        return received
+    return end
+
+
 @cython.final
 cdef inline void point_header(mmsghdr *msg, iovec *iov, char *at, Py_ssize_t size) noexcept:
     """A receive header for one message of up to size bytes at `at` (no address, no control
@@ -658,18 +697,15 @@ cdef class BatchReceiver:
         self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
         return address
 
-    cdef list collect(self, Py_ssize_t received, bint records):
-        """The received messages as a new list of Datagrams (views), compacting small batches.
-        On a SEQPACKET socket a zero-length record is the end of stream: the list stops there.
-        The list is made at its final size (cheaper than appending one by one)."""
+    cdef list collect(self, Py_ssize_t received):
+        """The first `received` messages of this call as a new list of Datagrams (views),
+        compacting small batches. The list is made at its final size (cheaper than appending
+        one by one)."""
         cdef Py_ssize_t i, total = 0, length, end
         cdef Arena arena = self.scratch
         cdef char *at = NULL
         cdef list batch
         for i in range(self.first, self.first + received):
-            if records and self.msgs[i].msg_len == 0:
-                received = i - self.first
-                break
             total += self.msgs[i].msg_len
         if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
             arena = Arena(total)
@@ -923,8 +959,17 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     """recv_batch(max_messages=64, bufsize=65535) -> [Datagram]: blocks (within the socket's
     timeout; BlockingIOError when non-blocking) until one datagram is queued, then returns all
     that are, up to max_messages, with recvmmsg(2, MSG_WAITFORONE). A datagram longer than
-    bufsize is cut and flagged ``truncated``. On a SOCK_SEQPACKET socket, [] means end of
-    stream (records before it are returned first).
+    bufsize is cut and flagged ``truncated``; bufsize=0 on a datagram socket takes each datagram
+    as an empty Datagram with its address, ``truncated`` unless it was empty (as recvfrom(0)).
+
+    On a SOCK_SEQPACKET socket, [] means end of stream (records before it are returned first)
+    and a zero-length record is an empty Datagram: recv(2) returns 0 for both, so csock asks
+    the peer's shutdown state (poll(2) POLLRDHUP) and, once the peer has shut down, peeks at
+    the next record. What stays ambiguous, once the peer has shut down: zero-length records
+    with nothing but zero-length records after them before the close (typically one sent
+    right before close()) read as the end of stream, and so do zero-length records that end a
+    full batch (max_messages taken) when the record queued next is zero-length too. bufsize=0
+    is a ValueError there (every record would come back empty).
 
     gro=True (UDP; ignored elsewhere): sets UDP_GRO on the socket (once; it stays set, and every
     later recv_batch splits), so the kernel may hand over runs of datagrams from one sender as
@@ -934,7 +979,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     see those; recv/recvfrom on a GRO socket may return coalesced messages)."""
     cdef IoWait w
     cdef BatchReceiver receiver
-    cdef Py_ssize_t per_call, r, i, got = 0
+    cdef Py_ssize_t per_call, want, r, n, i, got = 0
     cdef int family, kind, flags = MSG_WAITFORONE
     cdef list batch = None, part
     cdef bint records
@@ -944,29 +989,33 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
+    records = kind == SOCK_SEQPACKET
+    if records and bufsize == 0:            # every record would read as empty, data dropped
+        raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE} on a SOCK_SEQPACKET socket")
     if _rx_users or gro:
         mode = rx_mode(sock, w.fd, gro, family, kind)
         if mode & RX_EXTENDED:
             return recv_batch_ext(sock, &w, max_messages, bufsize, mode)
-    records = kind == SOCK_SEQPACKET
     per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
     receiver = receiver_of(sock)
     receiver.busy = True
     try:
         while got < max_messages:
-            receiver.prepare(min(per_call, max_messages - got), bufsize, not records)
-            r = receiver.receive(&w, min(per_call, max_messages - got), flags)
+            want = min(per_call, max_messages - got)
+            receiver.prepare(want, bufsize, not records)
+            r = receiver.receive(&w, want, flags)
             if r == IO_AGAIN:
                 if batch is None:
                     raise_would_block()
                 break
-            part = receiver.collect(r, records)
+            n = records_before_end(w.fd, receiver.msgs + receiver.first, r, want) if records else r
+            part = receiver.collect(n)
             if batch is None:
                 batch = part
             else:
                 batch.extend(part)
-            got += len(part)
-            if len(part) < r:                 # SEQPACKET end of stream inside this batch
+            got += n
+            if n < r:                         # SEQPACKET end of stream inside this batch
                 break
             if r < per_call:
                 break                         # the queue is drained
@@ -987,7 +1036,8 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
     A message longer than bufsize is cut to bufsize bytes and its length is the full one
     (recvmmsg with MSG_TRUNC): a length above bufsize is how truncation shows. No senders'
     addresses (recv_batch has them). On SOCK_SEQPACKET, [] is the end of stream (records before
-    it are returned first). The buffer is the caller's: the next call overwrites it. Not on a
+    it are returned first) and a zero-length record is a length of 0, told from the end of
+    stream as recv_batch does (same ambiguous case). The buffer is the caller's: the next call overwrites it. Not on a
     socket with UDP_GRO set (ValueError): coalesced messages need recv_batch to split them."""
     cdef IoWait w
     cdef Py_buffer view
@@ -1015,11 +1065,8 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
             r = receive_messages(&w, msgs, count, MSG_WAITFORONE | MSG_TRUNC, bufsize)
             if r == IO_AGAIN:
                 raise_would_block()
-            if kind == SOCK_SEQPACKET:           # a zero-length record: the end of stream
-                for i in range(r):
-                    if msgs[i].msg_len == 0:
-                        r = i
-                        break
+            if kind == SOCK_SEQPACKET:           # zero-length messages at the end: records or the end?
+                r = records_before_end(w.fd, msgs, r, count)
             return [msgs[i].msg_len for i in range(r)]
         finally:
             receiver.busy = False

@@ -16,3 +16,4 @@ cdef extern from "<poll.h>" nogil:
         POLLERR
         POLLHUP
         POLLNVAL
+        POLLRDHUP    # the peer shut down writing (Linux; needs _GNU_SOURCE, which setup.py sets)
