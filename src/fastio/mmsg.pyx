@@ -1008,7 +1008,9 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
                 if batch is None:
                     raise_would_block()
                 break
-            n = records_before_end(w.fd, receiver.msgs + receiver.first, r, want) if records else r
+            n = r
+            if records and fd_still_ours(&w):      # (closed meanwhile: what came is records)
+                n = records_before_end(w.fd, receiver.msgs + receiver.first, r, want)
             part = receiver.collect(n)
             if batch is None:
                 batch = part
@@ -1065,8 +1067,8 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
             r = receive_messages(&w, msgs, count, MSG_WAITFORONE | MSG_TRUNC, bufsize)
             if r == IO_AGAIN:
                 raise_would_block()
-            if kind == SOCK_SEQPACKET:           # zero-length messages at the end: records or the end?
-                r = records_before_end(w.fd, msgs, r, count)
+            if kind == SOCK_SEQPACKET and fd_still_ours(&w):   # zero-length messages at the end:
+                r = records_before_end(w.fd, msgs, r, count)        # records or the end?
             return [msgs[i].msg_len for i in range(r)]
         finally:
             receiver.busy = False
