@@ -15,6 +15,7 @@ import pytest
 import csock
 
 from .pairs import STREAM_FAMILIES, address_of, stream_pair
+from .tracing import RECVFROM_NR, needs_recvfrom_nr
 
 
 @pytest.fixture(params=STREAM_FAMILIES)
@@ -473,3 +474,29 @@ def test_a_call_waiting_for_another_threads_call_times_out(pair):
     assert outcomes == ["timeout"] * 3
     a.sendall(struct.pack("!I", 3) + b"end")
     assert fb.recv() == b"end"
+
+
+@needs_recvfrom_nr
+def test_init_again_while_a_call_runs_is_refused(pair):
+    """__init__ replaces the arena and the backlog: not under a receive that is writing into
+    the arena (or a send reading the backlog) in another thread."""
+    a, b = pair
+    fb = csock.FramedStream(b)
+    reader = Threads(lambda _: fb.recv(), [None])
+    wait_until_in_recvfrom(reader.threads[0])
+    with pytest.raises(RuntimeError, match="running"):
+        fb.__init__(b)
+    a.sendall(struct.pack("!I", 2) + b"ok")
+    reader.join()
+    fb.__init__(b)                          # allowed once no call runs
+
+
+def wait_until_in_recvfrom(thread, timeout=10):
+    """Until thread sleeps in recvfrom(2) (proc(5): /proc/self/task/<tid>/syscall)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/self/task/{thread.native_id}/syscall") as f:
+            if f.read().split()[0] == str(RECVFROM_NR):
+                return
+        time.sleep(0.001)
+    raise AssertionError("the thread never reached recvfrom")

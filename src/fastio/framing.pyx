@@ -176,6 +176,10 @@ cdef class FramedStream:
             raise ValueError("FramedStream needs a SOCK_STREAM socket")
         if max_size < 0 or max_size > MAX_FRAME_LENGTH:
             raise ValueError(f"max_size must be between 0 and {MAX_FRAME_LENGTH}")
+        if self._reading.busy or self._writing.busy:
+            # A running receive writes into the arena, a running send reads the backlog, with
+            # the GIL released: replacing either under them would free memory in use.
+            raise RuntimeError("FramedStream.__init__() called again while a call is running")
         self.socket = sock
         self.max_size = max_size
         self._arena = Arena(ARENA_SIZE)
