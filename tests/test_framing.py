@@ -397,6 +397,45 @@ def test_concurrent_writers_deliver_every_message_once_intact(pair, writers, cal
 
 
 @pytest.mark.timeout(60)
+def test_concurrent_writers_with_timeouts_keep_the_backlog_whole(pair):
+    """Sends that time out part-way leave the rest in the backlog, which the next send (of any
+    thread) writes first; a send that raised accepted nothing and is sent again. Each message
+    still arrives once, intact, in its sender's order."""
+    a, b = pair
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4096)
+    a.settimeout(0.002)
+    b.settimeout(10)
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    timeouts = []
+
+    def write(writer):
+        for seq in range(PER_THREAD // 3):
+            while True:
+                try:
+                    fa.send(numbered_message(writer, seq))
+                    break
+                except TimeoutError:
+                    timeouts.append(writer)     # nothing of this call was accepted: again
+
+    threads = Threads(write, range(3))
+    received = []
+    try:
+        while len(received) < 3 * (PER_THREAD // 3):
+            received.extend(fb.recv_many(5))
+            if len(received) % 50 < 5:
+                time.sleep(0.003)               # a slow reader: the writers time out
+    except BaseException:
+        a.shutdown(csock.SHUT_RDWR)
+        threads.join(check=False)
+        raise
+    threads.join()
+    seen = [check_numbered(m) for m in received]
+    for writer in range(3):
+        assert [s for w, s in seen if w == writer] == list(range(PER_THREAD // 3))
+    assert timeouts                             # the backlog path did run
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("readers", [2, 4])
 def test_concurrent_readers_share_every_message_once_intact(pair, readers):
     a, b = pair

@@ -32,7 +32,7 @@ cdef enum:
     PACK_LIMIT = 16 * 1024           # payloads up to this are copied into the pack buffer
     PACK_BUFFER = 256 * 1024
     MAX_FRAME_LENGTH = 0xFFFFFFFF
-    LOCK_WAIT_SLICE_US = 1000000     # a lock wait is re-armed this often (no PY_TIMEOUT_MAX care)
+    LOCK_WAIT_SLICE_US = 1000000     # a long lock wait is made of waits this long (below PY_TIMEOUT_MAX)
 
 
 cdef extern from "pythread.h":
