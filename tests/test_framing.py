@@ -485,7 +485,7 @@ def test_reentrant_call_from_a_signal_handler_is_refused(pair):
     fb = csock.FramedStream(b)
     old = signal.signal(signal.SIGALRM, lambda *_: fb.recv())
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)      # while recv() below waits
         with pytest.raises(RuntimeError, match="same thread"):
             fb.recv()
     finally:
