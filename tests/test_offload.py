@@ -522,8 +522,8 @@ def test_spin_data_arriving_during_spin(tmp_path, method, timeout):
     text, out = strace(tmp_path, SPIN_RECEIVE, "recvfrom,recvmmsg,poll,ppoll", method, str(timeout))
     fd = out.strip()
     # recvfrom(fd, buf, len, flags, addr, addrlen) / recvmmsg(fd, vec, vlen, flags, timeout)
-    receives = re.findall(rf"^\d+ recvfrom\({fd}, .*, \d+, (\w[\w|]*), [^,]+, [^,]+\) += (-?\d+)", text, re.M)
-    receives += re.findall(rf"^\d+ recvmmsg\({fd}, .*, \d+, (\w[\w|]*), [^,]+\) += (-?\d+)", text, re.M)
+    receives = re.findall(rf"^\d+ +recvfrom\({fd}, .*, \d+, (\w[\w|]*), [^,]+, [^,]+\) += (-?\d+)", text, re.M)
+    receives += re.findall(rf"^\d+ +recvmmsg\({fd}, .*, \d+, (\w[\w|]*), [^,]+\) += (-?\d+)", text, re.M)
     got = [flags for flags, result in receives if int(result) > 0]
     assert len(got) == 1, text[-2000:]      # the datagram, in one receive csock made
     # poll(fds, 1, ms) on x86_64; ppoll(fds, 1, {tv_sec=.., tv_nsec=..} or NULL, ...) elsewhere
