@@ -14,8 +14,9 @@ class StreamSocket(socket):
     scatter/gather: no joining copy, IOV_MAX vectors per call, partial writes resumed.
     ``recv_exactly(n)`` / ``recv_exactly_into(buffer)`` recv(2) until the unit is complete;
     end of stream first raises IncompleteReadError (``.partial`` holds what arrived). If such a
-    read times out (or would block) part-way, the bytes it read stay with the socket and the
-    next read returns them first: nothing taken from the kernel is lost.
+    read times out (or would block) part-way, it raises TimeoutError (BlockingIOError) whose
+    ``.partial`` holds the bytes it read: nothing taken from the kernel is lost, and nothing is
+    kept on the socket, so every receive method and select() see the stream as it is.
 
     ``send_buffers(buffers, zerocopy=True)`` uses MSG_ZEROCOPY (TCP): each buffer stays
     exported until the kernel's completion; ``flush_zerocopy(timeout=None)`` waits for all of
@@ -26,7 +27,7 @@ class StreamSocket(socket):
     ``zerocopy_threshold`` bytes (default 10240) is copied instead.
     """
 
-    __slots__ = ("_csock_stash",)
+    __slots__ = ()
 
     send_buffers = _fastio.send_buffers
     recv_exactly = _fastio.recv_exactly
@@ -45,10 +46,6 @@ class StreamSocket(socket):
     @zerocopy_threshold.setter
     def zerocopy_threshold(self, nbytes: int) -> None:
         _fastio.set_zerocopy_threshold(self, nbytes)
-
-    def close(self) -> None:
-        _fastio.stash_clear(self)
-        super().close()
 
 
 register_kind(_std.SOCK_STREAM, StreamSocket)

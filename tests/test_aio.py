@@ -864,17 +864,60 @@ def test_framed_close_wakes_waiting_recv(run: Any) -> None:
     run(main())
 
 
-def test_framed_second_concurrent_recv_refused(run: Any) -> None:
+@pytest.mark.parametrize("buffered", [b"", b"\x00\x00\x00\x03a"], ids=["empty", "partial-frame"])
+@pytest.mark.parametrize("second", ["recv", "recv_many"])
+def test_framed_second_concurrent_recv_refused(run: Any, buffered: bytes, second: str) -> None:
+    """As asyncio's StreamReader: a second coroutine receiving while one waits raises
+    RuntimeError at once; the first still gets its message, and later calls work."""
     async def main() -> None:
-        a, b = framed_pair()
+        raw, sock = csock.socketpair()
+        b = csock.aio.FramedStream(sock)
+        raw.sendall(buffered)
         first = asyncio.create_task(b.recv())
         await asyncio.sleep(0.01)
-        with pytest.raises(RuntimeError):
-            await b.recv()
-        await a.send(b"x")
-        assert bytes(await asyncio.wait_for(first, 5)) == b"x"
+        with pytest.raises(RuntimeError, match="already waiting"):
+            await getattr(b, second)()
+        raw.sendall(b"xy" if buffered else b"\x00\x00\x00\x02xy")
+        assert bytes(await asyncio.wait_for(first, 5)) == (b"axy" if buffered else b"xy")
+        raw.sendall(b"\x00\x00\x00\x01z")
+        assert bytes(await asyncio.wait_for(b.recv(), 5)) == b"z"
+        raw.close()
+        b.close()
+    run(main())
+
+
+def test_framed_concurrent_senders_deliver_every_message_once_intact(run: Any) -> None:
+    """Any number of coroutines may send at once (a small socket buffer makes them wait for
+    writability): each message arrives once, intact, in its sender's order."""
+    from .test_framing import check_numbered, numbered_message
+    senders, per_sender = 4, 400
+
+    async def main() -> None:
+        a_sock, b_sock = csock.socketpair()
+        a_sock.setsockopt(std.SOL_SOCKET, std.SO_SNDBUF, 4096)
+        a, b = csock.aio.FramedStream(a_sock), csock.aio.FramedStream(b_sock)
+
+        async def send(writer: int) -> None:
+            for seq in range(per_sender):
+                message = numbered_message(writer, seq)
+                if seq % 3:
+                    await a.send(message)
+                else:
+                    await a.send_many([message])
+
+        tasks = [asyncio.create_task(send(w)) for w in range(senders)]
+        received: list[Any] = []
+        while len(received) < senders * per_sender:
+            received.extend(await asyncio.wait_for(b.recv_many(), 10))
+        await asyncio.gather(*tasks)
+        seen = [check_numbered(m) for m in received]
+        for writer in range(senders):
+            assert [s for w, s in seen if w == writer] == list(range(per_sender))
+        assert len(seen) == senders * per_sender
         a.close()
         b.close()
+        await a.wait_closed()
+        await b.wait_closed()
     run(main())
 
 

@@ -15,6 +15,7 @@ import pytest
 import csock
 
 from .pairs import STREAM_FAMILIES, address_of, stream_pair
+from .tracing import RECVFROM_NR, needs_recvfrom_nr
 
 
 @pytest.fixture(params=STREAM_FAMILIES)
@@ -315,3 +316,226 @@ def test_held_views_keep_arenas_alive_and_dropping_them_frees_memory():
             tracemalloc.stop()
         assert holding > 10_000 * 1000          # the arenas behind the views are alive
         assert released < 2 * 256 * 1024 + 100_000   # ...and freed with the views (one arena kept)
+
+
+# --- one stream, several threads (API §1: serialised, never corrupted, lost or duplicated) ---
+
+PER_THREAD = 1500
+
+
+def numbered_message(writer: int, seq: int) -> bytes:
+    """Who sent it and which it is, then a body derived from both (so corruption shows). Every
+    50th is above the pack limit (16 KiB), so it goes by reference in its own iovec."""
+    size = 20_000 + seq % 1000 if seq % 50 == 7 else (seq * 7919 + writer * 31) % 300
+    return struct.pack("!HI", writer, seq) + bytes([(writer * 131 + seq) % 256]) * size
+
+
+def check_numbered(message) -> tuple[int, int]:
+    """(writer, seq) of a message, after checking every byte of it."""
+    writer, seq = struct.unpack_from("!HI", message)
+    assert bytes(message) == numbered_message(writer, seq), f"message {writer}/{seq} corrupted"
+    return writer, seq
+
+
+class Threads:
+    """Start fn(arg) for each arg in its own thread; join() re-raises the first failure."""
+
+    def __init__(self, fn, args):
+        self.errors = []
+        self.threads = [threading.Thread(target=self._run, args=(fn, arg), daemon=True) for arg in args]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, fn, arg):
+        try:
+            fn(arg)
+        except BaseException as error:      # noqa: B036 - reported by join()
+            self.errors.append(error)
+
+    def join(self, timeout=30, check=True):
+        for t in self.threads:
+            t.join(timeout)
+            assert not t.is_alive() or not check, "a thread is stuck"
+        if self.errors and check:
+            raise self.errors[0]
+
+
+def write_numbered(framed, writer, call):
+    mine = [numbered_message(writer, seq) for seq in range(PER_THREAD)]
+    if call == "send":
+        for message in mine:
+            framed.send(message)
+    else:
+        for i in range(0, len(mine), 7):
+            framed.send_many(mine[i:i + 7])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("writers", [2, 4])
+@pytest.mark.parametrize("call", ["send", "send_many"])
+def test_concurrent_writers_deliver_every_message_once_intact(pair, writers, call):
+    a, b = pair
+    b.settimeout(10)                        # a lost message fails the test instead of hanging it
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    threads = Threads(lambda writer: write_numbered(fa, writer, call), range(writers))
+    received = []
+    try:
+        while len(received) < writers * PER_THREAD:
+            received.extend(fb.recv_many())
+    except BaseException:
+        a.shutdown(csock.SHUT_RDWR)         # wakes the writers: the reader's error is the story
+        threads.join(check=False)
+        raise
+    threads.join()
+    seen = [check_numbered(m) for m in received]
+    assert sorted(seen) == [(w, s) for w in range(writers) for s in range(PER_THREAD)]
+    for writer in range(writers):           # one thread's calls go out in its order
+        assert [s for w, s in seen if w == writer] == list(range(PER_THREAD))
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):    # and nothing more than that was sent
+        fb.recv()
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_writers_with_timeouts_keep_the_backlog_whole(pair):
+    """Sends that time out part-way leave the rest in the backlog, which the next send (of any
+    thread) writes first; a send that raised accepted nothing and is sent again. Each message
+    still arrives once, intact, in its sender's order."""
+    a, b = pair
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4096)
+    a.settimeout(0.002)
+    b.settimeout(10)
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    timeouts = []
+
+    def write(writer):
+        for seq in range(PER_THREAD // 3):
+            while True:
+                try:
+                    fa.send(numbered_message(writer, seq))
+                    break
+                except TimeoutError:
+                    timeouts.append(writer)     # nothing of this call was accepted: again
+
+    threads = Threads(write, range(3))
+    received = []
+    try:
+        while len(received) < 3 * (PER_THREAD // 3):
+            received.extend(fb.recv_many(5))
+            if len(received) % 50 < 5:
+                time.sleep(0.003)               # a slow reader: the writers time out
+    except BaseException:
+        a.shutdown(csock.SHUT_RDWR)
+        threads.join(check=False)
+        raise
+    threads.join()
+    seen = [check_numbered(m) for m in received]
+    for writer in range(3):
+        assert [s for w, s in seen if w == writer] == list(range(PER_THREAD // 3))
+    assert timeouts                             # the backlog path did run
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("readers", [2, 4])
+def test_concurrent_readers_share_every_message_once_intact(pair, readers):
+    a, b = pair
+    a.settimeout(10)
+    b.settimeout(10)                        # a lost message fails the test instead of hanging it
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    count = readers * PER_THREAD
+    held = [[] for _ in range(readers)]
+
+    def read(reader):
+        rng = random.Random(reader)
+        while True:
+            if rng.random() < 0.5:
+                try:
+                    batch = [fb.recv()]
+                except EOFError:
+                    return
+            else:
+                batch = fb.recv_many(rng.randint(1, 20))
+                if not batch:
+                    return
+            for message in batch:
+                check_numbered(message)     # intact when handed over...
+            held[reader].extend(batch)
+
+    threads = Threads(read, range(readers))
+    try:
+        for i in range(0, count, 5):
+            fa.send_many([numbered_message(0, seq) for seq in range(i, min(i + 5, count))])
+    finally:
+        a.shutdown(csock.SHUT_WR)           # end of stream: the readers return
+        threads.join()
+    seqs = []
+    for mine in held:
+        got = [check_numbered(m)[1] for m in mine]  # ...and still, after every later receive
+        assert got == sorted(got)           # calls are serialised: each reader's are in order
+        seqs.extend(got)
+    assert sorted(seqs) == list(range(count))
+
+
+def test_reentrant_call_from_a_signal_handler_is_refused(pair):
+    """A handler that runs while this thread is inside recv() and calls recv() on the same
+    stream would wait for itself: it gets a RuntimeError instead."""
+    import signal
+    a, b = pair
+    b.settimeout(2)
+    fb = csock.FramedStream(b)
+    old = signal.signal(signal.SIGALRM, lambda *_: fb.recv())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)      # while recv() below waits
+        with pytest.raises(RuntimeError, match="same thread"):
+            fb.recv()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    a.sendall(struct.pack("!I", 2) + b"ok")
+    assert fb.recv() == b"ok"               # the lock was released on the way out
+
+
+def test_a_call_waiting_for_another_threads_call_times_out(pair):
+    """A receive that waits for another thread's receive, on a socket with a timeout, raises
+    TimeoutError as that one does, and leaves the stream usable."""
+    a, b = pair
+    b.settimeout(0.2)
+    fb = csock.FramedStream(b)
+    outcomes = []
+
+    def read(_):
+        try:
+            fb.recv()
+        except TimeoutError:
+            outcomes.append("timeout")
+
+    Threads(read, range(3)).join()
+    assert outcomes == ["timeout"] * 3
+    a.sendall(struct.pack("!I", 3) + b"end")
+    assert fb.recv() == b"end"
+
+
+@needs_recvfrom_nr
+def test_init_again_while_a_call_runs_is_refused(pair):
+    """__init__ replaces the arena and the backlog: not under a receive that is writing into
+    the arena (or a send reading the backlog) in another thread."""
+    a, b = pair
+    fb = csock.FramedStream(b)
+    reader = Threads(lambda _: fb.recv(), [None])
+    wait_until_in_recvfrom(reader.threads[0])
+    with pytest.raises(RuntimeError, match="running"):
+        fb.__init__(b)
+    a.sendall(struct.pack("!I", 2) + b"ok")
+    reader.join()
+    fb.__init__(b)                          # allowed once no call runs
+
+
+def wait_until_in_recvfrom(thread, timeout=10):
+    """Until thread sleeps in recvfrom(2) (proc(5): /proc/self/task/<tid>/syscall)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/self/task/{thread.native_id}/syscall") as f:
+            if f.read().split()[0] == str(RECVFROM_NR):
+                return
+        time.sleep(0.001)
+    raise AssertionError("the thread never reached recvfrom")

@@ -489,21 +489,53 @@ def test_spin_us_sets_so_busy_poll_where_allowed():
         assert s.getsockopt(csock.SOL_SOCKET, SO_BUSY_POLL) == 0
 
 
+SPIN_RECEIVE = textwrap.dedent("""
+    import sys, threading
+    import csock
+    method, timeout = sys.argv[1], None if sys.argv[2] == "None" else float(sys.argv[2])
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(timeout)
+    rx.spin_us = 1_000_000
+    threading.Timer(0.05, lambda: tx.sendto(b"spun-for", rx.getsockname())).start()
+    if method == "recv":
+        data = rx.recv(100)
+    elif method == "recv_into":
+        buf = bytearray(100)
+        data = bytes(buf[:rx.recv_into(buf)])
+    else:
+        data = b"".join(bytes(d.data) for d in rx.recv_batch())
+    assert data == b"spun-for", data
+    print(rx.fileno())
+""")
+
+
+@needs_strace
 @pytest.mark.parametrize("timeout", [None, 2.0])
-def test_spin_data_arriving_during_spin(timeout):
-    tx, rx = udp_pair()
-    with tx, rx:
-        rx.settimeout(timeout)
-        rx.spin_us = 500_000
-        timer = __import__("threading").Timer(0.05, lambda: tx.sendto(b"hello", rx.getsockname()))
-        timer.start()
-        start = time.monotonic()
-        data, address = rx.recvfrom(100)
-        timer.join()
-        assert data == b"hello" and address == tx.getsockname()
-        assert time.monotonic() - start < 0.45          # woke by spinning, not the spin's end
-        tx.send_batch(payloads(10, 50), rx.getsockname())
-        assert [bytes(d.data) for d in receive(rx, 10)] == payloads(10, 50)
+@pytest.mark.parametrize("method", ["recv", "recv_into", "recv_batch"])
+def test_spin_data_arriving_during_spin(tmp_path, method, timeout):
+    """A datagram sent 50 ms into a 1 s spin is taken by the spin itself, through csock's own
+    receive: blocking, by a receive with MSG_DONTWAIT (never one that sleeps in the kernel);
+    with a timeout, after a poll with a zero timeout (never one that waits)."""
+    text, out = strace(tmp_path, SPIN_RECEIVE, "recvfrom,recvmmsg,poll,ppoll", method, str(timeout))
+    fd = out.strip()
+    # recvfrom(fd, buf, len, flags, addr, addrlen) / recvmmsg(fd, vec, vlen, flags, timeout)
+    receives = re.findall(rf"^\d+ +recvfrom\({fd}, .*, \d+, (\w[\w|]*), [^,]+, [^,]+\) += (-?\d+)", text, re.M)
+    receives += re.findall(rf"^\d+ +recvmmsg\({fd}, .*, \d+, (\w[\w|]*), [^,]+\) += (-?\d+)", text, re.M)
+    got = [flags for flags, result in receives if int(result) > 0]
+    assert len(got) == 1, text[-2000:]      # the datagram, in one receive csock made
+    # poll(fds, 1, ms) on x86_64; ppoll(fds, 1, {tv_sec=.., tv_nsec=..} or NULL, ...) elsewhere
+    waits_ns = [int(ms) * 10**6 for ms in re.findall(r"\bpoll\(.*?\], 1, (-?\d+)", text)]
+    waits_ns += [-1 if sec == "" else int(sec) * 10**9 + int(nsec)
+                 for sec, nsec in re.findall(r"ppoll\(.*?\], 1, (?:\{tv_sec=(\d+), tv_nsec=(\d+)\}|NULL)", text)]
+    if timeout is None:
+        assert "MSG_DONTWAIT" in got[0], text[-2000:]
+        assert all("MSG_DONTWAIT" in flags for flags, _ in receives)    # none slept
+        assert len(receives) > 2                                        # it spun
+    else:
+        assert len(waits_ns) > 2 and set(waits_ns) == {0}, text[-2000:]  # spun, never waited
 
 
 @pytest.mark.parametrize("spin", [50, 1_000_000])

@@ -145,33 +145,96 @@ def test_recv_exactly_end_of_stream(pair):
     assert info.value.partial == b""
 
 
-def test_recv_exactly_timeout_keeps_the_bytes(pair):
+def test_recv_exactly_timeout_raises_with_the_bytes_read(pair):
+    """Nothing is kept hidden on the socket: the bytes a timed-out recv_exactly read are in the
+    error, and every receive method goes on with the bytes that follow, in order."""
     a, b = pair
     b.settimeout(0.1)
     a.sendall(b"abc")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as info:
         b.recv_exactly(6)
-    a.sendall(b"def")
-    assert b.recv_exactly(6) == b"abcdef"
+    assert info.value.partial == b"abc"
+    a.sendall(b"defghij")
+    assert b.recv(1) == b"d"
+    assert b.recvfrom(1)[0] == b"e"
+    assert b.recvmsg(1)[0] == b"f"
+    buf = bytearray(1)
+    assert b.recvfrom_into(buf)[0] == 1 and buf == b"g"
+    assert b.recvmsg_into([buf])[0] == 1 and buf == b"h"
+    assert b.recv_into(buf) == 1 and buf == b"i"
+    assert b.recv_exactly(1) == b"j"
+
+
+def test_recv_exactly_into_timeout_raises_with_the_bytes_placed(pair):
+    a, b = pair
+    b.settimeout(0.1)
+    a.sendall(b"wxy")
+    buf = bytearray(b"-" * 6)
+    with pytest.raises(TimeoutError) as info:
+        b.recv_exactly_into(buf)
+    assert info.value.partial == b"wxy" and buf == b"wxy---"   # also at the buffer's front
+    a.sendall(b"z")
+    assert b.recv(10) == b"z"
+
+
+def test_recv_exactly_non_blocking_raises_with_the_bytes_read(pair):
+    a, b = pair
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError) as info:
+        b.recv_exactly(3)
+    assert info.value.partial == b""
+    a.sendall(b"ab")
+    time.sleep(0.05)
+    with pytest.raises(BlockingIOError) as info:
+        b.recv_exactly(3)
+    assert info.value.partial == b"ab"
+    buf = bytearray(3)
+    with pytest.raises(BlockingIOError) as info:
+        b.recv_exactly_into(buf)
+    assert info.value.partial == b""
+    a.sendall(b"cde")
+    time.sleep(0.05)
+    assert b.recvfrom(10)[0] == b"cde"
+
+
+def test_readiness_after_a_timed_out_recv_exactly_is_the_kernels(pair):
+    """select() (so selectors and asyncio) sees what a receive would get: no bytes are held
+    back where the kernel's readiness cannot see them."""
+    import select
+    a, b = pair
+    b.settimeout(0.1)
     a.sendall(b"12")
     with pytest.raises(TimeoutError):
         b.recv_exactly(4)
-    assert b.recv(1) == b"1"            # the stash is served first by any read
-    a.sendall(b"3")
-    assert b.recv(10) == b"2"
-    assert b.recv(10) == b"3"
-
-
-def test_recv_exactly_non_blocking(pair):
-    a, b = pair
+    assert select.select([b], [], [], 0)[0] == []
     b.setblocking(False)
-    a.sendall(b"ab")
-    time.sleep(0.05)
     with pytest.raises(BlockingIOError):
-        b.recv_exactly(3)
-    a.sendall(b"c")
-    time.sleep(0.05)
-    assert b.recv_exactly(3) == b"abc"
+        b.recv(10)                      # nothing readable, as select said
+    a.sendall(b"34")
+    assert select.select([b], [], [], 5)[0] == [b]
+    assert b.recv(10) == b"34"
+
+
+def test_recv_exactly_other_errors_carry_the_bytes_read_too():
+    """A signal handler that raises ends the call; the bytes it read are on the exception."""
+    class Alarm(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Alarm()
+
+    a, b = csock.socketpair()
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        with a, b:
+            a.sendall(b"half")
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(Alarm) as info:
+                b.recv_exactly(8)
+            assert info.value.partial == b"half"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def test_bad_arguments():
@@ -291,10 +354,11 @@ def test_kernel_timeout_surfaces_as_blocking_io_error(pair):
         b.recv(10)
     assert time.monotonic() - start >= 0.04
     a.sendall(b"ab")
-    with pytest.raises(BlockingIOError):
+    with pytest.raises(BlockingIOError) as info:
         b.recv_exactly(3)
+    assert info.value.partial == b"ab"      # handed back, not kept on the socket
     a.sendall(b"c")
-    assert b.recv_exactly(3) == b"abc"
+    assert b.recv_exactly(1) == b"c"
     stream = csock.FramedStream(b)
     a.sendall(b"\x00\x00\x00\x02x")
     with pytest.raises(BlockingIOError):

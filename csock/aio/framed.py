@@ -59,7 +59,9 @@ class FramedStream:
     The stream owns its socket's fd on the loop: it keeps the reader registered between
     calls that find nothing buffered (removing it at the first wake-up nobody waits for), so
     a busy connection costs no epoll_ctl(2) per message. One coroutine may wait in
-    ``recv``/``recv_many`` at a time; any number may send.
+    ``recv``/``recv_many`` at a time: a second one raises RuntimeError at once, as asyncio's
+    ``StreamReader`` does (the waiting one is not disturbed). Any number may send: each
+    call's frames go out whole, in the order the calls are accepted.
     """
 
     def __init__(self, sock: _std.socket, *, max_size: int = 16 * 2**20,

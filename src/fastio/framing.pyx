@@ -10,11 +10,18 @@
 # kernel allows. A call either accepts all its messages or raises having accepted none: when the
 # kernel takes part of a call's bytes and then would block (or the timeout expires), the rest
 # is kept in a backlog that the next send (or flush()) writes first, so a frame is never cut.
+#
+# Threads: the arena and its offsets belong to the reading side, the pack buffer, iovecs and
+# backlog to the writing side. Each side has its own lock (CallLock), so one thread may send
+# while another receives, and concurrent calls on one side run one after the other.
 cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_Append
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, NOWAIT_LOCK,
+                               PyLockStatus, PY_LOCK_INTR)
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy, memmove
 from includes.byteorder cimport load_be32, store_be32
@@ -25,6 +32,92 @@ cdef enum:
     PACK_LIMIT = 16 * 1024           # payloads up to this are copied into the pack buffer
     PACK_BUFFER = 256 * 1024
     MAX_FRAME_LENGTH = 0xFFFFFFFF
+    LOCK_WAIT_SLICE_US = 1000000     # a long lock wait is made of waits this long (below PY_TIMEOUT_MAX)
+
+
+cdef extern from "pythread.h":
+    PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds,
+                                             int intr_flag) nogil
+    unsigned long current_thread "PyThread_get_thread_ident"() noexcept
+
+
+# --- one direction's lock -------------------------------------------------------------------
+# Every call enters and leaves holding the GIL, so a flag the GIL guards is the lock itself:
+# uncontended, entering costs a test and two stores (no atomic, no system call, no clock
+# read). A thread that finds the flag set waits on `wakeup` with the GIL released, and the call
+# that ends posts it while anyone waits; a woken thread checks the flag again (another may
+# have taken it first, and a waiter that timed out may leave an extra post behind). The wait
+# runs signal handlers as threading.Lock's does and gives up with TimeoutError after the
+# socket's timeout. `owner` lets a call re-entered in its own thread (a signal handler), which
+# would wait for itself forever, raise at once.
+
+cdef struct CallLock:
+    bint busy                     # a call of this direction is running (changed with the GIL)
+    unsigned long owner           # the thread running it
+    Py_ssize_t waiters            # threads waiting for it to end
+    PyThread_type_lock wakeup     # held while nobody is woken; released to wake a waiter
+
+
+cdef int call_lock_init(CallLock *l) except -1:
+    l.busy = False
+    l.owner = 0
+    l.waiters = 0
+    l.wakeup = PyThread_allocate_lock()
+    if l.wakeup == NULL:
+        raise MemoryError()
+    PyThread_acquire_lock(l.wakeup, NOWAIT_LOCK)
+    return 0
+
+
+cdef void call_lock_free(CallLock *l) noexcept:
+    if l.wakeup != NULL:
+        PyThread_free_lock(l.wakeup)
+        l.wakeup = NULL
+
+
+cdef inline int call_lock_enter(CallLock *l, object sock, str call) except -1:
+    if l.busy:
+        call_lock_wait(l, sock, call)
+    l.busy = True
+    l.owner = current_thread()
+    return 0
+
+
+cdef inline void call_lock_exit(CallLock *l) noexcept:
+    l.busy = False
+    l.owner = 0
+    if l.waiters:
+        PyThread_release_lock(l.wakeup)
+
+
+cdef int call_lock_wait(CallLock *l, object sock, str call) except -1:
+    """Return once no call of this direction runs (the caller then takes the lock, still
+    holding the GIL); TimeoutError once the socket's timeout (if above 0) passes first."""
+    cdef PyLockStatus got
+    cdef int64_t deadline = 0
+    cdef long long wait_us
+    if l.owner == current_thread():
+        raise RuntimeError(
+            f"FramedStream.{call}() re-entered in the same thread while a call of that direction "
+            "is running in it (from a signal handler or a finalizer?)")
+    timeout = sock.gettimeout()
+    if timeout:
+        deadline = monotonic_ns() + <int64_t>(timeout * 1e9)
+    l.waiters += 1
+    try:
+        while l.busy:
+            wait_us = LOCK_WAIT_SLICE_US
+            if deadline:
+                wait_us = min(wait_us, (deadline - monotonic_ns()) // 1000)
+                if wait_us <= 0:
+                    raise TimeoutError("timed out")
+            with nogil:
+                got = PyThread_acquire_lock_timed(l.wakeup, wait_us, 1)
+            if got == PY_LOCK_INTR and PyErr_CheckSignals() < 0:
+                return -1                   # a handler raised: the call ends
+    finally:
+        l.waiters -= 1
+    return 0
 
 
 @cython.final
@@ -40,6 +133,13 @@ cdef class FramedStream:
     BlockingIOError and loses nothing: a partial frame received stays buffered for the next
     call, and a send either accepts all its messages (any unsent remainder is written first by
     the next send or by flush()) or raises having accepted none.
+
+    Threads: one thread may send while another receives. Calls of one direction from several
+    threads run one at a time (a receiving side and a sending side lock): a call waits for the
+    one in progress, within the socket's timeout (TimeoutError after it), so messages are
+    never corrupted, lost or duplicated, and one thread's sends go out in its order. Calling
+    back in from the same thread while a call runs there (a signal handler) raises
+    RuntimeError.
     """
     cdef readonly object socket
     cdef readonly Py_ssize_t max_size
@@ -52,16 +152,22 @@ cdef class FramedStream:
     cdef iovec *_iov
     cdef bytearray _backlog           # accepted bytes the kernel has not taken yet
     cdef Py_ssize_t _backlog_sent
+    cdef CallLock _reading            # guards the arena, _start, _end, _eof, _read_error
+    cdef CallLock _writing            # guards _pack, _iov, _backlog, _backlog_sent
 
     def __cinit__(self):
         self._pack = <char *>PyMem_Malloc(PACK_BUFFER)
         self._iov = <iovec *>PyMem_Malloc(IOV_MAX * sizeof(iovec))
         if self._pack == NULL or self._iov == NULL:
             raise MemoryError()
+        call_lock_init(&self._reading)
+        call_lock_init(&self._writing)
 
     def __dealloc__(self):
         PyMem_Free(self._pack)
         PyMem_Free(self._iov)
+        call_lock_free(&self._reading)
+        call_lock_free(&self._writing)
 
     def __init__(self, sock, *, Py_ssize_t max_size=16 * 2**20):
         if not isinstance(sock, _socket.socket):
@@ -70,24 +176,16 @@ cdef class FramedStream:
             raise ValueError("FramedStream needs a SOCK_STREAM socket")
         if max_size < 0 or max_size > MAX_FRAME_LENGTH:
             raise ValueError(f"max_size must be between 0 and {MAX_FRAME_LENGTH}")
+        if self._reading.busy or self._writing.busy:
+            # A running receive writes into the arena, a running send reads the backlog, with
+            # the GIL released: replacing either under them would free memory in use.
+            raise RuntimeError("FramedStream.__init__() called again while a call is running")
         self.socket = sock
         self.max_size = max_size
         self._arena = Arena(ARENA_SIZE)
         self._start = self._end = 0
         self._backlog = bytearray()
         self._backlog_sent = 0
-        # Bytes a timed-out recv_exactly left on the socket belong to the stream.
-        stashed = stash_take(sock, ARENA_SIZE, 0)
-        while stashed is not None:
-            self._append(stashed)
-            stashed = stash_take(sock, ARENA_SIZE, 0)
-
-    cdef int _append(self, bytes data) except -1:
-        cdef Py_ssize_t n = len(data)
-        self._make_room(self._end - self._start + n)
-        memcpy(self._arena.data + self._end, <char *>data, n)
-        self._end += n
-        return 0
 
     # --- receiving ---------------------------------------------------------------------------
 
@@ -158,7 +256,15 @@ cdef class FramedStream:
         self._start = self._end
         raise IncompleteReadError(partial, need)
 
-    cdef list _receive(self, Py_ssize_t max_messages):
+    cdef list _receive(self, Py_ssize_t max_messages, str call):
+        """Up to max_messages messages, one receiving thread at a time."""
+        call_lock_enter(&self._reading, self.socket, call)
+        try:
+            return self._receive_unlocked(max_messages)
+        finally:
+            call_lock_exit(&self._reading)
+
+    cdef list _receive_unlocked(self, Py_ssize_t max_messages):
         cdef IoWait w
         cdef list messages = []
         cdef bint waited = False
@@ -189,7 +295,7 @@ cdef class FramedStream:
     def recv(self):
         """The next message (a read-only MessageView); recv(2) only if none is buffered.
         EOFError at end of stream between frames; IncompleteReadError inside one."""
-        messages = self._receive(1)
+        messages = self._receive(1, "recv")
         if not messages:
             raise EOFError("end of stream")
         return messages[0]
@@ -199,13 +305,13 @@ cdef class FramedStream:
         until there is one, with one recv(2) per wait). [] at end of stream."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
-        return self._receive(max_messages)
+        return self._receive(max_messages, "recv_many")
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        messages = self._receive(1)
+        messages = self._receive(1, "__next__")
         if not messages:
             raise StopIteration
         return messages[0]
@@ -229,6 +335,7 @@ cdef class FramedStream:
         cdef Py_ssize_t r, left
         cdef char *data = self._backlog
         op.flags = 0
+        w.resumable = True                  # (partial sends resume here)
         while self._backlog_sent < len(self._backlog):
             left = len(self._backlog) - self._backlog_sent
             op.buf = data + self._backlog_sent
@@ -245,8 +352,12 @@ cdef class FramedStream:
         """Write what earlier sends left in the backlog; True once it is empty. Blocks (within
         the socket's timeout) on a blocking socket; writes what it can on a non-blocking one."""
         cdef IoWait w
-        io_begin(self.socket, &w)
-        return self._flush_backlog(&w) == 0
+        call_lock_enter(&self._writing, self.socket, "flush")
+        try:
+            io_begin(self.socket, &w)
+            return self._flush_backlog(&w) == 0
+        finally:
+            call_lock_exit(&self._writing)
 
     cdef int _keep_rest(self, Py_ssize_t niov, Py_buffer *views, Py_ssize_t next_item, Py_ssize_t n) except -1:
         """Move everything of this call the kernel has not taken into the backlog."""
@@ -290,7 +401,15 @@ cdef class FramedStream:
         niov[0] = k
         return i
 
-    cdef int _send_views(self, Py_buffer *views, Py_ssize_t n) except -1:
+    cdef int _send_views(self, Py_buffer *views, Py_ssize_t n, str call) except -1:
+        """Send frames of views[0:n], one sending thread at a time."""
+        call_lock_enter(&self._writing, self.socket, call)
+        try:
+            return self._send_views_unlocked(views, n)
+        finally:
+            call_lock_exit(&self._writing)
+
+    cdef int _send_views_unlocked(self, Py_buffer *views, Py_ssize_t n) except -1:
         cdef IoWait w
         cdef Py_ssize_t moved = 0, done = 0, following, niov = 0
         io_begin(self.socket, &w)
@@ -322,7 +441,7 @@ cdef class FramedStream:
         try:
             if <size_t>view.len > MAX_FRAME_LENGTH:
                 raise ValueError(f"a message of {view.len} bytes does not fit a 4-byte length")
-            self._send_views(&view, 1)
+            self._send_views(&view, 1, "send")
         finally:
             PyBuffer_Release(&view)
 
@@ -346,7 +465,7 @@ cdef class FramedStream:
                 acquired += 1
                 if <size_t>views[i].len > MAX_FRAME_LENGTH:
                     raise ValueError(f"message {i} of {views[i].len} bytes does not fit a 4-byte length")
-            self._send_views(views, n)
+            self._send_views(views, n, "send_many")
         finally:
             for i in range(acquired):
                 PyBuffer_Release(&views[i])
@@ -356,13 +475,21 @@ cdef class FramedStream:
 
     def close(self):
         """Write any backlog (within the socket's timeout; dropped on a non-blocking socket
-        that is full), then close the socket."""
+        that is full), then close the socket. A send running in another thread is not waited
+        for (it writes the backlog itself, first)."""
+        cdef IoWait w
+        cdef bint sending_elsewhere = self._writing.busy
+        if not sending_elsewhere:
+            call_lock_enter(&self._writing, self.socket, "close")
         try:
-            if self.pending_send and self.socket.fileno() >= 0:
-                self.flush()
+            if not sending_elsewhere and self.pending_send and self.socket.fileno() >= 0:
+                io_begin(self.socket, &w)
+                self._flush_backlog(&w)
         except (BlockingIOError, TimeoutError):
             pass
         finally:
+            if not sending_elsewhere:
+                call_lock_exit(&self._writing)
             self.socket.close()
 
     def __enter__(self):

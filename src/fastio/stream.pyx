@@ -1,5 +1,6 @@
 # Byte-stream operations: send, sendall, recv, recv_into (the stdlib's, on the hot path),
-# send_buffers (vectored sendmsg) and recv_exactly (read a whole unit).
+# send_buffers (vectored sendmsg) and recv_exactly (read a whole unit; what it read before a
+# timeout is handed back on the exception, never kept on the socket).
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -45,57 +46,6 @@ cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
 cdef Py_ssize_t sys_recvmsg(int fd, void *op) noexcept nogil:
     cdef MsgOp *o = <MsgOp *>op
     return recvmsg(fd, o.msg, o.flags | csock_extra_flags)
-
-
-# --- bytes a timed-out recv_exactly had already read ---------------------------------------
-# recv_exactly that times out (or would block, or is interrupted) after reading part of its
-# unit keeps those bytes on the socket (StreamSocket's _csock_stash slot); the next read call
-# on that socket returns them first, so nothing already taken from the kernel is lost.
-# _stash_users counts sockets with a stash, so that reads skip the attribute lookup when zero.
-cdef Py_ssize_t _stash_users = 0
-
-
-cdef int stash_put(object sock, const char *data, Py_ssize_t n) except -1:
-    global _stash_users
-    if n <= 0:
-        return 0
-    old = getattr(sock, "_csock_stash", None)
-    new = PyBytes_FromStringAndSize(data, n)
-    if old:
-        new = old + new
-    else:
-        _stash_users += 1
-    try:
-        sock._csock_stash = new
-    except AttributeError:                  # a plain stdlib socket has no stash slot
-        if not old:
-            _stash_users -= 1
-    return 0
-
-
-cdef object stash_take(object sock, Py_ssize_t limit, int flags):
-    """Up to limit stashed bytes (None when there are none); MSG_PEEK leaves them."""
-    global _stash_users
-    if _stash_users == 0:
-        return None
-    stash = getattr(sock, "_csock_stash", None)
-    if not stash:
-        return None
-    taken = stash[:limit]
-    if not (flags & MSG_PEEK):
-        rest = stash[limit:]
-        sock._csock_stash = rest if rest else None
-        if not rest:
-            _stash_users -= 1
-    return taken
-
-
-def stash_clear(sock):
-    """Drop a socket's stash (on close)."""
-    global _stash_users
-    if getattr(sock, "_csock_stash", None):
-        sock._csock_stash = None
-        _stash_users -= 1
 
 
 cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
@@ -187,9 +137,6 @@ def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
     cdef PyObject *raw
     if bufsize < 0:
         raise ValueError("negative buffersize in recv")
-    stashed = stash_take(sock, bufsize, flags)
-    if stashed is not None:
-        return stashed
     io_begin(sock, &w)
     # The bytes object is handled as a raw pointer: _PyBytes_Resize needs the only reference.
     raw = new_bytes(NULL, bufsize)
@@ -232,10 +179,6 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
             nbytes = view.len
         elif nbytes > view.len:
             raise ValueError("buffer too small for requested bytes")
-        stashed = stash_take(sock, nbytes, flags)
-        if stashed is not None:
-            memcpy(view.buf, PyBytes_AS_STRING(stashed), len(stashed))
-            return len(stashed)
         io_begin(sock, &w)
         op.buf = <char *>view.buf
         op.len = nbytes
@@ -349,14 +292,12 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
 # --- recv_exactly ---------------------------------------------------------------------------
 
 cdef int recv_exactly_wait(object sock, IoWait *w, char *buf, Py_ssize_t n) except -1:
-    """Fill buf[0:n] from the socket (stash first). EOF -> IncompleteReadError; a timeout, a
-    would-block or an exception keeps what was read in the socket's stash."""
+    """Fill buf[0:n] with recv(2). End of stream first raises IncompleteReadError; a timeout,
+    a would-block or any other error is raised with `.partial` set to the bytes read so far
+    (also in buf[0:len(partial)]). Nothing is kept back on the socket: the next read, of any
+    kind, gets the bytes that follow."""
     cdef BufOp op
     cdef Py_ssize_t r, got = 0
-    stashed = stash_take(sock, n, 0)
-    if stashed is not None:
-        got = len(stashed)
-        memcpy(buf, PyBytes_AS_STRING(stashed), got)
     op.flags = 0
     try:
         while got < n:
@@ -366,13 +307,22 @@ cdef int recv_exactly_wait(object sock, IoWait *w, char *buf, Py_ssize_t n) exce
             if r == IO_AGAIN:
                 raise_would_block()
             if r == 0:
-                partial = PyBytes_FromStringAndSize(buf, got)
-                got = 0                     # handed to the exception, not the stash
-                raise IncompleteReadError(partial, n)
+                raise IncompleteReadError(PyBytes_FromStringAndSize(buf, got), n)
             got += r
-    except BaseException:
-        stash_put(sock, buf, got)
+    except IncompleteReadError:
         raise
+    except BaseException as error:
+        attach_partial(error, buf, got)
+        raise
+    return 0
+
+
+cdef int attach_partial(object error, const char *buf, Py_ssize_t got) except -1:
+    """error.partial = the bytes read, where the exception takes attributes."""
+    try:
+        error.partial = PyBytes_FromStringAndSize(buf, got)
+    except AttributeError:
+        pass
     return 0
 
 
@@ -383,7 +333,10 @@ cdef int fio_recv_exactly_into(object sock, char *buf, Py_ssize_t n) except -1:
 
 
 def recv_exactly_into(sock, buffer):
-    """recv_exactly_into(buffer): fill buffer completely (recv(2) until len(buffer) bytes)."""
+    """recv_exactly_into(buffer): fill buffer completely (recv(2) until len(buffer) bytes).
+    End of stream first: IncompleteReadError. A timeout or a would-block first: TimeoutError /
+    BlockingIOError whose `.partial` holds the bytes read so far, as bytes; they are also in
+    the buffer's first len(partial) bytes. Any other error carries `.partial` too."""
     cdef Py_buffer view
     get_writable_buffer(buffer, &view, "recv_exactly_into")
     try:
@@ -393,7 +346,10 @@ def recv_exactly_into(sock, buffer):
 
 
 def recv_exactly(sock, Py_ssize_t n):
-    """recv_exactly(n) -> bytes: exactly n bytes (recv(2) until they are all there)."""
+    """recv_exactly(n) -> bytes: exactly n bytes (recv(2) until they are all there).
+    End of stream first: IncompleteReadError. A timeout or a would-block first: TimeoutError /
+    BlockingIOError whose `.partial` holds the bytes read so far (nothing is kept on the
+    socket). Any other error carries `.partial` too."""
     if n < 0:
         raise ValueError("negative size in recv_exactly")
     result = PyBytes_FromStringAndSize(NULL, n)
