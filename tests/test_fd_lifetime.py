@@ -264,6 +264,27 @@ def test_close_with_a_call_blocked_leaves_a_dup_connected():
     b.close()
 
 
+def test_close_with_a_call_blocked_leaves_a_descriptor_passed_with_scm_rights_connected():
+    """The same open file passed over an AF_UNIX socket (SCM_RIGHTS) stays connected when
+    the original descriptor is closed under a blocked call."""
+    import socket as stdlib_socket
+
+    a, b = csock.socketpair()
+    x, y = stdlib_socket.socketpair()
+    stdlib_socket.send_fds(x, [b"fd"], [a.fileno()])
+    _, fds, _, _ = stdlib_socket.recv_fds(y, 16, 1)
+    passed = csock.socket(fileno=fds[0])
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.1)
+    a.close()
+    thread.join(10)
+    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    passed.sendall(b"passed on")
+    assert b.recv(100) == b"passed on"
+    for s in (passed, b, x, y):
+        s.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_child_closing_its_copy_leaves_the_parents_blocked_call_connected():
     """The parent has a thread blocked in recv on a socket; a forked child closes its

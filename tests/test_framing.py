@@ -15,7 +15,7 @@ import pytest
 import csock
 
 from .pairs import STREAM_FAMILIES, address_of, stream_pair
-from .tracing import RECVFROM_NR, needs_recvfrom_nr
+from .tracing import POLL_NRS, RECVFROM_NR, needs_recvfrom_nr
 
 
 @pytest.fixture(params=STREAM_FAMILIES)
@@ -522,7 +522,7 @@ def test_init_again_while_a_call_runs_is_refused(pair):
     a, b = pair
     fb = csock.FramedStream(b)
     reader = Threads(lambda _: fb.recv(), [None])
-    wait_until_in_recvfrom(reader.threads[0])
+    wait_until_asleep_in_a_receive(reader.threads[0])
     with pytest.raises(RuntimeError, match="running"):
         fb.__init__(b)
     a.sendall(struct.pack("!I", 2) + b"ok")
@@ -530,12 +530,14 @@ def test_init_again_while_a_call_runs_is_refused(pair):
     fb.__init__(b)                          # allowed once no call runs
 
 
-def wait_until_in_recvfrom(thread, timeout=10):
-    """Until thread sleeps in recvfrom(2) (proc(5): /proc/self/task/<tid>/syscall)."""
+def wait_until_asleep_in_a_receive(thread, timeout=10):
+    """Until thread sleeps in recvfrom(2), or in the poll(2) before it (other threads in the
+    process: io.pyx), per proc(5)'s /proc/self/task/<tid>/syscall."""
+    asleep = {str(RECVFROM_NR), *(str(n) for n in POLL_NRS)}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(f"/proc/self/task/{thread.native_id}/syscall") as f:
-            if f.read().split()[0] == str(RECVFROM_NR):
+            if f.read().split()[0] in asleep:
                 return
         time.sleep(0.001)
-    raise AssertionError("the thread never reached recvfrom")
+    raise AssertionError("the thread never went to sleep in a receive")
