@@ -9,6 +9,8 @@ from includes.socket cimport (send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL
                               MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
 from includes.pyapi cimport _PyBytes_Resize
+from libc.errno cimport ENOTCONN
+import _socket
 
 # One call of send_buffers takes at most this many buffers (ValueError above it, before any
 # allocation): each needs a buffer export held for the duration of the call.
@@ -110,7 +112,7 @@ cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
 
 # --- the stdlib's calls, on the hot path -----------------------------------------------------
 
-def sock_send(sock, data, int flags=0):
+def sock_send(sock, data, int flags=0, /):
     """send(data[, flags]) -> count: one send(2); returns the number of bytes the kernel took."""
     cdef IoWait w
     cdef Py_buffer view
@@ -160,7 +162,7 @@ cdef int fio_sendall(object sock, const char *buf, Py_ssize_t n) except -1:
     return sendall_wait(sock, &w, buf, n, 0)
 
 
-def sock_sendall(sock, data, int flags=0):
+def sock_sendall(sock, data, int flags=0, /):
     """sendall(data[, flags]): send(2) until every byte is taken, one deadline for the call."""
     cdef IoWait w
     cdef Py_buffer view
@@ -175,16 +177,37 @@ def sock_sendall(sock, data, int flags=0):
 cdef Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
     """One recv(2) into op under w's rules, first tried with the GIL held where MSG_DONTWAIT
     cannot change the result (io_try_held: not with MSG_WAITALL)."""
-    return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
+    try:
+        return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
+    except OSError as error:
+        if error.errno != ENOTCONN or w.timeout_ns <= 0:
+            raise
+    # With a timeout the stdlib polls before it receives, and a listening socket is not
+    # readable until a connection comes: it waits the timeout out. csock received first and
+    # met ENOTCONN: it waits as the stdlib would (at once for an unconnected socket, which
+    # poll(2) reports hung up), then receives again.
+    io_wait(w, POLLIN)
+    return io_call(w, sys_recv, op, POLLIN, io_may_block(w, op.len))
 
 
-def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
-    """recv(bufsize[, flags]) -> bytes: one recv(2); b"" at end of stream."""
+cdef int check_is_socket(object sock) except -1:
+    """A receive of 0 bytes makes no system call (the stdlib's checks only the type)."""
+    if not isinstance(sock, _socket.socket):
+        raise TypeError(f"expected a socket object, not {type(sock).__name__}")
+    return 0
+
+
+def sock_recv(sock, Py_ssize_t bufsize, int flags=0, /):
+    """recv(bufsize[, flags]) -> bytes: one recv(2); b"" at end of stream. recv(0) returns b""
+    at once without a system call (which would take a datagram or wait for data)."""
     cdef IoWait w
     cdef BufOp op
     cdef Py_ssize_t r
     cdef PyObject *raw
-    if bufsize < 0:
+    if bufsize <= 0:
+        if bufsize == 0:
+            check_is_socket(sock)
+            return b""
         raise ValueError("negative buffersize in recv")
     stashed = stash_take(sock, bufsize, flags)
     if stashed is not None:
@@ -218,7 +241,8 @@ cdef extern from *:
 
 
 def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
-    """recv_into(buffer[, nbytes[, flags]]) -> count: one recv(2) straight into buffer."""
+    """recv_into(buffer[, nbytes[, flags]]) -> count: one recv(2) straight into buffer; 0 at
+    once, without a system call, for an empty buffer."""
     cdef IoWait w
     cdef Py_buffer view
     cdef BufOp op
@@ -231,6 +255,9 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
             nbytes = view.len
         elif nbytes > view.len:
             raise ValueError("buffer too small for requested bytes")
+        if nbytes == 0:
+            check_is_socket(sock)
+            return 0
         stashed = stash_take(sock, nbytes, flags)
         if stashed is not None:
             memcpy(view.buf, PyBytes_AS_STRING(stashed), len(stashed))
