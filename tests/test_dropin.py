@@ -336,6 +336,23 @@ def test_recv_on_a_listening_socket_with_a_timeout_waits_it_out() -> None:
         assert caught.value.errno == 107 and time.monotonic() - started < 2
 
 
+def test_send_on_a_listening_socket_with_a_timeout_waits_it_out() -> None:
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            server.send(b"x")
+        with pytest.raises(TimeoutError):
+            server.sendall(b"x")
+        assert time.monotonic() - started >= 0.35
+    with csock.socket() as unconnected:             # EPIPE at once, as the stdlib's poll says
+        unconnected.settimeout(5)
+        started = time.monotonic()
+        with pytest.raises(BrokenPipeError):
+            unconnected.sendall(b"x")
+        assert time.monotonic() - started < 2
+
+
 def test_the_raw_socket_permission_error_keeps_the_stdlib_errno_and_strerror() -> None:
     code = (
         "import os, csock, errno\n"

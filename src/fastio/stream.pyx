@@ -9,7 +9,7 @@ from includes.socket cimport (send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL
                               MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
 from includes.pyapi cimport _PyBytes_Resize
-from libc.errno cimport ENOTCONN
+from libc.errno cimport ENOTCONN, EPIPE
 import _socket
 
 # One call of send_buffers takes at most this many buffers (ValueError above it, before any
@@ -112,6 +112,27 @@ cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
 
 # --- the stdlib's calls, on the hot path -----------------------------------------------------
 
+cdef inline Py_ssize_t send_once(IoWait *w, BufOp *op, bint may_try) except -1:
+    """One send(2) of op under w's rules (io_call_held_first)."""
+    if w.timeout_ns > 0:
+        return send_once_timed(w, op, may_try)
+    return io_call_held_first(w, sys_send, op, POLLOUT, op.len, may_try)
+
+
+cdef Py_ssize_t send_once_timed(IoWait *w, BufOp *op, bint may_try) except -1:
+    """send_once with a timeout. The stdlib polls before it sends, and a listening socket is
+    never writable: it waits out the timeout, where csock, sending first, met EPIPE. On EPIPE
+    this waits as the stdlib would (elsewhere EPIPE comes with POLLOUT or POLLHUP at once),
+    then sends again. (Apart from the timed path: a try block costs a few ns.)"""
+    try:
+        return io_call_held_first(w, sys_send, op, POLLOUT, op.len, may_try)
+    except OSError as error:
+        if error.errno != EPIPE:
+            raise
+    io_wait(w, POLLOUT)
+    return io_call(w, sys_send, op, POLLOUT, io_may_block(w, op.len))
+
+
 def sock_send(sock, data, int flags=0, /):
     """send(data[, flags]) -> count: one send(2); returns the number of bytes the kernel took."""
     cdef IoWait w
@@ -124,7 +145,7 @@ def sock_send(sock, data, int flags=0, /):
         op.buf = <char *>view.buf
         op.len = view.len
         op.flags = flags
-        r = io_call_held_first(&w, sys_send, &op, POLLOUT, view.len, sends_whole_messages(&w))
+        r = send_once(&w, &op, sends_whole_messages(&w))
         if r == IO_AGAIN:
             raise_would_block()
         return r
@@ -147,7 +168,7 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
     while n > 0:
         op.buf = <char *>buf
         op.len = n
-        r = io_call_held_first(w, sys_send, &op, POLLOUT, n, first)
+        r = send_once(w, &op, first)
         first = False
         if r == IO_AGAIN:
             raise_would_block()
@@ -174,18 +195,24 @@ def sock_sendall(sock, data, int flags=0, /):
         PyBuffer_Release(&view)
 
 
-cdef Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
+cdef inline Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
     """One recv(2) into op under w's rules, first tried with the GIL held where MSG_DONTWAIT
     cannot change the result (io_try_held: not with MSG_WAITALL)."""
+    if w.timeout_ns > 0:
+        return receive_once_timed(w, op)
+    return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
+
+
+cdef Py_ssize_t receive_once_timed(IoWait *w, BufOp *op) except -1:
+    """receive_once with a timeout. The stdlib polls before it receives, and a listening
+    socket is not readable until a connection comes: it waits out the timeout, where csock,
+    receiving first, met ENOTCONN. On ENOTCONN this waits as the stdlib would (at once for an
+    unconnected socket, which poll(2) reports hung up), then receives again."""
     try:
         return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
     except OSError as error:
-        if error.errno != ENOTCONN or w.timeout_ns <= 0:
+        if error.errno != ENOTCONN:
             raise
-    # With a timeout the stdlib polls before it receives, and a listening socket is not
-    # readable until a connection comes: it waits the timeout out. csock received first and
-    # met ENOTCONN: it waits as the stdlib would (at once for an unconnected socket, which
-    # poll(2) reports hung up), then receives again.
     io_wait(w, POLLIN)
     return io_call(w, sys_recv, op, POLLIN, io_may_block(w, op.len))
 
