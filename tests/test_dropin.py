@@ -103,13 +103,22 @@ def child_sends_through(sock: Any, results: Any) -> None:
     sock.close()
 
 
+@pytest.fixture
+def resource_sharer() -> Any:
+    """Stops the thread and socket multiprocessing starts to hand fds over (DupFd) after the
+    test, so that the suite's fd count comes back."""
+    yield
+    from multiprocessing import resource_sharer as sharer
+    sharer.stop()
+
+
 @pytest.mark.parametrize("method", ["spawn", "fork"])
-def test_a_csock_socket_passes_to_a_multiprocessing_child(method: str) -> None:
+def test_a_csock_socket_passes_to_a_multiprocessing_child(method: str, resource_sharer: None) -> None:
     context = multiprocessing.get_context(method)
     parent, child = csock.socketpair()
     results_reader, results_writer = context.Pipe(duplex=False)
     inbox_reader, inbox_writer = context.Pipe(duplex=False)
-    with parent, child:
+    with parent, child, results_reader, results_writer, inbox_reader, inbox_writer:
         if method == "spawn":               # pickled as a Process argument
             process = context.Process(target=child_sends_through, args=(child, results_writer))
         else:                               # forked first, then sent through a Pipe (pickled there)
@@ -143,7 +152,7 @@ def base_class_socket(fd: int) -> csock.socket:
 
 
 @pytest.mark.parametrize("kind", ["socket", "StreamSocket", "DatagramSocket", "SeqPacketSocket"])
-def test_forking_pickler_rebuilds_the_same_csock_class(kind: str) -> None:
+def test_forking_pickler_rebuilds_the_same_csock_class(kind: str, resource_sharer: None) -> None:
     family, sock_type = {"DatagramSocket": (csock.AF_UNIX, csock.SOCK_DGRAM),
                          "SeqPacketSocket": (csock.AF_UNIX, csock.SOCK_SEQPACKET)}.get(kind, (csock.AF_UNIX, csock.SOCK_STREAM))
     a, b = csock.socketpair(family, sock_type)
