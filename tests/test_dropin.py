@@ -19,6 +19,7 @@ from unittest import mock
 import pytest
 
 import csock
+from tests.tracing import needs_strace, strace
 
 PY311 = sys.version_info >= (3, 11)
 
@@ -69,6 +70,19 @@ def test_recv_of_zero_bytes_on_a_closed_socket_is_empty_as_in_the_stdlib() -> No
     assert sock.recv_into(bytearray()) == 0
     with pytest.raises(OSError):
         sock.recv(1)
+
+
+@needs_strace
+def test_recv_of_zero_bytes_makes_no_system_call(tmp_path: Any) -> None:
+    trace, out = strace(tmp_path, (
+        "import csock\n"
+        "a, b = csock.socketpair()\n"
+        "a.send(b'x')\n"
+        "print('MARK', flush=True)\n"
+        "print(b.recv(0), b.recv_into(bytearray()), b.recv_into(bytearray(4), 0, 0))\n"), "recvfrom,write")
+    assert out.splitlines()[-1] == "b'' 0 1"
+    after_mark = trace[trace.index("MARK"):]
+    assert after_mark.count("recvfrom(") == 1     # the last call only: recv_into(buf, 0) reads len(buf)
 
 
 def test_recv_of_zero_bytes_still_checks_its_arguments() -> None:
