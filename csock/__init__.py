@@ -33,6 +33,11 @@ from .seqpacket import SeqPacketSocket as SeqPacketSocket
 from .seqpacket import SequenceError as SequenceError
 from .stream import StreamSocket as StreamSocket
 
+from ._base import register_with_multiprocessing
+
+register_with_multiprocessing()     # every class is registered by now (csock.socket and its kinds)
+del register_with_multiprocessing
+
 __version__ = "0.1.0"
 
 __all__ = list(_std.__all__) + [

@@ -29,6 +29,13 @@ def register_kind(kind: int, cls: type) -> None:
     _CLASS_FOR_KIND[kind] = cls
 
 
+def _class_for(family: Any = -1, type: Any = -1, proto: Any = -1, fileno: Any = None,
+               *_: Any, **__: Any) -> type:
+    """The class csock.socket(...) returns for the stdlib constructor's arguments: the one
+    registered for the socket's type, else csock.socket (its __init__ reports bad arguments)."""
+    return _CLASS_FOR_KIND.get(_kind_of(type, fileno), socket)
+
+
 def _kind_of(type: int, fileno: Any) -> int:
     if type == -1 or type is None:
         if fileno is None:
@@ -37,7 +44,10 @@ def _kind_of(type: int, fileno: Any) -> int:
             return _fastio.fd_socket_type(fileno)
         except (OSError, TypeError, ValueError, OverflowError):
             return -1   # the stdlib's __init__ reports a bad fileno
-    return int(type) & ~_TYPE_FLAGS
+    try:
+        return int(type) & ~_TYPE_FLAGS
+    except (TypeError, ValueError, OverflowError):
+        return -1       # and a bad type
 
 
 class socket(_std.socket):
@@ -66,10 +76,12 @@ class socket(_std.socket):
     def spin_us(self, us: int) -> None:
         _fastio.set_spin(self, us)
 
-    def __new__(cls, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None) -> Self:
-        specific = _CLASS_FOR_KIND.get(_kind_of(type, fileno))
-        if specific is not None and issubclass(specific, cls):
-            cls = specific
+    def __new__(cls, /, *args: Any, **kwargs: Any) -> Self:
+        # Only csock.socket itself picks the class for the socket's type; a user's subclass
+        # gets exactly its own class, whatever its __init__ takes (as the stdlib, whose
+        # __new__ ignores the arguments).
+        if cls is socket:
+            cls = _class_for(*args, **kwargs)
         return super().__new__(cls)
 
     send = _fastio.sock_send
@@ -114,30 +126,36 @@ def adopt(std_sock: _std.socket) -> Any:
     return sock
 
 
+# The stdlib's own functions, taken at import: a program that replaces the stdlib module's
+# attributes with csock's (socket.socketpair = csock.socketpair) must not make csock call itself.
+_stdlib_socketpair = _std.socketpair
+_stdlib_create_server = _std.create_server
+_stdlib_getaddrinfo = _std.getaddrinfo
+
+
 def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[Any, Any]:
     """socketpair(2): two connected csock sockets (AF_UNIX by default), typed Any because the
     class depends on the type argument (StreamSocket for the default SOCK_STREAM)."""
-    a, b = _std.socketpair(family, type, proto)
+    a, b = _stdlib_socketpair(family, type, proto)
     return adopt(a), adopt(b)
 
 
-def create_connection(
-    address: tuple[str | None, int | str | bytes | None],
-    timeout: float | None = _std._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
-    source_address: Any = None,
-    *,
-    all_errors: bool = False,
-) -> StreamSocket:
-    """Connect a TCP csock socket to (host, port): each address getaddrinfo(3) gives is tried
-    in turn (socket, optional bind to source_address, connect with the timeout) until one
-    connects. Raises the first error, or an ExceptionGroup of all with all_errors=True.
+def _resolver() -> Any:
+    """getaddrinfo as looked up at call time, so that a test's mock reaches create_connection
+    either way csock stands in for the stdlib: csock's own (sys.modules["socket"] = csock,
+    mock.patch("socket.getaddrinfo") replaces it), or, while that is still the original, the
+    stdlib module's (csock patched into its attributes, the mock replaces the stdlib's)."""
+    resolve = sys.modules[__package__].getaddrinfo
+    return _std.getaddrinfo if resolve is _stdlib_getaddrinfo else resolve
 
-    Sockets are made through ``csock.socket`` as looked up at call time, so code that swaps
-    the module's ``socket`` (as the stdlib's tests do) sees its replacement used."""
+
+def _connect_to_first(address: tuple[str | None, int | str | bytes | None], timeout: float | None,
+                      source_address: Any, all_errors: bool) -> StreamSocket:
+    """The stdlib's create_connection, with csock sockets: the last error, or all of them."""
     package = sys.modules[__package__]
     host, port = address
     errors: list[OSError] = []
-    for family, kind, proto, _, sockaddr in package.getaddrinfo(host, port, 0, _std.SOCK_STREAM):
+    for family, kind, proto, _, sockaddr in _resolver()(host, port, 0, _std.SOCK_STREAM):
         sock = None
         try:
             sock = package.socket(family, kind, proto)
@@ -146,8 +164,11 @@ def create_connection(
             if source_address:
                 sock.bind(source_address)
             sock.connect(sockaddr)
+            errors.clear()          # no reference cycle through the tracebacks
             return cast("StreamSocket", sock)
         except OSError as error:
+            if not all_errors:
+                errors.clear()      # only the last error is raised
             errors.append(error)
             if sock is not None:
                 sock.close()
@@ -158,14 +179,114 @@ def create_connection(
             raise ExceptionGroup("create_connection failed", errors)  # noqa: F821 (3.11+)
         raise errors[0]
     finally:
-        errors = []         # no reference cycle through the traceback
+        errors.clear()
+
+
+if sys.version_info >= (3, 11):
+    def create_connection(
+        address: tuple[str | None, int | str | bytes | None],
+        timeout: float | None = _std._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+        source_address: Any = None,
+        *,
+        all_errors: bool = False,
+    ) -> StreamSocket:
+        """Connect a TCP csock socket to (host, port): each address getaddrinfo(3) gives is
+        tried in turn (socket, optional bind to source_address, connect with the timeout)
+        until one connects. Raises the last error, or an ExceptionGroup of all with
+        all_errors=True, as the stdlib's.
+
+        Sockets are made through ``csock.socket`` as looked up at call time, so code that
+        swaps the module's ``socket`` (as the stdlib's tests do) sees its replacement used."""
+        return _connect_to_first(address, timeout, source_address, all_errors)
+else:
+    def create_connection(
+        address: tuple[str | None, int | str | bytes | None],
+        timeout: float | None = _std._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+        source_address: Any = None,
+    ) -> StreamSocket:
+        """Connect a TCP csock socket to (host, port): each address getaddrinfo(3) gives is
+        tried in turn until one connects; raises the last error, as 3.10's stdlib."""
+        return _connect_to_first(address, timeout, source_address, False)
 
 
 def create_server(*args: Any, **kwargs: Any) -> StreamSocket:
     """The stdlib's create_server (same arguments), returning a csock socket."""
-    return cast("StreamSocket", adopt(_std.create_server(*args, **kwargs)))
+    return cast("StreamSocket", adopt(_stdlib_create_server(*args, **kwargs)))
 
 
 def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> Any:
     """A csock socket on a duplicate of fd (dup(2)), as the stdlib's fromfd."""
     return socket(family, type, proto, os.dup(fd))
+
+
+# --- multiprocessing: passing csock sockets to children ---------------------------------------
+# multiprocessing.reduction registers its socket reducer for socket.socket by exact type, so
+# ForkingPickler refuses csock's classes. csock registers its own for each class, rebuilding the
+# same class in the child. Importing multiprocessing costs ~4 ms, a third of csock's own import:
+# the reducers are registered when (if ever) multiprocessing.reduction is imported.
+# Plain pickle still refuses sockets, as the stdlib's does.
+_REDUCTION_MODULE = "multiprocessing.reduction"
+
+
+def _reduce_for_child(sock: _std.socket) -> tuple[Any, tuple[Any, ...]]:
+    """ForkingPickler's reducer: a duplicate of the fd (multiprocessing's DupFd), rebuilt in
+    the child as the same class."""
+    from multiprocessing.reduction import DupFd
+    return _rebuild_in_child, (DupFd(sock.fileno()), type(sock), sock.family, sock.type, sock.proto)
+
+
+def _rebuild_in_child(duplicate: Any, cls: type, family: int, kind: int, proto: int) -> Any:
+    return cls(family, kind, proto, fileno=duplicate.detach())
+
+
+def _register_reducers(reduction: Any) -> None:
+    for cls in {socket, *_CLASS_FOR_KIND.values()}:
+        reduction.register(cls, _reduce_for_child)
+
+
+class _ThenRegister:
+    """The loader multiprocessing.reduction is found with, registering csock's reducers once
+    the module has run (everything else is the wrapped loader's)."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        _register_reducers(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _WatchForReduction:
+    """A sys.meta_path entry that finds nothing itself: when multiprocessing.reduction is
+    imported, it wraps the loader the other finders find (it stays in place, inert otherwise:
+    removing it could make another thread's import skip a finder)."""
+
+    @classmethod
+    def find_spec(cls, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != _REDUCTION_MODULE:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is cls or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if hasattr(spec.loader, "exec_module"):
+                    spec.loader = _ThenRegister(spec.loader)
+                return spec
+        return None
+
+
+def register_with_multiprocessing() -> None:
+    """Register csock's reducers with multiprocessing now if it is loaded, else when it is."""
+    reduction = sys.modules.get(_REDUCTION_MODULE)
+    if reduction is not None:
+        _register_reducers(reduction)
+    elif _WatchForReduction not in sys.meta_path:
+        sys.meta_path.insert(0, _WatchForReduction)

@@ -144,7 +144,7 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
     try:
         pinger = Pinger(family, address)
     except PermissionError as error:
-        print(f"ping: {error.strerror or error}", file=err)
+        print(f"ping: {error}", file=err)
         return 2
     tally = Tally()
     print(f"PING {args.host} ({address}) {PAYLOAD}({PAYLOAD + (48 if pinger.v6 else 28)}) bytes of data.",

@@ -32,9 +32,17 @@ IPV6_HDRINCL = 36          # linux/in6.h; not exported by the stdlib
 _FIRST_LAYER_V6 = {_std.IPPROTO_ICMPV6: "icmpv6", _std.IPPROTO_UDP: "udp", _std.IPPROTO_TCP: "tcp"}
 
 
+class RawPermissionError(PermissionError):
+    """The stdlib's PermissionError (same errno, strerror and args) whose message also says
+    what raw sockets need."""
+
+    def __str__(self) -> str:
+        return (f"{super().__str__()}: raw sockets need CAP_NET_RAW (run as root, or grant it: "
+                "setcap cap_net_raw+ep on the interpreter)")
+
+
 def _privilege_error(error: PermissionError) -> PermissionError:
-    return PermissionError(error.errno, "raw sockets need CAP_NET_RAW (run as root, or grant it: "
-                           f"setcap cap_net_raw+ep on the interpreter) ({error.strerror})")
+    return RawPermissionError(error.errno, error.strerror)
 
 
 class RawSocket(socket):

@@ -10,6 +10,8 @@ from includes.socket cimport (send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL
                               MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
 from includes.pyapi cimport _PyBytes_Resize
+from libc.errno cimport ENOTCONN, EPIPE
+import _socket
 
 # One call of send_buffers takes at most this many buffers (ValueError above it, before any
 # allocation): each needs a buffer export held for the duration of the call.
@@ -60,7 +62,28 @@ cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
 
 # --- the stdlib's calls, on the hot path -----------------------------------------------------
 
-def sock_send(sock, data, int flags=0):
+cdef inline Py_ssize_t send_once(IoWait *w, BufOp *op, bint may_try) except -1:
+    """One send(2) of op under w's rules (io_call_held_first)."""
+    if w.timeout_ns > 0:
+        return send_once_timed(w, op, may_try)
+    return io_call_held_first(w, sys_send, op, POLLOUT, op.len, may_try)
+
+
+cdef Py_ssize_t send_once_timed(IoWait *w, BufOp *op, bint may_try) except -1:
+    """send_once with a timeout. The stdlib polls before it sends, and a listening socket is
+    never writable: it waits out the timeout, where csock, sending first, met EPIPE. On EPIPE
+    this waits as the stdlib would (elsewhere EPIPE comes with POLLOUT or POLLHUP at once),
+    then sends again. (Apart from the timed path: a try block costs a few ns.)"""
+    try:
+        return io_call_held_first(w, sys_send, op, POLLOUT, op.len, may_try)
+    except OSError as error:
+        if error.errno != EPIPE:
+            raise
+    io_wait(w, POLLOUT)
+    return io_call(w, sys_send, op, POLLOUT, io_may_block(w, op.len))
+
+
+def sock_send(sock, data, int flags=0, /):
     """send(data[, flags]) -> count: one send(2); returns the number of bytes the kernel took."""
     cdef IoWait w
     cdef Py_buffer view
@@ -72,7 +95,7 @@ def sock_send(sock, data, int flags=0):
         op.buf = <char *>view.buf
         op.len = view.len
         op.flags = flags
-        r = io_call_held_first(&w, sys_send, &op, POLLOUT, view.len, sends_whole_messages(&w))
+        r = send_once(&w, &op, sends_whole_messages(&w))
         if r == IO_AGAIN:
             raise_would_block()
         return r
@@ -96,7 +119,7 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
     while n > 0:
         op.buf = <char *>buf
         op.len = n
-        r = io_call_held_first(w, sys_send, &op, POLLOUT, n, first)
+        r = send_once(w, &op, first)
         first = False
         if r == IO_AGAIN:
             raise_would_block()
@@ -111,7 +134,7 @@ cdef int fio_sendall(object sock, const char *buf, Py_ssize_t n) except -1:
     return sendall_wait(sock, &w, buf, n, 0)
 
 
-def sock_sendall(sock, data, int flags=0):
+def sock_sendall(sock, data, int flags=0, /):
     """sendall(data[, flags]): send(2) until every byte is taken, one deadline for the call."""
     cdef IoWait w
     cdef Py_buffer view
@@ -123,19 +146,46 @@ def sock_sendall(sock, data, int flags=0):
         PyBuffer_Release(&view)
 
 
-cdef Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
+cdef inline Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
     """One recv(2) into op under w's rules, first tried with the GIL held where MSG_DONTWAIT
     cannot change the result (io_try_held: not with MSG_WAITALL)."""
+    if w.timeout_ns > 0:
+        return receive_once_timed(w, op)
     return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
 
 
-def sock_recv(sock, Py_ssize_t bufsize, int flags=0):
-    """recv(bufsize[, flags]) -> bytes: one recv(2); b"" at end of stream."""
+cdef Py_ssize_t receive_once_timed(IoWait *w, BufOp *op) except -1:
+    """receive_once with a timeout. The stdlib polls before it receives, and a listening
+    socket is not readable until a connection comes: it waits out the timeout, where csock,
+    receiving first, met ENOTCONN. On ENOTCONN this waits as the stdlib would (at once for an
+    unconnected socket, which poll(2) reports hung up), then receives again."""
+    try:
+        return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
+    except OSError as error:
+        if error.errno != ENOTCONN:
+            raise
+    io_wait(w, POLLIN)
+    return io_call(w, sys_recv, op, POLLIN, io_may_block(w, op.len))
+
+
+cdef int check_is_socket(object sock) except -1:
+    """A receive of 0 bytes makes no system call (the stdlib's checks only the type)."""
+    if not isinstance(sock, _socket.socket):
+        raise TypeError(f"expected a socket object, not {type(sock).__name__}")
+    return 0
+
+
+def sock_recv(sock, Py_ssize_t bufsize, int flags=0, /):
+    """recv(bufsize[, flags]) -> bytes: one recv(2); b"" at end of stream. recv(0) returns b""
+    at once without a system call (which would take a datagram or wait for data)."""
     cdef IoWait w
     cdef BufOp op
     cdef Py_ssize_t r
     cdef PyObject *raw
-    if bufsize < 0:
+    if bufsize <= 0:
+        if bufsize == 0:
+            check_is_socket(sock)
+            return b""
         raise ValueError("negative buffersize in recv")
     io_begin(sock, &w)
     # The bytes object is handled as a raw pointer: _PyBytes_Resize needs the only reference.
@@ -166,7 +216,8 @@ cdef extern from *:
 
 
 def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
-    """recv_into(buffer[, nbytes[, flags]]) -> count: one recv(2) straight into buffer."""
+    """recv_into(buffer[, nbytes[, flags]]) -> count: one recv(2) straight into buffer; 0 at
+    once, without a system call, for an empty buffer."""
     cdef IoWait w
     cdef Py_buffer view
     cdef BufOp op
@@ -179,6 +230,9 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
             nbytes = view.len
         elif nbytes > view.len:
             raise ValueError("buffer too small for requested bytes")
+        if nbytes == 0:
+            check_is_socket(sock)
+            return 0
         io_begin(sock, &w)
         op.buf = <char *>view.buf
         op.len = nbytes

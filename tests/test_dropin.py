@@ -1,0 +1,395 @@
+"""Drop-in fidelity: where csock could differ from the stdlib `socket` module, it behaves the
+same (API.md section 1), on real sockets; each difference found once has a test here."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import multiprocessing
+import os
+import pickle
+import socket as stdlib_socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+from unittest import mock
+
+import pytest
+
+import csock
+from tests.tracing import needs_strace, strace
+
+PY311 = sys.version_info >= (3, 11)
+
+
+def run_snippet(code: str) -> subprocess.CompletedProcess[str]:
+    """`python -c code` in a fresh interpreter with this csock importable."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+
+
+# --- recv(0) and recv_into() of an empty buffer: b"" / 0 at once, no system call -------------
+
+def test_recv_of_zero_bytes_leaves_a_udp_datagram_queued() -> None:
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with a, b:
+        a.send(b"datagram")
+        assert b.recv(0) == b""
+        assert b.recv_into(bytearray()) == 0
+        assert b.recv_into(memoryview(bytearray(8))[:0]) == 0
+        assert b.recv(100) == b"datagram"        # still queued: no recv(2) consumed it
+
+
+def test_recv_of_zero_bytes_returns_at_once_in_every_mode() -> None:
+    a, b = csock.socketpair()
+    with a, b:
+        late = threading.Timer(2.0, a.sendall, (b"late",))   # frees a recv(2) that would block
+        late.start()
+        try:
+            started = time.monotonic()
+            assert b.recv(0) == b""                 # blocking, nothing queued
+            assert b.recv_into(bytearray()) == 0
+            b.settimeout(0.05)
+            assert b.recv(0) == b""                 # no TimeoutError
+            assert b.recv_into(bytearray()) == 0
+            b.setblocking(False)
+            assert b.recv(0) == b""                 # no BlockingIOError
+            assert b.recv_into(bytearray()) == 0
+            assert time.monotonic() - started < 1.0
+        finally:
+            late.cancel()
+            late.join()
+
+
+def test_recv_of_zero_bytes_on_a_closed_socket_is_empty_as_in_the_stdlib() -> None:
+    sock = csock.socket()
+    sock.close()
+    assert sock.recv(0) == b""
+    assert sock.recv_into(bytearray()) == 0
+    with pytest.raises(OSError):
+        sock.recv(1)
+
+
+@needs_strace
+def test_recv_of_zero_bytes_makes_no_system_call(tmp_path: Any) -> None:
+    trace, out = strace(tmp_path, (
+        "import csock\n"
+        "a, b = csock.socketpair()\n"
+        "a.send(b'x')\n"
+        "print('MARK', flush=True)\n"
+        "print(b.recv(0), b.recv_into(bytearray()), b.recv_into(bytearray(4), 0, 0))\n"), "recvfrom,write")
+    assert out.splitlines()[-1] == "b'' 0 1"
+    after_mark = trace[trace.index("MARK"):]
+    assert after_mark.count("recvfrom(") == 1     # the last call only: recv_into(buf, 0) reads len(buf)
+
+
+def test_recv_of_zero_bytes_still_checks_its_arguments() -> None:
+    with pytest.raises(TypeError):
+        csock.socket.recv(object(), 0)   # type: ignore[arg-type]
+    a, b = csock.socketpair()
+    with a, b:
+        with pytest.raises(TypeError):
+            b.recv_into(b"")                        # read-only, even when empty
+        with pytest.raises(ValueError):
+            b.recv(-1)
+
+
+def test_loop_sock_recv_of_zero_bytes_returns_at_once() -> None:
+    a, b = csock.socketpair()
+
+    async def receive_nothing() -> bytes:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.sock_recv(b, 0), 1.0)
+
+    with a, b:
+        b.setblocking(False)
+        assert asyncio.run(receive_nothing()) == b""
+
+
+# --- multiprocessing: csock sockets pass to children ------------------------------------------
+
+def child_sends_through(sock: Any, results: Any) -> None:
+    """In the child: report the socket's class and send a line through it."""
+    results.send(type(sock).__qualname__)
+    sock.sendall(b"from the child")
+    sock.close()
+
+
+@pytest.fixture
+def resource_sharer() -> Any:
+    """Stops the thread and socket multiprocessing starts to hand fds over (DupFd) after the
+    test, so that the suite's fd count comes back."""
+    yield
+    from multiprocessing import resource_sharer as sharer
+    sharer.stop()
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_csock_socket_passes_to_a_multiprocessing_child(method: str, resource_sharer: None) -> None:
+    context = multiprocessing.get_context(method)
+    parent, child = csock.socketpair()
+    results_reader, results_writer = context.Pipe(duplex=False)
+    inbox_reader, inbox_writer = context.Pipe(duplex=False)
+    with parent, child, results_reader, results_writer, inbox_reader, inbox_writer:
+        if method == "spawn":               # pickled as a Process argument
+            process = context.Process(target=child_sends_through, args=(child, results_writer))
+        else:                               # forked first, then sent through a Pipe (pickled there)
+            process = context.Process(target=receive_and_send, args=(inbox_reader, results_writer))
+        process.start()
+        try:
+            if method == "fork":
+                inbox_writer.send(child)
+            process.join(60)
+        finally:
+            inbox_writer.close()
+            if process.is_alive():
+                process.kill()
+                process.join()
+        assert process.exitcode == 0
+        assert results_reader.recv() == "StreamSocket"
+        child.close()
+        parent.settimeout(10)
+        assert parent.recv(100) == b"from the child"
+
+
+def receive_and_send(inbox: Any, results: Any) -> None:
+    child_sends_through(inbox.recv(), results)
+
+
+def base_class_socket(fd: int) -> csock.socket:
+    """A socket of exactly csock.socket (the class a type without its own class gets)."""
+    sock = stdlib_socket.socket.__new__(csock.socket)
+    stdlib_socket.socket.__init__(sock, fileno=fd)
+    return sock
+
+
+@pytest.mark.parametrize("kind", ["socket", "StreamSocket", "DatagramSocket", "SeqPacketSocket"])
+def test_forking_pickler_rebuilds_the_same_csock_class(kind: str, resource_sharer: None) -> None:
+    family, sock_type = {"DatagramSocket": (csock.AF_UNIX, csock.SOCK_DGRAM),
+                         "SeqPacketSocket": (csock.AF_UNIX, csock.SOCK_SEQPACKET)}.get(kind, (csock.AF_UNIX, csock.SOCK_STREAM))
+    a, b = csock.socketpair(family, sock_type)
+    with a, b:
+        sock = a if kind != "socket" else base_class_socket(a.detach())
+        with sock:
+            data = ForkingPickler.dumps(sock)
+            rebuilt = pickle.loads(data)            # in-process: the resource sharer dups the fd
+            with rebuilt:
+                # csock.socket(...) itself picks the class for the type, in the child too
+                assert type(rebuilt) is (csock.StreamSocket if kind == "socket" else type(sock))
+                rebuilt.send(b"rebuilt")
+                assert b.recv(100) == b"rebuilt"
+
+
+def test_plain_pickle_still_refuses_a_csock_socket() -> None:
+    a, b = csock.socketpair()
+    with a, b:
+        with pytest.raises(TypeError, match="cannot pickle"):
+            pickle.dumps(a)
+
+
+# --- create_connection: the last error, or all of them ----------------------------------------
+
+@pytest.fixture
+def two_failing_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """getaddrinfo gives a refused TCP address, then an AF_UNIX path that does not exist."""
+    refusing = stdlib_socket.socket()
+    refusing.bind(("127.0.0.1", 0))                 # bound, never listening: ECONNREFUSED
+    entries = [(stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM, 0, "", refusing.getsockname()),
+               (stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM, 0, "", "/nonexistent/csock-test")]
+    monkeypatch.setattr(csock, "getaddrinfo", lambda *args, **kwargs: entries)
+    yield
+    refusing.close()
+
+
+def test_create_connection_raises_the_last_error(two_failing_addresses: None) -> None:
+    with pytest.raises(FileNotFoundError):
+        csock.create_connection(("two.invalid", 80))
+
+
+@pytest.mark.skipif(not PY311, reason="all_errors is new in 3.11")
+def test_create_connection_with_all_errors_raises_every_one(two_failing_addresses: None) -> None:
+    with pytest.raises(ExceptionGroup) as caught:  # noqa: F821
+        csock.create_connection(("two.invalid", 80), all_errors=True)
+    assert [type(error) for error in caught.value.exceptions] == [ConnectionRefusedError, FileNotFoundError]
+
+
+@pytest.mark.skipif(PY311, reason="3.10's create_connection has no all_errors")
+def test_create_connection_takes_no_all_errors_before_311() -> None:
+    with pytest.raises(TypeError):
+        csock.create_connection(("127.0.0.1", 1), all_errors=True)
+
+
+# --- the stdlib module patched with csock's attributes ----------------------------------------
+
+@pytest.fixture
+def patched_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stdlib module's attributes replaced with csock's, as monkey-patching libraries do."""
+    for name in ("socket", "socketpair", "create_connection", "create_server", "fromfd"):
+        monkeypatch.setattr(stdlib_socket, name, getattr(csock, name))
+
+
+@pytest.fixture
+def csock_as_socket_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "socket", csock)
+
+
+def test_patched_stdlib_socketpair_and_create_server_do_not_recurse(patched_stdlib: None) -> None:
+    a, b = stdlib_socket.socketpair()
+    with a, b:
+        assert type(a) is csock.StreamSocket
+        a.sendall(b"pair")
+        assert b.recv(10) == b"pair"
+    with stdlib_socket.create_server(("127.0.0.1", 0)) as server:
+        assert type(server) is csock.StreamSocket
+        with stdlib_socket.create_connection(server.getsockname()) as client:
+            conn, _ = server.accept()
+            with conn:
+                client.sendall(b"server")
+                assert conn.recv(10) == b"server"
+    with csock.socket() as sock, stdlib_socket.fromfd(sock.fileno(), csock.AF_INET, csock.SOCK_STREAM) as dup:
+        assert type(dup) is csock.StreamSocket
+
+
+@pytest.mark.parametrize("mode", ["patched_stdlib", "csock_as_socket_module"])
+def test_a_mocked_getaddrinfo_reaches_create_connection(mode: str, request: pytest.FixtureRequest) -> None:
+    request.getfixturevalue(mode)
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        entries = [(csock.AF_INET, csock.SOCK_STREAM, 6, "", server.getsockname())]
+        with mock.patch("socket.getaddrinfo", return_value=entries) as resolver:
+            module = sys.modules["socket"]
+            with module.create_connection(("mocked.invalid", 80)) as client:
+                conn, _ = server.accept()
+                with conn:
+                    client.sendall(b"mocked")
+                    assert conn.recv(10) == b"mocked"
+        resolver.assert_called_once()
+
+
+# --- subclasses of csock.socket ---------------------------------------------------------------
+
+class TimedSocket(csock.socket):
+    """A user's subclass with its own constructor arguments."""
+
+    def __init__(self, timeout: float | None = None, kind: str = "tcp") -> None:
+        super().__init__(csock.AF_INET, csock.SOCK_DGRAM if kind == "udp" else csock.SOCK_STREAM)
+        self.settimeout(timeout)
+
+
+def test_a_subclass_with_its_own_constructor_gets_exactly_its_class() -> None:
+    with TimedSocket(2.5, kind="udp") as udp, TimedSocket(timeout=1.5) as tcp:
+        assert type(udp) is TimedSocket and udp.type == csock.SOCK_DGRAM and udp.gettimeout() == 2.5
+        assert type(tcp) is TimedSocket and tcp.type == csock.SOCK_STREAM and tcp.gettimeout() == 1.5
+        udp.bind(("127.0.0.1", 0))
+        udp.sendto(b"own class", udp.getsockname())
+        assert udp.recv(100) == b"own class"
+
+
+def test_csock_socket_itself_still_returns_the_class_for_the_type() -> None:
+    with csock.socket(csock.AF_INET, csock.SOCK_STREAM) as tcp, \
+            csock.socket(type=csock.SOCK_DGRAM) as udp, \
+            csock.socket(csock.AF_UNIX, csock.SOCK_SEQPACKET) as seq, \
+            csock.socket(fileno=os.dup(udp.fileno())) as adopted, \
+            csock.StreamSocket(csock.AF_INET) as direct:
+        assert type(tcp) is csock.StreamSocket
+        assert type(udp) is csock.DatagramSocket
+        assert type(seq) is csock.SeqPacketSocket
+        assert type(adopted) is csock.DatagramSocket
+        assert type(direct) is csock.StreamSocket
+
+
+# --- what cannot be matched: checks of the exact type -----------------------------------------
+
+@pytest.mark.skipif(importlib.util.find_spec("trio") is None, reason="trio is not installed")
+def test_trio_rejects_csock_sockets_by_their_exact_type() -> None:
+    # trio.socket.from_stdlib_socket checks `type(sock) is socket.socket` on purpose (it refuses
+    # ssl.SSLSocket the same way); csock's sockets are subclasses (README, drop-in notes).
+    proc = run_snippet(
+        "import sys, csock\n"
+        "sys.modules['socket'] = csock\n"
+        "import trio\n"
+        "async def main():\n"
+        "    try:\n"
+        "        trio.socket.socket()\n"
+        "    except TypeError as error:\n"
+        "        print('TypeError:', error)\n"
+        "trio.run(main)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "TypeError: expected object of type 'socket.socket', not 'StreamSocket'\n"
+
+
+# --- smaller differences ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, arguments", [
+    ("send", {"data": b"x"}), ("sendall", {"data": b"x"}), ("recv", {"bufsize": 1}),
+    ("send", {"flags": 0}), ("recv", {"flags": 0})])
+def test_send_and_recv_take_no_keyword_arguments(call: str, arguments: dict[str, Any]) -> None:
+    a, b = csock.socketpair()
+    with a, b:
+        b.sendall(b"queued")
+        positional = {"send": (b"x",), "sendall": (b"x",), "recv": (1,)}[call] if "flags" in arguments else ()
+        with pytest.raises(TypeError, match="keyword"):
+            getattr(a, call)(*positional, **arguments)
+
+
+def test_recv_into_takes_keyword_arguments_as_the_stdlib_does() -> None:
+    a, b = csock.socketpair()
+    with a, b:
+        a.sendall(b"abc")
+        buffer = bytearray(4)
+        assert b.recv_into(buffer=buffer, nbytes=2, flags=0) == 2
+        assert buffer[:2] == b"ab"
+
+
+def test_recv_on_a_listening_socket_with_a_timeout_waits_it_out() -> None:
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            server.recv(1)
+        with pytest.raises(TimeoutError):
+            server.recv_into(bytearray(1))
+        assert time.monotonic() - started >= 0.35
+    with csock.socket() as unconnected:             # ENOTCONN at once, as the stdlib's poll says
+        unconnected.settimeout(5)
+        started = time.monotonic()
+        with pytest.raises(OSError) as caught:
+            unconnected.recv(1)
+        assert caught.value.errno == 107 and time.monotonic() - started < 2
+
+
+def test_send_on_a_listening_socket_with_a_timeout_waits_it_out() -> None:
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            server.send(b"x")
+        with pytest.raises(TimeoutError):
+            server.sendall(b"x")
+        assert time.monotonic() - started >= 0.35
+    with csock.socket() as unconnected:             # EPIPE at once, as the stdlib's poll says
+        unconnected.settimeout(5)
+        started = time.monotonic()
+        with pytest.raises(BrokenPipeError):
+            unconnected.sendall(b"x")
+        assert time.monotonic() - started < 2
+
+
+def test_the_raw_socket_permission_error_keeps_the_stdlib_errno_and_strerror() -> None:
+    code = (
+        "import os, csock, errno\n"
+        "if os.geteuid() == 0:\n"
+        "    os.setgid(65534); os.setuid(65534)\n"
+        "try:\n"
+        "    csock.RawSocket(csock.AF_INET, csock.IPPROTO_ICMP)\n"
+        "except PermissionError as error:\n"
+        "    print(error.errno == errno.EPERM, error.strerror == os.strerror(errno.EPERM), error.args)\n"
+        "    print('CAP_NET_RAW' in ' '.join(getattr(error, '__notes__', [])) or 'CAP_NET_RAW' in str(error))\n"
+        "else:\n"
+        "    print('no error')\n")
+    proc = run_snippet(code)
+    if "Permission denied" in proc.stderr and "csock" in proc.stderr:
+        pytest.skip("the unprivileged user cannot read this worktree")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["True True (1, 'Operation not permitted')", "True"]
