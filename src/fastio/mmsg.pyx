@@ -186,9 +186,11 @@ cdef class _Outgoing:
         PyMem_Free(self.prefixes)
 
 
-cdef _Outgoing parse_outgoing(list items, object address, int family):
+cdef _Outgoing parse_outgoing(tuple items, object address, int family):
     """Export every buffer and parse every address before anything is sent: a bad item raises
-    TypeError/ValueError/gaierror with nothing sent."""
+    TypeError/ValueError/gaierror with nothing sent. items is a tuple (the caller's batch
+    copied): parsing runs user code (__hash__, __eq__, __index__ of addresses), which could
+    shrink a list that is then indexed without bounds checks."""
     cdef _Outgoing out = _Outgoing.__new__(_Outgoing)
     cdef Py_ssize_t i, n = len(items)
     cdef dict seen = {}
@@ -452,8 +454,7 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     raise_deferred_error(sock)
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
-    items = messages if isinstance(messages, list) else list(messages)
-    out = parse_outgoing(items, address, family)
+    out = parse_outgoing(tuple(messages), address, family)
     if out.count == 0:
         return 0
     if seg != -2 and out.count > 1 and is_udp(family, kind, sock.proto) \
