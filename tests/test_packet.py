@@ -689,6 +689,87 @@ def test_fields_cannot_be_deleted_or_stored_around_validation(cls):
     assert bytes(layer) == before
 
 
+# Values no field accepts: wrong types, out of range for every field, oversize option bytes.
+BAD_FIELD_VALUES = ["junk", -1, 2**70, 1.5, True, None, b"\x01" * 1000, [0] * 1000, object()]
+# The longest header each layer can have (IPv6: 40 bytes + extension headers of at most 2 KiB
+# in these tests), so a build that grew from a bad value shows.
+MAX_HEADER = {IPv4: 60, IPv6: 40 + 2048, UDP: 8, TCP: 60, ICMP: 8, ICMPv6: 8}
+
+
+def _stacked(cls):
+    """cls as the top layer of a small packet, built once (and one parsed from bytes)."""
+    under = {IPv4: UDP(), IPv6: UDP(), UDP: b"payload", TCP: b"payload", ICMP: b"echo", ICMPv6: b"echo"}
+    built = cls() / under[cls]
+    return [built, parse(bytes(built), cls._first)]
+
+
+def _descriptor(layer, name):
+    return next(k.__dict__[name] for k in type(layer).__mro__ if name in k.__dict__)
+
+
+def _uses_survive(layer, limit):
+    """Every use of a layer: each may raise TypeError/ValueError (PacketError is a ValueError),
+    none may crash or build a header beyond limit bytes."""
+    for use in (bytes, len, repr, lambda p: p.verify(), lambda p: p.fields(), lambda p: p.copy(),
+                lambda p: p == p.copy(), lambda p: p / b"more", pickle.dumps):
+        try:
+            result = use(layer)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(result, bytes) and use is bytes:
+            assert len(result) <= limit + 64, f"{len(result)}-byte packet from a bad field"
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+def test_field_descriptors_refuse_stores_and_deletes_that_skip_validation(cls):
+    """type(p).__dict__["options"].__set__(p, [0] * 1000) used to store anything: bytes(p)
+    then built a 1029-byte packet and verify() overflowed a stack buffer; __delete__ left a
+    NULL slot that bytes(p) dereferenced."""
+    for layer in _stacked(cls):
+        before = bytes(layer)
+        for name in (*cls._field_names, "payload"):
+            descriptor = _descriptor(layer, name)
+            for bad in BAD_FIELD_VALUES:
+                try:
+                    descriptor.__set__(layer, bad)
+                except AttributeError:
+                    pass
+                _uses_survive(layer, MAX_HEADER[cls])
+            with pytest.raises(AttributeError):
+                descriptor.__delete__(layer)
+            _uses_survive(layer, MAX_HEADER[cls])
+        assert bytes(layer) == before           # nothing was stored
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+def test_c_code_checks_every_field_slot_where_it_reads_it(cls, monkeypatch):
+    """With a layer's rule table loosened at run time (the one way left for a value that
+    __setattr__ would refuse to reach a slot), the C code that reads the slot still refuses
+    it: a wrong type or an out-of-range value raises, an oversize option never builds."""
+    # (src and dst are not read from their slots: bytes() builds them from the packed address
+    # set_special keeps beside the str)
+    for name in (n for n in cls._field_names if n not in ("src", "dst")):
+        label = f"{cls.__name__}.{name}"
+        monkeypatch.setitem(cls._rules, name, (label, 2**62, True))     # any int, or None
+        for bad in (2**40, 2**20, 70000, 256, 16, None):
+            for layer in _stacked(cls):
+                setattr(layer, name, bad)
+                _uses_survive(layer, MAX_HEADER[cls])
+                if bad is not None and bad > 0xFFFFFFFF:       # beyond every field
+                    with pytest.raises((TypeError, ValueError), match=label):
+                        bytes(layer)
+        monkeypatch.undo()
+    for name in ("options", "ext"):
+        if name in cls._field_names:               # an int where C expects option bytes
+            monkeypatch.setitem(cls._rules, name, (f"{cls.__name__}.{name}", 2**62, True))
+            for layer in _stacked(cls):
+                setattr(layer, name, 1000)
+                with pytest.raises(TypeError):
+                    bytes(layer)
+                _uses_survive(layer, MAX_HEADER[cls])
+            monkeypatch.undo()
+
+
 def test_field_stores_by_any_name_object_are_validated():
     p = IPv4()
     name = "".join(["t", "tl"])                  # not the interned "ttl"

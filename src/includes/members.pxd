@@ -1,5 +1,5 @@
 # Member descriptors: object slots of an extension type exposed as attributes (members.h).
-from cpython.object cimport PyTypeObject
+from cpython.object cimport PyObject, PyTypeObject
 
 
 cdef extern from "members.h":
@@ -15,3 +15,4 @@ cdef extern from "members.h":
     int csock_type_set(PyTypeObject *type, object name, object value) except -1
     void csock_use_generic_getattr(PyTypeObject *type)
     Py_ssize_t csock_member_offset(object descr)
+    PyObject **csock_member_slot(object obj, object name)
