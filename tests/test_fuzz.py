@@ -350,6 +350,7 @@ def test_send_batches_of_any_items_send_all_or_nothing(items):
     a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
     with a, b:
         b.setblocking(False)
+        a.settimeout(10)                             # a stuck send fails instead of hanging
         try:
             sent = a.send_batch(items)
         except (TypeError, ValueError, BufferError, OSError):
