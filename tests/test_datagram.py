@@ -255,6 +255,66 @@ def test_bad_items_send_nothing(dgram):
         rx.recv_batch()
 
 
+def test_a_strided_unix_address_is_refused(tmp_path):
+    path = str(tmp_path / "rx.sock").encode()
+    with csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as rx, \
+            csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as tx:
+        rx.bind(path)
+        # the path reversed: read as if contiguous it would run past the buffer's end
+        for strided in (memoryview(path[::-1])[::-1], memoryview(path * 2)[::2]):
+            with pytest.raises(BufferError):
+                tx.send_batch([b"never"], strided)
+            with pytest.raises(BufferError):
+                tx.send_batch([(b"never", strided)])
+        assert tx.send_batch([b"sent"], memoryview(path)) == 1
+        assert [bytes(d.data) for d in receive(rx, 1)] == [b"sent"]
+        rx.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch()
+
+
+class _ShrinkingHost(str):
+    """An address part whose __hash__ (run by send_batch while it parses the batch) empties
+    the list being sent."""
+    batch: list = []
+
+    def __hash__(self):
+        self.batch.clear()
+        return str.__hash__(self)
+
+
+class _ShrinkingPort:
+    """A port whose __index__ empties the list being sent."""
+    batch: list = []
+
+    def __init__(self, port):
+        self.port = port
+
+    def __index__(self):
+        self.batch.clear()
+        return self.port
+
+
+@pytest.mark.parametrize("where", ["address", "port"])
+def test_a_batch_emptied_by_user_code_during_send_batch_is_sent_as_passed(dgram, where):
+    tx, rx, rx_addr, _ = dgram
+    if where == "port" and not isinstance(rx_addr, tuple):
+        pytest.skip("AF_UNIX addresses have no port")
+    payloads = [b"%03d" % i for i in range(200)]
+    batch = list(payloads)
+    if where == "address":
+        target = (_ShrinkingHost(rx_addr[0]), *rx_addr[1:]) if isinstance(rx_addr, tuple) else _ShrinkingHost(rx_addr)
+        _ShrinkingHost.batch = batch
+    else:
+        target = (rx_addr[0], _ShrinkingPort(rx_addr[1]), *rx_addr[2:])
+        _ShrinkingPort.batch = batch
+    batch[0] = (payloads[0], target)
+    # the items are the ones passed when the call began: all of them go out, in order
+    assert tx.send_batch(batch, rx_addr) == 200
+    assert batch == []
+    assert [bytes(d.data) for d in receive(rx, 200)] == payloads
+
+
 def test_absurd_arguments(dgram):
     tx, rx, _, _ = dgram
     for kwargs in ({"max_messages": 10**12}, {"max_messages": 0}, {"bufsize": -1}, {"bufsize": 10**12}):

@@ -92,6 +92,103 @@ def test_absurd_arguments_raise_value_error(call):
             call(b)
 
 
+# Every callable of csock._fastio, private ones included, called with arguments of the wrong
+# type or size: each call may raise or return, never crash the interpreter. The calls run in a
+# child process, which prints each call before making it, so a crash fails this test and names
+# the call instead of killing pytest.
+BAD_ARGUMENTS_CHILD = textwrap.dedent("""
+    import itertools, socket as stdlib_socket, sys
+    import csock
+    from csock import _fastio
+
+    def made_by_new(cls):
+        try:
+            return cls.__new__(cls)
+        except Exception:
+            return None
+
+    def sockets():
+        stream, peer = csock.socketpair()
+        dgram, dgram_peer = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+        records, records_peer = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+        plain, plain_peer = stdlib_socket.socketpair()
+        closed = csock.socket()
+        closed.close()
+        made = [stream, peer, dgram, dgram_peer, records, records_peer, plain, plain_peer]
+        for s in made:
+            s.setblocking(False)                     # nothing may wait for data
+        return [stream, dgram, records, plain, closed], made
+
+    socks, keep = sockets()
+    # (the wrong-type objects any call may get; the first ones also in threes)
+    FEW = [None, -1, 2**64, "text", b"x" * 140, [b"x" * 140], (None,), memoryview(b"abcdef")[::-1],
+           socks[1]]
+    MANY = FEW + [0, 2**31, -2**63, "", b"", bytearray(3), [], [None], [1, 2], (), (None, None),
+                  ("", -1), {}, object(), 1.5, int, _fastio.Datagram, *socks,
+                  *(made_by_new(c) for c in (_fastio.Datagram, _fastio.MessageView, _fastio.IPv4,
+                                             _fastio.SPPHeader, _fastio.BatchReceiver))]
+
+    def call(name, f, args):
+        names = []
+        for a in args:
+            try:
+                names.append(repr(a)[:40])
+            except Exception:
+                names.append(type(a).__name__)
+        print(f"{name}({', '.join(names)})", flush=True)
+        try:
+            f(*args)
+        except Exception:
+            pass
+
+    def argument_lists(many, most=3):
+        yield ()
+        for a in many:
+            yield (a,)
+        yield from itertools.product(many, FEW)
+        if most == 3:
+            yield from itertools.product(FEW, repeat=3)
+
+    def methods(obj):
+        # the methods csock's classes define (not those inherited from object)
+        own = {attr for cls in type(obj).__mro__ if cls is not object for attr in vars(cls)}
+        for attr in sorted(own - {"__new__", "__init__", "__init_subclass__"}):
+            try:
+                m = getattr(obj, attr)
+            except Exception:
+                continue
+            if callable(m):
+                yield attr, m
+
+    for name in dir(_fastio):
+        f = getattr(_fastio, name)
+        if not callable(f) or name in ("__loader__", "__build_class__", "__import__"):
+            continue
+        if isinstance(f, type) and issubclass(f, BaseException):
+            continue
+        for args in argument_lists(MANY):
+            call(name, f, args)
+        obj = made_by_new(f) if isinstance(f, type) else None
+        if obj is not None:                          # an instance csock never initialised
+            for attr, m in methods(obj):
+                for args in argument_lists(FEW, most=2):
+                    call(f"{name}().{attr}", m, args)
+    print("survived", flush=True)
+""")
+
+
+def test_every_fastio_callable_survives_arguments_of_the_wrong_type():
+    import csock._fastio
+    child = subprocess.run([sys.executable, "-c", BAD_ARGUMENTS_CHILD], capture_output=True,
+                           text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(csock.__file__)))
+    calls = child.stdout.splitlines()
+    assert child.returncode == 0 and calls[-1:] == ["survived"], (
+        f"exit {child.returncode} at {calls[-1:]}: {child.stderr[-2000:]}")
+    called = {line.split("(")[0].split("()")[0] for line in calls}
+    assert {n for n in dir(csock._fastio) if not n.startswith("__") and callable(getattr(csock._fastio, n))
+            and not (isinstance(getattr(csock._fastio, n), type) and issubclass(getattr(csock._fastio, n), BaseException))} <= called
+
+
 def test_no_fd_growth_over_many_pairs():
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(2000):

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from csock import packet as pk
 from csock.packet import ICMP, ICMPv6, IPv4, IPv6, TCP, UDP, PacketError, checksum, parse
 
+from .strategies import extension_chains, packets, payloads, u8, udps
+
 scapy = pytest.importorskip("scapy.all")
 dpkt = pytest.importorskip("dpkt")
 S_IP, S_IPv6, S_UDP, S_TCP, S_ICMP = scapy.IP, scapy.IPv6, scapy.UDP, scapy.TCP, scapy.ICMP
@@ -440,31 +442,7 @@ def test_setters_validate_and_mark_dirty():
 
 # --- hypothesis ---------------------------------------------------------------------------
 
-u8, u16 = st.integers(0, 0xFF), st.integers(0, 0xFFFF)
-v4addr = st.binary(min_size=4, max_size=4).map(socket.inet_ntoa)
-v6addr = st.binary(min_size=16, max_size=16).map(lambda b: socket.inet_ntop(socket.AF_INET6, b))
-opts = st.integers(0, 10).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4 * n))
-payloads = st.binary(max_size=300)
-maybe16 = st.none() | u16
-
-ipv4s = st.builds(IPv4, tos=u8, id=u16, flags=st.sampled_from([0, 2, 4, 6]), frag=st.just(0), ttl=u8,
-                  src=v4addr, dst=v4addr, options=opts, chksum=maybe16)
-ipv6s = st.builds(IPv6, tc=u8, fl=st.integers(0, 0xFFFFF), hlim=u8, src=v6addr, dst=v6addr)
-udps = st.builds(UDP, sport=u16, dport=u16, chksum=maybe16)
-tcps = st.builds(TCP, sport=u16, dport=u16, seq=st.integers(0, 2**32 - 1), ack=st.integers(0, 2**32 - 1),
-                 reserved=st.integers(0, 7), flags=st.integers(0, 0x1FF), window=u16, urgptr=u16,
-                 options=opts, chksum=maybe16)
-icmps = st.builds(ICMP, type=u8, code=u8, id=u16, seq=u16, chksum=maybe16)
-icmp6s = st.builds(ICMPv6, type=u8, code=u8, id=u16, seq=u16, chksum=maybe16)
-
-
-@st.composite
-def packets(draw):
-    if draw(st.booleans()):
-        ip, upper = draw(ipv4s), draw(st.one_of(udps, tcps, icmps))
-    else:
-        ip, upper = draw(ipv6s), draw(st.one_of(udps, tcps, icmp6s))
-    return ip / upper / draw(payloads)
+# (the strategies are in tests/strategies.py, shared with the fuzz tests)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -689,6 +667,87 @@ def test_fields_cannot_be_deleted_or_stored_around_validation(cls):
     assert bytes(layer) == before
 
 
+# Values no field accepts: wrong types, out of range for every field, oversize option bytes.
+BAD_FIELD_VALUES = ["junk", -1, 2**70, 1.5, True, None, b"\x01" * 1000, [0] * 1000, object()]
+# The longest header each layer can have (IPv6: 40 bytes + extension headers of at most 2 KiB
+# in these tests), so a build that grew from a bad value shows.
+MAX_HEADER = {IPv4: 60, IPv6: 40 + 2048, UDP: 8, TCP: 60, ICMP: 8, ICMPv6: 8}
+
+
+def _stacked(cls):
+    """cls as the top layer of a small packet, built once (and one parsed from bytes)."""
+    under = {IPv4: UDP(), IPv6: UDP(), UDP: b"payload", TCP: b"payload", ICMP: b"echo", ICMPv6: b"echo"}
+    built = cls() / under[cls]
+    return [built, parse(bytes(built), cls._first)]
+
+
+def _descriptor(layer, name):
+    return next(k.__dict__[name] for k in type(layer).__mro__ if name in k.__dict__)
+
+
+def _uses_survive(layer, limit):
+    """Every use of a layer: each may raise TypeError/ValueError (PacketError is a ValueError),
+    none may crash or build a header beyond limit bytes."""
+    for use in (bytes, len, repr, lambda p: p.verify(), lambda p: p.fields(), lambda p: p.copy(),
+                lambda p: p == p.copy(), lambda p: p / b"more", pickle.dumps):
+        try:
+            result = use(layer)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(result, bytes) and use is bytes:
+            assert len(result) <= limit + 64, f"{len(result)}-byte packet from a bad field"
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+def test_field_descriptors_refuse_stores_and_deletes_that_skip_validation(cls):
+    """type(p).__dict__["options"].__set__(p, [0] * 1000) used to store anything: bytes(p)
+    then built a 1029-byte packet and verify() overflowed a stack buffer; __delete__ left a
+    NULL slot that bytes(p) dereferenced."""
+    for layer in _stacked(cls):
+        before = bytes(layer)
+        for name in (*cls._field_names, "payload"):
+            descriptor = _descriptor(layer, name)
+            for bad in BAD_FIELD_VALUES:
+                try:
+                    descriptor.__set__(layer, bad)
+                except AttributeError:
+                    pass
+                _uses_survive(layer, MAX_HEADER[cls])
+            with pytest.raises(AttributeError):
+                descriptor.__delete__(layer)
+            _uses_survive(layer, MAX_HEADER[cls])
+        assert bytes(layer) == before           # nothing was stored
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+def test_c_code_checks_every_field_slot_where_it_reads_it(cls, monkeypatch):
+    """With a layer's rule table loosened at run time (the one way left for a value that
+    __setattr__ would refuse to reach a slot), the C code that reads the slot still refuses
+    it: a wrong type or an out-of-range value raises, an oversize option never builds."""
+    # (src and dst are not read from their slots: bytes() builds them from the packed address
+    # set_special keeps beside the str)
+    for name in (n for n in cls._field_names if n not in ("src", "dst")):
+        label = f"{cls.__name__}.{name}"
+        monkeypatch.setitem(cls._rules, name, (label, 2**62, True))     # any int, or None
+        for bad in (2**40, 2**20, 70000, 256, 16, None):
+            for layer in _stacked(cls):
+                setattr(layer, name, bad)
+                _uses_survive(layer, MAX_HEADER[cls])
+                if bad is not None and bad > 0xFFFFFFFF:       # beyond every field
+                    with pytest.raises((TypeError, ValueError), match=label):
+                        bytes(layer)
+        monkeypatch.undo()
+    for name in ("options", "ext"):
+        if name in cls._field_names:               # an int where C expects option bytes
+            monkeypatch.setitem(cls._rules, name, (f"{cls.__name__}.{name}", 2**62, True))
+            for layer in _stacked(cls):
+                setattr(layer, name, 1000)
+                with pytest.raises(TypeError):
+                    bytes(layer)
+                _uses_survive(layer, MAX_HEADER[cls])
+            monkeypatch.undo()
+
+
 def test_field_stores_by_any_name_object_are_validated():
     p = IPv4()
     name = "".join(["t", "tl"])                  # not the interned "ttl"
@@ -774,28 +833,6 @@ def test_a_temporary_whose_inner_layer_is_held_elsewhere_is_copied():
     assert held[0].payload == b"" and p[UDP] is not held[0]
     q = make() / UDP()                          # a layer after an empty payload
     assert isinstance(q[UDP].payload, UDP) and held[1].payload == b""
-
-
-@st.composite
-def extension_chains(draw):
-    """Raw IPv6 extension headers (hop-by-hop, destination options, routing with no segments
-    left, AH) ending in UDP: (first nh, ext bytes)."""
-    kinds = draw(st.lists(st.sampled_from([0, 60, 43, 51]), max_size=4))
-    chain = b""
-    for i, kind in enumerate(kinds):
-        nxt = kinds[i + 1] if i + 1 < len(kinds) else 17
-        if kind == 51:
-            words = draw(st.integers(1, 4))                    # AH: (len + 2) * 4 bytes; 8-aligned here
-            size = 8 * words
-            body = draw(st.binary(min_size=size - 2, max_size=size - 2))
-            chain += bytes([nxt, size // 4 - 2]) + body
-        else:
-            units = draw(st.integers(0, 3))
-            body = draw(st.binary(min_size=8 * units + 6, max_size=8 * units + 6))
-            if kind == 43:
-                body = bytes([0, 0]) + body[2:]                # type 0, segments left 0
-            chain += bytes([nxt, units]) + body
-    return (kinds[0] if kinds else 17), chain
 
 
 @settings(max_examples=200, deadline=None)

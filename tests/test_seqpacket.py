@@ -229,6 +229,20 @@ def test_out_of_range_fields_raise_value_error(field, bad):
         SPPHeader(**{field: "1"})
 
 
+def test_unpack_takes_any_contiguous_buffer_and_refuses_a_strided_one():
+    raw = SPP.pack(0x50, 3, 0x1234, 0xBEEF, 7, 6, 9) + b"payload"
+    expected = SPPHeader.unpack(raw)
+    for contiguous in (bytearray(raw), memoryview(raw), memoryview(raw)[:12]):
+        assert SPPHeader.unpack(contiguous) == expected
+    # a reversed or strided view is not one run of bytes: reading it from its first element
+    # would run past the end of the buffer (the stdlib's send refuses it the same way)
+    for strided in (memoryview(raw)[::-1], memoryview(raw * 2)[::2]):
+        with pytest.raises(BufferError):
+            SPPHeader.unpack(strided)
+    with pytest.raises(TypeError):
+        SPPHeader.unpack("not bytes")
+
+
 def test_default_header_numbered_by_the_socket(pair):
     a, b = pair
     a.default_header = SPPHeader(source_connection=1, destination_connection=2, datastream_type=5)

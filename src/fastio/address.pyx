@@ -2,7 +2,10 @@
 # AF_INET (host, port); AF_INET6 (host, port[, flowinfo[, scope_id]]); AF_UNIX a path (str, or
 # bytes; a leading NUL makes it abstract). Numeric hosts are parsed with inet_pton(3); names
 # go through getaddrinfo(3) (socket.gaierror when they don't resolve), as in the stdlib.
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.long cimport PyLong_CheckExact
+from cpython.number cimport PyNumber_Index
 from libc.errno cimport ENAMETOOLONG as errno_ENAMETOOLONG
 from libc.string cimport memcpy, memset, memcmp
 from includes.socket cimport sockaddr, sockaddr_storage, socklen_t, AF_UNIX, AF_INET, AF_INET6, SOCK_DGRAM
@@ -16,7 +19,10 @@ cdef enum:
 
 
 cdef int port_from(object port) except -1:
-    cdef long value = port               # TypeError for a non-integer, as the stdlib
+    cdef long value
+    if not PyLong_CheckExact(port):
+        port = PyNumber_Index(port)      # TypeError for a non-integer, as the stdlib
+    value = port
     if value < 0 or value > 0xFFFF:
         raise OverflowError("port must be 0-65535.")
     return value
@@ -56,9 +62,6 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
     """Fill out from a Python address of the socket's family; returns the sockaddr length."""
     cdef sockaddr_in *v4
     cdef sockaddr_in6 *v6
-    cdef sockaddr_un *un
-    cdef const unsigned char[:] path
-    cdef Py_ssize_t n
     memset(out, 0, sizeof(sockaddr_storage))
     if family == AF_INET:
         if not isinstance(address, tuple):
@@ -97,19 +100,30 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
             address = _os.fsencode(address)
         elif not isinstance(address, (bytes, bytearray, memoryview)):
             raise TypeError(f"a bytes-like object or str is required for AF_UNIX, not {type(address).__name__}")
-        path = address
-        n = path.shape[0]
-        if n > SUN_PATH_MAX or (n == SUN_PATH_MAX and path[0] != 0):
-            raise OSError(errno_ENAMETOOLONG, "AF_UNIX path too long")
-        un = <sockaddr_un *>out
-        un.sun_family = AF_UNIX
-        if n:
-            memcpy(un.sun_path, &path[0], n)
-        # A pathname is NUL-terminated and its length counts the NUL; an abstract name (leading
-        # NUL) is exactly its bytes (unix(7)).
-        return SUN_PATH_OFFSET + n + (1 if n and path[0] != 0 else 0)
+        return sockaddr_un_from(address, <sockaddr_un *>out)
     raise ValueError(f"csock batches support AF_INET, AF_INET6 and AF_UNIX addresses, not family {family}")
 
+
+cdef socklen_t sockaddr_un_from(object path, sockaddr_un *un) except 0:
+    """Fill un from a bytes-like path: one contiguous run of bytes (BufferError for a strided
+    view, as the stdlib's sendto), at most 108 bytes."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    cdef const char *name
+    PyObject_GetBuffer(path, &view, PyBUF_SIMPLE)
+    try:
+        n = view.len
+        name = <const char *>view.buf
+        if n > SUN_PATH_MAX or (n == SUN_PATH_MAX and name[0] != 0):
+            raise OSError(errno_ENAMETOOLONG, "AF_UNIX path too long")
+        un.sun_family = AF_UNIX
+        if n:
+            memcpy(un.sun_path, name, n)
+        # A pathname is NUL-terminated and its length counts the NUL; an abstract name (leading
+        # NUL) is exactly its bytes (unix(7)).
+        return SUN_PATH_OFFSET + n + (1 if n and name[0] != 0 else 0)
+    finally:
+        PyBuffer_Release(&view)
 
 
 cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length):

@@ -36,11 +36,12 @@ cdef public class _ICMPBase(Layer) [object csock_ICMPBase, type csock_ICMPBase_T
         return 0
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
-        cdef long chksum = opt_long(<PyObject *>self.chksum)
-        p[0] = <uint8_t>field_long(<PyObject *>self.type)
-        p[1] = <uint8_t>field_long(<PyObject *>self.code)
-        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id))
-        store_be16(p + 6, <uint16_t>field_long(<PyObject *>self.seq))
+        cdef bint v6 = self._kind == K_ICMPV6
+        cdef long chksum = opt_long(<PyObject *>self.chksum, 0xFFFF, "ICMPv6.chksum" if v6 else "ICMP.chksum")
+        p[0] = <uint8_t>field_long(<PyObject *>self.type, 0xFF, "ICMPv6.type" if v6 else "ICMP.type")
+        p[1] = <uint8_t>field_long(<PyObject *>self.code, 0xFF, "ICMPv6.code" if v6 else "ICMP.code")
+        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id, 0xFFFF, "ICMPv6.id" if v6 else "ICMP.id"))
+        store_be16(p + 6, <uint16_t>field_long(<PyObject *>self.seq, 0xFFFF, "ICMPv6.seq" if v6 else "ICMP.seq"))
         if chksum >= 0:
             store_be16(p + 2, <uint16_t>chksum)
         else:
@@ -80,7 +81,7 @@ cdef extern from *:
 
 cdef Py_ssize_t _icmp_slots[5]
 _icmp_slots[:] = [ICMP_TYPE, ICMP_CODE, ICMP_CHKSUM, ICMP_ID, ICMP_SEQ]
-install_members(_ICMPBase, _ICMPBase._field_names, _icmp_slots, False)
+install_members(_ICMPBase, _ICMPBase._field_names, _icmp_slots, True)
 
 
 @cython.final

@@ -68,23 +68,28 @@ cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
     cdef Py_ssize_t header_len(self) except -1:
         if self.options is None:        # made with IPv4.__new__ and never initialised
             self.options = EMPTY
-        return IPV4_HEADER + (PyBytes_GET_SIZE(self.options) + 3) // 4 * 4
+        return IPV4_HEADER + (options_length(self.options, IPV4_MAX_OPTIONS, "IPv4.options") + 3) // 4 * 4
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
-        cdef Py_ssize_t nopt = PyBytes_GET_SIZE(self.options)
+        cdef Py_ssize_t nopt = options_length(self.options, IPV4_MAX_OPTIONS, "IPv4.options")
         cdef Py_ssize_t hlen = self._hlen
-        cdef long ihl = opt_long(<PyObject *>self.ihl), length = opt_long(<PyObject *>self.len)
-        cdef long proto = opt_long(<PyObject *>self.proto), chksum = opt_long(<PyObject *>self.chksum)
-        cdef long version = field_long(<PyObject *>self.version)
-        cdef long flags = field_long(<PyObject *>self.flags), frag = field_long(<PyObject *>self.frag)
+        cdef long ihl = opt_long(<PyObject *>self.ihl, 15, "IPv4.ihl")
+        cdef long length = opt_long(<PyObject *>self.len, 0xFFFF, "IPv4.len")
+        cdef long proto = opt_long(<PyObject *>self.proto, 0xFF, "IPv4.proto")
+        cdef long chksum = opt_long(<PyObject *>self.chksum, 0xFFFF, "IPv4.chksum")
+        cdef long version = field_long(<PyObject *>self.version, 15, "IPv4.version")
+        cdef long flags = field_long(<PyObject *>self.flags, 7, "IPv4.flags")
+        cdef long frag = field_long(<PyObject *>self.frag, 0x1FFF, "IPv4.frag")
+        if IPV4_HEADER + (nopt + 3) // 4 * 4 != hlen:     # measured with other options
+            raise PacketError("IPv4.options changed while the packet was built")
         if length < 0 and self._size > 0xFFFF:
             raise PacketError(f"IPv4 packet of {self._size} bytes is longer than 65535")
         p[0] = <uint8_t>((version << 4) | ((ihl if ihl >= 0 else hlen >> 2) & 0xF))
-        p[1] = <uint8_t>field_long(<PyObject *>self.tos)
+        p[1] = <uint8_t>field_long(<PyObject *>self.tos, 0xFF, "IPv4.tos")
         store_be16(p + 2, <uint16_t>(length if length >= 0 else self._size))
-        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id))
+        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id, 0xFFFF, "IPv4.id"))
         store_be16(p + 6, <uint16_t>((flags << 13) | frag))
-        p[8] = <uint8_t>field_long(<PyObject *>self.ttl)
+        p[8] = <uint8_t>field_long(<PyObject *>self.ttl, 0xFF, "IPv4.ttl")
         p[9] = <uint8_t>(proto if proto >= 0 else proto_of(self._payload, False))
         p[10] = 0
         p[11] = 0
@@ -147,7 +152,7 @@ cdef extern from *:
 cdef Py_ssize_t _ipv4_slots[13]
 _ipv4_slots[:] = [IPV4_VERSION, IPV4_IHL, IPV4_TOS, IPV4_LEN, IPV4_ID, IPV4_FLAGS, IPV4_FRAG,
                   IPV4_TTL, IPV4_PROTO, IPV4_CHKSUM, IPV4_SRC, IPV4_DST, IPV4_OPTIONS]
-install_members(IPv4, IPv4._field_names, _ipv4_slots, False)
+install_members(IPv4, IPv4._field_names, _ipv4_slots, True)
 cache_instances(<PyTypeObject *>IPv4)     # @cython.freelist would not apply to a subclass
 
 

@@ -61,27 +61,31 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
     cdef Py_ssize_t header_len(self) except -1:
         if self.ext is None:            # made with IPv6.__new__ and never initialised
             self.ext = EMPTY
-        return IPV6_HEADER + PyBytes_GET_SIZE(self.ext)
+        return IPV6_HEADER + ext_length(self.ext)
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
-        cdef Py_ssize_t plen = self._size - IPV6_HEADER
-        cdef long nh = opt_long(<PyObject *>self.nh), given_plen = opt_long(<PyObject *>self.plen)
-        cdef uint32_t version = field_long(<PyObject *>self.version), tc = field_long(<PyObject *>self.tc)
-        cdef uint32_t fl = field_long(<PyObject *>self.fl)
+        cdef Py_ssize_t plen = self._size - IPV6_HEADER, extlen = ext_length(self.ext)
+        cdef long nh = opt_long(<PyObject *>self.nh, 0xFF, "IPv6.nh")
+        cdef long given_plen = opt_long(<PyObject *>self.plen, 0xFFFF, "IPv6.plen")
+        cdef uint32_t version = field_long(<PyObject *>self.version, 15, "IPv6.version")
+        cdef uint32_t tc = field_long(<PyObject *>self.tc, 0xFF, "IPv6.tc")
+        cdef uint32_t fl = field_long(<PyObject *>self.fl, 0xFFFFF, "IPv6.fl")
+        if IPV6_HEADER + extlen != self._hlen:       # measured with other extension headers
+            raise PacketError("IPv6.ext changed while the packet was built")
         if given_plen < 0 and plen > 0xFFFF:
             raise PacketError(f"IPv6 payload of {plen} bytes is longer than 65535")
         if nh < 0:
-            if PyBytes_GET_SIZE(self.ext):
+            if extlen:
                 raise PacketError("IPv6.nh must be given when ext holds extension headers")
             nh = proto_of(self._payload, True)
         store_be32(p, (version << 28) | (tc << 20) | fl)
         store_be16(p + 4, <uint16_t>(given_plen if given_plen >= 0 else plen))
         p[6] = <uint8_t>nh
-        p[7] = <uint8_t>field_long(<PyObject *>self.hlim)
+        p[7] = <uint8_t>field_long(<PyObject *>self.hlim, 0xFF, "IPv6.hlim")
         memcpy(p + 8, self._src, 16)
         memcpy(p + 24, self._dst, 16)
-        if PyBytes_GET_SIZE(self.ext):
-            memcpy(p + IPV6_HEADER, PyBytes_AS_STRING(self.ext), PyBytes_GET_SIZE(self.ext))
+        if extlen:
+            memcpy(p + IPV6_HEADER, PyBytes_AS_STRING(self.ext), extlen)
         return 0
 
     cdef uint64_t pseudo(self, int proto, Py_ssize_t length) except? 0xFFFFFFFFFFFFFFFF:
@@ -90,9 +94,9 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
         # type 4 segment routing header); at the final node it is the header's dst.
         cdef const uint8_t *final = self._dst
         cdef const uint8_t *e
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.ext) if self.ext is not None else 0
+        cdef Py_ssize_t n = ext_length(self.ext) if self.ext is not None else 0
         cdef Py_ssize_t pos = 0, elen, count
-        cdef long nh = opt_long(<PyObject *>self.nh)
+        cdef long nh = opt_long(<PyObject *>self.nh, 0xFF, "IPv6.nh")
         while n and is_extension(nh) and pos + 8 <= n:
             e = <const uint8_t *>PyBytes_AS_STRING(self.ext) + pos
             elen = 8 if nh == PROTO_FRAGMENT else ((e[1] + 2) * 4 if nh == PROTO_AH else (e[1] + 1) * 8)
@@ -137,7 +141,7 @@ cdef extern from *:
 cdef Py_ssize_t _ipv6_slots[9]
 _ipv6_slots[:] = [IPV6_VERSION, IPV6_TC, IPV6_FL, IPV6_PLEN, IPV6_NH, IPV6_HLIM, IPV6_SRC,
                   IPV6_DST, IPV6_EXT]
-install_members(IPv6, IPv6._field_names, _ipv6_slots, False)
+install_members(IPv6, IPv6._field_names, _ipv6_slots, True)
 cache_instances(<PyTypeObject *>IPv6)     # @cython.freelist would not apply to a subclass
 
 
@@ -146,6 +150,14 @@ cdef bytes ipv6_ext(object value):
     if PyBytes_GET_SIZE(b) % 8:
         raise ValueError(f"IPv6.ext must be a multiple of 8 bytes long, got {PyBytes_GET_SIZE(b)}")
     return b
+
+
+cdef Py_ssize_t ext_length(object value) except -1:
+    """The length of the ext slot (see ipv6_ext), checked where C reads it."""
+    cdef Py_ssize_t n = options_length(value, 0xFFFF, "IPv6.ext")
+    if n % 8:
+        raise ValueError(f"IPv6.ext must be a multiple of 8 bytes long, got {n}")
+    return n
 
 
 cdef inline bint is_extension(int nh) noexcept:

@@ -7,13 +7,17 @@
 # (25-50 ns, plus a new int object for values above 256). install_members() exposes chosen
 # object attributes of a Cython type as member descriptors instead and restores the generic
 # getattr. The slots are found by offsetof() on the type's instance struct (a `public` class
-# names it). Stores through the descriptors are allowed: a type that validates values does so
-# in its __setattr__ and stores through the descriptor afterwards.
+# names it). Descriptors of a type that validates values are read-only (readonly=True): a
+# store or delete through the descriptor itself (type(p).__dict__["ttl"].__set__(p, x),
+# .__delete__) would skip the validation or leave a NULL slot for C code to read. Such a type
+# validates in its __setattr__ and stores with store_member().
 from cpython.mem cimport PyMem_RawCalloc
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject, PyTypeObject, PyObject_GenericSetAttr
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8
 from includes.members cimport (PyMemberDef, Py_T_OBJECT_EX, Py_READONLY, PyDescr_NewMember,
-                              csock_type_set, csock_use_generic_getattr, csock_member_offset)
+                              csock_type_set, csock_use_generic_getattr, csock_member_offset,
+                              csock_member_slot)
 
 cdef list _member_names = []      # the descriptors point at these strings' UTF-8 forever
 
@@ -57,3 +61,19 @@ cdef inline PyObject *slot_value(object obj, Py_ssize_t offset) noexcept:
     """The object in obj's slot at offset (borrowed; NULL while the slot is unset). obj must be
     an instance of the type the offset came from."""
     return (<PyObject **>((<char *><PyObject *>obj) + offset))[0]
+
+
+cdef int store_member(object obj, object name, object value) except -1:
+    """Store value (already validated) in the object slot of obj that the member descriptor
+    `name` of its type names, read-only or not; anything else goes to the generic setattr
+    (AttributeError for a name obj has no slot for)."""
+    cdef PyObject **slot = csock_member_slot(obj, name)
+    cdef PyObject *old
+    if slot == NULL:
+        PyObject_GenericSetAttr(obj, name, value)
+        return 0
+    Py_INCREF(value)
+    old = slot[0]
+    slot[0] = <PyObject *>value
+    Py_XDECREF(old)
+    return 0

@@ -37,6 +37,7 @@ cdef enum:
 @cython.freelist(1024)
 @cython.no_gc      # fields are read-only and set only by csock (views, addresses, bools, numbers):
                    # none can refer back to a Datagram, so no cycle can form
+@cython.auto_pickle(False)   # Cython's generated __setstate__ indexes the state unchecked
 cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
     """One received datagram or record: ``data`` (a read-only MessageView that stays valid
     while held), ``address`` (the sender, as the stdlib's recvfrom gives it; None on a
@@ -74,6 +75,11 @@ cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
 
     __hash__ = None
 
+    def __reduce__(self):
+        # data pickles as bytes (a view of receive memory cannot cross processes)
+        return _restore_datagram, (self.data, self.address, self.truncated, self.timestamp,
+                                   self.destination, self.interface, self.tos)
+
     def __repr__(self):
         flag = ", truncated" if self.truncated else ""
         return f"Datagram({bytes(self.data)[:32]!r}{'...' if len(self.data) > 32 else ''}, {self.address!r}{flag})"
@@ -94,6 +100,14 @@ _datagram_slots[:] = [DATAGRAM_DATA, DATAGRAM_ADDRESS, DATAGRAM_TRUNCATED, DATAG
                       DATAGRAM_DESTINATION, DATAGRAM_INTERFACE, DATAGRAM_TOS]
 install_members(Datagram, ("data", "address", "truncated", "timestamp", "destination",
                            "interface", "tos"), _datagram_slots, True)
+
+
+def _restore_datagram(data, address, truncated, timestamp=None, destination=None, interface=None,
+                      tos=None):
+    """A Datagram back from pickle."""
+    cdef Datagram d = make_datagram(data, address, bool(truncated))
+    d.timestamp, d.destination, d.interface, d.tos = timestamp, destination, interface, tos
+    return d
 
 
 cdef inline Datagram make_datagram(object data, object address, bint truncated):
@@ -187,9 +201,11 @@ cdef class _Outgoing:
         PyMem_Free(self.prefixes)
 
 
-cdef _Outgoing parse_outgoing(list items, object address, int family):
+cdef _Outgoing parse_outgoing(tuple items, object address, int family):
     """Export every buffer and parse every address before anything is sent: a bad item raises
-    TypeError/ValueError/gaierror with nothing sent."""
+    TypeError/ValueError/gaierror with nothing sent. items is a tuple (the caller's batch
+    copied): parsing runs user code (__hash__, __eq__, __index__ of addresses), which could
+    shrink a list that is then indexed without bounds checks."""
     cdef _Outgoing out = _Outgoing.__new__(_Outgoing)
     cdef Py_ssize_t i, n = len(items)
     cdef dict seen = {}
@@ -454,8 +470,7 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     io_begin(sock, &w)
     w.resumable = True                  # send_chunks resumes after a partial sendmmsg
     socket_family_type(sock, &family, &kind)
-    items = messages if isinstance(messages, list) else list(messages)
-    out = parse_outgoing(items, address, family)
+    out = parse_outgoing(tuple(messages), address, family)
     if out.count == 0:
         return 0
     if seg != -2 and out.count > 1 and is_udp(family, kind, sock.proto) \
@@ -813,15 +828,16 @@ def scratch_allocations(sock):
     """scratch_allocations(sock) -> int: how many scratch arenas sock's batch receiver has
     taken so far (new receive memory, as opposed to memory used again)."""
     receiver = getattr(sock, "_csock_receiver", None)
-    return 0 if receiver is None else (<BatchReceiver>receiver).scratches_made
+    return (<BatchReceiver>receiver).scratches_made if isinstance(receiver, BatchReceiver) else 0
 
 
 cdef BatchReceiver receiver_of(object sock):
+    # the slot is the caller's to overwrite: only a BatchReceiver in it is used
     receiver = getattr(sock, "_csock_receiver", None)
-    if receiver is not None and not (<BatchReceiver>receiver).busy:
+    if isinstance(receiver, BatchReceiver) and not (<BatchReceiver>receiver).busy:
         return receiver
     receiver = BatchReceiver()
-    if getattr(sock, "_csock_receiver", None) is None:
+    if not isinstance(getattr(sock, "_csock_receiver", None), BatchReceiver):
         try:
             sock._csock_receiver = receiver
         except AttributeError:

@@ -28,6 +28,7 @@ from includes.instancecache cimport cache_instances
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, memcmp, strlen
 from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
+from includes.fields cimport csock_small_nonneg_long
 from includes.inet cimport inet_pton, inet_ntop
 from includes.socket cimport AF_INET, AF_INET6
 
@@ -107,15 +108,58 @@ cdef inline object opt_value(object value, long limit, str name):
     return None if value is None else field_value(value, limit, name)
 
 
-cdef inline long field_long(PyObject *v) except? -1:
-    """A field slot as a C long (None, left by __new__ without __init__, builds as 0). Takes
-    the slot's pointer (``field_long(<PyObject *>self.ttl)``): no reference counting."""
-    return 0 if v == <PyObject *>None else <long><object>v
+# Where C code reads a field slot it checks the value again (type and range), whatever put it
+# there: __setattr__ validates, but C must not trust a slot to hold what it expects (a rule
+# table changed at run time, a layer made with __new__); a wrong value raises, it never
+# builds a header of the wrong size or writes bits into the next field.
+
+cdef inline long field_long(PyObject *v, long limit, str name) except? -1:
+    """A field slot as a C long in [0, limit] (None, left by __new__ without __init__, builds
+    as 0); TypeError/ValueError otherwise. Takes the slot's pointer
+    (``field_long(<PyObject *>self.ttl, 0xFF, "IPv4.ttl")``): no reference counting."""
+    cdef long value
+    if v == <PyObject *>None:
+        return 0
+    value = csock_small_nonneg_long(v)
+    if 0 <= value <= limit:
+        return value
+    return large_slot(<object>v, limit, name)
 
 
-cdef inline long opt_long(PyObject *v) except? -2:
-    """A field slot as a C long, -1 for None (computed)."""
-    return -1 if v == <PyObject *>None else <long><object>v
+cdef inline long opt_long(PyObject *v, long limit, str name) except? -2:
+    """A field slot as field_long reads it, -1 for None (computed by bytes())."""
+    if v == <PyObject *>None:
+        return -1
+    return field_long(v, limit, name)
+
+
+cdef long large_slot(object value, long limit, str name) except? -1:
+    """field_long for a value it cannot read inline: a large int in range (TCP.seq), or an
+    error."""
+    cdef long v
+    cdef int overflow = 0
+    if PyLong_CheckExact(value):
+        v = PyLong_AsLongAndOverflow(value, &overflow)
+        if overflow == 0 and 0 <= v <= limit:
+            return v
+    field_int(value, limit, name)        # raises TypeError or ValueError
+    raise TypeError(f"{name} must be a plain int, not {type(value).__name__}")
+
+
+cdef inline Py_ssize_t options_length(object value, Py_ssize_t limit, str name) except -1:
+    """The length of an option-bytes slot (see field_options), checked where C reads it."""
+    cdef Py_ssize_t n
+    if type(value) is bytes:
+        n = PyBytes_GET_SIZE(value)
+        if (n + 3) // 4 * 4 <= limit:
+            return n
+    return bad_options(value, limit, name)
+
+
+cdef Py_ssize_t bad_options(object value, Py_ssize_t limit, str name) except -1:
+    if type(value) is not bytes:
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    raise ValueError(f"{name} can hold at most {limit} bytes, got {PyBytes_GET_SIZE(value)}")
 
 
 cdef bytes field_options(object value, str name, Py_ssize_t limit):
@@ -479,12 +523,12 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
             return
         rule = type(self)._rules.get(name)
         if rule is not None:
-            label, limit, nullable = <tuple>rule
+            label, limit, nullable = rule
             value = opt_value(value, limit, label) if nullable else field_value(value, limit, label)
         elif type(name) is str and self.set_special(<str>name, value):
             self._clean = False
             return
-        PyObject_GenericSetAttr(self, name, value)
+        store_member(self, name, value)     # the field descriptors themselves are read-only
         self._clean = False
 
     def __delattr__(self, name):
@@ -595,7 +639,8 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
         """Check every checksum of the packet; raise PacketError naming the first layer whose
         checksum does not match. Returns None."""
         data = self.tobytes()
-        self.measure()
+        if self.measure() != PyBytes_GET_SIZE(data):      # the checks read data by these sizes
+            raise PacketError("the packet changed while it was verified")
         self.check_chain(<const uint8_t *>PyBytes_AS_STRING(data))
 
     def fields(self):
@@ -645,7 +690,7 @@ cdef extern from *:
 
 cdef Py_ssize_t _layer_slots[1]
 _layer_slots[0] = LAYER_PAYLOAD
-install_members(Layer, ("payload",), _layer_slots, False)
+install_members(Layer, ("payload",), _layer_slots, True)
 
 
 cdef int check_bytes_like(object value) except -1:

@@ -5,7 +5,7 @@
 # operation. The layout is checked against a live socket at import (_check_layout); if it does
 # not match (another Python), every read goes through fileno()/gettimeout() instead.
 cimport cython
-from cpython.object cimport PyObject, PyTypeObject, PyObject_TypeCheck
+from cpython.object cimport PyObject, PyTypeObject, PyObject_TypeCheck, Py_TYPE
 from libc.stdint cimport int64_t
 from includes.pysocket cimport csock_socket_fields, CSOCK_SOCKET_FIELDS
 from includes.members cimport csock_slot_store as slot_store
@@ -103,7 +103,9 @@ cdef inline SocketState existing_state(object sock):
     if _csock_class == NULL or not PyObject_TypeCheck(sock, _csock_class):
         return None
     state = slot_value(sock, _state_offset)
-    return <SocketState>state if state != NULL else None
+    if state == NULL or Py_TYPE(<object>state) != <PyTypeObject *>SocketState:
+        return None                     # (a store to the private slot must not crash us)
+    return <SocketState>state
 
 
 cdef SocketState state_of(object sock):

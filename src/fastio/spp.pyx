@@ -3,6 +3,7 @@
 # SP_OB attention, SP_EM end of message), datastream type (1), source and destination
 # connection ids (2 + 2), sequence, acknowledge and allocation numbers (2 each).
 cimport cython
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from includes.byteorder cimport load_be16, store_be16
 
@@ -122,11 +123,17 @@ cdef class SPPHeader:
 
     @staticmethod
     def unpack(data):
-        """The header at the front of a record (ValueError if it is shorter than 12 bytes)."""
-        cdef const unsigned char[:] raw = data
-        if raw.shape[0] < SPP_HEADER_SIZE:
-            raise ValueError(f"an SPP header is {SPP_HEADER_SIZE} bytes, got {raw.shape[0]}")
-        return header_from(<const char *>&raw[0])
+        """The header at the front of a record: any bytes-like object that is one contiguous
+        run of bytes (BufferError for a strided view, as the stdlib's send; ValueError if it is
+        shorter than 12 bytes)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)      # C-contiguous or BufferError
+        try:
+            if view.len < SPP_HEADER_SIZE:
+                raise ValueError(f"an SPP header is {SPP_HEADER_SIZE} bytes, got {view.len}")
+            return header_from(<const char *>view.buf)
+        finally:
+            PyBuffer_Release(&view)
 
     def replace(self, **changes):
         """A copy with some fields changed."""
@@ -195,7 +202,7 @@ def send_records(sock, records, SPPHeader header not None, int first_sequence):
     raise_deferred_error(sock)
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
-    items = records if isinstance(records, list) else list(records)
+    cdef tuple items = tuple(records)       # a snapshot: see parse_outgoing
     for i in range(len(items)):
         if isinstance(items[i], tuple):
             raise TypeError(f"record {i}: records go to the connected peer, not to an address")
@@ -213,13 +220,13 @@ def send_records(sock, records, SPPHeader header not None, int first_sequence):
 
 def split_records(list batch):
     """[(SPPHeader, payload view)] for received Datagrams; a record shorter than a header
-    gives (None, its bytes)."""
-    cdef Datagram d
+    gives (None, its bytes). TypeError for anything but a Datagram recv_batch made."""
     cdef MessageView v
     cdef list result = []
     for item in batch:
-        d = <Datagram>item
-        v = <MessageView>d.data
+        if not isinstance(item, Datagram) or not isinstance((<Datagram>item).data, MessageView):
+            raise TypeError(f"split_records takes received Datagrams, not {type(item).__name__}")
+        v = <MessageView>(<Datagram>item).data
         if v.length < SPP_HEADER_SIZE:
             result.append((None, v))
         else:

@@ -64,25 +64,29 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
     cdef Py_ssize_t header_len(self) except -1:
         if self.options is None:        # made with TCP.__new__ and never initialised
             self.options = EMPTY
-        return TCP_HEADER + (PyBytes_GET_SIZE(self.options) + 3) // 4 * 4
+        return TCP_HEADER + (options_length(self.options, TCP_MAX_OPTIONS, "TCP.options") + 3) // 4 * 4
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
-        cdef Py_ssize_t nopt = PyBytes_GET_SIZE(self.options)
+        cdef Py_ssize_t nopt = options_length(self.options, TCP_MAX_OPTIONS, "TCP.options")
         cdef Py_ssize_t hlen = self._hlen
-        cdef long dataofs = opt_long(<PyObject *>self.dataofs), chksum = opt_long(<PyObject *>self.chksum)
-        cdef long flags = field_long(<PyObject *>self.flags), reserved = field_long(<PyObject *>self.reserved)
+        cdef long dataofs = opt_long(<PyObject *>self.dataofs, 15, "TCP.dataofs")
+        cdef long chksum = opt_long(<PyObject *>self.chksum, 0xFFFF, "TCP.chksum")
+        cdef long flags = field_long(<PyObject *>self.flags, 0x1FF, "TCP.flags")
+        cdef long reserved = field_long(<PyObject *>self.reserved, 7, "TCP.reserved")
+        if TCP_HEADER + (nopt + 3) // 4 * 4 != hlen:      # measured with other options
+            raise PacketError("TCP.options changed while the packet was built")
         if dataofs < 0:
             dataofs = hlen >> 2
-        store_be16(p, <uint16_t>field_long(<PyObject *>self.sport))
-        store_be16(p + 2, <uint16_t>field_long(<PyObject *>self.dport))
-        store_be32(p + 4, <uint32_t><unsigned long>field_long(<PyObject *>self.seq))
-        store_be32(p + 8, <uint32_t><unsigned long>field_long(<PyObject *>self.ack))
+        store_be16(p, <uint16_t>field_long(<PyObject *>self.sport, 0xFFFF, "TCP.sport"))
+        store_be16(p + 2, <uint16_t>field_long(<PyObject *>self.dport, 0xFFFF, "TCP.dport"))
+        store_be32(p + 4, <uint32_t><unsigned long>field_long(<PyObject *>self.seq, 0xFFFFFFFF, "TCP.seq"))
+        store_be32(p + 8, <uint32_t><unsigned long>field_long(<PyObject *>self.ack, 0xFFFFFFFF, "TCP.ack"))
         p[12] = <uint8_t>((dataofs << 4) | (reserved << 1) | ((flags >> 8) & 1))
         p[13] = <uint8_t>(flags & 0xFF)
-        store_be16(p + 14, <uint16_t>field_long(<PyObject *>self.window))
+        store_be16(p + 14, <uint16_t>field_long(<PyObject *>self.window, 0xFFFF, "TCP.window"))
         p[16] = 0
         p[17] = 0
-        store_be16(p + 18, <uint16_t>field_long(<PyObject *>self.urgptr))
+        store_be16(p + 18, <uint16_t>field_long(<PyObject *>self.urgptr, 0xFFFF, "TCP.urgptr"))
         if nopt:
             memcpy(p + TCP_HEADER, PyBytes_AS_STRING(self.options), nopt)
             memset(p + TCP_HEADER + nopt, 0, hlen - TCP_HEADER - nopt)
@@ -133,7 +137,7 @@ cdef extern from *:
 cdef Py_ssize_t _tcp_slots[11]
 _tcp_slots[:] = [TCP_SPORT, TCP_DPORT, TCP_SEQ, TCP_ACK, TCP_DATAOFS, TCP_RESERVED, TCP_FLAGS,
                  TCP_WINDOW, TCP_CHKSUM, TCP_URGPTR, TCP_OPTIONS]
-install_members(TCP, TCP._field_names, _tcp_slots, False)
+install_members(TCP, TCP._field_names, _tcp_slots, True)
 cache_instances(<PyTypeObject *>TCP)     # @cython.freelist would not apply to a subclass
 
 

@@ -35,11 +35,12 @@ cdef public class UDP(Layer) [object csock_UDP, type csock_UDP_Type]:
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef uint16_t ck
-        cdef long length = opt_long(<PyObject *>self.len), chksum = opt_long(<PyObject *>self.chksum)
+        cdef long length = opt_long(<PyObject *>self.len, 0xFFFF, "UDP.len")
+        cdef long chksum = opt_long(<PyObject *>self.chksum, 0xFFFF, "UDP.chksum")
         if length < 0 and self._size > 0xFFFF:
             raise PacketError(f"UDP datagram of {self._size} bytes is longer than 65535")
-        store_be16(p, <uint16_t>field_long(<PyObject *>self.sport))
-        store_be16(p + 2, <uint16_t>field_long(<PyObject *>self.dport))
+        store_be16(p, <uint16_t>field_long(<PyObject *>self.sport, 0xFFFF, "UDP.sport"))
+        store_be16(p + 2, <uint16_t>field_long(<PyObject *>self.dport, 0xFFFF, "UDP.dport"))
         store_be16(p + 4, <uint16_t>(length if length >= 0 else self._size))
         if chksum >= 0:
             store_be16(p + 6, <uint16_t>chksum)
@@ -84,7 +85,7 @@ cdef extern from *:
 
 cdef Py_ssize_t _udp_slots[4]
 _udp_slots[:] = [UDP_SPORT, UDP_DPORT, UDP_LEN, UDP_CHKSUM]
-install_members(UDP, UDP._field_names, _udp_slots, False)
+install_members(UDP, UDP._field_names, _udp_slots, True)
 cache_instances(<PyTypeObject *>UDP)     # @cython.freelist would not apply to a subclass
 
 

@@ -34,6 +34,18 @@ static inline void csock_slot_store(PyObject *obj, Py_ssize_t offset, PyObject *
     Py_XDECREF(old);
 }
 
+/* The object slot of obj that its type's member descriptor `name` names (found as attribute
+   lookup finds it, and checked to belong to a type obj is an instance of, as the descriptor's
+   own __set__ checks), or NULL with no exception set when there is none. */
+static inline PyObject **csock_member_slot(PyObject *obj, PyObject *name) {
+    PyObject *descr = _PyType_Lookup(Py_TYPE(obj), name);      /* borrowed, or NULL */
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return NULL;
+    PyMemberDescrObject *member = (PyMemberDescrObject *)descr;
+    if (member->d_member->type != Py_T_OBJECT_EX || !PyObject_TypeCheck(obj, PyDescr_TYPE(member)))
+        return NULL;
+    return (PyObject **)((char *)obj + member->d_member->offset);
+}
+
 /* Cython gives extension types its own tp_getattro; the interpreter specialises attribute
    loads only for types whose tp_getattro is PyObject_GenericGetAttr itself. */
 static inline void csock_use_generic_getattr(PyTypeObject *type) {

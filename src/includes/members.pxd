@@ -1,5 +1,5 @@
 # Member descriptors: object slots of an extension type exposed as attributes (members.h).
-from cpython.object cimport PyTypeObject
+from cpython.object cimport PyObject, PyTypeObject
 
 
 cdef extern from "members.h":
@@ -16,3 +16,4 @@ cdef extern from "members.h":
     void csock_use_generic_getattr(PyTypeObject *type)
     Py_ssize_t csock_member_offset(object descr)
     void csock_slot_store(object obj, Py_ssize_t offset, object value)
+    PyObject **csock_member_slot(object obj, object name)
