@@ -110,13 +110,6 @@ def test_loop_sock_recv_of_zero_bytes_returns_at_once() -> None:
 
 # --- multiprocessing: csock sockets pass to children ------------------------------------------
 
-def child_sends_through(sock: Any, results: Any) -> None:
-    """In the child: report the socket's class and send a line through it."""
-    results.send(type(sock).__qualname__)
-    sock.sendall(b"from the child")
-    sock.close()
-
-
 @pytest.fixture
 def resource_sharer() -> Any:
     """Stops the thread and socket multiprocessing starts to hand fds over (DupFd) after the
@@ -126,36 +119,52 @@ def resource_sharer() -> Any:
     sharer.stop()
 
 
-@pytest.mark.parametrize("method", ["spawn", "fork"])
-def test_a_csock_socket_passes_to_a_multiprocessing_child(method: str, resource_sharer: None) -> None:
+CHILD_PROGRAM = """
+import multiprocessing, sys
+import csock
+
+def child_sends_through(sock, results):
+    results.send(type(sock).__qualname__)
+    sock.sendall(b"from the child")
+    sock.close()
+
+def receive_and_send(inbox, results):
+    child_sends_through(inbox.recv(), results)
+
+if __name__ == "__main__":
+    method = sys.argv[1]
     context = multiprocessing.get_context(method)
     parent, child = csock.socketpair()
     results_reader, results_writer = context.Pipe(duplex=False)
     inbox_reader, inbox_writer = context.Pipe(duplex=False)
-    with parent, child, results_reader, results_writer, inbox_reader, inbox_writer:
-        if method == "spawn":               # pickled as a Process argument
-            process = context.Process(target=child_sends_through, args=(child, results_writer))
-        else:                               # forked first, then sent through a Pipe (pickled there)
-            process = context.Process(target=receive_and_send, args=(inbox_reader, results_writer))
-        process.start()
-        try:
-            if method == "fork":
-                inbox_writer.send(child)
-            process.join(60)
-        finally:
-            inbox_writer.close()
-            if process.is_alive():
-                process.kill()
-                process.join()
-        assert process.exitcode == 0
-        assert results_reader.recv() == "StreamSocket"
-        child.close()
-        parent.settimeout(10)
-        assert parent.recv(100) == b"from the child"
+    if method == "spawn":               # pickled as a Process argument
+        process = context.Process(target=child_sends_through, args=(child, results_writer))
+    else:                               # forked first, then sent through a Pipe (pickled there)
+        process = context.Process(target=receive_and_send, args=(inbox_reader, results_writer))
+    process.start()
+    if method == "fork":
+        inbox_writer.send(child)
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+    assert process.exitcode == 0, process.exitcode
+    child.close()
+    parent.settimeout(10)
+    print(results_reader.recv(), parent.recv(100).decode())
+"""
 
 
-def receive_and_send(inbox: Any, results: Any) -> None:
-    child_sends_through(inbox.recv(), results)
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_csock_socket_passes_to_a_multiprocessing_child(method: str, tmp_path: Any) -> None:
+    """In a program of its own (multiprocessing's helpers, the resource tracker among them,
+    stay with that process): the child gets a StreamSocket and sends through it."""
+    program = tmp_path / "child_program.py"
+    program.write_text(CHILD_PROGRAM)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    out = subprocess.run([sys.executable, str(program), method], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["StreamSocket", "from", "the", "child"]
 
 
 def base_class_socket(fd: int) -> csock.socket:
