@@ -1,4 +1,4 @@
-"""A short coverage-guided fuzzing run of every decoder (bench/fuzz.py, atheris): no crash,
+"""A short coverage-guided fuzzing run of every decoder (tests/fuzz_driver.py, atheris): no crash,
 no undocumented exception. The documented long run is 10M inputs per target."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import csock
 
-FUZZ = Path(__file__).parent.parent / "bench" / "fuzz.py"
+FUZZ = Path(__file__).parent / "fuzz_driver.py"
 
 
 def available(target: str) -> bool:
