@@ -22,8 +22,9 @@ in the source checkout, beside the C reference programs. Run it from a checkout:
 
 
 def find_harness() -> ModuleType | None:
-    """The checkout's bench package (CHECKOUT/bench), or None where there is none (a wheel)."""
-    if not (CHECKOUT / "bench" / "__init__.py").is_file():
+    """The checkout's bench package (CHECKOUT/bench), or None where there is none (a wheel).
+    bench/c must be there too: in site-packages, a "bench" could be anyone's."""
+    if not ((CHECKOUT / "bench" / "__init__.py").is_file() and (CHECKOUT / "bench" / "c").is_dir()):
         return None
     if str(CHECKOUT) not in sys.path:
         sys.path.insert(0, str(CHECKOUT))
