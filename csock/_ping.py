@@ -33,17 +33,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    """argparse type for -c: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer: {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
+    """argparse type for -i and -W: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}") from None
     if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
+
+
+VALUED = ("-c", "-i", "-W")
+
+
+def attach_values(argv: list[str]) -> list[str]:
+    """"-c -1" as "-c-1": with -4 and -6 defined, argparse takes "-1" for an option and says
+    "expected one argument"; attached, the value reaches the type check and its message."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] not in ("-4", "-6"):
+            out.append(argv[i] + argv[i + 1])
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 @dataclass
@@ -77,6 +103,9 @@ class Pinger:
         self.v6 = family == _std.AF_INET6
         proto = _std.IPPROTO_ICMPV6 if self.v6 else _std.IPPROTO_ICMP
         self.sock = RawSocket(family, proto)
+        if self.v6:
+            # each reply's hop limit arrives as IPV6_HOPLIMIT ancillary data (no IP header here)
+            self.sock.setsockopt(_std.IPPROTO_IPV6, _std.IPV6_RECVHOPLIMIT, 1)
         self.ident = os.getpid() & 0xFFFF
 
     def request(self, seq: int) -> Any:
@@ -100,27 +129,38 @@ class Pinger:
                 return found
             self.sock.settimeout(left)
             try:
-                packets = self.sock.recv_packets(max_messages=64)
+                received = self.receive_v6() if self.v6 else self.receive_v4()
             except TimeoutError:
                 return found
             except pk.PacketError:
                 continue                           # not ours to judge: skip what will not parse
             now = time.perf_counter()
-            for p in packets:
-                reply = self.match(p)
-                if reply is not None:
-                    icmp, source, ttl = reply
-                    (stamp,) = STAMP.unpack_from(icmp.payload)
-                    found.append((icmp, source, ttl, icmp.seq, now - stamp))
+            for icmp, source, ttl in received:
+                (stamp,) = STAMP.unpack_from(icmp.payload)
+                found.append((icmp, source, ttl, icmp.seq, now - stamp))
             if found:
                 return found
 
-    def match(self, p: Any) -> tuple[Any, str, int | None] | None:
+    def receive_v4(self) -> list[tuple[Any, str, int | None]]:
+        """Our echo replies among the queued packets (one recvmmsg): IPv4 has the TTL in its header."""
+        replies = (self.match(p) for p in self.sock.recv_packets(max_messages=64))
+        return [reply for reply in replies if reply is not None]
+
+    def receive_v6(self) -> list[tuple[Any, str, int | None]]:
+        """One ICMPv6 message (recvmsg, for its IPV6_HOPLIMIT ancillary data), if it is our reply."""
         pk = self.packet
-        if self.v6:
-            if isinstance(p, pk.ICMPv6) and p.type == pk.ICMPV6_ECHO_REPLY and p.id == self.ident:
-                return p, self.address, None
-            return None
+        data, ancillary, _, sender = self.sock.recvmsg(65535, _std.CMSG_SPACE(4))
+        hop_limit = next((int.from_bytes(cdata[:4], sys.byteorder) for level, kind, cdata in ancillary
+                          if level == _std.IPPROTO_IPV6 and kind == _std.IPV6_HOPLIMIT), None)
+        p = pk.parse(data, first="icmpv6")
+        if (isinstance(p, pk.ICMPv6) and p.type == pk.ICMPV6_ECHO_REPLY and p.id == self.ident
+                and len(p.payload) >= STAMP.size):
+            return [(p, str(sender[0]), hop_limit)]
+        return []
+
+    def match(self, p: Any) -> tuple[Any, str, int | None] | None:
+        """(ICMP layer, source, TTL) if p is an IPv4 echo reply to this session."""
+        pk = self.packet
         if pk.ICMP in p:
             icmp = p[pk.ICMP]
             if icmp.type == pk.ICMP_ECHO_REPLY and icmp.id == self.ident and len(icmp.payload) >= STAMP.size:
@@ -165,7 +205,8 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
                             continue                   # a duplicate reply is not counted twice
                         tally.seen.add(reply_seq)
                         tally.rtts.append(rtt)
-                        hops = f" ttl={ttl}" if ttl is not None else ""
+                        # as iputils: ttl= for IPv4, hlim= (the hop limit) for IPv6
+                        hops = "" if ttl is None else f" {'hlim' if pinger.v6 else 'ttl'}={ttl}"
                         print(f"{len(icmp)} bytes from {source}: icmp_seq={reply_seq}{hops} time={rtt * 1000:.3f} ms",
                               file=out, flush=True)
                     if time.perf_counter() >= deadline or (last and len(tally.seen) == tally.sent):
@@ -179,6 +220,8 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
 
 
 def main(argv: list[str] | None = None) -> int:
+    """python -m csock ping: its own parser, so a usage error prints ping's usage."""
     parser = argparse.ArgumentParser(prog="python -m csock ping", description=__doc__)
     add_arguments(parser)
-    return ping(parser.parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return ping(parser.parse_args(attach_values(argv)))

@@ -1,5 +1,6 @@
-"""The benchmark runner itself: tiny runs of every workload (C programs built, data verified,
-table printed), and a corrupted stream is caught, never averaged away."""
+"""The benchmark harness (bench/, launched by python -m csock bench): tiny runs of every
+workload (C programs built, data verified, table printed), a corrupted stream caught, never
+averaged away, and its command line."""
 from __future__ import annotations
 
 import json
@@ -11,9 +12,13 @@ from pathlib import Path
 import pytest
 
 import csock
-from csock._bench import workers
 
 ROOT = Path(csock.__file__).parent.parent
+if not (ROOT / "bench" / "c").is_dir():       # csock from a wheel (cibuildwheel's test run)
+    pytest.skip("the benchmark harness lives in the source checkout, beside the csock it runs",
+                allow_module_level=True)
+
+from bench import workers  # noqa: E402
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -67,7 +72,7 @@ def test_processes_option_sets_the_scale_out_rows(tmp_path):
 
 
 def test_echo_checker_catches_a_wrong_echo():
-    from csock._bench import aio
+    from bench import aio
 
     message = aio.messages_for(7, 3)[2]
     aio.check(7, 2, message)
@@ -98,8 +103,8 @@ def test_verifier_catches_a_corrupted_stream():
 
 
 def test_a_failing_side_fails_the_run(monkeypatch):
-    from csock._bench import runner
-    from csock._bench.workloads import WORKLOADS
+    from bench import runner
+    from bench.workloads import WORKLOADS
 
     framed = next(w for w in WORKLOADS if w.name == "framed")
     with pytest.raises(runner.BenchError):
@@ -113,7 +118,7 @@ def test_a_failing_side_fails_the_run(monkeypatch):
 def test_udp_receivers_catch_a_sequence_going_back(library):
     import asyncio
 
-    from csock._bench import aio
+    from bench import aio
 
     async def feed() -> None:
         state = aio.Receiver(10, asyncio.get_running_loop().create_future())
@@ -139,8 +144,8 @@ def test_udp_receivers_catch_a_sequence_going_back(library):
 
 
 def test_only_c_rows_run_the_c_program():
-    from csock._bench.runner import command
-    from csock._bench.workloads import WORKLOADS
+    from bench.runner import command
+    from bench.workloads import WORKLOADS
 
     for w in WORKLOADS:
         binaries = {str(w.c_program): "/path/to/c-program"}
@@ -180,8 +185,8 @@ def test_the_into_receiver_checks_every_sequence_number(kind, numbers, received)
 
 
 def test_target_lines_judge_the_csock_row_and_show_the_other_csock_rows():
-    from csock._bench.report import target_lines
-    from csock._bench.workloads import WORKLOADS
+    from bench.report import target_lines
+    from bench.workloads import WORKLOADS
 
     seqpacket = next(w for w in WORKLOADS if w.name == "seqpacket")
     rates = {("seqpacket", "c"): 1000.0, ("seqpacket", "csock"): 860.0, ("seqpacket", "csock-into"): 1000.0,
@@ -190,3 +195,91 @@ def test_target_lines_judge_the_csock_row_and_show_the_other_csock_rows():
         "target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met); csock-into 1.00× (met)"]
     del rates["seqpacket", "csock-into"]
     assert target_lines([seqpacket], rates) == ["target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met)"]
+
+
+# --- the command line ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value", [("--rounds", "-1"), ("--rounds", "0"), ("--rounds", "two"),
+                                           ("--processes", "0")])
+def test_counts_must_be_positive_integers(option, value):
+    """--rounds -1 once printed an empty table and --rounds 0 ran 5: both are usage errors."""
+    proc = run_cli("--only", "framed", "--scale", "0.001", option, value, timeout=60)
+    assert proc.returncode == 2, proc.stdout
+    assert f"argument {option}: must be a positive integer, not " in proc.stderr.splitlines()[-1]
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_output_paths_are_checked_before_the_run(option, tmp_path):
+    """A missing directory is a usage error at once, not a traceback after the whole run."""
+    missing = tmp_path / "no-such-dir" / "out"
+    proc = run_cli("--only", "framed", "--rounds", "1", "--scale", "0.001", option, str(missing), timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1] == (
+        f"python -m csock bench: error: {option} {missing}: directory "
+        f"'{missing.parent}' does not exist")
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    directory = run_cli("--only", "framed", option, str(tmp_path), timeout=60)
+    assert directory.returncode == 2 and "is a directory" in directory.stderr
+
+
+def test_help_lists_every_workload_with_its_title():
+    from bench.workloads import WORKLOADS
+
+    proc = run_cli("--help", timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m csock bench ")
+    listed = proc.stdout.split("workloads (--only NAME ...):\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in listed] == [w.name for w in WORKLOADS]
+    assert all(line.split(None, 1)[1] == w.title for line, w in zip(listed, WORKLOADS))
+
+
+def test_without_bench_beside_the_package_the_launcher_names_the_checkout(tmp_path):
+    """An installed wheel has csock but no bench/: exit 2, saying how to get a checkout."""
+    import shutil
+
+    shutil.copytree(ROOT / "csock", tmp_path / "csock", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "csock", "bench", "--quick"], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "git clone" in proc.stderr and "pip install -e \".[bench]\" && python -m csock bench" in proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+
+
+PLOT_CHECK = """
+from matplotlib.colors import to_hex
+
+from bench import report
+from bench.workloads import BY_NAME
+
+impls = ["csock", "csock-into", "csock-plain", "csock-asyncio", "stdlib-naive", "stdlib-tuned",
+         "dpkt", "scapy", "uvloop", "asyncio", "c", "c-gso"]
+shown = [BY_NAME["udp"], BY_NAME["framed"]]
+rates = {(w.name, impl): 1000.0 * (k + 1) for w in shown for k, impl in enumerate(impls)}
+rates[("framed", "c")] = 500.0
+del rates[("framed", "stdlib-naive")]
+fig = report.draw(shown, rates)
+fig.canvas.draw()
+renderer = fig.canvas.get_renderer()
+(ax,) = fig.axes
+bars = [(bar, container.get_label()) for container in ax.containers for bar in container]
+colours = {label: to_hex(bar.get_facecolor()) for bar, label in bars}
+assert len(set(colours.values())) == len(impls), colours
+assert all(to_hex(bar.get_facecolor()) == colours[label] for bar, label in bars)
+assert colours["csock"] == report.COLOURS["csock"] != colours["c"] == report.COLOURS["c"]
+assert [t.get_text() for t in ax.get_legend().get_texts()] == impls
+legend = ax.get_legend().get_window_extent(renderer)
+assert not any(legend.overlaps(bar.get_window_extent(renderer)) for bar, _ in bars)
+print("OK")
+"""
+
+
+@pytest.mark.asan_unsafe
+def test_plot_gives_each_implementation_its_own_colour_and_hides_no_bar():
+    """Every implementation has one colour in every plot (csock's and C's once matched, the
+    cycle of ten wrapping), and the legend covers no bar. In a child process: matplotlib keeps
+    files open."""
+    pytest.importorskip("matplotlib")
+    proc = subprocess.run([sys.executable, "-c", PLOT_CHECK], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout == "OK\n", proc.stderr[-3000:]

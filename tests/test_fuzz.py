@@ -16,7 +16,7 @@ deep paths that random bytes do not. They run unmarked: in the normal suite and 
 where an out-of-bounds access aborts at once. Example counts are bounded (about 10 s in
 all on a normal build).
 
-The atheris run (bench/fuzz.py) stays for what it does well: long runs on the Python side,
+The atheris run (tests/fuzz_driver.py) stays for what it does well: long runs on the Python side,
 and a crash watch of the native side.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from csock.packet import ICMP, ICMPv6, IPv4, IPv6, TCP, UDP, Layer, PacketError,
 from .strategies import (extension_chains, icmp6s, icmps, ipv4s, ipv6s, payloads, tcps, u8, u16,
                          udps)
 
-FUZZ = Path(__file__).parent.parent / "bench" / "fuzz.py"
+FUZZ = Path(__file__).parent / "fuzz_driver.py"
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -378,7 +378,7 @@ def available(target: str) -> bool:
 
 @pytest.mark.parametrize("target", ["frames", "packet", "spp"])
 def test_short_fuzz_run(target, tmp_path):
-    """A short coverage-guided run of every decoder (bench/fuzz.py, atheris): no crash, no
+    """A short coverage-guided run of every decoder (tests/fuzz_driver.py, atheris): no crash, no
     undocumented exception. The documented long run is 10M inputs per target."""
     pytest.importorskip("atheris")
     if not available(target):

@@ -252,6 +252,40 @@ def test_ping_bad_usage():
     assert ping("-c", "1", "no-such-host.invalid").returncode == 2
 
 
+@pytest.mark.parametrize("args, message", [
+    (["-c", "-1", "x"], "argument -c: must be a positive integer, not -1"),
+    (["-c", "0", "x"], "argument -c: must be a positive integer, not 0"),
+    (["-c", "abc", "x"], "argument -c: must be a positive integer, not 'abc'"),
+    (["-i", "-0.5", "x"], "argument -i: must be a positive number of seconds, not -0.5"),
+    (["-W", "soon", "x"], "argument -W: must be a positive number of seconds, not 'soon'"),
+])
+def test_ping_bad_numbers_say_what_is_expected(args, message):
+    """As iputils: a count or interval that is negative or not a number is a usage error that
+    says what is expected, never argparse's "expected one argument" nor a function's name."""
+    result = ping(*args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"python -m csock ping: error: {message}"
+    assert "positive_" not in result.stderr
+
+
+def test_ping_unknown_option_after_the_host_prints_pings_usage():
+    result = ping("127.0.0.1", "--bogus")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: python -m csock ping ")
+    assert result.stderr.splitlines()[-1] == "python -m csock ping: error: unrecognized arguments: --bogus"
+
+
+@needs_raw
+def test_ping_ipv6_lines_carry_the_hop_limit():
+    """iputils prints ttl= for IPv4 and hlim= for IPv6 (the IPV6_HOPLIMIT ancillary data)."""
+    v4, v6 = (ping("-c", "1", host) for host in ("127.0.0.1", "::1"))
+    assert v4.returncode == 0 and v6.returncode == 0, (v4.stderr, v6.stderr)
+    (line4,) = [l for l in v4.stdout.splitlines() if " bytes from " in l]
+    (line6,) = [l for l in v6.stdout.splitlines() if " bytes from " in l]
+    assert " ttl=64 " in line4 and "hlim" not in line4
+    assert line6.startswith("64 bytes from ::1: icmp_seq=1 hlim=64 time=") and "ttl" not in line6
+
+
 @pytest.fixture(scope="module")
 def hosts():
     with veth_pair() as h:

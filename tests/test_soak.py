@@ -1,4 +1,4 @@
-"""The short soak (bench/soak.py --short): fds identical and RSS within 5% after churn."""
+"""The short soak (tests/soak_driver.py --short): fds identical and RSS within 5% after churn."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import pytest
 
 import csock
 
-SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
+SOAK = Path(__file__).parent / "soak_driver.py"
 
 
 @pytest.mark.slow      # and meaningless under ASan, whose quarantine holds freed memory

@@ -1,7 +1,7 @@
 """Soak: churn connections, move frames and datagrams, and report fds and RSS before and after.
 
-    python bench/soak.py                       # 100k connections, 1M frames, 10M datagrams
-    python bench/soak.py --short               # the quick version the tests run
+    python tests/soak_driver.py              # 100k connections, 1M frames, 10M datagrams
+    python tests/soak_driver.py --short       # the quick version the tests run
 
 Targets: the fd count identical at the end, RSS within 5% of its value after warm-up.
 Exit status 1 if either target is missed.

@@ -1,6 +1,6 @@
 """The Python sides of every benchmark workload, one function per (workload, implementation).
 
-Each runs in its own process (csock._bench.worker), gets a connected socket, moves `n` units,
+Each runs in its own process (bench/side.py), gets a connected socket, moves `n` units,
 verifies every sequence number, and returns the seconds its measured part took. A data
 mismatch raises DataMismatch, which the worker turns into exit status 1.
 """

@@ -5,6 +5,7 @@ import json
 import os
 import platform
 from dataclasses import asdict
+from typing import Any
 
 from .runner import Result
 from .workloads import Workload
@@ -107,20 +108,26 @@ def write_json(path: str, workloads: list[Workload], results: list[Result],
         json.dump(document, f, indent=1)
 
 
-def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], float]) -> None:
-    """Horizontal bars, one group per workload: each implementation's median rate relative to
-    the C program (or, without one, to csock), on a log scale so 0.01× and 10× both read."""
+# one colour per implementation, the same in every plot: csock's rows in blues, the stdlib's in
+# oranges, the packet libraries in browns, the event loops' own in greens, C in reds
+COLOURS = {"csock": "#1f77b4", "csock-into": "#17becf", "csock-plain": "#9edae5",
+           "csock-asyncio": "#aec7e8", "stdlib-naive": "#ff7f0e", "stdlib-tuned": "#ffbb78",
+           "dpkt": "#8c564b", "scapy": "#c49c94", "uvloop": "#2ca02c", "asyncio": "#98df8a",
+           "c": "#d62728", "c-gso": "#ff9896"}
+
+
+def draw(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> Any:
+    """The figure: horizontal bars, one group per workload, each implementation's median rate
+    relative to the C program (or, without one, to csock), on a log scale so 0.01× and 10×
+    both read. The legend sits outside the axes, where it covers no bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    impls = ["csock", "csock-into", "csock-plain", "csock-asyncio", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop",
-             "asyncio", "c", "c-gso"]
-    shown = [w for w in workloads if any((w.name, impl) in rates for impl in impls)]
-    present = [impl for impl in impls if any((w.name, impl) in rates for w in shown)]
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(shown) + 1.5))
-    colours = {impl: f"C{k}" for k, impl in enumerate(present)}
+    shown = [w for w in workloads if any((w.name, impl) in rates for impl in COLOURS)]
+    present = [impl for impl in COLOURS if any((w.name, impl) in rates for w in shown)]
+    fig, ax = plt.subplots(figsize=(11.5, 0.55 * len(shown) + 1.5))
     labelled: set[str] = set()
     for i, w in enumerate(shown):
         here = [impl for impl in present if (w.name, impl) in rates]
@@ -128,7 +135,7 @@ def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], floa
         height = 0.8 / len(here)
         for k, impl in enumerate(here):
             ax.barh(i + (k - (len(here) - 1) / 2) * height, rates[w.name, impl] / base, height,
-                    color=colours[impl], label=None if impl in labelled else impl)
+                    color=COLOURS[impl], label=None if impl in labelled else impl)
             labelled.add(impl)
     ax.set_yticks(range(len(shown)), [w.title for w in shown], fontsize=8)
     ax.invert_yaxis()
@@ -136,6 +143,18 @@ def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], floa
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("median rate relative to the C program (or csock where there is none); higher is better")
     ax.set_title("csock benchmarks")
-    ax.legend(fontsize=8, loc="lower right")
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda j: present.index(labels[j]))
+    ax.legend([handles[j] for j in order], [labels[j] for j in order], fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], float]) -> None:
+    """draw() into a PNG file (the legend included)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(workloads, rates)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

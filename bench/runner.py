@@ -18,7 +18,8 @@ from typing import Any
 
 from .workloads import Workload
 
-C_SOURCES = Path(__file__).resolve().parent.parent.parent / "bench" / "c"
+CHECKOUT = Path(__file__).resolve().parent.parent     # the source checkout: csock and bench/
+C_SOURCES = CHECKOUT / "bench" / "c"
 C_BUILD = C_SOURCES / "bin"
 
 
@@ -82,7 +83,7 @@ def command(workload: Workload, implementation: str, role: str, count: int, wher
             return [binary, workload.name.split("-")[1], str(count)]
         variant = [implementation[2:]] if implementation.startswith("c-") else []
         return [binary, role, str(count), where, *workload.c_args, *variant]
-    return [sys.executable, "-m", "csock._bench.worker", workload.name, implementation, role,
+    return [sys.executable, "-m", "bench.side", workload.name, implementation, role,
             str(count), where]
 
 
@@ -122,13 +123,20 @@ def endpoints(workload: Workload) -> tuple[list[socket.socket], str, str]:
     return [a, b], str(a.fileno()), str(b.fileno())
 
 
+def worker_environment() -> dict[str, str]:
+    """The workers import bench and csock from this checkout: `python -m bench.side` is run in
+    it (so its directory comes first on sys.path, before any other "bench") with PYTHONPATH
+    naming it too."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+        str(CHECKOUT), os.environ.get("PYTHONPATH")])))
+
+
 def run_once(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
              timeout: float = 600) -> tuple[float, int]:
     """One run: server and client processes on two CPUs; the measured side's elapsed time and
     how many units arrived."""
     server_cpu, client_cpu = cpus()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
-        str(Path(__file__).resolve().parent.parent.parent), os.environ.get("PYTHONPATH")])))
+    env = worker_environment()
     if not workload.pinned:
         server_cpu = client_cpu = None
     if workload.transport == "inproc":
@@ -141,11 +149,11 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
         server = subprocess.Popen(
             command(workload, implementation, "server", count, server_where, c_binaries),
             pass_fds=fds, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=pin(server_cpu), env=env)
+            preexec_fn=pin(server_cpu), env=env, cwd=CHECKOUT)
         client = subprocess.Popen(
             command(workload, implementation, "client", count, client_where, c_binaries),
             pass_fds=fds, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=pin(client_cpu), env=env)
+            preexec_fn=pin(client_cpu), env=env, cwd=CHECKOUT)
     finally:
         for s in inherited:
             s.close()
@@ -191,7 +199,7 @@ def run_many(workload: Workload, implementation: str, count: int, env: dict[str,
             servers.append(subprocess.Popen(
                 command(workload, implementation, "server", count, port, {}),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                preexec_fn=pin(server_cpu), env=env))
+                preexec_fn=pin(server_cpu), env=env, cwd=CHECKOUT))
         for server in servers:
             assert server.stdout is not None
             if not select.select([server.stdout], [], [], 120)[0]:
@@ -203,7 +211,7 @@ def run_many(workload: Workload, implementation: str, count: int, env: dict[str,
             s.close()
     client = subprocess.Popen(command(workload, implementation, "client", count, port, {}),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              preexec_fn=pin(client_cpu), env=env)
+                              preexec_fn=pin(client_cpu), env=env, cwd=CHECKOUT)
     try:
         out, err = client.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -224,7 +232,7 @@ def run_alone(workload: Workload, implementation: str, count: int, c_binaries: d
               env: dict[str, str], cpu: int | None, timeout: float) -> tuple[float, int]:
     """An in-memory workload: one process on one CPU."""
     proc = subprocess.Popen(command(workload, implementation, "single", count, "-", c_binaries),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin(cpu), env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin(cpu), env=env, cwd=CHECKOUT)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

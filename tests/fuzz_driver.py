@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of csock's decoders with atheris (the [fuzz] extra).
 
-    python bench/fuzz.py frames -runs=10000000     # the documented long run
-    python bench/fuzz.py packet -runs=20000        # CI's short run (tests/test_fuzz.py)
+    python tests/fuzz_driver.py frames -runs=10000000   # the documented long run
+    python tests/fuzz_driver.py packet -runs=20000   # CI's short run (tests/test_fuzz.py)
 
 Targets: ``frames`` (FramedStream's decoder, bytes fed through a real socketpair), ``packet``
 (csock.packet.parse, every first layer), ``spp`` (SPPHeader unpacking). Only the documented
@@ -107,7 +107,7 @@ class Counter:
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
-        sys.exit(f"usage: fuzz.py {{{','.join(TARGETS)}}} [libFuzzer options, e.g. -runs=N]")
+        sys.exit(f"usage: fuzz_driver.py {{{','.join(TARGETS)}}} [libFuzzer options, e.g. -runs=N]")
     name = sys.argv.pop(1)
     runs = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("-runs=")), -1)
     counter = Counter(name, TARGETS[name], runs)

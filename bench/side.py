@@ -1,4 +1,4 @@
-"""One side of one benchmark run:  python -m csock._bench.worker WORKLOAD IMPL ROLE N WHERE
+"""One side of one benchmark run:  python -m bench.side WORKLOAD IMPL ROLE N WHERE
 
 For TCP workloads ROLE is server (WHERE: an inherited listening fd, one connection accepted)
 or client (WHERE: a TCP port on 127.0.0.1); for UDP and SEQPACKET ones WHERE is an inherited
@@ -46,7 +46,7 @@ def run_special(workload: str, impl: str, role: str, n: int, where: str) -> tupl
 
 def main() -> int:
     workload, impl, role, n, where = sys.argv[1:6]
-    if workload.startswith("aio-"):                 # asyncio programs: csock._bench.aio
+    if workload.startswith("aio-"):                 # asyncio programs: bench/aio.py
         from . import aio
 
         return aio.main(workload, BY_NAME[workload].transport, impl, role, int(n), where)
