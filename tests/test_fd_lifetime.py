@@ -251,6 +251,7 @@ def test_close_with_a_call_blocked_leaves_a_dup_connected():
     both ways (no shutdown(2) of the shared connection)."""
     a, b = csock.socketpair()
     c = a.dup()
+    a.settimeout(30)                          # (a timed call: close() wakes it)
     thread, box = outcome_of(lambda: a.recv(100))
     time.sleep(0.1)
     a.close()
@@ -274,6 +275,7 @@ def test_close_with_a_call_blocked_leaves_a_descriptor_passed_with_scm_rights_co
     stdlib_socket.send_fds(x, [b"fd"], [a.fileno()])
     _, fds, _, _ = stdlib_socket.recv_fds(y, 16, 1)
     passed = csock.socket(fileno=fds[0])
+    a.settimeout(30)
     thread, box = outcome_of(lambda: a.recv(100))
     time.sleep(0.1)
     a.close()
@@ -314,6 +316,7 @@ def test_close_defers_close2_until_the_blocked_call_leaves():
     it in between."""
     a, b = csock.socketpair()
     fd = a.fileno()
+    a.settimeout(30)
     thread, box = outcome_of(lambda: a.recv(100))
     time.sleep(0.1)
     a.close()
@@ -322,6 +325,32 @@ def test_close_defers_close2_until_the_blocked_call_leaves():
     assert isinstance(box[0], OSError) and box[0].errno == errno.EBADF
     with pytest.raises(OSError):
         os.fstat(fd)                          # closed by the call that left last
+    b.close()
+
+
+def test_a_blocking_receive_closed_under_it_stays_blocked_on_its_own_file():
+    """As with the stdlib, close() does not wake a blocking receive (it sleeps in recv(2)
+    itself); the number stays reserved meanwhile, so the next bytes it gets come from its own
+    peer, and the last call out closes the fd."""
+    a, b = csock.socketpair()
+    fd = a.fileno()
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.1)
+    a.close()
+    grabbed = grab_fd_numbers()
+    assert fd not in {s.fileno() for pair in grabbed for s in pair}
+    for x, y in grabbed:
+        x.send(b"not yours")
+    time.sleep(0.1)
+    assert thread.is_alive() and not box
+    b.sendall(b"its own peer")
+    thread.join(10)
+    assert box == [b"its own peer"]
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    for x, y in grabbed:
+        assert y.recv(100) == b"not yours"
+    close_all(grabbed)
     b.close()
 
 

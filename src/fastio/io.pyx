@@ -56,11 +56,11 @@ cdef extern from "<sys/eventfd.h>" nogil:
 #
 # close() does not shut the connection down (that would break it for dup()s and forked
 # children). It wakes the calls it can: those asleep in csock's own poll(2), which also watches
-# one eventfd per process (_wake_fd) that close() makes readable. A timed call always sleeps
-# there; a blocking call sleeps there when the process has other threads (only they can close
-# the socket under it); alone in its process, it blocks in the system call itself, as the
-# stdlib's does. A call blocked inside a system call stays there, as with the stdlib's close(),
-# until the kernel returns: it then moves no more bytes and raises EBADF.
+# one eventfd per process (_wake_fd) that close() makes readable: timed calls, and blocking
+# send loops (sendall, send_buffers, FramedStream, send_batch) waiting for room when the
+# process has other threads. A call blocked inside a system call (a blocking receive, as the
+# stdlib's) stays there until the kernel returns, as with the stdlib's close(): it then moves
+# no more bytes and raises EBADF; shutdown() is the way to wake it.
 cdef int _wake_fd = -1
 cdef Py_ssize_t _wakes_owed = 0      # sleepers of closed sockets not yet woken: drain at 0
 
@@ -385,9 +385,9 @@ cdef inline bint only_thread() noexcept:
 
 
 cdef inline bint wakeable_sleep(IoWait *w) noexcept:
-    """Whether a blocking call should sleep in io_wait (where close() wakes it) rather than in
-    the system call: a csock socket, other threads in the process (only they can close it
-    under the call), and no SO_RCVTIMEO/SO_SNDTIMEO (poll(2) would not honour them)."""
+    """Whether a blocking send loop should sleep in io_wait (where close() wakes it) rather
+    than in the system call: a csock socket, other threads in the process (only they can close
+    it under the call), and no SO_SNDTIMEO (poll(2) would not honour it)."""
     return w.state != NULL and not (<SocketState>w.state).kernel_timeouts and not only_thread()
 
 
@@ -432,15 +432,12 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
                 continue
             raise_errno(err)
         if release_gil:
-            wakeable_send = False
-            if w.timeout_ns < 0 and wakeable_sleep(w):
-                # Another thread may close this socket: sleep where close() can wake us. A
-                # receive waits first (its data is then there); a send loop tries first with
-                # MSG_DONTWAIT (it nearly always finds room) and waits only on EAGAIN.
-                if events == POLLIN:
-                    io_wait(w, events)
-                elif events == POLLOUT and w.resumable:
-                    wakeable_send = True
+            # A blocking send loop in a process with other threads (which may close the
+            # socket under it) sends with MSG_DONTWAIT, which nearly always finds room, and
+            # sleeps in io_wait, where close() wakes it, only when the socket is full. A
+            # blocking receive sleeps in the call itself, as the stdlib's: waiting in poll(2)
+            # first made a threaded ping-pong 6-9 us a round trip slower (docs/benchmarks.md).
+            wakeable_send = w.timeout_ns < 0 and events == POLLOUT and w.resumable and wakeable_sleep(w)
             io_enter(w)
             if wakeable_send:
                 csock_extra_flags = MSG_DONTWAIT
