@@ -19,6 +19,9 @@ import pytest
 
 import csock
 
+# Each case starts an interpreter and moves megabytes: out of the sanitizer half.
+pytestmark = pytest.mark.slow
+
 # Run first in every snippet: csock is `socket` before anything imports it.
 PRELUDE = """
 import sys
