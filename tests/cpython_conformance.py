@@ -97,7 +97,8 @@ EXCLUDED = {
 # Differences known today, each naming the csock defect that causes it:
 #     (mode or "*", test id or fnmatch pattern, text csock's outcome contains or "") -> defect
 # The check reports them and stays green for them only; the integrator removes an entry when
-# the fix for its defect lands (a run lists the entries that matched nothing as "stale").
+# the fix for its defect lands (a run lists as "stale" the entries whose tests passed on the
+# stdlib and no longer differ).
 # An entry applies on every Python version.
 KNOWN_DIFFERENCES: dict[tuple[str, str, str], str] = {
     ("patch", "*", "RecursionError"):
@@ -118,8 +119,7 @@ KNOWN_DIFFERENCES: dict[tuple[str, str, str], str] = {
 # A stdlib pass's seconds per suite here (3.11), to start the longest first.
 # (test_ftplib is early because its patch-mode run waits out a client timeout per test today.)
 SECONDS = {"test_asyncio": 60, "test_ftplib": 50, "test_socket": 40, "test_ssl": 25, "test_logging": 20,
-           "test_socket_core": 20,
-           "test_selectors": 15, "test_socketserver": 10, MP_CONNECTION: 10}
+           "test_socket_core": 20, "test_selectors": 15, "test_socketserver": 10, MP_CONNECTION: 10}
 
 # A suite's new differences are re-run alone when there are this many at most (more are a
 # defect, not flakiness, and re-running tests that time out would double the run).
@@ -316,7 +316,8 @@ def run_suite(mode: str, suite: str, names: list[str], workdir: Path,
     deadline = time.monotonic() + SUITE_TIMEOUT
     while True:
         before = read_records(out)
-        cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()), "--child", mode, str(out), "--timeout", str(PER_TEST_TIMEOUT),
+        cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()),
+               "--child", mode, str(out), "--timeout", str(PER_TEST_TIMEOUT),
                *(["--only", str(only_file)] if only_file else []), *names]
         with open(log, "a") as log_stream:
             try:
