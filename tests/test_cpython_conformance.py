@@ -28,7 +28,7 @@ def test_the_stdlib_run_ran_the_subset(report):
     passed = {suite: sum(o == "pass" for o in outcomes.values()) for suite, outcomes in stdlib.items()}
     assert passed["test_socket_core"] > 200, passed
     assert passed["test_selectors"] > 50, passed
-    assert passed["test_asyncio.test_sock_lowlevel"] > 30, passed
+    assert passed["test_asyncio.test_sock_lowlevel"] >= 25, passed    # 30 tests on 3.10, 39 on 3.11
 
 
 @pytest.mark.slow
