@@ -176,10 +176,11 @@ def test_socket_passed_to_a_multiprocessing_child():
     ctx = multiprocessing.get_context("fork")
     ours, theirs = socket.socketpair()
     inbox, outbox = ctx.Pipe(duplex=False)
-    worker = ctx.Process(target=child, args=(inbox,))
+    worker = ctx.Process(target=child, args=(inbox,), daemon=True)   # a failed send ends it
     worker.start()
     outbox.send(theirs)
     theirs.close()
+    ours.settimeout(30)
     ours.sendall(b"hello")
     reply = b""
     while chunk := ours.recv(100):
