@@ -37,9 +37,33 @@ def run(loop_kind: str) -> Any:
         if loop_kind == "uvloop":
             import uvloop
             factory = uvloop.new_event_loop
+        return run_on_new_loop(coro, factory)
+    return run
+
+
+def run_on_new_loop(coro: Any, factory: Any = None) -> Any:
+    """asyncio.Runner(loop_factory=factory).run(coro), on 3.10 too (Runner came in 3.11): a new
+    loop runs coro, then the tasks left are cancelled, async generators closed, the loop closed."""
+    if hasattr(asyncio, "Runner"):
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(coro)
-    return run
+    loop = (factory or asyncio.new_event_loop)()
+    if factory is None:
+        asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:    # (an empty gather() would bind to the current loop, not this one)
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            if factory is None:
+                asyncio.set_event_loop(None)
+            loop.close()
 
 
 def fd_count() -> int:
@@ -1282,8 +1306,7 @@ def test_framed_close_after_the_loop_is_gone(loop_kind: str) -> None:
         assert bytes(await task) == b"x"
         # b's reader is still registered (it stays between calls) when the loop closes.
 
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
+    run_on_new_loop(main(), factory)
     b.close()
     a.close()
     assert a.socket.fileno() == -1 and b.socket.fileno() == -1
