@@ -26,14 +26,7 @@ PYTEST = ["python", "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
 
 # Failures known today on one version, each naming its csock defect; deselected there so the
 # session checks everything else. The integrator removes an entry when its fix lands.
-KNOWN_FAILURES: dict[str, dict[str, str]] = {
-    "3.13": {
-        "tests/test_packet.py::test_fields_cannot_be_deleted_or_stored_around_validation":
-            "on 3.13 object.__setattr__(layer, field, 'junk') is no longer refused for the packet "
-            "classes (src/fastio/packet.pyx): the junk is stored, and reading the field then "
-            "raises TypeError",
-    },
-}
+KNOWN_FAILURES: dict[str, dict[str, str]] = {}
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"

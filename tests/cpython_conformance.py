@@ -100,21 +100,7 @@ EXCLUDED = {
 # the fix for its defect lands (a run lists as "stale" the entries whose tests passed on the
 # stdlib and no longer differ).
 # An entry applies on every Python version.
-KNOWN_DIFFERENCES: dict[tuple[str, str, str], str] = {
-    ("patch", "*", "RecursionError"):
-        "issue 16 item 5: csock looks _std.socketpair / _std.create_server up at call time; once "
-        "`socket.socketpair = csock.socketpair` they are csock's own: infinite recursion",
-    ("patch", "test.test_ftplib.*", "TimeoutError"):
-        "issue 16 item 5: the same recursion in the dummy FTP server's thread (its PASV calls "
-        "socket.create_server), so the client waits out its timeout",
-    ("patch", "test.test_socket.NetworkConnectionNoServer.test_create_connection_timeout", ""):
-        "issue 16 item 5: csock's create_connection ignores a mock of the stdlib module's names "
-        "(the test replaces socket.socket with a socket whose connect times out; csock's makes a "
-        "real one and gets ECONNREFUSED)",
-    ("module", "multiprocessing_connection.WithProcessesTestPicklingConnections.test_pickling", ""):
-        "issue 16 item 2: multiprocessing's socket reducer is registered for the stdlib class "
-        "only: 'cannot pickle StreamSocket object' in the child, EOFError in the test",
-}
+KNOWN_DIFFERENCES: dict[tuple[str, str, str], str] = {}   # none left: every stdlib pass passes
 
 # A stdlib pass's seconds per suite here (3.11), to start the longest first.
 # (test_ftplib is early because its patch-mode run waits out a client timeout per test today.)

@@ -161,9 +161,6 @@ def test_requests_over_tls(certificate):
     assert run_with_csock(REQUESTS_CLIENT, *certificate).split() == ["ok", "https"]
 
 
-@pytest.mark.xfail(strict=True, reason="csock defect (issue 16 item 2): multiprocessing.reduction "
-                   "registers its socket reducer for the stdlib class only, so a csock socket cannot "
-                   "be pickled to a child")
 def test_socket_passed_to_a_multiprocessing_child():
     out = run_with_csock("""
     import multiprocessing
