@@ -160,57 +160,30 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
 
 # --- defect: the caller's own code closes the socket in the middle of a call ----------------
 
-@pytest.mark.parametrize("kind", [csock.SOCK_DGRAM, csock.SOCK_SEQPACKET])
-def test_send_batch_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd(kind):
-    """send_batch iterates the caller's iterable after taking the fd: the iterator closes the
-    socket and a new pair takes its number; the batch must raise EBADF, not send there."""
+ITERABLE_SENDS = {
+    "dgram send_batch": (csock.SOCK_DGRAM, lambda s, items: s.send_batch(items)),
+    "seqpacket send_batch": (csock.SOCK_SEQPACKET, lambda s, items: s.send_batch(items)),
+    "send_records": (csock.SOCK_SEQPACKET, lambda s, items: s.send_records(items)),
+    "send_buffers": (csock.SOCK_STREAM, lambda s, items: s.send_buffers(items)),
+}
+
+
+@pytest.mark.parametrize("call", list(ITERABLE_SENDS))
+def test_a_call_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd(call):
+    """These calls iterate the caller's iterable after taking the fd: the iterator closes the
+    socket and new pairs take its number; the call must raise EBADF, not send there."""
+    kind, send = ITERABLE_SENDS[call]
     a, b = csock.socketpair(csock.AF_UNIX, kind)
     grabbed = []
 
-    def records():
+    def items():
         yield b"first"
         a.close()
         grabbed.extend(grab_fd_numbers(kind=kind))
         yield b"second"
 
     with pytest.raises(OSError) as caught:
-        a.send_batch(records())
-    assert caught.value.errno == errno.EBADF
-    assert_quiet([s for pair in grabbed for s in pair])
-    close_all(grabbed)
-    b.close()
-
-
-def test_send_records_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd():
-    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
-    grabbed = []
-
-    def records():
-        yield b"first"
-        a.close()
-        grabbed.extend(grab_fd_numbers(kind=csock.SOCK_SEQPACKET))
-        yield b"second"
-
-    with pytest.raises(OSError) as caught:
-        a.send_records(records())
-    assert caught.value.errno == errno.EBADF
-    assert_quiet([s for pair in grabbed for s in pair])
-    close_all(grabbed)
-    b.close()
-
-
-def test_send_buffers_whose_item_closes_the_socket_sends_nothing_to_a_reused_fd():
-    a, b = csock.socketpair()
-    grabbed = []
-
-    def buffers():
-        yield b"first"
-        a.close()
-        grabbed.extend(grab_fd_numbers())
-        yield b"second"
-
-    with pytest.raises(OSError) as caught:
-        a.send_buffers(buffers())
+        send(a, items())
     assert caught.value.errno == errno.EBADF
     assert_quiet([s for pair in grabbed for s in pair])
     close_all(grabbed)
@@ -246,17 +219,22 @@ def test_spinning_receive_closed_from_another_thread_reads_nothing_of_a_reused_f
 
 # --- close() leaves other holders of the open file alone ------------------------------------
 
+def close_under_a_timed_receive(sock):
+    """Close sock while another thread's timed recv sleeps on it: the call ends with EBADF."""
+    sock.settimeout(30)                       # (a timed call: close() wakes it)
+    thread, box = outcome_of(lambda: sock.recv(100))
+    time.sleep(0.1)
+    sock.close()
+    thread.join(10)
+    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+
+
 def test_close_with_a_call_blocked_leaves_a_dup_connected():
     """close() of one descriptor while a call is blocked on it: a dup() of it keeps working
     both ways (no shutdown(2) of the shared connection)."""
     a, b = csock.socketpair()
     c = a.dup()
-    a.settimeout(30)                          # (a timed call: close() wakes it)
-    thread, box = outcome_of(lambda: a.recv(100))
-    time.sleep(0.1)
-    a.close()
-    thread.join(10)
-    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    close_under_a_timed_receive(a)
     c.sendall(b"via the dup")
     assert b.recv(100) == b"via the dup"
     b.sendall(b"back")
@@ -275,12 +253,7 @@ def test_close_with_a_call_blocked_leaves_a_descriptor_passed_with_scm_rights_co
     stdlib_socket.send_fds(x, [b"fd"], [a.fileno()])
     _, fds, _, _ = stdlib_socket.recv_fds(y, 16, 1)
     passed = csock.socket(fileno=fds[0])
-    a.settimeout(30)
-    thread, box = outcome_of(lambda: a.recv(100))
-    time.sleep(0.1)
-    a.close()
-    thread.join(10)
-    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    close_under_a_timed_receive(a)
     passed.sendall(b"passed on")
     assert b.recv(100) == b"passed on"
     for s in (passed, b, x, y):
