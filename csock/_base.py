@@ -131,6 +131,7 @@ def adopt(std_sock: _std.socket) -> Any:
 _stdlib_socketpair = _std.socketpair
 _stdlib_create_server = _std.create_server
 _stdlib_getaddrinfo = _std.getaddrinfo
+_stdlib_socket_class = _std.socket
 
 
 def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[Any, Any]:
@@ -149,16 +150,29 @@ def _resolver() -> Any:
     return _std.getaddrinfo if resolve is _stdlib_getaddrinfo else resolve
 
 
+def _socket_class() -> Any:
+    """The socket class create_connection makes, looked up at call time so that a test's
+    replacement is used either way csock stands in for the stdlib: csock's module attribute
+    (sys.modules["socket"] = csock, then socket.socket = Mock), or the stdlib module's once
+    something other than csock or the original put its own there (csock patched into the
+    stdlib's attributes, then the test swaps socket.socket)."""
+    made = sys.modules[__package__].socket
+    if made is not socket:
+        return made
+    current = _std.socket
+    return current if current is not _stdlib_socket_class and current is not socket else made
+
+
 def _connect_to_first(address: tuple[str | None, int | str | bytes | None], timeout: float | None,
                       source_address: Any, all_errors: bool) -> StreamSocket:
     """The stdlib's create_connection, with csock sockets: the last error, or all of them."""
-    package = sys.modules[__package__]
+    make_socket = _socket_class()
     host, port = address
     errors: list[OSError] = []
     for family, kind, proto, _, sockaddr in _resolver()(host, port, 0, _std.SOCK_STREAM):
         sock = None
         try:
-            sock = package.socket(family, kind, proto)
+            sock = make_socket(family, kind, proto)
             if timeout is not _std._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
                 sock.settimeout(timeout)
             if source_address:

@@ -276,6 +276,24 @@ def test_a_mocked_getaddrinfo_reaches_create_connection(mode: str, request: pyte
         resolver.assert_called_once()
 
 
+@pytest.mark.parametrize("mode", ["patched_stdlib", "csock_as_socket_module"])
+def test_a_replaced_socket_class_reaches_create_connection(mode: str, request: pytest.FixtureRequest) -> None:
+    """As CPython's test_create_connection_timeout does: socket.socket replaced by a class
+    whose connect times out; create_connection must make that class and raise TimeoutError."""
+    request.getfixturevalue(mode)
+    module = sys.modules["socket"]
+
+    class TimingOut(csock.socket):
+        def connect(self, *args: Any) -> None:
+            raise TimeoutError("timed out")
+
+    entries = [(csock.AF_INET, csock.SOCK_STREAM, 6, "", ("127.0.0.1", 9))]
+    with mock.patch.object(module, "socket", TimingOut), \
+            mock.patch.object(module, "getaddrinfo", return_value=entries):
+        with pytest.raises(TimeoutError):
+            module.create_connection(("127.0.0.1", 9))
+
+
 # --- subclasses of csock.socket ---------------------------------------------------------------
 
 class TimedSocket(csock.socket):
