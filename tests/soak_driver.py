@@ -15,13 +15,11 @@ import sys
 import threading
 import time
 
+from pairs import fd_count  # run as a script (python tests/soak_driver.py): tests/ is on sys.path
+
 import csock
 
 LINGER_RESET = struct.pack("ii", 1, 0)     # close with RST: no TIME_WAIT to exhaust ports
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def rss_bytes() -> int:

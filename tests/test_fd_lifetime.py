@@ -18,19 +18,9 @@ import pytest
 
 import csock
 
+from .pairs import fd_count, tcp_pair
+
 pytestmark = pytest.mark.timeout(120)
-
-
-def fd_count() -> int:
-    """Open descriptors, less eventfds (csock makes one per process, on first need, to wake
-    calls that close() interrupts)."""
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventfd]"
-        except OSError:
-            pass                                # the listing's own descriptor, gone
-    return count
 
 
 def assert_quiet(sockets):
@@ -74,7 +64,7 @@ def ended_with_ebadf_or_returned(box):
         assert isinstance(box[0], OSError) and box[0].errno == errno.EBADF, repr(box[0])
 
 
-# --- defect: a send loop kept sending on the old number after close() -----------------------
+# --- close() from another thread: a send loop stops at the old number -----------------------------
 
 SEND_LOOPS = {
     "sendall": lambda s, data: s.sendall(data),
@@ -158,7 +148,7 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
         close_all(grabbed)
 
 
-# --- defect: the caller's own code closes the socket in the middle of a call ----------------
+# --- the caller's own code (an iterator, a lookup) closes the socket mid-call ---------------------
 
 ITERABLE_SENDS = {
     "dgram send_batch": (csock.SOCK_DGRAM, lambda s, items: s.send_batch(items)),
@@ -190,7 +180,7 @@ def test_a_call_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd(ca
     b.close()
 
 
-# --- defect: a spinning receive read the data of the socket that took its number ------------
+# --- a spinning receive never reads the socket that took its number -------------------------------
 
 @pytest.mark.parametrize("call", ["recv", "recv_into", "recv_batch"])
 def test_spinning_receive_closed_from_another_thread_reads_nothing_of_a_reused_fd(call):
@@ -341,13 +331,6 @@ def test_no_fd_leak_when_closing_under_calls_in_flight():
 
 
 # --- MSG_ZEROCOPY buffers outlive close() and garbage collection ----------------------------
-
-def tcp_pair():
-    with csock.create_server(("127.0.0.1", 0)) as server:
-        a = csock.create_connection(server.getsockname())
-        b, _ = server.accept()
-    return a, b
-
 
 def fill_with_garbage(size, rounds=64):
     """Allocate and drop same-sized objects, so freed memory is reused with other bytes."""

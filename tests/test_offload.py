@@ -16,25 +16,12 @@ import pytest
 
 import csock
 
-from .pairs import receive
+from .pairs import fd_count, receive, tcp_pair, udp_pair
 from .tracing import needs_strace, strace
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = {"v4": (csock.AF_INET, "127.0.0.1"), "v6": (csock.AF_INET6, "::1")}
-
-
-def udp_pair(kind="v4"):
-    family, host = LOOPBACK[kind]
-    rx = csock.socket(family, csock.SOCK_DGRAM)
-    rx.bind((host, 0))
-    rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 16 << 20)
-    tx = csock.socket(family, csock.SOCK_DGRAM)
-    tx.bind((host, 0))
-    tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 16 << 20)
-    rx.settimeout(5)
-    return tx, rx
 
 
 def payloads(count, size, last=None):
@@ -590,18 +577,6 @@ def test_spin_stream_roundtrip():
 
 
 # --- MSG_ZEROCOPY ---------------------------------------------------------------------------
-
-def tcp_pair(family=csock.AF_INET):
-    host = "127.0.0.1" if family == csock.AF_INET else "::1"
-    with csock.create_server((host, 0), family=family) as srv:
-        a = csock.create_connection(srv.getsockname()[:2])
-        b, _ = srv.accept()
-    return a, b
-
-
-def fd_count():
-    return len(os.listdir("/proc/self/fd"))
-
 
 @pytest.mark.parametrize("family", [csock.AF_INET, csock.AF_INET6])
 def test_zerocopy_integrity_10k_sends_of_64k(family):
