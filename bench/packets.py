@@ -29,7 +29,7 @@ SEQ = struct.Struct("!Q")
 
 
 def sample() -> bytes:
-    from csock.packet import IPv4, UDP
+    from csock.packet import UDP, IPv4
 
     return bytes(IPv4(src=SRC, dst=DST, id=1) / UDP(sport=SPORT, dport=DPORT) / PAYLOAD)
 
@@ -102,7 +102,7 @@ def parse_scapy(packets: list[bytes]) -> int:
 # --- build ------------------------------------------------------------------------------------
 
 def build_csock(n: int) -> int:
-    from csock.packet import IPv4, UDP
+    from csock.packet import UDP, IPv4
 
     for i in range(n):
         bytes(IPv4(src=SRC, dst=DST, id=1) / UDP(sport=SPORT, dport=DPORT + (i & 1)) / PAYLOAD)
@@ -164,7 +164,7 @@ FILLER = b"p" * 56
 
 def raw_client(impl: str, n: int, port: int, side: stdlib.socket) -> float:
     import csock
-    from csock.packet import IPv4, UDP
+    from csock.packet import UDP, IPv4
 
     credit = SEQ.unpack(side.recv(8))[0]                 # the server's raw socket exists
     start = time.perf_counter()
@@ -256,7 +256,8 @@ def csock_receive(raw: Any, port: int) -> list[int]:
     return seqs
 
 
-def stdlib_receive(raw: stdlib.socket, port: int, buf: bytearray = bytearray(2048)) -> list[int]:
+def stdlib_receive(raw: stdlib.socket, port: int,
+                   buf: bytearray = bytearray(2048)) -> list[int]:  # noqa: B008 (one buffer, reused)
     got = raw.recv_into(buf)
     (vihl, tos, length, ident, fragment, ttl, proto, check, src, dst,
      sport, dport, ulen, ucheck) = HEADERS.unpack_from(buf)

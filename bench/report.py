@@ -91,7 +91,7 @@ def loss_lines(results: list[Result]) -> list[str]:
             totals = lost[r.workload].setdefault(r.implementation, [0, 0])
             totals[0] += r.lost
             totals[1] += r.count
-    return [f"losses {w}: " + ", ".join(f"{impl} {l} of {n}" for impl, (l, n) in by_impl.items())
+    return [f"losses {w}: " + ", ".join(f"{impl} {lost} of {n}" for impl, (lost, n) in by_impl.items())
             for w, by_impl in lost.items()]
 
 

@@ -12,8 +12,8 @@ import struct
 import sys
 import time
 from array import array
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import csock
@@ -455,7 +455,7 @@ def oneway_csock_into_server(sock: Any, n: int, size: int = DGRAM) -> tuple[floa
         if numbers[:k] == expected[first:first + k]:
             receipts.arrived_up_to(first + k, k)
         else:
-            column = columns.get(k) or columns.setdefault(k, struct.Struct(f">{'Q%dx' % (size - 8) * k}"))
+            column = columns.get(k) or columns.setdefault(k, struct.Struct(">" + f"Q{size - 8}x" * k))
             seqs = column.unpack_from(buf)
             if seqs[0] < first or not all(map(operator.lt, seqs, seqs[1:])):
                 raise DataMismatch(f"sequence numbers out of order after {first}: {seqs}")

@@ -6,7 +6,6 @@ SeqPacketSocket, RawSocket); each subclasses ``csock.socket``, which subclasses 
 """
 from __future__ import annotations
 
-import _socket
 import os
 import socket as _std
 import sys

@@ -1,10 +1,10 @@
 # Stubs for the compiled csock._fastio (src/_fastio.pyx). Each section mirrors one include file.
 from collections.abc import Callable, Iterable, Iterator
-from typing_extensions import Buffer
+from ipaddress import IPv4Address, IPv6Address
 from socket import socket as _Socket
 from typing import Any, ClassVar, SupportsIndex, TypeVar, final, overload
-from typing_extensions import Self, disjoint_base
-from ipaddress import IPv4Address, IPv6Address
+
+from typing_extensions import Buffer, Self, disjoint_base
 
 # --- errors.pyx ---
 class IncompleteReadError(EOFError):

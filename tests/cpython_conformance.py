@@ -410,7 +410,7 @@ def summary(report: dict) -> str:
     """One line per difference (NEW or known, with the defect), the flaky and stale ones, totals."""
     lines = []
     for mode, by_suite in report["differences"].items():
-        for suite, found in by_suite.items():
+        for found in by_suite.values():
             for t, outcome in sorted(found.items()):
                 entry = known(mode, t, outcome)
                 last = outcome.strip().splitlines()[-1][:200] if outcome.strip() else outcome

@@ -109,6 +109,6 @@ def fd_count() -> int:
 
 def address_of(view: Any) -> int:
     """Where the memory behind a bytes-like object starts (to tell reused memory from new)."""
-    import numpy     # here, not at the top: the soak driver imports this module and needs none
+    import numpy  # here, not at the top: the soak driver imports this module and needs none
 
     return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)

@@ -6,7 +6,7 @@ import socket
 
 from hypothesis import strategies as st
 
-from csock.packet import ICMP, ICMPv6, IPv4, IPv6, TCP, UDP
+from csock.packet import ICMP, TCP, UDP, ICMPv6, IPv4, IPv6
 
 u8, u16 = st.integers(0, 0xFF), st.integers(0, 0xFFFF)
 v4addr = st.binary(min_size=4, max_size=4).map(socket.inet_ntoa)

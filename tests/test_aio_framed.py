@@ -46,7 +46,7 @@ def test_framed_10k_random_sizes_all_views_held(run: Any) -> None:
         await asyncio.wait_for(task, 30)
         assert len(held) == len(messages)
         assert all(isinstance(m, csock.MessageView) for m in held)
-        for k, (got, want) in enumerate(zip(held, messages)):
+        for k, (got, want) in enumerate(zip(held, messages, strict=True)):
             assert bytes(got) == want, f"message {k} differs"
         a.close()
         b.close()

@@ -230,7 +230,7 @@ def test_help_lists_every_workload_with_its_title():
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m csock bench ")
     listed = proc.stdout.split("workloads (--only NAME ...):\n", 1)[1].splitlines()
     assert [line.split()[0] for line in listed] == [w.name for w in WORKLOADS]
-    assert all(line.split(None, 1)[1] == w.title for line, w in zip(listed, WORKLOADS))
+    assert all(line.split(None, 1)[1] == w.title for line, w in zip(listed, WORKLOADS, strict=True))
 
 
 def test_without_bench_beside_the_package_the_launcher_names_the_checkout(tmp_path):

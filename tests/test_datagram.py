@@ -420,7 +420,7 @@ def test_recv_batch_into_follows_the_buffer_and_bufsize_it_is_given(dgram):
     """Headers are kept per (memory, bufsize): a new buffer or bufsize is laid out anew."""
     tx, rx, rx_addr, _ = dgram
     for bufsize, buf in ((16, bytearray(64)), (8, bytearray(64)), (32, bytearray(64))):
-        for same_again in range(2):
+        for _ in range(2):                  # the same buffer and bufsize again
             tx.send_batch([b"%d" % i * bufsize for i in range(2)], rx_addr)
             assert rx.recv_batch_into(buf, bufsize) == [bufsize, bufsize]
             assert bytes(buf[:2 * bufsize]) == b"0" * bufsize + b"1" * bufsize

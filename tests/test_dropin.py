@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import multiprocessing
 import os
 import pickle
 import socket as stdlib_socket

@@ -304,6 +304,6 @@ def test_every_send_path_raises_broken_pipe_and_no_sigpipe_reaches_the_process()
                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
     assert out.returncode == 0, out.stderr            # -SIGPIPE would mean the process was killed
     lines = out.stdout.split("\n")
-    assert [l for l in lines if l] == [f"{name} EPIPE" for name in (
+    assert [line for line in lines if line] == [f"{name} EPIPE" for name in (
         "send", "sendall", "send_buffers", "send_buffers_zerocopy", "framed_send", "framed_send_many",
         "seqpacket_send", "seqpacket_send_batch", "send_record")], out.stdout

@@ -13,6 +13,7 @@ import os
 import struct
 import threading
 import time
+from functools import partial
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
         data = b"\xab" * (4 << 20)
         stop = threading.Event()
 
-        def drain():                          # ~4 MB/s: the send loop is still going at close
+        def drain(b, stop):                   # ~4 MB/s: the send loop is still going at close
             b.settimeout(0.05)
             while not stop.is_set():
                 try:
@@ -96,9 +97,9 @@ def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
                 except (TimeoutError, OSError):
                     pass
 
-        reader = threading.Thread(target=drain, daemon=True)
+        reader = threading.Thread(target=drain, args=(b, stop), daemon=True)
         reader.start()
-        thread, box = outcome_of(lambda: SEND_LOOPS[method](a, data))
+        thread, box = outcome_of(partial(SEND_LOOPS[method], a, data))
         time.sleep(0.005)
         a.close()
         grabbed = grab_fd_numbers()
@@ -122,7 +123,7 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
         a, b = csock.socketpair(csock.AF_UNIX, kind)
         stop = threading.Event()
 
-        def drain():
+        def drain(b, stop):
             b.settimeout(0.05)
             while not stop.is_set():
                 try:
@@ -130,9 +131,9 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
                 except (TimeoutError, OSError):
                     pass
 
-        reader = threading.Thread(target=drain, daemon=True)
+        reader = threading.Thread(target=drain, args=(b, stop), daemon=True)
         reader.start()
-        thread, box = outcome_of(lambda: a.send_batch([b"r" * 512] * 20000))
+        thread, box = outcome_of(partial(a.send_batch, [b"r" * 512] * 20000))
         time.sleep(0.005)
         a.close()
         grabbed = grab_fd_numbers(kind=kind)
@@ -196,12 +197,12 @@ def test_spinning_receive_closed_from_another_thread_reads_nothing_of_a_reused_f
     time.sleep(0.05)                          # spinning now (up to 1 s)
     b.close()
     grabbed = grab_fd_numbers(kind=kind)
-    for x, y in grabbed:
+    for x, _ in grabbed:
         x.send(b"not yours")
     thread.join(10)
     assert not thread.is_alive()
     assert len(box) == 1 and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
-    for x, y in grabbed:
+    for _, y in grabbed:
         assert y.recv(100) == b"not yours"
     close_all(grabbed)
     a.close()
@@ -302,7 +303,7 @@ def test_a_blocking_receive_closed_under_it_stays_blocked_on_its_own_file():
     a.close()
     grabbed = grab_fd_numbers()
     assert fd not in {s.fileno() for pair in grabbed for s in pair}
-    for x, y in grabbed:
+    for x, _ in grabbed:
         x.send(b"not yours")
     time.sleep(0.1)
     assert thread.is_alive() and not box
@@ -311,7 +312,7 @@ def test_a_blocking_receive_closed_under_it_stays_blocked_on_its_own_file():
     assert box == [b"its own peer"]
     with pytest.raises(OSError):
         os.fstat(fd)
-    for x, y in grabbed:
+    for _, y in grabbed:
         assert y.recv(100) == b"not yours"
     close_all(grabbed)
     b.close()
@@ -322,7 +323,7 @@ def test_no_fd_leak_when_closing_under_calls_in_flight():
     for _ in range(50):
         a, b = csock.socketpair()
         b.settimeout(5)
-        thread, box = outcome_of(lambda: b.recv(10))
+        thread, box = outcome_of(partial(b.recv, 10))
         time.sleep(0.002)
         b.close()
         thread.join(10)
@@ -492,13 +493,13 @@ def test_stress_no_byte_ever_reaches_another_connection():
                 if kind == csock.SOCK_STREAM:
                     framed = rng.random() < 0.25
                     if framed:
-                        thread, box = outcome_of(lambda: stream_sender_framed(a, conn_id, 200))
+                        thread, box = outcome_of(partial(stream_sender_framed, a, conn_id, 200))
                     else:
-                        thread, box = outcome_of(lambda: stream_sender(a, conn_id, 200))
+                        thread, box = outcome_of(partial(stream_sender, a, conn_id, 200))
                     stream_receiver(b, conn_id, framed)
                 else:
                     records = [RECORD.pack(conn_id, i) for i in range(200)]
-                    thread, box = outcome_of(lambda: a.send_batch(records))
+                    thread, box = outcome_of(partial(a.send_batch, records))
                     record_receiver(b, conn_id)
                 a.close()
                 thread.join(10)

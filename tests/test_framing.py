@@ -55,7 +55,7 @@ def test_100k_random_frames_all_views_held(pair):
         received.extend(batch)
     t.join()
     assert len(received) == len(messages)
-    for got, sent in zip(received, messages):
+    for got, sent in zip(received, messages, strict=True):
         assert got == sent                  # every view intact after all later receives
 
 

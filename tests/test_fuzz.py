@@ -33,12 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import csock
-from csock import SPPHeader
-from csock import _fastio
-from csock.packet import ICMP, ICMPv6, IPv4, IPv6, TCP, UDP, Layer, PacketError, parse
+from csock import SPPHeader, _fastio
+from csock.packet import ICMP, TCP, UDP, ICMPv6, IPv4, IPv6, Layer, PacketError, parse
 
-from .strategies import (extension_chains, icmp6s, icmps, ipv4s, ipv6s, payloads, tcps, u8, u16,
-                         udps)
+from .strategies import extension_chains, icmp6s, icmps, ipv4s, ipv6s, payloads, tcps, u8, u16, udps
 
 FUZZ = Path(__file__).parent / "fuzz_driver.py"
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -110,7 +108,7 @@ def buffer_kinds(data: bytes) -> list:
     """data as every kind of buffer parse() takes: bytes, bytearray, a memoryview of the
     middle of a larger buffer, a read-only one, and a strided one (parse copies that)."""
     padded = b"\xAA" * 7 + data + b"\x55" * 5
-    doubled = bytes(b for pair in zip(data, b"\x00" * len(data)) for b in pair)
+    doubled = bytes(b for pair in zip(data, b"\x00" * len(data), strict=True) for b in pair)
     return [data, bytearray(data), memoryview(padded)[7:7 + len(data)],
             memoryview(bytearray(data)).toreadonly(), memoryview(doubled)[::2]]
 
@@ -155,7 +153,7 @@ def test_parsed_packets_rebuilt_after_field_changes(p, data):
     rebuilt = bytes(q)
     again = parse(rebuilt, type(q)._first, verify=True)
     assert bytes(again) == rebuilt
-    for layer, parsed in zip(layers, (layer for layer, _, _ in header_spans(again))):
+    for layer, parsed in zip(layers, (layer for layer, _, _ in header_spans(again)), strict=False):
         assert type(parsed) is type(layer)
         assert {k: v for k, v in layer.fields().items() if v is not None}.items() <= parsed.fields().items()
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import csock
 
@@ -36,7 +38,7 @@ def payloads(count, size, last=None):
 
 def assert_same(got, sent, address):
     assert len(got) == len(sent)
-    for i, (d, m) in enumerate(zip(got, sent)):
+    for i, (d, m) in enumerate(zip(got, sent, strict=True)):
         assert bytes(d.data) == bytes(m), f"datagram {i} differs"
         assert d.address[:2] == address[:2]
         assert not d.truncated
@@ -273,7 +275,7 @@ def test_gro_bufsize_cuts_each_datagram():
         tx.send_batch(sent, rx.getsockname(), segment_size=300)
         got = receive(rx, 20, bufsize=200, gro=True)
         assert len(got) == 20
-        for d, m in zip(got, sent):
+        for d, m in zip(got, sent, strict=False):
             assert bytes(d.data) == m[:200]
             assert d.truncated == (len(m) > 200)
 
@@ -353,8 +355,9 @@ def wait_link_ready(net, timeout=10.0):
 @pytest.mark.parametrize("family", ["v4", "v6"])
 @pytest.mark.parametrize("gso", [True, False])
 def test_gro_across_veth(family, gso):
-    from tests.netns import in_netns, veth_pair
     import json
+
+    from tests.netns import in_netns, veth_pair
     with veth_pair() as net:
         wait_link_ready(net)
         dst, src = (net["b4"], net["a4"]) if family == "v4" else (net["b6"], net["a6"])
@@ -621,7 +624,6 @@ def test_zerocopy_integrity_10k_sends_of_64k(family):
 
 def test_zerocopy_buffers_held_until_completion():
     """The peer does not read: sends stay in the queues, their exports stay held."""
-    import weakref
     a, b = tcp_pair()
     with a, b:
         a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 64 << 10)
@@ -764,7 +766,6 @@ def test_recv_batch_full_first_read_does_not_wait_for_more(gro):
 
 # --- properties: any mix of sizes and destinations arrives intact ---------------------------
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -785,7 +786,7 @@ def test_property_gso_gro_roundtrip(items, segment, gro):
         targets = [rx.getsockname(), rx2.getsockname()]
         batch = [(bytes([i % 256]) * size, targets[dest]) for i, (size, dest) in enumerate(items)]
         assert tx.send_batch(batch, segment_size=segment) == len(batch)
-        for target, sock in zip(targets, (rx, rx2)):
+        for target, sock in zip(targets, (rx, rx2), strict=True):
             expected = [m for m, t in batch if t == target]
             if expected:
                 got = receive(sock, len(expected), max_messages=37, gro=gro)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from csock import packet as pk
-from csock.packet import ICMP, ICMPv6, IPv4, IPv6, TCP, UDP, PacketError, checksum, parse
+from csock.packet import ICMP, TCP, UDP, ICMPv6, IPv4, IPv6, PacketError, checksum, parse
 
 from .strategies import extension_chains, packets, payloads, u8, udps
 
@@ -618,7 +618,7 @@ def _send_raw_and_receive(build_udp):
         tx.sendto(data, ("127.0.0.1", 0))
         try:
             return rx.recvfrom(2048)
-        except socket.timeout:
+        except TimeoutError:
             return None
     finally:
         rx.close()
@@ -885,7 +885,7 @@ def test_ipv6_segment_routing_header_final_segment_in_pseudo_header():
 def test_reused_layer_memory_starts_clean():
     # freed layers and payload views are kept per type for reuse (instancecache.h): a new
     # object built in reused memory must not see anything of the old one
-    held = [parse(bytes(IPv4(src="10.0.0.%d" % (i % 250), id=i, ttl=7) / UDP(sport=i, dport=9) / (b"old" * 3)))
+    held = [parse(bytes(IPv4(src=f"10.0.0.{i % 250}", id=i, ttl=7) / UDP(sport=i, dport=9) / (b"old" * 3)))
             for i in range(600)]
     del held
     fresh = [UDP() for _ in range(300)] + [IPv4() for _ in range(300)]

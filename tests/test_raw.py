@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import csock
-from csock.packet import IPv4, IPv6, UDP, PacketError
+from csock.packet import UDP, IPv4, IPv6, PacketError
 
 from .netns import in_netns, veth_pair
 
@@ -73,7 +73,7 @@ def test_without_cap_net_raw_construction_says_what_is_needed():
     if "Operation not permitted" in proc.stderr and "setpriv" in proc.stderr:
         pytest.skip(f"cannot drop capabilities here: {proc.stderr.strip()}")
     lines = proc.stdout.splitlines()
-    assert len(lines) == 2 and all("PermissionError" in l and "CAP_NET_RAW" in l for l in lines), proc
+    assert len(lines) == 2 and all("PermissionError" in line and "CAP_NET_RAW" in line for line in lines), proc
     result = ping("-c", "1", "127.0.0.1", prefix=drop)
     assert result.returncode == 2 and "CAP_NET_RAW" in result.stderr
 
@@ -239,9 +239,9 @@ def test_ping_loopback(host):
     result = ping("-c", "3", "-i", "0.05", host)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    replies = [l for l in lines if " bytes from " in l]
-    assert [l.split("icmp_seq=")[1].split()[0] for l in replies] == ["1", "2", "3"]
-    assert all(l.startswith("64 bytes from ") for l in replies)
+    replies = [line for line in lines if " bytes from " in line]
+    assert [line.split("icmp_seq=")[1].split()[0] for line in replies] == ["1", "2", "3"]
+    assert all(line.startswith("64 bytes from ") for line in replies)
     assert "3 packets transmitted, 3 received, 0% packet loss" in result.stdout
     assert "rtt min/avg/max/mdev = " in result.stdout
 
@@ -280,8 +280,8 @@ def test_ping_ipv6_lines_carry_the_hop_limit():
     """iputils prints ttl= for IPv4 and hlim= for IPv6 (the IPV6_HOPLIMIT ancillary data)."""
     v4, v6 = (ping("-c", "1", host) for host in ("127.0.0.1", "::1"))
     assert v4.returncode == 0 and v6.returncode == 0, (v4.stderr, v6.stderr)
-    (line4,) = [l for l in v4.stdout.splitlines() if " bytes from " in l]
-    (line6,) = [l for l in v6.stdout.splitlines() if " bytes from " in l]
+    (line4,) = [line for line in v4.stdout.splitlines() if " bytes from " in line]
+    (line6,) = [line for line in v6.stdout.splitlines() if " bytes from " in line]
     assert " ttl=64 " in line4 and "hlim" not in line4
     assert line6.startswith("64 bytes from ::1: icmp_seq=1 hlim=64 time=") and "ttl" not in line6
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import array
-import struct
 import os
 import signal
 import socket as stdlib_socket
+import struct
 import subprocess
 import sys
 import threading
