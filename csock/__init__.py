@@ -11,7 +11,9 @@ from socket import *  # noqa: F401,F403  (the drop-in surface)
 from typing import Any
 
 # Public names outside socket.__all__ too (AddressFamily, SocketKind, MsgFlag, ...).
-globals().update({k: v for k, v in vars(_std).items() if not k.startswith("_") and k not in globals()})
+globals().update(
+    {k: v for k, v in vars(_std).items() if not k.startswith("_") and k not in globals()}
+)
 
 from . import _fastio as _fastio
 from ._base import create_connection as create_connection

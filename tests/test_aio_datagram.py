@@ -129,10 +129,15 @@ def test_endpoint_offload_is_on_by_default_for_udp_only(run: Any, tmp_path: Any)
     """UDP endpoints receive with GRO unless offload=False; AF_UNIX endpoints are untouched
     (GRO/GSO do not apply) and still deliver."""
     async def main() -> None:
-        default_t, _ = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        default_t, _ = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
         plain_t, _ = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0),
                                                               offload=False)
-        gro = [t.get_extra_info("socket").getsockopt(csock.SOL_UDP, UDP_GRO) for t in (default_t, plain_t)]
+        gro = [
+            t.get_extra_info("socket").getsockopt(csock.SOL_UDP, UDP_GRO)
+            for t in (default_t, plain_t)
+        ]
         assert gro == [1, 0]
         a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
         unix_t, unix = await csock.aio.create_datagram_endpoint(Recorder, sock=b)
@@ -148,7 +153,9 @@ def test_endpoint_offload_is_on_by_default_for_udp_only(run: Any, tmp_path: Any)
 
 
 @pytest.mark.parametrize("offload", [True, False])
-def test_endpoint_with_and_without_offload_sends_the_same_datagrams(run: Any, offload: bool) -> None:
+def test_endpoint_with_and_without_offload_sends_the_same_datagrams(
+    run: Any, offload: bool
+) -> None:
     """A stdlib receiver (no GRO) gets exactly the datagrams sent, sizes and order kept, whether
     they left as GSO messages or one by one."""
     msgs = [bytes([i % 251]) * (100 if i % 7 else 37) for i in range(600)]
@@ -174,7 +181,9 @@ def test_endpoint_echo_1000(run: Any) -> None:
     msgs = [indexed_payload(i) for i in range(count)]
 
     async def main() -> None:
-        server_t, server = await csock.aio.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        server_t, server = await csock.aio.create_datagram_endpoint(
+            Echo, local_addr=("127.0.0.1", 0)
+        )
         address = server_t.get_extra_info("sockname")
         assert isinstance(server_t.get_extra_info("socket"), csock.DatagramSocket)
         client_t, client = await csock.aio.create_datagram_endpoint(Recorder, remote_addr=address)
@@ -276,7 +285,9 @@ def test_endpoint_error_received_and_stays_open(run: Any) -> None:
 
 def test_endpoint_bad_address_raises_before_sending(run: Any) -> None:
     async def main() -> None:
-        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        transport, proto = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
         with pytest.raises(ValueError):
             transport.sendto(b"x")               # not connected: an address is needed
         with pytest.raises((ValueError, TypeError, OSError)):
@@ -322,9 +333,13 @@ def test_endpoint_with_plain_asyncio_protocol(run: Any) -> None:
 
 def test_endpoint_reuse_port_shares_a_udp_port(run: Any) -> None:
     async def main() -> None:
-        t1, p1 = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0), reuse_port=True)
+        t1, p1 = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0), reuse_port=True
+        )
         port = t1.get_extra_info("sockname")[1]
-        t2, p2 = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", port), reuse_port=True)
+        t2, p2 = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", port), reuse_port=True
+        )
         assert t2.get_extra_info("sockname")[1] == port
         assert t2.get_extra_info("socket").getsockopt(std.SOL_SOCKET, std.SO_REUSEPORT) == 1
         with pytest.raises(OSError):

@@ -24,7 +24,9 @@ def test_loop_is_the_one_asked_for(run: Any, loop_kind: str) -> None:
 def test_csock_aio_reachable_from_csock() -> None:
     import subprocess
     import sys
-    code = "import csock; print(csock.aio.FramedStream.__module__, csock.aio.start_framed_server.__name__)"
+
+    code = ("import csock; "
+            "print(csock.aio.FramedStream.__module__, csock.aio.start_framed_server.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["csock.aio.framed", "start_framed_server"], out.stderr
 
@@ -50,7 +52,8 @@ async def handler(stream: csock.aio.FramedStream) -> None:
 async def use(sock: csock.DatagramSocket) -> None:
     batch: list[csock.Datagram] = await csock.aio.recv_batch(sock, max_messages=8)
     sent: int = await csock.aio.send_batch(sock, [b"x", (b"y", ("127.0.0.1", 9))])
-    server: csock.aio.FramedServer = await csock.aio.start_framed_server(handler, "127.0.0.1", 0, reuse_port=True)
+    server: csock.aio.FramedServer = await csock.aio.start_framed_server(handler, "127.0.0.1", 0,
+                                                                         reuse_port=True)
     async with server:
         stream = await csock.aio.open_framed_connection("127.0.0.1", 1)
         async with stream:
@@ -70,7 +73,8 @@ def test_mypy_strict_on_aio_usage(tmp_path: Any) -> None:
     sample = tmp_path / "aio_sample.py"
     sample.write_text(AIO_SAMPLE)
     package = os.path.dirname(csock.aio.__file__)
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", package, str(sample)],
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict",
+                           "--no-incremental", package, str(sample)],
                           capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(package)))
     assert proc.returncode == 0, proc.stdout + proc.stderr

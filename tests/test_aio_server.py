@@ -69,7 +69,9 @@ def test_server_echo_1000_connections(run: Any) -> None:
     _server_echo(run, 1000, 100)
 
 
-def test_server_handler_exception_logged_connection_closed(run: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_server_handler_exception_logged_connection_closed(
+    run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     async def handler(stream: csock.aio.FramedStream) -> None:
         async for message in stream:
             if bytes(message) == b"boom":
@@ -211,7 +213,8 @@ async def handler(stream):
         await stream.send(str(os.getpid()).encode())
 
 async def main():
-    server = await csock.aio.start_framed_server(handler, "127.0.0.1", int(sys.argv[1]), reuse_port=True)
+    port = int(sys.argv[1])
+    server = await csock.aio.start_framed_server(handler, "127.0.0.1", port, reuse_port=True)
     print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     server.close()
@@ -230,7 +233,8 @@ def test_reuse_port_two_processes_serve_one_port(run: Any) -> None:
         procs.append(subprocess.Popen([sys.executable, "-c", SERVE_PID, "0"], env=env, text=True,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         port = int(procs[0].stdout.readline())  # type: ignore[union-attr]
-        procs.append(subprocess.Popen([sys.executable, "-c", SERVE_PID, str(port)], env=env, text=True,
+        procs.append(subprocess.Popen([sys.executable, "-c", SERVE_PID, str(port)], env=env,
+                                      text=True,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         assert int(procs[1].stdout.readline()) == port  # type: ignore[union-attr]
 

@@ -72,7 +72,8 @@ SEND_LOOPS = {
     "sendall timed": lambda s, data: (s.settimeout(30), s.sendall(data)),
     "send_buffers": lambda s, data: s.send_buffers([data[: len(data) // 2], data[len(data) // 2:]]),
     "framed send": lambda s, data: csock.FramedStream(s).send(data),
-    "framed send_many": lambda s, data: csock.FramedStream(s).send_many([data[i:i + 4096] for i in range(0, len(data), 4096)]),
+    "framed send_many": lambda s, data: csock.FramedStream(s).send_many(
+        [data[i:i + 4096] for i in range(0, len(data), 4096)]),
 }
 
 
@@ -111,7 +112,11 @@ def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
         assert not thread.is_alive()
         assert len(box) == 1
         if isinstance(box[0], BaseException):
-            assert isinstance(box[0], OSError) and box[0].errno in (errno.EBADF, errno.EPIPE, errno.ECONNRESET), repr(box[0])
+            assert isinstance(box[0], OSError) and box[0].errno in (
+                errno.EBADF,
+                errno.EPIPE,
+                errno.ECONNRESET,
+            ), repr(box[0])
         assert_quiet([s for pair in grabbed for s in pair])
         close_all(grabbed)
 
@@ -144,7 +149,12 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
         reader.join(10)
         assert not thread.is_alive()
         if isinstance(box[0], BaseException):
-            assert isinstance(box[0], OSError) and box[0].errno in (errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED), repr(box[0])
+            assert isinstance(box[0], OSError) and box[0].errno in (
+                errno.EBADF,
+                errno.EPIPE,
+                errno.ECONNRESET,
+                errno.ECONNREFUSED,
+            ), repr(box[0])
         assert_quiet([s for pair in grabbed for s in pair])
         close_all(grabbed)
 
@@ -217,7 +227,9 @@ def close_under_a_timed_receive(sock):
     time.sleep(0.1)
     sock.close()
     thread.join(10)
-    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, (
+        box
+    )
 
 
 def test_close_with_a_call_blocked_leaves_a_dup_connected():

@@ -212,7 +212,8 @@ def test_gro_receives_exactly_what_was_sent(kind, gso, size):
     tx, rx = gro_pair(kind)
     with tx, rx:
         sent = payloads(1000, size, last=size // 2) + [b"", b"tail"] + payloads(70, 333)
-        assert tx.send_batch(sent, rx.getsockname(), segment_size="auto" if gso else None) == len(sent)
+        assert tx.send_batch(sent, rx.getsockname(),
+                             segment_size="auto" if gso else None) == len(sent)
         got = []
         while len(got) < len(sent):
             batch = rx.recv_batch(gro=True)
@@ -367,7 +368,8 @@ def test_gro_across_veth(family, gso):
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             assert rx.stdout.readline().strip() == "ready"
-            tx = in_netns(net["a"], [sys.executable, "-c", VETH_SENDER, dst, "auto" if gso else "none"],
+            tx = in_netns(net["a"],
+                          [sys.executable, "-c", VETH_SENDER, dst, "auto" if gso else "none"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env=env)
             out, err = tx.communicate(json.dumps([m.hex() for m in sent]), timeout=30)
@@ -512,14 +514,19 @@ def test_spin_data_arriving_during_spin(tmp_path, method, timeout):
     text, out = strace(tmp_path, SPIN_RECEIVE, "recvfrom,recvmmsg,poll,ppoll", method, str(timeout))
     fd = out.strip()
     # recvfrom(fd, buf, len, flags, addr, addrlen) / recvmmsg(fd, vec, vlen, flags, timeout)
-    receives = re.findall(rf"^\d+ +recvfrom\({fd}, .*, \d+, (\w[\w|]*), [^,]+, [^,]+\) += (-?\d+)", text, re.M)
-    receives += re.findall(rf"^\d+ +recvmmsg\({fd}, .*, \d+, (\w[\w|]*), [^,]+\) += (-?\d+)", text, re.M)
+    receives = re.findall(
+        rf"^\d+ +recvfrom\({fd}, .*, \d+, (\w[\w|]*), [^,]+, [^,]+\) += (-?\d+)", text, re.M
+    )
+    receives += re.findall(
+        rf"^\d+ +recvmmsg\({fd}, .*, \d+, (\w[\w|]*), [^,]+\) += (-?\d+)", text, re.M
+    )
     got = [flags for flags, result in receives if int(result) > 0]
     assert len(got) == 1, text[-2000:]      # the datagram, in one receive csock made
     # poll(fds, 1, ms) on x86_64; ppoll(fds, 1, {tv_sec=.., tv_nsec=..} or NULL, ...) elsewhere
     waits_ns = [int(ms) * 10**6 for ms in re.findall(r"\bpoll\(.*?\], 1, (-?\d+)", text)]
+    ppoll = r"ppoll\(.*?\], 1, (?:\{tv_sec=(\d+), tv_nsec=(\d+)\}|NULL)"
     waits_ns += [-1 if sec == "" else int(sec) * 10**9 + int(nsec)
-                 for sec, nsec in re.findall(r"ppoll\(.*?\], 1, (?:\{tv_sec=(\d+), tv_nsec=(\d+)\}|NULL)", text)]
+                 for sec, nsec in re.findall(ppoll, text)]
     if timeout is None:
         assert "MSG_DONTWAIT" in got[0], text[-2000:]
         assert all("MSG_DONTWAIT" in flags for flags, _ in receives)    # none slept
@@ -589,7 +596,10 @@ def test_zerocopy_integrity_10k_sends_of_64k(family):
     a, b = tcp_pair(family)
     with a, b:
         size, count = 65536, 10_000
-        pool = [bytes([i]) * size for i in range(7)] + [bytearray(os.urandom(size)), memoryview(os.urandom(size))]
+        pool = [bytes([i]) * size for i in range(7)] + [
+            bytearray(os.urandom(size)),
+            memoryview(os.urandom(size)),
+        ]
         expected = hashlib.sha256()
         for i in range(count):
             expected.update(pool[i % len(pool)])
@@ -768,7 +778,8 @@ def test_recv_batch_full_first_read_does_not_wait_for_more(gro):
 
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=st.lists(st.tuples(st.sampled_from([0, 1, 7, 64, 100, 1200, 1472]), st.integers(0, 1)),
                       min_size=1, max_size=300),
        segment=st.sampled_from(["auto", 64, 100, 1200, None]),
