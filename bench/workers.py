@@ -403,8 +403,8 @@ def oneway_csock_client(sock: Any, n: int, size: int = DGRAM, offload: bool = Fa
     return time.perf_counter() - start
 
 
-def oneway_csock_server(sock: Any, n: int,
-                        size: int = DGRAM, offload: bool = False) -> tuple[float, int]:
+def oneway_csock_server(sock: Any, n: int, size: int = DGRAM,
+                        offload: bool = False) -> tuple[float, int]:
     """recv_batch per wake-up; with offload, UDP GRO splits coalesced datagrams back."""
     if offload:
         sock.enable_gro()                                # before anything arrives
@@ -566,8 +566,8 @@ WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     **{(f"{kind}-pingpong-spin", "csock"): (csock, spinning(dgram_pingpong_server),
                                             spinning(dgram_pingpong_client))
        for kind in ("udp", "seqpacket")},
-    **{(f"{kind}-pingpong-spin", "stdlib-naive"): (stdlib,
-                                                   dgram_pingpong_server, dgram_pingpong_client)
+    **{(f"{kind}-pingpong-spin", "stdlib-naive"): (stdlib, dgram_pingpong_server,
+                                                   dgram_pingpong_client)
        for kind in ("udp", "seqpacket")},
     **{(f"udp-gso-{size}", "csock"): (csock, partial(oneway_csock_server, size=size, offload=True),
                                        partial(oneway_csock_client, size=size, offload=True))

@@ -146,8 +146,8 @@ class SeqPacketSocket(socket):
             raise EOFError("end of stream")
         return records[0]
 
-    def recv_records(self,
-                     max_messages: int = 64, bufsize: int = 65535) -> list[tuple[SPPHeader, Any]]:
+    def recv_records(self, max_messages: int = 64,
+                     bufsize: int = 65535) -> list[tuple[SPPHeader, Any]]:
         """Every record already queued (at least one: waits), up to max_messages, with one
         recvmmsg(2): [(SPPHeader, data)]; [] at end of stream. MalformedRecordError or
         SequenceError carry the whole batch; the records in it count for the numbering."""

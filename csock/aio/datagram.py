@@ -215,8 +215,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         """Send data as one datagram to addr (or the connected peer)."""
         self.send_batch([data], addr)
 
-    def send_batch(self,
-                   messages: Iterable[Buffer | tuple[Buffer, Any]], address: Any = None) -> None:
+    def send_batch(self, messages: Iterable[Buffer | tuple[Buffer, Any]],
+                   address: Any = None) -> None:
         """Send each message as one datagram (bytes-like to address, or ``(data, address)``
         pairs), in order: at once with sendmmsg(2) when nothing is buffered, the rest from
         the write buffer when the socket is writable."""
