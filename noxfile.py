@@ -37,7 +37,9 @@ def tests(session: nox.Session) -> None:
     session.install(*DEPENDENCIES)
     # in place, beside the other versions' builds (each has its own ABI tag)
     session.run("python", "setup.py", "-q", "build_ext", "--inplace", silent=True)
-    known = [arg for test in KNOWN_FAILURES.get(str(session.python), {}) for arg in ("--deselect", test)]
+    known = [
+        arg for test in KNOWN_FAILURES.get(str(session.python), {}) for arg in ("--deselect", test)
+    ]
     session.run(*PYTEST, "-m", "not slow", *known, *session.posargs)
     # CPython's fast conformance subset, both ways against this version's stdlib (slow-marked)
     session.run(*PYTEST, "tests/test_cpython_conformance.py")

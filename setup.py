@@ -22,7 +22,8 @@ directives = {
 }
 if DEBUG:
     sanitize = "-fsanitize=address,undefined"
-    compile_args = ["-O1", "-g", "-fno-omit-frame-pointer", sanitize, "-fno-sanitize-recover=undefined"]
+    compile_args = ["-O1", "-g", "-fno-omit-frame-pointer", sanitize,
+                    "-fno-sanitize-recover=undefined"]
     link_args = [sanitize]
     directives.update(boundscheck=True, wraparound=True)
 

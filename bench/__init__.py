@@ -41,13 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=positive_int, metavar="N",
                         help="rounds per implementation, at least 1 (default 5, quick 3)")
     parser.add_argument("--only", nargs="+", metavar="WORKLOAD",
-                        choices=[w.name for w in WORKLOADS], help="run only these workloads (listed below)")
+                        choices=[w.name for w in WORKLOADS],
+                        help="run only these workloads (listed below)")
     parser.add_argument("--json", metavar="OUT", help="write every run, medians and ratios as JSON")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs matplotlib: the bench extra)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw the ratios (needs matplotlib: the bench extra)")
     parser.add_argument("--processes", type=positive_int, default=2, metavar="N",
                         help="aio-scale: run the csock.aio echo server in 1..N processes sharing "
                              "one port (SO_REUSEPORT); default 2")
-    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)   # tests: tiny runs
+    # tests: tiny runs
+    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
 def make_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -125,7 +128,9 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"medians of {rounds} rounds; server and client pinned to different CPUs\n")
     print(table(workloads, rates))
     print()
-    for line in target_lines(workloads, rates) + scale_lines(workloads, rates) + loss_lines(results):
+    for line in (
+        target_lines(workloads, rates) + scale_lines(workloads, rates) + loss_lines(results)
+    ):
         print(line)
     if args.json:
         write_json(args.json, workloads, results, rates)

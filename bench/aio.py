@@ -180,7 +180,9 @@ async def csock_clients(port: int, counts: list[int], pingpong: bool) -> tuple[f
 async def streams_clients(port: int, counts: list[int], pingpong: bool) -> tuple[float, int]:
     pairs = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in counts))
     header = FRAME.pack(SIZE)
-    outgoing = [[header + m for m in messages_for(conn, count)] for conn, count in enumerate(counts)]
+    outgoing = [
+        [header + m for m in messages_for(conn, count)] for conn, count in enumerate(counts)
+    ]
 
     async def client(conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         mine = outgoing[conn]

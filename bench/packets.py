@@ -29,12 +29,13 @@ SEQ = struct.Struct("!Q")
 
 
 def sample() -> bytes:
-    from csock.packet import IPv4, UDP
+    from csock.packet import UDP, IPv4
 
     return bytes(IPv4(src=SRC, dst=DST, id=1) / UDP(sport=SPORT, dport=DPORT) / PAYLOAD)
 
 
-def stdlib_build(src: str, dst: str, sport: int, dport: int, payload: bytes, ident: int = 1) -> bytes:
+def stdlib_build(src: str, dst: str, sport: int, dport: int,
+                 payload: bytes, ident: int = 1) -> bytes:
     s, d = stdlib.inet_aton(src), stdlib.inet_aton(dst)
     ulen = 8 + len(payload)
     header = IPH.pack(0x45, 0, 20 + ulen, ident, 0, 64, 17, 0, s, d)
@@ -44,7 +45,14 @@ def stdlib_build(src: str, dst: str, sport: int, dport: int, payload: bytes, ide
     if len(body) & 1:
         body += b"\0"
     ucheck = (0xFFFF - int.from_bytes(body, "big") % 0xFFFF) or 0xFFFF
-    return header[:10] + check.to_bytes(2, "big") + header[12:] + udp[:6] + ucheck.to_bytes(2, "big") + payload
+    return (
+        header[:10]
+        + check.to_bytes(2, "big")
+        + header[12:]
+        + udp[:6]
+        + ucheck.to_bytes(2, "big")
+        + payload
+    )
 
 
 # --- parse ------------------------------------------------------------------------------------
@@ -102,7 +110,7 @@ def parse_scapy(packets: list[bytes]) -> int:
 # --- build ------------------------------------------------------------------------------------
 
 def build_csock(n: int) -> int:
-    from csock.packet import IPv4, UDP
+    from csock.packet import UDP, IPv4
 
     for i in range(n):
         bytes(IPv4(src=SRC, dst=DST, id=1) / UDP(sport=SPORT, dport=DPORT + (i & 1)) / PAYLOAD)
@@ -164,7 +172,7 @@ FILLER = b"p" * 56
 
 def raw_client(impl: str, n: int, port: int, side: stdlib.socket) -> float:
     import csock
-    from csock.packet import IPv4, UDP
+    from csock.packet import UDP, IPv4
 
     credit = SEQ.unpack(side.recv(8))[0]                 # the server's raw socket exists
     start = time.perf_counter()
@@ -183,11 +191,13 @@ def raw_client(impl: str, n: int, port: int, side: stdlib.socket) -> float:
                     credit = sent
             k = min(BATCH, n - sent, credit + WINDOW - sent)
             if impl == "csock":
-                out.send_packets([IPv4(src="127.0.0.1", dst="127.0.0.1", id=1) / UDP(sport=40000, dport=port)
-                                  / (SEQ.pack(i) + FILLER) for i in range(sent, sent + k)])
+                out.send_packets([IPv4(src="127.0.0.1", dst="127.0.0.1", id=1)
+                                  / UDP(sport=40000, dport=port) / (SEQ.pack(i) + FILLER)
+                                  for i in range(sent, sent + k)])
             else:
                 for i in range(sent, sent + k):
-                    out.sendto(stdlib_build("127.0.0.1", "127.0.0.1", 40000, port, SEQ.pack(i) + FILLER),
+                    out.sendto(stdlib_build("127.0.0.1", "127.0.0.1",
+                                            40000, port, SEQ.pack(i) + FILLER),
                                ("127.0.0.1", 0))
             sent += k
     return time.perf_counter() - start
@@ -245,7 +255,8 @@ def csock_receive(raw: Any, port: int) -> list[int]:
     try:
         packets = raw.recv_packets(max_messages=BATCH, bufsize=2048)
     except PacketError as error:            # someone else's packet, too big or malformed:
-        packets = [p for p in getattr(error, "packets", []) if isinstance(p, Layer)]   # keep the rest
+        # keep the rest
+        packets = [p for p in getattr(error, "packets", []) if isinstance(p, Layer)]
     for p in packets:
         p.version; p.ihl; p.tos; p.len; p.id; p.flags; p.frag; p.ttl; p.chksum; p.src; p.dst  # noqa: B018
         u = p.payload
@@ -256,7 +267,8 @@ def csock_receive(raw: Any, port: int) -> list[int]:
     return seqs
 
 
-def stdlib_receive(raw: stdlib.socket, port: int, buf: bytearray = bytearray(2048)) -> list[int]:
+def stdlib_receive(raw: stdlib.socket, port: int,
+                   buf: bytearray = bytearray(2048)) -> list[int]:  # noqa: B008 (one buffer, reused)
     got = raw.recv_into(buf)
     (vihl, tos, length, ident, fragment, ttl, proto, check, src, dst,
      sport, dport, ulen, ucheck) = HEADERS.unpack_from(buf)

@@ -17,7 +17,8 @@ HEADINGS = {"c": "× C", "c-gso": "× C+GSO", "stdlib-naive": "× naive", "stdli
             "dpkt": "× dpkt", "scapy": "× scapy", "uvloop": "× uvloop", "asyncio": "× asyncio"}
 
 
-def ratios(workload: Workload, rates: dict[tuple[str, str], float], impl: str = "csock") -> dict[str, float]:
+def ratios(workload: Workload,
+           rates: dict[tuple[str, str], float], impl: str = "csock") -> dict[str, float]:
     """csock's (or another csock row's) median rate divided by each reference's."""
     mine = rates.get((workload.name, impl))
     return {ref: mine / rates[workload.name, ref] for ref in REFERENCES
@@ -39,7 +40,9 @@ def table(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> str
             for ref in references:
                 base = rates.get((w.name, ref))
                 cells.append(f"{rate / base:.2f}×" if base else "-")
-            lines.append(f"{w.title:<42} {impl:<14} {w.show(rate):>16} " + " ".join(f"{c:>8}" for c in cells))
+            lines.append(
+                f"{w.title:<42} {impl:<14} {w.show(rate):>16} " + " ".join(f"{c:>8}" for c in cells)
+            )
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -54,7 +57,8 @@ def target_lines(workloads: list[Workload], rates: dict[tuple[str, str], float])
             achieved = ratios(w, rates).get(ref)
             if achieved is None:
                 continue
-            line = f"target {w.name}: csock ≥ {minimum}× {ref}: {achieved:.2f}× ({verdict(achieved, minimum)})"
+            line = (f"target {w.name}: csock ≥ {minimum}× {ref}: {achieved:.2f}× "
+                    f"({verdict(achieved, minimum)})")
             for impl in variants:
                 other = ratios(w, rates, impl).get(ref)
                 if other is not None:
@@ -74,9 +78,11 @@ def scale_lines(workloads: list[Workload], rates: dict[tuple[str, str], float]) 
         if w.name != "aio-scale" or (w.name, "csock-x1") not in rates:
             continue
         one = rates[w.name, "csock-x1"]
-        lines.append("scale-out aio-scale (csock.aio on uvloop, SO_REUSEPORT, nothing pinned): " + ", ".join(
-            f"{impl[len('csock-x'):]} process(es) {w.show(rates[w.name, impl])} "
-            f"({rates[w.name, impl] / one:.2f}×)" for impl in w.implementations if (w.name, impl) in rates))
+        scaled = [f"{impl[len('csock-x'):]} process(es) {w.show(rates[w.name, impl])} "
+                  f"({rates[w.name, impl] / one:.2f}×)"
+                  for impl in w.implementations if (w.name, impl) in rates]
+        lines.append("scale-out aio-scale (csock.aio on uvloop, SO_REUSEPORT, nothing pinned): "
+                     + ", ".join(scaled))
     return lines
 
 
@@ -91,7 +97,8 @@ def loss_lines(results: list[Result]) -> list[str]:
             totals = lost[r.workload].setdefault(r.implementation, [0, 0])
             totals[0] += r.lost
             totals[1] += r.count
-    return [f"losses {w}: " + ", ".join(f"{impl} {l} of {n}" for impl, (l, n) in by_impl.items())
+    return [f"losses {w}: "
+            + ", ".join(f"{impl} {lost} of {n}" for impl, (lost, n) in by_impl.items())
             for w, by_impl in lost.items()]
 
 
@@ -141,7 +148,9 @@ def draw(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> Any:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("median rate relative to the C program (or csock where there is none); higher is better")
+    ax.set_xlabel(
+        "median rate relative to the C program (or csock where there is none); higher is better"
+    )
     ax.set_title("csock benchmarks")
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda j: present.index(labels[j]))

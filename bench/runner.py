@@ -232,7 +232,8 @@ def run_alone(workload: Workload, implementation: str, count: int, c_binaries: d
               env: dict[str, str], cpu: int | None, timeout: float) -> tuple[float, int]:
     """An in-memory workload: one process on one CPU."""
     proc = subprocess.Popen(command(workload, implementation, "single", count, "-", c_binaries),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin(cpu), env=env, cwd=CHECKOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin(cpu),
+                            env=env, cwd=CHECKOUT)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -244,15 +245,23 @@ def run_alone(workload: Workload, implementation: str, count: int, c_binaries: d
     return measured_result(workload, implementation, count, out.decode())
 
 
-def measured_result(workload: Workload, implementation: str, count: int, output: str) -> tuple[float, int]:
+def measured_result(workload: Workload,
+                    implementation: str, count: int, output: str) -> tuple[float, int]:
     """(elapsed, units that arrived or were processed) from the measured side's JSON line."""
     lines = output.strip().splitlines()
     if not lines:
-        raise BenchError(f"{workload.name}/{implementation}: the {workload.measured} reported nothing")
+        raise BenchError(
+            f"{workload.name}/{implementation}: the {workload.measured} reported nothing"
+        )
     measured = json.loads(lines[-1])
     received = int(measured.get("received", measured["count"]))
-    partial = workload.transport in ("udp", "raw", "inproc")   # losses; slow libraries do fewer
-    if measured["count"] != count or received > count or received <= 0 or (not partial and received != count):
+    partial = workload.transport in ("udp", "raw", "inproc")  # losses; slow libraries do fewer
+    if (
+        measured["count"] != count
+        or received > count
+        or received <= 0
+        or (not partial and received != count)
+    ):
         raise BenchError(f"{workload.name}/{implementation}: moved {received} of {count}")
     return float(measured["elapsed"]), received
 
@@ -267,7 +276,8 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
             log(f"{w.name}: left out: raw sockets need CAP_NET_RAW (root)")
             continue
         impls = [i for i in w.implementations if installed(i, log)
-                 and (not w.name.startswith("aio-") or not uses_uvloop(i) or installed("uvloop", log))]
+                 and (not w.name.startswith("aio-") or not uses_uvloop(i)
+                      or installed("uvloop", log))]
         impls += ["c", *w.c_variants] if w.c_program in c_binaries else []
         plan.append((w, impls, max(1, int((w.count_quick if quick else w.count_full) * scale))))
     results = []
@@ -279,7 +289,8 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
                     bar.set_description(f"{w.name}/{impl}")
                     elapsed, received = run_once(w, impl, count, c_binaries)
                     lost = count - received if w.transport in ("udp", "raw") else 0
-                    results.append(Result(w.name, impl, r, count, elapsed, w.rate(received, elapsed), lost))
+                    results.append(Result(w.name, impl, r, count, elapsed,
+                                          w.rate(received, elapsed), lost))
                     bar.update(1)
     return results
 

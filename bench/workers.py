@@ -12,8 +12,8 @@ import struct
 import sys
 import time
 from array import array
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import csock
@@ -403,7 +403,8 @@ def oneway_csock_client(sock: Any, n: int, size: int = DGRAM, offload: bool = Fa
     return time.perf_counter() - start
 
 
-def oneway_csock_server(sock: Any, n: int, size: int = DGRAM, offload: bool = False) -> tuple[float, int]:
+def oneway_csock_server(sock: Any, n: int, size: int = DGRAM,
+                        offload: bool = False) -> tuple[float, int]:
     """recv_batch per wake-up; with offload, UDP GRO splits coalesced datagrams back."""
     if offload:
         sock.enable_gro()                                # before anything arrives
@@ -455,7 +456,8 @@ def oneway_csock_into_server(sock: Any, n: int, size: int = DGRAM) -> tuple[floa
         if numbers[:k] == expected[first:first + k]:
             receipts.arrived_up_to(first + k, k)
         else:
-            column = columns.get(k) or columns.setdefault(k, struct.Struct(f">{'Q%dx' % (size - 8) * k}"))
+            column = columns.get(k) or columns.setdefault(k,
+                                                          struct.Struct(">" + f"Q{size - 8}x" * k))
             seqs = column.unpack_from(buf)
             if seqs[0] < first or not all(map(operator.lt, seqs, seqs[1:])):
                 raise DataMismatch(f"sequence numbers out of order after {first}: {seqs}")
@@ -558,11 +560,14 @@ WORKERS: dict[tuple[str, str], tuple[Any, Side, Side]] = {
     ("udp-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
     ("seqpacket-pingpong", "csock"): (csock, dgram_pingpong_server, dgram_pingpong_client),
     ("seqpacket-pingpong", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client),
-    ("pingpong-spin", "csock"): (csock, spinning(pingpong_csock_server), spinning(pingpong_csock_client)),
+    ("pingpong-spin", "csock"): (csock, spinning(pingpong_csock_server),
+                                 spinning(pingpong_csock_client)),
     ("pingpong-spin", "stdlib-naive"): (stdlib, pingpong_stdlib_server, pingpong_stdlib_client),
-    **{(f"{kind}-pingpong-spin", "csock"): (csock, spinning(dgram_pingpong_server), spinning(dgram_pingpong_client))
+    **{(f"{kind}-pingpong-spin", "csock"): (csock, spinning(dgram_pingpong_server),
+                                            spinning(dgram_pingpong_client))
        for kind in ("udp", "seqpacket")},
-    **{(f"{kind}-pingpong-spin", "stdlib-naive"): (stdlib, dgram_pingpong_server, dgram_pingpong_client)
+    **{(f"{kind}-pingpong-spin", "stdlib-naive"): (stdlib, dgram_pingpong_server,
+                                                   dgram_pingpong_client)
        for kind in ("udp", "seqpacket")},
     **{(f"udp-gso-{size}", "csock"): (csock, partial(oneway_csock_server, size=size, offload=True),
                                        partial(oneway_csock_client, size=size, offload=True))

@@ -58,13 +58,15 @@ sock.close()
 """
 
 
-def run(prefix_rx: list[str], prefix_tx: list[str], host: str, n: int, zerocopy: bool) -> tuple[float, str]:
+def run(prefix_rx: list[str], prefix_tx: list[str],
+        host: str, n: int, zerocopy: bool) -> tuple[float, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     rx = subprocess.Popen([*prefix_rx, sys.executable, "-c", RECEIVER, host, str(n)],
                           stdout=subprocess.PIPE, text=True, env=env)
     assert rx.stdout is not None
     port = rx.stdout.readline().strip()
-    tx = subprocess.run([*prefix_tx, sys.executable, "-c", SENDER, host, port, str(n), "1" if zerocopy else "0"],
+    tx = subprocess.run([*prefix_tx, sys.executable, "-c", SENDER, host, port,
+                         str(n), "1" if zerocopy else "0"],
                         capture_output=True, text=True, env=env, timeout=600)
     if tx.returncode != 0:
         rx.kill()
@@ -80,11 +82,14 @@ def namespaces() -> tuple[list[str], list[str], str, list[str]]:
     tag = uuid.uuid4().hex[:6]
     a, b = f"zca{tag}", f"zcb{tag}"
     commands = [["ip", "netns", "add", a], ["ip", "netns", "add", b],
-                ["ip", "link", "add", f"za{tag}", "netns", a, "type", "veth", "peer", "name", f"zb{tag}", "netns", b],
+                ["ip", "link", "add", f"za{tag}", "netns", a, "type", "veth", "peer",
+                 "name", f"zb{tag}", "netns", b],
                 ["ip", "-n", a, "addr", "add", "10.78.0.1/24", "dev", f"za{tag}"],
                 ["ip", "-n", b, "addr", "add", "10.78.0.2/24", "dev", f"zb{tag}"],
-                ["ip", "-n", a, "link", "set", f"za{tag}", "up"], ["ip", "-n", b, "link", "set", f"zb{tag}", "up"],
-                ["ip", "-n", a, "link", "set", "lo", "up"], ["ip", "-n", b, "link", "set", "lo", "up"]]
+                ["ip", "-n", a, "link", "set", f"za{tag}", "up"],
+                ["ip", "-n", b, "link", "set", f"zb{tag}", "up"],
+                ["ip", "-n", a, "link", "set", "lo", "up"],
+                ["ip", "-n", b, "link", "set", "lo", "up"]]
     for command in commands:
         subprocess.run(command, check=True, capture_output=True)
     time.sleep(0.5)
@@ -92,7 +97,8 @@ def namespaces() -> tuple[list[str], list[str], str, list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

@@ -11,29 +11,33 @@ from socket import *  # noqa: F401,F403  (the drop-in surface)
 from typing import Any
 
 # Public names outside socket.__all__ too (AddressFamily, SocketKind, MsgFlag, ...).
-globals().update({k: v for k, v in vars(_std).items() if not k.startswith("_") and k not in globals()})
+globals().update(
+    {k: v for k, v in vars(_std).items() if not k.startswith("_") and k not in globals()}
+)
 
-from . import _fastio
+from . import _fastio as _fastio
 from ._base import create_connection as create_connection
 from ._base import create_server as create_server
 from ._base import fromfd as fromfd
+from ._base import register_with_multiprocessing
 from ._base import socket as socket
 from ._base import socketpair as socketpair
+from ._fastio import SP_EM as SP_EM
+from ._fastio import SP_OB as SP_OB
+from ._fastio import SP_SA as SP_SA
+from ._fastio import SP_SP as SP_SP
+from ._fastio import Datagram as Datagram
 from ._fastio import FramedStream as FramedStream
 from ._fastio import FrameTooLargeError as FrameTooLargeError
 from ._fastio import IncompleteReadError as IncompleteReadError
 from ._fastio import MessageView as MessageView
-from ._fastio import Datagram as Datagram
 from ._fastio import SPPHeader as SPPHeader
-from ._fastio import SP_SP as SP_SP, SP_SA as SP_SA, SP_OB as SP_OB, SP_EM as SP_EM
 from .datagram import DatagramSocket as DatagramSocket
 from .raw import RawSocket as RawSocket
 from .seqpacket import MalformedRecordError as MalformedRecordError
 from .seqpacket import SeqPacketSocket as SeqPacketSocket
 from .seqpacket import SequenceError as SequenceError
 from .stream import StreamSocket as StreamSocket
-
-from ._base import register_with_multiprocessing
 
 register_with_multiprocessing()     # every class is registered by now (csock.socket and its kinds)
 del register_with_multiprocessing

@@ -17,7 +17,8 @@ python -m csock bench: the benchmark harness is not part of the installed packag
 in the source checkout, beside the C reference programs. Run it from a checkout:
 
     git clone <csock repository> csock && cd csock
-    python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[bench]" && python -m csock bench
+    python3 -m venv .venv && . .venv/bin/activate
+    pip install -e ".[bench]" && python -m csock bench
 """
 
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return _ping.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m csock")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("bench", help="run the benchmarks (csock vs stdlib vs C; from a source checkout)")
+    commands.add_parser("bench",
+                        help="run the benchmarks (csock vs stdlib vs C; from a source checkout)")
     commands.add_parser("ping", help="ICMP echo over a raw socket (IPv4 and IPv6)")
     parser.parse_args(argv)                      # prints the help, or a usage error: exit 2
     return 2

@@ -6,7 +6,6 @@ SeqPacketSocket, RawSocket); each subclasses ``csock.socket``, which subclasses 
 """
 from __future__ import annotations
 
-import _socket
 import os
 import socket as _std
 import sys
@@ -134,7 +133,8 @@ _stdlib_getaddrinfo = _std.getaddrinfo
 _stdlib_socket_class = _std.socket
 
 
-def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[Any, Any]:
+def socketpair(family: int | None = None,
+               type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[Any, Any]:
     """socketpair(2): two connected csock sockets (AF_UNIX by default), typed Any because the
     class depends on the type argument (StreamSocket for the default SOCK_STREAM)."""
     a, b = _stdlib_socketpair(family, type, proto)

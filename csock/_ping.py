@@ -28,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-W", dest="timeout", type=positive_float, default=2.0,
                         help="seconds to wait for the last reply (default 2)")
     family = parser.add_mutually_exclusive_group()
-    family.add_argument("-4", dest="family", action="store_const", const=_std.AF_INET, help="IPv4 only")
-    family.add_argument("-6", dest="family", action="store_const", const=_std.AF_INET6, help="IPv6 only")
+    family.add_argument("-4", dest="family", action="store_const",
+                        const=_std.AF_INET, help="IPv4 only")
+    family.add_argument("-6", dest="family", action="store_const",
+                        const=_std.AF_INET6, help="IPv6 only")
 
 
 def positive_int(text: str) -> int:
@@ -48,7 +50,9 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, not {text!r}"
+        ) from None
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
@@ -63,7 +67,12 @@ def attach_values(argv: list[str]) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] in VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] not in ("-4", "-6"):
+        if (
+            argv[i] in VALUED
+            and i + 1 < len(argv)
+            and argv[i + 1].startswith("-")
+            and argv[i + 1] not in ("-4", "-6")
+        ):
             out.append(argv[i] + argv[i + 1])
             i += 2
         else:
@@ -114,7 +123,9 @@ class Pinger:
             # the kernel computes the ICMPv6 checksum on raw ICMPv6 sockets (it knows the source)
             return self.packet.ICMPv6(type=self.packet.ICMPV6_ECHO_REQUEST, id=self.ident, seq=seq,
                                       chksum=0) / payload
-        return self.packet.ICMP(type=self.packet.ICMP_ECHO_REQUEST, id=self.ident, seq=seq) / payload
+        return (
+            self.packet.ICMP(type=self.packet.ICMP_ECHO_REQUEST, id=self.ident, seq=seq) / payload
+        )
 
     def send(self, seq: int) -> None:
         self.sock.send_packet(self.request(seq), (self.address, 0))
@@ -142,15 +153,18 @@ class Pinger:
                 return found
 
     def receive_v4(self) -> list[tuple[Any, str, int | None]]:
-        """Our echo replies among the queued packets (one recvmmsg): IPv4 has the TTL in its header."""
+        """Our echo replies among the queued packets (one recvmmsg): IPv4 has the TTL in its
+        header."""
         replies = (self.match(p) for p in self.sock.recv_packets(max_messages=64))
         return [reply for reply in replies if reply is not None]
 
     def receive_v6(self) -> list[tuple[Any, str, int | None]]:
-        """One ICMPv6 message (recvmsg, for its IPV6_HOPLIMIT ancillary data), if it is our reply."""
+        """One ICMPv6 message (recvmsg, for its IPV6_HOPLIMIT ancillary data), if it is our
+        reply."""
         pk = self.packet
         data, ancillary, _, sender = self.sock.recvmsg(65535, _std.CMSG_SPACE(4))
-        hop_limit = next((int.from_bytes(cdata[:4], sys.byteorder) for level, kind, cdata in ancillary
+        hop_limit = next((int.from_bytes(cdata[:4], sys.byteorder)
+                          for level, kind, cdata in ancillary
                           if level == _std.IPPROTO_IPV6 and kind == _std.IPV6_HOPLIMIT), None)
         p = pk.parse(data, first="icmpv6")
         if (isinstance(p, pk.ICMPv6) and p.type == pk.ICMPV6_ECHO_REPLY and p.id == self.ident
@@ -163,7 +177,11 @@ class Pinger:
         pk = self.packet
         if pk.ICMP in p:
             icmp = p[pk.ICMP]
-            if icmp.type == pk.ICMP_ECHO_REPLY and icmp.id == self.ident and len(icmp.payload) >= STAMP.size:
+            if (
+                icmp.type == pk.ICMP_ECHO_REPLY
+                and icmp.id == self.ident
+                and len(icmp.payload) >= STAMP.size
+            ):
                 return icmp, p.src, p.ttl
         return None
 
@@ -187,8 +205,8 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
         print(f"ping: {error}", file=err)
         return 2
     tally = Tally()
-    print(f"PING {args.host} ({address}) {PAYLOAD}({PAYLOAD + (48 if pinger.v6 else 28)}) bytes of data.",
-          file=out, flush=True)
+    print(f"PING {args.host} ({address}) {PAYLOAD}({PAYLOAD + (48 if pinger.v6 else 28)}) "
+          "bytes of data.", file=out, flush=True)
     start = time.perf_counter()
     seq = 0
     try:
@@ -207,8 +225,8 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
                         tally.rtts.append(rtt)
                         # as iputils: ttl= for IPv4, hlim= (the hop limit) for IPv6
                         hops = "" if ttl is None else f" {'hlim' if pinger.v6 else 'ttl'}={ttl}"
-                        print(f"{len(icmp)} bytes from {source}: icmp_seq={reply_seq}{hops} time={rtt * 1000:.3f} ms",
-                              file=out, flush=True)
+                        print(f"{len(icmp)} bytes from {source}: icmp_seq={reply_seq}{hops} "
+                              f"time={rtt * 1000:.3f} ms", file=out, flush=True)
                     if time.perf_counter() >= deadline or (last and len(tally.seen) == tally.sent):
                         break
     except KeyboardInterrupt:

@@ -19,11 +19,11 @@ wrong type TypeError. The layers are implemented in Cython (csock._fastio, src/f
 from __future__ import annotations
 
 from ._fastio import ICMP as ICMP
+from ._fastio import TCP as TCP
+from ._fastio import UDP as UDP
 from ._fastio import ICMPv6 as ICMPv6
 from ._fastio import IPv4 as IPv4
 from ._fastio import IPv6 as IPv6
-from ._fastio import TCP as TCP
-from ._fastio import UDP as UDP
 from ._fastio import Layer as Layer
 from ._fastio import PacketError as PacketError
 from ._fastio import PayloadView as PayloadView

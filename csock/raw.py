@@ -87,7 +87,8 @@ class RawSocket(socket):
         self.header_included = bool(header_included)
 
     @staticmethod
-    def _raw_arguments(family: int = _std.AF_INET, proto: int = _std.IPPROTO_RAW) -> tuple[int, int]:
+    def _raw_arguments(family: int = _std.AF_INET,
+                       proto: int = _std.IPPROTO_RAW) -> tuple[int, int]:
         if family not in (_std.AF_INET, _std.AF_INET6):
             raise ValueError(f"RawSocket is for AF_INET or AF_INET6, not {family!r}")
         return family, proto

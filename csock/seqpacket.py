@@ -56,13 +56,15 @@ class SeqPacketSocket(socket):
     ValueError.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error", "_default_header", "_spp_next", "_spp_expected")
+    __slots__ = ("_csock_receiver", "_csock_send_error",
+                 "_default_header", "_spp_next", "_spp_expected")
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
     recv_batch_into = _fastio.recv_batch_into
 
-    def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: Any = None) -> None:
+    def __init__(self, family: int = -1, type: int = -1,
+                 proto: int = -1, fileno: Any = None) -> None:
         if fileno is None and type == -1:
             type = _std.SOCK_SEQPACKET
             if family == -1:
@@ -121,8 +123,12 @@ class SeqPacketSocket(socket):
             if header is None:
                 malformed = True
                 continue
-            assert header.sequence is not None              # a received header has its number
-            if self._spp_expected is not None and header.sequence != self._spp_expected and gap is None:
+            assert header.sequence is not None  # a received header has its number
+            if (
+                self._spp_expected is not None
+                and header.sequence != self._spp_expected
+                and gap is None
+            ):
                 gap = SequenceError(header, data, self._spp_expected, records)
             self._spp_expected = (header.sequence + 1) & 0xFFFF
         if malformed:
@@ -140,11 +146,14 @@ class SeqPacketSocket(socket):
             raise EOFError("end of stream")
         return records[0]
 
-    def recv_records(self, max_messages: int = 64, bufsize: int = 65535) -> list[tuple[SPPHeader, Any]]:
+    def recv_records(self, max_messages: int = 64,
+                     bufsize: int = 65535) -> list[tuple[SPPHeader, Any]]:
         """Every record already queued (at least one: waits), up to max_messages, with one
         recvmmsg(2): [(SPPHeader, data)]; [] at end of stream. MalformedRecordError or
         SequenceError carry the whole batch; the records in it count for the numbering."""
-        records: list[tuple[Any, Any]] = _fastio.split_records(self.recv_batch(max_messages, bufsize))
+        records: list[tuple[Any, Any]] = _fastio.split_records(
+            self.recv_batch(max_messages, bufsize)
+        )
         self._check_sequence(records)
         return records
 

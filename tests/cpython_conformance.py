@@ -77,7 +77,8 @@ SUITES: dict[str, list[str]] = {
 # Python's nox session): test_socket's core classes, test_selectors, asyncio's sock_* calls.
 FAST_SUITES: dict[str, list[str]] = {
     "test_socket_core": [f"test.test_socket.{cls}" for cls in (
-        "GeneralModuleTests", "BasicTCPTest", "BasicTCPTest2", "BasicUDPTest", "BasicSocketPairTest",
+        "GeneralModuleTests", "BasicTCPTest", "BasicTCPTest2", "BasicUDPTest",
+        "BasicSocketPairTest",
         "NonBlockingTCPTests", "FileObjectClassTestCase", "UnbufferedFileObjectClassTestCase",
         "NetworkConnectionNoServer", "NetworkConnectionAttributesTest", "TCPTimeoutTest",
         "UDPTimeoutTest", "ContextManagersTest", "InheritanceTest", "TestSocketSharing",
@@ -104,7 +105,8 @@ KNOWN_DIFFERENCES: dict[tuple[str, str, str], str] = {}   # none left: every std
 
 # A stdlib pass's seconds per suite here (3.11), to start the longest first.
 # (test_ftplib is early because its patch-mode run waits out a client timeout per test today.)
-SECONDS = {"test_asyncio": 60, "test_ftplib": 50, "test_socket": 40, "test_ssl": 25, "test_logging": 20,
+SECONDS = {"test_asyncio": 60, "test_ftplib": 50, "test_socket": 40, "test_ssl": 25,
+           "test_logging": 20,
            "test_socket_core": 20, "test_selectors": 15, "test_socketserver": 10, MP_CONNECTION: 10}
 
 # A suite's new differences are re-run alone when there are this many at most (more are a
@@ -147,7 +149,8 @@ def load(names: list[str]) -> list[unittest.TestCase]:
     tests: list[unittest.TestCase] = []
     for name in names:
         if name == MP_CONNECTION:
-            found = [t for t in flatten(loader.loadTestsFromModule(multiprocessing_connection_module()))
+            module = multiprocessing_connection_module()
+            found = [t for t in flatten(loader.loadTestsFromModule(module))
                      if any(part in type(t).__name__ for part in MP_CONNECTION_CLASSES)]
         else:
             if not module_exists(name):     # e.g. test.test_asyncio.test_ssl on 3.10
@@ -230,7 +233,8 @@ class Recorder(unittest.TestResult):
     def addSubTest(self, test, subtest, err):
         if err is not None:   # a failing subtest fails its test
             kind = "fail" if issubclass(err[0], test.failureException) else "error"
-            self.outcome(test, f"{kind}: {subtest.id()}: " + self._exc_info_to_string(err, test)[-1500:])
+            self.outcome(test,
+                         f"{kind}: {subtest.id()}: " + self._exc_info_to_string(err, test)[-1500:])
 
 
 def child(mode: str, out: Path, names: list[str], only: set[str] | None, timeout: float) -> None:
@@ -290,8 +294,9 @@ def run_suite(mode: str, suite: str, names: list[str], workdir: Path,
     a child that dies in a test (hang or crash) is followed by another that starts after it."""
     out = workdir / f"{suite}.{mode}{tag}.jsonl"
     out.unlink(missing_ok=True)
+    root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parent.parent)] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+        [root] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
     only_file = None
     if only is not None:
         only_file = workdir / f"{suite}.{mode}{tag}.only.json"
@@ -308,7 +313,8 @@ def run_suite(mode: str, suite: str, names: list[str], workdir: Path,
         with open(log, "a") as log_stream:
             try:
                 subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_stream,
-                               stderr=subprocess.STDOUT, timeout=max(1, deadline - time.monotonic()))
+                               stderr=subprocess.STDOUT,
+                               timeout=max(1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
         records = read_records(out)
@@ -317,7 +323,11 @@ def run_suite(mode: str, suite: str, names: list[str], workdir: Path,
         hung = [t for t in records["hung"] if t not in before["hung"]]
         if not hung:
             # died outside a test (a fixture, the import): blame the first test left, go on
-            left = [t for t in records["planned"] if t not in records["outcomes"] and t not in records["hung"]]
+            left = [
+                t
+                for t in records["planned"]
+                if t not in records["outcomes"] and t not in records["hung"]
+            ]
             if not left:
                 break
             hung = left[:1]
@@ -393,7 +403,9 @@ def compare(suites: dict[str, list[str]], modes=CSOCK_MODES, workdir: Path | Non
                     report["known"].append(f"{mode}: {t}")
                     matched.add(entry)
     # an entry is stale when its tests ran here and none of them differs any more
-    passed_on_stdlib = [t for suite in suites for t, o in outcomes["stdlib"][suite].items() if o == "pass"]
+    passed_on_stdlib = [
+        t for suite in suites for t, o in outcomes["stdlib"][suite].items() if o == "pass"
+    ]
     report["stale"] = [list(key) for key in KNOWN_DIFFERENCES if key not in matched
                        and (key[0] == "*" or key[0] in modes)
                        and any(fnmatch.fnmatchcase(t, key[1]) for t in passed_on_stdlib)]
@@ -403,14 +415,16 @@ def compare(suites: dict[str, list[str]], modes=CSOCK_MODES, workdir: Path | Non
 
 def count(outcomes: dict[str, str]) -> str:
     kinds = [o.split(":")[0] for o in outcomes.values()]
-    return " ".join(f"{k} {kinds.count(k)}" for k in ("pass", "fail", "error", "skip", "not run") if k in kinds)
+    return " ".join(
+        f"{k} {kinds.count(k)}" for k in ("pass", "fail", "error", "skip", "not run") if k in kinds
+    )
 
 
 def summary(report: dict) -> str:
     """One line per difference (NEW or known, with the defect), the flaky and stale ones, totals."""
     lines = []
     for mode, by_suite in report["differences"].items():
-        for suite, found in by_suite.items():
+        for found in by_suite.values():
             for t, outcome in sorted(found.items()):
                 entry = known(mode, t, outcome)
                 last = outcome.strip().splitlines()[-1][:200] if outcome.strip() else outcome
@@ -429,7 +443,8 @@ def summary(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--all", action="store_true", help="the whole set (default: the fast subset)")
+    parser.add_argument("--all", action="store_true",
+                        help="the whole set (default: the fast subset)")
     parser.add_argument("--suite", action="append", help="only this suite (repeatable)")
     parser.add_argument("--modes", nargs="+", default=list(CSOCK_MODES), choices=CSOCK_MODES)
     parser.add_argument("--jobs", type=int, default=2)

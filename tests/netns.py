@@ -27,7 +27,8 @@ def veth_pair() -> Iterator[dict[str, str]]:
     try:
         ip("netns", "add", a)
         ip("netns", "add", b)
-        ip("link", "add", f"va{tag}", "netns", a, "type", "veth", "peer", "name", f"vb{tag}", "netns", b)
+        ip("link", "add", f"va{tag}", "netns", a, "type", "veth", "peer",
+           "name", f"vb{tag}", "netns", b)
         for ns, dev, v4, v6 in ((a, f"va{tag}", "10.77.0.1/24", "fd77::1/64"),
                                 (b, f"vb{tag}", "10.77.0.2/24", "fd77::2/64")):
             ip("-n", ns, "addr", "add", v4, "dev", dev)
@@ -39,7 +40,8 @@ def veth_pair() -> Iterator[dict[str, str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         pytest.skip(f"cannot set up network namespaces here: {error.stderr.decode().strip()}")
     try:
-        yield {"a": a, "b": b, "a4": "10.77.0.1", "b4": "10.77.0.2", "a6": "fd77::1", "b6": "fd77::2"}
+        yield {"a": a, "b": b, "a4": "10.77.0.1", "b4": "10.77.0.2",
+               "a6": "fd77::1", "b6": "fd77::2"}
     finally:
         for ns in (a, b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -1,36 +1,88 @@
-"""Connected csock stream socket pairs over real kernels (AF_UNIX, TCP/IPv4, TCP/IPv6), a
-recv_batch helper for the datagram tests, and where a view's memory lies."""
+"""Socket pairs over real kernels, and the small helpers the tests share: one home for each.
+
+Stream pairs (AF_UNIX, TCP/IPv4, TCP/IPv6), UDP and non-blocking AF_UNIX pairs, csock.aio
+framed pairs, a recv_batch helper for the datagram tests, the process's descriptor count,
+and where a view's memory lies.
+"""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket as stdlib_socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
-import numpy
 import pytest
 
 import csock
+import csock.aio
 
 STREAM_FAMILIES = ["unix", "tcp4", "tcp6"]
+LOOPBACK = {"v4": (csock.AF_INET, "127.0.0.1"), "v6": (csock.AF_INET6, "::1")}
+
+
+def tcp_pair(family: int = csock.AF_INET) -> tuple[csock.StreamSocket, csock.StreamSocket]:
+    """A connected TCP pair over loopback: (client, the accepted socket); blocking."""
+    host = "127.0.0.1" if family == csock.AF_INET else "::1"
+    with csock.create_server((host, 0), family=family) as listener:
+        client = csock.create_connection(listener.getsockname()[:2])
+        accepted, _ = listener.accept()
+    return client, accepted
 
 
 @contextlib.contextmanager
 def stream_pair(kind: str) -> Iterator[tuple[csock.StreamSocket, csock.StreamSocket]]:
+    """A connected stream pair of one of STREAM_FAMILIES, closed on exit."""
     if kind == "unix":
         a, b = csock.socketpair()
     else:
-        family, host = (csock.AF_INET, "127.0.0.1") if kind == "tcp4" else (csock.AF_INET6, "::1")
+        family = csock.AF_INET if kind == "tcp4" else csock.AF_INET6
         if family == csock.AF_INET6 and not stdlib_socket.has_ipv6:
             pytest.skip("no IPv6 on this machine")
-        with csock.create_server((host, 0), family=family) as server:
-            a = csock.create_connection(server.getsockname()[:2])
-            b, _ = server.accept()
+        a, b = tcp_pair(family)
     try:
         yield a, b
     finally:
         a.close()
         b.close()
+
+
+def udp_pair(kind: str = "v4", *, blocking: bool = True) -> tuple[Any, Any]:
+    """Two UDP sockets bound on loopback ("v4" or "v6"): (tx, rx), with 16 MiB of send and
+    receive buffer so bursts are not dropped. Blocking ones time out after 5 s on receive."""
+    family, host = LOOPBACK[kind]
+    rx = csock.socket(family, csock.SOCK_DGRAM)
+    rx.bind((host, 0))
+    rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 16 << 20)
+    tx = csock.socket(family, csock.SOCK_DGRAM)
+    tx.bind((host, 0))
+    tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 16 << 20)
+    if blocking:
+        rx.settimeout(5)
+    else:
+        tx.setblocking(False)
+        rx.setblocking(False)
+    return tx, rx
+
+
+def nonblocking_pair(kind: int) -> tuple[Any, Any]:
+    """A non-blocking AF_UNIX socketpair of kind (SOCK_DGRAM, SOCK_SEQPACKET or SOCK_STREAM)."""
+    a, b = csock.socketpair(csock.AF_UNIX, kind)
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def framed_pair(**kw: Any) -> tuple[csock.aio.FramedStream, csock.aio.FramedStream]:
+    """Two csock.aio.FramedStream over an AF_UNIX stream socketpair; kw goes to both."""
+    a, b = csock.socketpair()
+    return csock.aio.FramedStream(a, **kw), csock.aio.FramedStream(b, **kw)
+
+
+def indexed_payload(i: int) -> bytes:
+    """Message i: its index, then i % 200 bytes of i's low byte (sizes vary, each distinct)."""
+    return struct.pack("!I", i) + bytes([i & 0xFF]) * (i % 200)
 
 
 def receive(rx: Any, n: int, **kwargs: Any) -> list[csock.Datagram]:
@@ -43,6 +95,20 @@ def receive(rx: Any, n: int, **kwargs: Any) -> list[csock.Datagram]:
     return got
 
 
+def fd_count() -> int:
+    """Open descriptors, less eventfds (csock makes one per process, on first need, to wake
+    calls that close() interrupts, and keeps it)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventfd]"
+        except OSError:
+            pass                                # the listing's own descriptor, gone
+    return count
+
+
 def address_of(view: Any) -> int:
     """Where the memory behind a bytes-like object starts (to tell reused memory from new)."""
+    import numpy  # here, not at the top: the soak driver imports this module and needs none
+
     return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)

@@ -15,13 +15,11 @@ import sys
 import threading
 import time
 
+from pairs import fd_count  # run as a script (python tests/soak_driver.py): tests/ is on sys.path
+
 import csock
 
 LINGER_RESET = struct.pack("ii", 1, 0)     # close with RST: no TIME_WAIT to exhaust ports
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def rss_bytes() -> int:
@@ -49,7 +47,9 @@ def move_frames(n: int, batch: int = 1000) -> None:
 
         def send() -> None:
             for start in range(0, n, batch):
-                sender.send_many([struct.pack("!Q", i) * 8 for i in range(start, min(n, start + batch))])
+                sender.send_many(
+                    [struct.pack("!Q", i) * 8 for i in range(start, min(n, start + batch))]
+                )
 
         t = threading.Thread(target=send)
         t.start()
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=100_000)
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--datagrams", type=int, default=10_000_000)
-    parser.add_argument("--short", action="store_true", help="10k connections, 200k frames, 200k datagrams")
+    parser.add_argument("--short", action="store_true",
+                        help="10k connections, 200k frames, 200k datagrams")
     args = parser.parse_args(argv)
     if args.short:
         args.connections, args.frames, args.datagrams = 10_000, 200_000, 200_000

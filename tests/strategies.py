@@ -6,7 +6,7 @@ import socket
 
 from hypothesis import strategies as st
 
-from csock.packet import ICMP, ICMPv6, IPv4, IPv6, TCP, UDP
+from csock.packet import ICMP, TCP, UDP, ICMPv6, IPv4, IPv6
 
 u8, u16 = st.integers(0, 0xFF), st.integers(0, 0xFFFF)
 v4addr = st.binary(min_size=4, max_size=4).map(socket.inet_ntoa)
@@ -15,11 +15,13 @@ opts = st.integers(0, 10).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4
 payloads = st.binary(max_size=300)
 maybe16 = st.none() | u16
 
-ipv4s = st.builds(IPv4, tos=u8, id=u16, flags=st.sampled_from([0, 2, 4, 6]), frag=st.just(0), ttl=u8,
+ipv4s = st.builds(IPv4, tos=u8, id=u16, flags=st.sampled_from([0, 2, 4, 6]), frag=st.just(0),
+                  ttl=u8,
                   src=v4addr, dst=v4addr, options=opts, chksum=maybe16)
 ipv6s = st.builds(IPv6, tc=u8, fl=st.integers(0, 0xFFFFF), hlim=u8, src=v6addr, dst=v6addr)
 udps = st.builds(UDP, sport=u16, dport=u16, chksum=maybe16)
-tcps = st.builds(TCP, sport=u16, dport=u16, seq=st.integers(0, 2**32 - 1), ack=st.integers(0, 2**32 - 1),
+tcps = st.builds(TCP, sport=u16, dport=u16, seq=st.integers(0, 2**32 - 1),
+                 ack=st.integers(0, 2**32 - 1),
                  reserved=st.integers(0, 7), flags=st.integers(0, 0x1FF), window=u16, urgptr=u16,
                  options=opts, chksum=maybe16)
 icmps = st.builds(ICMP, type=u8, code=u8, id=u16, seq=u16, chksum=maybe16)
@@ -44,7 +46,8 @@ def extension_chains(draw):
     for i, kind in enumerate(kinds):
         nxt = kinds[i + 1] if i + 1 < len(kinds) else 17
         if kind == 51:
-            words = draw(st.integers(1, 4))                    # AH: (len + 2) * 4 bytes; 8-aligned here
+            # AH: (len + 2) * 4 bytes; 8-aligned here
+            words = draw(st.integers(1, 4))
             size = 8 * words
             body = draw(st.binary(min_size=size - 2, max_size=size - 2))
             chain += bytes([nxt, size // 4 - 2]) + body

@@ -34,21 +34,25 @@ def test_tiny_run_of_every_workload(tmp_path):
     assert "× C" in proc.stdout and "target framed" in proc.stdout
     document = json.loads(out.read_text())
     runs = {(r["workload"], r["implementation"]) for r in document["runs"]}
-    assert {("framed", "csock"), ("framed", "stdlib-tuned"), ("bulk", "csock"), ("pingpong", "csock"),
+    assert {("framed", "csock"), ("framed", "stdlib-tuned"), ("bulk", "csock"),
+            ("pingpong", "csock"),
             ("udp", "csock"), ("seqpacket", "csock"), ("udp-pingpong", "csock"),
             ("seqpacket-pingpong", "csock"), ("packet-parse", "csock"), ("packet-build", "csock"),
-            ("packet-parse", "stdlib-tuned"), ("aio-echo", "csock-asyncio"), ("aio-echo", "asyncio"),
+            ("packet-parse", "stdlib-tuned"), ("aio-echo", "csock-asyncio"),
+            ("aio-echo", "asyncio"),
             ("aio-echo-pingpong", "csock-asyncio"), ("aio-udp", "csock-asyncio"),
             ("aio-udp", "asyncio")} <= runs
     if uvloop_installed():
-        assert {("aio-echo", "csock"), ("aio-echo", "uvloop"), ("aio-udp", "csock"), ("aio-udp", "uvloop"),
+        assert {("aio-echo", "csock"), ("aio-echo", "uvloop"), ("aio-udp", "csock"),
+                ("aio-udp", "uvloop"),
                 ("aio-scale", "csock-x1"), ("aio-scale", "csock-x2")} <= runs
         assert "target aio-echo" in proc.stdout and "target aio-udp" in proc.stdout
         assert "scale-out aio-scale" in proc.stdout
         assert document["ratios"]["aio-echo"]["uvloop"] > 0
     if any(impl == "c" for _, impl in runs):
         assert ("framed", "c") in runs and ("aio-udp", "c") in runs
-    assert all(r["elapsed"] >= 0 and r["rate"] > 0 for r in document["runs"])   # one batch may hold a tiny run
+    # one batch may hold a tiny run
+    assert all(r["elapsed"] >= 0 and r["rate"] > 0 for r in document["runs"])
     assert document["ratios"]["framed"]["stdlib-naive"] > 0
 
 
@@ -150,7 +154,8 @@ def test_only_c_rows_run_the_c_program():
     for w in WORKLOADS:
         binaries = {str(w.c_program): "/path/to/c-program"}
         for impl in w.implementations:
-            assert command(w, impl, "server", 10, "3", binaries)[0] == sys.executable, (w.name, impl)
+            assert command(w,
+                           impl, "server", 10, "3", binaries)[0] == sys.executable, (w.name, impl)
         if w.c_program:
             for impl in ("c", *w.c_variants):
                 assert command(w, impl, "server", 10, "3", binaries)[0] == "/path/to/c-program"
@@ -160,7 +165,9 @@ def test_slots_stamp_each_batch_with_its_numbers_then_zeros():
     slots = workers.Slots(3000, size=64)
     slots.stamp(0, 1024)
     views = slots.stamp(2000, 3)
-    assert [bytes(v) for v in views] == [workers.SEQ.pack(i) + bytes(56) for i in (2000, 2001, 2002)]
+    assert [bytes(v) for v in views] == [
+        workers.SEQ.pack(i) + bytes(56) for i in (2000, 2001, 2002)
+    ]
     assert bytes(slots.views[3]) == workers.SEQ.pack(3) + bytes(56)      # untouched by the second
 
 
@@ -181,7 +188,10 @@ def test_the_into_receiver_checks_every_sequence_number(kind, numbers, received)
             with pytest.raises(workers.DataMismatch):
                 workers.oneway_csock_into_server(b, 7)
         else:
-            assert workers.oneway_csock_into_server(b, 7 if kind == csock.SOCK_DGRAM else 5)[1] == received
+            assert (
+                workers.oneway_csock_into_server(b, 7 if kind == csock.SOCK_DGRAM else 5)[1]
+                == received
+            )
 
 
 def test_target_lines_judge_the_csock_row_and_show_the_other_csock_rows():
@@ -189,17 +199,21 @@ def test_target_lines_judge_the_csock_row_and_show_the_other_csock_rows():
     from bench.workloads import WORKLOADS
 
     seqpacket = next(w for w in WORKLOADS if w.name == "seqpacket")
-    rates = {("seqpacket", "c"): 1000.0, ("seqpacket", "csock"): 860.0, ("seqpacket", "csock-into"): 1000.0,
+    rates = {("seqpacket", "c"): 1000.0, ("seqpacket", "csock"): 860.0,
+             ("seqpacket", "csock-into"): 1000.0,
              ("seqpacket", "stdlib-naive"): 500.0}
     assert target_lines([seqpacket], rates) == [
         "target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met); csock-into 1.00× (met)"]
     del rates["seqpacket", "csock-into"]
-    assert target_lines([seqpacket], rates) == ["target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met)"]
+    assert target_lines([seqpacket], rates) == [
+        "target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met)"
+    ]
 
 
 # --- the command line ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("option, value", [("--rounds", "-1"), ("--rounds", "0"), ("--rounds", "two"),
+@pytest.mark.parametrize("option, value",
+                         [("--rounds", "-1"), ("--rounds", "0"), ("--rounds", "two"),
                                            ("--processes", "0")])
 def test_counts_must_be_positive_integers(option, value):
     """--rounds -1 once printed an empty table and --rounds 0 ran 5: both are usage errors."""
@@ -213,7 +227,8 @@ def test_counts_must_be_positive_integers(option, value):
 def test_output_paths_are_checked_before_the_run(option, tmp_path):
     """A missing directory is a usage error at once, not a traceback after the whole run."""
     missing = tmp_path / "no-such-dir" / "out"
-    proc = run_cli("--only", "framed", "--rounds", "1", "--scale", "0.001", option, str(missing), timeout=60)
+    proc = run_cli("--only", "framed", "--rounds", "1", "--scale", "0.001",
+                   option, str(missing), timeout=60)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.splitlines()[-1] == (
         f"python -m csock bench: error: {option} {missing}: directory "
@@ -230,19 +245,23 @@ def test_help_lists_every_workload_with_its_title():
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m csock bench ")
     listed = proc.stdout.split("workloads (--only NAME ...):\n", 1)[1].splitlines()
     assert [line.split()[0] for line in listed] == [w.name for w in WORKLOADS]
-    assert all(line.split(None, 1)[1] == w.title for line, w in zip(listed, WORKLOADS))
+    assert all(line.split(None, 1)[1] == w.title for line, w in zip(listed, WORKLOADS, strict=True))
 
 
 def test_without_bench_beside_the_package_the_launcher_names_the_checkout(tmp_path):
     """An installed wheel has csock but no bench/: exit 2, saying how to get a checkout."""
     import shutil
 
-    shutil.copytree(ROOT / "csock", tmp_path / "csock", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "csock", tmp_path / "csock",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "csock", "bench", "--quick"], capture_output=True,
                           text=True, timeout=60, env=env, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert "git clone" in proc.stderr and "pip install -e \".[bench]\" && python -m csock bench" in proc.stderr
+    assert (
+        "git clone" in proc.stderr
+        and 'pip install -e ".[bench]" && python -m csock bench' in proc.stderr
+    )
     assert proc.stdout == "" and "Traceback" not in proc.stderr
 
 

@@ -18,14 +18,17 @@ from tests import cpython_conformance as conformance
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     pytest.importorskip("test.test_socket", reason="CPython's test package is not installed")
-    return conformance.compare(conformance.FAST_SUITES, workdir=tmp_path_factory.mktemp("conformance"))
+    return conformance.compare(conformance.FAST_SUITES,
+                               workdir=tmp_path_factory.mktemp("conformance"))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_stdlib_run_ran_the_subset(report):
     stdlib = report["outcomes"]["stdlib"]
-    passed = {suite: sum(o == "pass" for o in outcomes.values()) for suite, outcomes in stdlib.items()}
+    passed = {
+        suite: sum(o == "pass" for o in outcomes.values()) for suite, outcomes in stdlib.items()
+    }
     assert passed["test_socket_core"] > 200, passed
     assert passed["test_selectors"] > 50, passed
     assert passed["test_asyncio.test_sock_lowlevel"] >= 25, passed    # 30 tests on 3.10, 39 on 3.11
@@ -35,17 +38,19 @@ def test_the_stdlib_run_ran_the_subset(report):
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", conformance.CSOCK_MODES)
 def test_every_stdlib_pass_passes_with_csock(report, mode):
-    new = {t: outcome for suite in report["differences"][mode].values() for t, outcome in suite.items()
-           if conformance.known(mode, t, outcome) is None}
+    new = {t: outcome for suite in report["differences"][mode].values()
+           for t, outcome in suite.items() if conformance.known(mode, t, outcome) is None}
     assert not new, conformance.summary(report)[-8000:]
 
 
 # --- the runner and the comparison themselves ------------------------------------------------
 
 def test_a_difference_is_a_stdlib_pass_that_does_not_pass_with_csock():
-    stdlib = {"a": "pass", "b": "pass", "c": "pass", "d": "skip: no IPv6", "e": "fail: x", "f": "pass"}
+    stdlib = {"a": "pass", "b": "pass", "c": "pass",
+              "d": "skip: no IPv6", "e": "fail: x", "f": "pass"}
     other = {"a": "pass", "b": "fail: boom", "c": "skip: why", "d": "error: y", "e": "pass"}
-    assert conformance.differences(stdlib, other) == {"b": "fail: boom", "c": "skip: why", "f": "not run"}
+    assert conformance.differences(stdlib, other) == {"b": "fail: boom",
+                                                      "c": "skip: why", "f": "not run"}
 
 
 def test_known_differences_match_by_mode_id_pattern_and_outcome(monkeypatch):
@@ -53,10 +58,15 @@ def test_known_differences_match_by_mode_id_pattern_and_outcome(monkeypatch):
         ("patch", "*", "RecursionError"): "recursion",
         ("*", "test.test_socket.*.testRecv0", ""): "recv(0)",
     })
-    assert conformance.known("patch", "test.x.T.t", "error: RecursionError: deep") == ("patch", "*", "RecursionError")
+    assert conformance.known("patch", "test.x.T.t",
+                             "error: RecursionError: deep") == ("patch", "*", "RecursionError")
     assert conformance.known("module", "test.x.T.t", "error: RecursionError: deep") is None
     assert conformance.known("patch", "test.x.T.t", "fail: AssertionError") is None
-    assert conformance.known("module", "test.test_socket.A.testRecv0", "fail") == ("*", "test.test_socket.*.testRecv0", "")
+    assert conformance.known("module", "test.test_socket.A.testRecv0", "fail") == (
+        "*",
+        "test.test_socket.*.testRecv0",
+        "",
+    )
 
 
 def test_a_hanging_test_is_an_error_and_the_suite_goes_on(tmp_path, monkeypatch):
@@ -88,6 +98,11 @@ def test_a_suite_that_loads_no_test_fails_the_run(tmp_path):
 def test_the_records_of_a_process_that_died_say_which_test_it_died_in(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [
-        {"planned": ["a", "b", "c"]}, {"start": "a"}, {"id": "a", "outcome": "pass"}, {"start": "b"}]) + '\n{"id": "b", "outc')
+        {"planned": ["a", "b", "c"]}, {"start": "a"}, {"id": "a", "outcome": "pass"},
+        {"start": "b"}]) + '\n{"id": "b", "outc')
     records = conformance.read_records(path)
-    assert records["outcomes"] == {"a": "pass"} and records["hung"] == ["b"] and not records["finished"]
+    assert (
+        records["outcomes"] == {"a": "pass"}
+        and records["hung"] == ["b"]
+        and not records["finished"]
+    )

@@ -40,7 +40,8 @@ def dgram(request, tmp_path):
         tx = csock.socket(family, csock.SOCK_DGRAM)
         tx.bind((host, 0))
     rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 4 << 20)
-    tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4 << 20)   # AF_UNIX charges queued data to the sender
+    # AF_UNIX charges queued data to the sender
+    tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4 << 20)
     with rx, tx:
         yield tx, rx, rx.getsockname(), tx.getsockname()
 
@@ -66,7 +67,8 @@ def test_batches_round_trip_with_addresses(dgram, count):
 
 def test_pairs_mixed_with_default_address(dgram):
     tx, rx, rx_addr, _ = dgram
-    assert tx.send_batch([b"one", (b"two", rx_addr), bytearray(b"three"), memoryview(b"four")], rx_addr) == 4
+    assert tx.send_batch([b"one", (b"two", rx_addr),
+                          bytearray(b"three"), memoryview(b"four")], rx_addr) == 4
     assert [bytes(d.data) for d in receive(rx, 4)] == [b"one", b"two", b"three", b"four"]
 
 
@@ -112,7 +114,8 @@ def test_data_exports_one_read_only_run_of_bytes(dgram):
     tx.send_batch([struct.pack(">QH", 2**40 + 7, 513)], rx_addr)
     (d,) = receive(rx, 1)
     m = memoryview(d.data)
-    assert (m.format, m.itemsize, m.ndim, m.shape, m.strides, m.readonly, m.nbytes) == ("B", 1, 1, (10,), (1,), True, 10)
+    assert (m.format, m.itemsize, m.ndim, m.shape,
+            m.strides, m.readonly, m.nbytes) == ("B", 1, 1, (10,), (1,), True, 10)
     assert m.c_contiguous and m.tolist()[-2:] == [2, 1]
     assert struct.unpack_from(">QH", d.data) == (2**40 + 7, 513)
     assert numpy.frombuffer(d.data, dtype=">u2")[-1] == 513
@@ -137,7 +140,8 @@ def test_datagram_attributes_are_read_only_member_slots(dgram):
             setattr(d, name, None)
         with pytest.raises(AttributeError):
             delattr(d, name)
-    assert (d.data, d.address, d.truncated, d.timestamp, d.tos) == (b"hi", tx_addr, False, None, None)
+    assert (d.data, d.address,
+            d.truncated, d.timestamp, d.tos) == (b"hi", tx_addr, False, None, None)
     assert d.truncated is False
 
 
@@ -303,7 +307,11 @@ def test_a_batch_emptied_by_user_code_during_send_batch_is_sent_as_passed(dgram,
     payloads = [b"%03d" % i for i in range(200)]
     batch = list(payloads)
     if where == "address":
-        target = (_ShrinkingHost(rx_addr[0]), *rx_addr[1:]) if isinstance(rx_addr, tuple) else _ShrinkingHost(rx_addr)
+        target = (
+            (_ShrinkingHost(rx_addr[0]), *rx_addr[1:])
+            if isinstance(rx_addr, tuple)
+            else _ShrinkingHost(rx_addr)
+        )
         _ShrinkingHost.batch = batch
     else:
         target = (rx_addr[0], _ShrinkingPort(rx_addr[1]), *rx_addr[2:])
@@ -317,7 +325,8 @@ def test_a_batch_emptied_by_user_code_during_send_batch_is_sent_as_passed(dgram,
 
 def test_absurd_arguments(dgram):
     tx, rx, _, _ = dgram
-    for kwargs in ({"max_messages": 10**12}, {"max_messages": 0}, {"bufsize": -1}, {"bufsize": 10**12}):
+    for kwargs in ({"max_messages": 10**12}, {"max_messages": 0},
+                   {"bufsize": -1}, {"bufsize": 10**12}):
         with pytest.raises((ValueError, OverflowError)):
             rx.recv_batch(**kwargs)
 
@@ -420,7 +429,7 @@ def test_recv_batch_into_follows_the_buffer_and_bufsize_it_is_given(dgram):
     """Headers are kept per (memory, bufsize): a new buffer or bufsize is laid out anew."""
     tx, rx, rx_addr, _ = dgram
     for bufsize, buf in ((16, bytearray(64)), (8, bytearray(64)), (32, bytearray(64))):
-        for same_again in range(2):
+        for _ in range(2):                  # the same buffer and bufsize again
             tx.send_batch([b"%d" % i * bufsize for i in range(2)], rx_addr)
             assert rx.recv_batch_into(buf, bufsize) == [bufsize, bufsize]
             assert bytes(buf[:2 * bufsize]) == b"0" * bufsize + b"1" * bufsize
@@ -438,7 +447,8 @@ def test_recv_batch_into_timeout_non_blocking_and_bad_arguments(dgram):
     with pytest.raises(BlockingIOError):
         rx.recv_batch_into(buf, 64)
     for args, error in (((b"read-only" * 10, 8), TypeError), ((bytearray(10), 64), ValueError),
-                        ((buf, 0), ValueError), ((buf, -1), ValueError), ((buf, 10**12), ValueError),
+                        ((buf, 0), ValueError), ((buf, -1), ValueError),
+                        ((buf, 10**12), ValueError),
                         ((buf, 64, 0), ValueError), (("text", 8), TypeError)):
         with pytest.raises(error):
             rx.recv_batch_into(*args)

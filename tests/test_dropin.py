@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import multiprocessing
 import os
 import pickle
 import socket as stdlib_socket
@@ -27,7 +26,8 @@ PY311 = sys.version_info >= (3, 11)
 def run_snippet(code: str) -> subprocess.CompletedProcess[str]:
     """`python -c code` in a fresh interpreter with this csock importable."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=60, env=env)
 
 
 # --- recv(0) and recv_into() of an empty buffer: b"" / 0 at once, no system call -------------
@@ -79,10 +79,12 @@ def test_recv_of_zero_bytes_makes_no_system_call(tmp_path: Any) -> None:
         "a, b = csock.socketpair()\n"
         "a.send(b'x')\n"
         "print('MARK', flush=True)\n"
-        "print(b.recv(0), b.recv_into(bytearray()), b.recv_into(bytearray(4), 0, 0))\n"), "recvfrom,write")
+        "print(b.recv(0), b.recv_into(bytearray()), b.recv_into(bytearray(4), 0, 0))\n"),
+        "recvfrom,write")
     assert out.splitlines()[-1] == "b'' 0 1"
     after_mark = trace[trace.index("MARK"):]
-    assert after_mark.count("recvfrom(") == 1     # the last call only: recv_into(buf, 0) reads len(buf)
+    # the last call only: recv_into(buf, 0) reads len(buf)
+    assert after_mark.count("recvfrom(") == 1
 
 
 def test_recv_of_zero_bytes_still_checks_its_arguments() -> None:
@@ -177,7 +179,8 @@ def base_class_socket(fd: int) -> csock.socket:
 @pytest.mark.parametrize("kind", ["socket", "StreamSocket", "DatagramSocket", "SeqPacketSocket"])
 def test_forking_pickler_rebuilds_the_same_csock_class(kind: str, resource_sharer: None) -> None:
     family, sock_type = {"DatagramSocket": (csock.AF_UNIX, csock.SOCK_DGRAM),
-                         "SeqPacketSocket": (csock.AF_UNIX, csock.SOCK_SEQPACKET)}.get(kind, (csock.AF_UNIX, csock.SOCK_STREAM))
+                         "SeqPacketSocket": (csock.AF_UNIX, csock.SOCK_SEQPACKET),
+                         }.get(kind, (csock.AF_UNIX, csock.SOCK_STREAM))
     a, b = csock.socketpair(family, sock_type)
     with a, b:
         sock = a if kind != "socket" else base_class_socket(a.detach())
@@ -221,7 +224,10 @@ def test_create_connection_raises_the_last_error(two_failing_addresses: None) ->
 def test_create_connection_with_all_errors_raises_every_one(two_failing_addresses: None) -> None:
     with pytest.raises(ExceptionGroup) as caught:  # noqa: F821
         csock.create_connection(("two.invalid", 80), all_errors=True)
-    assert [type(error) for error in caught.value.exceptions] == [ConnectionRefusedError, FileNotFoundError]
+    assert [type(error) for error in caught.value.exceptions] == [
+        ConnectionRefusedError,
+        FileNotFoundError,
+    ]
 
 
 @pytest.mark.skipif(PY311, reason="3.10's create_connection has no all_errors")
@@ -257,12 +263,14 @@ def test_patched_stdlib_socketpair_and_create_server_do_not_recurse(patched_stdl
             with conn:
                 client.sendall(b"server")
                 assert conn.recv(10) == b"server"
-    with csock.socket() as sock, stdlib_socket.fromfd(sock.fileno(), csock.AF_INET, csock.SOCK_STREAM) as dup:
+    with csock.socket() as sock, stdlib_socket.fromfd(sock.fileno(),
+                                                      csock.AF_INET, csock.SOCK_STREAM) as dup:
         assert type(dup) is csock.StreamSocket
 
 
 @pytest.mark.parametrize("mode", ["patched_stdlib", "csock_as_socket_module"])
-def test_a_mocked_getaddrinfo_reaches_create_connection(mode: str, request: pytest.FixtureRequest) -> None:
+def test_a_mocked_getaddrinfo_reaches_create_connection(mode: str,
+                                                        request: pytest.FixtureRequest) -> None:
     request.getfixturevalue(mode)
     with csock.create_server(("127.0.0.1", 0)) as server:
         entries = [(csock.AF_INET, csock.SOCK_STREAM, 6, "", server.getsockname())]
@@ -277,7 +285,8 @@ def test_a_mocked_getaddrinfo_reaches_create_connection(mode: str, request: pyte
 
 
 @pytest.mark.parametrize("mode", ["patched_stdlib", "csock_as_socket_module"])
-def test_a_replaced_socket_class_reaches_create_connection(mode: str, request: pytest.FixtureRequest) -> None:
+def test_a_replaced_socket_class_reaches_create_connection(mode: str,
+                                                           request: pytest.FixtureRequest) -> None:
     """As CPython's test_create_connection_timeout does: socket.socket replaced by a class
     whose connect times out; create_connection must make that class and raise TimeoutError."""
     request.getfixturevalue(mode)
@@ -307,7 +316,9 @@ class TimedSocket(csock.socket):
 def test_a_subclass_with_its_own_constructor_gets_exactly_its_class() -> None:
     with TimedSocket(2.5, kind="udp") as udp, TimedSocket(timeout=1.5) as tcp:
         assert type(udp) is TimedSocket and udp.type == csock.SOCK_DGRAM and udp.gettimeout() == 2.5
-        assert type(tcp) is TimedSocket and tcp.type == csock.SOCK_STREAM and tcp.gettimeout() == 1.5
+        assert (
+            type(tcp) is TimedSocket and tcp.type == csock.SOCK_STREAM and tcp.gettimeout() == 1.5
+        )
         udp.bind(("127.0.0.1", 0))
         udp.sendto(b"own class", udp.getsockname())
         assert udp.recv(100) == b"own class"
@@ -355,7 +366,8 @@ def test_send_and_recv_take_no_keyword_arguments(call: str, arguments: dict[str,
     a, b = csock.socketpair()
     with a, b:
         b.sendall(b"queued")
-        positional = {"send": (b"x",), "sendall": (b"x",), "recv": (1,)}[call] if "flags" in arguments else ()
+        positional = {"send": (b"x",),
+                      "sendall": (b"x",), "recv": (1,)}[call] if "flags" in arguments else ()
         with pytest.raises(TypeError, match="keyword"):
             getattr(a, call)(*positional, **arguments)
 
@@ -411,8 +423,10 @@ def test_the_raw_socket_permission_error_keeps_the_stdlib_errno_and_strerror() -
         "try:\n"
         "    csock.RawSocket(csock.AF_INET, csock.IPPROTO_ICMP)\n"
         "except PermissionError as error:\n"
-        "    print(error.errno == errno.EPERM, error.strerror == os.strerror(errno.EPERM), error.args)\n"
-        "    print('CAP_NET_RAW' in ' '.join(getattr(error, '__notes__', [])) or 'CAP_NET_RAW' in str(error))\n"
+        "    print(error.errno == errno.EPERM, error.strerror == os.strerror(errno.EPERM),\n"
+        "          error.args)\n"
+        "    notes = ' '.join(getattr(error, '__notes__', []))\n"
+        "    print('CAP_NET_RAW' in notes or 'CAP_NET_RAW' in str(error))\n"
         "else:\n"
         "    print('no error')\n")
     proc = run_snippet(code)

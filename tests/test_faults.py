@@ -15,6 +15,8 @@ import pytest
 
 import csock
 
+from .pairs import fd_count
+
 WRITER = textwrap.dedent("""
     import csock, sys, struct
     sock = csock.fromfd(int(sys.argv[1]), csock.AF_UNIX, csock.SOCK_STREAM)
@@ -29,7 +31,8 @@ WRITER = textwrap.dedent("""
 def test_peer_killed_mid_transfer_loses_and_duplicates_nothing():
     a, b = csock.socketpair()
     with a, b:
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(a.fileno())], pass_fds=[a.fileno()])
+        proc = subprocess.Popen([sys.executable,
+                                 "-c", WRITER, str(a.fileno())], pass_fds=[a.fileno()])
         a.close()
         stream = csock.FramedStream(b)
         received = []
@@ -180,34 +183,43 @@ BAD_ARGUMENTS_CHILD = textwrap.dedent("""
 def test_every_fastio_callable_survives_arguments_of_the_wrong_type():
     import csock._fastio
     child = subprocess.run([sys.executable, "-c", BAD_ARGUMENTS_CHILD], capture_output=True,
-                           text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(csock.__file__)))
+                           text=True, timeout=300,
+                           cwd=os.path.dirname(os.path.dirname(csock.__file__)))
     calls = child.stdout.splitlines()
     assert child.returncode == 0 and calls[-1:] == ["survived"], (
         f"exit {child.returncode} at {calls[-1:]}: {child.stderr[-2000:]}")
     called = {line.split("(")[0].split("()")[0] for line in calls}
-    assert {n for n in dir(csock._fastio) if not n.startswith("__") and callable(getattr(csock._fastio, n))
-            and not (isinstance(getattr(csock._fastio, n), type) and issubclass(getattr(csock._fastio, n), BaseException))} <= called
+    def is_error_class(thing):
+        return isinstance(thing, type) and issubclass(thing, BaseException)
+
+    functions = {n for n, thing in vars(csock._fastio).items()
+                 if not n.startswith("__") and callable(thing) and not is_error_class(thing)}
+    assert functions <= called
 
 
 def test_no_fd_growth_over_many_pairs():
-    before = len(os.listdir("/proc/self/fd"))
+    before = fd_count()
     for _ in range(2000):
         a, b = csock.socketpair()
         csock.FramedStream(a).send(b"x")
         csock.FramedStream(b).recv()
         a.close()
         b.close()
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert fd_count() == before
 
 
-@pytest.mark.parametrize("kind", ["stream recv", "dgram recv_batch", "dgram recv_batch_into", "recv_exactly"])
+@pytest.mark.parametrize("kind",
+                         ["stream recv", "dgram recv_batch",
+                          "dgram recv_batch_into", "recv_exactly"])
 def test_close_from_another_thread_wakes_a_timed_call_with_ebadf(kind):
     """close(2) alone leaves a thread blocked in recv(2) hanging on Linux; a timed csock call
     sleeps in poll(2) beside a wake eventfd, so close() wakes it and the call raises EBADF (no
     hang, no crash, no read from a reused fd), without shutting the connection down."""
     import threading
 
-    family_type = (csock.AF_UNIX, csock.SOCK_DGRAM) if "dgram" in kind else (csock.AF_UNIX, csock.SOCK_STREAM)
+    family_type = (
+        (csock.AF_UNIX, csock.SOCK_DGRAM) if "dgram" in kind else (csock.AF_UNIX, csock.SOCK_STREAM)
+    )
     a, b = csock.socketpair(*family_type)
     b.settimeout(60)
     outcome = []
@@ -234,7 +246,9 @@ def test_close_from_another_thread_wakes_a_timed_call_with_ebadf(kind):
         b.close()
         thread.join(10)
         assert not thread.is_alive(), "the blocked call hung after close()"
-    assert len(outcome) == 1 and isinstance(outcome[0], OSError) and outcome[0].errno == errno.EBADF, outcome
+    assert (
+        len(outcome) == 1 and isinstance(outcome[0], OSError) and outcome[0].errno == errno.EBADF
+    ), outcome
 
 
 @pytest.mark.slow
@@ -299,9 +313,11 @@ def test_every_send_path_raises_broken_pipe_and_no_sigpipe_reaches_the_process()
                 print(name, "EPIPE")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
+                         env=dict(os.environ,
+                                  PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
     assert out.returncode == 0, out.stderr            # -SIGPIPE would mean the process was killed
     lines = out.stdout.split("\n")
-    assert [l for l in lines if l] == [f"{name} EPIPE" for name in (
-        "send", "sendall", "send_buffers", "send_buffers_zerocopy", "framed_send", "framed_send_many",
+    assert [line for line in lines if line] == [f"{name} EPIPE" for name in (
+        "send", "sendall", "send_buffers", "send_buffers_zerocopy", "framed_send",
+        "framed_send_many",
         "seqpacket_send", "seqpacket_send_batch", "send_record")], out.stdout

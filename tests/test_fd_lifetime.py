@@ -13,24 +13,15 @@ import os
 import struct
 import threading
 import time
+from functools import partial
 
 import pytest
 
 import csock
 
+from .pairs import fd_count, tcp_pair
+
 pytestmark = pytest.mark.timeout(120)
-
-
-def fd_count() -> int:
-    """Open descriptors, less eventfds (csock makes one per process, on first need, to wake
-    calls that close() interrupts)."""
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventfd]"
-        except OSError:
-            pass                                # the listing's own descriptor, gone
-    return count
 
 
 def assert_quiet(sockets):
@@ -74,14 +65,15 @@ def ended_with_ebadf_or_returned(box):
         assert isinstance(box[0], OSError) and box[0].errno == errno.EBADF, repr(box[0])
 
 
-# --- defect: a send loop kept sending on the old number after close() -----------------------
+# --- close() from another thread: a send loop stops at the old number -----------------------------
 
 SEND_LOOPS = {
     "sendall": lambda s, data: s.sendall(data),
     "sendall timed": lambda s, data: (s.settimeout(30), s.sendall(data)),
     "send_buffers": lambda s, data: s.send_buffers([data[: len(data) // 2], data[len(data) // 2:]]),
     "framed send": lambda s, data: csock.FramedStream(s).send(data),
-    "framed send_many": lambda s, data: csock.FramedStream(s).send_many([data[i:i + 4096] for i in range(0, len(data), 4096)]),
+    "framed send_many": lambda s, data: csock.FramedStream(s).send_many(
+        [data[i:i + 4096] for i in range(0, len(data), 4096)]),
 }
 
 
@@ -96,7 +88,7 @@ def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
         data = b"\xab" * (4 << 20)
         stop = threading.Event()
 
-        def drain():                          # ~4 MB/s: the send loop is still going at close
+        def drain(b, stop):                   # ~4 MB/s: the send loop is still going at close
             b.settimeout(0.05)
             while not stop.is_set():
                 try:
@@ -106,9 +98,9 @@ def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
                 except (TimeoutError, OSError):
                     pass
 
-        reader = threading.Thread(target=drain, daemon=True)
+        reader = threading.Thread(target=drain, args=(b, stop), daemon=True)
         reader.start()
-        thread, box = outcome_of(lambda: SEND_LOOPS[method](a, data))
+        thread, box = outcome_of(partial(SEND_LOOPS[method], a, data))
         time.sleep(0.005)
         a.close()
         grabbed = grab_fd_numbers()
@@ -120,7 +112,11 @@ def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
         assert not thread.is_alive()
         assert len(box) == 1
         if isinstance(box[0], BaseException):
-            assert isinstance(box[0], OSError) and box[0].errno in (errno.EBADF, errno.EPIPE, errno.ECONNRESET), repr(box[0])
+            assert isinstance(box[0], OSError) and box[0].errno in (
+                errno.EBADF,
+                errno.EPIPE,
+                errno.ECONNRESET,
+            ), repr(box[0])
         assert_quiet([s for pair in grabbed for s in pair])
         close_all(grabbed)
 
@@ -132,7 +128,7 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
         a, b = csock.socketpair(csock.AF_UNIX, kind)
         stop = threading.Event()
 
-        def drain():
+        def drain(b, stop):
             b.settimeout(0.05)
             while not stop.is_set():
                 try:
@@ -140,9 +136,9 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
                 except (TimeoutError, OSError):
                     pass
 
-        reader = threading.Thread(target=drain, daemon=True)
+        reader = threading.Thread(target=drain, args=(b, stop), daemon=True)
         reader.start()
-        thread, box = outcome_of(lambda: a.send_batch([b"r" * 512] * 20000))
+        thread, box = outcome_of(partial(a.send_batch, [b"r" * 512] * 20000))
         time.sleep(0.005)
         a.close()
         grabbed = grab_fd_numbers(kind=kind)
@@ -153,12 +149,17 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
         reader.join(10)
         assert not thread.is_alive()
         if isinstance(box[0], BaseException):
-            assert isinstance(box[0], OSError) and box[0].errno in (errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED), repr(box[0])
+            assert isinstance(box[0], OSError) and box[0].errno in (
+                errno.EBADF,
+                errno.EPIPE,
+                errno.ECONNRESET,
+                errno.ECONNREFUSED,
+            ), repr(box[0])
         assert_quiet([s for pair in grabbed for s in pair])
         close_all(grabbed)
 
 
-# --- defect: the caller's own code closes the socket in the middle of a call ----------------
+# --- the caller's own code (an iterator, a lookup) closes the socket mid-call ---------------------
 
 ITERABLE_SENDS = {
     "dgram send_batch": (csock.SOCK_DGRAM, lambda s, items: s.send_batch(items)),
@@ -190,7 +191,7 @@ def test_a_call_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd(ca
     b.close()
 
 
-# --- defect: a spinning receive read the data of the socket that took its number ------------
+# --- a spinning receive never reads the socket that took its number -------------------------------
 
 @pytest.mark.parametrize("call", ["recv", "recv_into", "recv_batch"])
 def test_spinning_receive_closed_from_another_thread_reads_nothing_of_a_reused_fd(call):
@@ -206,12 +207,12 @@ def test_spinning_receive_closed_from_another_thread_reads_nothing_of_a_reused_f
     time.sleep(0.05)                          # spinning now (up to 1 s)
     b.close()
     grabbed = grab_fd_numbers(kind=kind)
-    for x, y in grabbed:
+    for x, _ in grabbed:
         x.send(b"not yours")
     thread.join(10)
     assert not thread.is_alive()
     assert len(box) == 1 and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
-    for x, y in grabbed:
+    for _, y in grabbed:
         assert y.recv(100) == b"not yours"
     close_all(grabbed)
     a.close()
@@ -226,7 +227,9 @@ def close_under_a_timed_receive(sock):
     time.sleep(0.1)
     sock.close()
     thread.join(10)
-    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    assert not thread.is_alive() and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, (
+        box
+    )
 
 
 def test_close_with_a_call_blocked_leaves_a_dup_connected():
@@ -312,7 +315,7 @@ def test_a_blocking_receive_closed_under_it_stays_blocked_on_its_own_file():
     a.close()
     grabbed = grab_fd_numbers()
     assert fd not in {s.fileno() for pair in grabbed for s in pair}
-    for x, y in grabbed:
+    for x, _ in grabbed:
         x.send(b"not yours")
     time.sleep(0.1)
     assert thread.is_alive() and not box
@@ -321,7 +324,7 @@ def test_a_blocking_receive_closed_under_it_stays_blocked_on_its_own_file():
     assert box == [b"its own peer"]
     with pytest.raises(OSError):
         os.fstat(fd)
-    for x, y in grabbed:
+    for _, y in grabbed:
         assert y.recv(100) == b"not yours"
     close_all(grabbed)
     b.close()
@@ -332,7 +335,7 @@ def test_no_fd_leak_when_closing_under_calls_in_flight():
     for _ in range(50):
         a, b = csock.socketpair()
         b.settimeout(5)
-        thread, box = outcome_of(lambda: b.recv(10))
+        thread, box = outcome_of(partial(b.recv, 10))
         time.sleep(0.002)
         b.close()
         thread.join(10)
@@ -341,13 +344,6 @@ def test_no_fd_leak_when_closing_under_calls_in_flight():
 
 
 # --- MSG_ZEROCOPY buffers outlive close() and garbage collection ----------------------------
-
-def tcp_pair():
-    with csock.create_server(("127.0.0.1", 0)) as server:
-        a = csock.create_connection(server.getsockname())
-        b, _ = server.accept()
-    return a, b
-
 
 def fill_with_garbage(size, rounds=64):
     """Allocate and drop same-sized objects, so freed memory is reused with other bytes."""
@@ -509,13 +505,13 @@ def test_stress_no_byte_ever_reaches_another_connection():
                 if kind == csock.SOCK_STREAM:
                     framed = rng.random() < 0.25
                     if framed:
-                        thread, box = outcome_of(lambda: stream_sender_framed(a, conn_id, 200))
+                        thread, box = outcome_of(partial(stream_sender_framed, a, conn_id, 200))
                     else:
-                        thread, box = outcome_of(lambda: stream_sender(a, conn_id, 200))
+                        thread, box = outcome_of(partial(stream_sender, a, conn_id, 200))
                     stream_receiver(b, conn_id, framed)
                 else:
                     records = [RECORD.pack(conn_id, i) for i in range(200)]
-                    thread, box = outcome_of(lambda: a.send_batch(records))
+                    thread, box = outcome_of(partial(a.send_batch, records))
                     record_receiver(b, conn_id)
                 a.close()
                 thread.join(10)

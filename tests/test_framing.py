@@ -35,7 +35,14 @@ def test_wire_format_both_ways(pair):
     fa = csock.FramedStream(a)
     fa.send_many([b"abc", b"", b"x" * 70_000])            # a large one goes by reference
     raw = b.recv_exactly(4 + 3 + 4 + 4 + 70_000)
-    assert raw == struct.pack("!I", 3) + b"abc" + struct.pack("!I", 0) + struct.pack("!I", 70_000) + b"x" * 70_000
+    assert (
+        raw
+        == struct.pack("!I", 3)
+        + b"abc"
+        + struct.pack("!I", 0)
+        + struct.pack("!I", 70_000)
+        + b"x" * 70_000
+    )
     fb = csock.FramedStream(b)
     a.sendall(struct.pack("!I", 5) + b"hello" + struct.pack("!I", 2) + b"hi")
     assert [bytes(m) for m in fb.recv_many()] == [b"hello", b"hi"]
@@ -47,7 +54,9 @@ def test_100k_random_frames_all_views_held(pair):
     messages = [rng.randbytes(rng.choice([0, 1, 7, 64, 300, 5000, 20000, 70000]) if i % 97 == 0
                              else rng.randint(0, 100)) for i in range(100_000)]
     fa, fb = csock.FramedStream(a), csock.FramedStream(b)
-    t = sender_thread(lambda: [fa.send_many(messages[i:i + 777]) for i in range(0, len(messages), 777)])
+    t = sender_thread(
+        lambda: [fa.send_many(messages[i : i + 777]) for i in range(0, len(messages), 777)]
+    )
     received = []
     while len(received) < len(messages):
         batch = fb.recv_many()
@@ -55,7 +64,7 @@ def test_100k_random_frames_all_views_held(pair):
         received.extend(batch)
     t.join()
     assert len(received) == len(messages)
-    for got, sent in zip(received, messages):
+    for got, sent in zip(received, messages, strict=True):
         assert got == sent                  # every view intact after all later receives
 
 
@@ -342,7 +351,9 @@ class Threads:
 
     def __init__(self, fn, args):
         self.errors = []
-        self.threads = [threading.Thread(target=self._run, args=(fn, arg), daemon=True) for arg in args]
+        self.threads = [
+            threading.Thread(target=self._run, args=(fn, arg), daemon=True) for arg in args
+        ]
         for t in self.threads:
             t.start()
 

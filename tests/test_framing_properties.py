@@ -19,7 +19,8 @@ def encode(messages: list[bytes]) -> bytes:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(messages=messages_strategy, cuts=st.lists(st.integers(min_value=1, max_value=97), max_size=40),
+@given(messages=messages_strategy,
+       cuts=st.lists(st.integers(min_value=1, max_value=97), max_size=40),
        calls=calls_strategy)
 def test_random_chunks_and_calls_yield_exactly_what_was_sent(messages, cuts, calls):
     wire = encode(messages)

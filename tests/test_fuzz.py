@@ -33,15 +33,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import csock
-from csock import SPPHeader
-from csock import _fastio
-from csock.packet import ICMP, ICMPv6, IPv4, IPv6, TCP, UDP, Layer, PacketError, parse
+from csock import SPPHeader, _fastio
+from csock.packet import ICMP, TCP, UDP, ICMPv6, IPv4, IPv6, Layer, PacketError, parse
 
-from .strategies import (extension_chains, icmp6s, icmps, ipv4s, ipv6s, payloads, tcps, u8, u16,
-                         udps)
+from .strategies import extension_chains, icmp6s, icmps, ipv4s, ipv6s, payloads, tcps, u8, u16, udps
 
 FUZZ = Path(__file__).parent / "fuzz_driver.py"
-FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 # --- packets: built field by field, then mutated where the parsers branch -------------------
@@ -94,7 +93,8 @@ def mutated_packets(draw):
         if offsets:
             at = start + draw(st.sampled_from(offsets))
             if at < len(raw):
-                raw[at] = draw(st.sampled_from([0, 1, 4, 5, 6, 0x45, 0x4F, 0x60, 0x7F, 0x80, 0xFF]) | u8)
+                raw[at] = draw(st.sampled_from([0, 1, 4, 5, 6,
+                                                0x45, 0x4F, 0x60, 0x7F, 0x80, 0xFF]) | u8)
     edit = draw(st.sampled_from(["none", "cut", "cut-in-header", "trail"]))
     if edit == "cut":
         del raw[draw(st.integers(0, len(raw))):]
@@ -110,7 +110,7 @@ def buffer_kinds(data: bytes) -> list:
     """data as every kind of buffer parse() takes: bytes, bytearray, a memoryview of the
     middle of a larger buffer, a read-only one, and a strided one (parse copies that)."""
     padded = b"\xAA" * 7 + data + b"\x55" * 5
-    doubled = bytes(b for pair in zip(data, b"\x00" * len(data)) for b in pair)
+    doubled = bytes(b for pair in zip(data, b"\x00" * len(data), strict=True) for b in pair)
     return [data, bytearray(data), memoryview(padded)[7:7 + len(data)],
             memoryview(bytearray(data)).toreadonly(), memoryview(doubled)[::2]]
 
@@ -155,26 +155,31 @@ def test_parsed_packets_rebuilt_after_field_changes(p, data):
     rebuilt = bytes(q)
     again = parse(rebuilt, type(q)._first, verify=True)
     assert bytes(again) == rebuilt
-    for layer, parsed in zip(layers, (layer for layer, _, _ in header_spans(again))):
+    for layer, parsed in zip(layers, (layer for layer, _, _ in header_spans(again)), strict=False):
         assert type(parsed) is type(layer)
-        assert {k: v for k, v in layer.fields().items() if v is not None}.items() <= parsed.fields().items()
+        assert {
+            k: v for k, v in layer.fields().items() if v is not None
+        }.items() <= parsed.fields().items()
 
 
 def field_changes(cls):
     """(field name, a value it accepts) for a layer class."""
     common = {"chksum": st.none() | u16} if "chksum" in cls._field_names else {}
+    options = st.integers(0, 10).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4 * n))
     per_class = {
         IPv4: {"ttl": u8, "tos": u8, "id": u16, "flags": st.sampled_from([0, 2, "DF"]),
-               "options": st.integers(0, 10).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4 * n))},
+               "options": options},
         IPv6: {"hlim": u8, "tc": u8, "fl": st.integers(0, 0xFFFFF)},
         UDP: {"sport": u16, "dport": u16},
         TCP: {"sport": u16, "seq": st.integers(0, 2**32 - 1), "window": u16, "flags": st.just("SA"),
-              "options": st.integers(0, 10).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4 * n))},
+              "options": options},
         ICMP: {"type": u8, "id": u16, "seq": u16},
         ICMPv6: {"type": u8, "code": u8, "seq": u16},
     }
     fields = {**common, **per_class[cls]}
-    return st.sampled_from(sorted(fields)).flatmap(lambda name: st.tuples(st.just(name), fields[name]))
+    return st.sampled_from(sorted(fields)).flatmap(
+        lambda name: st.tuples(st.just(name), fields[name])
+    )
 
 
 # --- SPP headers and records ----------------------------------------------------------------
@@ -201,7 +206,8 @@ def test_spp_headers_from_every_kind_of_buffer(fields, tail, cut):
 
 
 @settings(FAST, max_examples=60)
-@given(st.lists(st.tuples(spp_fields, st.binary(max_size=40), st.integers(0, 11)), min_size=1, max_size=12))
+@given(st.lists(st.tuples(spp_fields,
+                          st.binary(max_size=40), st.integers(0, 11)), min_size=1, max_size=12))
 def test_spp_records_cut_anywhere_are_handed_over_whole(records):
     """Records written by hand, some cut inside their header: every one comes back, as
     (header, data) or in a MalformedRecordError's batch, byte for byte."""
@@ -223,7 +229,10 @@ def test_spp_records_cut_anywhere_are_handed_over_whole(records):
                 batch = error.records
             if not batch:
                 break
-            seen += [(header.pack() if header is not None else b"") + bytes(data) for header, data in batch]
+            seen += [
+                (header.pack() if header is not None else b"") + bytes(data)
+                for header, data in batch
+            ]
         assert seen == sent
 
 
@@ -238,7 +247,12 @@ def test_frames_with_a_corrupt_length_or_cut_short(messages, data):
     wire = bytearray(b"".join(struct.pack("!I", len(m)) + m for m in messages))
     bad = data.draw(st.integers(0, len(messages) - 1))
     at = sum(4 + len(m) for m in messages[:bad])
-    wire[at:at + 4] = struct.pack("!I", data.draw(st.sampled_from([0, 1, 199, 200, 201, 2**31, 2**32 - 1]) | st.integers(0, 2**32 - 1)))
+    wire[at : at + 4] = struct.pack(
+        "!I",
+        data.draw(
+            st.sampled_from([0, 1, 199, 200, 201, 2**31, 2**32 - 1]) | st.integers(0, 2**32 - 1)
+        ),
+    )
     del wire[data.draw(st.integers(at, len(wire))):]
     max_size = data.draw(st.sampled_from([0, 64, 200, 16 * 2**20]))
     a, b = csock.socketpair()
@@ -285,7 +299,8 @@ def addresses(draw):
         return family, tuple(parts[:draw(st.integers(0, 3))] if draw(st.booleans()) else parts)
     if family == socket.AF_INET6:
         parts = [draw(host6 | st.just("") | wrong), draw(ports | wrong),
-                 draw(st.integers(0, 0xFFFFF) | st.sampled_from([0x100000, -1])), draw(st.integers(0, 2**32 - 1))]
+                 draw(st.integers(0, 0xFFFFF) | st.sampled_from([0x100000, -1])),
+                 draw(st.integers(0, 2**32 - 1))]
         return family, tuple(parts[:draw(st.integers(0, 5))])
     return family, draw(st.sampled_from(path_kinds(draw(unix_paths))) | wrong)
 
@@ -316,14 +331,23 @@ def expected_sockaddr(family, address):
     if not 0 <= flow <= 0xFFFFF:
         return None
     packed = socket.inet_pton(socket.AF_INET6, host or "::")
-    return struct.pack("=H", family) + struct.pack("!HI", port, flow) + packed + struct.pack("=I", scope)
+    return (
+        struct.pack("=H", family)
+        + struct.pack("!HI", port, flow)
+        + packed
+        + struct.pack("=I", scope)
+    )
 
 
 @settings(FAST, max_examples=300)
 @given(addresses())
 def test_addresses_become_the_right_sockaddr_or_a_clear_error(case):
     family, address = case
-    expected = expected_sockaddr(family, address) if isinstance(address, (tuple, str, bytes, bytearray, memoryview)) else None
+    expected = (
+        expected_sockaddr(family, address)
+        if isinstance(address, (tuple, str, bytes, bytearray, memoryview))
+        else None
+    )
     try:
         got = _fastio.parse_address(family, address)
     except (TypeError, ValueError, OverflowError, OSError, BufferError):
@@ -335,9 +359,11 @@ def test_addresses_become_the_right_sockaddr_or_a_clear_error(case):
 batch_items = st.one_of(
     st.binary(max_size=100),
     st.binary(max_size=100).map(bytearray),
-    st.binary(min_size=1, max_size=100).flatmap(lambda b: st.integers(0, len(b)).map(lambda i: memoryview(b)[i:])),
+    st.binary(min_size=1, max_size=100).flatmap(
+        lambda b: st.integers(0, len(b)).map(lambda i: memoryview(b)[i:])),
     st.binary(min_size=2, max_size=100).map(lambda b: memoryview(b)[::2]),
-    st.sampled_from(["text", 7, None, (b"pair", 5), (b"pair", b"\0no-such-peer"), (b"x",), (b"x", None, 1)]),
+    st.sampled_from(["text", 7, None, (b"pair", 5),
+                     (b"pair", b"\0no-such-peer"), (b"x",), (b"x", None, 1)]),
 )
 
 

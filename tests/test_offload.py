@@ -13,28 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import csock
 
-from .pairs import receive
+from .pairs import fd_count, receive, tcp_pair, udp_pair
 from .tracing import needs_strace, strace
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = {"v4": (csock.AF_INET, "127.0.0.1"), "v6": (csock.AF_INET6, "::1")}
-
-
-def udp_pair(kind="v4"):
-    family, host = LOOPBACK[kind]
-    rx = csock.socket(family, csock.SOCK_DGRAM)
-    rx.bind((host, 0))
-    rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 16 << 20)
-    tx = csock.socket(family, csock.SOCK_DGRAM)
-    tx.bind((host, 0))
-    tx.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 16 << 20)
-    rx.settimeout(5)
-    return tx, rx
 
 
 def payloads(count, size, last=None):
@@ -49,7 +38,7 @@ def payloads(count, size, last=None):
 
 def assert_same(got, sent, address):
     assert len(got) == len(sent)
-    for i, (d, m) in enumerate(zip(got, sent)):
+    for i, (d, m) in enumerate(zip(got, sent, strict=True)):
         assert bytes(d.data) == bytes(m), f"datagram {i} differs"
         assert d.address[:2] == address[:2]
         assert not d.truncated
@@ -223,7 +212,8 @@ def test_gro_receives_exactly_what_was_sent(kind, gso, size):
     tx, rx = gro_pair(kind)
     with tx, rx:
         sent = payloads(1000, size, last=size // 2) + [b"", b"tail"] + payloads(70, 333)
-        assert tx.send_batch(sent, rx.getsockname(), segment_size="auto" if gso else None) == len(sent)
+        assert tx.send_batch(sent, rx.getsockname(),
+                             segment_size="auto" if gso else None) == len(sent)
         got = []
         while len(got) < len(sent):
             batch = rx.recv_batch(gro=True)
@@ -286,7 +276,7 @@ def test_gro_bufsize_cuts_each_datagram():
         tx.send_batch(sent, rx.getsockname(), segment_size=300)
         got = receive(rx, 20, bufsize=200, gro=True)
         assert len(got) == 20
-        for d, m in zip(got, sent):
+        for d, m in zip(got, sent, strict=False):
             assert bytes(d.data) == m[:200]
             assert d.truncated == (len(m) > 200)
 
@@ -366,8 +356,9 @@ def wait_link_ready(net, timeout=10.0):
 @pytest.mark.parametrize("family", ["v4", "v6"])
 @pytest.mark.parametrize("gso", [True, False])
 def test_gro_across_veth(family, gso):
-    from tests.netns import in_netns, veth_pair
     import json
+
+    from tests.netns import in_netns, veth_pair
     with veth_pair() as net:
         wait_link_ready(net)
         dst, src = (net["b4"], net["a4"]) if family == "v4" else (net["b6"], net["a6"])
@@ -377,7 +368,8 @@ def test_gro_across_veth(family, gso):
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             assert rx.stdout.readline().strip() == "ready"
-            tx = in_netns(net["a"], [sys.executable, "-c", VETH_SENDER, dst, "auto" if gso else "none"],
+            tx = in_netns(net["a"],
+                          [sys.executable, "-c", VETH_SENDER, dst, "auto" if gso else "none"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env=env)
             out, err = tx.communicate(json.dumps([m.hex() for m in sent]), timeout=30)
@@ -522,14 +514,19 @@ def test_spin_data_arriving_during_spin(tmp_path, method, timeout):
     text, out = strace(tmp_path, SPIN_RECEIVE, "recvfrom,recvmmsg,poll,ppoll", method, str(timeout))
     fd = out.strip()
     # recvfrom(fd, buf, len, flags, addr, addrlen) / recvmmsg(fd, vec, vlen, flags, timeout)
-    receives = re.findall(rf"^\d+ +recvfrom\({fd}, .*, \d+, (\w[\w|]*), [^,]+, [^,]+\) += (-?\d+)", text, re.M)
-    receives += re.findall(rf"^\d+ +recvmmsg\({fd}, .*, \d+, (\w[\w|]*), [^,]+\) += (-?\d+)", text, re.M)
+    receives = re.findall(
+        rf"^\d+ +recvfrom\({fd}, .*, \d+, (\w[\w|]*), [^,]+, [^,]+\) += (-?\d+)", text, re.M
+    )
+    receives += re.findall(
+        rf"^\d+ +recvmmsg\({fd}, .*, \d+, (\w[\w|]*), [^,]+\) += (-?\d+)", text, re.M
+    )
     got = [flags for flags, result in receives if int(result) > 0]
     assert len(got) == 1, text[-2000:]      # the datagram, in one receive csock made
     # poll(fds, 1, ms) on x86_64; ppoll(fds, 1, {tv_sec=.., tv_nsec=..} or NULL, ...) elsewhere
     waits_ns = [int(ms) * 10**6 for ms in re.findall(r"\bpoll\(.*?\], 1, (-?\d+)", text)]
+    ppoll = r"ppoll\(.*?\], 1, (?:\{tv_sec=(\d+), tv_nsec=(\d+)\}|NULL)"
     waits_ns += [-1 if sec == "" else int(sec) * 10**9 + int(nsec)
-                 for sec, nsec in re.findall(r"ppoll\(.*?\], 1, (?:\{tv_sec=(\d+), tv_nsec=(\d+)\}|NULL)", text)]
+                 for sec, nsec in re.findall(ppoll, text)]
     if timeout is None:
         assert "MSG_DONTWAIT" in got[0], text[-2000:]
         assert all("MSG_DONTWAIT" in flags for flags, _ in receives)    # none slept
@@ -591,18 +588,6 @@ def test_spin_stream_roundtrip():
 
 # --- MSG_ZEROCOPY ---------------------------------------------------------------------------
 
-def tcp_pair(family=csock.AF_INET):
-    host = "127.0.0.1" if family == csock.AF_INET else "::1"
-    with csock.create_server((host, 0), family=family) as srv:
-        a = csock.create_connection(srv.getsockname()[:2])
-        b, _ = srv.accept()
-    return a, b
-
-
-def fd_count():
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.parametrize("family", [csock.AF_INET, csock.AF_INET6])
 def test_zerocopy_integrity_10k_sends_of_64k(family):
     import hashlib
@@ -611,7 +596,10 @@ def test_zerocopy_integrity_10k_sends_of_64k(family):
     a, b = tcp_pair(family)
     with a, b:
         size, count = 65536, 10_000
-        pool = [bytes([i]) * size for i in range(7)] + [bytearray(os.urandom(size)), memoryview(os.urandom(size))]
+        pool = [bytes([i]) * size for i in range(7)] + [
+            bytearray(os.urandom(size)),
+            memoryview(os.urandom(size)),
+        ]
         expected = hashlib.sha256()
         for i in range(count):
             expected.update(pool[i % len(pool)])
@@ -646,7 +634,6 @@ def test_zerocopy_integrity_10k_sends_of_64k(family):
 
 def test_zerocopy_buffers_held_until_completion():
     """The peer does not read: sends stay in the queues, their exports stay held."""
-    import weakref
     a, b = tcp_pair()
     with a, b:
         a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 64 << 10)
@@ -789,10 +776,10 @@ def test_recv_batch_full_first_read_does_not_wait_for_more(gro):
 
 # --- properties: any mix of sizes and destinations arrives intact ---------------------------
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=st.lists(st.tuples(st.sampled_from([0, 1, 7, 64, 100, 1200, 1472]), st.integers(0, 1)),
                       min_size=1, max_size=300),
        segment=st.sampled_from(["auto", 64, 100, 1200, None]),
@@ -810,7 +797,7 @@ def test_property_gso_gro_roundtrip(items, segment, gro):
         targets = [rx.getsockname(), rx2.getsockname()]
         batch = [(bytes([i % 256]) * size, targets[dest]) for i, (size, dest) in enumerate(items)]
         assert tx.send_batch(batch, segment_size=segment) == len(batch)
-        for target, sock in zip(targets, (rx, rx2)):
+        for target, sock in zip(targets, (rx, rx2), strict=True):
             expected = [m for m, t in batch if t == target]
             if expected:
                 got = receive(sock, len(expected), max_messages=37, gro=gro)

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import csock
-from csock.packet import IPv4, IPv6, UDP, PacketError
+from csock.packet import UDP, IPv4, IPv6, PacketError
 
 from .netns import in_netns, veth_pair
 
@@ -24,7 +24,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def can_open_raw() -> bool:
     try:
-        stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_RAW, stdlib_socket.IPPROTO_RAW).close()
+        stdlib_socket.socket(stdlib_socket.AF_INET,
+                             stdlib_socket.SOCK_RAW, stdlib_socket.IPPROTO_RAW).close()
     except PermissionError:
         return False
     return True
@@ -42,7 +43,8 @@ def udp_sink():
         yield s
 
 
-def run_python(code: str, *argv: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_python(code: str, *argv: str,
+               prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([*(prefix or []), sys.executable, "-c", textwrap.dedent(code), *argv],
                           capture_output=True, text=True, timeout=60, env=env)
@@ -73,7 +75,9 @@ def test_without_cap_net_raw_construction_says_what_is_needed():
     if "Operation not permitted" in proc.stderr and "setpriv" in proc.stderr:
         pytest.skip(f"cannot drop capabilities here: {proc.stderr.strip()}")
     lines = proc.stdout.splitlines()
-    assert len(lines) == 2 and all("PermissionError" in l and "CAP_NET_RAW" in l for l in lines), proc
+    assert len(lines) == 2 and all(
+        "PermissionError" in line and "CAP_NET_RAW" in line for line in lines
+    ), proc
     result = ping("-c", "1", "127.0.0.1", prefix=drop)
     assert result.returncode == 2 and "CAP_NET_RAW" in result.stderr
 
@@ -102,11 +106,19 @@ def test_construction_forms():
 def test_send_packet_with_header_reaches_a_udp_socket(udp_sink):
     port = udp_sink.getsockname()[1]
     with csock.RawSocket() as raw:
-        packet = IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40000, dport=port) / b"built by csock"
+        packet = (
+            IPv4(src="127.0.0.1", dst="127.0.0.1")
+            / UDP(sport=40000, dport=port)
+            / b"built by csock"
+        )
         assert raw.send_packet(packet) == 20 + 8 + 14
         data, sender = udp_sink.recvfrom(100)
         assert data == b"built by csock" and sender == ("127.0.0.1", 40000)
-        raw.send_packet(bytes(IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40001, dport=port) / b"bytes too"))
+        raw.send_packet(
+            bytes(
+                IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40001, dport=port) / b"bytes too"
+            )
+        )
         assert udp_sink.recvfrom(100) == (b"bytes too", ("127.0.0.1", 40001))
 
 
@@ -115,7 +127,11 @@ def test_kernel_drops_a_bad_udp_checksum(udp_sink):
     port = udp_sink.getsockname()[1]
     with csock.RawSocket() as raw:
         good = IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40002, dport=port) / b"good"
-        bad = IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40002, dport=port, chksum=0x1234) / b"bad!"
+        bad = (
+            IPv4(src="127.0.0.1", dst="127.0.0.1")
+            / UDP(sport=40002, dport=port, chksum=0x1234)
+            / b"bad!"
+        )
         with pytest.raises(PacketError, match="UDP"):
             csock.packet.parse(bytes(bad), verify=True)
         raw.send_packet(bad)
@@ -130,18 +146,21 @@ def test_kernel_drops_a_bad_udp_checksum(udp_sink):
 def test_send_packets_batch(udp_sink):
     port = udp_sink.getsockname()[1]
     with csock.RawSocket() as raw:
-        packets = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41000, dport=port) / (b"n%03d" % i)
-                   for i in range(100)]
+        packets = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41000, dport=port)
+                   / (b"n%03d" % i) for i in range(100)]
         assert raw.send_packets(packets) == 100
         assert [udp_sink.recv(100) for _ in range(100)] == [b"n%03d" % i for i in range(100)]
         with pytest.raises(ValueError, match="destination"):
             raw.send_packets([UDP(dport=port) / b"no ip layer"])
         # layers, built bytes and an explicit address mixed in one batch, in order
-        mixed = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41001, dport=port) / b"layer",
-                 bytes(IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41001, dport=port) / b"bytes"),
-                 IPv4(src="127.0.0.1", dst="127.0.0.9") / UDP(sport=41001, dport=port) / b"dst ignored"]
+        def from_41001(dst, payload):
+            return IPv4(src="127.0.0.1", dst=dst) / UDP(sport=41001, dport=port) / payload
+
+        mixed = [from_41001("127.0.0.1", b"layer"), bytes(from_41001("127.0.0.1", b"bytes")),
+                 from_41001("127.0.0.9", b"dst ignored")]
         assert raw.send_packets(mixed[:2]) == 2
-        assert raw.send_packets(mixed[2:], address="127.0.0.1") == 1   # sent to address, header as built
+        # sent to address, header as built
+        assert raw.send_packets(mixed[2:], address="127.0.0.1") == 1
         assert [udp_sink.recv(100) for _ in range(2)] == [b"layer", b"bytes"]
 
 
@@ -149,10 +168,12 @@ def test_send_packets_batch(udp_sink):
 def test_send_packets_without_header_included(udp_sink):
     port = udp_sink.getsockname()[1]
     with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP, header_included=False) as raw:
-        packets = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41002, dport=port) / (b"k%d" % i)
-                   for i in range(5)]
-        assert raw.send_packets(packets) == 5            # the kernel writes the IP header
-        assert [udp_sink.recvfrom(100) for _ in range(5)] == [(b"k%d" % i, ("127.0.0.1", 41002)) for i in range(5)]
+        packets = [IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41002, dport=port)
+                   / (b"k%d" % i) for i in range(5)]
+        assert raw.send_packets(packets) == 5  # the kernel writes the IP header
+        assert [udp_sink.recvfrom(100) for _ in range(5)] == [
+            (b"k%d" % i, ("127.0.0.1", 41002)) for i in range(5)
+        ]
 
 
 @needs_raw
@@ -180,16 +201,20 @@ def test_recv_packets_batch_and_from():
     with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP) as raw, csock.RawSocket() as out:
         raw.settimeout(2)
         dport = 47000 + os.getpid() % 1000
-        out.send_packets([IPv4(src="127.0.0.2", dst="127.0.0.1") / UDP(sport=5, dport=dport) / bytes([i])
-                          for i in range(20)])
+        out.send_packets([IPv4(src="127.0.0.2", dst="127.0.0.1") / UDP(sport=5, dport=dport)
+                          / bytes([i]) for i in range(20)])
         got = []
         while len(got) < 20:
-            got.extend(p for p in raw.recv_packets(max_messages=64) if UDP in p and p[UDP].dport == dport)
+            got.extend(
+                p for p in raw.recv_packets(max_messages=64) if UDP in p and p[UDP].dport == dport
+            )
         assert [p[UDP].payload[0] for p in got] == list(range(20))
         for p in got:
             p.verify()                                   # csock.packet's checksums, as built
         assert {p.src for p in got} == {"127.0.0.2"}
-        out.send_packet(IPv4(src="127.0.0.3", dst="127.0.0.1") / UDP(sport=5, dport=dport) / b"from")
+        out.send_packet(
+            IPv4(src="127.0.0.3", dst="127.0.0.1") / UDP(sport=5, dport=dport) / b"from"
+        )
         while True:
             p, address = raw.recv_packet_from()
             if p[UDP].dport == dport:
@@ -202,7 +227,9 @@ def test_truncated_packet_is_never_silent():
     with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP) as raw, csock.RawSocket() as out:
         raw.settimeout(2)
         dport = 46000 + os.getpid() % 1000
-        out.send_packet(IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=6, dport=dport) / (b"z" * 500))
+        out.send_packet(
+            IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=6, dport=dport) / (b"z" * 500)
+        )
         while True:
             with pytest.raises(PacketError, match="truncated") as info:
                 raw.recv_packet(bufsize=100)
@@ -224,7 +251,8 @@ def test_ipv6_header_included_and_received_without_ip_header():
         raw.send_packet(IPv6(src="::1", dst="::1") / UDP(sport=42000, dport=port) / b"over v6")
         data, sender = sink.recvfrom(100)
         assert data == b"over v6" and sender[:2] == ("::1", 42000)
-        while True:                   # the raw UDP socket sees the same datagram, from its UDP header
+        # the raw UDP socket sees the same datagram, from its UDP header
+        while True:
             p = watcher.recv_packet()
             if isinstance(p, UDP) and p.dport == port:
                 break
@@ -239,9 +267,9 @@ def test_ping_loopback(host):
     result = ping("-c", "3", "-i", "0.05", host)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    replies = [l for l in lines if " bytes from " in l]
-    assert [l.split("icmp_seq=")[1].split()[0] for l in replies] == ["1", "2", "3"]
-    assert all(l.startswith("64 bytes from ") for l in replies)
+    replies = [line for line in lines if " bytes from " in line]
+    assert [line.split("icmp_seq=")[1].split()[0] for line in replies] == ["1", "2", "3"]
+    assert all(line.startswith("64 bytes from ") for line in replies)
     assert "3 packets transmitted, 3 received, 0% packet loss" in result.stdout
     assert "rtt min/avg/max/mdev = " in result.stdout
 
@@ -272,7 +300,10 @@ def test_ping_unknown_option_after_the_host_prints_pings_usage():
     result = ping("127.0.0.1", "--bogus")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: python -m csock ping ")
-    assert result.stderr.splitlines()[-1] == "python -m csock ping: error: unrecognized arguments: --bogus"
+    assert (
+        result.stderr.splitlines()[-1]
+        == "python -m csock ping: error: unrecognized arguments: --bogus"
+    )
 
 
 @needs_raw
@@ -280,8 +311,8 @@ def test_ping_ipv6_lines_carry_the_hop_limit():
     """iputils prints ttl= for IPv4 and hlim= for IPv6 (the IPV6_HOPLIMIT ancillary data)."""
     v4, v6 = (ping("-c", "1", host) for host in ("127.0.0.1", "::1"))
     assert v4.returncode == 0 and v6.returncode == 0, (v4.stderr, v6.stderr)
-    (line4,) = [l for l in v4.stdout.splitlines() if " bytes from " in l]
-    (line6,) = [l for l in v6.stdout.splitlines() if " bytes from " in l]
+    (line4,) = [line for line in v4.stdout.splitlines() if " bytes from " in line]
+    (line6,) = [line for line in v6.stdout.splitlines() if " bytes from " in line]
     assert " ttl=64 " in line4 and "hlim" not in line4
     assert line6.startswith("64 bytes from ::1: icmp_seq=1 hlim=64 time=") and "ttl" not in line6
 
@@ -297,7 +328,8 @@ def hosts():
 def test_ping_between_namespaces(hosts, version):
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = in_netns(hosts["a"], [sys.executable, "-m", "csock", "ping", "-c", "2", "-i", "0.1",
-                                 hosts["b" + version]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 hosts["b" + version]], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE,
                     text=True, env=env)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -308,7 +340,8 @@ def test_ping_between_namespaces(hosts, version):
 @needs_raw
 def test_ping_without_replies_exits_1(hosts):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = in_netns(hosts["a"], [sys.executable, "-m", "csock", "ping", "-c", "2", "-i", "0.1", "-W", "0.3",
+    proc = in_netns(hosts["a"],
+                    [sys.executable, "-m", "csock", "ping", "-c", "2", "-i", "0.1", "-W", "0.3",
                                  "10.77.0.99"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     text=True, env=env)
     out, err = proc.communicate(timeout=60)

@@ -72,11 +72,14 @@ def run_with_csock(code: str, *args: str, timeout: float = 90) -> str:
     """Run PRELUDE + `code` in a fresh interpreter that imports this tree's csock; return its
     stdout (the snippet failing fails the test with its output)."""
     root = Path(csock.__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     script = PRELUDE + textwrap.dedent(code)
     proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script, *args], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return proc.stdout
 
 
@@ -96,13 +99,15 @@ def certificate(tmp_path_factory) -> tuple[str, str]:
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     folder = tmp_path_factory.mktemp("tls")
     certfile, keyfile = folder / "cert.pem", folder / "key.pem"
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
     return str(certfile), str(keyfile)
 
@@ -135,7 +140,8 @@ verify = certfile or True     # per request: REQUESTS_CA_BUNDLE would override a
 with requests.Session() as session:
     for n in (0, 1, 100_000, 3_000_000):
         response = session.get(f"{base}/{n}", stream=True, verify=verify)
-        assert isinstance(response.raw.connection.sock, csock.socket), type(response.raw.connection.sock)
+        sock = response.raw.connection.sock
+        assert isinstance(sock, csock.socket), type(sock)
         assert response.content == pattern(n), (n, len(response.content))
         assert response.headers["X-Csock"] == "True"
     upload = pattern(2_000_000)

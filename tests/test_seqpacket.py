@@ -58,16 +58,26 @@ def test_batches_keep_boundaries_and_order(pair, count):
 
 @pytest.mark.parametrize("where", ["path", "abstract"])
 def test_path_and_abstract_addresses(tmp_path, where):
-    address = str(tmp_path / "sp.sock") if where == "path" else b"\0csock-sp-" + os.urandom(4).hex().encode()
+    address = (
+        str(tmp_path / "sp.sock")
+        if where == "path"
+        else b"\0csock-sp-" + os.urandom(4).hex().encode()
+    )
     client, conn = bound_pair(address)
     with client, conn:
         assert type(conn) is csock.SeqPacketSocket
         client.send_batch([b"alpha", b"beta"])
-        assert [(bytes(d.data), d.address) for d in conn.recv_batch()] == [(b"alpha", None), (b"beta", None)]
+        assert [(bytes(d.data), d.address) for d in conn.recv_batch()] == [
+            (b"alpha", None),
+            (b"beta", None),
+        ]
         conn.send_batch([b"reply", b"again"])
         # the server's records come from the bound address, but a SEQPACKET socket is
         # connected: recv_batch gives address None (API section 5), as for the unbound client
-        assert [(bytes(d.data), d.address) for d in client.recv_batch()] == [(b"reply", None), (b"again", None)]
+        assert [(bytes(d.data), d.address) for d in client.recv_batch()] == [
+            (b"reply", None),
+            (b"again", None),
+        ]
 
 
 def test_truncation_is_flagged(pair):
@@ -281,7 +291,11 @@ def test_gap_raises_sequence_error_with_the_data_and_resynchronises(pair):
     assert bytes(b.recv_record()[1]) == b"zero"
     with pytest.raises(csock.SequenceError) as info:
         b.recv_record()
-    assert info.value.expected == 1 and info.value.header.sequence == 5 and bytes(info.value.data) == b"jump"
+    assert (
+        info.value.expected == 1
+        and info.value.header.sequence == 5
+        and bytes(info.value.data) == b"jump"
+    )
     header, data = b.recv_record()                   # resynchronised on 5: 6 is fine
     assert (header.sequence, bytes(data)) == (6, b"six")
 
@@ -383,7 +397,10 @@ def test_default_header_accepts_a_header_or_none(pair):
     a.send_record(b"typed")
     a.default_header = None
     a.send_record(b"plain")
-    assert [(h.datastream_type, bytes(d)) for h, d in b.recv_records()] == [(7, b"typed"), (0, b"plain")]
+    assert [(h.datastream_type, bytes(d)) for h, d in b.recv_records()] == [
+        (7, b"typed"),
+        (0, b"plain"),
+    ]
 
 
 def test_stdlib_peer_writes_and_reads_headers_by_hand():
@@ -395,7 +412,8 @@ def test_stdlib_peer_writes_and_reads_headers_by_hand():
         assert (header.connection_control, header.datastream_type, header.source_connection,
                 header.destination_connection, header.sequence, header.allocation, bytes(data)) == (
                     csock.SP_EM, 4, 10, 20, 0, 8, b"hand-made")
-        ours.send_record(b"answer", header=SPPHeader(source_connection=20, destination_connection=10))
+        ours.send_record(b"answer",
+                         header=SPPHeader(source_connection=20, destination_connection=10))
         record = raw.recv(100)
         assert SPP.unpack(record[:12]) == (0, 0, 20, 10, 0, 0, 0) and record[12:] == b"answer"
 

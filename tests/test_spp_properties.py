@@ -22,9 +22,12 @@ headers_strategy = st.builds(SPPHeader, connection_control=st.integers(0, 255),
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(records=records_strategy, splits=splits_strategy, calls=calls_strategy, header=headers_strategy,
+@given(records=records_strategy, splits=splits_strategy, calls=calls_strategy,
+       header=headers_strategy,
        first=st.integers(0, 0xFFFF))
-def test_random_batches_and_calls_yield_every_record_in_order(records, splits, calls, header, first):
+def test_random_batches_and_calls_yield_every_record_in_order(
+    records, splits, calls, header, first
+):
     a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
     a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 1 << 20)
     with a, b:
@@ -35,7 +38,9 @@ def test_random_batches_and_calls_yield_every_record_in_order(records, splits, c
             i += 1
             batch = records[sent:sent + size]
             if len(batch) == 1:
-                a.send_record(batch[0]) if sent else a.send_record(batch[0], header=a.default_header)
+                a.send_record(batch[0]) if sent else a.send_record(
+                    batch[0], header=a.default_header
+                )
             else:
                 a.send_records(batch) if sent else a.send_records(batch, header=a.default_header)
             if sent == 0:
@@ -64,9 +69,12 @@ def test_random_batches_and_calls_yield_every_record_in_order(records, splits, c
                 got.extend(batch)
         assert [bytes(data) for _, data in got] == records
         assert [h.sequence for h, _ in got] == [(first + n) & 0xFFFF for n in range(len(records))]
-        assert all((h.connection_control, h.datastream_type, h.source_connection, h.destination_connection,
-                    h.acknowledge, h.allocation) == (header.connection_control, header.datastream_type,
-                                                     header.source_connection, header.destination_connection,
+        assert all((h.connection_control, h.datastream_type, h.source_connection,
+                    h.destination_connection,
+                    h.acknowledge, h.allocation) == (header.connection_control,
+                                                     header.datastream_type,
+                                                     header.source_connection,
+                                                     header.destination_connection,
                                                      header.acknowledge, header.allocation)
                    for h, _ in got)
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import array
-import struct
 import os
 import signal
 import socket as stdlib_socket
+import struct
 import subprocess
 import sys
 import threading
@@ -64,7 +64,8 @@ def test_send_recv_roundtrip(pair):
 
 def test_send_buffers_every_bytes_like_type(pair):
     a, b = pair
-    parts = [b"ab", bytearray(b"cd"), memoryview(b"--ef--")[2:4], array.array("H", [0x4847]), b"", b"ij"]
+    parts = [b"ab", bytearray(b"cd"), memoryview(b"--ef--")[2:4],
+             array.array("H", [0x4847]), b"", b"ij"]
     expected = b"abcdef" + array.array("H", [0x4847]).tobytes() + b"ij"
     assert a.send_buffers(parts) == len(expected)
     assert recv_all(b, len(expected)) == expected
@@ -270,7 +271,8 @@ def test_closed_peer_broken_pipe_without_sigpipe():
         "import signal, csock\n"
         "signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
         "a, b = csock.socketpair(); b.close()\n"
-        "for call in (lambda: a.send(b'x'), lambda: a.sendall(b'x'), lambda: a.send_buffers([b'x'])):\n"
+        "for call in (lambda: a.send(b'x'), lambda: a.sendall(b'x'),\n"
+        "             lambda: a.send_buffers([b'x'])):\n"
         "    try:\n        call()\n    except BrokenPipeError:\n        print('EPIPE')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -333,7 +335,8 @@ def test_eintr_storm_keeps_data_intact(pair):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert len(got) == len(data)
-    assert got == data, next(i for i in range(len(data)) if got[i] != data[i])   # the first bad byte
+    # on failure, the index of the first bad byte
+    assert got == data, next(i for i in range(len(data)) if got[i] != data[i])
     assert calls
 
 
@@ -370,7 +373,8 @@ def test_kernel_timeout_surfaces_as_blocking_io_error(pair):
 def test_submodules_reachable_after_plain_import():
     code = "import csock; print(csock.packet.parse.__name__, csock.aio.recv_batch.__name__)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
+                          env=dict(os.environ,
+                                   PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
     assert proc.stdout.split() == ["parse", "recv_batch"], proc.stderr
 
 

@@ -27,7 +27,8 @@ print(rx.getsockname()[1], flush=True)
 rx.settimeout(20)
 got = []
 while len(got) < int(sys.argv[2]):
-    got.extend((bytes(d.data).decode(), list(d.address[:2])) for d in rx.recv_batch(max_messages=1024))
+    got.extend((bytes(d.data).decode(), list(d.address[:2]))
+               for d in rx.recv_batch(max_messages=1024))
 print(json.dumps(got), flush=True)
 """
 

@@ -19,8 +19,8 @@ RECVFROM_NR = {"x86_64": 45, "aarch64": 207}.get(platform.machine())
 # poll(2) and ppoll(2): with other threads in the process, a blocking csock receive sleeps in
 # poll beside the wake eventfd (io.pyx) before its recvfrom
 POLL_NRS = {"x86_64": (7, 271), "aarch64": (73,)}.get(platform.machine(), ())
-needs_recvfrom_nr = pytest.mark.skipif(RECVFROM_NR is None,
-                                       reason=f"recvfrom's number on {platform.machine()} is not known")
+needs_recvfrom_nr = pytest.mark.skipif(
+    RECVFROM_NR is None, reason=f"recvfrom's number on {platform.machine()} is not known")
 
 # Snippet code: `b` receives on an AF_UNIX datagram pair while a writer thread sends on `a`,
 # answering only once the reader sleeps in a blocking recvfrom (or in the poll that precedes
@@ -62,7 +62,8 @@ def strace(tmp_path: Path, code: str, syscalls: str, *args: str) -> tuple[str, s
     csock importable. Skips where ptrace is not permitted; fails when the snippet fails."""
     log = tmp_path / "trace"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
-    proc = subprocess.run(["strace", "-f", "-e", f"trace={syscalls}", "-o", str(log), sys.executable, "-c", code,
+    proc = subprocess.run(["strace", "-f", "-e", f"trace={syscalls}", "-o", str(log),
+                           sys.executable, "-c", code,
                            *args], capture_output=True, text=True, timeout=120, env=env)
     if proc.returncode != 0 and "ptrace" in proc.stderr:
         pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")

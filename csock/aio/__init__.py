@@ -18,11 +18,11 @@ exactly that of the blocking calls:
 """
 from __future__ import annotations
 
-from ._io import recv_batch as recv_batch
-from ._io import recv_batch_into as recv_batch_into
-from ._io import send_batch as send_batch
-from ._io import wait_readable as wait_readable
-from ._io import wait_writable as wait_writable
+from ._readiness import recv_batch as recv_batch
+from ._readiness import recv_batch_into as recv_batch_into
+from ._readiness import send_batch as send_batch
+from ._readiness import wait_readable as wait_readable
+from ._readiness import wait_writable as wait_writable
 from .datagram import BatchDatagramProtocol as BatchDatagramProtocol
 from .datagram import BatchDatagramTransport as BatchDatagramTransport
 from .datagram import create_datagram_endpoint as create_datagram_endpoint

@@ -62,8 +62,10 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     ``connection_lost(None)`` follows either.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: _std.socket, protocol: asyncio.BaseProtocol,
-                 address: Any = None, *, connected: bool | None = None, max_messages: int = 64, bufsize: int = 65535,
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: _std.socket,
+                 protocol: asyncio.BaseProtocol,
+                 address: Any = None, *, connected: bool | None = None, max_messages: int = 64,
+                 bufsize: int = 65535,
                  offload: bool = True) -> None:
         extra: dict[str, Any] = {"socket": sock}
         super().__init__(extra)
@@ -213,7 +215,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         """Send data as one datagram to addr (or the connected peer)."""
         self.send_batch([data], addr)
 
-    def send_batch(self, messages: Iterable[Buffer | tuple[Buffer, Any]], address: Any = None) -> None:
+    def send_batch(self, messages: Iterable[Buffer | tuple[Buffer, Any]],
+                   address: Any = None) -> None:
         """Send each message as one datagram (bytes-like to address, or ``(data, address)``
         pairs), in order: at once with sendmmsg(2) when nothing is buffered, the rest from
         the write buffer when the socket is writable."""
@@ -243,7 +246,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         sent = 0
         if not self._buffer:
             try:
-                sent = _fastio.send_batch(self._sock, items, address, segment_size=self._segment_size)
+                sent = _fastio.send_batch(self._sock, items, address,
+                                          segment_size=self._segment_size)
             except (BlockingIOError, InterruptedError):
                 pass
             except _std.gaierror:
@@ -347,20 +351,26 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
-            self._protocol.connection_lost(exc if isinstance(exc, Exception) or exc is None else None)
+            self._protocol.connection_lost(
+                exc if isinstance(exc, Exception) or exc is None else None
+            )
         finally:
             self._sock.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"
-        return f"<csock.aio.BatchDatagramTransport {state} fd={self._fd} buffered={self._buffer_size}>"
+        return (
+            f"<csock.aio.BatchDatagramTransport {state} fd={self._fd} buffered={self._buffer_size}>"
+        )
 
 
 async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr: Any = None,
                                    remote_addr: Any = None, *, family: int = 0, proto: int = 0,
-                                   reuse_port: bool | None = None, allow_broadcast: bool | None = None,
+                                   reuse_port: bool | None = None,
+                                   allow_broadcast: bool | None = None,
                                    sock: _std.socket | None = None, max_messages: int = 64,
-                                   bufsize: int = 65535, offload: bool = True) -> tuple[BatchDatagramTransport, P]:
+                                   bufsize: int = 65535,
+                                   offload: bool = True) -> tuple[BatchDatagramTransport, P]:
     """Like ``loop.create_datagram_endpoint`` on a csock socket, with batches: the protocol's
     ``datagrams_received(list_of_Datagram)`` gets every datagram queued at each wake-up.
 
@@ -380,7 +390,9 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
     if sock is not None:
         if local_addr is not None or remote_addr is not None or family or proto or reuse_port \
                 or allow_broadcast:
-            raise ValueError("socket modifier keyword arguments can not be used when sock is specified")
+            raise ValueError(
+                "socket modifier keyword arguments can not be used when sock is specified"
+            )
         if sock.type not in (_std.SOCK_DGRAM, _std.SOCK_SEQPACKET):
             raise ValueError(f"a SOCK_DGRAM or SOCK_SEQPACKET socket is needed, not {sock!r}")
         if sock.type == _std.SOCK_SEQPACKET and bufsize == 0:   # recv_batch's rule, said at once

@@ -1,4 +1,6 @@
-"""Framed connections and servers on an asyncio loop: open_framed_connection, start_framed_server."""
+"""Framed connections and servers on an asyncio loop: open_framed_connection and
+start_framed_server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -74,7 +76,8 @@ class FramedServer:
     are then closed at once). ``async with server:`` closes and waits on exit.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, handler: Handler, sockets: list[_std.socket],
+    def __init__(self, loop: asyncio.AbstractEventLoop, handler: Handler,
+                 sockets: list[_std.socket],
                  backlog: int, max_size: int, write_limit: int) -> None:
         self._loop = loop
         self._handler = handler
@@ -152,7 +155,8 @@ class FramedServer:
         try:
             await self._handler(stream)
         except Exception:
-            logger.exception("csock.aio server: handler %r raised; closing its connection (peer %s)",
+            logger.exception("csock.aio server: handler %r raised; "
+                             "closing its connection (peer %s)",
                              self._handler, stream.get_extra_info("peername"))
         finally:
             stream.close()
@@ -227,8 +231,10 @@ class FramedServer:
         return f"<csock.aio.FramedServer sockets={self.sockets!r} connections={len(self._tasks)}>"
 
 
-async def start_framed_server(handler: Handler, host: str | Sequence[str] | None = None, port: int | str = 0,
-                              *, family: int = 0, reuse_port: bool = False, reuse_address: bool = True,
+async def start_framed_server(handler: Handler, host: str | Sequence[str] | None = None,
+                              port: int | str = 0,
+                              *, family: int = 0, reuse_port: bool = False,
+                              reuse_address: bool = True,
                               backlog: int = 1024, sock: _std.socket | None = None,
                               max_size: int = 16 * 2**20,
                               write_limit: int = DEFAULT_WRITE_LIMIT) -> FramedServer:

@@ -91,7 +91,8 @@ async def _when_readable(sock: _std.socket, receive: Callable[[], _T]) -> _T:
             pass
 
 
-async def recv_batch(sock: _std.socket, max_messages: int = 64, bufsize: int = 65535) -> list[Datagram]:
+async def recv_batch(sock: _std.socket,
+                     max_messages: int = 64, bufsize: int = 65535) -> list[Datagram]:
     """Every datagram (or SEQPACKET record) already queued on sock, up to max_messages, as
     ``csock.Datagram``s: one recvmmsg(2) per wake-up, never one callback per datagram.
 
@@ -104,12 +105,15 @@ async def recv_batch(sock: _std.socket, max_messages: int = 64, bufsize: int = 6
     return await _when_readable(sock, partial(_fastio.recv_batch, sock, max_messages, bufsize))
 
 
-async def recv_batch_into(sock: _std.socket, buffer: Buffer, bufsize: int, max_messages: int = 1024) -> list[int]:
+async def recv_batch_into(sock: _std.socket, buffer: Buffer,
+                          bufsize: int, max_messages: int = 1024) -> list[int]:
     """recv_batch into the caller's buffer, as the blocking ``recv_batch_into``: datagram i at
     ``buffer[i * bufsize:]``, their lengths returned (above bufsize: cut), no object per
     datagram. Waits, and is cancelled, as recv_batch. sock must be non-blocking; the buffer
     must not be touched until the call returns."""
-    return await _when_readable(sock, partial(_fastio.recv_batch_into, sock, buffer, bufsize, max_messages))
+    return await _when_readable(sock,
+                                partial(_fastio.recv_batch_into, sock,
+                                        buffer, bufsize, max_messages))
 
 
 async def send_batch(sock: _std.socket, messages: Iterable[Buffer | tuple[Buffer, Any]],

@@ -1,0 +1,351 @@
+"""csock.aio.create_datagram_endpoint: batch delivery, GSO/GRO offload, flow control, close
+and abort, errors, SO_REUSEPORT, on both loops."""
+from __future__ import annotations
+
+import asyncio
+import socket as std
+from typing import Any
+
+import pytest
+
+import csock
+import csock.aio
+
+from .pairs import indexed_payload, nonblocking_pair
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Recorder(csock.aio.BatchDatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.batches: list[list[Any]] = []
+        self.received: list[bytes] = []
+        self.errors: list[OSError] = []
+        self.events: list[str] = []
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.arrived = asyncio.Event()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.events.append("made")
+
+    def datagrams_received(self, datagrams: list[Any]) -> None:
+        self.batches.append(datagrams)
+        self.received.extend(bytes(d.data) for d in datagrams)
+        self.arrived.set()
+
+    def error_received(self, exc: OSError) -> None:
+        self.errors.append(exc)
+        self.arrived.set()
+
+    def pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+class Echo(Recorder):
+    def datagrams_received(self, datagrams: list[Any]) -> None:
+        super().datagrams_received(datagrams)
+        self.transport.send_batch([(d.data, d.address) for d in datagrams])
+
+
+def test_seqpacket_transport_delivers_zero_length_records(run: Any) -> None:
+    async def main() -> None:
+        a, b = nonblocking_pair(std.SOCK_SEQPACKET)
+        loop = asyncio.get_running_loop()
+        received: list[bytes] = []
+        lost: asyncio.Future[Any] = loop.create_future()
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                received.append(data)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.set_result(exc)
+
+        with a, b:
+            transport, _ = await csock.aio.create_datagram_endpoint(Protocol, sock=b)
+            try:
+                assert await csock.aio.send_batch(a, [b"x", b"", b"y"]) == 3
+                for _ in range(200):
+                    if len(received) == 3:
+                        break
+                    await asyncio.sleep(0.01)
+                assert received == [b"x", b"", b"y"] and not lost.done()
+                a.close()
+                assert await asyncio.wait_for(lost, 5) is None
+            finally:
+                transport.abort()
+    run(main())
+
+
+def test_seqpacket_transport_rejects_bufsize_zero(run: Any) -> None:
+    async def main() -> None:
+        a, b = nonblocking_pair(std.SOCK_SEQPACKET)
+        with a, b:
+            with pytest.raises(ValueError):
+                transport, _ = await csock.aio.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                                        sock=b, bufsize=0)
+                transport.abort()
+    run(main())
+
+
+def test_endpoint_offload_delivers_every_datagram_in_order(run: Any) -> None:
+    """offload=True: GSO on send, GRO on receive; with max_messages smaller than what one
+    coalesced message carries, the rest (kept on the socket, invisible to the loop's
+    readiness checks) still arrives without another datagram to wake the reader."""
+    count = 2000
+    msgs = [i.to_bytes(4, "big") * 16 for i in range(count)]
+
+    async def main() -> None:
+        rx_t, rx = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0), max_messages=8, offload=True)
+        tx_t, _ = await csock.aio.create_datagram_endpoint(
+            Recorder, remote_addr=rx_t.get_extra_info("sockname"), offload=True)
+        rx_t.get_extra_info("socket").setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 4 << 20)
+        for start in range(0, count, 200):       # a window of 200 in flight
+            tx_t.send_batch(msgs[start:start + 200])
+            while len(rx.received) < start + 200:
+                rx.arrived.clear()
+                await asyncio.wait_for(rx.arrived.wait(), 10)
+        assert rx.received == msgs
+        assert max(len(b) for b in rx.batches) <= 8
+        tx_t.close()
+        rx_t.close()
+    run(main())
+
+
+UDP_GRO = 104          # linux/udp.h
+
+
+def test_endpoint_offload_is_on_by_default_for_udp_only(run: Any, tmp_path: Any) -> None:
+    """UDP endpoints receive with GRO unless offload=False; AF_UNIX endpoints are untouched
+    (GRO/GSO do not apply) and still deliver."""
+    async def main() -> None:
+        default_t, _ = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        plain_t, _ = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0),
+                                                              offload=False)
+        gro = [
+            t.get_extra_info("socket").getsockopt(csock.SOL_UDP, UDP_GRO)
+            for t in (default_t, plain_t)
+        ]
+        assert gro == [1, 0]
+        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+        unix_t, unix = await csock.aio.create_datagram_endpoint(Recorder, sock=b)
+        a.send_batch([b"one", b"two"])
+        while len(unix.received) < 2:
+            unix.arrived.clear()
+            await asyncio.wait_for(unix.arrived.wait(), 10)
+        assert unix.received == [b"one", b"two"]
+        for t in (default_t, plain_t, unix_t):
+            t.close()
+        a.close()
+    run(main())
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_endpoint_with_and_without_offload_sends_the_same_datagrams(
+    run: Any, offload: bool
+) -> None:
+    """A stdlib receiver (no GRO) gets exactly the datagrams sent, sizes and order kept, whether
+    they left as GSO messages or one by one."""
+    msgs = [bytes([i % 251]) * (100 if i % 7 else 37) for i in range(600)]
+
+    async def main() -> None:
+        import socket as stdlib
+        rx = stdlib.socket(stdlib.AF_INET, stdlib.SOCK_DGRAM)
+        rx.setsockopt(stdlib.SOL_SOCKET, stdlib.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        tx_t, _ = await csock.aio.create_datagram_endpoint(
+            Recorder, remote_addr=rx.getsockname(), offload=offload)
+        tx_t.send_batch(msgs)
+        got = [rx.recv(65535) for _ in msgs]
+        assert got == msgs
+        tx_t.close()
+        rx.close()
+    run(main())
+
+
+def test_endpoint_echo_1000(run: Any) -> None:
+    count = 1000
+    msgs = [indexed_payload(i) for i in range(count)]
+
+    async def main() -> None:
+        server_t, server = await csock.aio.create_datagram_endpoint(
+            Echo, local_addr=("127.0.0.1", 0)
+        )
+        address = server_t.get_extra_info("sockname")
+        assert isinstance(server_t.get_extra_info("socket"), csock.DatagramSocket)
+        client_t, client = await csock.aio.create_datagram_endpoint(Recorder, remote_addr=address)
+        assert client_t.get_extra_info("peername") == address
+        assert client.events == ["made"]
+        for start in range(0, count, 100):       # a window of 100 in flight
+            for m in msgs[start:start + 100]:
+                client_t.sendto(m)
+            while len(client.received) < start + 100:
+                client.arrived.clear()
+                await asyncio.wait_for(client.arrived.wait(), 10)
+        assert sorted(client.received) == sorted(msgs)
+        assert sorted(server.received) == sorted(msgs)
+        assert len(server.batches) < count
+        client_t.close()
+        server_t.close()
+        assert client_t.is_closing()
+        assert await client.lost is None
+        assert await server.lost is None
+        assert client.events[-1] == "lost" and server.events[-1] == "lost"
+    run(main())
+
+
+def test_endpoint_flow_control_with_blocked_receiver(run: Any) -> None:
+    async def main() -> None:
+        a, b = nonblocking_pair(std.SOCK_DGRAM)
+        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, sock=a)
+        transport.set_write_buffer_limits(high=1000)
+        assert transport.get_write_buffer_limits() == (250, 1000)
+        msgs = [indexed_payload(i) + bytes(100) for i in range(3000)]
+        transport.send_batch(msgs)              # b reads nothing: the kernel fills up
+        assert transport.get_write_buffer_size() > 1000
+        assert proto.events == ["made", "pause"]
+        got: list[bytes] = []
+        while len(got) < len(msgs):
+            got.extend(bytes(d.data) for d in await csock.aio.recv_batch(b, max_messages=512))
+        assert got == msgs                       # every datagram, in order
+        for _ in range(100):
+            if transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert transport.get_write_buffer_size() == 0
+        assert proto.events == ["made", "pause", "resume"]
+        transport.close()
+        assert await proto.lost is None
+        assert a.fileno() == -1
+        b.close()
+    run(main())
+
+
+def test_endpoint_close_drains_then_abort_drops(run: Any) -> None:
+    async def main() -> None:
+        a, b = nonblocking_pair(std.SOCK_DGRAM)
+        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, sock=a)
+        msgs = [bytes(1000)] * 2000
+        transport.send_batch(msgs)
+        assert transport.get_write_buffer_size() > 0
+        transport.close()
+        with pytest.raises(RuntimeError):
+            transport.sendto(b"late")
+        got = 0
+        while got < len(msgs):
+            got += len(await csock.aio.recv_batch(b, max_messages=512, bufsize=2000))
+        assert await asyncio.wait_for(proto.lost, 5) is None
+        b.close()
+
+        a, b = nonblocking_pair(std.SOCK_DGRAM)
+        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, sock=a)
+        transport.send_batch(msgs)
+        transport.abort()
+        assert transport.get_write_buffer_size() == 0
+        assert await asyncio.wait_for(proto.lost, 5) is None
+        b.close()
+    run(main())
+
+
+def test_endpoint_error_received_and_stays_open(run: Any) -> None:
+    async def main() -> None:
+        probe = std.socket(std.AF_INET, std.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()
+        probe.close()
+        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, remote_addr=dead)
+        transport.sendto(b"anyone?")
+        for _ in range(3):
+            if proto.errors:
+                break
+            proto.arrived.clear()
+            try:
+                await asyncio.wait_for(proto.arrived.wait(), 1)
+            except asyncio.TimeoutError:
+                transport.sendto(b"anyone?")
+        assert proto.errors and isinstance(proto.errors[0], ConnectionRefusedError)
+        assert not transport.is_closing()
+        transport.close()
+        await proto.lost
+    run(main())
+
+
+def test_endpoint_bad_address_raises_before_sending(run: Any) -> None:
+    async def main() -> None:
+        transport, proto = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        with pytest.raises(ValueError):
+            transport.sendto(b"x")               # not connected: an address is needed
+        with pytest.raises((ValueError, TypeError, OSError)):
+            transport.sendto(b"x", ("999.1.1.1", 5))
+        with pytest.raises(TypeError):
+            transport.send_batch([object()], ("127.0.0.1", 9))  # type: ignore[list-item]
+        transport.close()
+        await proto.lost
+    run(main())
+
+
+def test_endpoint_with_plain_asyncio_protocol(run: Any) -> None:
+    class Plain(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.got: list[tuple[bytes, Any]] = []
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.got.append((data, addr))
+
+    async def main() -> None:
+        a, b = nonblocking_pair(std.SOCK_SEQPACKET)
+        transport, proto = await csock.aio.create_datagram_endpoint(Plain, sock=b)
+        a.send_batch([b"r1", b"r2", b"r3"])
+        for _ in range(100):
+            if len(proto.got) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert [d for d, _ in proto.got] == [b"r1", b"r2", b"r3"]
+        assert all(isinstance(d, bytes) for d, _ in proto.got)
+        a.close()                               # SEQPACKET end of stream: connection lost
+        for _ in range(100):
+            if transport.is_closing():
+                break
+            await asyncio.sleep(0.01)
+        assert transport.is_closing()
+        await asyncio.sleep(0.01)
+        assert b.fileno() == -1
+    run(main())
+
+
+# --- FramedStream ---------------------------------------------------------------------------
+
+
+def test_endpoint_reuse_port_shares_a_udp_port(run: Any) -> None:
+    async def main() -> None:
+        t1, p1 = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0), reuse_port=True
+        )
+        port = t1.get_extra_info("sockname")[1]
+        t2, p2 = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", port), reuse_port=True
+        )
+        assert t2.get_extra_info("sockname")[1] == port
+        assert t2.get_extra_info("socket").getsockopt(std.SOL_SOCKET, std.SO_REUSEPORT) == 1
+        with pytest.raises(OSError):
+            await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", port))
+        for t in (t1, t2):
+            t.close()
+        await p1.lost
+        await p2.lost
+    run(main())
