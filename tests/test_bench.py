@@ -29,7 +29,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 def test_tiny_run_of_every_workload(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("--quick", "--rounds", "1", "--scale", "0.02", "--json", str(out))
+    proc = run_cli("--quick", "--rounds", "1", "--scale", "0.02", "--window", "0", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "× C" in proc.stdout and "target framed" in proc.stdout
     document = json.loads(out.read_text())
@@ -45,11 +45,11 @@ def test_tiny_run_of_every_workload(tmp_path):
                 ("aio-scale", "csock-x1"), ("aio-scale", "csock-x2")} <= runs
         assert "target aio-echo" in proc.stdout and "target aio-udp" in proc.stdout
         assert "scale-out aio-scale" in proc.stdout
-        assert document["ratios"]["aio-echo"]["uvloop"] > 0
+        assert document["ratios"]["aio-echo"]["uvloop"]["median"] > 0
     if any(impl == "c" for _, impl in runs):
         assert ("framed", "c") in runs and ("aio-udp", "c") in runs
     assert all(r["elapsed"] >= 0 and r["rate"] > 0 for r in document["runs"])   # one batch may hold a tiny run
-    assert document["ratios"]["framed"]["stdlib-naive"] > 0
+    assert document["ratios"]["framed"]["stdlib-naive"]["median"] > 0
 
 
 def uvloop_installed() -> bool:
@@ -64,7 +64,7 @@ def test_processes_option_sets_the_scale_out_rows(tmp_path):
     pytest.importorskip("uvloop")
     out = tmp_path / "bench.json"
     proc = run_cli("--only", "aio-scale", "--processes", "3", "--rounds", "1", "--scale", "0.005",
-                   "--json", str(out))
+                   "--window", "0", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = {r["implementation"] for r in json.loads(out.read_text())["runs"]}
     assert runs == {"csock-x1", "csock-x2", "csock-x3"}
@@ -80,14 +80,16 @@ def test_echo_checker_catches_a_wrong_echo():
         aio.check(7, 1, message)
     with pytest.raises(workers.DataMismatch, match="bytes"):
         aio.check(7, 2, message[:-1])
-    assert aio.split(250) == [100, 100, 50] and aio.split(3) == [3]
+    assert aio.split(250) == [3] * 50 + [2] * 50 and aio.split(3) == [1, 1, 1]
+    assert [len(b) for b in aio.bursts(list(range(250)))] == [100, 100, 50]
 
 
 @pytest.mark.asan_unsafe
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
-    proc = run_cli("--only", "pingpong", "--rounds", "1", "--scale", "0.01", "--plot", str(png))
+    proc = run_cli("--only", "pingpong", "--rounds", "1", "--scale", "0.01", "--window", "0",
+                   "--plot", str(png))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -185,16 +187,160 @@ def test_the_into_receiver_checks_every_sequence_number(kind, numbers, received)
 
 
 def test_target_lines_judge_the_csock_row_and_show_the_other_csock_rows():
-    from bench.report import target_lines
+    from bench.report import Figures, target_lines
     from bench.workloads import WORKLOADS
 
     seqpacket = next(w for w in WORKLOADS if w.name == "seqpacket")
     rates = {("seqpacket", "c"): 1000.0, ("seqpacket", "csock"): 860.0, ("seqpacket", "csock-into"): 1000.0,
              ("seqpacket", "stdlib-naive"): 500.0}
-    assert target_lines([seqpacket], rates) == [
-        "target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met); csock-into 1.00× (met)"]
+    assert target_lines([seqpacket], Figures.from_medians(rates)) == [
+        "target seqpacket: csock ≥ 0.95× c: 0.86× (0.86–0.86) (NOT met); csock-into 1.00× (1.00–1.00) (met)"]
     del rates["seqpacket", "csock-into"]
-    assert target_lines([seqpacket], rates) == ["target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met)"]
+    assert target_lines([seqpacket], Figures.from_medians(rates)) == [
+        "target seqpacket: csock ≥ 0.95× c: 0.86× (0.86–0.86) (NOT met)"]
+
+
+# --- timed windows, spreads over rounds, figures generated from bench.json -----------------
+
+WINDOW = 0.05    # seconds: the tests' windows (a published run's are runner.WINDOW, 1 s)
+
+
+@pytest.fixture(scope="module")
+def sized_run_json(tmp_path_factory):
+    """A two-round run of one small workload with windows of WINDOW seconds, as --json wrote it."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = run_cli("--only", "seqpacket-pingpong", "--rounds", "2", "--scale", "0.01",
+                   "--window", str(WINDOW), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_every_timed_window_lasts_the_minimum_and_each_round_is_kept(sized_run_json):
+    """Counts are sized by time: a probe of 1% of the quick count (50 round trips) is grown
+    until the window lasts WINDOW, for the C program and the Python sides alike."""
+    out, stdout = sized_run_json
+    document = json.loads(out.read_text())
+    assert document["format"] == 2 and document["window"] == WINDOW
+    runs = document["runs"]
+    impls = {r["implementation"] for r in runs}
+    assert {"csock", "stdlib-naive"} <= impls
+    for impl in impls:
+        mine = [r for r in runs if r["implementation"] == impl]
+        assert sorted(r["round"] for r in mine) == [0, 1], impl
+        assert all(r["elapsed"] >= WINDOW and r["count"] > 50 for r in mine), mine
+    assert "slowest" in stdout and "fastest" in stdout and "min–max" in stdout
+
+
+def test_rounds_are_interleaved_and_sides_pinned_to_different_cpus(monkeypatch):
+    """Each implementation is sized once, then every round runs each once, in an order rotated
+    from round to round; short windows are run again, longer."""
+    from bench import runner
+    from bench.workloads import BY_NAME
+
+    if len(os.sched_getaffinity(0)) >= 2:
+        server, client = runner.cpus()
+        assert server is not None and client is not None and server != client
+    calls = []
+
+    def run_once(workload, impl, count, c_binaries, timeout=600):
+        calls.append((impl, count))
+        return count / 1000, count                # 1000 units a second
+
+    monkeypatch.setattr(runner, "run_once", run_once)
+    monkeypatch.setattr(runner, "build_c_programs", lambda names, log: {})
+    results = runner.run([BY_NAME["framed"]], 3, True, 0.001, lambda **kw: NoBar(), log=print, window=1.0)
+    impls = ["csock", "stdlib-naive", "stdlib-tuned"]
+    assert calls[:2] == [("csock", 100), ("csock", 1250)]            # sized: probe, then grown
+    assert [r.implementation for r in results] == impls + impls[1:] + impls[:1] + impls[2:] + impls[:2]
+    assert all(r.elapsed >= 1.0 and r.count == 1250 for r in results)
+
+
+class NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def set_description(self, text):
+        pass
+
+    def update(self, n):
+        pass
+
+
+def test_a_count_grows_to_fill_the_window():
+    from bench.runner import OVERSHOOT, grown
+
+    assert grown(100, 0.01, 1.0) == int(100 * OVERSHOOT * 100)
+    assert grown(100, 1e-9, 1.0) == 100 * 1000            # at most 1000x per step
+    assert grown(1, 0.9, 1.0) == 2                         # always at least one more
+
+
+def test_spreads_are_over_rounds_and_ratios_paired_by_round():
+    from bench.report import SPREAD, Figures, table
+    from bench.runner import Result
+    from bench.workloads import BY_NAME
+
+    framed = BY_NAME["framed"]
+    rates = {"csock": [100.0, 200.0, 150.0], "c": [100.0, 100.0, 100.0], "stdlib-tuned": [50.0, 52.0, 51.0]}
+    figures = Figures(Result("framed", impl, r, 1, 1.0, rate)
+                      for impl, by_round in rates.items() for r, rate in enumerate(by_round))
+    ratio = figures.ratio("framed", "csock", "c")
+    assert (ratio.low, ratio.median, ratio.high) == (1.0, 1.5, 2.0)
+    assert figures.noisy(framed, "csock") and not figures.noisy(framed, "stdlib-tuned")
+    assert not figures.noisy(framed, "c")                   # csock is no reference: its 2x is csock's
+    lines = table([framed], figures).splitlines()
+    tuned = next(line for line in lines if line.strip().startswith("stdlib-tuned"))
+    assert "!" not in tuned.split("×")[0]
+    assert " ! " in next(line for line in lines if line.strip().startswith("csock"))
+    assert lines[-1].startswith(f"!: max/min over rounds above {SPREAD}")
+
+
+def test_published_figures_agree_with_the_committed_bench_json():
+    """README.md and docs/benchmarks.md hold exactly what bench/figures.py makes of
+    docs/bench.json: edit bench.json (by a run), then run python -m bench.figures."""
+    proc = subprocess.run([sys.executable, "-m", "bench.figures", "--check"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_figures_check_fails_on_a_hand_edit_and_regenerates_from_a_run(sized_run_json, tmp_path,
+                                                                      monkeypatch):
+    from bench import figures
+
+    readme, benchmarks = tmp_path / "README.md", tmp_path / "benchmarks.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    benchmarks.write_text((ROOT / "docs" / "benchmarks.md").read_text())
+    monkeypatch.setattr(figures, "README", readme)
+    monkeypatch.setattr(figures, "BENCHMARKS", benchmarks)
+    monkeypatch.setattr(figures, "CHECKOUT", tmp_path)
+    monkeypatch.setattr(figures, "PLOT", tmp_path / "benchmarks.png")
+    monkeypatch.setattr(figures, "draw_plot", lambda document, path: path.write_bytes(b"png"))
+    assert figures.main(["--check"]) == 0
+    text = readme.read_text()
+    block = text.index(figures.BEGIN)
+    first_ratio = text.index("×", block)
+    readme.write_text(text[:first_ratio - 1] + ("1" if text[first_ratio - 1] != "1" else "2")
+                      + text[first_ratio:])
+    assert figures.main(["--check"]) == 1                     # a figure typed by hand
+    out, _ = sized_run_json
+    assert figures.main(["--check", "--json", str(out)]) == 1
+    assert figures.main(["--json", str(out)]) == 0            # regenerated from the tiny run
+    assert figures.main(["--check", "--json", str(out)]) == 0
+    generated = benchmarks.read_text()
+    assert "SEQPACKET ping-pong, 32 B | csock |" in generated and "Provisional" not in generated
+    assert readme.read_text().count(figures.BEGIN) == 1
+
+
+def test_figures_need_their_markers(tmp_path, monkeypatch):
+    from bench import figures
+
+    bare = tmp_path / "README.md"
+    bare.write_text("# no markers\n")
+    monkeypatch.setattr(figures, "README", bare)
+    with pytest.raises(figures.FiguresError, match="needs one line"):
+        figures.generated(figures.load(figures.BENCH_JSON))
 
 
 # --- the command line ---------------------------------------------------------------------
@@ -283,3 +429,19 @@ def test_plot_gives_each_implementation_its_own_colour_and_hides_no_bar():
     proc = subprocess.run([sys.executable, "-c", PLOT_CHECK], capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout == "OK\n", proc.stderr[-3000:]
+
+
+def test_a_round_shorter_than_the_window_is_run_again_longer(monkeypatch):
+    from bench import runner
+    from bench.workloads import BY_NAME
+
+    windows = iter([0.5, 0.9, 1.1])                     # the machine got faster, then settled
+    counts = []
+
+    def run_once(workload, impl, count, c_binaries, timeout=600):
+        counts.append(count)
+        return next(windows), count
+
+    monkeypatch.setattr(runner, "run_once", run_once)
+    count, elapsed, received = runner.sized_run(BY_NAME["framed"], "csock", 1000, {}, 1.0)
+    assert counts == [1000, 2500, 3472] and (count, elapsed, received) == (3472, 1.1, 3472)
