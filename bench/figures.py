@@ -160,7 +160,8 @@ def draw_plot(document: dict[str, Any], path: Path) -> None:
     from .report import plot
 
     figures = Figures(results_of(document))
-    plot(str(path), shown(figures), figures)
+    title = "csock benchmarks" + (" (provisional: see docs/benchmarks.md)" if document.get("provisional") else "")
+    plot(str(path), shown(figures), figures, title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -238,7 +238,7 @@ COLOURS = {"csock": "#1f77b4", "csock-into": "#17becf", "csock-plain": "#9edae5"
 
 
 def draw(workloads: list[Workload], rates: dict[tuple[str, str], float],
-         spreads: dict[tuple[str, str], Spread] | None = None) -> Any:
+         spreads: dict[tuple[str, str], Spread] | None = None, title: str = "csock benchmarks") -> Any:
     """The figure: horizontal bars, one group per workload, each implementation's median rate
     relative to the C program (or, without one, to csock), on a log scale so 0.01× and 10×
     both read; with spreads, a whisker from each one's min to its max over rounds. The legend
@@ -270,7 +270,7 @@ def draw(workloads: list[Workload], rates: dict[tuple[str, str], float],
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("median rate relative to the C program (or csock where there is none), whiskers min–max over rounds; higher is better")
-    ax.set_title("csock benchmarks")
+    ax.set_title(title)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda j: present.index(labels[j]))
     ax.legend([handles[j] for j in order], [labels[j] for j in order], fontsize=8,
@@ -279,11 +279,11 @@ def draw(workloads: list[Workload], rates: dict[tuple[str, str], float],
     return fig
 
 
-def plot(path: str, workloads: list[Workload], figures: Figures) -> None:
+def plot(path: str, workloads: list[Workload], figures: Figures, title: str = "csock benchmarks") -> None:
     """draw() into a PNG file (the legend included), with each bar's min–max whisker."""
     import matplotlib.pyplot as plt
 
     spreads = {key: Spread.of(by.values()) for key, by in figures.rounds.items()}
-    fig = draw(workloads, figures.medians(), spreads)
+    fig = draw(workloads, figures.medians(), spreads, title)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
