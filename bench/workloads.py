@@ -2,7 +2,8 @@
 
 A workload is run once per implementation per round, as two processes (server and client)
 on two CPUs, with a count sized so that the measured side's window lasts at least a second
-(runner.sized_run): count_full and count_quick are only where that sizing starts. Python implementations are in workers.py; the C one is bench/c/<c_program>.c.
+(runner.sized_run): count_full and count_quick are only where that sizing starts. Python
+implementations are in workers.py; the C one is bench/c/<c_program>.c.
 """
 from __future__ import annotations
 
