@@ -17,16 +17,9 @@ connections; each sends its share in bursts of BURST (all sent, then every echo 
 pingpong: one at a time) and checks every echo (length, connection, sequence). The clock
 stops at the last echo.
 
-(The committed figure of 9.61x uvloop came from a 27 ms window that opened while the servers
-were still accepting and starting the client handlers of 200 fresh connections: uvloop's
-streams server, slower to accept and to set a connection up, did much of that inside the
-window, csock's server mostly before it.)
-
-aio-udp (transport "udp"): one way over a connected UDP pair with the credit window of the
-``udp`` workload (workers.Credits/Receipts, bench/c/dgram_oneway.c): the receiver returns
-an 8-byte credit (highest sequence + 1) at least every 256 datagrams; the sender keeps at most
-``credit_window`` datagrams beyond the last credit; one second of silence ends the run and
-what never arrived is counted as lost.
+(The figure once published, 9.61x uvloop, came from 27 ms windows: 200 fresh connections of
+100 messages, all in flight at once, timed while the servers were still accepting. Two such
+runs here gave 13x and 3.9x; see CHANGELOG.md, Benchmark history.)
 """
 from __future__ import annotations
 
