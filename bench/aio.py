@@ -18,8 +18,9 @@ pingpong: one at a time) and checks every echo (length, connection, sequence). T
 stops at the last echo.
 
 (The figure once published, 9.61x uvloop, came from 27 ms windows: 200 fresh connections of
-100 messages, all in flight at once, timed while the servers were still accepting. Windows
-that short swing widely: see CHANGELOG.md, Benchmark history.)
+100 messages, all in flight at once, the clock started once the client's connects returned,
+whether or not the server had accepted. Windows that short swing widely: see CHANGELOG.md,
+Benchmark history.)
 """
 from __future__ import annotations
 
