@@ -11,8 +11,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .report import loss_lines, plot, scale_lines, table, target_lines, write_json
-from .runner import BenchError, medians, run
+from .report import (
+    Figures,
+    loss_lines,
+    plot,
+    scale_lines,
+    table,
+    target_lines,
+    write_json,
+)
+from .runner import WINDOW, BenchError, run
 from .workloads import WORKLOADS, scale_workload
 
 PROG = "python -m csock bench"
@@ -37,26 +45,43 @@ def workload_list() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="smaller counts, 3 rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds instead of 5 (each timed window still lasts at least 1 s)")
     parser.add_argument("--rounds", type=positive_int, metavar="N",
                         help="rounds per implementation, at least 1 (default 5, quick 3)")
-    parser.add_argument("--only", nargs="+", metavar="WORKLOAD",
-                        choices=[w.name for w in WORKLOADS],
-                        help="run only these workloads (listed below)")
-    parser.add_argument("--json", metavar="OUT", help="write every run, medians and ratios as JSON")
-    parser.add_argument("--plot", metavar="FILE.png",
-                        help="draw the ratios (needs matplotlib: the bench extra)")
-    parser.add_argument("--processes", type=positive_int, default=2, metavar="N",
-                        help="aio-scale: run the csock.aio echo server in 1..N processes sharing "
-                             "one port (SO_REUSEPORT); default 2")
-    # tests: tiny runs
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="WORKLOAD",
+        choices=[w.name for w in WORKLOADS],
+        help="run only these workloads (listed below)",
+    )
+    parser.add_argument(
+        "--json", metavar="OUT", help="write every run (each round), medians and ratios as JSON"
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw the ratios (needs matplotlib: the bench extra)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="aio-scale: run the csock.aio echo server in 1..N processes sharing "
+        "one port (SO_REUSEPORT); default 2",
+    )
+    # tests' tiny runs: smaller probe counts (--scale) and shorter windows (--window, seconds)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=float, default=WINDOW, help=argparse.SUPPRESS)
 
 
 def make_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                     epilog=workload_list(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n\n")[0],
+        epilog=workload_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return parser
 
@@ -119,23 +144,33 @@ def run_bench(args: argparse.Namespace) -> int:
     workloads = [w for w in every if not args.only or w.name in args.only]
     rounds = args.rounds or (3 if args.quick else 5)
     try:
-        results = run(workloads, rounds, args.quick, args.scale, progress_bar,
-                      log=lambda m: print(m, file=sys.stderr))
+        results = run(
+            workloads,
+            rounds,
+            args.quick,
+            args.scale,
+            progress_bar,
+            log=lambda m: print(m, file=sys.stderr),
+            window=args.window,
+        )
     except BenchError as error:
         print(f"benchmark FAILED: {error}", file=sys.stderr)
         return 1
-    rates = medians(results)
-    print(f"medians of {rounds} rounds; server and client pinned to different CPUs\n")
-    print(table(workloads, rates))
+    figures = Figures(results)
+    print(
+        f"{rounds} rounds, each timed window at least {args.window:g} s; server and client "
+        "pinned to different CPUs\n"
+    )
+    print(table(workloads, figures))
     print()
     for line in (
-        target_lines(workloads, rates) + scale_lines(workloads, rates) + loss_lines(results)
+        target_lines(workloads, figures) + scale_lines(workloads, figures) + loss_lines(results)
     ):
         print(line)
     if args.json:
-        write_json(args.json, workloads, results, rates)
+        write_json(args.json, workloads, results, args.window, args.quick)
     if args.plot:
-        plot(args.plot, workloads, rates)
+        plot(args.plot, workloads, figures)
         print(f"plot written to {args.plot}")
     return 0
 

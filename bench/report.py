@@ -1,10 +1,19 @@
-"""The table, the JSON and the plot of a benchmark run."""
+"""The table, the JSON and the plot of a benchmark run.
+
+Every figure is given as the median over rounds with the smallest and largest beside it, for
+rates and for ratios alike; a ratio is taken round by round (the implementations of a round
+ran one after the other, interleaved) and its median is the median of those. A row whose
+max/min exceeds SPREAD is flagged "!": the machine moved under it, re-run before quoting it.
+"""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
-from dataclasses import asdict
+import statistics
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .runner import Result
@@ -15,54 +24,148 @@ from .workloads import Workload
 REFERENCES = ("c", "c-gso", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop", "asyncio")
 HEADINGS = {"c": "× C", "c-gso": "× C+GSO", "stdlib-naive": "× naive", "stdlib-tuned": "× tuned",
             "dpkt": "× dpkt", "scapy": "× scapy", "uvloop": "× uvloop", "asyncio": "× asyncio"}
+SPREAD = 1.25          # max/min over rounds beyond which a row is flagged
+FLAG = "!"
+FORMAT = 2             # bench.json: 2 has "window" and per-round runs sized by time
 
 
-def ratios(workload: Workload,
-           rates: dict[tuple[str, str], float], impl: str = "csock") -> dict[str, float]:
-    """csock's (or another csock row's) median rate divided by each reference's."""
-    mine = rates.get((workload.name, impl))
-    return {ref: mine / rates[workload.name, ref] for ref in REFERENCES
-            if mine and (workload.name, ref) in rates}
+@dataclass(frozen=True)
+class Spread:
+    """The smallest, median and largest of one figure over rounds."""
+    low: float
+    median: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        ordered = sorted(values)
+        return cls(ordered[0], statistics.median(ordered), ordered[-1])
+
+    @property
+    def noisy(self) -> bool:
+        return self.high > SPREAD * self.low
 
 
-def table(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> str:
-    """One line per (workload, implementation): the median and its ratio to each reference
-    that was measured (columns for references never measured are left out)."""
-    references = [ref for ref in REFERENCES if any(impl == ref for _, impl in rates)]
-    lines = [f"{'workload':<42} {'implementation':<14} {'median':>16} "
-             + " ".join(f"{HEADINGS[ref]:>8}" for ref in references)]
+class Figures:
+    """A run's rates by (workload, implementation) and round, and what is derived from them."""
+
+    def __init__(self, results: Iterable[Result]) -> None:
+        self.rounds: dict[tuple[str, str], dict[int, float]] = {}
+        for r in results:
+            self.rounds.setdefault((r.workload, r.implementation), {})[r.round] = r.rate
+
+    @classmethod
+    def from_medians(cls, rates: dict[tuple[str, str], float]) -> Figures:
+        """One round per figure (for tests and the plot's callers)."""
+        return cls(Result(w, impl, 0, 1, 1.0, rate) for (w, impl), rate in rates.items())
+
+    def medians(self) -> dict[tuple[str, str], float]:
+        return {key: statistics.median(by.values()) for key, by in self.rounds.items()}
+
+    def rate(self, workload: str, impl: str) -> Spread | None:
+        by = self.rounds.get((workload, impl))
+        return Spread.of(by.values()) if by else None
+
+    def ratio(self, workload: str, impl: str, ref: str) -> Spread | None:
+        """impl's rate over ref's, round by round (rounds where both ran)."""
+        mine, theirs = self.rounds.get((workload, impl), {}), self.rounds.get((workload, ref), {})
+        both = sorted(set(mine) & set(theirs))
+        if impl == ref or not both:
+            return None
+        return Spread.of(mine[r] / theirs[r] for r in both)
+
+    def ratios(self, workload: Workload, impl: str = "csock") -> dict[str, Spread]:
+        """impl's ratio to each reference that was measured."""
+        found = {ref: self.ratio(workload.name, impl, ref) for ref in REFERENCES}
+        return {ref: spread for ref, spread in found.items() if spread is not None}
+
+    def implementations(self, workload: Workload) -> list[str]:
+        """The workload's implementations that ran, in the workload's order, C last (and any
+        others, such as csock-x3 of a wider aio-scale run, after them)."""
+        ran = [impl for (w, impl) in self.rounds if w == workload.name]
+        known = [
+            impl for impl in (*workload.implementations, "c", *workload.c_variants) if impl in ran
+        ]
+        return known + sorted(set(ran) - set(known))
+
+    def noisy(self, workload: Workload, impl: str) -> bool:
+        """The row's rate or one of its ratios spread more than SPREAD over rounds."""
+        rate = self.rate(workload.name, impl)
+        return bool(rate and rate.noisy) or any(
+            s.noisy for s in self.ratios(workload, impl).values()
+        )
+
+
+def ratio_text(spread: Spread, ref: str = "") -> str:
+    """ "0.98× C (0.91–1.05)": the median ratio to ref, the smallest and largest over rounds."""
+    label = f" {HEADINGS[ref][2:]}" if ref else ""
+    return f"{number(spread.median)}×{label} ({number(spread.low)}–{number(spread.high)})"
+
+
+def number(ratio: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (0.0031, not 0.00)."""
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+
+
+def row_cells(workload: Workload, figures: Figures, impl: str) -> list[str]:
+    """implementation, median, slowest and fastest round, flag, and its ratios as
+    "median× ref (min–max)"."""
+    rate = figures.rate(workload.name, impl)
+    assert rate is not None
+    ratios = "; ".join(ratio_text(s, ref) for ref, s in figures.ratios(workload, impl).items())
+    return [
+        impl,
+        workload.show(rate.median),
+        workload.show(rate.low),
+        workload.show(rate.high),
+        FLAG if figures.noisy(workload, impl) else "",
+        ratios,
+    ]
+
+
+def table(workloads: list[Workload], figures: Figures) -> str:
+    """A block per workload: its title, then a line per implementation with the median rate
+    over rounds, the slowest and fastest round's, the flag, and the ratios to each reference
+    measured beside it."""
+    heading = (
+        f"{'':2}{'implementation':<14} {'median':>13} {'slowest':>13} {'fastest':>13} {FLAG:1}  "
+    )
+    lines = [heading + "ratios: median (min–max) over rounds"]
     for w in workloads:
-        for impl in list(w.implementations) + ["c", *w.c_variants]:
-            rate = rates.get((w.name, impl))
-            if rate is None:
-                continue
-            cells = []
-            for ref in references:
-                base = rates.get((w.name, ref))
-                cells.append(f"{rate / base:.2f}×" if base else "-")
+        impls = figures.implementations(w)
+        if not impls:
+            continue
+        lines.append(w.title)
+        for impl in impls:
+            name, median, low, high, flag, ratios = row_cells(w, figures, impl)
             lines.append(
-                f"{w.title:<42} {impl:<14} {w.show(rate):>16} " + " ".join(f"{c:>8}" for c in cells)
+                f"  {name:<14} {median:>13} {low:>13} {high:>13} {flag:1}  {ratios}".rstrip()
             )
-        lines.append("")
-    return "\n".join(lines).rstrip()
+    lines.append(
+        f"{FLAG}: max/min over rounds above {SPREAD} (the rate or a ratio): noisy, re-run it"
+    )
+    return "\n".join(lines)
 
 
-def target_lines(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> list[str]:
-    """A line per target, judged on the csock row; the workload's other csock rows (another
-    receive path, another event loop) follow on the same line, each with its own verdict."""
+def target_lines(workloads: list[Workload], figures: Figures) -> list[str]:
+    """A line per target, judged on the median of the csock row's per-round ratios; the
+    workload's other csock rows (another receive path, another event loop) follow on the same
+    line, each with its own verdict."""
     lines = []
     for w in workloads:
         variants = [impl for impl in w.implementations if impl.startswith("csock-")]
         for ref, minimum in w.targets:
-            achieved = ratios(w, rates).get(ref)
+            achieved = figures.ratios(w).get(ref)
             if achieved is None:
                 continue
-            line = (f"target {w.name}: csock ≥ {minimum}× {ref}: {achieved:.2f}× "
-                    f"({verdict(achieved, minimum)})")
+            line = (
+                f"target {w.name}: csock ≥ {minimum}× {ref}: {ratio_text(achieved)} "
+                f"({verdict(achieved.median, minimum)})"
+            )
             for impl in variants:
-                other = ratios(w, rates, impl).get(ref)
+                other = figures.ratios(w, impl).get(ref)
                 if other is not None:
-                    line += f"; {impl} {other:.2f}× ({verdict(other, minimum)})"
+                    line += f"; {impl} {ratio_text(other)} ({verdict(other.median, minimum)})"
             lines.append(line)
     return lines
 
@@ -71,18 +174,25 @@ def verdict(ratio: float, minimum: float) -> str:
     return "met" if ratio >= minimum else "NOT met"
 
 
-def scale_lines(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> list[str]:
-    """aio-scale: each process count's rate relative to one process."""
+def scale_lines(workloads: list[Workload], figures: Figures) -> list[str]:
+    """aio-scale: each process count's median rate relative to one process."""
     lines = []
     for w in workloads:
-        if w.name != "aio-scale" or (w.name, "csock-x1") not in rates:
+        one = figures.rate(w.name, "csock-x1")
+        if w.name != "aio-scale" or one is None:
             continue
-        one = rates[w.name, "csock-x1"]
-        scaled = [f"{impl[len('csock-x'):]} process(es) {w.show(rates[w.name, impl])} "
-                  f"({rates[w.name, impl] / one:.2f}×)"
-                  for impl in w.implementations if (w.name, impl) in rates]
-        lines.append("scale-out aio-scale (csock.aio on uvloop, SO_REUSEPORT, nothing pinned): "
-                     + ", ".join(scaled))
+        parts = []
+        for impl in figures.implementations(w):
+            rate = figures.rate(w.name, impl)
+            assert rate is not None
+            parts.append(
+                f"{impl[len('csock-x') :]} process(es) {w.show(rate.median)} "
+                f"({rate.median / one.median:.2f}×)"
+            )
+        lines.append(
+            "scale-out aio-scale (csock.aio on uvloop, SO_REUSEPORT, nothing pinned): "
+            + ", ".join(parts)
+        )
     return lines
 
 
@@ -97,36 +207,92 @@ def loss_lines(results: list[Result]) -> list[str]:
             totals = lost[r.workload].setdefault(r.implementation, [0, 0])
             totals[0] += r.lost
             totals[1] += r.count
-    return [f"losses {w}: "
-            + ", ".join(f"{impl} {lost} of {n}" for impl, (lost, n) in by_impl.items())
-            for w, by_impl in lost.items()]
+    return [
+        f"losses {w}: " + ", ".join(f"{impl} {gone} of {n}" for impl, (gone, n) in by_impl.items())
+        for w, by_impl in lost.items()
+    ]
 
 
-def write_json(path: str, workloads: list[Workload], results: list[Result],
-               rates: dict[tuple[str, str], float]) -> None:
-    document = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count()},
+def summary(document: dict[str, Any]) -> str:
+    """How the figures were made, from a bench.json document: rounds, the shortest window."""
+    runs = document["runs"]
+    rounds = 1 + max((r["round"] for r in runs), default=0)
+    shortest = min((r["elapsed"] for r in runs), default=0.0)
+    machine = document.get("machine", {})
+    return (
+        f"{rounds} rounds, implementations interleaved, server and client pinned to different "
+        f"CPUs; shortest timed window {shortest:.3g} s; {machine.get('cpus', '?')} CPUs, "
+        f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}, "
+        f"{document.get('date', 'date unknown')}"
+    )
+
+
+def document(
+    workloads: list[Workload], results: list[Result], window: float, quick: bool
+) -> dict[str, Any]:
+    """What --json writes: every run (per round), and the medians and ratios derived from them."""
+    figures = Figures(results)
+    return {
+        "format": FORMAT,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m csock bench" + (" --quick" if quick else ""),
+        "window": window,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
         "runs": [asdict(r) for r in results],
-        "medians": [{"workload": w, "implementation": i, "rate": r} for (w, i), r in rates.items()],
-        "ratios": {w.name: ratios(w, rates) for w in workloads},
+        "medians": [
+            {"workload": w, "implementation": i, "rate": r}
+            for (w, i), r in figures.medians().items()
+        ],
+        "ratios": {
+            w.name: {ref: asdict(s) for ref, s in figures.ratios(w).items()} for w in workloads
+        },
     }
+
+
+def write_json(
+    path: str, workloads: list[Workload], results: list[Result], window: float, quick: bool
+) -> None:
     with open(path, "w") as f:
-        json.dump(document, f, indent=1)
+        json.dump(document(workloads, results, window, quick), f, indent=1)
+        f.write("\n")
+
+
+def results_of(document: dict[str, Any]) -> list[Result]:
+    return [Result(**run) for run in document["runs"]]
 
 
 # one colour per implementation, the same in every plot: csock's rows in blues, the stdlib's in
 # oranges, the packet libraries in browns, the event loops' own in greens, C in reds
-COLOURS = {"csock": "#1f77b4", "csock-into": "#17becf", "csock-plain": "#9edae5",
-           "csock-asyncio": "#aec7e8", "stdlib-naive": "#ff7f0e", "stdlib-tuned": "#ffbb78",
-           "dpkt": "#8c564b", "scapy": "#c49c94", "uvloop": "#2ca02c", "asyncio": "#98df8a",
-           "c": "#d62728", "c-gso": "#ff9896"}
+COLOURS = {
+    "csock": "#1f77b4",
+    "csock-into": "#17becf",
+    "csock-plain": "#9edae5",
+    "csock-asyncio": "#aec7e8",
+    "stdlib-naive": "#ff7f0e",
+    "stdlib-tuned": "#ffbb78",
+    "dpkt": "#8c564b",
+    "scapy": "#c49c94",
+    "uvloop": "#2ca02c",
+    "asyncio": "#98df8a",
+    "c": "#d62728",
+    "c-gso": "#ff9896",
+}
 
 
-def draw(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> Any:
+def draw(
+    workloads: list[Workload],
+    rates: dict[tuple[str, str], float],
+    spreads: dict[tuple[str, str], Spread] | None = None,
+    title: str = "csock benchmarks",
+) -> Any:
     """The figure: horizontal bars, one group per workload, each implementation's median rate
     relative to the C program (or, without one, to csock), on a log scale so 0.01× and 10×
-    both read. The legend sits outside the axes, where it covers no bar."""
+    both read; with spreads, a whisker from each one's min to its max over rounds. The legend
+    sits outside the axes, where it covers no bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,29 +307,53 @@ def draw(workloads: list[Workload], rates: dict[tuple[str, str], float]) -> Any:
         base = rates.get((w.name, "c")) or rates.get((w.name, "csock")) or 1.0
         height = 0.8 / len(here)
         for k, impl in enumerate(here):
-            ax.barh(i + (k - (len(here) - 1) / 2) * height, rates[w.name, impl] / base, height,
-                    color=COLOURS[impl], label=None if impl in labelled else impl)
+            value = rates[w.name, impl] / base
+            ax.barh(
+                i + (k - (len(here) - 1) / 2) * height,
+                value,
+                height,
+                color=COLOURS[impl],
+                label=None if impl in labelled else impl,
+            )
+            spread = (spreads or {}).get((w.name, impl))
+            if spread is not None:
+                ax.plot(
+                    [spread.low / base, spread.high / base],
+                    [i + (k - (len(here) - 1) / 2) * height] * 2,
+                    color="black",
+                    linewidth=0.7,
+                )
             labelled.add(impl)
     ax.set_yticks(range(len(shown)), [w.title for w in shown], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel(
-        "median rate relative to the C program (or csock where there is none); higher is better"
+        "median rate relative to the C program (or csock where there is none),"
+        " whiskers min–max over rounds; higher is better"
     )
-    ax.set_title("csock benchmarks")
+    ax.set_title(title)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda j: present.index(labels[j]))
-    ax.legend([handles[j] for j in order], [labels[j] for j in order], fontsize=8,
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.legend(
+        [handles[j] for j in order],
+        [labels[j] for j in order],
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+    )
     fig.tight_layout()
     return fig
 
 
-def plot(path: str, workloads: list[Workload], rates: dict[tuple[str, str], float]) -> None:
-    """draw() into a PNG file (the legend included)."""
+def plot(
+    path: str, workloads: list[Workload], figures: Figures, title: str = "csock benchmarks"
+) -> None:
+    """draw() into a PNG file (the legend included), with each bar's min–max whisker."""
     import matplotlib.pyplot as plt
 
-    fig = draw(workloads, rates)
+    spreads = {key: Spread.of(by.values()) for key, by in figures.rounds.items()}
+    fig = draw(workloads, figures.medians(), spreads, title)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -1,5 +1,12 @@
 """Run workloads side by side: processes pinned to different CPUs, implementations interleaved
-over rounds, medians reported as rates and ratios."""
+over rounds, every timed window at least WINDOW seconds long.
+
+A window is sized by time, not by a fixed count: before the rounds, each (workload,
+implementation) is calibrated (a probe run, then runs with the count grown until the measured
+side's window lasts WINDOW seconds); each round then runs that count, and a round whose window
+still came out shorter (the machine got faster, or the probe was noisy) is run again with a
+larger count. The probe runs are discarded (they also warm the page cache and the CPUs).
+The C programs, the Python sides and the asyncio programs are all sized the same way."""
 from __future__ import annotations
 
 import json
@@ -21,6 +28,8 @@ from .workloads import Workload
 CHECKOUT = Path(__file__).resolve().parent.parent     # the source checkout: csock and bench/
 C_SOURCES = CHECKOUT / "bench" / "c"
 C_BUILD = C_SOURCES / "bin"
+WINDOW = 1.0           # seconds: the shortest timed window a published figure may come from
+OVERSHOOT = 1.25       # a grown count aims this far past the window, so one step usually does
 
 
 class BenchError(RuntimeError):
@@ -267,7 +276,12 @@ def measured_result(workload: Workload,
 
 
 def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
-        progress: Callable[..., Any], log: Callable[[str], None]) -> list[Result]:
+        progress: Callable[..., Any], log: Callable[[str], None],
+        window: float = WINDOW) -> list[Result]:
+    """Calibrate every (workload, implementation), then run `rounds` interleaved rounds; each
+    round's order is rotated, so no implementation always runs first or last. `quick` only
+    sets the probe counts (the windows are as long: quick means fewer rounds); `scale` shrinks
+    the probes and `window` the windows, for the tests' tiny runs."""
     programs = sorted({w.c_program for w in workloads if w.c_program})
     c_binaries = build_c_programs(programs, log)
     plan = []
@@ -279,20 +293,56 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
                  and (not w.name.startswith("aio-") or not uses_uvloop(i)
                       or installed("uvloop", log))]
         impls += ["c", *w.c_variants] if w.c_program in c_binaries else []
-        plan.append((w, impls, max(1, int((w.count_quick if quick else w.count_full) * scale))))
+        plan.append((w, impls))
+    probe = {w.name: max(1, int((w.count_quick if quick else w.count_full) * scale))
+             for w, _ in plan}
+    counts: dict[tuple[str, str], int] = {}
     results = []
-    with progress(total=rounds * sum(len(impls) for _, impls, _ in plan)) as bar:
+    calibrations = sum(len(impls) for _, impls in plan)
+    with progress(total=(rounds + 1) * calibrations) as bar:
+        for w, impls in plan:
+            for impl in impls:
+                counts[w.name, impl] = probe[w.name]
+                if window > 0:  # (the tests' tiny runs skip the sizing)
+                    bar.set_description(f"sizing {w.name}/{impl}")
+                    counts[w.name, impl], _, _ = sized_run(
+                        w, impl, probe[w.name], c_binaries, window
+                    )
+                bar.update(1)
         for r in range(rounds):
-            for w, impls, count in plan:
-                shift = r % len(impls)             # interleave: each round starts elsewhere
+            for w, impls in plan:
+                shift = r % len(impls)  # interleave: each round starts elsewhere
                 for impl in impls[shift:] + impls[:shift]:
                     bar.set_description(f"{w.name}/{impl}")
-                    elapsed, received = run_once(w, impl, count, c_binaries)
+                    count, elapsed, received = sized_run(
+                        w, impl, counts[w.name, impl], c_binaries, window
+                    )
+                    counts[w.name, impl] = count
                     lost = count - received if w.transport in ("udp", "raw") else 0
-                    results.append(Result(w.name, impl, r, count, elapsed,
-                                          w.rate(received, elapsed), lost))
+                    results.append(
+                        Result(w.name, impl, r, count, elapsed, w.rate(received, elapsed), lost)
+                    )
                     bar.update(1)
     return results
+
+
+def sized_run(
+    workload: Workload, implementation: str, count: int, c_binaries: dict[str, str], window: float
+) -> tuple[int, float, int]:
+    """run_once with `count` units, grown and run again until the measured window lasts at
+    least `window` seconds: (the count used, elapsed, units that arrived)."""
+    while True:
+        elapsed, received = run_once(workload, implementation, count, c_binaries)
+        if elapsed >= window:
+            return count, elapsed, received
+        count = grown(count, elapsed, window)
+
+
+def grown(count: int, elapsed: float, window: float) -> int:
+    """The count whose window should last OVERSHOOT × window, judged from a run of `count`
+    that took `elapsed`; at most 1000 times more per step (a probe of a few µs says little)."""
+    factor = min(1000.0, OVERSHOOT * window / max(elapsed, 1e-9))
+    return max(count + 1, int(count * factor))
 
 
 def uses_uvloop(implementation: str) -> bool:
@@ -329,8 +379,13 @@ def installed(implementation: str, log: Callable[[str], None]) -> bool:
     return True
 
 
-def medians(results: list[Result]) -> dict[tuple[str, str], float]:
+def per_round(results: list[Result]) -> dict[tuple[str, str], list[float]]:
+    """Each (workload, implementation)'s rates, in round order."""
     grouped: dict[tuple[str, str], list[float]] = {}
-    for res in results:
+    for res in sorted(results, key=lambda r: r.round):
         grouped.setdefault((res.workload, res.implementation), []).append(res.rate)
-    return {key: statistics.median(rates) for key, rates in grouped.items()}
+    return grouped
+
+
+def medians(results: list[Result]) -> dict[tuple[str, str], float]:
+    return {key: statistics.median(rates) for key, rates in per_round(results).items()}

@@ -1,7 +1,9 @@
 """The benchmark workloads: what each moves, how its rate is read, its targets.
 
 A workload is run once per implementation per round, as two processes (server and client)
-on two CPUs. Python implementations are in workers.py; the C one is bench/c/<c_program>.c.
+on two CPUs, with a count sized so that the measured side's window lasts at least a second
+(runner.sized_run): count_full and count_quick are only where that sizing starts. Python
+implementations are in workers.py; the C one is bench/c/<c_program>.c.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ AIO_IMPLS = ("csock", "csock-asyncio", "uvloop", "asyncio")
 def scale_workload(processes: int) -> Workload:
     """The framed echo with csock.aio on uvloop, the server in 1..processes processes sharing
     one port (SO_REUSEPORT); nothing pinned, so the kernel spreads them over the CPUs."""
-    return Workload("aio-scale", f"aio framed echo, server in 1..{processes} procs",
+    return Workload("aio-scale", f"aio framed echo, 100 conns, server in 1..{processes} procs",
                     100_000, 20_000, "client", "msg/s", transport="tcp-many",
                     implementations=tuple(f"csock-x{k}" for k in range(1, processes + 1)),
                     pinned=False)
@@ -110,10 +112,10 @@ WORKLOADS = [
              "msg/s", c_program="raw_e2e", transport="raw",
              implementations=("csock", "stdlib-tuned"),
              targets=(("c", 0.8),)),
-    Workload("aio-echo", "aio framed echo 64 B, 100/conn, pipelined", 100_000, 20_000,
+    Workload("aio-echo", "aio framed echo 64 B, 100 conns, bursts of 100", 100_000, 20_000,
              "client", "msg/s", transport="tcp-many", implementations=AIO_IMPLS,
              targets=(("uvloop", 3.0),)),
-    Workload("aio-echo-pingpong", "aio framed echo 64 B, 100/conn, ping-pong", 100_000,
+    Workload("aio-echo-pingpong", "aio framed echo 64 B, 100 conns, ping-pong", 100_000,
              20_000, "client", "msg/s", transport="tcp-many", implementations=AIO_IMPLS),
     Workload("aio-udp", "aio UDP one way, 64 B, credit window", 300_000, 60_000, "server",
              "msg/s", c_program="dgram_oneway", transport="udp",

@@ -29,31 +29,49 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 def test_tiny_run_of_every_workload(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("--quick", "--rounds", "1", "--scale", "0.02", "--json", str(out))
+    proc = run_cli(
+        "--quick", "--rounds", "1", "--scale", "0.02", "--window", "0", "--json", str(out)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "× C" in proc.stdout and "target framed" in proc.stdout
     document = json.loads(out.read_text())
     runs = {(r["workload"], r["implementation"]) for r in document["runs"]}
-    assert {("framed", "csock"), ("framed", "stdlib-tuned"), ("bulk", "csock"),
-            ("pingpong", "csock"),
-            ("udp", "csock"), ("seqpacket", "csock"), ("udp-pingpong", "csock"),
-            ("seqpacket-pingpong", "csock"), ("packet-parse", "csock"), ("packet-build", "csock"),
-            ("packet-parse", "stdlib-tuned"), ("aio-echo", "csock-asyncio"),
-            ("aio-echo", "asyncio"),
-            ("aio-echo-pingpong", "csock-asyncio"), ("aio-udp", "csock-asyncio"),
-            ("aio-udp", "asyncio")} <= runs
+    assert {
+        ("framed", "csock"),
+        ("framed", "stdlib-tuned"),
+        ("bulk", "csock"),
+        ("pingpong", "csock"),
+        ("udp", "csock"),
+        ("seqpacket", "csock"),
+        ("udp-pingpong", "csock"),
+        ("seqpacket-pingpong", "csock"),
+        ("packet-parse", "csock"),
+        ("packet-build", "csock"),
+        ("packet-parse", "stdlib-tuned"),
+        ("aio-echo", "csock-asyncio"),
+        ("aio-echo", "asyncio"),
+        ("aio-echo-pingpong", "csock-asyncio"),
+        ("aio-udp", "csock-asyncio"),
+        ("aio-udp", "asyncio"),
+    } <= runs
     if uvloop_installed():
-        assert {("aio-echo", "csock"), ("aio-echo", "uvloop"), ("aio-udp", "csock"),
-                ("aio-udp", "uvloop"),
-                ("aio-scale", "csock-x1"), ("aio-scale", "csock-x2")} <= runs
+        assert {
+            ("aio-echo", "csock"),
+            ("aio-echo", "uvloop"),
+            ("aio-udp", "csock"),
+            ("aio-udp", "uvloop"),
+            ("aio-scale", "csock-x1"),
+            ("aio-scale", "csock-x2"),
+        } <= runs
         assert "target aio-echo" in proc.stdout and "target aio-udp" in proc.stdout
         assert "scale-out aio-scale" in proc.stdout
-        assert document["ratios"]["aio-echo"]["uvloop"] > 0
+        assert document["ratios"]["aio-echo"]["uvloop"]["median"] > 0
     if any(impl == "c" for _, impl in runs):
         assert ("framed", "c") in runs and ("aio-udp", "c") in runs
-    # one batch may hold a tiny run
-    assert all(r["elapsed"] >= 0 and r["rate"] > 0 for r in document["runs"])
-    assert document["ratios"]["framed"]["stdlib-naive"] > 0
+    assert all(
+        r["elapsed"] >= 0 and r["rate"] > 0 for r in document["runs"]
+    )  # one batch may hold a tiny run
+    assert document["ratios"]["framed"]["stdlib-naive"]["median"] > 0
 
 
 def uvloop_installed() -> bool:
@@ -67,8 +85,20 @@ def uvloop_installed() -> bool:
 def test_processes_option_sets_the_scale_out_rows(tmp_path):
     pytest.importorskip("uvloop")
     out = tmp_path / "bench.json"
-    proc = run_cli("--only", "aio-scale", "--processes", "3", "--rounds", "1", "--scale", "0.005",
-                   "--json", str(out))
+    proc = run_cli(
+        "--only",
+        "aio-scale",
+        "--processes",
+        "3",
+        "--rounds",
+        "1",
+        "--scale",
+        "0.005",
+        "--window",
+        "0",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = {r["implementation"] for r in json.loads(out.read_text())["runs"]}
     assert runs == {"csock-x1", "csock-x2", "csock-x3"}
@@ -84,14 +114,26 @@ def test_echo_checker_catches_a_wrong_echo():
         aio.check(7, 1, message)
     with pytest.raises(workers.DataMismatch, match="bytes"):
         aio.check(7, 2, message[:-1])
-    assert aio.split(250) == [100, 100, 50] and aio.split(3) == [3]
+    assert aio.split(250) == [3] * 50 + [2] * 50 and aio.split(3) == [1, 1, 1]
+    assert [len(b) for b in aio.bursts(list(range(250)))] == [100, 100, 50]
 
 
 @pytest.mark.asan_unsafe
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
-    proc = run_cli("--only", "pingpong", "--rounds", "1", "--scale", "0.01", "--plot", str(png))
+    proc = run_cli(
+        "--only",
+        "pingpong",
+        "--rounds",
+        "1",
+        "--scale",
+        "0.01",
+        "--window",
+        "0",
+        "--plot",
+        str(png),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -100,7 +142,7 @@ def test_verifier_catches_a_corrupted_stream():
     a, b = csock.socketpair()
     with a, b:
         stream = csock.FramedStream(a)
-        stream.send_many([workers.SEQ.pack(i) + workers.FILLER for i in (0, 1, 3)])   # 2 lost
+        stream.send_many([workers.SEQ.pack(i) + workers.FILLER for i in (0, 1, 3)])  # 2 lost
         a.close()
         with pytest.raises(workers.DataMismatch, match="expected 2, got 3"):
             workers.framed_csock_server(b, 4)
@@ -154,8 +196,10 @@ def test_only_c_rows_run_the_c_program():
     for w in WORKLOADS:
         binaries = {str(w.c_program): "/path/to/c-program"}
         for impl in w.implementations:
-            assert command(w,
-                           impl, "server", 10, "3", binaries)[0] == sys.executable, (w.name, impl)
+            assert command(w, impl, "server", 10, "3", binaries)[0] == sys.executable, (
+                w.name,
+                impl,
+            )
         if w.c_program:
             for impl in ("c", *w.c_variants):
                 assert command(w, impl, "server", 10, "3", binaries)[0] == "/path/to/c-program"
@@ -168,16 +212,19 @@ def test_slots_stamp_each_batch_with_its_numbers_then_zeros():
     assert [bytes(v) for v in views] == [
         workers.SEQ.pack(i) + bytes(56) for i in (2000, 2001, 2002)
     ]
-    assert bytes(slots.views[3]) == workers.SEQ.pack(3) + bytes(56)      # untouched by the second
+    assert bytes(slots.views[3]) == workers.SEQ.pack(3) + bytes(56)  # untouched by the second
 
 
-@pytest.mark.parametrize("kind, numbers, received", [
-    (csock.SOCK_SEQPACKET, [0, 1, 2, 3, 4], 5),
-    (csock.SOCK_SEQPACKET, [0, 1, 2, 4, 3], None),        # out of order
-    (csock.SOCK_SEQPACKET, [0, 1, 3, 4, 5], None),        # a record missing: not on SEQPACKET
-    (csock.SOCK_DGRAM, [0, 1, 4, 5, 6], 5),               # UDP loses two: counted, not an error
-    (csock.SOCK_DGRAM, [0, 1, 3, 2, 6], None),            # ... but never goes back
-])
+@pytest.mark.parametrize(
+    "kind, numbers, received",
+    [
+        (csock.SOCK_SEQPACKET, [0, 1, 2, 3, 4], 5),
+        (csock.SOCK_SEQPACKET, [0, 1, 2, 4, 3], None),  # out of order
+        (csock.SOCK_SEQPACKET, [0, 1, 3, 4, 5], None),  # a record missing: not on SEQPACKET
+        (csock.SOCK_DGRAM, [0, 1, 4, 5, 6], 5),  # UDP loses two: counted, not an error
+        (csock.SOCK_DGRAM, [0, 1, 3, 2, 6], None),  # ... but never goes back
+    ],
+)
 def test_the_into_receiver_checks_every_sequence_number(kind, numbers, received):
     """oneway_csock_into_server compares a whole batch's numbers with the expected ones at
     once and unpacks the batch only when they differ: a loss is counted, a disorder raised."""
@@ -195,26 +242,218 @@ def test_the_into_receiver_checks_every_sequence_number(kind, numbers, received)
 
 
 def test_target_lines_judge_the_csock_row_and_show_the_other_csock_rows():
-    from bench.report import target_lines
+    from bench.report import Figures, target_lines
     from bench.workloads import WORKLOADS
 
     seqpacket = next(w for w in WORKLOADS if w.name == "seqpacket")
-    rates = {("seqpacket", "c"): 1000.0, ("seqpacket", "csock"): 860.0,
-             ("seqpacket", "csock-into"): 1000.0,
-             ("seqpacket", "stdlib-naive"): 500.0}
-    assert target_lines([seqpacket], rates) == [
-        "target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met); csock-into 1.00× (met)"]
-    del rates["seqpacket", "csock-into"]
-    assert target_lines([seqpacket], rates) == [
-        "target seqpacket: csock ≥ 0.95× c: 0.86× (NOT met)"
+    rates = {
+        ("seqpacket", "c"): 1000.0,
+        ("seqpacket", "csock"): 860.0,
+        ("seqpacket", "csock-into"): 1000.0,
+        ("seqpacket", "stdlib-naive"): 500.0,
+    }
+    assert target_lines([seqpacket], Figures.from_medians(rates)) == [
+        "target seqpacket: csock ≥ 0.95× c: 0.86× (0.86–0.86) (NOT met); "
+        "csock-into 1.00× (1.00–1.00) (met)"
     ]
+    del rates["seqpacket", "csock-into"]
+    assert target_lines([seqpacket], Figures.from_medians(rates)) == [
+        "target seqpacket: csock ≥ 0.95× c: 0.86× (0.86–0.86) (NOT met)"
+    ]
+
+
+# --- timed windows, spreads over rounds, figures generated from bench.json -----------------
+
+WINDOW = 0.05  # seconds: the tests' windows (a published run's are runner.WINDOW, 1 s)
+
+
+@pytest.fixture(scope="module")
+def sized_run_json(tmp_path_factory):
+    """A two-round run of one small workload with windows of WINDOW seconds, as --json wrote it."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = run_cli(
+        "--only",
+        "seqpacket-pingpong",
+        "--rounds",
+        "2",
+        "--scale",
+        "0.01",
+        "--window",
+        str(WINDOW),
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_every_timed_window_lasts_the_minimum_and_each_round_is_kept(sized_run_json):
+    """Counts are sized by time: a probe of 1% of the quick count (50 round trips) is grown
+    until the window lasts WINDOW, for the C program and the Python sides alike."""
+    out, stdout = sized_run_json
+    document = json.loads(out.read_text())
+    assert document["format"] == 2 and document["window"] == WINDOW
+    runs = document["runs"]
+    impls = {r["implementation"] for r in runs}
+    assert {"csock", "stdlib-naive"} <= impls
+    for impl in impls:
+        mine = [r for r in runs if r["implementation"] == impl]
+        assert sorted(r["round"] for r in mine) == [0, 1], impl
+        assert all(r["elapsed"] >= WINDOW and r["count"] > 50 for r in mine), mine
+    assert "slowest" in stdout and "fastest" in stdout and "min–max" in stdout
+
+
+def test_rounds_are_interleaved_and_sides_pinned_to_different_cpus(monkeypatch):
+    """Each implementation is sized once, then every round runs each once, in an order rotated
+    from round to round; short windows are run again, longer."""
+    from bench import runner
+    from bench.workloads import BY_NAME
+
+    if len(os.sched_getaffinity(0)) >= 2:
+        server, client = runner.cpus()
+        assert server is not None and client is not None and server != client
+        for cpu in (server, client):  # what each side's process gets
+            proc = subprocess.run(
+                [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                preexec_fn=runner.pin(cpu),
+            )
+            assert proc.stdout.strip() == f"[{cpu}]"
+    calls = []
+
+    def run_once(workload, impl, count, c_binaries, timeout=600):
+        calls.append((impl, count))
+        return count / 1000, count  # 1000 units a second
+
+    monkeypatch.setattr(runner, "run_once", run_once)
+    monkeypatch.setattr(runner, "build_c_programs", lambda names, log: {})
+    results = runner.run(
+        [BY_NAME["framed"]], 3, True, 0.001, lambda **kw: NoBar(), log=print, window=1.0
+    )
+    impls = ["csock", "stdlib-naive", "stdlib-tuned"]
+    assert calls[:2] == [("csock", 100), ("csock", 1250)]  # sized: probe, then grown
+    assert [r.implementation for r in results] == impls + impls[1:] + impls[:1] + impls[2:] + impls[
+        :2
+    ]
+    assert all(r.elapsed >= 1.0 and r.count == 1250 for r in results)
+
+
+class NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def set_description(self, text):
+        pass
+
+    def update(self, n):
+        pass
+
+
+def test_a_count_grows_to_fill_the_window():
+    from bench.runner import OVERSHOOT, grown
+
+    assert grown(100, 0.01, 1.0) == int(100 * OVERSHOOT * 100)
+    assert grown(100, 1e-9, 1.0) == 100 * 1000  # at most 1000x per step
+    assert grown(1, 0.9, 1.0) == 2  # always at least one more
+
+
+def test_spreads_are_over_rounds_and_ratios_paired_by_round():
+    from bench.report import SPREAD, Figures, table
+    from bench.runner import Result
+    from bench.workloads import BY_NAME
+
+    framed = BY_NAME["framed"]
+    rates = {
+        "csock": [100.0, 200.0, 150.0],
+        "c": [100.0, 100.0, 100.0],
+        "stdlib-tuned": [50.0, 52.0, 51.0],
+    }
+    figures = Figures(
+        Result("framed", impl, r, 1, 1.0, rate)
+        for impl, by_round in rates.items()
+        for r, rate in enumerate(by_round)
+    )
+    ratio = figures.ratio("framed", "csock", "c")
+    assert (ratio.low, ratio.median, ratio.high) == (1.0, 1.5, 2.0)
+    assert figures.noisy(framed, "csock") and not figures.noisy(framed, "stdlib-tuned")
+    assert not figures.noisy(framed, "c")  # csock is no reference: its 2x is csock's
+    lines = table([framed], figures).splitlines()
+    tuned = next(line for line in lines if line.strip().startswith("stdlib-tuned"))
+    assert "!" not in tuned.split("×")[0]
+    assert " ! " in next(line for line in lines if line.strip().startswith("csock"))
+    assert lines[-1].startswith(f"!: max/min over rounds above {SPREAD}")
+
+
+def test_published_figures_agree_with_the_committed_bench_json():
+    """README.md and docs/benchmarks.md hold exactly what bench/figures.py makes of
+    docs/bench.json: edit bench.json (by a run), then run python -m bench.figures."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.figures", "--check"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_figures_check_fails_on_a_hand_edit_and_regenerates_from_a_run(
+    sized_run_json, tmp_path, monkeypatch
+):
+    from bench import figures
+
+    readme, benchmarks = tmp_path / "README.md", tmp_path / "benchmarks.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    benchmarks.write_text((ROOT / "docs" / "benchmarks.md").read_text())
+    monkeypatch.setattr(figures, "README", readme)
+    monkeypatch.setattr(figures, "BENCHMARKS", benchmarks)
+    monkeypatch.setattr(figures, "CHECKOUT", tmp_path)
+    monkeypatch.setattr(figures, "PLOT", tmp_path / "benchmarks.png")
+    monkeypatch.setattr(figures, "draw_plot", lambda document, path: path.write_bytes(b"png"))
+    assert figures.main(["--check"]) == 0
+    text = readme.read_text()
+    block = text.index(figures.BEGIN)
+    first_ratio = text.index("×", block)
+    readme.write_text(
+        text[: first_ratio - 1]
+        + ("1" if text[first_ratio - 1] != "1" else "2")
+        + text[first_ratio:]
+    )
+    assert figures.main(["--check"]) == 1  # a figure typed by hand
+    out, _ = sized_run_json
+    assert figures.main(["--check", "--json", str(out)]) == 1
+    assert figures.main(["--json", str(out)]) == 0  # regenerated from the tiny run
+    assert figures.main(["--check", "--json", str(out)]) == 0
+    generated = benchmarks.read_text()
+    assert "SEQPACKET ping-pong, 32 B | csock |" in generated and "Provisional" not in generated
+    assert readme.read_text().count(figures.BEGIN) == 1
+
+
+def test_figures_need_their_markers(tmp_path, monkeypatch):
+    from bench import figures
+
+    bare = tmp_path / "README.md"
+    bare.write_text("# no markers\n")
+    monkeypatch.setattr(figures, "README", bare)
+    with pytest.raises(figures.FiguresError, match="needs one line"):
+        figures.generated(figures.load(figures.BENCH_JSON))
 
 
 # --- the command line ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("option, value",
-                         [("--rounds", "-1"), ("--rounds", "0"), ("--rounds", "two"),
-                                           ("--processes", "0")])
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--rounds", "-1"), ("--rounds", "0"), ("--rounds", "two"), ("--processes", "0")],
+)
 def test_counts_must_be_positive_integers(option, value):
     """--rounds -1 once printed an empty table and --rounds 0 ran 5: both are usage errors."""
     proc = run_cli("--only", "framed", "--scale", "0.001", option, value, timeout=60)
@@ -227,12 +466,14 @@ def test_counts_must_be_positive_integers(option, value):
 def test_output_paths_are_checked_before_the_run(option, tmp_path):
     """A missing directory is a usage error at once, not a traceback after the whole run."""
     missing = tmp_path / "no-such-dir" / "out"
-    proc = run_cli("--only", "framed", "--rounds", "1", "--scale", "0.001",
-                   option, str(missing), timeout=60)
+    proc = run_cli(
+        "--only", "framed", "--rounds", "1", "--scale", "0.001", option, str(missing), timeout=60
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.splitlines()[-1] == (
         f"python -m csock bench: error: {option} {missing}: directory "
-        f"'{missing.parent}' does not exist")
+        f"'{missing.parent}' does not exist"
+    )
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     directory = run_cli("--only", "framed", option, str(tmp_path), timeout=60)
     assert directory.returncode == 2 and "is a directory" in directory.stderr
@@ -252,11 +493,18 @@ def test_without_bench_beside_the_package_the_launcher_names_the_checkout(tmp_pa
     """An installed wheel has csock but no bench/: exit 2, saying how to get a checkout."""
     import shutil
 
-    shutil.copytree(ROOT / "csock", tmp_path / "csock",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "csock", tmp_path / "csock", ignore=shutil.ignore_patterns("__pycache__")
+    )
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "csock", "bench", "--quick"], capture_output=True,
-                          text=True, timeout=60, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "csock", "bench", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     assert (
         "git clone" in proc.stderr
@@ -299,6 +547,28 @@ def test_plot_gives_each_implementation_its_own_colour_and_hides_no_bar():
     cycle of ten wrapping), and the legend covers no bar. In a child process: matplotlib keeps
     files open."""
     pytest.importorskip("matplotlib")
-    proc = subprocess.run([sys.executable, "-c", PLOT_CHECK], capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", PLOT_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and proc.stdout == "OK\n", proc.stderr[-3000:]
+
+
+def test_a_round_shorter_than_the_window_is_run_again_longer(monkeypatch):
+    from bench import runner
+    from bench.workloads import BY_NAME
+
+    windows = iter([0.5, 0.9, 1.1])  # the machine got faster, then settled
+    counts = []
+
+    def run_once(workload, impl, count, c_binaries, timeout=600):
+        counts.append(count)
+        return next(windows), count
+
+    monkeypatch.setattr(runner, "run_once", run_once)
+    count, elapsed, received = runner.sized_run(BY_NAME["framed"], "csock", 1000, {}, 1.0)
+    assert counts == [1000, 2500, 3472] and (count, elapsed, received) == (3472, 1.1, 3472)
