@@ -57,12 +57,6 @@ cdef Py_ssize_t slot_offset(type cls, str name) except -1:
     return offset
 
 
-cdef inline PyObject *slot_value(object obj, Py_ssize_t offset) noexcept:
-    """The object in obj's slot at offset (borrowed; NULL while the slot is unset). obj must be
-    an instance of the type the offset came from."""
-    return (<PyObject **>((<char *><PyObject *>obj) + offset))[0]
-
-
 cdef int store_member(object obj, object name, object value) except -1:
     """Store value (already validated) in the object slot of obj that the member descriptor
     `name` of its type names, read-only or not; anything else goes to the generic setattr

@@ -25,6 +25,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
 from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong, PyLong_AsLongAndOverflow
 from cpython.object cimport PyObject_GenericSetAttr, PyTypeObject
 from includes.instancecache cimport cache_instances
+from csock._fastio cimport ReadOnlyView, install_members, use_generic_getattr, store_member
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, memcmp, strlen
 from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
@@ -310,6 +311,9 @@ cdef inline Py_ssize_t owner_size(object owner) noexcept:
 
 @cython.final
 @cython.no_gc
+# Pickled by ReadOnlyView.__reduce__ (as bytes). Cython does not see that base's pointer field
+# from this module and would add a __reduce_cython__ that reads it as a C string.
+@cython.auto_pickle(False)
 cdef class PayloadView(ReadOnlyView):
     """The payload of a parsed packet: a read-only, bytes-like view (buffer protocol) into
     the parsed buffer, which it keeps alive; compares equal to bytes with the same content.
