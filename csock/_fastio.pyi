@@ -1,10 +1,9 @@
 # Stubs for the compiled csock._fastio (src/_fastio.pyx). Each section mirrors one include file.
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing_extensions import Buffer
 from socket import socket as _Socket
-from typing import Any, ClassVar, SupportsIndex, TypeVar, final, overload
+from typing import Any, SupportsIndex, final, overload
 from typing_extensions import Self, disjoint_base
-from ipaddress import IPv4Address, IPv6Address
 
 # --- errors.pyx ---
 class IncompleteReadError(EOFError):

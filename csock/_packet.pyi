@@ -1,10 +1,10 @@
 # Stubs for the compiled csock._packet (src/packet/_packet.pyx). Each section mirrors one
 # include file.
-from collections.abc import Callable, Iterable, Iterator
-from typing_extensions import Buffer
-from typing import Any, ClassVar, SupportsIndex, TypeVar, final, overload
-from typing_extensions import Self, disjoint_base
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any, ClassVar, TypeAlias, TypeVar, final
+
+from typing_extensions import Buffer, Self, disjoint_base
 
 from ._fastio import ReadOnlyView
 
@@ -12,7 +12,7 @@ from ._fastio import ReadOnlyView
 def checksum(data: Buffer) -> int: ...
 
 # --- packet.pyx ---
-_L = TypeVar("_L", bound="Layer")
+_L = TypeVar("_L", bound=Layer)
 
 class PacketError(ValueError): ...
 
@@ -51,7 +51,7 @@ class Layer:
     def __ne__(self, other: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
 
-_Address = str | bytes | bytearray | IPv4Address | IPv6Address
+_Address: TypeAlias = str | bytes | bytearray | IPv4Address | IPv6Address
 
 def parse(data: Buffer, first: str = ..., verify: bool = ...) -> Layer: ...
 

@@ -16,8 +16,8 @@ from cpython.object cimport PyObject, PyTypeObject, PyObject_GenericSetAttr
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8
 from includes.members cimport (PyMemberDef, Py_T_OBJECT_EX, Py_READONLY, PyDescr_NewMember,
-                              csock_type_set, csock_use_generic_getattr, csock_member_offset,
-                              csock_member_slot)
+                               csock_type_set, csock_use_generic_getattr, csock_member_offset,
+                               csock_member_slot)
 
 cdef list _member_names = []      # the descriptors point at these strings' UTF-8 forever
 
