@@ -6,7 +6,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
 from libc.string cimport memset
-from includes.socket cimport (send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL,
+from includes.socket cimport (send, recv, sendmsg, msghdr, MSG_NOSIGNAL,
                               MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
 from includes.pyapi cimport _PyBytes_Resize
@@ -33,11 +33,6 @@ cdef Py_ssize_t sys_recv(int fd, void *op) noexcept nogil:
 cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
     cdef MsgOp *o = <MsgOp *>op
     return sendmsg(fd, o.msg, o.flags | MSG_NOSIGNAL | csock_extra_flags)
-
-
-cdef Py_ssize_t sys_recvmsg(int fd, void *op) noexcept nogil:
-    cdef MsgOp *o = <MsgOp *>op
-    return recvmsg(fd, o.msg, o.flags | csock_extra_flags)
 
 
 cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
