@@ -1,4 +1,4 @@
-"""Build csock._fastio from src/_fastio.pyx.
+"""Build csock._fastio from src/_fastio.pyx and csock._packet from src/packet/_packet.pyx.
 
 CSOCK_DEBUG=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer and with Cython's
 bounds and wraparound checks on (see README, "Sanitizer build").
@@ -27,18 +27,28 @@ if DEBUG:
     link_args = [sanitize]
     directives.update(boundscheck=True, wraparound=True)
 
-extension = Extension(
-    "csock._fastio",
-    sources=["src/_fastio.pyx"],
-    include_dirs=["src", "src/includes"],
-    define_macros=[("_GNU_SOURCE", "1")],
-    extra_compile_args=compile_args,
-    extra_link_args=link_args,
-)
+
+def extension(name: str, source: str) -> Extension:
+    return Extension(
+        name,
+        sources=[source],
+        include_dirs=["src", "src/includes"],
+        define_macros=[("_GNU_SOURCE", "1")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+
+
+extensions = [
+    extension("csock._fastio", "src/_fastio.pyx"),
+    # the packet stack; cimports csock._fastio (declarations: src/csock/_fastio.pxd)
+    extension("csock._packet", "src/packet/_packet.pyx"),
+]
+
 
 setup(
     ext_modules=cythonize(
-        [extension],
+        extensions,
         include_path=["src", "."],
         compiler_directives=directives,
         compile_time_env={"CSOCK_DEBUG": DEBUG},

@@ -16,8 +16,9 @@ cdef struct IoWait:
     int64_t spin_ns        # the socket's spin_us in ns: poll without sleeping this long first
     void *state            # borrowed: the csock socket's SocketState, NULL for a stdlib socket
     int *closing           # nonzero once close() ran while this call was in flight
-    bint resumable         # a send loop that resumes a partial send (sendall, batches): with
-                           # other threads its sends may use MSG_DONTWAIT and wait in io_wait
+    # a send loop that resumes a partial send (sendall, batches): with other threads its sends
+    # may use MSG_DONTWAIT and wait in io_wait
+    bint resumable
 
 ctypedef Py_ssize_t (*syscall_t)(int fd, void *op) noexcept nogil
 
@@ -46,7 +47,8 @@ cdef int io_begin(object sock, IoWait *w) except -1
 # Run one system call under the socket's timeout rules: EINTR retried (signal handlers run),
 # EAGAIN waited for with poll() until the deadline (TimeoutError after it), IO_AGAIN returned
 # on non-blocking sockets. The GIL is released around the call when release_gil is true.
-cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint release_gil) except -1
+cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
+                        bint release_gil) except -1
 # Wait until fd is ready for events or the deadline passes (TimeoutError).
 cdef int io_wait(IoWait *w, short events) except -1
 

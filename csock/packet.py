@@ -14,21 +14,21 @@ TCP, ICMP and ICMPv6 checksums, pseudo-header included)::
 Field names are scapy's. A value the caller set, or that came from parsing, is kept as it
 is, so a packet with a bad checksum round-trips unchanged. Truncated or inconsistent input
 raises PacketError (a ValueError); a field out of range raises ValueError, a field of the
-wrong type TypeError. The layers are implemented in Cython (csock._fastio, src/fastio/).
+wrong type TypeError. The layers are implemented in Cython (csock._packet, src/packet/).
 """
 from __future__ import annotations
 
-from ._fastio import ICMP as ICMP
-from ._fastio import TCP as TCP
-from ._fastio import UDP as UDP
-from ._fastio import ICMPv6 as ICMPv6
-from ._fastio import IPv4 as IPv4
-from ._fastio import IPv6 as IPv6
-from ._fastio import Layer as Layer
-from ._fastio import PacketError as PacketError
-from ._fastio import PayloadView as PayloadView
-from ._fastio import checksum as checksum
-from ._fastio import parse as parse
+from ._packet import ICMP as ICMP
+from ._packet import TCP as TCP
+from ._packet import UDP as UDP
+from ._packet import ICMPv6 as ICMPv6
+from ._packet import IPv4 as IPv4
+from ._packet import IPv6 as IPv6
+from ._packet import Layer as Layer
+from ._packet import PacketError as PacketError
+from ._packet import PayloadView as PayloadView
+from ._packet import checksum as checksum
+from ._packet import parse as parse
 
 ICMP_ECHO_REPLY = 0
 ICMP_DEST_UNREACH = 3

@@ -19,7 +19,7 @@ import socket as _std
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _fastio
+from . import _fastio, _packet
 from ._base import register_kind, socket
 from .packet import IPv4, IPv6, Layer, PacketError, parse
 
@@ -128,7 +128,7 @@ class RawSocket(socket):
     def send_packets(self, packets: Iterable[Layer | Buffer], address: Any = None) -> int:
         """Send every packet with one sendmmsg(2) per 1024 (send_batch's rules: all are built
         and checked before any is sent; the count says how many went out)."""
-        items = _fastio.packet_items(packets, address, self.header_included, self._outgoing)
+        items = _packet.packet_items(packets, address, self.header_included, self._outgoing)
         sent: int = _fastio.send_batch(self, items)
         return sent
 

@@ -16,14 +16,8 @@ rules applied in one place (fastio/io.pyx). Each part lives in its own file:
     fastio/address.pyx    sockaddr <-> Python address tuples
     fastio/mmsg.pyx       sendmmsg/recvmmsg batches, Datagram
     fastio/spp.pyx        SPPHeader: Xerox NS Sequenced Packet Protocol record header
-    fastio/checksum.pyx   the Internet checksum (RFC 1071) and IPv4/IPv6 pseudo-header sums
-    fastio/packet.pyx     csock.packet: PacketError, Layer (stacking, lookup, build), parse()
-    fastio/ipv4.pyx       IPv4 header
-    fastio/ipv6.pyx       IPv6 header (extension headers skipped when parsing)
-    fastio/icmp.pyx       ICMP and ICMPv6 headers
-    fastio/udp.pyx        UDP header
-    fastio/tcp.pyx        TCP header
 
+The packet stack (csock.packet) is a separate extension, csock._packet (src/packet/).
 Another Cython module can `cimport csock._fastio` (declarations in csock/_fastio.pxd).
 """
 
@@ -38,10 +32,3 @@ include "fastio/framing.pyx"
 include "fastio/address.pyx"
 include "fastio/mmsg.pyx"
 include "fastio/spp.pyx"
-include "fastio/checksum.pyx"
-include "fastio/packet.pyx"
-include "fastio/ipv4.pyx"
-include "fastio/ipv6.pyx"
-include "fastio/icmp.pyx"
-include "fastio/udp.pyx"
-include "fastio/tcp.pyx"

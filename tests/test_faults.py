@@ -95,14 +95,14 @@ def test_absurd_arguments_raise_value_error(call):
             call(b)
 
 
-# Every callable of csock._fastio, private ones included, called with arguments of the wrong
-# type or size: each call may raise or return, never crash the interpreter. The calls run in a
-# child process, which prints each call before making it, so a crash fails this test and names
-# the call instead of killing pytest.
+# Every callable of csock._fastio and csock._packet, private ones included, called with
+# arguments of the wrong type or size: each call may raise or return, never crash the
+# interpreter. The calls run in a child process, which prints each call before making it, so a
+# crash fails this test and names the call instead of killing pytest.
 BAD_ARGUMENTS_CHILD = textwrap.dedent("""
     import itertools, socket as stdlib_socket, sys
     import csock
-    from csock import _fastio
+    from csock import _fastio, _packet
 
     def made_by_new(cls):
         try:
@@ -128,7 +128,7 @@ BAD_ARGUMENTS_CHILD = textwrap.dedent("""
            socks[1]]
     MANY = FEW + [0, 2**31, -2**63, "", b"", bytearray(3), [], [None], [1, 2], (), (None, None),
                   ("", -1), {}, object(), 1.5, int, _fastio.Datagram, *socks,
-                  *(made_by_new(c) for c in (_fastio.Datagram, _fastio.MessageView, _fastio.IPv4,
+                  *(made_by_new(c) for c in (_fastio.Datagram, _fastio.MessageView, _packet.IPv4,
                                              _fastio.SPPHeader, _fastio.BatchReceiver))]
 
     def call(name, f, args):
@@ -163,8 +163,8 @@ BAD_ARGUMENTS_CHILD = textwrap.dedent("""
             if callable(m):
                 yield attr, m
 
-    for name in dir(_fastio):
-        f = getattr(_fastio, name)
+    for module, name in [(m, n) for m in (_fastio, _packet) for n in dir(m)]:
+        f = getattr(module, name)
         if not callable(f) or name in ("__loader__", "__build_class__", "__import__"):
             continue
         if isinstance(f, type) and issubclass(f, BaseException):
@@ -181,7 +181,7 @@ BAD_ARGUMENTS_CHILD = textwrap.dedent("""
 
 
 def test_every_fastio_callable_survives_arguments_of_the_wrong_type():
-    import csock._fastio
+    from csock import _fastio, _packet
     child = subprocess.run([sys.executable, "-c", BAD_ARGUMENTS_CHILD], capture_output=True,
                            text=True, timeout=300,
                            cwd=os.path.dirname(os.path.dirname(csock.__file__)))
@@ -189,12 +189,14 @@ def test_every_fastio_callable_survives_arguments_of_the_wrong_type():
     assert child.returncode == 0 and calls[-1:] == ["survived"], (
         f"exit {child.returncode} at {calls[-1:]}: {child.stderr[-2000:]}")
     called = {line.split("(")[0].split("()")[0] for line in calls}
-    def is_error_class(thing):
-        return isinstance(thing, type) and issubclass(thing, BaseException)
-
-    functions = {n for n, thing in vars(csock._fastio).items()
-                 if not n.startswith("__") and callable(thing) and not is_error_class(thing)}
-    assert functions <= called
+    for module in (_fastio, _packet):
+        for name in dir(module):
+            f = getattr(module, name)
+            if name.startswith("__") or not callable(f):
+                continue
+            if isinstance(f, type) and issubclass(f, BaseException):
+                continue
+            assert name in called, f"{module.__name__}.{name} was not called"
 
 
 def test_no_fd_growth_over_many_pairs():

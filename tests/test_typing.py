@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import csock
-from csock import _fastio
+from csock import _fastio, _packet
 
 PACKAGE = Path(csock.__file__).parent
 SAMPLE = '''
@@ -39,22 +39,28 @@ ck: int = checksum(wire)
 '''
 
 
-def test_py_typed_and_stub_ship():
+EXTENSIONS = [_fastio, _packet]
+
+
+def test_py_typed_and_stubs_ship():
     assert (PACKAGE / "py.typed").is_file()
-    assert (PACKAGE / "_fastio.pyi").is_file()
+    for module in EXTENSIONS:
+        assert (PACKAGE / f"{module.__name__.split('.')[-1]}.pyi").is_file()
 
 
-def test_stub_names_exist_in_the_extension():
-    stub = (PACKAGE / "_fastio.pyi").read_text()
+@pytest.mark.parametrize("module", EXTENSIONS, ids=lambda m: m.__name__)
+def test_stub_names_exist_in_the_extension(module):
+    stub = (PACKAGE / f"{module.__name__.split('.')[-1]}.pyi").read_text()
     names = [line.split("(")[0].split(":")[0].split()[1] for line in stub.splitlines()
              if line.startswith(("def ", "class "))]
     assert names
-    missing = [n for n in names if not hasattr(_fastio, n)]
-    assert not missing, f"stubbed but not in csock._fastio: {missing}"
-    public = [n for n, v in vars(_fastio).items()
-              if not n.startswith("_") and (inspect.isclass(v) or callable(v))]
+    missing = [n for n in names if not hasattr(module, n)]
+    assert not missing, f"stubbed but not in {module.__name__}: {missing}"
+    public = [n for n, v in vars(module).items()
+              if not n.startswith("_") and (inspect.isclass(v) or callable(v))
+              and getattr(v, "__module__", module.__name__) == module.__name__]
     unstubbed = [n for n in public if n not in names]
-    assert not unstubbed, f"in csock._fastio but not stubbed: {unstubbed}"
+    assert not unstubbed, f"in {module.__name__} but not stubbed: {unstubbed}"
 
 
 def test_mypy_strict_on_package_and_usage(tmp_path):
@@ -66,13 +72,14 @@ def test_mypy_strict_on_package_and_usage(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_stubtest_against_the_compiled_module():
-    """mypy's stubtest: every stubbed signature matches the compiled extension (Cython's own
+def test_stubtest_against_the_compiled_modules():
+    """mypy's stubtest: every stubbed signature matches the compiled extensions (Cython's own
     helper names and the pre-3.12 buffer slot are allowlisted, with reasons, in the file)."""
     pytest.importorskip("mypy")
     allowlist = Path(__file__).parent / "stubtest_allowlist.txt"
     env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent))
-    proc = subprocess.run([sys.executable, "-m", "mypy.stubtest", "csock._fastio", "--allowlist",
+    modules = [m.__name__ for m in EXTENSIONS]     # one run: the allowlist serves both
+    proc = subprocess.run([sys.executable, "-m", "mypy.stubtest", *modules, "--allowlist",
                            str(allowlist)], capture_output=True, text=True, timeout=300, env=env,
                           cwd=str(PACKAGE.parent))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

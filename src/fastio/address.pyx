@@ -8,7 +8,8 @@ from cpython.long cimport PyLong_CheckExact
 from cpython.number cimport PyNumber_Index
 from libc.errno cimport ENAMETOOLONG as errno_ENAMETOOLONG
 from libc.string cimport memcpy, memset, memcmp
-from includes.socket cimport sockaddr, sockaddr_storage, socklen_t, AF_UNIX, AF_INET, AF_INET6, SOCK_DGRAM
+from includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, AF_UNIX, AF_INET, AF_INET6,
+                              SOCK_DGRAM)
 from includes.inet cimport (sockaddr_in, sockaddr_in6, sockaddr_un, htons, ntohs, htonl, ntohl,
                             inet_pton, inet_ntop, INET6_ADDRSTRLEN)
 import os as _os
@@ -99,9 +100,11 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
         if isinstance(address, str):
             address = _os.fsencode(address)
         elif not isinstance(address, (bytes, bytearray, memoryview)):
-            raise TypeError(f"a bytes-like object or str is required for AF_UNIX, not {type(address).__name__}")
+            raise TypeError(f"a bytes-like object or str is required for AF_UNIX,"
+                            f" not {type(address).__name__}")
         return sockaddr_un_from(address, <sockaddr_un *>out)
-    raise ValueError(f"csock batches support AF_INET, AF_INET6 and AF_UNIX addresses, not family {family}")
+    raise ValueError(f"csock batches support AF_INET, AF_INET6 and AF_UNIX addresses,"
+                     f" not family {family}")
 
 
 cdef socklen_t sockaddr_un_from(object path, sockaddr_un *un) except 0:
@@ -142,7 +145,8 @@ cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length):
     if sa.sa_family == AF_INET6:
         v6 = <const sockaddr_in6 *>sa
         inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text))
-        return (text.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
+        return (text.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                v6.sin6_scope_id)
     if sa.sa_family == AF_UNIX:
         un = <const sockaddr_un *>sa
         n = <Py_ssize_t>length - SUN_PATH_OFFSET
@@ -164,10 +168,7 @@ cdef inline Py_ssize_t strlen_bounded(const char *s, Py_ssize_t limit) noexcept:
 
 cdef class AddressCache:
     """Decodes received sockaddrs, handing back the same Python object for a repeat of the
-    previous sender (a batch usually comes from a few peers)."""
-    cdef sockaddr_storage last
-    cdef socklen_t last_length
-    cdef object last_address
+    previous sender (a batch usually comes from a few peers). Fields: address.pxd."""
 
     def __cinit__(self):
         self.last_length = 0

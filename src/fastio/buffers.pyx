@@ -5,9 +5,9 @@
 # that the owner (a FramedStream or a batch receiver) is the only one left: a view the caller
 # holds is never overwritten or freed (see arena_is_private).
 cimport cython
-from cpython.buffer cimport (PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE,
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE,
                              PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES)
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_CheckExact, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
 from libc.string cimport memcmp
@@ -15,7 +15,6 @@ from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_AN
 from cpython.object cimport PyTypeObject
 from includes.instancecache cimport cache_instances, cached_take, set_slot
 from cpython.ref cimport Py_DECREF
-from includes.pyapi cimport refcount_of
 
 
 @cython.final
@@ -30,7 +29,8 @@ cdef class Arena:
         if size < 0:
             raise ValueError("negative arena size")
         if mapped:
-            memory = mmap(NULL, max(size, 1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            memory = mmap(NULL, max(size, 1), PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
             if memory == MAP_FAILED:
                 raise MemoryError()
             self.data = <char *>memory
@@ -53,15 +53,6 @@ cdef class Arena:
         return self.size
 
 
-cdef inline bint arena_is_private(PyObject *arena) noexcept:
-    """True when only the owner's reference is left (no view alive): safe to write again.
-
-    The owner passes its attribute as a borrowed pointer, `<PyObject *>self.arena`: passed as
-    an object, Cython would count its own temporary reference and the arena would never look
-    private (see includes/pyapi.pxd)."""
-    return refcount_of(arena) == 1
-
-
 cdef extern from *:
     Py_ssize_t VIEW_ARENA "offsetof(struct csock_MessageView, arena)"
 
@@ -82,15 +73,6 @@ cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length):
     v.ptr = ptr
     v.length = length
     return v
-
-
-cdef inline int export_readable(object item, Py_buffer *view) except -1:
-    """PyObject_GetBuffer(item, view, PyBUF_SIMPLE), with bytes exported in place: what bytes'
-    own getbuffer does (its memory never changes; the view holds a reference), without the
-    type-slot dispatch, for the batch senders' one export per message."""
-    if PyBytes_CheckExact(item):
-        return PyBuffer_FillInfo(view, item, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), 1, PyBUF_SIMPLE)
-    return PyObject_GetBuffer(item, view, PyBUF_SIMPLE)
 
 
 cdef class ReadOnlyView:

@@ -3,7 +3,7 @@
 # OSError's constructor picks the subclass from the errno (ECONNRESET -> ConnectionResetError,
 # EPIPE -> BrokenPipeError, EAGAIN -> BlockingIOError, ...), exactly as the stdlib's socket
 # module does through PyErr_SetFromErrno, and the message is strerror's, as there.
-from libc.errno cimport errno, EINTR, EAGAIN, EBADF, EINVAL, EIO
+from libc.errno cimport EAGAIN
 from os import strerror as _strerror
 
 

@@ -32,7 +32,8 @@ cdef enum:
     PACK_LIMIT = 16 * 1024           # payloads up to this are copied into the pack buffer
     PACK_BUFFER = 256 * 1024
     MAX_FRAME_LENGTH = 0xFFFFFFFF
-    LOCK_WAIT_SLICE_US = 1000000     # a long lock wait is made of waits this long (below PY_TIMEOUT_MAX)
+    # a long lock wait is made of waits this long (below PY_TIMEOUT_MAX)
+    LOCK_WAIT_SLICE_US = 1000000
 
 
 cdef extern from "pythread.h":
@@ -359,21 +360,24 @@ cdef class FramedStream:
         finally:
             call_lock_exit(&self._writing)
 
-    cdef int _keep_rest(self, Py_ssize_t niov, Py_buffer *views, Py_ssize_t next_item, Py_ssize_t n) except -1:
+    cdef int _keep_rest(self, Py_ssize_t niov, Py_buffer *views, Py_ssize_t next_item,
+                        Py_ssize_t n) except -1:
         """Move everything of this call the kernel has not taken into the backlog."""
         cdef Py_ssize_t i
         cdef char header[FRAME_HEADER]
         backlog = self._backlog
         for i in range(niov):
             if self._iov[i].iov_len:
-                backlog += PyBytes_FromStringAndSize(<char *>self._iov[i].iov_base, self._iov[i].iov_len)
+                backlog += PyBytes_FromStringAndSize(<char *>self._iov[i].iov_base,
+                                                     self._iov[i].iov_len)
         for i in range(next_item, n):
             store_be32(header, <uint32_t>views[i].len)
             backlog += PyBytes_FromStringAndSize(header, FRAME_HEADER)
             backlog += PyBytes_FromStringAndSize(<char *>views[i].buf, views[i].len)
         return 0
 
-    cdef Py_ssize_t _plan(self, Py_buffer *views, Py_ssize_t first, Py_ssize_t n, Py_ssize_t *niov) noexcept:
+    cdef Py_ssize_t _plan(self, Py_buffer *views, Py_ssize_t first, Py_ssize_t n,
+                          Py_ssize_t *niov) noexcept:
         """Lay frames views[first:] out as iovecs: small ones packed into the pack buffer, large
         payloads by reference. Returns the index of the first frame left for the next round."""
         cdef Py_ssize_t i = first, used = 0, segment = 0, k = 0, length
@@ -411,7 +415,7 @@ cdef class FramedStream:
 
     cdef int _send_views_unlocked(self, Py_buffer *views, Py_ssize_t n) except -1:
         cdef IoWait w
-        cdef Py_ssize_t moved = 0, done = 0, following, niov = 0
+        cdef Py_ssize_t moved = 0, done = 0, following = 0, niov = 0
         io_begin(self.socket, &w)
         if self._flush_backlog(&w) == IO_AGAIN:
             raise_would_block()             # nothing of this call accepted
@@ -453,7 +457,8 @@ cdef class FramedStream:
         items = messages if isinstance(messages, (list, tuple)) else list(messages)
         n = len(items)
         if n > MAX_BUFFERS_PER_CALL:
-            raise ValueError(f"send_many takes at most {MAX_BUFFERS_PER_CALL} messages per call, got {n}")
+            raise ValueError(f"send_many takes at most {MAX_BUFFERS_PER_CALL} messages per call,"
+                             f" got {n}")
         if n == 0:
             return
         views = <Py_buffer *>PyMem_Malloc(n * sizeof(Py_buffer))
@@ -464,7 +469,8 @@ cdef class FramedStream:
                 export_readable(items[i], &views[i])
                 acquired += 1
                 if <size_t>views[i].len > MAX_FRAME_LENGTH:
-                    raise ValueError(f"message {i} of {views[i].len} bytes does not fit a 4-byte length")
+                    raise ValueError(f"message {i} of {views[i].len} bytes does not fit"
+                                     f" a 4-byte length")
             self._send_views(views, n, "send_many")
         finally:
             for i in range(acquired):

@@ -16,8 +16,8 @@ from cpython.object cimport PyObject, PyTypeObject, PyObject_GenericSetAttr
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8
 from includes.members cimport (PyMemberDef, Py_T_OBJECT_EX, Py_READONLY, PyDescr_NewMember,
-                              csock_type_set, csock_use_generic_getattr, csock_member_offset,
-                              csock_member_slot)
+                               csock_type_set, csock_use_generic_getattr, csock_member_offset,
+                               csock_member_slot)
 
 cdef list _member_names = []      # the descriptors point at these strings' UTF-8 forever
 
@@ -55,12 +55,6 @@ cdef Py_ssize_t slot_offset(type cls, str name) except -1:
     if offset < 0:
         raise ValueError(f"{cls.__name__}.{name} is not an object slot")
     return offset
-
-
-cdef inline PyObject *slot_value(object obj, Py_ssize_t offset) noexcept:
-    """The object in obj's slot at offset (borrowed; NULL while the slot is unset). obj must be
-    an instance of the type the offset came from."""
-    return (<PyObject **>((<char *><PyObject *>obj) + offset))[0]
 
 
 cdef int store_member(object obj, object name, object value) except -1:

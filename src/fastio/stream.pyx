@@ -5,24 +5,13 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
-from libc.string cimport memcpy, memset
-from includes.socket cimport (send, recv, sendmsg, recvmsg, msghdr, MSG_NOSIGNAL, MSG_PEEK,
+from libc.string cimport memset
+from includes.socket cimport (send, recv, sendmsg, msghdr, MSG_NOSIGNAL,
                               MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
 from includes.pyapi cimport _PyBytes_Resize
 from libc.errno cimport ENOTCONN, EPIPE
 import _socket
-
-# One call of send_buffers takes at most this many buffers (ValueError above it, before any
-# allocation): each needs a buffer export held for the duration of the call.
-cdef enum:
-    MAX_BUFFERS_PER_CALL = 1 << 20
-
-
-cdef struct BufOp:
-    char *buf
-    size_t len
-    int flags
 
 
 cdef struct MsgOp:
@@ -32,7 +21,8 @@ cdef struct MsgOp:
 
 cdef Py_ssize_t sys_send(int fd, void *op) noexcept nogil:
     cdef BufOp *o = <BufOp *>op
-    return send(fd, o.buf, o.len, o.flags | MSG_NOSIGNAL | csock_extra_flags)   # EPIPE, never SIGPIPE
+    # MSG_NOSIGNAL: a closed peer gives EPIPE, never SIGPIPE
+    return send(fd, o.buf, o.len, o.flags | MSG_NOSIGNAL | csock_extra_flags)
 
 
 cdef Py_ssize_t sys_recv(int fd, void *op) noexcept nogil:
@@ -43,11 +33,6 @@ cdef Py_ssize_t sys_recv(int fd, void *op) noexcept nogil:
 cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
     cdef MsgOp *o = <MsgOp *>op
     return sendmsg(fd, o.msg, o.flags | MSG_NOSIGNAL | csock_extra_flags)
-
-
-cdef Py_ssize_t sys_recvmsg(int fd, void *op) noexcept nogil:
-    cdef MsgOp *o = <MsgOp *>op
-    return recvmsg(fd, o.msg, o.flags | csock_extra_flags)
 
 
 cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
@@ -247,7 +232,8 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
 
 # --- send_buffers: vectored sendmsg(2) -----------------------------------------------------
 
-cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count, Py_ssize_t *moved) except -1:
+cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count,
+                               Py_ssize_t *moved) except -1:
     """Send iov[0:count] completely, resuming partial writes, IOV_MAX vectors per sendmsg.
     Adds the bytes sent to moved[0]; returns IO_AGAIN if a non-blocking socket fills up."""
     cdef msghdr msg
@@ -274,20 +260,6 @@ cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count, Py_ssize
     return 0
 
 
-cdef inline Py_ssize_t consume_iovecs(iovec *iov, Py_ssize_t first, Py_ssize_t r) noexcept:
-    """Drop r bytes the kernel took from the front of iov[first:]; the new first index."""
-    while r > 0:
-        if <size_t>r >= iov[first].iov_len:
-            r -= iov[first].iov_len
-            iov[first].iov_len = 0
-            first += 1
-        else:
-            iov[first].iov_base = <char *>iov[first].iov_base + r
-            iov[first].iov_len -= r
-            r = 0
-    return first
-
-
 def send_buffers(sock, buffers, *, bint zerocopy=False):
     """send_buffers(buffers, *, zerocopy=False) -> total: every byte of every buffer, in order,
     with sendmsg(2) scatter/gather (no joining copy). Blocking or with a timeout it sends all
@@ -310,7 +282,8 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
     cdef tuple items = buffers if type(buffers) is tuple else tuple(buffers)
     n = len(items)
     if n > MAX_BUFFERS_PER_CALL:
-        raise ValueError(f"send_buffers takes at most {MAX_BUFFERS_PER_CALL} buffers per call, got {n}")
+        raise ValueError(f"send_buffers takes at most {MAX_BUFFERS_PER_CALL} buffers per call,"
+                         f" got {n}")
     io_begin(sock, &w)
     if n == 0:
         return 0

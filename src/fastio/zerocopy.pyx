@@ -33,22 +33,12 @@ from posix.unistd cimport close as close_fd
 from includes.fcntl cimport fcntl, F_DUPFD_CLOEXEC
 
 cdef enum:
-    ZC_RANGES = 64                 # completion ranges gathered per drain (contiguous ones merge)
     ZC_CONTROL = 128
     # A sendmsg of fewer bytes is copied even with zerocopy=True (the socket's
     # zerocopy_threshold): MSG_ZEROCOPY "is generally only effective at writes over around
     # 10 KB" (msg_zerocopy.rst); below that, pinning pages and reading the completion cost more
     # than the copy. This VM has no NIC that could show the crossover (loopback and veth copy).
     ZEROCOPY_THRESHOLD = 10240
-
-
-cdef struct ZcOp:
-    msghdr *msg
-    int flags                      # MSG_ZEROCOPY, or 0 for one copied send (ENOBUFS)
-    int nranges
-    uint32_t lo[ZC_RANGES]
-    uint32_t hi[ZC_RANGES]
-    Py_ssize_t copied              # ids whose completion said "copied"
 
 
 cdef void zc_drain(int fd, ZcOp *o) noexcept nogil:
@@ -117,15 +107,7 @@ cdef class _Export:
 
 @cython.final
 cdef class ZeroCopyState:
-    """A stream socket's MSG_ZEROCOPY bookkeeping (its _csock_zc slot)."""
-    cdef int mode                  # 1: SO_ZEROCOPY on; -1: refused by the kernel
-    cdef bint copying              # the kernel copied: no more MSG_ZEROCOPY
-    cdef uint32_t next_id
-    cdef dict held                 # id -> list of _Export
-    cdef readonly Py_ssize_t sends, completed, copied
-    cdef Py_ssize_t threshold      # sendmsg calls of fewer bytes are copied
-    cdef int errfd                 # a dup of the socket's fd: its error queue outlives close()
-    cdef unsigned long generation  # _fork_generation when errfd was made
+    """A stream socket's MSG_ZEROCOPY bookkeeping (its _csock_zc slot). Fields: zerocopy.pxd."""
 
     def __cinit__(self):
         self.held = {}

@@ -10,6 +10,18 @@
 #  |                    Destination Address                        |
 #  |                    Options (padded to 4 bytes)                |
 
+cimport cython
+from cpython.ref cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.object cimport PyTypeObject
+from includes.instancecache cimport cache_instances
+from csock._fastio cimport install_members
+from libc.stdint cimport uint8_t, uint16_t, uint64_t
+from libc.string cimport memcpy, memset
+from includes.byteorder cimport load_be16, store_be16
+from includes.socket cimport AF_INET
+
+
 cdef enum:
     IPV4_HEADER = 20
     IPV4_MAX_OPTIONS = 40
@@ -38,7 +50,8 @@ cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
                  proto=None, chksum=None, src="0.0.0.0", dst="127.0.0.1", options=None):
         self._kind = K_IPV4
         self._payload = EMPTY
-        self.version = 4 if version == 4 and type(version) is int else field_value(version, 15, "IPv4.version")
+        self.version = (4 if version == 4 and type(version) is int
+                        else field_value(version, 15, "IPv4.version"))
         self.ihl = opt_value(ihl, 15, "IPv4.ihl")
         self.tos = 0 if tos is 0 else field_value(tos, 0xFF, "IPv4.tos")
         self.len = opt_value(len, 0xFFFF, "IPv4.len")
@@ -50,7 +63,8 @@ cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
         self.chksum = opt_value(chksum, 0xFFFF, "IPv4.chksum")
         self.src = ip_address(self._src, src, AF_INET, "IPv4.src")
         self.dst = ip_address(self._dst, dst, AF_INET, "IPv4.dst")
-        self.options = EMPTY if options is None else field_options(options, "IPv4.options", IPV4_MAX_OPTIONS)
+        self.options = (EMPTY if options is None
+                        else field_options(options, "IPv4.options", IPV4_MAX_OPTIONS))
 
     cdef bint set_special(self, str name, object value) except -1:
         if name == "src":
@@ -68,7 +82,8 @@ cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
     cdef Py_ssize_t header_len(self) except -1:
         if self.options is None:        # made with IPv4.__new__ and never initialised
             self.options = EMPTY
-        return IPV4_HEADER + (options_length(self.options, IPV4_MAX_OPTIONS, "IPv4.options") + 3) // 4 * 4
+        return IPV4_HEADER + (options_length(self.options, IPV4_MAX_OPTIONS, "IPv4.options")
+                              + 3) // 4 * 4
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef Py_ssize_t nopt = options_length(self.options, IPV4_MAX_OPTIONS, "IPv4.options")
@@ -215,7 +230,8 @@ cdef IPv4 parse_ipv4(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize
     memcpy(ip._dst, p + 16, 4)
     ip.src = address_str(ip._src, AF_INET)
     ip.dst = address_str(ip._dst, AF_INET)
-    ip.options = EMPTY if hlen == IPV4_HEADER else PyBytes_FromStringAndSize(<const char *>p + IPV4_HEADER, hlen - IPV4_HEADER)
+    ip.options = (EMPTY if hlen == IPV4_HEADER
+                  else PyBytes_FromStringAndSize(<const char *>p + IPV4_HEADER, hlen - IPV4_HEADER))
     if total < n:
         ip._trailer = PyBytes_FromStringAndSize(<const char *>p + total, n - total)
     if (fragword & 0x3FFF) != 0:

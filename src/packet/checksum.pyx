@@ -5,9 +5,9 @@
 # (RFC 1071 section 2: the sum is independent of byte order, only the final result is
 # swapped), then folded to 16 bits. Pieces can be summed one after another (pseudo-header,
 # header, payload) as long as every piece but the last has an even length.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 from includes.byteorder cimport load_be16, store_be16
 
 

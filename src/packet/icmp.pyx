@@ -7,6 +7,15 @@
 #  |  Type  |  Code  |     Checksum     |
 #  |   Identifier    |  Sequence Number |
 
+cimport cython
+from cpython.ref cimport PyObject
+from cpython.object cimport PyTypeObject
+from includes.instancecache cimport cache_instances
+from csock._fastio cimport install_members, use_generic_getattr
+from libc.stdint cimport uint8_t, uint16_t, uint64_t
+from includes.byteorder cimport load_be16, store_be16
+
+
 cdef enum:
     ICMP_HEADER = 8
 
@@ -37,11 +46,16 @@ cdef public class _ICMPBase(Layer) [object csock_ICMPBase, type csock_ICMPBase_T
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef bint v6 = self._kind == K_ICMPV6
-        cdef long chksum = opt_long(<PyObject *>self.chksum, 0xFFFF, "ICMPv6.chksum" if v6 else "ICMP.chksum")
-        p[0] = <uint8_t>field_long(<PyObject *>self.type, 0xFF, "ICMPv6.type" if v6 else "ICMP.type")
-        p[1] = <uint8_t>field_long(<PyObject *>self.code, 0xFF, "ICMPv6.code" if v6 else "ICMP.code")
-        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id, 0xFFFF, "ICMPv6.id" if v6 else "ICMP.id"))
-        store_be16(p + 6, <uint16_t>field_long(<PyObject *>self.seq, 0xFFFF, "ICMPv6.seq" if v6 else "ICMP.seq"))
+        cdef long chksum = opt_long(<PyObject *>self.chksum, 0xFFFF,
+                                    "ICMPv6.chksum" if v6 else "ICMP.chksum")
+        p[0] = <uint8_t>field_long(<PyObject *>self.type, 0xFF,
+                                   "ICMPv6.type" if v6 else "ICMP.type")
+        p[1] = <uint8_t>field_long(<PyObject *>self.code, 0xFF,
+                                   "ICMPv6.code" if v6 else "ICMP.code")
+        store_be16(p + 4, <uint16_t>field_long(<PyObject *>self.id, 0xFFFF,
+                                               "ICMPv6.id" if v6 else "ICMP.id"))
+        store_be16(p + 6, <uint16_t>field_long(<PyObject *>self.seq, 0xFFFF,
+                                               "ICMPv6.seq" if v6 else "ICMP.seq"))
         if chksum >= 0:
             store_be16(p + 2, <uint16_t>chksum)
         else:

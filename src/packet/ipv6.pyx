@@ -13,6 +13,19 @@
 # in the layer (``ext``) so that bytes() gives the input back. ``nh`` is the header's own
 # next-header field (the first extension header when there are any).
 
+cimport cython
+from cpython.ref cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_FromUnsignedLong
+from cpython.object cimport PyTypeObject
+from includes.instancecache cimport cache_instances
+from csock._fastio cimport install_members
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
+from includes.socket cimport AF_INET6
+
+
 cdef enum:
     IPV6_HEADER = 40
 
@@ -37,7 +50,8 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
                  dst="::1", ext=None):
         self._kind = K_IPV6
         self._payload = EMPTY
-        self.version = 6 if version == 6 and type(version) is int else field_value(version, 15, "IPv6.version")
+        self.version = (6 if version == 6 and type(version) is int
+                        else field_value(version, 15, "IPv6.version"))
         self.tc = 0 if tc is 0 else field_value(tc, 0xFF, "IPv6.tc")
         self.fl = 0 if fl is 0 else field_value(fl, 0xFFFFF, "IPv6.fl")
         self.plen = opt_value(plen, 0xFFFF, "IPv6.plen")
@@ -99,7 +113,8 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
         cdef long nh = opt_long(<PyObject *>self.nh, 0xFF, "IPv6.nh")
         while n and is_extension(nh) and pos + 8 <= n:
             e = <const uint8_t *>PyBytes_AS_STRING(self.ext) + pos
-            elen = 8 if nh == PROTO_FRAGMENT else ((e[1] + 2) * 4 if nh == PROTO_AH else (e[1] + 1) * 8)
+            elen = (8 if nh == PROTO_FRAGMENT
+                    else (e[1] + 2) * 4 if nh == PROTO_AH else (e[1] + 1) * 8)
             if pos + elen > n:
                 break
             if nh == PROTO_ROUTING and e[3] > 0:
@@ -219,7 +234,8 @@ cdef IPv6 parse_ipv6(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize
     memcpy(ip._dst, p + 24, 16)
     ip.src = address_str(ip._src, AF_INET6)
     ip.dst = address_str(ip._dst, AF_INET6)
-    ip.ext = EMPTY if pos == IPV6_HEADER else PyBytes_FromStringAndSize(<const char *>p + IPV6_HEADER, pos - IPV6_HEADER)
+    ip.ext = (EMPTY if pos == IPV6_HEADER
+              else PyBytes_FromStringAndSize(<const char *>p + IPV6_HEADER, pos - IPV6_HEADER))
     if total < n:
         ip._trailer = PyBytes_FromStringAndSize(<const char *>p + total, n - total)
     if whole:

@@ -14,6 +14,18 @@
 #
 # Field layout as scapy's: reserved is 3 bits, flags 9 bits (F S R P A U E C N = 0x001..0x100).
 
+cimport cython
+from cpython.ref cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.long cimport PyLong_FromUnsignedLong
+from cpython.object cimport PyTypeObject
+from includes.instancecache cimport cache_instances
+from csock._fastio cimport install_members
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
+
+
 cdef enum:
     TCP_HEADER = 20
     TCP_MAX_OPTIONS = 40
@@ -50,7 +62,8 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
         self.window = field_value(window, 0xFFFF, "TCP.window")
         self.chksum = opt_value(chksum, 0xFFFF, "TCP.chksum")
         self.urgptr = 0 if urgptr is 0 else field_value(urgptr, 0xFFFF, "TCP.urgptr")
-        self.options = EMPTY if options is None else field_options(options, "TCP.options", TCP_MAX_OPTIONS)
+        self.options = (EMPTY if options is None
+                        else field_options(options, "TCP.options", TCP_MAX_OPTIONS))
 
     cdef bint set_special(self, str name, object value) except -1:
         if name == "flags":
@@ -64,7 +77,8 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
     cdef Py_ssize_t header_len(self) except -1:
         if self.options is None:        # made with TCP.__new__ and never initialised
             self.options = EMPTY
-        return TCP_HEADER + (options_length(self.options, TCP_MAX_OPTIONS, "TCP.options") + 3) // 4 * 4
+        return TCP_HEADER + (options_length(self.options, TCP_MAX_OPTIONS, "TCP.options")
+                             + 3) // 4 * 4
 
     cdef int write(self, uint8_t *p, Layer ip) except -1:
         cdef Py_ssize_t nopt = options_length(self.options, TCP_MAX_OPTIONS, "TCP.options")
@@ -79,8 +93,10 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
             dataofs = hlen >> 2
         store_be16(p, <uint16_t>field_long(<PyObject *>self.sport, 0xFFFF, "TCP.sport"))
         store_be16(p + 2, <uint16_t>field_long(<PyObject *>self.dport, 0xFFFF, "TCP.dport"))
-        store_be32(p + 4, <uint32_t><unsigned long>field_long(<PyObject *>self.seq, 0xFFFFFFFF, "TCP.seq"))
-        store_be32(p + 8, <uint32_t><unsigned long>field_long(<PyObject *>self.ack, 0xFFFFFFFF, "TCP.ack"))
+        store_be32(p + 4, <uint32_t><unsigned long>field_long(<PyObject *>self.seq, 0xFFFFFFFF,
+                                                              "TCP.seq"))
+        store_be32(p + 8, <uint32_t><unsigned long>field_long(<PyObject *>self.ack, 0xFFFFFFFF,
+                                                              "TCP.ack"))
         p[12] = <uint8_t>((dataofs << 4) | (reserved << 1) | ((flags >> 8) & 1))
         p[13] = <uint8_t>(flags & 0xFF)
         store_be16(p + 14, <uint16_t>field_long(<PyObject *>self.window, 0xFFFF, "TCP.window"))
@@ -93,7 +109,8 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
         if chksum >= 0:
             store_be16(p + 16, <uint16_t>chksum)
         elif ip is not None:
-            store_be16(p + 16, csum_finish(csum_add(ip.pseudo(PROTO_TCP, self._size), p, self._size)))
+            store_be16(p + 16, csum_finish(csum_add(ip.pseudo(PROTO_TCP, self._size), p,
+                                                    self._size)))
         return 0
 
     cdef int check(self, const uint8_t *p, Layer ip) except -1:
@@ -111,7 +128,8 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
         cdef TCP c = TCP.__new__(TCP)
         self.copy_base(c)
         c.sport, c.dport, c.seq, c.ack = self.sport, self.dport, self.seq, self.ack
-        c.dataofs, c.reserved, c.flags, c.window = self.dataofs, self.reserved, self.flags, self.window
+        c.dataofs, c.reserved = self.dataofs, self.reserved
+        c.flags, c.window = self.flags, self.window
         c.chksum, c.urgptr, c.options = self.chksum, self.urgptr, self.options
         return c
 
@@ -184,6 +202,7 @@ cdef TCP parse_tcp(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize_t
     t.window = small_int(load_be16(p + 14))
     t.chksum = small_int(load_be16(p + 16))
     t.urgptr = small_int(load_be16(p + 18))
-    t.options = EMPTY if hlen == TCP_HEADER else PyBytes_FromStringAndSize(<const char *>p + TCP_HEADER, hlen - TCP_HEADER)
+    t.options = (EMPTY if hlen == TCP_HEADER
+                 else PyBytes_FromStringAndSize(<const char *>p + TCP_HEADER, hlen - TCP_HEADER))
     set_lazy(t, owner, off + hlen, end)
     return t

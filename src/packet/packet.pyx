@@ -22,15 +22,16 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
-from cpython.long cimport PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong, PyLong_AsLongAndOverflow
-from cpython.object cimport PyObject_GenericSetAttr, PyTypeObject
+from cpython.long cimport (PyLong_CheckExact, PyLong_FromLong, PyLong_FromUnsignedLong,
+                           PyLong_AsLongAndOverflow)
+from cpython.object cimport PyTypeObject
 from includes.instancecache cimport cache_instances
+from csock._fastio cimport ReadOnlyView, install_members, store_member
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset, memcmp, strlen
-from includes.byteorder cimport load_be16, load_be32, store_be16, store_be32
+from libc.string cimport memcpy, memcmp, strlen
 from includes.fields cimport csock_small_nonneg_long
 from includes.inet cimport inet_pton, inet_ntop
-from includes.socket cimport AF_INET, AF_INET6
+from includes.socket cimport AF_INET
 
 
 class PacketError(ValueError):
@@ -196,7 +197,7 @@ cdef uint8_t _v6_vals[ADDRESS_CACHE][16]
 cdef int set_address(uint8_t *out, object value, int family, str name) except -1:
     """Parse an address (str, or an ipaddress object / packed bytes of the right size)."""
     cdef const char *s
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n = 0
     cdef int size = 4 if family == AF_INET else 16
     cdef size_t slot
     if type(value) is str:
@@ -223,7 +224,8 @@ cdef int set_address(uint8_t *out, object value, int family, str name) except -1
     if isinstance(packed, (bytes, bytearray)):
         if len(packed) != size:
             raise ValueError(f"{name} must be {size} packed bytes, got {len(packed)}")
-        memcpy(out, <const char *>packed if type(packed) is bytes else <char *>(<bytearray>packed), size)
+        memcpy(out, <const char *>packed if type(packed) is bytes
+               else <char *>(<bytearray>packed), size)
         return 0
     raise TypeError(f"{name} must be a str address, not {type(value).__name__}")
 
@@ -252,7 +254,7 @@ cdef list _v6_strs = [None] * STR_CACHE
 cdef str address_str(const uint8_t *raw, int family):
     """The str form of a raw IPv4 or IPv6 address (cached: traffic repeats addresses)."""
     cdef int size = 4 if family == AF_INET else 16
-    cdef uint32_t h = 0, w
+    cdef uint32_t h = 0, w = 0
     cdef int i
     cdef uint8_t *key
     cdef list strs = _v4_strs if family == AF_INET else _v6_strs
@@ -310,6 +312,9 @@ cdef inline Py_ssize_t owner_size(object owner) noexcept:
 
 @cython.final
 @cython.no_gc
+# Pickled by ReadOnlyView.__reduce__ (as bytes). Cython does not see that base's pointer field
+# from this module and would add a __reduce_cython__ that reads it as a C string.
+@cython.auto_pickle(False)
 cdef class PayloadView(ReadOnlyView):
     """The payload of a parsed packet: a read-only, bytes-like view (buffer protocol) into
     the parsed buffer, which it keeps alive; compares equal to bytes with the same content.
@@ -371,7 +376,7 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
     every field left as None; ``p[UDP]`` finds a layer; ``p.verify()`` checks checksums."""
     cdef int _kind
     cdef bint _clean          # parsed and untouched: bytes() may reuse the input
-    cdef bint _lazy           # the payload is a view of the parsed span [_pl_off, _pl_end) of _owner
+    cdef bint _lazy           # the payload: a view of the parsed span [_pl_off, _pl_end) of _owner
     cdef object _payload      # next Layer or bytes-like (read as ``payload``)
     cdef object _owner        # parsed: the buffer (bytes or read-only memoryview)
     cdef Py_ssize_t _off, _end          # parsed: this layer's span in _owner (with trailer)
@@ -672,9 +677,9 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
         parts = []
         layer = self
         while isinstance(layer, Layer):
-            items = ", ".join(f"{k}=0x{v:04x}" if k == "chksum" else f"{k}={v!r}"
-                              for k, v in zip(type(layer)._field_names, (<Layer>layer).values())
-                              if v is not None and not (k in ("options", "ext") and not v))
+            items = ", ".join([f"{k}=0x{v:04x}" if k == "chksum" else f"{k}={v!r}"
+                               for k, v in zip(type(layer)._field_names, (<Layer>layer).values())
+                               if v is not None and not (k in ("options", "ext") and not v)])
             parts.append(f"{type(layer).__name__}({items})")
             layer = (<Layer>layer).get_payload()
         if layer is not None and buffer_size(layer):
@@ -808,7 +813,8 @@ def parse(data, first="ipv4", verify=False):
         owner = PyMemoryView_FromObject(data)
         view = PyMemoryView_GET_BUFFER(owner)
         if view.ndim != 1 or view.itemsize != 1 or (view.strides != NULL and view.strides[0] != 1):
-            owner = owner.cast("B") if owner.c_contiguous else PyMemoryView_FromObject(owner.tobytes())
+            owner = (owner.cast("B") if owner.c_contiguous
+                     else PyMemoryView_FromObject(owner.tobytes()))
         if not owner.readonly:
             owner = owner.toreadonly()
         view = PyMemoryView_GET_BUFFER(owner)
@@ -844,4 +850,3 @@ def packet_items(packets, address, bint header_included, fallback):
         else:
             items.append(fallback(p, address))
     return items
-

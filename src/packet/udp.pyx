@@ -6,6 +6,16 @@
 #  |   Source Port   | Destination Port |
 #  |     Length      |     Checksum     |
 
+cimport cython
+from cpython.ref cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.object cimport PyTypeObject
+from includes.instancecache cimport cache_instances
+from csock._fastio cimport install_members
+from libc.stdint cimport uint8_t, uint16_t, uint64_t
+from includes.byteorder cimport load_be16, store_be16
+
+
 cdef enum:
     UDP_HEADER = 8
 

@@ -1,0 +1,14 @@
+# address.pyx: sockaddr <-> Python address tuples. mmsg encodes each destination with
+# sockaddr_from_python and decodes a batch's senders through an AddressCache.
+from includes.socket cimport sockaddr, sockaddr_storage, socklen_t
+
+
+cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage *out) except 0
+
+
+cdef class AddressCache:
+    cdef sockaddr_storage last
+    cdef socklen_t last_length
+    cdef object last_address
+
+    cdef object decode(self, const sockaddr *sa, socklen_t length)
