@@ -7,8 +7,12 @@ and zero-copy paths on top of the stdlib behaviour.
 from __future__ import annotations
 
 import socket as _std
-from socket import *  # noqa: F401,F403  (the drop-in surface)
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._stdlib_names import *  # noqa: F401,F403  (the same, less the names csock replaces)
+else:
+    from socket import *  # noqa: F401,F403  (the drop-in surface)
 
 # Public names outside socket.__all__ too (AddressFamily, SocketKind, MsgFlag, ...).
 globals().update(

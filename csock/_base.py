@@ -9,14 +9,23 @@ from __future__ import annotations
 import os
 import socket as _std
 import sys
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
+
+from . import _fastio
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .datagram import DatagramSocket
+    from .raw import RawSocket
+    from .seqpacket import SeqPacketSocket
     from .stream import StreamSocket
 
-from . import _fastio
+# The socket kinds, for the overloads that tell a type checker which class a call returns.
+_Stream = Literal[_std.SocketKind.SOCK_STREAM]
+_Dgram = Literal[_std.SocketKind.SOCK_DGRAM]
+_SeqPacket = Literal[_std.SocketKind.SOCK_SEQPACKET]
+_Raw = Literal[_std.SocketKind.SOCK_RAW]
 
 # type -> csock class, filled in by the type-specific modules (see register_kind).
 _CLASS_FOR_KIND: dict[int, type] = {}
@@ -75,7 +84,32 @@ class socket(_std.socket):
     def spin_us(self, us: int) -> None:
         _fastio.set_spin(self, us)
 
-    def __new__(cls, /, *args: Any, **kwargs: Any) -> Self:
+    # For type checkers: the class csock.socket(...) returns follows its type argument. (mypy
+    # applies these to a subclass too: one without its own __init__ is typed as the kind's
+    # class; declaring ``def __new__(cls, *args: Any) -> Self`` in it types it as itself.)
+    @overload
+    def __new__(cls, family: int = -1, type: _Stream = ..., proto: int = -1,
+                fileno: None = None) -> StreamSocket: ...
+    @overload
+    def __new__(cls, family: int, type: _Dgram, proto: int = -1,
+                fileno: int | None = None) -> DatagramSocket: ...
+    @overload
+    def __new__(cls, family: int = -1, *, type: _Dgram, proto: int = -1,
+                fileno: int | None = None) -> DatagramSocket: ...
+    @overload
+    def __new__(cls, family: int, type: _SeqPacket, proto: int = -1,
+                fileno: int | None = None) -> SeqPacketSocket: ...
+    @overload
+    def __new__(cls, family: int = -1, *, type: _SeqPacket, proto: int = -1,
+                fileno: int | None = None) -> SeqPacketSocket: ...
+    @overload
+    def __new__(cls, family: int, type: _Raw, proto: int = -1,
+                fileno: int | None = None) -> RawSocket: ...
+    @overload
+    def __new__(cls, family: int = -1, type: int = -1, proto: int = -1,
+                fileno: int | None = None) -> Self: ...
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # Only csock.socket itself picks the class for the socket's type; a user's subclass
         # gets exactly its own class, whatever its __init__ takes (as the stdlib, whose
         # __new__ ignores the arguments).
@@ -133,10 +167,33 @@ _stdlib_getaddrinfo = _std.getaddrinfo
 _stdlib_socket_class = _std.socket
 
 
-def socketpair(family: int | None = None,
-               type: int = _std.SOCK_STREAM, proto: int = 0) -> tuple[Any, Any]:
-    """socketpair(2): two connected csock sockets (AF_UNIX by default), typed Any because the
-    class depends on the type argument (StreamSocket for the default SOCK_STREAM)."""
+@overload
+def socketpair(family: int | None = None, type: _Stream = ...,
+               proto: int = 0) -> tuple[StreamSocket, StreamSocket]: ...
+@overload
+def socketpair(family: int | None, type: _Dgram,
+               proto: int = 0) -> tuple[DatagramSocket, DatagramSocket]: ...
+@overload
+def socketpair(family: int | None = None, *, type: _Dgram,
+               proto: int = 0) -> tuple[DatagramSocket, DatagramSocket]: ...
+@overload
+def socketpair(family: int | None, type: _SeqPacket,
+               proto: int = 0) -> tuple[SeqPacketSocket, SeqPacketSocket]: ...
+@overload
+def socketpair(family: int | None = None, *, type: _SeqPacket,
+               proto: int = 0) -> tuple[SeqPacketSocket, SeqPacketSocket]: ...
+@overload
+def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM,
+               proto: int = 0) -> tuple[Any, Any]: ...
+
+
+def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM,
+               proto: int = 0) -> tuple[Any, Any]:
+    """socketpair(2): two connected csock sockets (AF_UNIX by default) of the class for the
+    type argument (StreamSocket for the default SOCK_STREAM, DatagramSocket, SeqPacketSocket).
+
+    Raises OSError as socketpair(2) does (EOPNOTSUPP for a family without pairs).
+    """
     a, b = _stdlib_socketpair(family, type, proto)
     return adopt(a), adopt(b)
 

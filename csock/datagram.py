@@ -15,7 +15,7 @@ class DatagramSocket(socket):
     are checked before anything is sent. If the kernel fails after k datagrams went out, the
     call returns k and the next ``send_batch`` raises that error: nothing is resent or lost
     silently. ``recv_batch(max_messages=64, bufsize=65535)`` waits for one datagram, then
-    returns every one already queued (one recvmmsg(2)) as ``csock.Datagram``s whose ``data``
+    returns every one already queued (one recvmmsg(2)) as ``csock.Datagram`` objects whose ``data``
     views stay valid while held and whose ``truncated`` flag says a datagram was cut
     (``bufsize=0`` takes each datagram as an empty one, flagged unless it was empty, with its
     address, as ``recvfrom(0)`` would).

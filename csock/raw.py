@@ -52,6 +52,11 @@ class RawSocket(socket):
     supplies the IP header when ``header_included`` is true (the default for IPPROTO_RAW);
     otherwise the kernel builds it and ``send_packet`` sends what follows the packet's IP
     layer. Without CAP_NET_RAW, construction raises PermissionError saying so.
+
+    Attributes
+    ----------
+    header_included : bool
+        True when packets go out with the caller's IP header (IP_HDRINCL).
     """
 
     __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_direct", "header_included")

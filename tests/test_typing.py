@@ -36,6 +36,23 @@ seg = TCP(flags="SA")
 seg.flags = 0x12
 parsed[IPv4].src = "10.0.0.1"
 ck: int = checksum(wire)
+
+# No isinstance needed: the socket kind argument decides the class (overloads).
+from typing import Any, assert_type
+assert_type(csock.socketpair(), tuple[csock.StreamSocket, csock.StreamSocket])
+assert_type(csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM),
+            tuple[csock.DatagramSocket, csock.DatagramSocket])
+assert_type(csock.socketpair(type=csock.SOCK_SEQPACKET),
+            tuple[csock.SeqPacketSocket, csock.SeqPacketSocket])
+assert_type(csock.socket(), csock.StreamSocket)
+assert_type(csock.socket(csock.AF_INET, csock.SOCK_STREAM), csock.StreamSocket)
+assert_type(csock.socket(csock.AF_INET, csock.SOCK_DGRAM), csock.DatagramSocket)
+assert_type(csock.socket(csock.AF_UNIX, type=csock.SOCK_SEQPACKET), csock.SeqPacketSocket)
+assert_type(csock.socket(csock.AF_INET, csock.SOCK_RAW, csock.IPPROTO_UDP), csock.RawSocket)
+kind: int = csock.SOCK_DGRAM
+assert_type(csock.socket(csock.AF_INET, kind), csock.socket)
+assert_type(csock.socketpair(csock.AF_UNIX, kind), tuple[Any, Any])
+assert_type(csock.create_connection(("127.0.0.1", 9)), csock.StreamSocket)
 '''
 
 

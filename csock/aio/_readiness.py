@@ -94,7 +94,7 @@ async def _when_readable(sock: _std.socket, receive: Callable[[], _T]) -> _T:
 async def recv_batch(sock: _std.socket,
                      max_messages: int = 64, bufsize: int = 65535) -> list[Datagram]:
     """Every datagram (or SEQPACKET record) already queued on sock, up to max_messages, as
-    ``csock.Datagram``s: one recvmmsg(2) per wake-up, never one callback per datagram.
+    ``csock.Datagram`` objects: one recvmmsg(2) per wake-up, never one callback per datagram.
 
     Tries the call first; if nothing is queued (BlockingIOError) it waits for readability
     with ``loop.add_reader`` and tries again. Cancelling it while it waits loses nothing:

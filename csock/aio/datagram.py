@@ -128,16 +128,20 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     # --- asyncio transport surface ---------------------------------------------------------
 
     def get_protocol(self) -> asyncio.BaseProtocol:
+        """The protocol datagrams are delivered to."""
         return self._protocol
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Deliver to protocol from the next wake-up on."""
         self._deliver = self._deliver_for(protocol)
         self._protocol = protocol
 
     def is_closing(self) -> bool:
+        """True once close() or abort() was called."""
         return self._closing
 
     def is_reading(self) -> bool:
+        """False while reading is paused."""
         return self._reading
 
     def pause_reading(self) -> None:
@@ -147,6 +151,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._reading = False
 
     def resume_reading(self) -> None:
+        """Receive again after pause_reading()."""
         if not self._reading and not self._closing:
             self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
@@ -156,9 +161,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         return self._buffer_size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
+        """(low, high) water marks in bytes for pause_writing/resume_writing."""
         return self._low_water, self._high_water
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks (high defaults to 64 KiB or 4 * low, low to high // 4)."""
         if high is None:
             high = DEFAULT_HIGH_WATER if low is None else 4 * low
         if low is None:

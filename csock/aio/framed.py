@@ -35,7 +35,7 @@ class FramedStream:
     ``recv()`` raises EOFError and ``recv_many()`` returns ``[]`` at end of stream between
     frames, end of stream inside a frame raises ``csock.IncompleteReadError``, a length
     above max_size raises ``csock.FrameTooLargeError``. Messages come back as read-only
-    ``csock.MessageView``s that stay valid while held.
+    ``csock.MessageView`` objects that stay valid while held.
 
     Receiving: each call first takes what is already buffered; otherwise it waits for the
     socket to be readable, and the readiness callback itself reads (one recv(2) per
@@ -100,6 +100,7 @@ class FramedStream:
 
     @property
     def max_size(self) -> int:
+        """The largest message length accepted (FrameTooLargeError above it)."""
         return self._framed.max_size
 
     @property
@@ -109,6 +110,7 @@ class FramedStream:
 
     @property
     def write_limit(self) -> int:
+        """The backlog in bytes a send may leave behind when it returns."""
         return self._write_limit
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -125,6 +127,7 @@ class FramedStream:
         return default
 
     def is_closing(self) -> bool:
+        """True once close() was called."""
         return self._closing
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:

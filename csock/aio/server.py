@@ -102,9 +102,11 @@ class FramedServer:
         return len(self._tasks)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the server runs on."""
         return self._loop
 
     def is_serving(self) -> bool:
+        """True while the server accepts connections."""
         return self._serving
 
     async def start_serving(self) -> None:

@@ -141,6 +141,14 @@ cdef class FramedStream:
     never corrupted, lost or duplicated, and one thread's sends go out in its order. Calling
     back in from the same thread while a call runs there (a signal handler) raises
     RuntimeError.
+
+    Attributes
+    ----------
+    socket : StreamSocket
+        The stream socket the frames travel on.
+    max_size : int
+        The largest message length accepted; a larger announced length raises
+        FrameTooLargeError before anything is allocated for it.
     """
     cdef readonly object socket
     cdef readonly Py_ssize_t max_size

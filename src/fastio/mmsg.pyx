@@ -45,7 +45,25 @@ cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
     Unpacks as ``data, address = datagram``. With ``enable_metadata`` on the socket,
     ``timestamp`` (float seconds, kernel receive time), ``destination`` (local IP address
     string), ``interface`` (index) and ``tos`` (TOS / traffic class byte, ECN in the low two
-    bits) are filled in; they are None otherwise."""
+    bits) are filled in; they are None otherwise.
+
+    Attributes
+    ----------
+    data : MessageView
+        The datagram's bytes, a read-only view never overwritten while held.
+    address : tuple, str, bytes or None
+        The sender, as the stdlib's recvfrom gives it (None on a connected AF_UNIX pair).
+    truncated : bool
+        True when the datagram was longer than bufsize and was cut (MSG_TRUNC).
+    timestamp : float or None
+        The kernel's receive time in seconds since the epoch (SO_TIMESTAMPNS).
+    destination : str or None
+        The local IP address the datagram was sent to (IP_PKTINFO / IPV6_RECVPKTINFO).
+    interface : int or None
+        The index of the interface it arrived on.
+    tos : int or None
+        The IPv4 TOS / IPv6 traffic class byte, ECN in the low two bits.
+    """
     # read-only attributes (member descriptors: see members.pyx)
     cdef object data
     cdef object address
@@ -451,18 +469,47 @@ cdef Py_ssize_t segment_size_of(object segment_size) except -1:
 
 
 def send_batch(sock, messages, address=None, *, segment_size=None):
-    """send_batch(messages, address=None) -> count: every item (bytes-like, to `address` or the
-    connected peer, or a (data, address) pair) as one datagram, with one sendmmsg(2) per up to
-    1024. Blocking or with a timeout: all are sent, or it raises. Non-blocking: returns how many
-    went out before the kernel would block (BlockingIOError if none). If the kernel fails after
-    k datagrams went out, it returns k and the next call raises that error.
+    """Send every item as one datagram (or record), with one sendmmsg(2) per up to 1024.
 
-    segment_size=N or "auto" (UDP only; ignored on other sockets): runs of consecutive
-    datagrams to the same destination, all N bytes ("auto": the run's first size) but the last
-    (which may be shorter), go out as ONE sendmmsg message with a UDP_SEGMENT cmsg (GSO), up to
-    64 datagrams and 65,507 bytes per message, straight from the caller's buffers. If the
-    kernel or the route refuses GSO, the datagrams go out plainly and the socket stops trying.
-    The count returned is always of datagrams."""
+    Parameters
+    ----------
+    messages : iterable
+        Each item is bytes-like (sent to `address`, or to the connected peer) or a
+        ``(data, address)`` pair. Every item and address is checked before anything is sent.
+    address : address or None, optional
+        The destination of the items given without one.
+    segment_size : int, "auto" or None, optional
+        UDP generic segmentation offload (ignored on other sockets): runs of consecutive
+        datagrams to one destination, all N bytes (``"auto"``: the run's first size) but the
+        last, which may be shorter, go out as ONE sendmmsg message with a ``UDP_SEGMENT`` cmsg,
+        up to 64 datagrams and 65,507 bytes per message, straight from the caller's buffers. If
+        the kernel or the route refuses GSO, the datagrams go out plainly and the socket stops
+        trying.
+
+    Returns
+    -------
+    int
+        How many datagrams went out (never GSO messages). Blocking or with a timeout that is
+        all of them; non-blocking, how many the kernel took before it would block. If the
+        kernel fails after k datagrams went out, the call returns k and the next call raises
+        that error: nothing is resent or lost silently.
+
+    Raises
+    ------
+    TypeError, ValueError, socket.gaierror
+        A bad item or address (nothing sent).
+    BlockingIOError
+        Non-blocking, and no datagram could be sent.
+    TimeoutError
+        The socket's timeout passed before all were sent.
+    OSError
+        sendmmsg(2)'s error for the first datagram, as the stdlib's subclass.
+
+    Notes
+    -----
+    One system call per 1024 datagrams (per 1024 GSO messages with segment_size); the data is
+    sent from the caller's buffers without a copy.
+    """
     cdef IoWait w
     cdef int family, kind
     cdef Py_ssize_t seg = segment_size_of(segment_size)
@@ -886,8 +933,16 @@ cdef int rx_mode(object sock, int fd, bint gro, int family, int kind) except -1:
 
 
 def enable_gro(sock):
-    """enable_gro() -> bool: set UDP_GRO now (recv_batch(gro=True) does it at its first call;
-    datagrams queued before that are not coalesced). True when the kernel accepted it."""
+    """Set ``UDP_GRO`` on the socket now.
+
+    ``recv_batch(gro=True)`` does it at its first call; datagrams queued before that are not
+    coalesced. Once set, every ``recv_batch`` splits coalesced messages back into datagrams.
+
+    Returns
+    -------
+    bool
+        True when the kernel accepted the option (False on non-UDP sockets or old kernels).
+    """
     cdef IoWait w
     cdef int family, kind
     io_begin(sock, &w)
@@ -896,9 +951,28 @@ def enable_gro(sock):
 
 
 def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint tos=False):
-    """enable_metadata(*, timestamp=False, destination=False, tos=False): have recv_batch fill in
-    Datagram.timestamp (SO_TIMESTAMPNS), .destination and .interface (IP_PKTINFO /
-    IPV6_RECVPKTINFO) and .tos (IP_RECVTOS / IPV6_RECVTCLASS) for UDP. False turns one off."""
+    """Have ``recv_batch`` fill in each Datagram's receive metadata (UDP).
+
+    Parameters
+    ----------
+    timestamp : bool, optional
+        ``Datagram.timestamp``: the kernel's receive time in seconds (``SO_TIMESTAMPNS``).
+    destination : bool, optional
+        ``Datagram.destination`` (local IP string) and ``.interface`` (index), from
+        ``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``.
+    tos : bool, optional
+        ``Datagram.tos``: TOS / traffic class, ECN in the low 2 bits (``IP_RECVTOS`` /
+        ``IPV6_RECVTCLASS``).
+
+    Raises
+    ------
+    OSError
+        setsockopt(2) refused an option.
+
+    Notes
+    -----
+    False turns one off. Each enabled field costs a control-message parse per datagram.
+    """
     cdef IoWait w
     cdef int family, kind, mode
     io_begin(sock, &w)
@@ -972,27 +1046,58 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
 
 
 def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False):
-    """recv_batch(max_messages=64, bufsize=65535) -> [Datagram]: blocks (within the socket's
-    timeout; BlockingIOError when non-blocking) until one datagram is queued, then returns all
-    that are, up to max_messages, with recvmmsg(2, MSG_WAITFORONE). A datagram longer than
-    bufsize is cut and flagged ``truncated``; bufsize=0 on a datagram socket takes each datagram
-    as an empty Datagram with its address, ``truncated`` unless it was empty (as recvfrom(0)).
+    """Receive every queued datagram (or record), up to max_messages, with one recvmmsg(2).
 
-    On a SOCK_SEQPACKET socket, [] means end of stream (records before it are returned first)
-    and a zero-length record is an empty Datagram: recv(2) returns 0 for both, so csock asks
-    the peer's shutdown state (poll(2) POLLRDHUP) and, once the peer has shut down, peeks at
-    the next record. What stays ambiguous, once the peer has shut down: zero-length records
-    with nothing but zero-length records after them before the close (typically one sent
-    right before close()) read as the end of stream, and so do zero-length records that end a
-    full batch (max_messages taken) when the record queued next is zero-length too. bufsize=0
-    is a ValueError there (every record would come back empty).
+    Blocks (within the socket's timeout) until one datagram is queued, then takes all that
+    are (``MSG_WAITFORONE``).
 
-    gro=True (UDP; ignored elsewhere): sets UDP_GRO on the socket (once; it stays set, and every
-    later recv_batch splits), so the kernel may hand over runs of datagrams from one sender as
-    one coalesced message, which recv_batch splits back: the caller sees the same datagrams,
-    order and addresses as without GRO. max_messages still counts datagrams: the rest of a
-    coalesced message is kept and returned first by the next recv_batch (select/poll do not
-    see those; recv/recvfrom on a GRO socket may return coalesced messages)."""
+    Parameters
+    ----------
+    max_messages : int, optional
+        The most datagrams to return.
+    bufsize : int, optional
+        The most bytes kept of each datagram. A longer one is cut and flagged ``truncated``.
+        ``bufsize=0`` on a datagram socket takes each datagram as an empty Datagram with its
+        address, ``truncated`` unless it was empty (as ``recvfrom(0)``); on SOCK_SEQPACKET it
+        is a ValueError (every record would come back empty).
+    gro : bool, optional
+        UDP (ignored elsewhere): set ``UDP_GRO`` (once; it stays set) so the kernel may hand
+        over runs of datagrams from one sender as one coalesced message, which this call splits
+        back: the caller sees the same datagrams, order and addresses as without GRO.
+        max_messages still counts datagrams: the rest of a coalesced message is kept and
+        returned first by the next call (select/poll do not see it; recv/recvfrom on a GRO
+        socket may return coalesced messages).
+
+    Returns
+    -------
+    list of Datagram
+        Each with ``.data`` (a read-only view, never overwritten while held), ``.address``
+        and ``.truncated``. On SOCK_SEQPACKET, ``[]`` is the end of stream (records before it
+        are returned first) and a zero-length record is an empty Datagram.
+
+    Raises
+    ------
+    BlockingIOError
+        Non-blocking, and nothing is queued.
+    TimeoutError
+        The socket's timeout passed with nothing received.
+    ValueError
+        max_messages or bufsize out of range, or bufsize 0 on SOCK_SEQPACKET.
+    OSError
+        recvmmsg(2)'s error, as the stdlib's subclass.
+
+    Notes
+    -----
+    One system call per batch; the data lands in a receive arena reused once no view of it is
+    held, so a batch costs one Datagram and one view per datagram and no copy.
+
+    SOCK_SEQPACKET: recv(2) returns 0 for a zero-length record and for the end of stream
+    alike, so csock asks the peer's shutdown state (poll(2) ``POLLRDHUP``) and, once the peer
+    has shut down, peeks at the next record. What stays ambiguous, once the peer has shut
+    down: zero-length records with nothing but zero-length records after them before the
+    close (typically one sent right before close()) read as the end of stream, and so do
+    zero-length records that end a full batch when the record queued next is zero-length too.
+    """
     cdef IoWait w
     cdef BatchReceiver receiver
     cdef Py_ssize_t per_call, want, r, n, i, got = 0
@@ -1045,18 +1150,46 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
 
 
 def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MMSG_MAX):
-    """recv_batch_into(buffer, bufsize, max_messages=1024) -> [length]: recv_batch without
-    objects per message: one recvmmsg(2, MSG_WAITFORONE) into the caller's writable buffer,
-    message i at buffer[i * bufsize:], and a list of the lengths. Blocks as recv_batch does
-    (within the socket's timeout; BlockingIOError when non-blocking) until one message, then
-    takes every one queued, up to max_messages, len(buffer) // bufsize and 1024.
+    """Receive queued datagrams into the caller's buffer with one recvmmsg(2); return their lengths.
 
-    A message longer than bufsize is cut to bufsize bytes and its length is the full one
-    (recvmmsg with MSG_TRUNC): a length above bufsize is how truncation shows. No senders'
-    addresses (recv_batch has them). On SOCK_SEQPACKET, [] is the end of stream (records before
-    it are returned first) and a zero-length record is a length of 0, told from the end of
-    stream as recv_batch does (same ambiguous case). The buffer is the caller's: the next call overwrites it. Not on a
-    socket with UDP_GRO set (ValueError): coalesced messages need recv_batch to split them."""
+    ``recv_batch`` without an object per message: message i lands at ``buffer[i * bufsize:]``.
+    Blocks as ``recv_batch`` does (within the socket's timeout) until one message, then takes
+    every one queued, up to max_messages, ``len(buffer) // bufsize`` and 1024.
+
+    Parameters
+    ----------
+    buffer : writable bytes-like
+        The caller's: the next call overwrites it.
+    bufsize : int
+        The slot size of each message.
+    max_messages : int, optional
+        The most messages to take.
+
+    Returns
+    -------
+    list of int
+        Each message's length. A message longer than bufsize is cut to bufsize bytes and its
+        length is the full one (``MSG_TRUNC``): a length above bufsize is how truncation shows.
+        No senders' addresses. On SOCK_SEQPACKET, ``[]`` is the end of stream and a zero-length
+        record is a length of 0 (told apart as ``recv_batch`` does).
+
+    Raises
+    ------
+    BlockingIOError
+        Non-blocking, and nothing is queued.
+    TimeoutError
+        The socket's timeout passed with nothing received.
+    ValueError
+        The buffer holds no slot of bufsize bytes, or the socket has ``UDP_GRO`` set
+        (coalesced messages need ``recv_batch`` to split them).
+    BufferError
+        The buffer is read-only or not contiguous.
+
+    Notes
+    -----
+    One system call and one list of ints per batch; with the same buffer each time, no other
+    set-up.
+    """
     cdef IoWait w
     cdef Py_buffer view
     cdef BatchReceiver receiver

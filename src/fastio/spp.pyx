@@ -32,7 +32,34 @@ cdef int checked(str name, object value, int limit) except -1:
 cdef class SPPHeader:
     """The Xerox NS SPP record header (12 bytes, network byte order).
 
-    ``sequence=None`` (the default) lets the sending socket number the record."""
+    ``sequence=None`` (the default) lets the sending socket number the record.
+
+    Attributes
+    ----------
+    connection_control : int
+        Control bits (``SP_SP`` system packet, ``SP_SA`` send acknowledgement, ``SP_OB``
+        attention, ``SP_EM`` end of message), 0..255.
+    datastream_type : int
+        The client's record type, 0..255.
+    source_connection : int
+        The sender's connection id, 0..65535.
+    destination_connection : int
+        The receiver's connection id, 0..65535.
+    sequence : int or None
+        The record's number, 0..65535; None lets the sending socket number it.
+    acknowledge : int
+        The next sequence number expected from the peer, 0..65535.
+    allocation : int
+        The last sequence number the peer may send, 0..65535.
+    system_packet : bool
+        The ``SP_SP`` bit of connection_control (read-only).
+    send_acknowledgement : bool
+        The ``SP_SA`` bit (read-only).
+    attention : bool
+        The ``SP_OB`` bit (read-only).
+    end_of_message : bool
+        The ``SP_EM`` bit (read-only).
+    """
     cdef int _connection_control, _datastream_type, _source, _destination
     cdef int _acknowledge, _allocation
     cdef object _sequence

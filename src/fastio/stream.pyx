@@ -69,7 +69,38 @@ cdef Py_ssize_t send_once_timed(IoWait *w, BufOp *op, bint may_try) except -1:
 
 
 def sock_send(sock, data, int flags=0, /):
-    """send(data[, flags]) -> count: one send(2); returns the number of bytes the kernel took."""
+    """Send data with one send(2); return the number of bytes the kernel took.
+
+    As the stdlib's ``socket.send``, plus ``MSG_NOSIGNAL``: a closed peer raises
+    BrokenPipeError instead of SIGPIPE.
+
+    Parameters
+    ----------
+    data : bytes-like
+        Sent from its own memory, without a copy into a new bytes object.
+    flags : int, optional
+        ``MSG_*`` flags for send(2).
+
+    Returns
+    -------
+    int
+        Bytes the kernel took: may be fewer than ``len(data)``.
+
+    Raises
+    ------
+    BlockingIOError
+        Non-blocking, and the send buffer is full.
+    TimeoutError
+        The socket's timeout passed before any room appeared.
+    OSError
+        send(2)'s error, as the stdlib's subclass (BrokenPipeError, ConnectionResetError, ...);
+        EBADF after ``close()``.
+
+    Notes
+    -----
+    One system call. A small send on a blocking socket is first tried with the GIL held
+    (``MSG_DONTWAIT``), which saves the GIL hand-over when there is room.
+    """
     cdef IoWait w
     cdef Py_buffer view
     cdef BufOp op
@@ -120,7 +151,30 @@ cdef int fio_sendall(object sock, const char *buf, Py_ssize_t n) except -1:
 
 
 def sock_sendall(sock, data, int flags=0, /):
-    """sendall(data[, flags]): send(2) until every byte is taken, one deadline for the call."""
+    """Send every byte of data with send(2), as many calls as the kernel needs.
+
+    Parameters
+    ----------
+    data : bytes-like
+        Sent from its own memory, without a copy.
+    flags : int, optional
+        ``MSG_*`` flags for send(2).
+
+    Raises
+    ------
+    TimeoutError
+        The socket's timeout (one deadline for the whole call) passed first.
+    BlockingIOError
+        Non-blocking, and the kernel would block before everything went.
+    OSError
+        send(2)'s error, as the stdlib's subclass; BrokenPipeError (never SIGPIPE) on a
+        closed peer; EBADF after ``close()``.
+
+    Notes
+    -----
+    One send(2) when the kernel takes everything at once, which is the usual case for
+    small writes.
+    """
     cdef IoWait w
     cdef Py_buffer view
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -161,8 +215,36 @@ cdef int check_is_socket(object sock) except -1:
 
 
 def sock_recv(sock, Py_ssize_t bufsize, int flags=0, /):
-    """recv(bufsize[, flags]) -> bytes: one recv(2); b"" at end of stream. recv(0) returns b""
-    at once without a system call (which would take a datagram or wait for data)."""
+    """Receive up to bufsize bytes with one recv(2).
+
+    Parameters
+    ----------
+    bufsize : int
+        The most bytes to return. ``recv(0)`` returns ``b""`` at once, without a system call
+        (which would take a datagram or wait for data), as the stdlib's does.
+    flags : int, optional
+        ``MSG_*`` flags for recv(2).
+
+    Returns
+    -------
+    bytes
+        What arrived; ``b""`` at end of stream.
+
+    Raises
+    ------
+    BlockingIOError
+        Non-blocking, and nothing is queued.
+    TimeoutError
+        The socket's timeout passed with nothing received.
+    ValueError
+        bufsize is negative.
+    OSError
+        recv(2)'s error, as the stdlib's subclass; EBADF after ``close()``.
+
+    Notes
+    -----
+    One system call and one bytes object, shrunk in place when fewer bytes came.
+    """
     cdef IoWait w
     cdef BufOp op
     cdef Py_ssize_t r
@@ -201,8 +283,37 @@ cdef extern from *:
 
 
 def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
-    """recv_into(buffer[, nbytes[, flags]]) -> count: one recv(2) straight into buffer; 0 at
-    once, without a system call, for an empty buffer."""
+    """Receive into buffer with one recv(2); return the number of bytes received.
+
+    Parameters
+    ----------
+    buffer : writable bytes-like
+        Filled from its start. An empty buffer returns 0 at once, without a system call.
+    nbytes : int, optional
+        The most bytes to receive (0: ``len(buffer)``).
+    flags : int, optional
+        ``MSG_*`` flags for recv(2).
+
+    Returns
+    -------
+    int
+        Bytes received; 0 at end of stream.
+
+    Raises
+    ------
+    BlockingIOError
+        Non-blocking, and nothing is queued.
+    TimeoutError
+        The socket's timeout passed with nothing received.
+    ValueError
+        nbytes is negative or larger than the buffer.
+    OSError
+        recv(2)'s error, as the stdlib's subclass; EBADF after ``close()``.
+
+    Notes
+    -----
+    One system call, no allocation.
+    """
     cdef IoWait w
     cdef Py_buffer view
     cdef BufOp op
@@ -261,16 +372,45 @@ cdef Py_ssize_t sendmsg_iovecs(IoWait *w, iovec *iov, Py_ssize_t count,
 
 
 def send_buffers(sock, buffers, *, bint zerocopy=False):
-    """send_buffers(buffers, *, zerocopy=False) -> total: every byte of every buffer, in order,
-    with sendmsg(2) scatter/gather (no joining copy). Blocking or with a timeout it sends all
-    or raises; non-blocking it returns the count moved before the socket filled
-    (BlockingIOError if 0).
+    """Send every byte of every buffer, in order, with sendmsg(2) scatter/gather.
 
-    zerocopy=True (TCP; plain sends elsewhere): MSG_ZEROCOPY, the kernel sends from the
-    buffers' own memory. Each buffer stays exported (a bytearray cannot be resized) until the
-    kernel's completion says it is done; flush_zerocopy() waits for that. Mutating a buffer
-    before then changes what may go on the wire: that is the caller's choice (bytes is always
-    safe). When the kernel reports that it copied anyway (loopback), the socket stops asking."""
+    No joining copy: the kernel reads each buffer where it is, up to IOV_MAX buffers a call;
+    partial writes are resumed where they stopped.
+
+    Parameters
+    ----------
+    buffers : iterable of bytes-like
+        Sent in order, as one byte stream.
+    zerocopy : bool, optional
+        TCP: send with ``MSG_ZEROCOPY``, the kernel reading the buffers' own pages (plain sends
+        on other sockets, and for sendmsg(2) calls below ``zerocopy_threshold`` bytes). Each
+        buffer stays exported (a bytearray cannot be resized) until the kernel's completion;
+        ``flush_zerocopy()`` waits for that. Mutating a buffer before then changes what may go
+        on the wire: that is the caller's choice (bytes is always safe). When the kernel reports
+        that it copied anyway (loopback), the socket stops asking.
+
+    Returns
+    -------
+    int
+        The total byte count. Blocking or with a timeout that is every byte; non-blocking,
+        the count moved before the socket filled.
+
+    Raises
+    ------
+    TypeError
+        An item is not bytes-like (before anything is sent).
+    BlockingIOError
+        Non-blocking, and nothing could be sent.
+    TimeoutError
+        The socket's timeout passed before every byte was sent.
+    OSError
+        sendmsg(2)'s error, as the stdlib's subclass; BrokenPipeError on a closed peer.
+
+    Notes
+    -----
+    One sendmsg(2) per IOV_MAX (1024) buffers when the kernel takes everything; no copy of
+    the data in user space.
+    """
     cdef IoWait w
     cdef Py_ssize_t n, i, acquired = 0, moved = 0
     cdef Py_buffer *views = NULL
@@ -360,10 +500,29 @@ cdef int fio_recv_exactly_into(object sock, char *buf, Py_ssize_t n) except -1:
 
 
 def recv_exactly_into(sock, buffer):
-    """recv_exactly_into(buffer): fill buffer completely (recv(2) until len(buffer) bytes).
-    End of stream first: IncompleteReadError. A timeout or a would-block first: TimeoutError /
-    BlockingIOError whose `.partial` holds the bytes read so far, as bytes; they are also in
-    the buffer's first len(partial) bytes. Any other error carries `.partial` too."""
+    """Fill buffer completely: recv(2) until ``len(buffer)`` bytes have arrived.
+
+    Parameters
+    ----------
+    buffer : writable bytes-like
+        Filled from its start to its end.
+
+    Raises
+    ------
+    IncompleteReadError
+        End of stream first; ``.partial`` holds the bytes that did arrive.
+    TimeoutError, BlockingIOError
+        The socket's timeout passed (or, non-blocking, the kernel would block) first;
+        ``.partial`` holds the bytes read so far, as bytes (they are also in the buffer's
+        first ``len(partial)`` bytes). Nothing is kept on the socket.
+    OSError
+        recv(2)'s error, with ``.partial`` too.
+
+    Notes
+    -----
+    Reads straight into the buffer: one recv(2) when the bytes are already queued, no
+    allocation.
+    """
     cdef Py_buffer view
     get_writable_buffer(buffer, &view, "recv_exactly_into")
     try:
@@ -373,10 +532,33 @@ def recv_exactly_into(sock, buffer):
 
 
 def recv_exactly(sock, Py_ssize_t n):
-    """recv_exactly(n) -> bytes: exactly n bytes (recv(2) until they are all there).
-    End of stream first: IncompleteReadError. A timeout or a would-block first: TimeoutError /
-    BlockingIOError whose `.partial` holds the bytes read so far (nothing is kept on the
-    socket). Any other error carries `.partial` too."""
+    """Receive exactly n bytes: recv(2) until they have all arrived.
+
+    Parameters
+    ----------
+    n : int
+        The byte count.
+
+    Returns
+    -------
+    bytes
+        Exactly n bytes.
+
+    Raises
+    ------
+    IncompleteReadError
+        End of stream first; ``.partial`` holds the bytes that did arrive.
+    TimeoutError, BlockingIOError
+        The socket's timeout passed (or, non-blocking, the kernel would block) first;
+        ``.partial`` holds the bytes read so far. Nothing is kept on the socket, so every
+        receive method, select() and asyncio see the stream as the kernel has it.
+    OSError
+        recv(2)'s error, with ``.partial`` too.
+
+    Notes
+    -----
+    One bytes object of n bytes, filled in place; one recv(2) when the bytes are queued.
+    """
     if n < 0:
         raise ValueError("negative size in recv_exactly")
     result = PyBytes_FromStringAndSize(NULL, n)

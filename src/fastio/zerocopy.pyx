@@ -291,10 +291,31 @@ cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, tup
 
 
 def flush_zerocopy(sock, timeout=None):
-    """flush_zerocopy(timeout=None) -> int: wait until the kernel has finished with every
-    buffer of earlier send_buffers(..., zerocopy=True) calls and release them (they may be
-    mutated or resized after this). timeout in seconds (None: no limit; TimeoutError after
-    it). Returns how many zero-copy sends completed."""
+    """Wait until the kernel has finished with every zero-copy send's buffers, and release them.
+
+    After it returns, the buffers of earlier ``send_buffers(..., zerocopy=True)`` calls may be
+    mutated or resized.
+
+    Parameters
+    ----------
+    timeout : float or None, optional
+        Seconds to wait at most (None: no limit).
+
+    Returns
+    -------
+    int
+        How many zero-copy sends completed.
+
+    Raises
+    ------
+    TimeoutError
+        The timeout passed with sends still pending.
+
+    Notes
+    -----
+    Reads the completions from the socket's error queue (recvmsg(2) ``MSG_ERRQUEUE``), polling
+    for more while some are pending.
+    """
     cdef IoWait w
     cdef ZcOp op
     cdef ZeroCopyState state = zc_existing(sock)
@@ -325,8 +346,15 @@ def flush_zerocopy(sock, timeout=None):
 
 
 def zerocopy_stats(sock):
-    """zerocopy_stats() -> dict: sends (zero-copy sendmsg calls), completed, copied (sends the
-    kernel copied after all), pending (still holding buffers), active (still asking)."""
+    """Count this socket's zero-copy sends.
+
+    Returns
+    -------
+    dict
+        ``sends`` (zero-copy sendmsg calls), ``completed``, ``copied`` (sends the kernel copied
+        after all), ``pending`` (still holding buffers) and ``active`` (still asking for zero
+        copy).
+    """
     cdef ZeroCopyState state = zc_existing(sock)
     if state is None:
         return {"sends": 0, "completed": 0, "copied": 0, "pending": 0, "active": False}

@@ -102,7 +102,21 @@ install_members(_ICMPBase, _ICMPBase._field_names, _icmp_slots, True)
 @cython.no_gc
 cdef public class ICMP(_ICMPBase) [object csock_ICMP, type csock_ICMP_Type]:
     """An ICMP message header. Defaults as scapy's: type 8 (echo request), code 0, id 0,
-    seq 0; chksum None (computed by bytes())."""
+    seq 0; chksum None (computed by bytes()).
+
+    Attributes
+    ----------
+    type : int
+        Message type.
+    code : int
+        Message code.
+    chksum : int or None
+        Checksum; None: computed (ICMPv6: with the IPv6 pseudo-header).
+    id : int
+        Echo identifier.
+    seq : int
+        Echo sequence number.
+    """
     _first = "icmp"
     _rules = {"type": ("ICMP.type", 0xFF, False), "code": ("ICMP.code", 0xFF, False),
               "chksum": ("ICMP.chksum", 0xFFFF, True), "id": ("ICMP.id", 0xFFFF, False),
@@ -122,7 +136,21 @@ cdef public class ICMP(_ICMPBase) [object csock_ICMP, type csock_ICMP_Type]:
 @cython.no_gc
 cdef public class ICMPv6(_ICMPBase) [object csock_ICMPv6, type csock_ICMPv6_Type]:
     """An ICMPv6 message header. Defaults: type 128 (echo request), code 0, id 0, seq 0;
-    chksum None (computed by bytes() with the IPv6 pseudo-header)."""
+    chksum None (computed by bytes() with the IPv6 pseudo-header).
+
+    Attributes
+    ----------
+    type : int
+        Message type.
+    code : int
+        Message code.
+    chksum : int or None
+        Checksum; None: computed (ICMPv6: with the IPv6 pseudo-header).
+    id : int
+        Echo identifier.
+    seq : int
+        Echo sequence number.
+    """
     _first = "icmpv6"
     _rules = {"type": ("ICMPv6.type", 0xFF, False), "code": ("ICMPv6.code", 0xFF, False),
               "chksum": ("ICMPv6.chksum", 0xFFFF, True), "id": ("ICMPv6.id", 0xFFFF, False),

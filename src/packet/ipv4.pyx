@@ -31,7 +31,37 @@ cdef enum:
 @cython.no_gc
 cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
     """An IPv4 header. Defaults as scapy's IP: version 4, ttl 64, id 1, src 0.0.0.0,
-    dst 127.0.0.1; ihl, len, proto and chksum None (computed by bytes())."""
+    dst 127.0.0.1; ihl, len, proto and chksum None (computed by bytes()).
+
+    Attributes
+    ----------
+    version : int
+        4.
+    ihl : int or None
+        Header length in 32-bit words; None: computed.
+    tos : int
+        Type of service (DSCP and ECN).
+    len : int or None
+        Total length; None: computed.
+    id : int
+        Identification.
+    flags : int
+        The 3 flag bits (DF 2, MF 1).
+    frag : int
+        Fragment offset, in 8-byte units.
+    ttl : int
+        Time to live.
+    proto : int or None
+        The next protocol; None: from the next layer.
+    chksum : int or None
+        Header checksum; None: computed.
+    src : str
+        Source address, dotted quad.
+    dst : str
+        Destination address, dotted quad.
+    options : bytes or None
+        Raw IPv4 options (padded to 4 bytes by bytes()).
+    """
     # the fields (object slots read as attributes: see packet.pyx)
     cdef object version, ihl, tos, len, id, flags, frag, ttl, proto, chksum, src, dst, options
     cdef uint8_t _src[4]              # src and dst as bytes, for building

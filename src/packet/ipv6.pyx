@@ -34,7 +34,29 @@ cdef enum:
 @cython.no_gc
 cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
     """An IPv6 header. Defaults as scapy's IPv6: hlim 64, src ::, dst ::1; plen and nh None
-    (computed by bytes()). ``ext`` holds raw extension headers (nh must then be given)."""
+    (computed by bytes()). ``ext`` holds raw extension headers (nh must then be given).
+
+    Attributes
+    ----------
+    version : int
+        6.
+    tc : int
+        Traffic class (DSCP and ECN).
+    fl : int
+        Flow label.
+    plen : int or None
+        Payload length; None: computed.
+    nh : int or None
+        Next header; None: from the next layer.
+    hlim : int
+        Hop limit.
+    src : str
+        Source address.
+    dst : str
+        Destination address.
+    ext : bytes or None
+        Raw extension headers after the fixed header (nh names the first of them).
+    """
     # the fields (see packet.pyx); src and dst read back in canonical form
     cdef object version, tc, fl, plen, nh, hlim, src, dst, ext
     cdef uint8_t _src[16]             # src and dst as bytes, for building

@@ -373,7 +373,13 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
     """One protocol header and what it carries (``payload``: the next layer or bytes).
 
     ``a / b`` stacks b under a's innermost layer; ``bytes(p)`` builds the packet, computing
-    every field left as None; ``p[UDP]`` finds a layer; ``p.verify()`` checks checksums."""
+    every field left as None; ``p[UDP]`` finds a layer; ``p.verify()`` checks checksums.
+
+    Attributes
+    ----------
+    payload : Layer, PayloadView or bytes
+        The next layer, or the payload bytes (a read-only view into the parsed buffer).
+    """
     cdef int _kind
     cdef bint _clean          # parsed and untouched: bytes() may reuse the input
     cdef bint _lazy           # the payload: a view of the parsed span [_pl_off, _pl_end) of _owner

@@ -35,7 +35,33 @@ cdef enum:
 @cython.no_gc
 cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
     """A TCP header. Defaults as scapy's: sport 20, dport 80, flags S (0x02), window 8192;
-    dataofs and chksum None (computed by bytes()). flags also takes scapy's letters ("SA")."""
+    dataofs and chksum None (computed by bytes()). flags also takes scapy's letters ("SA").
+
+    Attributes
+    ----------
+    sport : int
+        Source port.
+    dport : int
+        Destination port.
+    seq : int
+        Sequence number.
+    ack : int
+        Acknowledgement number.
+    dataofs : int or None
+        Header length in 32-bit words; None: computed.
+    reserved : int
+        The reserved bits.
+    flags : int
+        Flag bits (``TCP_SYN`` ...); also takes scapy's letters, ``"SA"``.
+    window : int
+        Receive window.
+    chksum : int or None
+        Checksum with the IP pseudo-header; None: computed.
+    urgptr : int
+        Urgent pointer.
+    options : bytes or None
+        Raw TCP options (padded to 4 bytes by bytes()).
+    """
     # the fields (see packet.pyx)
     cdef object sport, dport, seq, ack, dataofs, reserved, flags, window, chksum, urgptr, options
 

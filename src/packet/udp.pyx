@@ -24,7 +24,19 @@ cdef enum:
 @cython.no_gc
 cdef public class UDP(Layer) [object csock_UDP, type csock_UDP_Type]:
     """A UDP header. Defaults as scapy's: sport 53, dport 53; len and chksum None (computed
-    by bytes(), the checksum with the enclosing IP layer's pseudo-header)."""
+    by bytes(), the checksum with the enclosing IP layer's pseudo-header).
+
+    Attributes
+    ----------
+    sport : int
+        Source port.
+    dport : int
+        Destination port.
+    len : int or None
+        Header and payload length; None: computed.
+    chksum : int or None
+        Checksum with the IP pseudo-header; None: computed (0 is sent as 0xFFFF).
+    """
     cdef object sport, dport, len, chksum     # the fields (see packet.pyx)
 
     _field_names = ("sport", "dport", "len", "chksum")
