@@ -54,7 +54,7 @@ class RawSocket(socket):
     layer. Without CAP_NET_RAW, construction raises PermissionError saying so.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_direct", "header_included")
+    __slots__ = ("_csock_direct", "header_included")   # batch state: in its SocketState
     _csock_direct: bool
 
     def __new__(cls, *args: Any, **kwargs: Any) -> RawSocket:

@@ -186,7 +186,7 @@ cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
     return w.timeout_ns < 0 or nbytes > _RELEASE_GIL_BYTES
 
 
-# A call tried with the GIL held that would have blocked (io_try_held) cost a system call for
+# A call tried with the GIL held that would have blocked (io_try_with_gil) cost a system call for
 # nothing: the next calls in that direction on that fd go straight to io_call, 7 of them after
 # one miss and twice as many after each further miss in a row (up to 255), then one tries
 # again; a try that finds data ends the run. A ping-pong, whose reply is never there yet,
@@ -198,7 +198,7 @@ cdef enum:
     HELD_MAX_MISSES = 6         # the sixth miss in a row skips (8 << 5) - 1 = 255 calls
 
 
-cdef inline HeldHint *_held_hint(IoWait *w, short events) noexcept:
+cdef inline HeldTryBackoff *_held_try_backoff(IoWait *w, short events) noexcept:
     cdef SocketState state
     if w.state == NULL:
         return NULL                     # a stdlib socket: always try
@@ -206,7 +206,7 @@ cdef inline HeldHint *_held_hint(IoWait *w, short events) noexcept:
     return &state.held_in if events == POLLIN else &state.held_out
 
 
-cdef inline void _held_missed(HeldHint *hint) noexcept:
+cdef inline void _held_try_missed(HeldTryBackoff *hint) noexcept:
     """After a try that found nothing: skip 7, 15, 31, ... 255 calls."""
     if hint.misses < HELD_MAX_MISSES:
         hint.misses += 1
@@ -215,18 +215,18 @@ cdef inline void _held_missed(HeldHint *hint) noexcept:
 
 cdef inline bint io_try_first(IoWait *w, size_t nbytes, short events) noexcept:
     """Whether a call on a blocking socket should first be tried with the GIL held (a small
-    copy, and no recent miss in this direction: see io_try_held)."""
-    cdef HeldHint *hint
+    copy, and no recent miss in this direction: see io_try_with_gil)."""
+    cdef HeldTryBackoff *hint
     if w.timeout_ns >= 0 or nbytes > _RELEASE_GIL_BYTES:
         return False
-    hint = _held_hint(w, events)
+    hint = _held_try_backoff(w, events)
     if hint != NULL and hint.skip:
         hint.skip -= 1
         return False
     return True
 
 
-cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) except -1:
+cdef Py_ssize_t io_try_with_gil(IoWait *w, syscall_t call, void *op, short events) except -1:
     """The call once, with MSG_DONTWAIT and the GIL held (it cannot block): its result, or
     IO_AGAIN when it would block or a signal interrupted it, and the caller goes on with
     io_call (which waits, and runs the handlers). A blocking socket that is ready thus skips
@@ -236,7 +236,7 @@ cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) e
     global csock_extra_flags
     cdef Py_ssize_t r
     cdef int err
-    cdef HeldHint *hint = _held_hint(w, events)
+    cdef HeldTryBackoff *hint = _held_try_backoff(w, events)
     w.calls += 1
     csock_extra_flags = MSG_DONTWAIT
     r = call(w.fd, op)
@@ -248,7 +248,7 @@ cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) e
         return r
     if err == EAGAIN:
         if hint != NULL:
-            _held_missed(hint)
+            _held_try_missed(hint)
         return IO_AGAIN
     if err == EINTR:
         return IO_AGAIN
@@ -261,7 +261,7 @@ cdef Py_ssize_t io_call_held_first(IoWait *w, syscall_t call, void *op, short ev
     the call's result) and io_try_first allow it."""
     cdef Py_ssize_t r = IO_AGAIN
     if may_try and io_try_first(w, nbytes, events):
-        r = io_try_held(w, call, op, events)
+        r = io_try_with_gil(w, call, op, events)
     if r == IO_AGAIN:
         r = io_call(w, call, op, events, io_may_block(w, nbytes))
     return r

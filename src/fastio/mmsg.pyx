@@ -146,34 +146,25 @@ cdef int socket_family_type(object sock, int *family, int *kind) except -1:
 
 # --- errors after part of a batch went out --------------------------------------------------
 # sendmmsg(2) that fails after k messages went out reports k; the failure itself is raised by
-# the next send_batch call on that socket (kept in its _csock_send_error slot), so the caller
-# learns exactly how many were sent and never resends or loses one silently.
-# _deferred_errors counts the errors kept: while it is 0, send_batch does not look at the slot
-# (a getattr of an unset slot formats an AttributeError, ~1 us).
-cdef Py_ssize_t _deferred_errors = 0
+# the next send_batch call on that socket (kept in its SocketState), so the caller learns
+# exactly how many were sent and never resends or loses one silently.
 
-
-cdef int raise_deferred_error(object sock) except -1:
-    global _deferred_errors
-    if _deferred_errors == 0:
+cdef int raise_deferred_error(IoWait *w) except -1:
+    cdef SocketState state
+    if w.state == NULL:
         return 0
-    error = getattr(sock, "_csock_send_error", None)
-    if error is not None:
-        sock._csock_send_error = None
-        _deferred_errors -= 1
+    state = <SocketState>w.state
+    if state.send_error is not None:
+        error, state.send_error = state.send_error, None
         raise error
     return 0
 
 
-cdef bint defer_error(object sock, object error):
-    global _deferred_errors
-    try:
-        previous = getattr(sock, "_csock_send_error", None)
-        sock._csock_send_error = error
-    except AttributeError:                  # a plain stdlib socket has no slot: raise now
+cdef bint defer_error(IoWait *w, object error):
+    """Keep error for the next send on the socket; False for a stdlib socket (raise it now)."""
+    if w.state == NULL:
         return False
-    if previous is None:
-        _deferred_errors += 1
+    (<SocketState>w.state).send_error = error
     return True
 
 
@@ -298,7 +289,7 @@ cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs
         try:
             r = io_call(w, sys_sendmmsg, op, POLLOUT, io_may_block(w, nbytes))
         except OSError as error:
-            if sent == 0 or isinstance(error, TimeoutError) or not defer_error(sock, error):
+            if sent == 0 or isinstance(error, TimeoutError) or not defer_error(w, error):
                 raise
             return sent                      # the error is raised by the next call
         if r == IO_AGAIN:
@@ -359,7 +350,7 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
     """send_chunks with GSO: up to MMSG_MAX messages per sendmmsg(2), each a run of up to
     GSO_MAX_SEGMENTS datagrams. If the kernel refuses a UDP_SEGMENT message (EIO, EINVAL,
     ENOPROTOOPT, EOPNOTSUPP), the rest goes out as plain datagrams and the socket remembers
-    (_csock_gso_off). Returns the number of DATAGRAMS sent."""
+    (SocketState.gso_off). Returns the number of DATAGRAMS sent."""
     cdef Py_ssize_t pos = 0, m, i, j, used, run, size, nbytes, r, k
     cdef Py_ssize_t chunk = min(out.count, <Py_ssize_t>MMSG_MAX)
     cdef Py_ssize_t iov_cap = min(out.count, <Py_ssize_t>MMSG_MAX * GSO_MAX_SEGMENTS)
@@ -414,12 +405,10 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
             except OSError as error:
                 if gso and counts[0] > 1 and not isinstance(error, TimeoutError) and gso_refused(error):
                     gso = False              # the kernel or the route refuses GSO: plain from here
-                    try:
-                        sock._csock_gso_off = True
-                    except AttributeError:
-                        pass
+                    if w.state != NULL:
+                        (<SocketState>w.state).gso_off = True
                     continue
-                if pos == 0 or isinstance(error, TimeoutError) or not defer_error(sock, error):
+                if pos == 0 or isinstance(error, TimeoutError) or not defer_error(w, error):
                     raise
                 return pos
             if r == IO_AGAIN:
@@ -466,15 +455,15 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     cdef IoWait w
     cdef int family, kind
     cdef Py_ssize_t seg = segment_size_of(segment_size)
-    raise_deferred_error(sock)
     io_begin(sock, &w)
+    raise_deferred_error(&w)
     w.resumable = True                  # send_chunks resumes after a partial sendmmsg
     socket_family_type(sock, &family, &kind)
     out = parse_outgoing(tuple(messages), address, family)
     if out.count == 0:
         return 0
     if seg != -2 and out.count > 1 and is_udp(family, kind, sock.proto) \
-            and not getattr(sock, "_csock_gso_off", False):
+            and not (w.state != NULL and (<SocketState>w.state).gso_off):
         return send_gso(sock, &w, out, seg)
     return send_outgoing(sock, &w, out)
 
@@ -552,9 +541,9 @@ cdef class BatchReceiver:
     cdef Py_ssize_t capacity, slot
     cdef Py_ssize_t first                # this call's first slot
     cdef Py_ssize_t next_free            # slots below it may be referred to by views
-    cdef Py_ssize_t laid                 # slots below it have their headers laid out
-    cdef Py_ssize_t based                # slots below it point into the current scratch
-    cdef bint named                      # the layout asks the kernel for senders' addresses
+    cdef Py_ssize_t headers_ready        # slots below it have their headers laid out
+    cdef Py_ssize_t on_scratch           # slots below it point into the current scratch
+    cdef bint with_senders               # the headers ask the kernel for senders' addresses
     cdef mmsghdr *msgs
     cdef iovec *iovs
     cdef sockaddr_storage *names
@@ -569,9 +558,9 @@ cdef class BatchReceiver:
     cdef int last_destination_family
     cdef object last_destination_text
     cdef mmsghdr *into_msgs              # recv_batch_into: MMSG_MAX headers into a caller's buffer,
-    cdef iovec *into_iovs                # laid out for into_base/into_slot (into_laid of them)
+    cdef iovec *into_iovs                # laid out for into_base/into_slot (into_headers_ready of them)
     cdef char *into_base
-    cdef Py_ssize_t into_slot, into_laid
+    cdef Py_ssize_t into_slot, into_headers_ready
 
     def __cinit__(self):
         self.addresses = AddressCache()
@@ -619,26 +608,26 @@ cdef class BatchReceiver:
                 raise MemoryError()
             self.capacity = want
             self.scratch = self.spare = None
-            self.laid = 0                        # new headers
-        if self.scratch is None or slot != self.slot or names != self.named \
+            self.headers_ready = 0               # new headers
+        if self.scratch is None or slot != self.slot or names != self.with_senders \
                 or (self.next_free + count > self.capacity and not arena_is_private(<PyObject *>self.scratch)):
             self.renew_scratch(self.capacity * slot)
-            if slot != self.slot or names != self.named:
-                self.laid = 0                    # the headers depend on these, not on the memory
+            if slot != self.slot or names != self.with_senders:
+                self.headers_ready = 0           # the headers depend on these, not on the memory
             self.slot = slot
-            self.named = names
-            self.based = 0
+            self.with_senders = names
+            self.on_scratch = 0
             self.next_free = 0
         elif arena_is_private(<PyObject *>self.scratch):
             self.next_free = 0                   # no view left: start over in warm memory
         self.first = self.next_free
         end = self.first + count
-        if end > self.based:                     # another scratch (the spare, say): same headers
-            self.rebase(self.based, min(end, self.laid))
-        if end > self.laid:
-            self.lay_out(self.laid, end)
-            self.laid = end
-        self.based = max(self.based, end)
+        if end > self.on_scratch:               # another scratch (the spare, say): same headers
+            self.rebase(self.on_scratch, min(end, self.headers_ready))
+        if end > self.headers_ready:
+            self.lay_out(self.headers_ready, end)
+            self.headers_ready = end
+        self.on_scratch = max(self.on_scratch, end)
         return 0
 
     cdef int renew_scratch(self, Py_ssize_t size) except -1:
@@ -670,7 +659,7 @@ cdef class BatchReceiver:
         cdef Py_ssize_t i
         for i in range(start, end):
             point_header(&self.msgs[i], &self.iovs[i], self.scratch.data + i * self.slot, self.slot)
-            if self.named:
+            if self.with_senders:
                 self.msgs[i].msg_hdr.msg_name = &self.names[i]
                 self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
 
@@ -697,16 +686,16 @@ cdef class BatchReceiver:
         if base != self.into_base or slot != self.into_slot:
             self.into_base = base
             self.into_slot = slot
-            self.into_laid = 0
-        for i in range(self.into_laid, count):
+            self.into_headers_ready = 0
+        for i in range(self.into_headers_ready, count):
             point_header(&self.into_msgs[i], &self.into_iovs[i], base + i * slot, slot)
-        self.into_laid = max(self.into_laid, count)
+        self.into_headers_ready = max(self.into_headers_ready, count)
         return self.into_msgs
 
     cdef inline object sender(self, Py_ssize_t i):
         """The address of the message in slot i (None when the layout asks for none); its
         address buffer is made whole again for the next call into that slot."""
-        if not self.named:
+        if not self.with_senders:
             return None
         address = self.addresses.decode(<sockaddr *>&self.names[i], self.msgs[i].msg_hdr.msg_namelen)
         self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
@@ -827,29 +816,31 @@ cdef class BatchReceiver:
 def scratch_allocations(sock):
     """scratch_allocations(sock) -> int: how many scratch arenas sock's batch receiver has
     taken so far (new receive memory, as opposed to memory used again)."""
-    receiver = getattr(sock, "_csock_receiver", None)
-    return (<BatchReceiver>receiver).scratches_made if isinstance(receiver, BatchReceiver) else 0
+    cdef SocketState state = existing_state(sock)
+    if state is None or state.receiver is None:
+        return 0
+    return (<BatchReceiver>state.receiver).scratches_made
 
 
-cdef BatchReceiver receiver_of(object sock):
-    # the slot is the caller's to overwrite: only a BatchReceiver in it is used
-    receiver = getattr(sock, "_csock_receiver", None)
-    if isinstance(receiver, BatchReceiver) and not (<BatchReceiver>receiver).busy:
-        return receiver
+cdef BatchReceiver receiver_of(IoWait *w):
+    """The socket's BatchReceiver (made on first use); a fresh one while another thread's call
+    is using it (busy), or for a stdlib socket."""
+    cdef SocketState state = <SocketState>w.state if w.state != NULL else None
+    cdef BatchReceiver receiver
+    if state is not None and state.receiver is not None:
+        receiver = <BatchReceiver>state.receiver
+        if not receiver.busy:
+            return receiver
+        return BatchReceiver()
     receiver = BatchReceiver()
-    if not isinstance(getattr(sock, "_csock_receiver", None), BatchReceiver):
-        try:
-            sock._csock_receiver = receiver
-        except AttributeError:
-            pass
+    if state is not None:
+        state.receiver = receiver
     return receiver
 
 
 # --- GRO and metadata -------------------------------------------------------------------------
-# A socket's receive mode (DatagramSocket's _csock_rxmode slot): RX_GRO once UDP_GRO is set
-# (then every recv_batch on it splits coalesced messages, whatever its gro argument), the
-# metadata wanted. _rx_users counts sockets that ever had a mode, so that recv_batch skips the
-# attribute lookup while none has.
+# A socket's receive mode (SocketState.rx_mode): RX_GRO once UDP_GRO is set (then every
+# recv_batch on it splits coalesced messages, whatever its gro argument), the metadata wanted.
 cdef enum:
     RX_GRO = 1
     RX_GRO_REFUSED = 2
@@ -861,27 +852,23 @@ cdef enum:
     MAX_GRO_SCRATCH = 16 << 20        # 256 slots of 64 KiB (each may carry 64 datagrams)
     RX_CONTROL_SPACE = 256            # cmsg room per slot: GRO + timestamp + pktinfo + tos
 
-cdef Py_ssize_t _rx_users = 0
-
-
-cdef int set_rx_mode(object sock, int mode) except -1:
-    global _rx_users
-    sock._csock_rxmode = mode           # AttributeError on a socket without csock's slots
-    _rx_users += 1
-    return 0
-
-
 cdef inline bint set_int_option(int fd, int level, int name, int value) noexcept:
     return setsockopt(fd, level, name, &value, sizeof(value)) == 0
 
 
-cdef int rx_mode(object sock, int fd, bint gro, int family, int kind) except -1:
-    """The socket's receive mode; with gro, UDP_GRO is set first if not yet tried."""
-    mode = getattr(sock, "_csock_rxmode", 0) if _rx_users else 0
-    if gro and not (mode & (RX_GRO | RX_GRO_REFUSED)) and is_udp(family, kind, sock.proto) \
-            and hasattr(type(sock), "_csock_rxmode"):
-        mode |= RX_GRO if set_int_option(fd, SOL_UDP, UDP_GRO, 1) else RX_GRO_REFUSED
-        set_rx_mode(sock, mode)
+cdef inline int rx_mode_of(IoWait *w) noexcept:
+    """The socket's receive mode (0 for a stdlib socket)."""
+    return (<SocketState>w.state).rx_mode if w.state != NULL else 0
+
+
+cdef int rx_mode(object sock, IoWait *w, bint gro, int family, int kind) except -1:
+    """The socket's receive mode; with gro, UDP_GRO is set first if not yet tried (csock
+    sockets only: a stdlib socket has nowhere to remember it)."""
+    cdef int mode = rx_mode_of(w)
+    if gro and w.state != NULL and not (mode & (RX_GRO | RX_GRO_REFUSED)) \
+            and is_udp(family, kind, sock.proto):
+        mode |= RX_GRO if set_int_option(w.fd, SOL_UDP, UDP_GRO, 1) else RX_GRO_REFUSED
+        (<SocketState>w.state).rx_mode = mode
     return mode
 
 
@@ -892,7 +879,7 @@ def enable_gro(sock):
     cdef int family, kind
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
-    return (rx_mode(sock, w.fd, True, family, kind) & RX_GRO) != 0
+    return (rx_mode(sock, &w, True, family, kind) & RX_GRO) != 0
 
 
 def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint tos=False):
@@ -903,11 +890,11 @@ def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint 
     cdef int family, kind, mode
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
-    if not hasattr(type(sock), "_csock_rxmode"):
+    if w.state == NULL:
         raise TypeError("enable_metadata needs a csock DatagramSocket")
     if not is_udp(family, kind, sock.proto):
         raise ValueError("enable_metadata is for UDP sockets (AF_INET, AF_INET6)")
-    mode = getattr(sock, "_csock_rxmode", 0) or 0
+    mode = rx_mode_of(&w)
     options = [(SOL_SOCKET, SO_TIMESTAMPNS, timestamp, RX_TIMESTAMP)]
     if family == AF_INET6:
         options += [(IPPROTO_IPV6, IPV6_RECVPKTINFO, destination, RX_DESTINATION),
@@ -922,12 +909,13 @@ def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint 
             set_int_option(w.fd, IPPROTO_IP, IP_PKTINFO if bit == RX_DESTINATION else IP_RECVTOS,
                            1 if on else 0)
         mode = (mode | bit) if on else (mode & ~bit)
-    set_rx_mode(sock, mode)
+    (<SocketState>w.state).rx_mode = mode
 
 
 cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssize_t bufsize, int mode):
     """recv_batch with control messages: GRO splitting and metadata. Datagrams beyond
-    max_messages (the rest of a coalesced message) wait in _csock_pending for the next call."""
+    max_messages (the rest of a coalesced message) wait in SocketState.pending for the next
+    call (rx_mode is set only on a csock socket, so w.state is one)."""
     cdef BatchReceiver receiver
     cdef Py_ssize_t slot = max(bufsize, <Py_ssize_t>GRO_SLOT) if mode & RX_GRO else bufsize
     cdef Py_ssize_t per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(slot, 1)))
@@ -936,15 +924,16 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
         per_call = min(per_call, max(<Py_ssize_t>1, MAX_GRO_SCRATCH // slot))
     cdef int flags = MSG_WAITFORONE
     cdef list batch = []
-    pending = getattr(sock, "_csock_pending", None)
+    cdef SocketState state = <SocketState>w.state
+    cdef list pending = state.pending
     if pending:
         batch = pending[:max_messages]
-        sock._csock_pending = pending[max_messages:] or None
+        state.pending = pending[max_messages:] or None
         if len(batch) >= max_messages:
             return batch
         w.timeout_ns = 0                 # something to return: take only what is queued
         flags = MSG_DONTWAIT
-    receiver = receiver_of(sock)
+    receiver = receiver_of(w)
     receiver.busy = True
     try:
         while len(batch) < max_messages:
@@ -966,9 +955,15 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
     if len(batch) > max_messages:
         rest = batch[max_messages:]
         del batch[max_messages:]
-        pending = getattr(sock, "_csock_pending", None)
-        sock._csock_pending = rest if not pending else pending + rest
+        state.pending = rest if not state.pending else state.pending + rest
     return batch
+
+
+def pending_datagrams(sock):
+    """pending_datagrams(sock) -> int: datagrams of split GRO messages that sock keeps for its
+    next recv_batch (poll and select cannot see them: an event loop asks here)."""
+    cdef SocketState state = existing_state(sock)
+    return 0 if state is None or not state.pending else len(state.pending)
 
 
 def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False):
@@ -1008,12 +1003,12 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     records = kind == SOCK_SEQPACKET
     if records and bufsize == 0:            # every record would read as empty, data dropped
         raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE} on a SOCK_SEQPACKET socket")
-    if _rx_users or gro:
-        mode = rx_mode(sock, w.fd, gro, family, kind)
+    if rx_mode_of(&w) or gro:
+        mode = rx_mode(sock, &w, gro, family, kind)
         if mode & RX_EXTENDED:
             return recv_batch_ext(sock, &w, max_messages, bufsize, mode)
     per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
-    receiver = receiver_of(sock)
+    receiver = receiver_of(&w)
     receiver.busy = True
     try:
         while got < max_messages:
@@ -1069,14 +1064,14 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
         raise ValueError("max_messages must be at least 1")
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
-    if _rx_users and getattr(sock, "_csock_rxmode", 0) & RX_GRO:
+    if rx_mode_of(&w) & RX_GRO:
         raise ValueError("recv_batch_into cannot split UDP_GRO-coalesced messages: use recv_batch")
     get_writable_buffer(buffer, &view, "recv_batch_into")
     try:
         count = min(max_messages, view.len // bufsize, <Py_ssize_t>MMSG_MAX)
         if count < 1:
             raise ValueError(f"the buffer ({view.len} bytes) is smaller than bufsize ({bufsize})")
-        receiver = receiver_of(sock)
+        receiver = receiver_of(&w)
         receiver.busy = True
         try:
             msgs = receiver.lay_out_into(<char *>view.buf, bufsize, count)

@@ -199,8 +199,8 @@ def send_records(sock, records, SPPHeader header not None, int first_sequence):
     cdef IoWait w
     cdef int family, kind
     cdef Py_ssize_t i
-    raise_deferred_error(sock)
     io_begin(sock, &w)
+    raise_deferred_error(&w)
     socket_family_type(sock, &family, &kind)
     cdef tuple items = tuple(records)       # a snapshot: see parse_outgoing
     for i in range(len(items)):

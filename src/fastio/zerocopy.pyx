@@ -117,7 +117,7 @@ cdef class _Export:
 
 @cython.final
 cdef class ZeroCopyState:
-    """A stream socket's MSG_ZEROCOPY bookkeeping (its _csock_zc slot)."""
+    """A stream socket's MSG_ZEROCOPY bookkeeping (in its SocketState)."""
     cdef int mode                  # 1: SO_ZEROCOPY on; -1: refused by the kernel
     cdef bint copying              # the kernel copied: no more MSG_ZEROCOPY
     cdef uint32_t next_id
