@@ -49,11 +49,12 @@ cdef bint peer_has_shut_down(int fd) noexcept nogil:
 
 cdef bint non_empty_record_next(int fd) noexcept nogil:
     """True when the next queued record holds data (a peek: nothing is taken)."""
-    cdef char byte
+    cdef char byte = 0
     return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) > 0
 
 
-cdef Py_ssize_t records_before_end(int fd, mmsghdr *msgs, Py_ssize_t received, Py_ssize_t asked) noexcept:
+cdef Py_ssize_t records_before_end(int fd, mmsghdr *msgs, Py_ssize_t received,
+                                   Py_ssize_t asked) noexcept:
     """How many of the `received` messages (of `asked`) are records; the rest, a run of
     zero-length messages at the end, is the end of stream (see above)."""
     cdef Py_ssize_t end = received
@@ -95,7 +96,7 @@ cdef class BatchReceiver:
     cdef iovec *iovs
     cdef sockaddr_storage *names
     cdef Arena scratch
-    cdef Arena spare                     # the scratch before it, taken back once no view refers to it
+    cdef Arena spare                     # the scratch before it, back once no view refers to it
     cdef Py_ssize_t scratches_made       # for scratch_allocations()
     cdef AddressCache addresses
     cdef bint busy
@@ -105,7 +106,7 @@ cdef class BatchReceiver:
     cdef int last_destination_family
     cdef object last_destination_text
     cdef mmsghdr *into_msgs              # recv_batch_into: MMSG_MAX headers into a caller's buffer,
-    cdef iovec *into_iovs                # laid out for into_base/into_slot (into_headers_ready of them)
+    cdef iovec *into_iovs                # for into_base/into_slot (into_headers_ready of them)
     cdef char *into_base
     cdef Py_ssize_t into_slot, into_headers_ready
 
@@ -124,7 +125,8 @@ cdef class BatchReceiver:
         """prepare(), then give each of this call's count slots a control buffer of space
         bytes."""
         cdef Py_ssize_t i
-        if self.controls == NULL or self.control_space != space or self.control_capacity < self.capacity:
+        if self.controls == NULL or self.control_space != space \
+                or self.control_capacity < self.capacity:
             PyMem_Free(self.controls)
             self.controls = <char *>PyMem_Malloc(self.capacity * space)
             if self.controls == NULL:
@@ -157,7 +159,8 @@ cdef class BatchReceiver:
             self.scratch = self.spare = None
             self.headers_ready = 0               # new headers
         if self.scratch is None or slot != self.slot or names != self.with_senders \
-                or (self.next_free + count > self.capacity and not arena_is_private(<PyObject *>self.scratch)):
+                or (self.next_free + count > self.capacity
+                    and not arena_is_private(<PyObject *>self.scratch)):
             self.renew_scratch(self.capacity * slot)
             if slot != self.slot or names != self.with_senders:
                 self.headers_ready = 0           # the headers depend on these, not on the memory
@@ -182,9 +185,11 @@ cdef class BatchReceiver:
         to it; else the scratch before it once no view refers to that (a caller that keeps one
         batch while receiving the next thus alternates between two); else a new one, the old
         becoming the spare."""
-        if self.scratch is not None and arena_is_private(<PyObject *>self.scratch) and self.scratch.size >= size:
+        if self.scratch is not None and arena_is_private(<PyObject *>self.scratch) \
+                and self.scratch.size >= size:
             return 0
-        if self.spare is not None and arena_is_private(<PyObject *>self.spare) and self.spare.size >= size:
+        if self.spare is not None and arena_is_private(<PyObject *>self.spare) \
+                and self.spare.size >= size:
             self.scratch, self.spare = self.spare, self.scratch
         else:
             self.spare = self.scratch
@@ -244,7 +249,8 @@ cdef class BatchReceiver:
         address buffer is made whole again for the next call into that slot."""
         if not self.with_senders:
             return None
-        address = self.addresses.decode(<sockaddr *>&self.names[i], self.msgs[i].msg_hdr.msg_namelen)
+        address = self.addresses.decode(<sockaddr *>&self.names[i],
+                                        self.msgs[i].msg_hdr.msg_namelen)
         self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
         return address
 
@@ -271,7 +277,8 @@ cdef class BatchReceiver:
                 memcpy(at, self.iovs[i].iov_base, length)
                 view = make_view(arena, at, length)
                 at += length
-            d = make_datagram(view, self.sender(i), (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0)
+            d = make_datagram(view, self.sender(i),
+                              (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0)
             Py_INCREF(d)                          # PyList_SET_ITEM steals a reference
             PyList_SET_ITEM(batch, i - self.first, d)
         return batch
@@ -297,7 +304,7 @@ cdef class BatchReceiver:
         cdef Arena arena = self.scratch
         cdef char *at = NULL
         cdef char *base
-        cdef int gso, value
+        cdef int gso, value = 0
         cdef msghdr *hdr
         cdef cmsghdr *cm
         cdef timespec ts
@@ -348,7 +355,8 @@ cdef class BatchReceiver:
             off = 0
             while True:
                 n = min(<Py_ssize_t>gso, length - off)
-                d = make_datagram(make_view(arena, base + off, min(n, bufsize)), address, cut or n > bufsize)
+                d = make_datagram(make_view(arena, base + off, min(n, bufsize)), address,
+                                  cut or n > bufsize)
                 d.timestamp = timestamp
                 d.destination = destination
                 d.interface = interface
@@ -410,7 +418,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     cdef IoWait w
     cdef BatchReceiver receiver
     cdef Py_ssize_t per_call, want, r, n, got = 0
-    cdef int family, kind, flags = MSG_WAITFORONE
+    cdef int family = 0, kind = 0, flags = MSG_WAITFORONE
     cdef list batch = None, part
     cdef bint records
     if max_messages < 1 or max_messages > MAX_RECV_MESSAGES:
@@ -426,7 +434,8 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         mode = rx_mode(sock, &w, gro, family, kind)
         if mode & RX_EXTENDED:
             return recv_batch_ext(sock, &w, max_messages, bufsize, mode)
-    per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
+    per_call = min(max_messages, <Py_ssize_t>MMSG_MAX,
+                   max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
     receiver = receiver_of(&w)
     receiver.busy = True
     try:
@@ -469,14 +478,15 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
     (recvmmsg with MSG_TRUNC): a length above bufsize is how truncation shows. No senders'
     addresses (recv_batch has them). On SOCK_SEQPACKET, [] is the end of stream (records before
     it are returned first) and a zero-length record is a length of 0, told from the end of
-    stream as recv_batch does (same ambiguous case). The buffer is the caller's: the next call overwrites it. Not on a
-    socket with UDP_GRO set (ValueError): coalesced messages need recv_batch to split them."""
+    stream as recv_batch does (same ambiguous case). The buffer is the caller's: the next call
+    overwrites it. Not on a socket with UDP_GRO set (ValueError): coalesced messages need
+    recv_batch to split them."""
     cdef IoWait w
     cdef Py_buffer view
     cdef BatchReceiver receiver
     cdef mmsghdr *msgs
-    cdef Py_ssize_t count, r, i
-    cdef int family, kind
+    cdef Py_ssize_t count, r
+    cdef int family = 0, kind = 0
     if bufsize < 1 or bufsize > MAX_BUFSIZE:
         raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE}")
     if max_messages < 1:

@@ -94,7 +94,8 @@ cdef _Outgoing parse_outgoing(tuple items, object address, int family):
                 pass
         out.address_of[i] = index
     out.naddresses = len(distinct)
-    out.addresses = <sockaddr_storage *>PyMem_Malloc(max(out.naddresses, 1) * sizeof(sockaddr_storage))
+    out.addresses = <sockaddr_storage *>PyMem_Malloc(
+        max(out.naddresses, 1) * sizeof(sockaddr_storage))
     out.address_lengths = <socklen_t *>PyMem_Malloc(max(out.naddresses, 1) * sizeof(socklen_t))
     if out.addresses == NULL or out.address_lengths == NULL:
         raise MemoryError()
@@ -189,7 +190,7 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     kernel or the route refuses GSO, the datagrams go out plainly and the socket stops trying.
     The count returned is always of datagrams."""
     cdef IoWait w
-    cdef int family, kind
+    cdef int family = 0, kind = 0
     cdef Py_ssize_t seg = segment_size_of(segment_size)
     io_begin(sock, &w)
     raise_deferred_error(&w)

@@ -37,7 +37,8 @@ cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
 
     def __eq__(self, other):
         if isinstance(other, Datagram):
-            return (self.data == (<Datagram>other).data and self.address == (<Datagram>other).address
+            return (self.data == (<Datagram>other).data
+                    and self.address == (<Datagram>other).address
                     and self.truncated == (<Datagram>other).truncated)
         if isinstance(other, tuple) and len(other) == 2:
             return self.data == other[0] and self.address == other[1]
@@ -52,7 +53,8 @@ cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
 
     def __repr__(self):
         flag = ", truncated" if self.truncated else ""
-        return f"Datagram({bytes(self.data)[:32]!r}{'...' if len(self.data) > 32 else ''}, {self.address!r}{flag})"
+        more = "..." if len(self.data) > 32 else ""
+        return f"Datagram({bytes(self.data)[:32]!r}{more}, {self.address!r}{flag})"
 
 
 cdef extern from *:

@@ -11,7 +11,7 @@ def enable_metadata(sock, *, bint timestamp=False, bint destination=False, bint 
     Datagram.timestamp (SO_TIMESTAMPNS), .destination and .interface (IP_PKTINFO /
     IPV6_RECVPKTINFO) and .tos (IP_RECVTOS / IPV6_RECVTCLASS) for UDP. False turns one off."""
     cdef IoWait w
-    cdef int family, kind, mode
+    cdef int family = 0, kind = 0, mode
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
     if w.state == NULL:

@@ -44,7 +44,8 @@ cdef int socket_family_type(object sock, int *family, int *kind) except -1:
 
 
 cdef inline bint is_udp(int family, int kind, int proto) noexcept:
-    return (family == AF_INET or family == AF_INET6) and kind == SOCK_DGRAM and (proto == 0 or proto == 17)
+    return ((family == AF_INET or family == AF_INET6) and kind == SOCK_DGRAM
+            and (proto == 0 or proto == 17))
 
 
 cdef inline bint set_int_option(int fd, int level, int name, int value) noexcept:

@@ -18,7 +18,8 @@ cdef enum:
     GSO_MAX_BYTES = 65507             # the largest UDP payload over IPv4
 
 
-cdef inline Py_ssize_t gso_run(_Outgoing out, Py_ssize_t start, Py_ssize_t seg, Py_ssize_t *size) noexcept:
+cdef inline Py_ssize_t gso_run(_Outgoing out, Py_ssize_t start, Py_ssize_t seg,
+                               Py_ssize_t *size) noexcept:
     """How many datagrams from start make one GSO message (1: send it alone); size[0] gets
     the segment size. A run: same destination, every datagram of the segment size except the
     last, which may be shorter (not empty); at most GSO_MAX_SEGMENTS and GSO_MAX_BYTES."""
@@ -32,7 +33,8 @@ cdef inline Py_ssize_t gso_run(_Outgoing out, Py_ssize_t start, Py_ssize_t seg, 
     total = length
     while start + n < out.count and n < GSO_MAX_SEGMENTS:
         length = out.views[start + n].len
-        if out.address_of[start + n] != dest or length > seg or length == 0 or total + length > GSO_MAX_BYTES:
+        if out.address_of[start + n] != dest or length > seg or length == 0 \
+                or total + length > GSO_MAX_BYTES:
             break
         total += length
         n += 1
@@ -55,7 +57,7 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
     GSO_MAX_SEGMENTS datagrams. If the kernel refuses a UDP_SEGMENT message (EIO, EINVAL,
     ENOPROTOOPT, EOPNOTSUPP), the rest goes out as plain datagrams and the socket remembers
     (SocketState.gso_off). Returns the number of DATAGRAMS sent."""
-    cdef Py_ssize_t pos = 0, m, i, j, used, run, size, nbytes, r, k
+    cdef Py_ssize_t pos = 0, m, i, j, used, run, size = 0, nbytes, r, k
     cdef Py_ssize_t chunk = min(out.count, <Py_ssize_t>MMSG_MAX)
     cdef Py_ssize_t iov_cap = min(out.count, <Py_ssize_t>MMSG_MAX * GSO_MAX_SEGMENTS)
     cdef size_t cspace = CMSG_SPACE(sizeof(uint16_t))
@@ -107,7 +109,8 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
             try:
                 r = io_call(w, sys_sendmmsg, &op, POLLOUT, io_may_block(w, nbytes))
             except OSError as error:
-                if gso and counts[0] > 1 and not isinstance(error, TimeoutError) and gso_refused(error):
+                if gso and counts[0] > 1 and not isinstance(error, TimeoutError) \
+                        and gso_refused(error):
                     gso = False              # the kernel or the route refuses GSO: plain from here
                     if w.state != NULL:
                         (<SocketState>w.state).gso_off = True
@@ -163,19 +166,21 @@ def enable_gro(sock):
     """enable_gro() -> bool: set UDP_GRO now (recv_batch(gro=True) does it at its first call;
     datagrams queued before that are not coalesced). True when the kernel accepted it."""
     cdef IoWait w
-    cdef int family, kind
+    cdef int family = 0, kind = 0
     io_begin(sock, &w)
     socket_family_type(sock, &family, &kind)
     return (rx_mode(sock, &w, True, family, kind) & RX_GRO) != 0
 
 
-cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssize_t bufsize, int mode):
+cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssize_t bufsize,
+                         int mode):
     """recv_batch with control messages: GRO splitting and metadata. Datagrams beyond
     max_messages (the rest of a coalesced message) wait in SocketState.pending for the next
     call (rx_mode is set only on a csock socket, so w.state is one)."""
     cdef BatchReceiver receiver
     cdef Py_ssize_t slot = max(bufsize, <Py_ssize_t>GRO_SLOT) if mode & RX_GRO else bufsize
-    cdef Py_ssize_t per_call = min(max_messages, <Py_ssize_t>MMSG_MAX, max(<Py_ssize_t>1, MAX_SCRATCH // max(slot, 1)))
+    cdef Py_ssize_t per_call = min(max_messages, <Py_ssize_t>MMSG_MAX,
+                                   max(<Py_ssize_t>1, MAX_SCRATCH // max(slot, 1)))
     cdef Py_ssize_t want, r
     if mode & RX_GRO:
         per_call = min(per_call, max(<Py_ssize_t>1, MAX_GRO_SCRATCH // slot))

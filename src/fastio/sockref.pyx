@@ -1,9 +1,9 @@
 # A socket's fd and timeout, read from the object.
 #
 # csock sockets subclass _socket.socket, whose C struct holds the fd and the timeout in
-# nanoseconds (negative: blocking, 0: non-blocking). Reading them directly saves two method calls per
-# operation. The layout is checked against a live socket at import (_check_layout); if it does
-# not match (another Python), every read goes through fileno()/gettimeout() instead.
+# nanoseconds (negative: blocking, 0: non-blocking). Reading them directly saves two method calls
+# per operation. The layout is checked against a live socket at import (_check_layout); if it
+# does not match (another Python), every read goes through fileno()/gettimeout() instead.
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject, PyObject_TypeCheck, Py_TYPE
 from libc.stdint cimport int64_t
@@ -66,8 +66,8 @@ cdef class SocketState:
     cdef object zerocopy        # ZeroCopyState once send_buffers(zerocopy=True) ran
     # batches (mmsg): DatagramSocket, SeqPacketSocket, RawSocket
     cdef object receiver        # the BatchReceiver recv_batch keeps its memory in (None: none yet)
-    cdef object send_error      # what failed after part of a batch went out: the next send raises it
-    cdef list pending           # a split GRO message's datagrams beyond max_messages, handed out next
+    cdef object send_error      # failed after part of a batch went out: the next send raises it
+    cdef list pending           # a split GRO message's datagrams past max_messages: handed out next
     cdef int rx_mode            # RX_GRO, RX_TIMESTAMP, ... (offload.pyx); 0: plain recvmmsg
     cdef public bint gso_off    # the kernel refused UDP_SEGMENT once: send_batch sends plainly
     # SPP (SeqPacketSocket): its default header and record numbering
