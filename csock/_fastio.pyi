@@ -19,6 +19,7 @@ class FrameTooLargeError(ValueError): ...
 class SocketState:
     """A csock socket's own state (calls in flight, spin_us, zero-copy, batches, SPP)."""
     gso_off: bool
+    raw_direct: bool
     spp_next: int
     spp_expected: int | None
     spp_default_header: SPPHeader | None

@@ -70,6 +70,7 @@ cdef class SocketState:
     cdef list pending           # a split GRO message's datagrams past max_messages: handed out next
     cdef int rx_mode            # RX_GRO, RX_TIMESTAMP, ... (offload.pyx); 0: plain recvmmsg
     cdef public bint gso_off    # the kernel refused UDP_SEGMENT once: send_batch sends plainly
+    cdef public bint raw_direct     # made by RawSocket(family, proto), not the stdlib's arguments
     # SPP (SeqPacketSocket): its default header and record numbering
     cdef public object spp_default_header   # an SPPHeader, or None (all fields 0)
     cdef public unsigned int spp_next       # the sequence number the next record sent gets
