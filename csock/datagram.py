@@ -32,8 +32,7 @@ class DatagramSocket(socket):
     ``.tos``. segment_size and gro are ignored on non-UDP sockets.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_gso_off", "_csock_rxmode",
-                 "_csock_pending")
+    __slots__ = ()      # its state (receiver, offload modes) is in its _fastio.SocketState
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch

@@ -59,20 +59,19 @@ class RawSocket(socket):
         True when packets go out with the caller's IP header (IP_HDRINCL).
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error", "_csock_direct", "header_included")
-    _csock_direct: bool
+    __slots__ = ("header_included",)    # csock's own state: in its _fastio.SocketState
 
     def __new__(cls, *args: Any, **kwargs: Any) -> RawSocket:
         # RawSocket(...) itself takes (family, proto); csock.socket(family, SOCK_RAW, proto,
         # fileno) reaches __init__ without passing through here, with the stdlib's arguments.
         self = _std.socket.__new__(cls)
-        self._csock_direct = True
+        _fastio.socket_state(self).raw_direct = True
         return self
 
     def __init__(self, *args: Any, header_included: bool | None = None, **kwargs: Any) -> None:
         # dup() and friends call the class with the stdlib's (family, type, proto, fileno)
         stdlib_style = len(args) > 2 or "fileno" in kwargs or "type" in kwargs
-        if getattr(self, "_csock_direct", False) and not stdlib_style:
+        if _fastio.socket_state(self).raw_direct and not stdlib_style:
             family, proto = self._raw_arguments(*args, **kwargs)
             try:
                 super().__init__(family, _std.SOCK_RAW, proto)

@@ -56,8 +56,7 @@ class SeqPacketSocket(socket):
     ValueError.
     """
 
-    __slots__ = ("_csock_receiver", "_csock_send_error",
-                 "_default_header", "_spp_next", "_spp_expected")
+    __slots__ = ()      # its state (default header, numbering) is in its _fastio.SocketState
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch
@@ -77,25 +76,25 @@ class SeqPacketSocket(socket):
                               f"which this kernel does not provide ({error.strerror}); "
                               "load it with `modprobe sctp`") from error
             raise
-        self._default_header: SPPHeader | None = None
-        self._spp_next = 0
-        self._spp_expected: int | None = None
 
     @property
     def default_header(self) -> SPPHeader | None:
         """The header every ``send_record``/``send_records`` without its own carries (None:
         all fields 0). TypeError for anything but an SPPHeader or None."""
-        return self._default_header
+        header: SPPHeader | None = _fastio.socket_state(self).spp_default_header
+        return header
 
     @default_header.setter
     def default_header(self, header: SPPHeader | None) -> None:
-        self._default_header = _header_or_none(header, "default_header")
+        _fastio.socket_state(self).spp_default_header = _header_or_none(header, "default_header")
 
     def _prototype(self, header: SPPHeader | None) -> tuple[SPPHeader, int]:
+        state = _fastio.socket_state(self)
         prototype = _header_or_none(header, "header")
         if prototype is None:
-            prototype = self._default_header if self._default_header is not None else SPPHeader()
-        first = prototype.sequence if prototype.sequence is not None else self._spp_next
+            default = state.spp_default_header
+            prototype = default if default is not None else SPPHeader()
+        first = prototype.sequence if prototype.sequence is not None else state.spp_next
         return prototype, first
 
     def send_record(self, data: Buffer, header: SPPHeader | None = None) -> None:
@@ -110,27 +109,25 @@ class SeqPacketSocket(socket):
         record that is not bytes-like or a header that is not an SPPHeader or None."""
         prototype, first = self._prototype(header)
         sent: int = _fastio.send_records(self, records, prototype, first)
-        self._spp_next = (first + sent) & 0xFFFF
+        _fastio.socket_state(self).spp_next = (first + sent) & 0xFFFF
         return sent
 
     def _check_sequence(self, records: list[tuple[SPPHeader | None, Any]]) -> None:
         """Raise MalformedRecordError (a record without a header) or SequenceError (a gap)
         for the batch; either way the socket then expects the number after the batch's last
         well-formed record, since the error hands every record over."""
+        state = _fastio.socket_state(self)
         gap = None
         malformed = False
         for header, data in records:
             if header is None:
                 malformed = True
                 continue
-            assert header.sequence is not None  # a received header has its number
-            if (
-                self._spp_expected is not None
-                and header.sequence != self._spp_expected
-                and gap is None
-            ):
-                gap = SequenceError(header, data, self._spp_expected, records)
-            self._spp_expected = (header.sequence + 1) & 0xFFFF
+            assert header.sequence is not None              # a received header has its number
+            expected = state.spp_expected
+            if expected is not None and header.sequence != expected and gap is None:
+                gap = SequenceError(header, data, expected, records)
+            state.spp_expected = (header.sequence + 1) & 0xFFFF
         if malformed:
             raise MalformedRecordError(records)
         if gap is not None:

@@ -373,6 +373,24 @@ def test_partial_failure_returns_count_then_raises():
         assert [bytes(d.data) for d in receive(rx, 1)] == [b"ok"]
 
 
+def test_a_deferred_error_belongs_to_its_socket_and_is_raised_once():
+    """The error kept after a partial batch lives in that socket's own state: another socket
+    of the same class sends normally, and the error is raised by the next call only."""
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    other = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx, tx, other:
+        assert type(tx).__slots__ == ()         # no per-feature slots: one SocketState
+        assert tx.send_batch([b"ok", b"x" * 70000], rx.getsockname()) == 1
+        assert other.send_batch([b"other"], rx.getsockname()) == 1
+        with pytest.raises(OSError) as info:
+            tx.send_batch([b"again"], rx.getsockname())
+        assert info.value.errno == 90           # EMSGSIZE
+        assert tx.send_batch([b"after"], rx.getsockname()) == 1
+        assert [bytes(d.data) for d in receive(rx, 3)] == [b"ok", b"other", b"after"]
+
+
 def test_deferred_error_is_raised_by_the_next_call():
     port_owner = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
     port_owner.bind(("127.0.0.1", 0))

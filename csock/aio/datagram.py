@@ -192,7 +192,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._deliver(batch)
             # with GRO, the rest of a coalesced message beyond max_messages waits on the
             # socket object, where the loop's readiness checks cannot see it: come back for it
-            if self._gro and self._reading and getattr(self._sock, "_csock_pending", None):
+            if self._gro and self._reading and _fastio.pending_datagrams(self._sock):
                 self._loop.call_soon(self._on_readable)
         elif self._sock.type == _std.SOCK_SEQPACKET:
             self._lose(None)            # end of stream on a SEQPACKET connection

@@ -36,7 +36,9 @@ cdef enum:
 cdef extern from *:
     """
     /* A flag another thread sets (with the GIL) read by a loop that runs without it. */
-    static inline int csock_load_flag(const int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+    static inline int csock_load_flag(const int *flag) {
+        return __atomic_load_n(flag, __ATOMIC_RELAXED);
+    }
     """
     int csock_load_flag(const int *flag) noexcept nogil
 
@@ -75,7 +77,7 @@ cdef int wake_fd() noexcept:
 
 
 cdef void _drain_wake_fd() noexcept nogil:
-    cdef uint64_t value
+    cdef uint64_t value = 0
     if _wake_fd >= 0:
         read_fd(_wake_fd, &value, sizeof(value))
 
@@ -186,7 +188,7 @@ cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
     return w.timeout_ns < 0 or nbytes > _RELEASE_GIL_BYTES
 
 
-# A call tried with the GIL held that would have blocked (io_try_held) cost a system call for
+# A call tried with the GIL held that would have blocked (io_try_with_gil) cost a system call for
 # nothing: the next calls in that direction on that fd go straight to io_call, 7 of them after
 # one miss and twice as many after each further miss in a row (up to 255), then one tries
 # again; a try that finds data ends the run. A ping-pong, whose reply is never there yet,
@@ -198,7 +200,7 @@ cdef enum:
     HELD_MAX_MISSES = 6         # the sixth miss in a row skips (8 << 5) - 1 = 255 calls
 
 
-cdef inline HeldHint *_held_hint(IoWait *w, short events) noexcept:
+cdef inline HeldTryBackoff *_held_try_backoff(IoWait *w, short events) noexcept:
     cdef SocketState state
     if w.state == NULL:
         return NULL                     # a stdlib socket: always try
@@ -206,7 +208,7 @@ cdef inline HeldHint *_held_hint(IoWait *w, short events) noexcept:
     return &state.held_in if events == POLLIN else &state.held_out
 
 
-cdef inline void _held_missed(HeldHint *hint) noexcept:
+cdef inline void _held_try_missed(HeldTryBackoff *hint) noexcept:
     """After a try that found nothing: skip 7, 15, 31, ... 255 calls."""
     if hint.misses < HELD_MAX_MISSES:
         hint.misses += 1
@@ -215,18 +217,18 @@ cdef inline void _held_missed(HeldHint *hint) noexcept:
 
 cdef inline bint io_try_first(IoWait *w, size_t nbytes, short events) noexcept:
     """Whether a call on a blocking socket should first be tried with the GIL held (a small
-    copy, and no recent miss in this direction: see io_try_held)."""
-    cdef HeldHint *hint
+    copy, and no recent miss in this direction: see io_try_with_gil)."""
+    cdef HeldTryBackoff *hint
     if w.timeout_ns >= 0 or nbytes > _RELEASE_GIL_BYTES:
         return False
-    hint = _held_hint(w, events)
+    hint = _held_try_backoff(w, events)
     if hint != NULL and hint.skip:
         hint.skip -= 1
         return False
     return True
 
 
-cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) except -1:
+cdef Py_ssize_t io_try_with_gil(IoWait *w, syscall_t call, void *op, short events) except -1:
     """The call once, with MSG_DONTWAIT and the GIL held (it cannot block): its result, or
     IO_AGAIN when it would block or a signal interrupted it, and the caller goes on with
     io_call (which waits, and runs the handlers). A blocking socket that is ready thus skips
@@ -236,19 +238,19 @@ cdef Py_ssize_t io_try_held(IoWait *w, syscall_t call, void *op, short events) e
     global csock_extra_flags
     cdef Py_ssize_t r
     cdef int err
-    cdef HeldHint *hint = _held_hint(w, events)
+    cdef HeldTryBackoff *hint = _held_try_backoff(w, events)
     w.calls += 1
-    csock_extra_flags = MSG_DONTWAIT
+    csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
     r = call(w.fd, op)
     err = errno
-    csock_extra_flags = 0
+    csock_extra_flags = 0  # no-cython-lint: spin.h's C global
     if r >= 0:
         if hint != NULL:
             hint.misses = 0
         return r
     if err == EAGAIN:
         if hint != NULL:
-            _held_missed(hint)
+            _held_try_missed(hint)
         return IO_AGAIN
     if err == EINTR:
         return IO_AGAIN
@@ -261,7 +263,7 @@ cdef Py_ssize_t io_call_held_first(IoWait *w, syscall_t call, void *op, short ev
     the call's result) and io_try_first allow it."""
     cdef Py_ssize_t r = IO_AGAIN
     if may_try and io_try_first(w, nbytes, events):
-        r = io_try_held(w, call, op, events)
+        r = io_try_with_gil(w, call, op, events)
     if r == IO_AGAIN:
         r = io_call(w, call, op, events, io_may_block(w, nbytes))
     return r
@@ -353,16 +355,17 @@ cdef int io_spin(IoWait *w, short events) except -1:
     return r > 0
 
 
-cdef Py_ssize_t io_spin_receive(IoWait *w, syscall_t call, void *op, int *err, int64_t ns) noexcept nogil:
+cdef Py_ssize_t io_spin_receive(IoWait *w, syscall_t call, void *op, int *err,
+                                int64_t ns) noexcept nogil:
     """spin_us on a blocking socket: the receive itself, with MSG_DONTWAIT, over and over
     until it returns data (or an error other than EAGAIN) or ns pass, as a C program that
     busy-polls would; EBADF once close() ran in another thread (the caller counted this call
     in flight, so the fd is still this socket's). Sends are not spun: they find room nearly
     always."""
     global csock_extra_flags
-    cdef Py_ssize_t r
+    cdef Py_ssize_t r = -1
     cdef int64_t end = monotonic_ns() + ns
-    csock_extra_flags = MSG_DONTWAIT
+    csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
     while True:
         r = call(w.fd, op)
         err[0] = errno
@@ -371,12 +374,12 @@ cdef Py_ssize_t io_spin_receive(IoWait *w, syscall_t call, void *op, int *err, i
         if csock_load_flag(w.closing):
             err[0] = EBADF
             break
-    csock_extra_flags = 0
+    csock_extra_flags = 0  # no-cython-lint: spin.h's C global
     return r
 
 
 cdef enum:
-    SPIN_HELD_NS = 10000              # alone in its process, a spin keeps the GIL this long (io_call)
+    SPIN_HELD_NS = 10000              # alone in its process, a spin keeps the GIL this long
 
 
 cdef inline bint only_thread() noexcept:
@@ -391,7 +394,8 @@ cdef inline bint wakeable_sleep(IoWait *w) noexcept:
     return w.state != NULL and not (<SocketState>w.state).kernel_timeouts and not only_thread()
 
 
-cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint release_gil) except -1:
+cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
+                        bint release_gil) except -1:
     global csock_extra_flags
     cdef bint wakeable_send
     cdef Py_ssize_t r
@@ -437,14 +441,15 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events, bint 
             # sleeps in io_wait, where close() wakes it, only when the socket is full. A
             # blocking receive sleeps in the call itself, as the stdlib's: waiting in poll(2)
             # first made a threaded ping-pong 6-9 us a round trip slower (docs/benchmarks.md).
-            wakeable_send = w.timeout_ns < 0 and events == POLLOUT and w.resumable and wakeable_sleep(w)
+            wakeable_send = (w.timeout_ns < 0 and events == POLLOUT and w.resumable
+                             and wakeable_sleep(w))
             io_enter(w)
             if wakeable_send:
-                csock_extra_flags = MSG_DONTWAIT
+                csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
             with nogil:
                 r = call(w.fd, op)
                 err = errno
-            csock_extra_flags = 0
+            csock_extra_flags = 0  # no-cython-lint: spin.h's C global
             io_leave(w)
             if r <= 0:                      # (data that did arrive is returned, never lost)
                 _check_still_open(w)

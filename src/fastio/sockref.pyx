@@ -1,9 +1,9 @@
 # A socket's fd and timeout, read from the object.
 #
 # csock sockets subclass _socket.socket, whose C struct holds the fd and the timeout in
-# nanoseconds (negative: blocking, 0: non-blocking). Reading them directly saves two method calls per
-# operation. The layout is checked against a live socket at import (_check_layout); if it does
-# not match (another Python), every read goes through fileno()/gettimeout() instead.
+# nanoseconds (negative: blocking, 0: non-blocking). Reading them directly saves two method calls
+# per operation. The layout is checked against a live socket at import (_check_layout); if it
+# does not match (another Python), every read goes through fileno()/gettimeout() instead.
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject, PyObject_TypeCheck, Py_TYPE
 from libc.stdint cimport int64_t
@@ -39,16 +39,20 @@ _check_layout()
 
 
 # Per-socket state: one SocketState per csock socket, in its _csock_state slot (made on first
-# use), read at a fixed offset. It carries what must follow the socket's open file rather than
-# its fd number: the calls in flight (close() defers close(2) until they have left, as Go's
-# internal/poll.FD does), spin_us, the held-try hints and the zero-copy bookkeeping.
-cdef struct HeldHint:
+# use), read at a fixed offset. Everything csock keeps per socket lives here, so a new feature
+# adds a field and nothing else: what must follow the socket's open file rather than its fd
+# number (the calls in flight: close() defers close(2) until they have left, as Go's
+# internal/poll.FD does), spin_us, the GIL-held try back-off, zero-copy bookkeeping, the batch
+# receiver, GSO/GRO/metadata modes and SPP numbering.
+cdef struct HeldTryBackoff:
+    # A blocking call first tried with the GIL held that found nothing cost a wasted system
+    # call: the next calls in that direction skip the try (see io.pyx, io_try_with_gil).
     unsigned char skip          # calls left to send straight to io_call
     unsigned char misses        # tries in a row that found nothing
 
 
 @cython.final
-@cython.no_gc                   # its one object field, a ZeroCopyState, refers to no socket
+@cython.no_gc_clear             # tp_clear must not drop zerocopy before __dealloc__ orphans it
 cdef class SocketState:
     """A csock socket's own state (its _csock_state slot)."""
     cdef int inflight           # csock system calls running on the fd now (changed with the GIL)
@@ -58,8 +62,19 @@ cdef class SocketState:
     cdef bint kernel_timeouts   # SO_RCVTIMEO/SO_SNDTIMEO set: blocking calls sleep in the call
     cdef unsigned long generation   # _fork_generation when inflight was last counted
     cdef int64_t spin_ns
-    cdef HeldHint held_in, held_out
+    cdef HeldTryBackoff held_in, held_out
     cdef object zerocopy        # ZeroCopyState once send_buffers(zerocopy=True) ran
+    # batches (mmsg): DatagramSocket, SeqPacketSocket, RawSocket
+    cdef object receiver        # the BatchReceiver recv_batch keeps its memory in (None: none yet)
+    cdef object send_error      # failed after part of a batch went out: the next send raises it
+    cdef list pending           # a split GRO message's datagrams past max_messages: handed out next
+    cdef int rx_mode            # RX_GRO, RX_TIMESTAMP, ... (offload.pyx); 0: plain recvmmsg
+    cdef public bint gso_off    # the kernel refused UDP_SEGMENT once: send_batch sends plainly
+    cdef public bint raw_direct     # made by RawSocket(family, proto), not the stdlib's arguments
+    # SPP (SeqPacketSocket): its default header and record numbering
+    cdef public object spp_default_header   # an SPPHeader, or None (all fields 0)
+    cdef public unsigned int spp_next       # the sequence number the next record sent gets
+    cdef public object spp_expected         # the number the next record received should carry
 
     def __cinit__(self):
         self.pending_fd = -1
@@ -114,6 +129,15 @@ cdef SocketState state_of(object sock):
     if state is None and _csock_class != NULL and PyObject_TypeCheck(sock, _csock_class):
         state = SocketState.__new__(SocketState)
         slot_store(sock, _state_offset, state)
+    return state
+
+
+def socket_state(sock):
+    """A csock socket's SocketState (made on first use); TypeError for any other socket. For
+    csock's Python layer (SPP numbering) and tests; the fields it shows are private."""
+    cdef SocketState state = state_of(sock)
+    if state is None:
+        raise TypeError(f"expected a csock socket, not {type(sock).__name__}")
     return state
 
 

@@ -200,7 +200,8 @@ cdef class SPPHeader:
         return SPPHeader, self._key()
 
     def __repr__(self):
-        return ("SPPHeader(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _SPP_FIELDS) + ")")
+        fields = [f"{name}={getattr(self, name)!r}" for name in _SPP_FIELDS]
+        return "SPPHeader(" + ", ".join(fields) + ")"
 
 
 _SPP_FIELDS = ("connection_control", "datastream_type", "source_connection",
@@ -224,10 +225,10 @@ def send_records(sock, records, SPPHeader header not None, int first_sequence):
     payload is not copied: header and payload are two iovecs). Returns how many went out,
     with send_batch's rules."""
     cdef IoWait w
-    cdef int family, kind
+    cdef int family = 0, kind = 0
     cdef Py_ssize_t i
-    raise_deferred_error(sock)
     io_begin(sock, &w)
+    raise_deferred_error(&w)
     socket_family_type(sock, &family, &kind)
     cdef tuple items = tuple(records)       # a snapshot: see parse_outgoing
     for i in range(len(items)):
@@ -257,6 +258,6 @@ def split_records(list batch):
         if v.length < SPP_HEADER_SIZE:
             result.append((None, v))
         else:
-            result.append((header_from(v.ptr), make_view(v.arena, v.ptr + SPP_HEADER_SIZE,
-                                                          v.length - SPP_HEADER_SIZE)))
+            payload = make_view(v.arena, v.ptr + SPP_HEADER_SIZE, v.length - SPP_HEADER_SIZE)
+            result.append((header_from(v.ptr), payload))
     return result

@@ -126,7 +126,7 @@ cdef inline bint sends_whole_messages(IoWait *w) noexcept:
 
 cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int flags) except -1:
     """send(2) until all n bytes are taken. A small send on a blocking socket is first tried
-    with the GIL held (io_try_held): if MSG_DONTWAIT cuts it short, the loop sends the rest."""
+    with the GIL held (io_try_with_gil): if MSG_DONTWAIT cuts it short, the loop sends the rest."""
     cdef BufOp op
     cdef Py_ssize_t r
     cdef bint first = True
@@ -187,7 +187,7 @@ def sock_sendall(sock, data, int flags=0, /):
 
 cdef inline Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
     """One recv(2) into op under w's rules, first tried with the GIL held where MSG_DONTWAIT
-    cannot change the result (io_try_held: not with MSG_WAITALL)."""
+    cannot change the result (io_try_with_gil: not with MSG_WAITALL)."""
     if w.timeout_ns > 0:
         return receive_once_timed(w, op)
     return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))

@@ -107,7 +107,7 @@ cdef class _Export:
 
 @cython.final
 cdef class ZeroCopyState:
-    """A stream socket's MSG_ZEROCOPY bookkeeping (its _csock_zc slot). Fields: zerocopy.pxd."""
+    """A stream socket's MSG_ZEROCOPY bookkeeping (in its SocketState). Fields: zerocopy.pxd."""
 
     def __cinit__(self):
         self.held = {}

@@ -1,0 +1,574 @@
+# recv_batch and recv_batch_into: recvmmsg(2) into a per-socket BatchReceiver's memory.
+cimport cython
+from cpython.buffer cimport PyBuffer_Release
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.list cimport PyList_Append, PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.string cimport memcpy, memset, memcmp
+from includes.socket cimport (recv, mmsghdr, msghdr, sockaddr, sockaddr_storage,
+                              MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_PEEK, SOCK_SEQPACKET)
+from includes.poll cimport POLLHUP, POLLRDHUP
+from includes.socket cimport cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, AF_INET, AF_INET6
+from includes.offload cimport SOL_UDP, UDP_GRO
+from includes.socket cimport SOL_SOCKET, SCM_TIMESTAMPNS
+from includes.inet cimport (IPPROTO_IP, IPPROTO_IPV6, IP_PKTINFO, IP_TOS, IPV6_PKTINFO,
+                            IPV6_TCLASS, in_pktinfo, in6_pktinfo, inet_ntop, INET6_ADDRSTRLEN)
+from posix.time cimport timespec
+
+
+# --- receiving ------------------------------------------------------------------------------
+
+cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int flags,
+                                 Py_ssize_t slot) except -1:
+    """One recvmmsg(2) into count laid-out headers: how many messages came, or IO_AGAIN."""
+    cdef MmsgOp op
+    op.msgs = msgs
+    op.count = <unsigned int>count
+    op.flags = flags
+    return io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * slot))
+
+
+# --- SOCK_SEQPACKET: an empty record or the end of stream? -----------------------------------
+# recv(2) returns 0 for both, and at end of stream every further recv returns 0 at once, so a
+# recvmmsg(2) that reaches the end fills the rest of its batch with zero-length messages. Only
+# such a run at the END of a batch can hold the end of stream: zero-length messages followed by
+# a non-empty one, or after which the kernel would have blocked (a short batch), are records.
+# For a run that ends a full batch, the peer's shutdown state decides: no POLLRDHUP, no end
+# (the state only ever goes from open to shut); POLLRDHUP and a non-empty record queued next
+# (a peek), still records. Otherwise the run is taken for the end of stream: after the peer's
+# shutdown no call can tell a queued zero-length record from the end (recv_batch's docstring).
+
+cdef bint peer_has_shut_down(int fd) noexcept nogil:
+    """True once the peer has shut down writing (or this end reading): POLLRDHUP, zero wait."""
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLRDHUP
+    p.revents = 0
+    return poll(&p, 1, 0) == 1 and (p.revents & (POLLRDHUP | POLLHUP)) != 0
+
+
+cdef bint non_empty_record_next(int fd) noexcept nogil:
+    """True when the next queued record holds data (a peek: nothing is taken)."""
+    cdef char byte = 0
+    return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) > 0
+
+
+cdef Py_ssize_t records_before_end(int fd, mmsghdr *msgs, Py_ssize_t received,
+                                   Py_ssize_t asked) noexcept:
+    """How many of the `received` messages (of `asked`) are records; the rest, a run of
+    zero-length messages at the end, is the end of stream (see above)."""
+    cdef Py_ssize_t end = received
+    while end > 0 and msgs[end - 1].msg_len == 0:
+        end -= 1
+    if end == received or received < asked:
+        return received
+    if not peer_has_shut_down(fd) or non_empty_record_next(fd):
+        return received
+    return end
+
+
+@cython.final
+cdef inline void point_header(mmsghdr *msg, iovec *iov, char *at, Py_ssize_t size) noexcept:
+    """A receive header for one message of up to size bytes at `at` (no address, no control
+    data; the caller adds those it wants)."""
+    iov.iov_base = at
+    iov.iov_len = size
+    memset(&msg.msg_hdr, 0, sizeof(msghdr))
+    msg.msg_hdr.msg_iov = iov
+    msg.msg_hdr.msg_iovlen = 1
+
+
+cdef class BatchReceiver:
+    """Per-socket receive state: headers, iovecs and address slots for recvmmsg(2), and a
+    scratch Arena of `capacity` slots of `slot` bytes, whose headers are laid out once. Each
+    call receives into the slots from `next_free` on, so views handed out by earlier calls
+    keep their slots and a call costs no set-up; the scratch starts over at slot 0 when no
+    view refers to it, and is replaced when it is full and still referred to (by the spare,
+    the one before it, once that is free again). Small batches are compacted into a
+    right-sized arena so that held views do not pin the whole scratch."""
+    cdef Py_ssize_t capacity, slot
+    cdef Py_ssize_t first                # this call's first slot
+    cdef Py_ssize_t next_free            # slots below it may be referred to by views
+    cdef Py_ssize_t headers_ready        # slots below it have their headers laid out
+    cdef Py_ssize_t on_scratch           # slots below it point into the current scratch
+    cdef bint with_senders               # the headers ask the kernel for senders' addresses
+    cdef mmsghdr *msgs
+    cdef iovec *iovs
+    cdef sockaddr_storage *names
+    cdef Arena scratch
+    cdef Arena spare                     # the scratch before it, back once no view refers to it
+    cdef Py_ssize_t scratches_made       # for scratch_allocations()
+    cdef AddressCache addresses
+    cdef bint busy
+    cdef char *controls                  # control (cmsg) buffers: control_capacity of control_space
+    cdef Py_ssize_t control_capacity, control_space
+    cdef char last_destination[16]       # the last destination address decoded, and its string
+    cdef int last_destination_family
+    cdef object last_destination_text
+    cdef mmsghdr *into_msgs              # recv_batch_into: MMSG_MAX headers into a caller's buffer,
+    cdef iovec *into_iovs                # for into_base/into_slot (into_headers_ready of them)
+    cdef char *into_base
+    cdef Py_ssize_t into_slot, into_headers_ready
+
+    def __cinit__(self):
+        self.addresses = AddressCache()
+
+    def __dealloc__(self):
+        PyMem_Free(self.msgs)
+        PyMem_Free(self.iovs)
+        PyMem_Free(self.names)
+        PyMem_Free(self.controls)
+        PyMem_Free(self.into_msgs)
+        PyMem_Free(self.into_iovs)
+
+    cdef int prepare_control(self, Py_ssize_t count, Py_ssize_t space) except -1:
+        """prepare(), then give each of this call's count slots a control buffer of space
+        bytes."""
+        cdef Py_ssize_t i
+        if self.controls == NULL or self.control_space != space \
+                or self.control_capacity < self.capacity:
+            PyMem_Free(self.controls)
+            self.controls = <char *>PyMem_Malloc(self.capacity * space)
+            if self.controls == NULL:
+                self.control_capacity = 0
+                raise MemoryError()
+            self.control_capacity = self.capacity
+            self.control_space = space
+        for i in range(self.first, self.first + count):
+            self.msgs[i].msg_hdr.msg_control = self.controls + i * space
+            self.msgs[i].msg_hdr.msg_controllen = space
+        return 0
+
+    cdef int prepare(self, Py_ssize_t count, Py_ssize_t slot, bint names=True) except -1:
+        """Find count free slots of slot bytes for this call (self.first on); names: ask the
+        kernel for each sender's address (a SEQPACKET socket is connected: its records carry
+        none worth copying). The scratch holds several calls' worth of slots (up to
+        SCRATCH_AHEAD bytes), so held views rarely force new memory."""
+        cdef Py_ssize_t want = max(count, min(4 * count, SCRATCH_AHEAD // max(slot, 1))), end
+        if want > self.capacity:
+            PyMem_Free(self.msgs)
+            PyMem_Free(self.iovs)
+            PyMem_Free(self.names)
+            self.msgs = <mmsghdr *>PyMem_Malloc(want * sizeof(mmsghdr))
+            self.iovs = <iovec *>PyMem_Malloc(want * sizeof(iovec))
+            self.names = <sockaddr_storage *>PyMem_Malloc(want * sizeof(sockaddr_storage))
+            if self.msgs == NULL or self.iovs == NULL or self.names == NULL:
+                self.capacity = 0
+                raise MemoryError()
+            self.capacity = want
+            self.scratch = self.spare = None
+            self.headers_ready = 0               # new headers
+        if self.scratch is None or slot != self.slot or names != self.with_senders \
+                or (self.next_free + count > self.capacity
+                    and not arena_is_private(<PyObject *>self.scratch)):
+            self.renew_scratch(self.capacity * slot)
+            if slot != self.slot or names != self.with_senders:
+                self.headers_ready = 0           # the headers depend on these, not on the memory
+            self.slot = slot
+            self.with_senders = names
+            self.on_scratch = 0
+            self.next_free = 0
+        elif arena_is_private(<PyObject *>self.scratch):
+            self.next_free = 0                   # no view left: start over in warm memory
+        self.first = self.next_free
+        end = self.first + count
+        if end > self.on_scratch:               # another scratch (the spare, say): same headers
+            self.rebase(self.on_scratch, min(end, self.headers_ready))
+        if end > self.headers_ready:
+            self.lay_out(self.headers_ready, end)
+            self.headers_ready = end
+        self.on_scratch = max(self.on_scratch, end)
+        return 0
+
+    cdef int renew_scratch(self, Py_ssize_t size) except -1:
+        """Memory of at least size bytes for a new layout: the scratch itself if no view refers
+        to it; else the scratch before it once no view refers to that (a caller that keeps one
+        batch while receiving the next thus alternates between two); else a new one, the old
+        becoming the spare."""
+        if self.scratch is not None and arena_is_private(<PyObject *>self.scratch) \
+                and self.scratch.size >= size:
+            return 0
+        if self.spare is not None and arena_is_private(<PyObject *>self.spare) \
+                and self.spare.size >= size:
+            self.scratch, self.spare = self.spare, self.scratch
+        else:
+            self.spare = self.scratch
+            self.scratch = Arena(max(size, 1), True)
+            self.scratches_made += 1
+        return 0
+
+    cdef void rebase(self, Py_ssize_t start, Py_ssize_t end) noexcept:
+        """Point the laid-out slots [start, end) at their part of the current scratch: all a
+        change of scratch needs when slot and names are the same (the kernel writes back
+        msg_len, msg_flags, msg_namelen and msg_controllen, never an iovec)."""
+        cdef Py_ssize_t i
+        for i in range(start, end):
+            self.iovs[i].iov_base = self.scratch.data + i * self.slot
+
+    cdef void lay_out(self, Py_ssize_t start, Py_ssize_t end) noexcept:
+        """Point the headers of slots [start, end) at their part of the scratch (and their
+        address buffers)."""
+        cdef Py_ssize_t i
+        for i in range(start, end):
+            point_header(&self.msgs[i], &self.iovs[i], self.scratch.data + i * self.slot, self.slot)
+            if self.with_senders:
+                self.msgs[i].msg_hdr.msg_name = &self.names[i]
+                self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+
+    cdef Py_ssize_t receive(self, IoWait *w, Py_ssize_t count, int flags) except -1:
+        cdef Py_ssize_t r = receive_messages(w, self.msgs + self.first, count, flags, self.slot)
+        if r > 0:
+            self.next_free = self.first + r      # views may refer to these from now on
+        return r
+
+    cdef mmsghdr *lay_out_into(self, char *base, Py_ssize_t slot, Py_ssize_t count) except NULL:
+        """Headers for count messages into base + i * slot (no addresses, no control data),
+        kept while the caller passes the same memory and bufsize: headers depend on nothing
+        else, so a call with the same buffer costs no set-up."""
+        cdef Py_ssize_t i
+        if self.into_msgs == NULL:
+            self.into_msgs = <mmsghdr *>PyMem_Malloc(MMSG_MAX * sizeof(mmsghdr))
+            self.into_iovs = <iovec *>PyMem_Malloc(MMSG_MAX * sizeof(iovec))
+            if self.into_msgs == NULL or self.into_iovs == NULL:
+                PyMem_Free(self.into_msgs)
+                PyMem_Free(self.into_iovs)
+                self.into_msgs = NULL
+                self.into_iovs = NULL
+                raise MemoryError()
+        if base != self.into_base or slot != self.into_slot:
+            self.into_base = base
+            self.into_slot = slot
+            self.into_headers_ready = 0
+        for i in range(self.into_headers_ready, count):
+            point_header(&self.into_msgs[i], &self.into_iovs[i], base + i * slot, slot)
+        self.into_headers_ready = max(self.into_headers_ready, count)
+        return self.into_msgs
+
+    cdef inline object sender(self, Py_ssize_t i):
+        """The address of the message in slot i (None when the layout asks for none); its
+        address buffer is made whole again for the next call into that slot."""
+        if not self.with_senders:
+            return None
+        address = self.addresses.decode(<sockaddr *>&self.names[i],
+                                        self.msgs[i].msg_hdr.msg_namelen)
+        self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+        return address
+
+    cdef list collect(self, Py_ssize_t received):
+        """The first `received` messages of this call as a new list of Datagrams (views),
+        compacting small batches. The list is made at its final size (cheaper than appending
+        one by one)."""
+        cdef Py_ssize_t i, total = 0, length, end
+        cdef Arena arena = self.scratch
+        cdef char *at = NULL
+        cdef list batch
+        for i in range(self.first, self.first + received):
+            total += self.msgs[i].msg_len
+        if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
+            arena = Arena(total)
+            at = arena.data
+        batch = PyList_New(received)             # NULL items until set: safe to drop on error
+        end = self.first + received
+        for i in range(self.first, end):
+            length = self.msgs[i].msg_len
+            if arena is self.scratch:
+                view = make_view(arena, <char *>self.iovs[i].iov_base, length)
+            else:
+                memcpy(at, self.iovs[i].iov_base, length)
+                view = make_view(arena, at, length)
+                at += length
+            d = make_datagram(view, self.sender(i),
+                              (self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0)
+            Py_INCREF(d)                          # PyList_SET_ITEM steals a reference
+            PyList_SET_ITEM(batch, i - self.first, d)
+        return batch
+
+    cdef object destination_text(self, int family, const void *address):
+        cdef char text[INET6_ADDRSTRLEN]
+        cdef size_t size = 4 if family == AF_INET else 16
+        if self.last_destination_text is not None and self.last_destination_family == family \
+                and memcmp(self.last_destination, address, size) == 0:
+            return self.last_destination_text
+        if inet_ntop(family, address, text, sizeof(text)) == NULL:
+            return None
+        memcpy(self.last_destination, address, size)
+        self.last_destination_family = family
+        self.last_destination_text = text.decode("ascii")
+        return self.last_destination_text
+
+    cdef int collect_ext(self, list into, Py_ssize_t received, Py_ssize_t bufsize) except -1:
+        """collect() for GRO and metadata: reads each message's control messages, splits a
+        coalesced (UDP_GRO) message into its datagrams of gso_size bytes (the last may be
+        shorter; all share the sender's address and metadata) and cuts each at bufsize."""
+        cdef Py_ssize_t i, total = 0, length, off, n
+        cdef Arena arena = self.scratch
+        cdef char *at = NULL
+        cdef char *base
+        cdef int gso, value = 0
+        cdef msghdr *hdr
+        cdef cmsghdr *cm
+        cdef timespec ts
+        cdef in_pktinfo info4
+        cdef in6_pktinfo info6
+        cdef Datagram d
+        cdef bint cut
+        for i in range(self.first, self.first + received):
+            total += self.msgs[i].msg_len
+        if total * 4 < received * self.slot:     # mostly empty slots: copy out what arrived
+            arena = Arena(total)
+            at = arena.data
+        for i in range(self.first, self.first + received):
+            hdr = &self.msgs[i].msg_hdr
+            length = self.msgs[i].msg_len
+            base = <char *>self.iovs[i].iov_base
+            if at != NULL:
+                memcpy(at, base, length)
+                base = at
+                at += length
+            address = self.sender(i)
+            gso = 0
+            timestamp = destination = interface = tos = None
+            cm = CMSG_FIRSTHDR(hdr) if hdr.msg_controllen > 0 else NULL
+            while cm != NULL:
+                if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+                    memcpy(&gso, CMSG_DATA(cm), sizeof(int))
+                elif cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+                    memcpy(&ts, CMSG_DATA(cm), sizeof(ts))
+                    timestamp = ts.tv_sec + ts.tv_nsec * 1e-9
+                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO:
+                    memcpy(&info4, CMSG_DATA(cm), sizeof(info4))
+                    destination = self.destination_text(AF_INET, &info4.ipi_addr)
+                    interface = info4.ipi_ifindex
+                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO:
+                    memcpy(&info6, CMSG_DATA(cm), sizeof(info6))
+                    destination = self.destination_text(AF_INET6, &info6.ipi6_addr)
+                    interface = info6.ipi6_ifindex
+                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+                    tos = (<unsigned char *>CMSG_DATA(cm))[0]
+                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+                    memcpy(&value, CMSG_DATA(cm), sizeof(int))
+                    tos = value
+                cm = CMSG_NXTHDR(hdr, cm)
+            cut = (hdr.msg_flags & MSG_TRUNC) != 0
+            if gso <= 0 or gso >= length:
+                gso = length
+            off = 0
+            while True:
+                n = min(<Py_ssize_t>gso, length - off)
+                d = make_datagram(make_view(arena, base + off, min(n, bufsize)), address,
+                                  cut or n > bufsize)
+                d.timestamp = timestamp
+                d.destination = destination
+                d.interface = interface
+                d.tos = tos
+                PyList_Append(into, d)
+                off += n
+                if off >= length:
+                    break
+        return 0
+
+
+def scratch_allocations(sock):
+    """scratch_allocations(sock) -> int: how many scratch arenas sock's batch receiver has
+    taken so far (new receive memory, as opposed to memory used again)."""
+    cdef SocketState state = existing_state(sock)
+    if state is None or state.receiver is None:
+        return 0
+    return (<BatchReceiver>state.receiver).scratches_made
+
+
+cdef BatchReceiver receiver_of(IoWait *w):
+    """The socket's BatchReceiver (made on first use); a fresh one while another thread's call
+    is using it (busy), or for a stdlib socket."""
+    cdef SocketState state = <SocketState>w.state if w.state != NULL else None
+    cdef BatchReceiver receiver
+    if state is not None and state.receiver is not None:
+        receiver = <BatchReceiver>state.receiver
+        if not receiver.busy:
+            return receiver
+        return BatchReceiver()
+    receiver = BatchReceiver()
+    if state is not None:
+        state.receiver = receiver
+    return receiver
+
+
+def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False):
+    """Receive every queued datagram (or record), up to max_messages, with one recvmmsg(2).
+
+    Blocks (within the socket's timeout) until one datagram is queued, then takes all that
+    are (``MSG_WAITFORONE``).
+
+    Parameters
+    ----------
+    max_messages : int, optional
+        The most datagrams to return.
+    bufsize : int, optional
+        The most bytes kept of each datagram. A longer one is cut and flagged ``truncated``.
+        ``bufsize=0`` on a datagram socket takes each datagram as an empty Datagram with its
+        address, ``truncated`` unless it was empty (as ``recvfrom(0)``); on SOCK_SEQPACKET it
+        is a ValueError (every record would come back empty).
+    gro : bool, optional
+        UDP (ignored elsewhere): set ``UDP_GRO`` (once; it stays set) so the kernel may hand
+        over runs of datagrams from one sender as one coalesced message, which this call splits
+        back: the caller sees the same datagrams, order and addresses as without GRO.
+        max_messages still counts datagrams: the rest of a coalesced message is kept and
+        returned first by the next call (select/poll do not see it; recv/recvfrom on a GRO
+        socket may return coalesced messages).
+
+    Returns
+    -------
+    list of Datagram
+        Each with ``.data`` (a read-only view, never overwritten while held), ``.address``
+        and ``.truncated``. On SOCK_SEQPACKET, ``[]`` is the end of stream (records before it
+        are returned first) and a zero-length record is an empty Datagram.
+
+    Raises
+    ------
+    BlockingIOError
+        Non-blocking, and nothing is queued.
+    TimeoutError
+        The socket's timeout passed with nothing received.
+    ValueError
+        max_messages or bufsize out of range, or bufsize 0 on SOCK_SEQPACKET.
+    OSError
+        recvmmsg(2)'s error, as the stdlib's subclass.
+
+    Notes
+    -----
+    One system call per batch; the data lands in a receive arena reused once no view of it is
+    held, so a batch costs one Datagram and one view per datagram and no copy.
+
+    SOCK_SEQPACKET: recv(2) returns 0 for a zero-length record and for the end of stream
+    alike, so csock asks the peer's shutdown state (poll(2) ``POLLRDHUP``) and, once the peer
+    has shut down, peeks at the next record. What stays ambiguous, once the peer has shut
+    down: zero-length records with nothing but zero-length records after them before the
+    close (typically one sent right before close()) read as the end of stream, and so do
+    zero-length records that end a full batch when the record queued next is zero-length too.
+    """
+    cdef IoWait w
+    cdef BatchReceiver receiver
+    cdef Py_ssize_t per_call, want, r, n, got = 0
+    cdef int family = 0, kind = 0, flags = MSG_WAITFORONE
+    cdef list batch = None, part
+    cdef bint records
+    if max_messages < 1 or max_messages > MAX_RECV_MESSAGES:
+        raise ValueError(f"max_messages must be between 1 and {MAX_RECV_MESSAGES}")
+    if bufsize < 0 or bufsize > MAX_BUFSIZE:
+        raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    records = kind == SOCK_SEQPACKET
+    if records and bufsize == 0:            # every record would read as empty, data dropped
+        raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE} on a SOCK_SEQPACKET socket")
+    if rx_mode_of(&w) or gro:
+        mode = rx_mode(sock, &w, gro, family, kind)
+        if mode & RX_EXTENDED:
+            return recv_batch_ext(sock, &w, max_messages, bufsize, mode)
+    per_call = min(max_messages, <Py_ssize_t>MMSG_MAX,
+                   max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
+    receiver = receiver_of(&w)
+    receiver.busy = True
+    try:
+        while got < max_messages:
+            want = min(per_call, max_messages - got)
+            receiver.prepare(want, bufsize, not records)
+            r = receiver.receive(&w, want, flags)
+            if r == IO_AGAIN:
+                if batch is None:
+                    raise_would_block()
+                break
+            n = r
+            if records and fd_still_ours(&w):      # (closed meanwhile: what came is records)
+                n = records_before_end(w.fd, receiver.msgs + receiver.first, r, want)
+            part = receiver.collect(n)
+            if batch is None:
+                batch = part
+            else:
+                batch.extend(part)
+            got += n
+            if n < r:                         # SEQPACKET end of stream inside this batch
+                break
+            if r < per_call:
+                break                         # the queue is drained
+            flags = MSG_DONTWAIT              # more may be queued: take it without waiting
+            w.timeout_ns = 0                  # ... and without polling until the deadline
+    finally:
+        receiver.busy = False
+    return batch
+
+
+def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MMSG_MAX):
+    """Receive queued datagrams into the caller's buffer with one recvmmsg(2); return their lengths.
+
+    ``recv_batch`` without an object per message: message i lands at ``buffer[i * bufsize:]``.
+    Blocks as ``recv_batch`` does (within the socket's timeout) until one message, then takes
+    every one queued, up to max_messages, ``len(buffer) // bufsize`` and 1024.
+
+    Parameters
+    ----------
+    buffer : writable bytes-like
+        The caller's: the next call overwrites it.
+    bufsize : int
+        The slot size of each message.
+    max_messages : int, optional
+        The most messages to take.
+
+    Returns
+    -------
+    list of int
+        Each message's length. A message longer than bufsize is cut to bufsize bytes and its
+        length is the full one (``MSG_TRUNC``): a length above bufsize is how truncation shows.
+        No senders' addresses. On SOCK_SEQPACKET, ``[]`` is the end of stream and a zero-length
+        record is a length of 0 (told apart as ``recv_batch`` does).
+
+    Raises
+    ------
+    BlockingIOError
+        Non-blocking, and nothing is queued.
+    TimeoutError
+        The socket's timeout passed with nothing received.
+    ValueError
+        The buffer holds no slot of bufsize bytes, or the socket has ``UDP_GRO`` set
+        (coalesced messages need ``recv_batch`` to split them).
+    BufferError
+        The buffer is read-only or not contiguous.
+
+    Notes
+    -----
+    One system call and one list of ints per batch; with the same buffer each time, no other
+    set-up.
+    """
+    cdef IoWait w
+    cdef Py_buffer view
+    cdef BatchReceiver receiver
+    cdef mmsghdr *msgs
+    cdef Py_ssize_t count, r
+    cdef int family = 0, kind = 0
+    if bufsize < 1 or bufsize > MAX_BUFSIZE:
+        raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE}")
+    if max_messages < 1:
+        raise ValueError("max_messages must be at least 1")
+    io_begin(sock, &w)
+    socket_family_type(sock, &family, &kind)
+    if rx_mode_of(&w) & RX_GRO:
+        raise ValueError("recv_batch_into cannot split UDP_GRO-coalesced messages: use recv_batch")
+    get_writable_buffer(buffer, &view, "recv_batch_into")
+    try:
+        count = min(max_messages, view.len // bufsize, <Py_ssize_t>MMSG_MAX)
+        if count < 1:
+            raise ValueError(f"the buffer ({view.len} bytes) is smaller than bufsize ({bufsize})")
+        receiver = receiver_of(&w)
+        receiver.busy = True
+        try:
+            msgs = receiver.lay_out_into(<char *>view.buf, bufsize, count)
+            r = receive_messages(&w, msgs, count, MSG_WAITFORONE | MSG_TRUNC, bufsize)
+            if r == IO_AGAIN:
+                raise_would_block()
+            if kind == SOCK_SEQPACKET and fd_still_ours(&w):   # zero-length messages at the end:
+                r = records_before_end(w.fd, msgs, r, count)        # records or the end?
+            return [msgs[i].msg_len for i in range(r)]
+        finally:
+            receiver.busy = False
+    finally:
+        PyBuffer_Release(&view)
