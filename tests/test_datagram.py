@@ -616,6 +616,41 @@ def test_signal_stops_a_blocked_send_batch_that_made_progress():
         b.close()
 
 
+def test_signal_during_a_long_batch_copy_stops_the_first_blocking_send():
+    """A signal that lands while csock copies a long batch (GIL held, no bytecode runs) must
+    have its handler run before the first sendmmsg(2) blocks on a full queue: nothing would
+    interrupt that sleep. (A drainer thread ends the sleep after 10 s if csock gets it wrong.)"""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    a.setblocking(False)
+    while True:                                          # fill the peer's queue
+        try:
+            a.send(b"f" * 512)
+        except BlockingIOError:
+            break
+    a.setblocking(True)
+    batch = [b"x" * 512] * 1_000_000                     # its checks outlast the 1 ms alarm
+    rescue = threading.Timer(10, lambda: b.recv_batch(max_messages=4096))
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        rescue.start()
+        start = time.monotonic()
+        with pytest.raises(Interrupted):
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+            a.send_batch(batch)
+        assert time.monotonic() - start < 5
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        rescue.cancel()
+        a.close()
+        b.close()
+
+
 def test_eintr_storm_during_batches_loses_and_duplicates_nothing():
     import signal
 

@@ -403,11 +403,12 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
     cdef int err
     cdef bint spin = w.spin_ns > 0 and w.timeout_ns < 0 and events == POLLIN
     while True:
-        # A signal that arrived during an earlier call of this operation, which then returned
-        # a partial count instead of EINTR (send(2): "If ... interrupted by a signal handler
-        # after some data was transmitted, the call returns the number transmitted"), must
-        # run its handler before the operation blocks again: Ctrl-C stops long transfers.
-        if w.calls and release_gil and PyErr_CheckSignals() < 0:
+        # A signal that arrived while csock held the GIL (copying a long batch) or during an
+        # earlier call of this operation, which then returned a partial count instead of EINTR
+        # (send(2): "If ... interrupted by a signal handler after some data was transmitted,
+        # the call returns the number transmitted"), must run its handler before the call
+        # blocks: otherwise nothing wakes the call, and Ctrl-C stops no long transfer.
+        if release_gil and PyErr_CheckSignals() < 0:
             return -1
         w.calls += 1
         if spin:
