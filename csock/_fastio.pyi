@@ -121,7 +121,7 @@ class FramedStream:
 class AddressCache: ...
 def parse_address(family: int, address: Any) -> bytes: ...
 
-# --- mmsg.pyx ---
+# --- mmsg.pyx, datagram.pyx, batch_send.pyx, batch_recv.pyx, offload.pyx, metadata.pyx ---
 @final
 class Datagram:
     """One received datagram or record."""
