@@ -35,9 +35,19 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
+# csock.uring: io_uring over the raw kernel ABI (src/includes/uring_abi.h; no liburing).
+uring_extension = Extension(
+    "csock._uring",
+    sources=["src/uring/_uring.pyx"],
+    include_dirs=["src", "src/includes"],
+    define_macros=[("_GNU_SOURCE", "1")],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
 setup(
     ext_modules=cythonize(
-        [extension],
+        [extension, uring_extension],
         include_path=["src", "."],
         compiler_directives=directives,
         compile_time_env={"CSOCK_DEBUG": DEBUG},

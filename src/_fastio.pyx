@@ -9,6 +9,7 @@ rules applied in one place (fastio/io.pyx). Each part lives in its own file:
     fastio/members.pyx    member descriptors: attribute reads CPython specialises
     fastio/sockref.pyx    fd and timeout read from a socket object
     fastio/io.pyx         the one system-call loop: EINTR, EAGAIN, deadlines, poll
+    fastio/inflight.pyx   in-flight holds for io_uring requests (csock._uring)
     fastio/buffers.pyx    Arena (receive memory) and MessageView (read-only view into it)
     fastio/zerocopy.pyx   MSG_ZEROCOPY sends: buffer exports held until the kernel's completion
     fastio/stream.pyx     send/sendall/recv/recv_into, send_buffers, recv_exactly
@@ -31,6 +32,7 @@ include "fastio/errors.pyx"
 include "fastio/members.pyx"
 include "fastio/sockref.pyx"
 include "fastio/io.pyx"
+include "fastio/inflight.pyx"
 include "fastio/buffers.pyx"
 include "fastio/zerocopy.pyx"
 include "fastio/stream.pyx"
