@@ -3,7 +3,6 @@
 # Functions that can fail return -1 with a Python exception set (`except -1`); IO_AGAIN (-2)
 # means "would block" on a non-blocking socket (no exception set: the caller decides).
 from libc.stdint cimport int64_t
-from includes.socket cimport sockaddr, sockaddr_storage, socklen_t
 
 cdef enum:
     IO_AGAIN = -2
@@ -60,14 +59,14 @@ cdef int raise_errno(int err) except -1
 
 
 # io_uring requests (csock._uring) hold their socket's in-flight reference from submission to
-# their last completion (src/fastio/inflight.pyx). inflight_hold returns the token to release
-# (the SocketState, None for a stdlib socket) and raises EBADF on a closed socket; close()
-# calls the close hook when it defers close(2) to the holders, with that same token.
+# their last completion (src/fastio/uring_support.pyx). inflight_hold returns the token to
+# release (the SocketState, None for a stdlib socket) and raises EBADF on a closed socket;
+# close() calls the close hook when it defers close(2) to the holders, with that token.
 ctypedef void (*close_hook_t)(object state) noexcept
 cdef object inflight_hold(object sock, int *fd)
 cdef void inflight_release(object state) noexcept
 cdef void set_close_hook(close_hook_t hook) noexcept
-
-# Socket addresses (src/fastio/address.pyx): the stdlib's Python form <-> struct sockaddr.
-cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage *out) except 0
-cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length)
+# Socket addresses, the stdlib's Python form <-> a struct sockaddr (address.pyx's converters):
+# out has room for a struct sockaddr_storage; returns its length (raises on a bad address).
+cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0
+cdef object address_from_sockaddr(const void *sa, unsigned int length)

@@ -9,12 +9,12 @@ rules applied in one place (fastio/io.pyx). Each part lives in its own file:
     fastio/members.pyx    member descriptors: attribute reads CPython specialises
     fastio/sockref.pyx    fd and timeout read from a socket object
     fastio/io.pyx         the one system-call loop: EINTR, EAGAIN, deadlines, poll
-    fastio/inflight.pyx   in-flight holds for io_uring requests (csock._uring)
     fastio/buffers.pyx    Arena (receive memory) and MessageView (read-only view into it)
     fastio/zerocopy.pyx   MSG_ZEROCOPY sends: buffer exports held until the kernel's completion
     fastio/stream.pyx     send/sendall/recv/recv_into, send_buffers, recv_exactly
     fastio/framing.pyx    FramedStream: 4-byte big-endian length-prefixed messages
     fastio/address.pyx    sockaddr <-> Python address tuples
+    fastio/uring_support.pyx  what csock._uring cimports: in-flight holds, addresses
     fastio/mmsg.pyx       sendmmsg/recvmmsg batches, Datagram
     fastio/spp.pyx        SPPHeader: Xerox NS Sequenced Packet Protocol record header
     fastio/checksum.pyx   the Internet checksum (RFC 1071) and IPv4/IPv6 pseudo-header sums
@@ -32,12 +32,12 @@ include "fastio/errors.pyx"
 include "fastio/members.pyx"
 include "fastio/sockref.pyx"
 include "fastio/io.pyx"
-include "fastio/inflight.pyx"
 include "fastio/buffers.pyx"
 include "fastio/zerocopy.pyx"
 include "fastio/stream.pyx"
 include "fastio/framing.pyx"
 include "fastio/address.pyx"
+include "fastio/uring_support.pyx"
 include "fastio/mmsg.pyx"
 include "fastio/spp.pyx"
 include "fastio/checksum.pyx"

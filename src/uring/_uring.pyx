@@ -30,8 +30,8 @@ from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    ReadOnlyView, inflight_hold, inflight_release, set_close_hook, sockaddr_from_python,
-    sockaddr_to_python,
+    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, inflight_hold, inflight_release,
+    set_close_hook,
 )
 
 import os as _os
@@ -644,7 +644,7 @@ cdef class Ring:
             request.has_data = True
             if address is not None:
                 self.native(request)
-                length = sockaddr_from_python(address, sock.family, &request.native.address)
+                length = address_to_sockaddr(address, sock.family, &request.native.address)
         except BaseException:
             self.abandon(request)
             raise
@@ -791,8 +791,9 @@ cdef class Ring:
                 if available > out.payloadlen:
                     available = out.payloadlen
                 view = make_view(self.pool, bid, offset, available if available > 0 else 0)
-                address = sockaddr_to_python(<const sockaddr *>(self.pool.buffer(bid) + RECVMSG_OUT),
-                                             out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM)
+                address = address_from_sockaddr(
+                    self.pool.buffer(bid) + RECVMSG_OUT,
+                    out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM)
                 completion.value = (view, address)
                 return 0
             view = make_view(self.pool, bid, 0, res if res > 0 else 0)

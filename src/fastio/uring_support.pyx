@@ -1,10 +1,11 @@
+# What csock._uring cimports (declared in csock/_fastio.pxd).
+#
 # In-flight holds for requests that outlive the call that made them: an io_uring request
 # (csock._uring) holds its socket's in-flight reference from the moment its SQE is written
 # until its last completion, as a system call does between io_enter and io_leave (io.pyx).
 # close() meanwhile defers close(2) to the last release, and calls the close hook, which
 # cancels the socket's pending and multishot requests: without that a multishot receive
 # would keep the file open, and the FIN unsent, for ever.
-# (Declared for other Cython modules in csock/_fastio.pxd.)
 
 cdef close_hook_t _close_hook = NULL
 
@@ -50,3 +51,13 @@ cdef void set_close_hook(close_hook_t hook) noexcept:
 cdef inline void run_close_hook(SocketState state) noexcept:
     if _close_hook != NULL:
         _close_hook(state)
+
+
+# Addresses for io_uring sendmsg/recvmsg, through address.pyx's converters (plain C types in
+# the .pxd, so that a downstream module cimporting csock._fastio needs no csock headers).
+cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0:
+    return sockaddr_from_python(address, family, <sockaddr_storage *>out)
+
+
+cdef object address_from_sockaddr(const void *sa, unsigned int length):
+    return sockaddr_to_python(<const sockaddr *>sa, length)
