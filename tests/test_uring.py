@@ -288,6 +288,32 @@ def test_close_from_another_thread_cancels_a_pending_recv(ring) -> None:
         assert b.recv(10) == b""                    # the fd was really closed: end of stream
 
 
+def test_close_from_another_thread_ends_a_blocked_send_and_frees_its_buffer(ring) -> None:
+    a, b = csock.socketpair()
+    with b:
+        payload = bytearray(b"s" * (8 << 20))        # far more than the socket buffers hold
+        request = ring.send(a, payload)
+        got = []
+        waiter = threading.Thread(target=lambda: got.extend(ring.wait(1, timeout=5)))
+        waiter.start()
+        time.sleep(0.1)
+        assert not request.done
+        with pytest.raises(BufferError):
+            payload.append(0)                       # the kernel may still read it
+        a.close()
+        waiter.join()
+        assert request.done and len(got) == 1
+        (done,) = got                               # cancelled: the count of what went
+        assert done.error is None and 0 < done.value < len(payload)
+        payload.append(0)                           # the export went with the completion
+        b.settimeout(2)
+        received = 0
+        while chunk := b.recv(1 << 16):
+            assert chunk == b"s" * len(chunk)
+            received += len(chunk)
+        assert received == done.value               # then end of stream: the fd was closed
+
+
 def test_close_with_no_waiter_cancels_and_closes_at_once(ring) -> None:
     needs(ring, "recv", "accept")
     a, b = csock.socketpair()

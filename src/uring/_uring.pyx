@@ -298,8 +298,7 @@ cdef void on_close(object state) noexcept:
                 rings.add(ring)
         for ring in rings:
             ring.submit()
-            if ring.waiting == 0:
-                ring.reap()             # (a thread asleep in wait() reaps them itself)
+            ring.reap()                 # (and wakes a thread asleep in wait() to see them)
     except BaseException:
         pass                            # close() goes on; the completions come with the next wait
 
@@ -728,7 +727,8 @@ cdef class Ring:
     # -- completion --
 
     cpdef int reap(self) except -1:
-        """Move every completion the kernel posted into the ready list; returns how many."""
+        """Move every completion the kernel posted into the ready list (or a batch's own
+        list); returns how many belonged to requests."""
         cdef uint32_t head, tail
         cdef csock_uring_cqe cqe
         cdef int count = 0
@@ -736,13 +736,25 @@ cdef class Ring:
             head = self.cq_head[0]
             tail = csock_load_acquire(self.cq_tail)
             if head == tail:
-                return count
+                break
             cqe = self.cqes[head & self.cq_mask]
             csock_store_release(self.cq_head, head + 1)    # ours now, before any Python runs
-            self.dispatch(cqe.user_data, cqe.res, cqe.flags)
-            count += 1
+            count += self.dispatch(cqe.user_data, cqe.res, cqe.flags)
+        if count and self.waiting:
+            self.wake_waiters()
+        return count
+
+    cdef int wake_waiters(self) except -1:
+        """This thread took completions another thread may be asleep for: a NOP's completion
+        (which nobody reports) wakes it to look at the ready list."""
+        cdef csock_uring_sqe *sqe = self.get_sqe()
+        sqe.opcode = CSOCK_IORING_OP_NOP
+        sqe.user_data = CANCEL_USER_DATA
+        self.submit()
+        return 0
 
     cdef int dispatch(self, uint64_t user_data, int res, uint32_t flags) except -1:
+        """One completion to its request; returns 0 for none (a cancel's or a NOP's own)."""
         cdef Request request = self.requests.get(user_data) if user_data else None
         cdef bint more = flags & CSOCK_IORING_CQE_F_MORE
         cdef Completion completion
@@ -754,7 +766,7 @@ cdef class Ring:
         if flags & CSOCK_IORING_CQE_F_NOTIF:
             if not more:
                 self.finish(request)    # a zero-copy send's pages are free: nothing to report
-            return 0
+            return 1
         completion = Completion.__new__(Completion)
         completion.request = request
         completion.result = res
@@ -769,7 +781,7 @@ cdef class Ring:
             request.sink.append(completion)
         else:
             self.ready.append(completion)
-        return 0
+        return 1
 
     cdef void finish(self, Request request) noexcept:
         """The request's last completion: it gives back what it held."""
