@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ._uring import BufferPool, Completion, ReceivedView, Request, Ring, kernel_features
 
@@ -64,7 +65,7 @@ def recv_many(sockets: Iterable[Any]) -> list[list[tuple[ReceivedView, Any]]]:
     return default_ring().recv_many(sockets)
 
 
-def send_many(pairs: Iterable[tuple]) -> list[int]:
+def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:
     """Send every (sock, data) or (sock, data, address), with one ``io_uring_enter`` for all
     of them, and return the byte counts (:meth:`Ring.send_many` on the default ring)."""
     return default_ring().send_many(pairs)
