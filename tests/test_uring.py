@@ -314,6 +314,74 @@ def test_close_from_another_thread_ends_a_blocked_send_and_frees_its_buffer(ring
         assert received == done.value               # then end of stream: the fd was closed
 
 
+def test_closes_under_load_never_deliver_a_byte_to_another_socket(ring) -> None:
+    """Sockets closed and replaced (their fd numbers reused) while every one has a multishot
+    recv armed and data flowing: each completion carries only its own socket's tag byte."""
+    needs(ring, "recv")
+    lock = threading.Lock()
+    live: dict[int, tuple[csock.socket, csock.socket, int]] = {}    # slot -> pair and its tag
+    tags: dict[int, int] = {}                                       # id(receiver) -> tag
+    stop = threading.Event()
+    opened = []
+
+    def open_pair(slot: int, tag: int) -> None:
+        a, b = csock.socketpair()           # takes the fd numbers the last close freed
+        b.setblocking(False)
+        opened.append(tag)
+        with lock:
+            live[slot] = (a, b, tag)
+            tags[id(a)] = tag
+        ring.recv(a)
+
+    def churn() -> None:
+        for n in range(16, 16 * 12):
+            if stop.is_set():
+                return
+            slot = n % 16
+            with lock:
+                a, b, _ = live.pop(slot)
+            a.close()                       # a recv is armed on it: cancelled, close deferred
+            b.close()
+            open_pair(slot, slot + 16 * (n // 16))
+            time.sleep(0.002)
+
+    def send() -> None:
+        while not stop.is_set():
+            with lock:
+                pairs = [(b, tag) for _, b, tag in live.values()]
+            for b, tag in pairs:
+                try:
+                    b.send(bytes([tag]) * 512)
+                except OSError:
+                    pass
+            time.sleep(0.0005)
+
+    for slot in range(16):
+        open_pair(slot, slot)
+    threads = [threading.Thread(target=churn), threading.Thread(target=send)]
+    for t in threads:
+        t.start()
+    checked = 0
+    deadline = time.monotonic() + 20
+    try:
+        while threads[0].is_alive() and time.monotonic() < deadline:
+            for c in ring.wait(1, timeout=0.1):
+                if c.error is None and c.value:
+                    tag = tags[id(c.request.sock)]
+                    assert bytes(c.value) == bytes([tag]) * len(c.value)
+                    checked += len(c.value)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for a, b, _ in live.values():
+            a.close()
+            b.close()
+        ring.wait(0, timeout=0)
+    assert checked > 0 and len(opened) == 16 * 12
+    assert ring.pending == 0
+
+
 def test_close_with_no_waiter_cancels_and_closes_at_once(ring) -> None:
     needs(ring, "recv", "accept")
     a, b = csock.socketpair()
