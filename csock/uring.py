@@ -17,6 +17,7 @@ shared memory with the parent's kernel instance); :func:`default_ring` makes the
 from __future__ import annotations
 
 import os
+import socket as _socket
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ _default: Ring | None = None
 _default_pid = 0
 _available: bool | None = None
 _available_pid = 0
+_fallback_forced = False        # tests: take the plain-socket path as if io_uring were missing
 
 
 def available() -> bool:
@@ -59,13 +61,48 @@ def default_ring() -> Ring:
         return _default
 
 
-def recv_many(sockets: Iterable[Any]) -> list[list[tuple[ReceivedView, Any]]]:
-    """What each datagram socket has queued now, as one list of (view, address) per socket,
-    with one ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring)."""
-    return default_ring().recv_many(sockets)
+def _ring_with(op: str) -> Ring | None:
+    """The default ring if io_uring is here and has op, else None (the fallback)."""
+    if _fallback_forced or not available():
+        return None
+    ring = default_ring()
+    return ring if op in ring.supported_ops() else None
+
+
+def recv_many(sockets: Iterable[Any]) -> list[list[tuple[Any, Any]]]:
+    """What each datagram socket has queued now, as one list of (data, address) per socket,
+    with one ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring:
+    data is a ReceivedView). Where io_uring or its multishot recvmsg is missing, each socket
+    is drained in turn with non-blocking ``recvfrom`` (data is bytes): same result."""
+    ring = _ring_with("recvmsg")
+    if ring is not None:
+        return ring.recv_many(sockets)
+    return [_drain(sock) for sock in tuple(sockets)]
+
+
+def _drain(sock: Any) -> list[tuple[Any, Any]]:
+    got = []
+    while True:
+        try:
+            got.append(sock.recvfrom(65536, _socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return got
 
 
 def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:
     """Send every (sock, data) or (sock, data, address), with one ``io_uring_enter`` for all
-    of them, and return the byte counts (:meth:`Ring.send_many` on the default ring)."""
-    return default_ring().send_many(pairs)
+    of them, and return the byte counts (:meth:`Ring.send_many` on the default ring). Where
+    io_uring is missing, each is sent in turn (``sendall`` or ``sendto``): same result."""
+    ring = _ring_with("sendmsg")
+    if ring is not None:
+        return ring.send_many(pairs)
+    counts = []
+    for item in tuple(pairs):
+        if len(item) == 3 and item[2] is not None:
+            counts.append(item[0].sendto(item[1], item[2]))
+        elif len(item) in (2, 3):
+            item[0].sendall(item[1])
+            counts.append(memoryview(item[1]).nbytes)
+        else:
+            raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
+    return counts

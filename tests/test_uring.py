@@ -189,7 +189,9 @@ def test_recv_many_returns_what_every_socket_has_queued(ring) -> None:
             s.close()
 
 
-def test_module_batch_functions_use_the_process_ring() -> None:
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_module_batch_functions_use_the_process_ring(monkeypatch, forced_fallback) -> None:
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
     rx, tx = udp_socket(), udp_socket()
     with rx, tx:
         counts = uring.send_many([(tx, b"a", rx.getsockname()), (tx, b"bc", rx.getsockname())])
