@@ -402,6 +402,33 @@ def test_close_with_no_waiter_cancels_and_closes_at_once(ring) -> None:
         assert all(c.error.errno == errno.ECANCELED for c in cancelled)
 
 
+def test_closing_the_ring_from_another_thread_wakes_its_waiter() -> None:
+    r = uring.Ring(16, 8, 256)
+    needs(r, "recv")
+    a, b = csock.socketpair()
+    with b:
+        r.recv(a)
+        got = []
+        errors = []
+
+        def waiter() -> None:
+            try:
+                got.extend(r.wait(1))
+            except ValueError as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.1)
+        r.close()                                   # cancels the recv, wakes the waiter
+        thread.join(5)
+        assert not thread.is_alive() and r.closed and r.pending == 0
+        assert not errors and [c.error.errno for c in got] == [errno.ECANCELED]
+        a.close()                                   # the hold was given back: closes now
+        b.settimeout(2)
+        assert b.recv(10) == b""
+
+
 def test_a_closed_socket_is_refused_before_anything_is_queued(ring) -> None:
     a, b = csock.socketpair()
     a.close()

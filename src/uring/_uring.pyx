@@ -350,10 +350,11 @@ cdef class Ring:
         self.ready = []
         self.next_id = 1
 
-    def __init__(self, unsigned entries=256, unsigned buffers=256, Py_ssize_t buffer_size=65536):
+    def __init__(self, entries=256, buffers=256, buffer_size=65536):
+        entries, buffers, buffer_size = int(entries), int(buffers), int(buffer_size)
         if entries < 1 or entries > 32768:
             raise ValueError(f"entries must be between 1 and 32768, got {entries}")
-        if buffers & (buffers - 1) or buffers > 32768:
+        if buffers < 0 or buffers & (buffers - 1) or buffers > 32768:
             raise ValueError(f"buffers must be a power of two up to 32768 (or 0), got {buffers}")
         if buffers and (buffer_size < 1 or buffer_size > (1 << 30)):
             raise ValueError(f"buffer_size must be between 1 and 2**30, got {buffer_size}")
@@ -495,7 +496,10 @@ cdef class Ring:
     cdef csock_uring_sqe *get_sqe(self) except NULL:
         """The next free SQE, zeroed; submits what is queued first when the SQ is full."""
         cdef csock_uring_sqe *sqe
-        while self.sq_local_tail - csock_load_acquire(self.sq_head) >= self.sq_entries:
+        while True:
+            self.check_usable()         # (again after submit: its reap may have run close())
+            if self.sq_local_tail - csock_load_acquire(self.sq_head) < self.sq_entries:
+                break
             self.submit()
         sqe = &self.sqes[self.sq_local_tail & self.sq_mask]
         memset(sqe, 0, sizeof(csock_uring_sqe))
@@ -732,7 +736,7 @@ cdef class Ring:
         cdef uint32_t head, tail
         cdef csock_uring_cqe cqe
         cdef int count = 0
-        while True:
+        while self.fd >= 0:             # (close() may run in the Python code dispatch runs)
             head = self.cq_head[0]
             tail = csock_load_acquire(self.cq_tail)
             if head == tail:
@@ -740,7 +744,7 @@ cdef class Ring:
             cqe = self.cqes[head & self.cq_mask]
             csock_store_release(self.cq_head, head + 1)    # ours now, before any Python runs
             count += self.dispatch(cqe.user_data, cqe.res, cqe.flags)
-        if count and self.waiting:
+        if count and self.waiting and self.fd >= 0:
             self.wake_waiters()
         return count
 
@@ -848,6 +852,8 @@ cdef class Ring:
             if timeout is not None and _now_ns() >= deadline:
                 break
             self.sleep(timeout is not None, deadline)
+            if self.fd < 0:
+                break                   # closed by another thread meanwhile
             self.reap()
         result, self.ready = self.ready, []
         return result
@@ -963,6 +969,7 @@ cdef class Ring:
         for request in requests:
             while not (<Request>request).done:
                 self.sleep(False, 0)
+                self.check_usable()
                 self.submit()
                 self.reap()
         return 0
@@ -981,14 +988,28 @@ cdef class Ring:
             self.submit()
             deadline = _now_ns() + 1000000000
             self.reap()
-            while self.requests and _now_ns() < deadline:
+            while self.requests and _now_ns() < deadline and self.fd >= 0:
                 self.sleep(True, deadline)
                 self.reap()
+        if self.fd >= 0 and self.waiting and self.pid == getpid():
+            self.wake_waiters()         # threads asleep in wait() return (the ring is closed)
         self.teardown()
 
     cdef void teardown(self) noexcept:
         cdef Request request
         cdef bint ours = self.pid == getpid()
+        cdef int fd = self.fd
+        # Unmapped and closed first, before any Python code runs (another thread could then
+        # find the ring half torn down).
+        self.fd = -1
+        if self.sqes != <csock_uring_sqe *>MAP_FAILED:
+            munmap(self.sqes, self.sqes_size)
+            self.sqes = <csock_uring_sqe *>MAP_FAILED
+        if self.sq_ring != MAP_FAILED:
+            munmap(self.sq_ring, self.sq_ring_size)
+            self.sq_ring = MAP_FAILED
+        if fd >= 0:
+            close_fd(fd)
         if self.pool is not None:
             self.pool.registered = False        # views still held keep the memory alive
         for request in list(self.requests.values()):
@@ -1003,17 +1024,10 @@ cdef class Ring:
                     request.held = False
                     forget_hold(request)
                     inflight_release(request.hold)
-            else:
+            elif request.held:
                 request.held = False            # the parent's holds, not counted here
+                forget_hold(request)
         self.requests.clear()
-        if self.sqes != <csock_uring_sqe *>MAP_FAILED:
-            munmap(self.sqes, self.sqes_size)
-            self.sqes = <csock_uring_sqe *>MAP_FAILED
-        if self.sq_ring != MAP_FAILED:
-            munmap(self.sq_ring, self.sq_ring_size)
-            self.sq_ring = MAP_FAILED
-        close_fd(self.fd)
-        self.fd = -1
 
     def __enter__(self):
         return self
@@ -1022,7 +1036,7 @@ cdef class Ring:
         self.close()
 
     def __dealloc__(self):
-        if self.fd >= 0:
+        if self.fd >= 0 or self.sq_ring != MAP_FAILED:
             self.teardown()
 
     def __repr__(self):
