@@ -35,7 +35,7 @@ from csock._fastio cimport (
 )
 
 import os as _os
-import socket as _socket
+from operator import index as _index
 
 cdef extern from *:
     """
@@ -351,7 +351,7 @@ cdef class Ring:
         self.next_id = 1
 
     def __init__(self, entries=256, buffers=256, buffer_size=65536):
-        entries, buffers, buffer_size = int(entries), int(buffers), int(buffer_size)
+        entries, buffers, buffer_size = _index(entries), _index(buffers), _index(buffer_size)
         if entries < 1 or entries > 32768:
             raise ValueError(f"entries must be between 1 and 32768, got {entries}")
         if buffers < 0 or buffers & (buffers - 1) or buffers > 32768:
