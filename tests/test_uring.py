@@ -104,6 +104,24 @@ def test_multishot_recv_keeps_bytes_in_order_until_end_of_stream(ring, kind) -> 
         assert ring.pool.outstanding == 0
 
 
+def test_completions_beyond_the_cq_are_neither_lost_nor_reordered() -> None:
+    with uring.Ring(2, 256, 64) as r:                    # a CQ of 4 entries
+        needs(r, "recv")
+        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+        with a, b:
+            r.recv(a)
+            r.submit()
+            for i in range(100):                         # 100 completions, none reaped
+                b.send(b"%03d" % i)
+            got = []
+            while len(got) < 100:
+                got += [bytes(c.value) for c in r.wait(1, timeout=2)]
+            assert got == [b"%03d" % i for i in range(100)]
+            a.close()
+            assert r.wait(0, timeout=0)[0].error.errno == errno.ECANCELED
+            assert r.pending == 0
+
+
 def test_view_keeps_its_buffer_until_released(ring) -> None:
     needs(ring, "recv")
     a, b = csock.socketpair()
@@ -213,6 +231,33 @@ def test_send_many_sends_every_pair_to_its_own_socket(ring) -> None:
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_send_many_keeps_the_order_of_sends_to_one_socket(ring) -> None:
+    a, b = csock.socketpair()
+    c, d = csock.socketpair()
+    with a, b, c, d:
+        big = [bytes([65 + i % 26]) * 300_000 for i in range(6)]       # each fills the buffer
+        received = bytearray()
+        reader = threading.Thread(target=lambda: received.extend(recv_all(b, sum(map(len, big)))))
+        reader.start()
+        counts = ring.send_many([(a, big[0]), (c, b"other"), (a, big[1]), (a, big[2]),
+                                 (c, b" socket"), (a, big[3]), (a, big[4]), (a, big[5])])
+        reader.join()
+        assert counts == [300_000, 5, 300_000, 300_000, 7, 300_000, 300_000, 300_000]
+        assert received == b"".join(big)
+        d.setblocking(False)
+        assert d.recv(100) == b"other socket"
+
+
+def recv_all(sock: csock.socket, n: int) -> bytes:
+    got = bytearray()
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
 
 
 def test_send_many_reports_an_error_after_every_send_finished(ring) -> None:
@@ -381,7 +426,7 @@ def test_closes_under_load_never_deliver_a_byte_to_another_socket(ring) -> None:
             b.close()
         ring.wait(0, timeout=0)
     assert checked > 0 and len(opened) == 16 * 12
-    assert ring.pending == 0
+    assert ring.pending == 0, (ring.pending_requests(), ring.cancels_repeated)
 
 
 def test_close_with_no_waiter_cancels_and_closes_at_once(ring) -> None:

@@ -15,7 +15,9 @@ only touched with the GIL held; the GIL is released only to sleep in io_uring_en
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memset, strerror
-from libc.errno cimport errno, EINTR, EAGAIN, EBUSY, ETIME, EINVAL, ENOSYS, ENOBUFS
+from libc.errno cimport (
+    errno, EINTR, EAGAIN, EALREADY, EBUSY, ENOENT, ETIME, EINVAL, ENOSYS, ENOBUFS,
+)
 from posix.unistd cimport close as close_fd, getpid
 from posix.types cimport pid_t
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
@@ -64,6 +66,11 @@ cdef inline int64_t _now_ns() noexcept:
 
 
 
+# A cancel's completion carries the id of the request it cancels, with this bit set: a cancel
+# that found the request running (EALREADY) or not yet armed (ENOENT) is sent again.
+cdef uint64_t CANCEL_BIT = (<uint64_t>1) << 63
+
+
 cdef enum Kind:
     RECV = 1
     RECVMSG
@@ -76,9 +83,10 @@ cdef dict _KIND_NAMES = {RECV: "recv", RECVMSG: "recvmsg", SEND: "send", SENDMSG
                          SEND_ZC: "send_zc", ACCEPT: "accept"}
 
 cdef enum:
+    SQ_CQ_OVERFLOW = 1 << 1     # IORING_SQ_CQ_OVERFLOW in the SQ ring's flags
     NAME_ROOM = 128             # sizeof(struct sockaddr_storage): a multishot recvmsg's name
     RECVMSG_OUT = 16            # sizeof(struct io_uring_recvmsg_out)
-    CANCEL_USER_DATA = 0        # a cancel's own completion: nothing waits for it
+    CANCEL_USER_DATA = 0        # a NOP's own completion: nothing waits for it
     BUFFER_GROUP = 0
 
 
@@ -214,6 +222,7 @@ cdef class Request:
     cdef Py_buffer data                 # a send's buffer export, held until the last completion
     cdef bint has_data
     cdef bint drain                     # recvmsg(drain=True): EAGAIN ends it quietly
+    cdef bint cancelling                # cancel asked: never re-armed
     cdef int fd_for_sqe
     cdef Native *native
     cdef list sink                      # recv_many/send_many collect here, not in Ring.ready
@@ -294,7 +303,7 @@ cdef void on_close(object state) noexcept:
         for request in list(requests):
             ring = request.ring
             if ring is not None and ring.usable():
-                ring.queue_cancel(request.id)
+                ring.cancel_request(request)
                 rings.add(ring)
         for ring in rings:
             ring.submit()
@@ -328,6 +337,7 @@ cdef class Ring:
     cdef csock_uring_sqe *sqes
     cdef uint32_t *sq_head
     cdef uint32_t *sq_tail
+    cdef uint32_t *sq_flags
     cdef uint32_t sq_mask, sq_entries, sq_local_tail
     cdef uint32_t *cq_head
     cdef uint32_t *cq_tail
@@ -340,6 +350,8 @@ cdef class Ring:
     cdef list ready                     # reaped completions wait() has not returned yet
     cdef int waiting                    # threads asleep in io_uring_enter for completions
     cdef readonly BufferPool pool
+    cdef bint cancel_again              # SQEs written while reaping (reap submits them)
+    cdef readonly Py_ssize_t cancels_repeated
 
     def __cinit__(self):
         self.fd = -1
@@ -398,6 +410,7 @@ cdef class Ring:
         cdef char *sq = <char *>self.sq_ring
         self.sq_head = <uint32_t *>(sq + params.sq_off.head)
         self.sq_tail = <uint32_t *>(sq + params.sq_off.tail)
+        self.sq_flags = <uint32_t *>(sq + params.sq_off.flags)
         self.sq_mask = (<uint32_t *>(sq + params.sq_off.ring_mask))[0]
         self.sq_entries = params.sq_entries
         self.sq_local_tail = self.sq_tail[0]
@@ -490,6 +503,10 @@ cdef class Ring:
     def pending(self):
         """Requests submitted whose last completion has not been reaped."""
         return len(self.requests)
+
+    def pending_requests(self):
+        """The Requests counted by pending, oldest first."""
+        return list(self.requests.values())
 
     # -- submission --
 
@@ -602,11 +619,31 @@ cdef class Ring:
         error, cancel() or close(); -ENOBUFS ends it when every buffer is held in views."""
         self.need("recv")
         cdef Request request = self.new_request(RECV, sock, multishot)
-        cdef csock_uring_sqe *sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
-        sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
-        sqe.buf_group = BUFFER_GROUP
-        sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT if multishot else 0
+        self.arm(request)
         return request
+
+    cdef int arm(self, Request request) except -1:
+        """Write the SQE of a receive or accept request (again, to re-arm a multishot one
+        the kernel ended early)."""
+        cdef csock_uring_sqe *sqe
+        if request.kind == RECV:
+            sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
+            sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
+            sqe.buf_group = BUFFER_GROUP
+            sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT if request.multishot else 0
+        elif request.kind == RECVMSG:
+            sqe = self.sqe_for(request, CSOCK_IORING_OP_RECVMSG)
+            sqe.addr = <uint64_t><size_t>&request.native.msg
+            sqe.len = 1
+            sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
+            sqe.buf_group = BUFFER_GROUP
+            sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT
+            sqe.op_flags = MSG_DONTWAIT if request.drain else 0
+        elif request.kind == ACCEPT:
+            sqe = self.sqe_for(request, CSOCK_IORING_OP_ACCEPT)
+            sqe.ioprio = CSOCK_IORING_ACCEPT_MULTISHOT
+            sqe.op_flags = SOCK_CLOEXEC
+        return 0
 
     def recvmsg(self, sock, *, bint drain=False):
         """Multishot receive of datagrams with their senders' addresses: each completion's
@@ -622,13 +659,7 @@ cdef class Ring:
             raise
         request.native.msg.msg_namelen = NAME_ROOM
         request.drain = drain
-        cdef csock_uring_sqe *sqe = self.sqe_for(request, CSOCK_IORING_OP_RECVMSG)
-        sqe.addr = <uint64_t><size_t>&request.native.msg
-        sqe.len = 1
-        sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
-        sqe.buf_group = BUFFER_GROUP
-        sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT
-        sqe.op_flags = MSG_DONTWAIT if drain else 0
+        self.arm(request)
         return request
 
     cdef Request send_request(self, Kind kind, object sock, object data, object address):
@@ -693,17 +724,19 @@ cdef class Ring:
         of the listener's class (close-on-exec), until cancel() or close()."""
         self.need("accept")
         cdef Request request = self.new_request(ACCEPT, sock, True)
-        cdef csock_uring_sqe *sqe = self.sqe_for(request, CSOCK_IORING_OP_ACCEPT)
-        sqe.ioprio = CSOCK_IORING_ACCEPT_MULTISHOT
-        sqe.op_flags = SOCK_CLOEXEC
+        self.arm(request)
         return request
+
+    cdef int cancel_request(self, Request request) except -1:
+        request.cancelling = True       # (no re-arm after this)
+        return self.queue_cancel(request.id)
 
     cdef int queue_cancel(self, uint64_t id) except -1:
         cdef csock_uring_sqe *sqe = self.get_sqe()
         sqe.opcode = CSOCK_IORING_OP_ASYNC_CANCEL
         sqe.fd = -1
         sqe.addr = id
-        sqe.user_data = CANCEL_USER_DATA
+        sqe.user_data = CANCEL_BIT | id
         return 0
 
     def cancel(self, Request request not None):
@@ -712,7 +745,7 @@ cdef class Ring:
         self.check_usable()
         if request.done or request.ring is not self:
             return False
-        self.queue_cancel(request.id)
+        self.cancel_request(request)
         self.submit()
         return True
 
@@ -722,7 +755,7 @@ cdef class Ring:
         count = 0
         for request in list(self.requests.values()):
             if (<Request>request).sock is sock:
-                self.queue_cancel((<Request>request).id)
+                self.cancel_request(<Request>request)
                 count += 1
         if count:
             self.submit()
@@ -740,10 +773,20 @@ cdef class Ring:
             head = self.cq_head[0]
             tail = csock_load_acquire(self.cq_tail)
             if head == tail:
-                break
+                if not csock_load_acquire(self.sq_flags) & SQ_CQ_OVERFLOW:
+                    break
+                # Completions that found the CQ full wait in the kernel (FEAT_NODROP), in
+                # order: an enter for events moves them in (without waiting: min_complete 0).
+                self.enter(0, 0, CSOCK_IORING_ENTER_GETEVENTS, NULL, 0, False)
+                if csock_load_acquire(self.cq_tail) == head:
+                    break
+                continue
             cqe = self.cqes[head & self.cq_mask]
             csock_store_release(self.cq_head, head + 1)    # ours now, before any Python runs
             count += self.dispatch(cqe.user_data, cqe.res, cqe.flags)
+        if self.cancel_again and self.fd >= 0:
+            self.cancel_again = False
+            self.submit()
         if count and self.waiting and self.fd >= 0:
             self.wake_waiters()
         return count
@@ -759,9 +802,18 @@ cdef class Ring:
 
     cdef int dispatch(self, uint64_t user_data, int res, uint32_t flags) except -1:
         """One completion to its request; returns 0 for none (a cancel's or a NOP's own)."""
-        cdef Request request = self.requests.get(user_data) if user_data else None
+        cdef Request request
         cdef bint more = flags & CSOCK_IORING_CQE_F_MORE
         cdef Completion completion
+        if user_data & CANCEL_BIT:
+            if res == -EALREADY or res == -ENOENT:
+                request = self.requests.get(user_data & ~CANCEL_BIT)
+                if request is not None:
+                    self.queue_cancel(request.id)
+                    self.cancel_again = True
+                    self.cancels_repeated += 1
+            return 0
+        request = self.requests.get(user_data) if user_data else None
         if request is None:
             if flags & CSOCK_IORING_CQE_F_BUFFER and self.pool is not None:
                 self.pool.outstanding += 1
@@ -779,13 +831,37 @@ cdef class Ring:
             self.fill(completion, request, res, flags)
         except BaseException as error:
             completion.error = error
-        if not more:
-            self.finish(request)
+        if not more and self.ended_early(request, res):
+            completion.more = more = self.rearm(request)
         if request.sink is not None:
             request.sink.append(completion)
         else:
             self.ready.append(completion)
+        if not more:
+            # After the append: finishing may close the socket's fd without the GIL, and a
+            # waiter that runs then must find the completion, not an empty ring.
+            self.finish(request)
         return 1
+
+    cdef inline bint ended_early(self, Request request, int res) noexcept:
+        """A multishot request the kernel ended although it succeeded (it does when the CQ
+        overflows, or a multishot recvmsg's drain is not done): csock re-arms it, so that it
+        ends only as documented (end of stream, an error, cancel, close)."""
+        if request.cancelling or not request.multishot:
+            return False
+        return res >= 0 if request.kind == ACCEPT else res > 0
+
+    cdef bint rearm(self, Request request) noexcept:
+        """Write the request's SQE again (submitted at the end of this reap); False if the
+        ring cannot take it (the request then ends here)."""
+        if not self.usable():
+            return False
+        try:
+            self.arm(request)
+        except BaseException:
+            return False                        # (sqe_for let it go: it ends here)
+        self.cancel_again = True
+        return True
 
     cdef void finish(self, Request request) noexcept:
         """The request's last completion: it gives back what it held."""
@@ -906,7 +982,7 @@ cdef class Ring:
                 requests.append(request)
         except BaseException:
             for request in requests:
-                self.queue_cancel((<Request>request).id)
+                self.cancel_request(<Request>request)
             self.collect(requests)
             raise
         self.collect(requests)
@@ -927,40 +1003,49 @@ cdef class Ring:
         return result
 
     def send_many(self, pairs):
-        """Send each (sock, data) or (sock, data, address) of pairs, all with one
-        io_uring_enter, and wait for every completion; returns the byte counts in order.
-        The first error raises, after every send finished (the others' counts are lost then)."""
+        """Send each (sock, data) or (sock, data, address) of pairs and wait for every
+        completion; returns the byte counts in order. Sends to different sockets go with one
+        io_uring_enter; a socket named k times is sent to in k rounds, each send after the
+        previous one completed, because the kernel does not order requests on one socket
+        among themselves. The first error raises, after every send of its round finished
+        (later rounds are not sent)."""
         items = tuple(pairs)
-        requests = []
+        for item in items:
+            if len(item) not in (2, 3):
+                raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
+        counts = [None] * len(items)
+        for round in _rounds(items):
+            self.send_round(items, round, counts)
+        return counts
+
+    cdef int send_round(self, tuple items, list indexes, list counts) except -1:
+        """Send items[i] for every i of indexes (each to a different socket), with one
+        io_uring_enter, and store the counts."""
+        cdef list requests = []
+        cdef Request request
         try:
-            for item in items:
-                if len(item) == 2:
-                    request = self.send_request(SEND, item[0], item[1], None)
-                elif len(item) == 3:
-                    request = self.send_request(SENDMSG if item[2] is not None else SEND,
-                                                item[0], item[1], item[2])
-                else:
-                    raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
-                (<Request>request).sink = []
+            for i in indexes:
+                item = items[i]
+                address = item[2] if len(item) == 3 else None
+                request = self.send_request(SENDMSG if address is not None else SEND,
+                                            item[0], item[1], address)
+                request.sink = []
                 requests.append(request)
         except BaseException:
             self.collect(requests)
             raise
         self.collect(requests)
-        counts = []
         error = None
-        for request in requests:
-            completion = (<Request>request).sink[0]
+        for i, request in zip(indexes, requests):
+            completion = request.sink[0]
+            request.sink = None
             if (<Completion>completion).error is not None:
                 error = error or (<Completion>completion).error
-                counts.append(None)
-                continue
-            counts.append((<Completion>completion).value)
-        for request in requests:
-            (<Request>request).sink = None
+            else:
+                counts[i] = (<Completion>completion).value
         if error is not None:
             raise error
-        return counts
+        return 0
 
     cdef int collect(self, list requests) except -1:
         """Submit, then reap until every one of requests is done."""
@@ -984,7 +1069,7 @@ cdef class Ring:
             return
         if self.pid == getpid() and self.requests:
             for request in list(self.requests.values()):
-                self.queue_cancel((<Request>request).id)
+                self.cancel_request(<Request>request)
             self.submit()
             deadline = _now_ns() + 1000000000
             self.reap()
@@ -1042,6 +1127,19 @@ cdef class Ring:
     def __repr__(self):
         state = "closed" if self.fd < 0 else f"fd={self.fd} pending={len(self.requests)}"
         return f"<csock.uring.Ring {state}>"
+
+
+cdef list _rounds(tuple items):
+    """Indexes of items in rounds: round k holds each socket's k-th item, in order."""
+    cdef dict seen = {}
+    cdef list rounds = []
+    for i, item in enumerate(items):
+        k = seen.get(id(item[0]), 0)
+        seen[id(item[0])] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        (<list>rounds[k]).append(i)
+    return rounds
 
 
 cdef list _orphans = []            # requests whose ring closed before their last completion
