@@ -43,6 +43,8 @@ extensions = [
     extension("csock._fastio", "src/_fastio.pyx"),
     # the packet stack; cimports csock._fastio (declarations: src/csock/_fastio.pxd)
     extension("csock._packet", "src/packet/_packet.pyx"),
+    # csock.uring: io_uring over the raw kernel ABI (src/includes/uring_abi.h; no liburing)
+    extension("csock._uring", "src/uring/_uring.pyx"),
 ]
 
 

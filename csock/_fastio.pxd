@@ -58,3 +58,17 @@ cdef int fio_recv_exactly_into(object sock, char *buf, Py_ssize_t n) except -1
 
 cdef MessageView make_view(Arena arena, const char *ptr, Py_ssize_t length)
 cdef int raise_errno(int err) except -1
+
+
+# io_uring requests (csock._uring) hold their socket's in-flight reference from submission to
+# their last completion (src/fastio/uring_support.pyx). inflight_hold returns the token to
+# release (the SocketState, None for a stdlib socket) and raises EBADF on a closed socket;
+# close() calls the close hook when it defers close(2) to the holders, with that token.
+ctypedef void (*close_hook_t)(object state) noexcept
+cdef object inflight_hold(object sock, int *fd)
+cdef void inflight_release(object state) noexcept
+cdef void set_close_hook(close_hook_t hook) noexcept
+# Socket addresses, the stdlib's Python form <-> a struct sockaddr (address.pyx's converters):
+# out has room for a struct sockaddr_storage; returns its length (raises on a bad address).
+cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0
+cdef object address_from_sockaddr(const void *sa, unsigned int length)

@@ -14,6 +14,7 @@ rules applied in one place (fastio/io.pyx). Each part lives in its own file:
     fastio/stream.pyx     send/sendall/recv/recv_into, send_buffers, recv_exactly
     fastio/framing.pyx    FramedStream: 4-byte big-endian length-prefixed messages
     fastio/address.pyx    sockaddr <-> Python address tuples
+    fastio/uring_support.pyx  what csock._uring cimports: in-flight holds, addresses
     fastio/mmsg.pyx       sendmmsg/recvmmsg batches: what the batch files share
     fastio/datagram.pyx   Datagram: one received datagram or record
     fastio/batch_send.pyx send_batch (sendmmsg), errors after part of a batch deferred
@@ -35,6 +36,7 @@ include "fastio/zerocopy.pyx"
 include "fastio/stream.pyx"
 include "fastio/framing.pyx"
 include "fastio/address.pyx"
+include "fastio/uring_support.pyx"
 include "fastio/mmsg.pyx"
 include "fastio/datagram.pyx"
 include "fastio/batch_send.pyx"

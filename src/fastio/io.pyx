@@ -156,6 +156,7 @@ def close_socket(sock):
     state.pending_fd = fd
     _deferred_closes.add(state)
     wake_sleepers(state)
+    run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
 
 
 def _after_fork_in_child():

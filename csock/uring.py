@@ -1,0 +1,108 @@
+"""csock.uring: io_uring for sockets, one kernel entry for many of them.
+
+A :class:`Ring` is one io_uring instance (csock._uring, over the raw kernel ABI: no liburing).
+Requests on any number of sockets are queued in its submission queue and handed to the
+kernel with one ``io_uring_enter(2)``; their results come back as :class:`Completion` objects.
+Receives land in the ring's provided buffers and are returned as :class:`ReceivedView`
+objects, which give their buffer back to the kernel when released.
+
+``available()`` says whether this kernel lets the process use io_uring at all (it can be
+missing, disabled by ``kernel.io_uring_disabled`` or refused by a seccomp filter); a Ring made
+where it is not raises OSError. ``Ring.supported_ops()`` says which operations this kernel has
+(probed with IORING_REGISTER_PROBE): an operation it lacks raises OSError(ENOSYS).
+
+After ``fork()`` a Ring made in the parent refuses every call in the child (the rings are
+shared memory with the parent's kernel instance); :func:`default_ring` makes the child its own.
+"""
+from __future__ import annotations
+
+import os
+import socket as _socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from ._uring import BufferPool, Completion, ReceivedView, Request, Ring, kernel_features
+
+__all__ = [
+    "BufferPool", "Completion", "ReceivedView", "Request", "Ring", "available", "default_ring",
+    "kernel_features", "recv_many", "send_many",
+]
+
+_lock = threading.Lock()
+_default: Ring | None = None
+_default_pid = 0
+_available: bool | None = None
+_available_pid = 0
+_fallback_forced = False        # tests: take the plain-socket path as if io_uring were missing
+
+
+def available() -> bool:
+    """Whether io_uring can be used here (a ring can be set up), checked once per process."""
+    global _available, _available_pid
+    if _available is None or _available_pid != os.getpid():
+        try:
+            Ring(8, 0).close()
+            _available = True
+        except OSError:
+            _available = False
+        _available_pid = os.getpid()
+    return _available
+
+
+def default_ring() -> Ring:
+    """This process's shared Ring (256 entries, 256 buffers of 64 KiB), made on first use and
+    made anew in a forked child. Raises OSError when io_uring is unavailable."""
+    global _default, _default_pid
+    with _lock:
+        if _default is None or _default_pid != os.getpid() or _default.closed:
+            _default = Ring()
+            _default_pid = os.getpid()
+        return _default
+
+
+def _ring_with(op: str) -> Ring | None:
+    """The default ring if io_uring is here and has op, else None (the fallback)."""
+    if _fallback_forced or not available():
+        return None
+    ring = default_ring()
+    return ring if op in ring.supported_ops() else None
+
+
+def recv_many(sockets: Iterable[Any]) -> list[list[tuple[Any, Any]]]:
+    """What each datagram socket has queued now, as one list of (data, address) per socket,
+    with one ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring:
+    data is a ReceivedView). Where io_uring or its multishot recvmsg is missing, each socket
+    is drained in turn with non-blocking ``recvfrom`` (data is bytes): same result."""
+    ring = _ring_with("recvmsg")
+    if ring is not None:
+        return ring.recv_many(sockets)
+    return [_drain(sock) for sock in tuple(sockets)]
+
+
+def _drain(sock: Any) -> list[tuple[Any, Any]]:
+    got = []
+    while True:
+        try:
+            got.append(sock.recvfrom(65536, _socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return got
+
+
+def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:
+    """Send every (sock, data) or (sock, data, address), with one ``io_uring_enter`` for all
+    of them, and return the byte counts (:meth:`Ring.send_many` on the default ring). Where
+    io_uring is missing, each is sent in turn (``sendall`` or ``sendto``): same result."""
+    ring = _ring_with("sendmsg")
+    if ring is not None:
+        return ring.send_many(pairs)
+    counts = []
+    for item in tuple(pairs):
+        if len(item) == 3 and item[2] is not None:
+            counts.append(item[0].sendto(item[1], item[2]))
+        elif len(item) in (2, 3):
+            item[0].sendall(item[1])
+            counts.append(memoryview(item[1]).nbytes)
+        else:
+            raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
+    return counts

@@ -1,0 +1,63 @@
+# What csock._uring cimports (declared in csock/_fastio.pxd).
+#
+# In-flight holds for requests that outlive the call that made them: an io_uring request
+# (csock._uring) holds its socket's in-flight reference from the moment its SQE is written
+# until its last completion, as a system call does between io_enter and io_leave (io.pyx).
+# close() meanwhile defers close(2) to the last release, and calls the close hook, which
+# cancels the socket's pending and multishot requests: without that a multishot receive
+# would keep the file open, and the FIN unsent, for ever.
+
+cdef close_hook_t _close_hook = NULL
+
+
+cdef object inflight_hold(object sock, int *fd):
+    """Count one request in flight on sock and store its fd in fd[0]; returns the socket's
+    SocketState to give back to inflight_release (None for a stdlib socket, which has no
+    count: its close() is the stdlib's). EBADF if the socket is closed or closing."""
+    cdef SocketState state = state_of(sock)
+    if not isinstance(sock, _socket.socket):
+        raise TypeError(f"expected a socket object, not {type(sock).__name__}")
+    fileno = sock.fileno()
+    if fileno < 0 or (state is not None and state.closing):
+        raise_errno(EBADF)
+    if state is not None:
+        state.calls_in_flight()                 # (resets a count inherited over fork)
+        state.inflight += 1
+    fd[0] = fileno
+    return state
+
+
+cdef void inflight_release(object state) noexcept:
+    """A request's last completion: the last one out finishes a close() that came meanwhile.
+    A hold taken before fork() is not counted in the child: nothing to give back there."""
+    cdef SocketState s
+    if state is None or type(state) is not SocketState:
+        return
+    s = <SocketState>state
+    if s.generation != _fork_generation:
+        return
+    if s.inflight > 0:
+        s.inflight -= 1
+    if s.inflight == 0 and s.pending_fd >= 0:
+        finish_deferred_close(s)
+
+
+cdef void set_close_hook(close_hook_t hook) noexcept:
+    """Install the function close() calls when it defers close(2) (one: csock._uring's)."""
+    global _close_hook
+    _close_hook = hook
+
+
+cdef inline void run_close_hook(SocketState state) noexcept:
+    if _close_hook != NULL:
+        _close_hook(state)
+
+
+# Addresses for io_uring sendmsg/recvmsg, through address.pyx's converters (plain C types in
+# the .pxd, so that a downstream module cimporting csock._fastio needs no csock headers).
+cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0:
+    return sockaddr_from_python(address, family, <sockaddr_storage *>out)
+
+
+cdef object address_from_sockaddr(const void *sa, unsigned int length):
+    return sockaddr_to_python(<const sockaddr *>sa, length)

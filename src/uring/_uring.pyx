@@ -1,0 +1,1160 @@
+# cython: language_level=3
+"""csock._uring: an io_uring Ring over the raw kernel ABI (public face: csock.uring).
+
+One Ring is one io_uring instance: a submission queue (SQ) of requests and a completion queue
+(CQ) of results, both mmapped and shared with the kernel, so that requests for any number of
+sockets go in, and their results come out, with one io_uring_enter(2). Receives take their
+memory from a provided buffer ring (BufferPool): the kernel picks a free buffer per message,
+and the ReceivedView handed out keeps that buffer until it is released, then gives it back.
+
+Every request holds its socket's in-flight reference (csock._fastio inflight_hold) from the
+moment its SQE is written until its last completion; a close() meanwhile defers close(2) and
+cancels the socket's requests (the close hook below). The SQ, the CQ and the buffer ring are
+only touched with the GIL held; the GIL is released only to sleep in io_uring_enter.
+"""
+cimport cython
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memset
+from libc.errno cimport (
+    errno, EINTR, EAGAIN, EALREADY, EBUSY, ENOENT, ETIME, EINVAL, ENOSYS, ENOBUFS,
+)
+from posix.unistd cimport close as close_fd, getpid
+from posix.types cimport pid_t
+from posix.mman cimport (
+    mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED,
+)
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.exc cimport PyErr_CheckSignals
+from includes.socket cimport (
+    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_WAITALL,
+    SOCK_STREAM, SOCK_SEQPACKET,
+)
+from includes.uio cimport iovec
+from includes.poll cimport poll, pollfd, POLLIN
+from includes.uring cimport *
+from csock._fastio cimport (
+    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, inflight_hold, inflight_release,
+    set_close_hook,
+)
+
+import os as _os
+from operator import index as _index
+
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #ifndef SOCK_CLOEXEC
+    #define SOCK_CLOEXEC 02000000
+    #endif
+    """
+    enum:
+        SOCK_CLOEXEC
+
+
+cdef extern from "<time.h>" nogil:
+    ctypedef int clockid_t
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(clockid_t clock, timespec *ts)
+    enum: CLOCK_MONOTONIC
+
+
+cdef inline int64_t _now_ns() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+# A cancel's completion carries the id of the request it cancels, with this bit set: a cancel
+# that found the request running (EALREADY) or not yet armed (ENOENT) is sent again.
+cdef uint64_t CANCEL_BIT = (<uint64_t>1) << 63
+
+
+cdef enum Kind:
+    RECV = 1
+    RECVMSG
+    SEND
+    SENDMSG
+    SEND_ZC
+    ACCEPT
+
+cdef dict _KIND_NAMES = {RECV: "recv", RECVMSG: "recvmsg", SEND: "send", SENDMSG: "sendmsg",
+                         SEND_ZC: "send_zc", ACCEPT: "accept"}
+
+cdef enum:
+    SQ_CQ_OVERFLOW = 1 << 1     # IORING_SQ_CQ_OVERFLOW in the SQ ring's flags
+    NAME_ROOM = 128             # sizeof(struct sockaddr_storage): a multishot recvmsg's name
+    RECVMSG_OUT = 16            # sizeof(struct io_uring_recvmsg_out)
+    CANCEL_USER_DATA = 0        # a NOP's own completion: nothing waits for it
+    BUFFER_GROUP = 0
+
+
+cdef int raise_errno(int err) except -1:
+    raise OSError(err, _os.strerror(err))
+
+
+cdef object os_error(int err):
+    return OSError(err, _os.strerror(err))
+
+
+# --- Provided buffers --------------------------------------------------------------------
+
+@cython.final
+cdef class BufferPool:
+    """A provided buffer ring (IORING_REGISTER_PBUF_RING): count buffers of size bytes that
+    the kernel fills for receives which ask for a buffer, without a system call per buffer.
+    Lives as long as the last ReceivedView into it, even after its Ring closed."""
+    cdef char *memory
+    cdef csock_uring_buf *entries
+    cdef size_t memory_size, entries_size
+    cdef readonly Py_ssize_t buffer_size
+    cdef readonly unsigned count
+    cdef uint16_t tail                  # the next entry to fill (the ring's tail, ours)
+    cdef uint16_t mask
+    cdef bint registered                # the ring still reads it (not after Ring.close)
+    cdef pid_t pid                      # a forked child's copy goes back to no ring
+    cdef readonly Py_ssize_t outstanding   # buffers handed out in views, not yet back
+
+    def __cinit__(self):
+        self.memory = <char *>MAP_FAILED
+        self.entries = <csock_uring_buf *>MAP_FAILED
+
+    cdef int allocate(self, unsigned count, Py_ssize_t buffer_size) except -1:
+        self.count = count
+        self.mask = <uint16_t>(count - 1)
+        self.buffer_size = buffer_size
+        self.memory_size = <size_t>count * <size_t>buffer_size
+        self.entries_size = <size_t>count * sizeof(csock_uring_buf)
+        self.pid = getpid()
+        self.memory = <char *>mmap(NULL, self.memory_size, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if <void *>self.memory == MAP_FAILED:
+            raise_errno(errno)
+        # The ring itself must be page-aligned: mmap gives that.
+        self.entries = <csock_uring_buf *>mmap(NULL, self.entries_size, PROT_READ | PROT_WRITE,
+                                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if <void *>self.entries == MAP_FAILED:
+            raise_errno(errno)
+        for bid in range(count):
+            self.put(<uint16_t>bid)
+        self.publish()
+        return 0
+
+    cdef inline char *buffer(self, uint16_t bid) noexcept:
+        return self.memory + <size_t>bid * <size_t>self.buffer_size
+
+    cdef inline void put(self, uint16_t bid) noexcept:
+        cdef csock_uring_buf *entry = &self.entries[self.tail & self.mask]
+        entry.addr = <uint64_t><size_t>self.buffer(bid)
+        entry.len = <uint32_t>self.buffer_size
+        entry.bid = bid
+        self.tail += 1
+
+    cdef inline void publish(self) noexcept:
+        # The tail is entry 0's resv field (struct io_uring_buf_ring).
+        csock_store_release16(&self.entries[0].resv, self.tail)
+
+    cdef void recycle(self, uint16_t bid) noexcept:
+        """A view into buffer bid was released: the kernel may fill the buffer again."""
+        self.outstanding -= 1
+        if self.registered and self.pid == getpid():
+            self.put(bid)
+            self.publish()
+
+    def __dealloc__(self):
+        if <void *>self.memory != MAP_FAILED:
+            munmap(self.memory, self.memory_size)
+        if <void *>self.entries != MAP_FAILED:
+            munmap(self.entries, self.entries_size)
+
+
+@cython.final
+@cython.no_gc                   # its one object field, the pool, refers to no view
+cdef class ReceivedView(ReadOnlyView):
+    """Read-only bytes-like view of one received message in a provided buffer. The buffer
+    goes back to the kernel when the view (and every memoryview taken of it) is released;
+    until then its bytes do not change. ``bytes(view)`` copies them out."""
+    cdef BufferPool pool
+    cdef uint16_t bid
+
+    def __dealloc__(self):
+        if self.pool is not None:
+            self.pool.recycle(self.bid)
+
+    def __repr__(self):
+        return f"<csock.uring.ReceivedView {self.length} bytes>"
+
+
+cdef ReceivedView make_view(BufferPool pool, uint16_t bid, Py_ssize_t offset, Py_ssize_t length):
+    cdef ReceivedView view = ReceivedView.__new__(ReceivedView)
+    view.pool = pool
+    view.bid = bid
+    view.ptr = pool.buffer(bid) + offset
+    view.length = length
+    pool.outstanding += 1
+    return view
+
+
+# --- Requests and completions -------------------------------------------------------------
+
+# Native memory a request lends the kernel until its last completion: the msghdr, its iovec
+# and the destination address (sendmsg), or the msghdr that sizes a multishot recvmsg's name.
+cdef struct Native:
+    msghdr msg
+    iovec iov
+    sockaddr_storage address
+
+
+@cython.final
+@cython.no_gc_clear             # __dealloc__ gives back the hold and the export
+cdef class Request:
+    """One submitted operation. ``done`` once its last completion was reaped; a multishot
+    request (recv, recvmsg, accept) completes many times until then."""
+    cdef readonly object sock
+    cdef readonly bint multishot
+    cdef readonly bint done
+    cdef Kind kind
+    cdef uint64_t id
+    cdef object ring                    # the Ring (None once done)
+    cdef object hold                    # the token inflight_hold gave (the SocketState)
+    cdef bint held
+    cdef Py_buffer data                 # a send's buffer export, held until the last completion
+    cdef bint has_data
+    cdef bint drain                     # recvmsg(drain=True): EAGAIN ends it quietly
+    cdef bint cancelling                # cancel asked: never re-armed
+    cdef int fd_for_sqe
+    cdef Native *native
+    cdef list sink                      # recv_many/send_many collect here, not in Ring.ready
+
+    @property
+    def op(self):
+        return _KIND_NAMES[self.kind]
+
+    def __repr__(self):
+        state = "done" if self.done else "pending"
+        return f"<csock.uring.Request {self.op} {state}>"
+
+    cdef void release(self) noexcept:
+        """The kernel is done with everything this request lent it."""
+        if self.held:
+            self.held = False
+            forget_hold(self)
+            inflight_release(self.hold)
+        self.hold = None
+        if self.has_data:
+            self.has_data = False
+            PyBuffer_Release(&self.data)
+        if self.native != NULL:
+            PyMem_Free(self.native)
+            self.native = NULL
+
+    def __dealloc__(self):
+        self.release()
+
+
+@cython.final
+cdef class Completion:
+    """One result of a request: ``value`` is what the operation returns (a ReceivedView for a
+    receive, b"" at end of stream; (view, address) for recvmsg; the byte count for a send; the
+    new socket for accept), ``error`` the OSError it failed with (value None then). ``more`` is
+    true while a multishot request stays armed."""
+    cdef readonly Request request
+    cdef readonly object value
+    cdef readonly object error
+    cdef readonly int result
+    cdef readonly bint more
+
+    def __repr__(self):
+        shown = self.error if self.error is not None else self.value
+        return f"<csock.uring.Completion {self.request.op} {shown!r} more={self.more}>"
+
+
+# close() of a csock socket with requests in flight: its SocketState -> those requests.
+cdef dict _by_state = {}
+
+
+cdef void remember_hold(Request request):
+    if request.hold is not None:
+        _by_state.setdefault(request.hold, set()).add(request)
+
+
+cdef void forget_hold(Request request) noexcept:
+    cdef set requests
+    if request.hold is None:
+        return
+    requests = _by_state.get(request.hold)
+    if requests is not None:
+        requests.discard(request)
+        if not requests:
+            del _by_state[request.hold]
+
+
+cdef void on_close(object state) noexcept:
+    """close() deferred close(2) to this socket's requests: cancel them, so that their last
+    completions (which release the holds, the last one closing the fd) come at once."""
+    cdef Request request
+    cdef Ring ring
+    try:
+        requests = _by_state.get(state)
+        if not requests:
+            return
+        rings = set()
+        for request in list(requests):
+            ring = request.ring
+            if ring is not None and ring.usable():
+                ring.cancel_request(request)
+                rings.add(ring)
+        for ring in rings:
+            ring.submit()
+            ring.reap()                 # (and wakes a thread asleep in wait() to see them)
+    except BaseException:
+        pass                            # close() goes on; the completions come with the next wait
+
+
+set_close_hook(on_close)
+
+
+# --- The ring ------------------------------------------------------------------------------
+
+cdef int _next_ring_group = 0
+
+
+@cython.final
+@cython.no_gc      # not collected while requests (which refer to it) are pending: close() it
+cdef class Ring:
+    """An io_uring instance: Ring(entries=256, buffers=256, buffer_size=65536).
+
+    entries is the size of the submission queue (the completion queue is twice that);
+    buffers and buffer_size size the provided buffer ring receives use (buffers a power of
+    two; 0 for a ring that only sends). Raises OSError when io_uring is unavailable (ENOSYS:
+    no kernel support; EPERM: a seccomp filter or kernel.io_uring_disabled)."""
+    cdef int fd
+    cdef pid_t pid
+    cdef void *sq_ring
+    cdef void *cq_ring
+    cdef size_t sq_ring_size, cq_ring_size, sqes_size
+    cdef csock_uring_sqe *sqes
+    cdef uint32_t *sq_head
+    cdef uint32_t *sq_tail
+    cdef uint32_t *sq_flags
+    cdef uint32_t sq_mask, sq_entries, sq_local_tail
+    cdef uint32_t *cq_head
+    cdef uint32_t *cq_tail
+    cdef uint32_t cq_mask
+    cdef csock_uring_cqe *cqes
+    cdef readonly unsigned features
+    cdef unsigned char supported[256]
+    cdef dict requests                  # id -> Request, until its last completion
+    cdef uint64_t next_id
+    cdef list ready                     # reaped completions wait() has not returned yet
+    cdef int waiting                    # threads asleep in io_uring_enter for completions
+    cdef readonly BufferPool pool
+    cdef bint cancel_again              # SQEs written while reaping (reap submits them)
+    cdef readonly Py_ssize_t cancels_repeated
+
+    def __cinit__(self):
+        self.fd = -1
+        self.sq_ring = MAP_FAILED
+        self.cq_ring = MAP_FAILED
+        self.sqes = <csock_uring_sqe *>MAP_FAILED
+        self.requests = {}
+        self.ready = []
+        self.next_id = 1
+
+    def __init__(self, entries=256, buffers=256, buffer_size=65536):
+        entries, buffers, buffer_size = _index(entries), _index(buffers), _index(buffer_size)
+        if entries < 1 or entries > 32768:
+            raise ValueError(f"entries must be between 1 and 32768, got {entries}")
+        if buffers < 0 or buffers & (buffers - 1) or buffers > 32768:
+            raise ValueError(f"buffers must be a power of two up to 32768 (or 0), got {buffers}")
+        if buffers and (buffer_size < 1 or buffer_size > (1 << 30)):
+            raise ValueError(f"buffer_size must be between 1 and 2**30, got {buffer_size}")
+        if self.fd >= 0:
+            raise ValueError("Ring.__init__ ran already")
+        self.setup(entries)
+        self.probe_ops()
+        if buffers:
+            self.register_pool(buffers, buffer_size)
+
+    cdef int setup(self, unsigned entries) except -1:
+        cdef csock_uring_params params
+        memset(&params, 0, sizeof(params))
+        params.flags = CSOCK_IORING_SETUP_CLAMP | CSOCK_IORING_SETUP_SUBMIT_ALL
+        fd = csock_io_uring_setup(entries, &params)
+        if fd < 0 and errno == EINVAL:              # before 5.18: no SUBMIT_ALL
+            memset(&params, 0, sizeof(params))
+            params.flags = CSOCK_IORING_SETUP_CLAMP
+            fd = csock_io_uring_setup(entries, &params)
+        if fd < 0:
+            raise OSError(errno, f"io_uring_setup: {_os.strerror(errno)} (io_uring unavailable)")
+        self.fd = fd
+        self.pid = getpid()
+        self.features = params.features
+        if not params.features & CSOCK_IORING_FEAT_SINGLE_MMAP:
+            raise OSError(ENOSYS, "io_uring: this kernel predates IORING_FEAT_SINGLE_MMAP (5.4)")
+        self.sq_ring_size = params.sq_off.array + params.sq_entries * sizeof(uint32_t)
+        self.cq_ring_size = params.cq_off.cqes + params.cq_entries * sizeof(csock_uring_cqe)
+        if self.cq_ring_size > self.sq_ring_size:
+            self.sq_ring_size = self.cq_ring_size
+        self.sq_ring = mmap(NULL, self.sq_ring_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                            fd, CSOCK_IORING_OFF_SQ_RING)
+        if self.sq_ring == MAP_FAILED:
+            raise_errno(errno)
+        self.cq_ring = self.sq_ring             # one mapping for both (SINGLE_MMAP)
+        self.sqes_size = params.sq_entries * sizeof(csock_uring_sqe)
+        self.sqes = <csock_uring_sqe *>mmap(NULL, self.sqes_size, PROT_READ | PROT_WRITE,
+                                            MAP_SHARED, fd, CSOCK_IORING_OFF_SQES)
+        if <void *>self.sqes == MAP_FAILED:
+            raise_errno(errno)
+        cdef char *sq = <char *>self.sq_ring
+        self.sq_head = <uint32_t *>(sq + params.sq_off.head)
+        self.sq_tail = <uint32_t *>(sq + params.sq_off.tail)
+        self.sq_flags = <uint32_t *>(sq + params.sq_off.flags)
+        self.sq_mask = (<uint32_t *>(sq + params.sq_off.ring_mask))[0]
+        self.sq_entries = params.sq_entries
+        self.sq_local_tail = self.sq_tail[0]
+        cdef uint32_t *array = <uint32_t *>(sq + params.sq_off.array)
+        for i in range(params.sq_entries):
+            array[i] = i                        # SQ slot i is always SQE i
+        self.cq_head = <uint32_t *>(sq + params.cq_off.head)
+        self.cq_tail = <uint32_t *>(sq + params.cq_off.tail)
+        self.cq_mask = (<uint32_t *>(sq + params.cq_off.ring_mask))[0]
+        self.cqes = <csock_uring_cqe *>(sq + params.cq_off.cqes)
+        return 0
+
+    cdef int probe_ops(self) except -1:
+        """IORING_REGISTER_PROBE: which opcodes this kernel has (5.6+; before, only the
+        oldest are assumed)."""
+        cdef csock_uring_probe *probe = <csock_uring_probe *>PyMem_Calloc(
+            1, sizeof(csock_uring_probe))
+        if probe == NULL:
+            raise MemoryError()
+        try:
+            memset(self.supported, 0, sizeof(self.supported))
+            if csock_io_uring_register(self.fd, CSOCK_IORING_REGISTER_PROBE, probe, 256) < 0:
+                return 0
+            for i in range(probe.ops_len):
+                if probe.ops[i].flags & CSOCK_IO_URING_OP_SUPPORTED:
+                    self.supported[probe.ops[i].op] = 1
+        finally:
+            PyMem_Free(probe)
+        return 0
+
+    cdef int register_pool(self, unsigned count, Py_ssize_t buffer_size) except -1:
+        cdef csock_uring_buf_reg reg
+        cdef BufferPool pool = BufferPool.__new__(BufferPool)
+        pool.allocate(count, buffer_size)
+        memset(&reg, 0, sizeof(reg))
+        reg.ring_addr = <uint64_t><size_t>pool.entries
+        reg.ring_entries = count
+        reg.bgid = BUFFER_GROUP
+        if csock_io_uring_register(self.fd, CSOCK_IORING_REGISTER_PBUF_RING, &reg, 1) < 0:
+            return 0        # before 5.19: no provided buffer rings, so no receives (has("recv"))
+        pool.registered = True
+        self.pool = pool
+        return 0
+
+    # -- state --
+
+    cdef inline bint usable(self) noexcept:
+        return self.fd >= 0 and self.pid == getpid()
+
+    cdef int check_usable(self) except -1:
+        if self.fd < 0:
+            raise ValueError("the Ring is closed")
+        if self.pid != getpid():
+            raise OSError(EINVAL, "this Ring belongs to the parent process: after fork() the "
+                                  "child makes its own (csock.uring.default_ring() does)")
+        return 0
+
+    def supports(self, name):
+        """Whether this kernel and ring can run an operation: "recv", "recvmsg", "send",
+        "sendmsg", "send_zc", "accept" (multishot receives and accept need 6.0, known by
+        the presence of IORING_OP_SEND_ZC, and a registered buffer ring)."""
+        return name in self.supported_ops()
+
+    def supported_ops(self):
+        """The operations supports() reports true for, as a frozenset."""
+        ops = set()
+        multishot = self.supported[CSOCK_IORING_OP_SEND_ZC]   # 6.0: multishot recv/recvmsg
+        if self.supported[CSOCK_IORING_OP_SEND]:
+            ops.add("send")
+        if self.supported[CSOCK_IORING_OP_SENDMSG]:
+            ops.add("sendmsg")
+        if self.supported[CSOCK_IORING_OP_SEND_ZC]:
+            ops.add("send_zc")
+        if self.supported[CSOCK_IORING_OP_ACCEPT] and self.supported[CSOCK_IORING_OP_SOCKET]:
+            ops.add("accept")                   # multishot accept: 5.19, as OP_SOCKET
+        if self.pool is not None and multishot:
+            ops.add("recv")
+            ops.add("recvmsg")
+        return frozenset(ops)
+
+    @property
+    def fileno(self):
+        """The ring's file descriptor (readable, for poll/epoll, when completions wait)."""
+        return self.fd
+
+    @property
+    def closed(self):
+        return self.fd < 0
+
+    @property
+    def pending(self):
+        """Requests submitted whose last completion has not been reaped."""
+        return len(self.requests)
+
+    def pending_requests(self):
+        """The Requests counted by pending, oldest first."""
+        return list(self.requests.values())
+
+    # -- submission --
+
+    cdef csock_uring_sqe *get_sqe(self) except NULL:
+        """The next free SQE, zeroed; submits what is queued first when the SQ is full."""
+        cdef csock_uring_sqe *sqe
+        while True:
+            self.check_usable()         # (again after submit: its reap may have run close())
+            if self.sq_local_tail - csock_load_acquire(self.sq_head) < self.sq_entries:
+                break
+            self.submit()
+        sqe = &self.sqes[self.sq_local_tail & self.sq_mask]
+        memset(sqe, 0, sizeof(csock_uring_sqe))
+        self.sq_local_tail += 1         # published by submit(): fill it before any Python runs
+        return sqe
+
+    cdef csock_uring_sqe *sqe_for(self, Request request, uint8_t opcode) except NULL:
+        """request's SQE, its opcode, fd and user_data set (the request is dropped if the
+        SQ cannot take it). The caller fills the rest without running Python code."""
+        cdef csock_uring_sqe *sqe
+        try:
+            sqe = self.get_sqe()
+        except BaseException:
+            self.abandon(request)
+            raise
+        sqe.opcode = opcode
+        sqe.fd = request.fd_for_sqe
+        sqe.user_data = request.id
+        return sqe
+
+    cdef int enter(self, unsigned to_submit, unsigned min_complete, unsigned flags,
+                   void *arg, size_t argsz, bint release_gil) except -2:
+        """io_uring_enter, retried on EINTR after signal handlers ran (Ctrl-C raises);
+        returns -1 with errno set for ETIME, EAGAIN and EBUSY (the callers' business)."""
+        cdef int n
+        while True:
+            if release_gil:
+                with nogil:
+                    n = csock_io_uring_enter(self.fd, to_submit, min_complete, flags, arg, argsz)
+            else:
+                n = csock_io_uring_enter(self.fd, to_submit, min_complete, flags, arg, argsz)
+            if n >= 0:
+                return n
+            if errno == EINTR:
+                PyErr_CheckSignals()
+                if min_complete:
+                    return 0            # let the caller look at the CQ (and its deadline) again
+                continue
+            if errno in (ETIME, EAGAIN, EBUSY):
+                return -1
+            raise_errno(errno)
+
+    cpdef int submit(self) except -1:
+        """Hand every queued request to the kernel (one io_uring_enter); returns how many.
+        Network requests are tried at once and, if they would wait, armed on the socket."""
+        cdef uint32_t queued
+        cdef int n
+        self.check_usable()
+        csock_store_release(self.sq_tail, self.sq_local_tail)
+        queued = self.sq_local_tail - csock_load_acquire(self.sq_head)
+        if queued == 0:
+            return 0
+        n = self.enter(queued, 0, 0, NULL, 0, False)
+        if n < 0:                       # CQ overflowing: make room, then the caller retries
+            self.reap()
+            return 0
+        return n
+
+    cdef Request new_request(self, Kind kind, object sock, bint multishot):
+        """A request on sock, holding its in-flight reference (EBADF if closed)."""
+        cdef int fd = -1
+        cdef Request request = Request.__new__(Request)
+        self.check_usable()
+        request.kind = kind
+        request.sock = sock
+        request.multishot = multishot
+        request.hold = inflight_hold(sock, &fd)
+        request.held = True
+        remember_hold(request)
+        request.id = self.next_id
+        self.next_id += 1
+        request.ring = self
+        self.requests[request.id] = request
+        request.fd_for_sqe = fd
+        return request
+
+    cdef int native(self, Request request) except -1:
+        request.native = <Native *>PyMem_Calloc(1, sizeof(Native))
+        if request.native == NULL:
+            raise MemoryError()
+        return 0
+
+    cdef void abandon(self, Request request) noexcept:
+        """A request whose SQE was never written (its arguments were bad)."""
+        self.requests.pop(request.id, None)
+        request.ring = None
+        request.done = True
+        request.release()
+
+    cdef int need(self, str name) except -1:
+        if name not in self.supported_ops():
+            raise OSError(ENOSYS, f"io_uring: this kernel or ring has no {name} "
+                                  "(see Ring.supported_ops())")
+        return 0
+
+    def recv(self, sock, *, bint multishot=True):
+        """Receive on a stream (or connected) socket into provided buffers: each completion's
+        value is a ReceivedView of what one receive got, b"" at end of stream. Multishot
+        (the default) stays armed, one completion per arrival, until end of stream, an
+        error, cancel() or close(); -ENOBUFS ends it when every buffer is held in views."""
+        self.need("recv")
+        cdef Request request = self.new_request(RECV, sock, multishot)
+        self.arm(request)
+        return request
+
+    cdef int arm(self, Request request) except -1:
+        """Write the SQE of a receive or accept request (again, to re-arm a multishot one
+        the kernel ended early)."""
+        cdef csock_uring_sqe *sqe
+        if request.kind == RECV:
+            sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
+            sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
+            sqe.buf_group = BUFFER_GROUP
+            sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT if request.multishot else 0
+        elif request.kind == RECVMSG:
+            sqe = self.sqe_for(request, CSOCK_IORING_OP_RECVMSG)
+            sqe.addr = <uint64_t><size_t>&request.native.msg
+            sqe.len = 1
+            sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
+            sqe.buf_group = BUFFER_GROUP
+            sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT
+            sqe.op_flags = MSG_DONTWAIT if request.drain else 0
+        elif request.kind == ACCEPT:
+            sqe = self.sqe_for(request, CSOCK_IORING_OP_ACCEPT)
+            sqe.ioprio = CSOCK_IORING_ACCEPT_MULTISHOT
+            sqe.op_flags = SOCK_CLOEXEC
+        return 0
+
+    def recvmsg(self, sock, *, bint drain=False):
+        """Multishot receive of datagrams with their senders' addresses: each completion's
+        value is (ReceivedView, address). drain=True ends the request once the socket's
+        queue is empty (MSG_DONTWAIT: its last completion is EAGAIN, reported as no error
+        and value None) instead of staying armed for later datagrams."""
+        self.need("recvmsg")
+        cdef Request request = self.new_request(RECVMSG, sock, True)
+        try:
+            self.native(request)
+        except BaseException:
+            self.abandon(request)
+            raise
+        request.native.msg.msg_namelen = NAME_ROOM
+        request.drain = drain
+        self.arm(request)
+        return request
+
+    cdef Request send_request(self, Kind kind, object sock, object data, object address):
+        cdef Request request = self.new_request(kind, sock, False)
+        cdef socklen_t length = 0
+        cdef uint8_t opcode = CSOCK_IORING_OP_SEND
+        cdef uint32_t flags = MSG_NOSIGNAL
+        if kind == SENDMSG:
+            opcode = CSOCK_IORING_OP_SENDMSG
+        elif kind == SEND_ZC:
+            opcode = CSOCK_IORING_OP_SEND_ZC
+        try:
+            if sock.type in (SOCK_STREAM, SOCK_SEQPACKET) and kind != SEND_ZC:
+                flags |= MSG_WAITALL            # the whole buffer, as sendall
+            PyObject_GetBuffer(data, &request.data, PyBUF_SIMPLE)
+            request.has_data = True
+            if address is not None:
+                self.native(request)
+                length = address_to_sockaddr(address, sock.family, &request.native.address)
+        except BaseException:
+            self.abandon(request)
+            raise
+        cdef csock_uring_sqe *sqe = self.sqe_for(request, opcode)
+        sqe.op_flags = flags
+        if kind == SENDMSG:
+            request.native.iov.iov_base = request.data.buf
+            request.native.iov.iov_len = request.data.len
+            request.native.msg.msg_iov = &request.native.iov
+            request.native.msg.msg_iovlen = 1
+            request.native.msg.msg_name = &request.native.address
+            request.native.msg.msg_namelen = length
+            sqe.addr = <uint64_t><size_t>&request.native.msg
+            sqe.len = 1
+        else:
+            sqe.addr = <uint64_t><size_t>request.data.buf
+            sqe.len = <uint32_t>request.data.len
+            if length:
+                sqe.off = <uint64_t><size_t>&request.native.address
+                sqe.addr_len = <uint16_t>length
+        return request
+
+    def send(self, sock, data):
+        """Send data (any bytes-like object; its export is held until the completion, whose
+        value is the byte count). On a stream socket the whole buffer is sent (MSG_WAITALL)."""
+        self.need("send")
+        return self.send_request(SEND, sock, data, None)
+
+    def sendmsg(self, sock, data, address=None):
+        """sendmsg(2) of data to address (None: the connected peer)."""
+        self.need("sendmsg")
+        return self.send_request(SENDMSG if address is not None else SEND, sock, data, address)
+
+    def send_zc(self, sock, data, address=None):
+        """Zero-copy send (IORING_OP_SEND_ZC): the kernel sends from data's own pages, so the
+        buffer export is held until the kernel's notification completion, not only the first
+        completion (whose value is the byte count)."""
+        self.need("send_zc")
+        return self.send_request(SEND_ZC, sock, data, address)
+
+    def accept(self, sock):
+        """Multishot accept on a listening socket: each completion's value is a new socket
+        of the listener's class (close-on-exec), until cancel() or close()."""
+        self.need("accept")
+        cdef Request request = self.new_request(ACCEPT, sock, True)
+        self.arm(request)
+        return request
+
+    cdef int cancel_request(self, Request request) except -1:
+        request.cancelling = True       # (no re-arm after this)
+        return self.queue_cancel(request.id)
+
+    cdef int queue_cancel(self, uint64_t id) except -1:
+        cdef csock_uring_sqe *sqe = self.get_sqe()
+        sqe.opcode = CSOCK_IORING_OP_ASYNC_CANCEL
+        sqe.fd = -1
+        sqe.addr = id
+        sqe.user_data = CANCEL_BIT | id
+        return 0
+
+    def cancel(self, Request request not None):
+        """Ask the kernel to cancel request (submitted at once); its last completion, with
+        ECANCELED unless it finished first, comes with a later wait(). False if it was done."""
+        self.check_usable()
+        if request.done or request.ring is not self:
+            return False
+        self.cancel_request(request)
+        self.submit()
+        return True
+
+    def cancel_socket(self, sock):
+        """Cancel every pending request on sock; returns how many were asked."""
+        self.check_usable()
+        count = 0
+        for request in list(self.requests.values()):
+            if (<Request>request).sock is sock:
+                self.cancel_request(<Request>request)
+                count += 1
+        if count:
+            self.submit()
+        return count
+
+    # -- completion --
+
+    cpdef int reap(self) except -1:
+        """Move every completion the kernel posted into the ready list (or a batch's own
+        list); returns how many belonged to requests."""
+        cdef uint32_t head, tail
+        cdef csock_uring_cqe cqe
+        cdef int count = 0
+        while self.fd >= 0:             # (close() may run in the Python code dispatch runs)
+            head = self.cq_head[0]
+            tail = csock_load_acquire(self.cq_tail)
+            if head == tail:
+                if not csock_load_acquire(self.sq_flags) & SQ_CQ_OVERFLOW:
+                    break
+                # Completions that found the CQ full wait in the kernel (FEAT_NODROP), in
+                # order: an enter for events moves them in (without waiting: min_complete 0).
+                self.enter(0, 0, CSOCK_IORING_ENTER_GETEVENTS, NULL, 0, False)
+                if csock_load_acquire(self.cq_tail) == head:
+                    break
+                continue
+            cqe = self.cqes[head & self.cq_mask]
+            csock_store_release(self.cq_head, head + 1)    # ours now, before any Python runs
+            count += self.dispatch(cqe.user_data, cqe.res, cqe.flags)
+        if self.cancel_again and self.fd >= 0:
+            self.cancel_again = False
+            self.submit()
+        if count and self.waiting and self.fd >= 0:
+            self.wake_waiters()
+        return count
+
+    cdef int wake_waiters(self) except -1:
+        """This thread took completions another thread may be asleep for: a NOP's completion
+        (which nobody reports) wakes it to look at the ready list."""
+        cdef csock_uring_sqe *sqe = self.get_sqe()
+        sqe.opcode = CSOCK_IORING_OP_NOP
+        sqe.user_data = CANCEL_USER_DATA
+        self.submit()
+        return 0
+
+    cdef int dispatch(self, uint64_t user_data, int res, uint32_t flags) except -1:
+        """One completion to its request; returns 0 for none (a cancel's or a NOP's own)."""
+        cdef Request request
+        cdef bint more = flags & CSOCK_IORING_CQE_F_MORE
+        cdef Completion completion
+        if user_data & CANCEL_BIT:
+            if res == -EALREADY or res == -ENOENT:
+                request = self.requests.get(user_data & ~CANCEL_BIT)
+                if request is not None:
+                    self.queue_cancel(request.id)
+                    self.cancel_again = True
+                    self.cancels_repeated += 1
+            return 0
+        request = self.requests.get(user_data) if user_data else None
+        if request is None:
+            if flags & CSOCK_IORING_CQE_F_BUFFER and self.pool is not None:
+                self.pool.outstanding += 1
+                self.pool.recycle(<uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT))
+            return 0
+        if flags & CSOCK_IORING_CQE_F_NOTIF:
+            if not more:
+                self.finish(request)    # a zero-copy send's pages are free: nothing to report
+            return 1
+        completion = Completion.__new__(Completion)
+        completion.request = request
+        completion.result = res
+        completion.more = more
+        try:
+            self.fill(completion, request, res, flags)
+        except BaseException as error:
+            completion.error = error
+        if not more and self.ended_early(request, res):
+            completion.more = more = self.rearm(request)
+        if request.sink is not None:
+            request.sink.append(completion)
+        else:
+            self.ready.append(completion)
+        if not more:
+            # After the append: finishing may close the socket's fd without the GIL, and a
+            # waiter that runs then must find the completion, not an empty ring.
+            self.finish(request)
+        return 1
+
+    cdef inline bint ended_early(self, Request request, int res) noexcept:
+        """A multishot request the kernel ended although it succeeded (it does when the CQ
+        overflows, or a multishot recvmsg's drain is not done): csock re-arms it, so that it
+        ends only as documented (end of stream, an error, cancel, close)."""
+        if request.cancelling or not request.multishot:
+            return False
+        return res >= 0 if request.kind == ACCEPT else res > 0
+
+    cdef bint rearm(self, Request request) noexcept:
+        """Write the request's SQE again (submitted at the end of this reap); False if the
+        ring cannot take it (the request then ends here)."""
+        if not self.usable():
+            return False
+        try:
+            self.arm(request)
+        except BaseException:
+            return False                        # (sqe_for let it go: it ends here)
+        self.cancel_again = True
+        return True
+
+    cdef void finish(self, Request request) noexcept:
+        """The request's last completion: it gives back what it held."""
+        self.requests.pop(request.id, None)
+        request.done = True
+        request.ring = None
+        request.release()
+
+    cdef int fill(self, Completion completion, Request request, int res, uint32_t flags) except -1:
+        cdef uint16_t bid
+        cdef const csock_uring_recvmsg_out *out
+        cdef Py_ssize_t offset, available
+        if flags & CSOCK_IORING_CQE_F_BUFFER:
+            bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
+            if request.kind == RECVMSG and res >= 0:
+                out = <const csock_uring_recvmsg_out *>self.pool.buffer(bid)
+                offset = RECVMSG_OUT + NAME_ROOM    # (no control room asked for)
+                available = res - offset
+                if available > out.payloadlen:
+                    available = out.payloadlen
+                view = make_view(self.pool, bid, offset, available if available > 0 else 0)
+                address = address_from_sockaddr(
+                    self.pool.buffer(bid) + RECVMSG_OUT,
+                    out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM)
+                completion.value = (view, address)
+                return 0
+            view = make_view(self.pool, bid, 0, res if res > 0 else 0)
+            if res >= 0:
+                completion.value = view
+                return 0
+        if res < 0:
+            if request.drain and -res == EAGAIN:
+                return 0                # drain=True: the queue is empty (value None)
+            completion.error = os_error(-res)
+            return 0
+        if request.kind == RECV:
+            completion.value = b""      # end of stream
+        elif request.kind == ACCEPT:
+            completion.value = self.wrap_accepted(request.sock, res)
+        else:
+            completion.value = res
+        return 0
+
+    cdef object wrap_accepted(self, object listener, int fd):
+        try:
+            return type(listener)(listener.family, listener.type, listener.proto, fileno=fd)
+        except BaseException:
+            close_fd(fd)
+            raise
+
+    def wait(self, Py_ssize_t min_complete=1, timeout=None):
+        """Submit what is queued, wait until at least min_complete completions are ready
+        (or timeout seconds passed; None waits for ever) and return the ready Completions in
+        the order the kernel posted them. The GIL is released while waiting; Ctrl-C works."""
+        cdef int64_t deadline = 0
+        self.check_usable()
+        if timeout is not None:
+            if timeout < 0:
+                raise ValueError("timeout must be >= 0 or None")
+            deadline = _now_ns() + <int64_t>(timeout * 1e9)
+        self.submit()
+        self.reap()
+        while <Py_ssize_t>len(self.ready) < min_complete and self.requests:
+            if timeout is not None and _now_ns() >= deadline:
+                break
+            self.sleep(timeout is not None, deadline)
+            if self.fd < 0:
+                break                   # closed by another thread meanwhile
+            self.reap()
+        result, self.ready = self.ready, []
+        return result
+
+    cdef int sleep(self, bint timed, int64_t deadline) except -1:
+        """Sleep in the kernel until a completion is posted (or the deadline)."""
+        cdef csock_uring_getevents_arg arg
+        cdef csock_kernel_timespec ts
+        cdef pollfd pfd
+        cdef int64_t left
+        self.waiting += 1
+        try:
+            if not timed:
+                self.enter(0, 1, CSOCK_IORING_ENTER_GETEVENTS, NULL, 0, True)
+                return 0
+            left = deadline - _now_ns()
+            if left < 0:
+                left = 0
+            if self.features & CSOCK_IORING_FEAT_EXT_ARG:
+                memset(&arg, 0, sizeof(arg))
+                ts.tv_sec = left // 1000000000
+                ts.tv_nsec = left % 1000000000
+                arg.ts = <uint64_t><size_t>&ts
+                self.enter(0, 1, CSOCK_IORING_ENTER_GETEVENTS | CSOCK_IORING_ENTER_EXT_ARG,
+                           &arg, sizeof(arg), True)
+            else:
+                pfd.fd = self.fd
+                pfd.events = POLLIN
+                with nogil:
+                    poll(&pfd, 1, <int>((left + 999999) // 1000000))
+                PyErr_CheckSignals()
+        finally:
+            self.waiting -= 1
+        return 0
+
+    # -- batches --
+
+    def recv_many(self, sockets):
+        """What each of the datagram sockets has queued now, as one list per socket of
+        (ReceivedView, address), in arrival order; one io_uring_enter for all of them
+        (multishot recvmsg with MSG_DONTWAIT: each request ends when its queue is empty).
+        A socket yields at most as many datagrams as the pool has free buffers; the rest
+        stays queued for the next call. Errors other than an empty queue raise."""
+        socks = tuple(sockets)
+        requests = []
+        try:
+            for sock in socks:
+                request = self.recvmsg(sock, drain=True)
+                (<Request>request).sink = []
+                requests.append(request)
+        except BaseException:
+            for request in requests:
+                self.cancel_request(<Request>request)
+            self.collect(requests)
+            raise
+        self.collect(requests)
+        result = []
+        error = None
+        for request in requests:
+            got = []
+            for completion in (<Request>request).sink:
+                if (<Completion>completion).error is not None:
+                    if error is None and (<Completion>completion).error.errno != ENOBUFS:
+                        error = (<Completion>completion).error
+                elif (<Completion>completion).value is not None:
+                    got.append((<Completion>completion).value)
+            result.append(got)
+            (<Request>request).sink = None
+        if error is not None:
+            raise error
+        return result
+
+    def send_many(self, pairs):
+        """Send each (sock, data) or (sock, data, address) of pairs and wait for every
+        completion; returns the byte counts in order. Sends to different sockets go with one
+        io_uring_enter; a socket named k times is sent to in k rounds, each send after the
+        previous one completed, because the kernel does not order requests on one socket
+        among themselves. The first error raises, after every send of its round finished
+        (later rounds are not sent)."""
+        items = tuple(pairs)
+        for item in items:
+            if len(item) not in (2, 3):
+                raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
+        counts = [None] * len(items)
+        for round in _rounds(items):
+            self.send_round(items, round, counts)
+        return counts
+
+    cdef int send_round(self, tuple items, list indexes, list counts) except -1:
+        """Send items[i] for every i of indexes (each to a different socket), with one
+        io_uring_enter, and store the counts."""
+        cdef list requests = []
+        cdef Request request
+        try:
+            for i in indexes:
+                item = items[i]
+                address = item[2] if len(item) == 3 else None
+                request = self.send_request(SENDMSG if address is not None else SEND,
+                                            item[0], item[1], address)
+                request.sink = []
+                requests.append(request)
+        except BaseException:
+            self.collect(requests)
+            raise
+        self.collect(requests)
+        error = None
+        for i, request in zip(indexes, requests):
+            completion = request.sink[0]
+            request.sink = None
+            if (<Completion>completion).error is not None:
+                error = error or (<Completion>completion).error
+            else:
+                counts[i] = (<Completion>completion).value
+        if error is not None:
+            raise error
+        return 0
+
+    cdef int collect(self, list requests) except -1:
+        """Submit, then reap until every one of requests is done."""
+        self.submit()
+        self.reap()
+        for request in requests:
+            while not (<Request>request).done:
+                self.sleep(False, 0)
+                self.check_usable()
+                self.submit()
+                self.reap()
+        return 0
+
+    # -- end --
+
+    def close(self):
+        """Cancel every pending request, give back what they hold (waiting up to a second
+        for their last completions), then unmap the rings and close the ring's fd. A forked
+        child's copy is only unmapped: the parent's requests are not the child's to cancel."""
+        if self.fd < 0:
+            return
+        if self.pid == getpid() and self.requests:
+            for request in list(self.requests.values()):
+                self.cancel_request(<Request>request)
+            self.submit()
+            deadline = _now_ns() + 1000000000
+            self.reap()
+            while self.requests and _now_ns() < deadline and self.fd >= 0:
+                self.sleep(True, deadline)
+                self.reap()
+        if self.fd >= 0 and self.waiting and self.pid == getpid():
+            self.wake_waiters()         # threads asleep in wait() return (the ring is closed)
+        self.teardown()
+
+    cdef void teardown(self) noexcept:
+        cdef Request request
+        cdef bint ours = self.pid == getpid()
+        cdef int fd = self.fd
+        # Unmapped and closed first, before any Python code runs (another thread could then
+        # find the ring half torn down).
+        self.fd = -1
+        if self.sqes != <csock_uring_sqe *>MAP_FAILED:
+            munmap(self.sqes, self.sqes_size)
+            self.sqes = <csock_uring_sqe *>MAP_FAILED
+        if self.sq_ring != MAP_FAILED:
+            munmap(self.sq_ring, self.sq_ring_size)
+            self.sq_ring = MAP_FAILED
+        if fd >= 0:
+            close_fd(fd)
+        if self.pool is not None:
+            self.pool.registered = False        # views still held keep the memory alive
+        for request in list(self.requests.values()):
+            request.ring = None
+            request.done = True
+            if ours:
+                # The kernel may read a send's buffer until the ring's own teardown has
+                # finished: those stay exported for the life of the process.
+                if request.has_data or request.native != NULL:
+                    _orphans.append(request)
+                if request.held:
+                    request.held = False
+                    forget_hold(request)
+                    inflight_release(request.hold)
+            elif request.held:
+                request.held = False            # the parent's holds, not counted here
+                forget_hold(request)
+        self.requests.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __dealloc__(self):
+        if self.fd >= 0 or self.sq_ring != MAP_FAILED:
+            self.teardown()
+
+    def __repr__(self):
+        state = "closed" if self.fd < 0 else f"fd={self.fd} pending={len(self.requests)}"
+        return f"<csock.uring.Ring {state}>"
+
+
+cdef list _rounds(tuple items):
+    """Indexes of items in rounds: round k holds each socket's k-th item, in order."""
+    cdef dict seen = {}
+    cdef list rounds = []
+    for i, item in enumerate(items):
+        k = seen.get(id(item[0]), 0)
+        seen[id(item[0])] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        (<list>rounds[k]).append(i)
+    return rounds
+
+
+cdef list _orphans = []            # requests whose ring closed before their last completion
+
+
+def kernel_features():
+    """The IORING_FEAT_* bits this kernel reports, by name, for a small probe ring; raises
+    OSError when io_uring is unavailable."""
+    ring = Ring(8, 0)
+    try:
+        names = {"single_mmap": CSOCK_IORING_FEAT_SINGLE_MMAP, "nodrop": CSOCK_IORING_FEAT_NODROP,
+                 "submit_stable": CSOCK_IORING_FEAT_SUBMIT_STABLE,
+                 "fast_poll": CSOCK_IORING_FEAT_FAST_POLL, "ext_arg": CSOCK_IORING_FEAT_EXT_ARG}
+        return frozenset(name for name, bit in names.items() if ring.features & bit)
+    finally:
+        ring.close()

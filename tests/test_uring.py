@@ -1,0 +1,607 @@
+"""csock.uring over a real io_uring and real sockets: bytes, counts, order and addresses of
+what the ring sends and receives; views that keep their buffer; cancel; close() from another
+thread; fork; no fd or memory growth over 10,000 operations."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket as stdlib_socket
+import struct
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+
+import csock
+
+from .pairs import STREAM_FAMILIES, stream_pair
+
+uring = pytest.importorskip("csock.uring")
+if not uring.available():
+    pytest.skip("io_uring is unavailable here (kernel, seccomp or io_uring_disabled)",
+                allow_module_level=True)
+
+
+@pytest.fixture
+def ring() -> Iterator[uring.Ring]:
+    with uring.Ring(64, 32, 4096) as r:
+        yield r
+        assert r.pending == 0 or r.closed
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_default_ring() -> Iterator[None]:
+    yield
+    uring.default_ring().close()
+
+
+def needs(r: uring.Ring, *ops: str) -> None:
+    missing = set(ops) - r.supported_ops()
+    if missing:
+        pytest.skip(f"this kernel has no io_uring {', '.join(sorted(missing))}")
+
+
+def udp_socket() -> csock.socket:
+    s = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def stream_bytes(r: uring.Ring, count: int, timeout: float = 5.0) -> tuple[bytes, list]:
+    """Wait for completions until count bytes (or end of stream) came; the bytes and the
+    completions (views released: copied)."""
+    got = bytearray()
+    completions = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        for c in r.wait(1, timeout=0.5):
+            completions.append(c)
+            if c.error is None and c.value is not None:
+                got += bytes(c.value)
+            if c.value == b"":
+                return bytes(got), completions
+    return bytes(got), completions
+
+
+def test_ring_reports_what_the_kernel_has() -> None:
+    with uring.Ring(8, 0) as r:
+        assert r.fileno >= 0
+        assert "send" in r.supported_ops()
+        assert "recv" not in r.supported_ops()         # no buffers: no receives
+        with pytest.raises(OSError) as caught:
+            a, b = csock.socketpair()
+            try:
+                r.recv(a)
+            finally:
+                a.close()
+                b.close()
+        assert caught.value.errno == errno.ENOSYS
+    assert r.closed
+    assert "ext_arg" in uring.kernel_features() or "nodrop" in uring.kernel_features()
+
+
+@pytest.mark.parametrize("kind", STREAM_FAMILIES)
+def test_multishot_recv_keeps_bytes_in_order_until_end_of_stream(ring, kind) -> None:
+    needs(ring, "recv")
+    payload = b"".join(struct.pack("!I", i) * 16 for i in range(500))      # 32000 bytes
+    with stream_pair(kind) as (a, b):
+        request = ring.recv(a)
+        assert request.multishot and not request.done and request.op == "recv"
+        sender = threading.Thread(target=lambda: (b.sendall(payload), b.shutdown(csock.SHUT_WR)))
+        sender.start()
+        got, completions = stream_bytes(ring, len(payload) + 1)
+        sender.join()
+        if completions[-1].value != b"":
+            completions += ring.wait(1, timeout=2)
+        assert got == payload
+        assert completions[-1].value == b"" and not completions[-1].more
+        assert all(c.more for c in completions[:-1])
+        assert request.done
+        del completions                             # the views they hold give buffers back
+        assert ring.pool.outstanding == 0
+
+
+def test_completions_beyond_the_cq_are_neither_lost_nor_reordered() -> None:
+    with uring.Ring(2, 256, 64) as r:                    # a CQ of 4 entries
+        needs(r, "recv")
+        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+        with a, b:
+            r.recv(a)
+            r.submit()
+            for i in range(100):                         # 100 completions, none reaped
+                b.send(b"%03d" % i)
+            got = []
+            while len(got) < 100:
+                got += [bytes(c.value) for c in r.wait(1, timeout=2)]
+            assert got == [b"%03d" % i for i in range(100)]
+            a.close()
+            assert r.wait(0, timeout=0)[0].error.errno == errno.ECANCELED
+            assert r.pending == 0
+
+
+def test_view_keeps_its_buffer_until_released(ring) -> None:
+    needs(ring, "recv")
+    a, b = csock.socketpair()
+    with a, b:
+        ring.recv(a)
+        b.send(b"first")
+        (first,) = ring.wait(1, timeout=2)
+        view = first.value
+        mv = memoryview(view)
+        for i in range(100):                    # every other buffer is filled meanwhile
+            b.send(b"%05d" % i)
+            assert [bytes(c.value) for c in ring.wait(1, timeout=2)] == [b"%05d" % i]
+        assert bytes(view) == b"first" and mv.tobytes() == b"first" and mv.readonly
+        assert view == b"first" and len(view) == 5
+        assert ring.pool.outstanding == 1
+        del first, view
+        assert ring.pool.outstanding == 1       # the memoryview still holds the buffer
+        mv.release()
+        assert ring.pool.outstanding == 0
+        assert ring.cancel_socket(a) == 1
+        (end,) = ring.wait(1, timeout=2)
+        assert end.error.errno == errno.ECANCELED
+
+
+def test_held_views_exhaust_the_pool_without_losing_bytes() -> None:
+    with uring.Ring(16, 2, 64) as r:
+        needs(r, "recv")
+        a, b = csock.socketpair()
+        with a, b:
+            r.recv(a)
+            held = []
+            for chunk in (b"one", b"two"):
+                b.send(chunk)
+                held += [c.value for c in r.wait(1, timeout=2)]
+            b.send(b"three")                     # no free buffer: the multishot ends
+            (end,) = r.wait(1, timeout=2)
+            assert end.error.errno == errno.ENOBUFS and not end.more
+            assert [bytes(v) for v in held] == [b"one", b"two"]
+            held.clear()                         # buffers back: re-arm, nothing was lost
+            r.recv(a)
+            (again,) = r.wait(1, timeout=2)
+            assert bytes(again.value) == b"three"
+            del again
+            r.cancel_socket(a)
+            r.wait(1, timeout=2)
+
+
+def test_recvmsg_reports_each_datagram_with_its_sender(ring) -> None:
+    needs(ring, "recvmsg")
+    rx, s1, s2 = udp_socket(), udp_socket(), udp_socket()
+    with rx, s1, s2:
+        request = ring.recvmsg(rx)
+        for i in range(10):
+            (s1 if i % 2 else s2).sendto(b"dgram %d" % i, rx.getsockname())
+        got = []
+        while len(got) < 10:
+            got += [c.value for c in ring.wait(1, timeout=2)]
+        assert [bytes(v) for v, _ in got] == [b"dgram %d" % i for i in range(10)]
+        assert [addr for _, addr in got] == [(s1 if i % 2 else s2).getsockname() for i in range(10)]
+        del got
+        ring.cancel(request)
+        (end,) = ring.wait(1, timeout=2)
+        assert end.error.errno == errno.ECANCELED and request.done
+
+
+def test_recv_many_returns_what_every_socket_has_queued(ring) -> None:
+    needs(ring, "recvmsg")
+    sockets = [udp_socket() for _ in range(16)]
+    sender = udp_socket()
+    try:
+        for i, s in enumerate(sockets):
+            for j in range(i % 4):
+                sender.sendto(b"%d:%d" % (i, j), s.getsockname())
+        got = ring.recv_many(sockets)
+        assert [[bytes(v) for v, _ in per] for per in got] == \
+            [[b"%d:%d" % (i, j) for j in range(i % 4)] for i in range(16)]
+        assert {addr for per in got for _, addr in per} == {sender.getsockname()}
+        del got
+        assert ring.recv_many(sockets) == [[] for _ in sockets]
+        assert ring.pending == 0 and ring.pool.outstanding == 0
+    finally:
+        for s in sockets + [sender]:
+            s.close()
+
+
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_module_batch_functions_use_the_process_ring(monkeypatch, forced_fallback) -> None:
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, tx = udp_socket(), udp_socket()
+    with rx, tx:
+        counts = uring.send_many([(tx, b"a", rx.getsockname()), (tx, b"bc", rx.getsockname())])
+        assert counts == [1, 2]
+        (got,) = uring.recv_many([rx])
+        assert [(bytes(v), addr) for v, addr in got] == [(b"a", tx.getsockname()),
+                                                          (b"bc", tx.getsockname())]
+
+
+def test_send_many_sends_every_pair_to_its_own_socket(ring) -> None:
+    pairs = [csock.socketpair() for _ in range(8)]
+    try:
+        counts = ring.send_many([(a, b"to %d " % i * (i + 1)) for i, (a, _) in enumerate(pairs)])
+        assert counts == [len(b"to %d " % i * (i + 1)) for i in range(8)]
+        for i, (_, b) in enumerate(pairs):
+            b.setblocking(False)
+            assert b.recv(1000) == b"to %d " % i * (i + 1)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_send_many_keeps_the_order_of_sends_to_one_socket(ring) -> None:
+    a, b = csock.socketpair()
+    c, d = csock.socketpair()
+    with a, b, c, d:
+        big = [bytes([65 + i % 26]) * 300_000 for i in range(6)]       # each fills the buffer
+        received = bytearray()
+        reader = threading.Thread(target=lambda: received.extend(recv_all(b, sum(map(len, big)))))
+        reader.start()
+        counts = ring.send_many([(a, big[0]), (c, b"other"), (a, big[1]), (a, big[2]),
+                                 (c, b" socket"), (a, big[3]), (a, big[4]), (a, big[5])])
+        reader.join()
+        assert counts == [300_000, 5, 300_000, 300_000, 7, 300_000, 300_000, 300_000]
+        assert received == b"".join(big)
+        d.setblocking(False)
+        assert d.recv(100) == b"other socket"
+
+
+def recv_all(sock: csock.socket, n: int) -> bytes:
+    got = bytearray()
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def test_send_many_reports_an_error_after_every_send_finished(ring) -> None:
+    a, b = csock.socketpair()
+    c, d = csock.socketpair()
+    with a, b, c, d:
+        b.close()
+        with pytest.raises(BrokenPipeError):
+            ring.send_many([(a, b"x"), (c, b"still sent")])
+        d.setblocking(False)
+        assert d.recv(100) == b"still sent"
+        assert ring.pending == 0
+
+
+def test_send_zc_holds_the_buffer_until_the_notification(ring) -> None:
+    needs(ring, "send_zc")
+    payload = bytearray(os.urandom(1 << 18))
+    with stream_pair("tcp4") as (a, b):
+        request = ring.send_zc(a, payload)
+        ring.submit()                               # (requests are queued until submitted)
+        with pytest.raises(BufferError):
+            payload.append(0)                       # the export is held
+        received = bytearray()
+        completions = []
+        while len(received) < len(payload):
+            received += b.recv(1 << 16)
+            completions += ring.wait(0, timeout=0)
+        while not request.done:
+            completions += ring.wait(1, timeout=2)
+        assert received == payload
+        assert [c.value for c in completions] == [len(payload)]
+        payload.append(0)                           # released with the last completion
+
+
+def test_multishot_accept_gives_each_connection_its_own_socket(ring) -> None:
+    needs(ring, "accept")
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        request = ring.accept(server)
+        clients = [csock.create_connection(server.getsockname()) for _ in range(3)]
+        accepted = []
+        while len(accepted) < 3:
+            accepted += [c.value for c in ring.wait(1, timeout=2)]
+        try:
+            assert all(isinstance(s, csock.socket) for s in accepted)
+            assert sorted(s.getpeername() for s in accepted) == \
+                sorted(c.getsockname() for c in clients)
+            by_peer = {s.getpeername(): s for s in accepted}
+            for i, client in enumerate(clients):
+                client.sendall(b"client %d" % i)
+                assert by_peer[client.getsockname()].recv(100) == b"client %d" % i
+            assert not request.done
+            assert ring.cancel(request)
+            (end,) = ring.wait(1, timeout=2)
+            assert end.error.errno == errno.ECANCELED and request.done
+            assert not ring.cancel(request)
+        finally:
+            for s in accepted + clients:
+                s.close()
+
+
+def test_close_from_another_thread_cancels_a_pending_recv(ring) -> None:
+    needs(ring, "recv")
+    a, b = csock.socketpair()
+    with b:
+        request = ring.recv(a)
+        got = []
+        waiter = threading.Thread(target=lambda: got.extend(ring.wait(1, timeout=5)))
+        waiter.start()
+        time.sleep(0.1)
+        a.close()                                   # the recv holds a: close(2) deferred
+        waiter.join()
+        assert [c.error.errno for c in got] == [errno.ECANCELED]
+        assert request.done and a.fileno() == -1
+        b.settimeout(2)
+        assert b.recv(10) == b""                    # the fd was really closed: end of stream
+
+
+def test_close_from_another_thread_ends_a_blocked_send_and_frees_its_buffer(ring) -> None:
+    a, b = csock.socketpair()
+    with b:
+        payload = bytearray(b"s" * (8 << 20))        # far more than the socket buffers hold
+        request = ring.send(a, payload)
+        got = []
+        waiter = threading.Thread(target=lambda: got.extend(ring.wait(1, timeout=5)))
+        waiter.start()
+        time.sleep(0.1)
+        assert not request.done
+        with pytest.raises(BufferError):
+            payload.append(0)                       # the kernel may still read it
+        a.close()
+        waiter.join()
+        assert request.done and len(got) == 1
+        (done,) = got                               # cancelled: the count of what went
+        assert done.error is None and 0 < done.value < len(payload)
+        payload.append(0)                           # the export went with the completion
+        b.settimeout(2)
+        received = 0
+        while chunk := b.recv(1 << 16):
+            assert chunk == b"s" * len(chunk)
+            received += len(chunk)
+        assert received == done.value               # then end of stream: the fd was closed
+
+
+def test_closes_under_load_never_deliver_a_byte_to_another_socket(ring) -> None:
+    """Sockets closed and replaced (their fd numbers reused) while every one has a multishot
+    recv armed and data flowing: each completion carries only its own socket's tag byte."""
+    needs(ring, "recv")
+    lock = threading.Lock()
+    live: dict[int, tuple[csock.socket, csock.socket, int]] = {}    # slot -> pair and its tag
+    tags: dict[int, int] = {}                                       # id(receiver) -> tag
+    stop = threading.Event()
+    opened = []
+
+    def open_pair(slot: int, tag: int) -> None:
+        a, b = csock.socketpair()           # takes the fd numbers the last close freed
+        b.setblocking(False)
+        opened.append(tag)
+        with lock:
+            live[slot] = (a, b, tag)
+            tags[id(a)] = tag
+        ring.recv(a)
+
+    def churn() -> None:
+        for n in range(16, 16 * 12):
+            if stop.is_set():
+                return
+            slot = n % 16
+            with lock:
+                a, b, _ = live.pop(slot)
+            a.close()                       # a recv is armed on it: cancelled, close deferred
+            b.close()
+            open_pair(slot, slot + 16 * (n // 16))
+            time.sleep(0.002)
+
+    def send() -> None:
+        while not stop.is_set():
+            with lock:
+                pairs = [(b, tag) for _, b, tag in live.values()]
+            for b, tag in pairs:
+                try:
+                    b.send(bytes([tag]) * 512)
+                except OSError:
+                    pass
+            time.sleep(0.0005)
+
+    for slot in range(16):
+        open_pair(slot, slot)
+    threads = [threading.Thread(target=churn), threading.Thread(target=send)]
+    for t in threads:
+        t.start()
+    checked = 0
+    deadline = time.monotonic() + 20
+    try:
+        while threads[0].is_alive() and time.monotonic() < deadline:
+            for c in ring.wait(1, timeout=0.1):
+                if c.error is None and c.value:
+                    tag = tags[id(c.request.sock)]
+                    assert bytes(c.value) == bytes([tag]) * len(c.value)
+                    checked += len(c.value)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for a, b, _ in live.values():
+            a.close()
+            b.close()
+        # A request another thread submitted completes its cancel through that thread's
+        # task work (the kernel's, on its next return to user space or from a worker): its
+        # last completion can come a moment after close().
+        deadline = time.monotonic() + 5
+        while ring.pending and time.monotonic() < deadline:
+            ring.wait(1, timeout=0.5)
+    assert checked > 0 and len(opened) == 16 * 12
+    assert ring.pending == 0, (ring.pending_requests(), ring.cancels_repeated)
+
+
+def test_close_with_no_waiter_cancels_and_closes_at_once(ring) -> None:
+    needs(ring, "recv", "accept")
+    a, b = csock.socketpair()
+    server = csock.create_server(("127.0.0.1", 0))
+    with b:
+        ring.recv(a)
+        ring.accept(server)
+        ring.submit()
+        a.close()
+        server.close()
+        assert ring.pending == 0
+        b.settimeout(2)
+        assert b.recv(10) == b""
+        cancelled = ring.wait(0, timeout=0)
+        assert sorted(c.request.op for c in cancelled) == ["accept", "recv"]
+        assert all(c.error.errno == errno.ECANCELED for c in cancelled)
+
+
+def test_closing_the_ring_from_another_thread_wakes_its_waiter() -> None:
+    r = uring.Ring(16, 8, 256)
+    needs(r, "recv")
+    a, b = csock.socketpair()
+    with b:
+        r.recv(a)
+        got = []
+        errors = []
+
+        def waiter() -> None:
+            try:
+                got.extend(r.wait(1))
+            except ValueError as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.1)
+        r.close()                                   # cancels the recv, wakes the waiter
+        thread.join(5)
+        assert not thread.is_alive() and r.closed and r.pending == 0
+        assert not errors and [c.error.errno for c in got] == [errno.ECANCELED]
+        a.close()                                   # the hold was given back: closes now
+        b.settimeout(2)
+        assert b.recv(10) == b""
+
+
+def test_a_closed_socket_is_refused_before_anything_is_queued(ring) -> None:
+    a, b = csock.socketpair()
+    a.close()
+    b.close()
+    for call in (lambda: ring.recv(a), lambda: ring.send(a, b"x"), lambda: ring.accept(a)):
+        with pytest.raises(OSError) as caught:
+            call()
+        assert caught.value.errno == errno.EBADF
+    assert ring.pending == 0
+    assert ring.wait(0, timeout=0) == []
+
+
+def test_bad_arguments_raise_clear_errors(ring) -> None:
+    with pytest.raises(ValueError):
+        uring.Ring(8, 3)
+    with pytest.raises(ValueError):
+        uring.Ring(0)
+    a, b = csock.socketpair()
+    with a, b:
+        with pytest.raises(TypeError):
+            ring.send(a, "text")
+        with pytest.raises(TypeError):
+            ring.recv(object())
+        with pytest.raises(ValueError):
+            ring.send_many([(a,)])
+        with pytest.raises(BufferError):
+            ring.send(a, memoryview(b"abcdef")[::2])
+        with pytest.raises((TypeError, OSError)):
+            ring.sendmsg(csock.socket(csock.AF_INET, csock.SOCK_DGRAM), b"x", "no address")
+        assert ring.pending == 0
+    r = uring.Ring(8, 0)
+    r.close()
+    with pytest.raises(ValueError):
+        r.wait()
+
+
+def test_stdlib_sockets_work_too(ring) -> None:
+    needs(ring, "recv")
+    a, b = stdlib_socket.socketpair()
+    with a, b:
+        ring.recv(a)
+        assert ring.send_many([(b, b"plain")]) == [5]
+        (c,) = ring.wait(1, timeout=2)
+        assert bytes(c.value) == b"plain"
+        ring.cancel_socket(a)
+        ring.wait(1, timeout=2)
+
+
+def test_wait_times_out_and_ctrl_c_interrupts_it(ring) -> None:
+    needs(ring, "recv")
+    a, b = csock.socketpair()
+    with a, b:
+        ring.recv(a)
+        start = time.monotonic()
+        assert ring.wait(1, timeout=0.05) == []
+        assert 0.04 < time.monotonic() - start < 2
+        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            ring.wait(1)
+        timer.join()
+        ring.cancel_socket(a)
+        ring.wait(1, timeout=2)
+
+
+def test_after_fork_the_child_never_touches_the_parents_ring(ring) -> None:
+    needs(ring, "recv")
+    a, b = csock.socketpair()
+    with a, b:
+        request = ring.recv(a)
+        pid = os.fork()
+        if pid == 0:                                        # the child
+            code = 1
+            try:
+                try:
+                    ring.wait(0, timeout=0)
+                except OSError:
+                    c, d = csock.socketpair()
+                    own = uring.default_ring()
+                    own.recv(c)
+                    own.send_many([(d, b"child ring")])
+                    (got,) = own.wait(1, timeout=2)
+                    code = 0 if bytes(got.value) == b"child ring" else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        b.send(b"parent still")                             # the parent's request is intact
+        (got,) = ring.wait(1, timeout=2)
+        assert bytes(got.value) == b"parent still" and not request.done
+        del got
+        ring.cancel(request)
+        ring.wait(1, timeout=2)
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_no_fd_or_memory_growth_over_10000_operations(ring) -> None:
+    needs(ring, "recv", "recvmsg")
+    a, b = csock.socketpair()
+    rx, tx = udp_socket(), udp_socket()
+    with a, b, rx, tx:
+        def round_trip(i: int) -> None:
+            request = ring.recv(a, multishot=False)
+            ring.send_many([(b, b"%08d" % i), (tx, b"u%07d" % i, rx.getsockname())])
+            (c,) = ring.wait(1, timeout=2)
+            assert bytes(c.value) == b"%08d" % i and request.done
+            ((view, _),) = ring.recv_many([rx])[0:1][0]
+            assert bytes(view) == b"u%07d" % i
+
+        for i in range(500):
+            round_trip(i)
+        fds = fd_count()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(5000):                           # 2 ops and a batch each: > 10,000
+                round_trip(i)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert fd_count() == fds
+        assert grown < 64 * 1024, f"traced memory grew by {grown} bytes"
+        assert ring.pending == 0 and ring.pool.outstanding == 0
