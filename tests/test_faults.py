@@ -95,14 +95,14 @@ def test_absurd_arguments_raise_value_error(call):
             call(b)
 
 
-# Every callable of csock._fastio and csock._packet, private ones included, called with
+# Every callable of csock._fastio, _packet and _uring, private ones included, called with
 # arguments of the wrong type or size: each call may raise or return, never crash the
 # interpreter. The calls run in a child process, which prints each call before making it, so a
 # crash fails this test and names the call instead of killing pytest.
 BAD_ARGUMENTS_CHILD = textwrap.dedent("""
     import itertools, socket as stdlib_socket, sys
     import csock
-    from csock import _fastio, _packet
+    from csock import _fastio, _packet, _uring
 
     def made_by_new(cls):
         try:
@@ -163,7 +163,7 @@ BAD_ARGUMENTS_CHILD = textwrap.dedent("""
             if callable(m):
                 yield attr, m
 
-    for module, name in [(m, n) for m in (_fastio, _packet) for n in dir(m)]:
+    for module, name in [(m, n) for m in (_fastio, _packet, _uring) for n in dir(m)]:
         f = getattr(module, name)
         if not callable(f) or name in ("__loader__", "__build_class__", "__import__"):
             continue
@@ -181,7 +181,7 @@ BAD_ARGUMENTS_CHILD = textwrap.dedent("""
 
 
 def test_every_fastio_callable_survives_arguments_of_the_wrong_type():
-    from csock import _fastio, _packet
+    from csock import _fastio, _packet, _uring
     child = subprocess.run([sys.executable, "-c", BAD_ARGUMENTS_CHILD], capture_output=True,
                            text=True, timeout=300,
                            cwd=os.path.dirname(os.path.dirname(csock.__file__)))
@@ -189,7 +189,7 @@ def test_every_fastio_callable_survives_arguments_of_the_wrong_type():
     assert child.returncode == 0 and calls[-1:] == ["survived"], (
         f"exit {child.returncode} at {calls[-1:]}: {child.stderr[-2000:]}")
     called = {line.split("(")[0].split("()")[0] for line in calls}
-    for module in (_fastio, _packet):
+    for module in (_fastio, _packet, _uring):
         for name in dir(module):
             f = getattr(module, name)
             if name.startswith("__") or not callable(f):

@@ -1,4 +1,6 @@
-# cython: language_level=3
+# cython: language_level=3, auto_pickle=False
+# (Cython's generated __setstate__ would trust its argument: Completion().__setstate__((None,))
+# crashed the interpreter; none of these objects can cross a process anyway)
 """csock._uring: an io_uring Ring over the raw kernel ABI (public face: csock.uring).
 
 One Ring is one io_uring instance: a submission queue (SQ) of requests and a completion queue
