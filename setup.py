@@ -49,10 +49,13 @@ extensions = [
 
 
 setup(
+    # the three extensions compile side by side (build_ext --parallel)
+    options={"build_ext": {"parallel": os.cpu_count() or 1}},
     ext_modules=cythonize(
         extensions,
         include_path=["src", "."],
         compiler_directives=directives,
         compile_time_env={"CSOCK_DEBUG": DEBUG},
+        nthreads=os.cpu_count() or 1,
     ),
 )
