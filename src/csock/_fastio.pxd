@@ -7,6 +7,7 @@
 include "../../csock/_fastio.pxd"
 include "fastio/errors.pxd"
 include "fastio/members.pxd"
+include "fastio/sockref.pxd"
 include "fastio/buffers.pxd"
 include "fastio/stream.pxd"
 include "fastio/zerocopy.pxd"
