@@ -3,7 +3,8 @@
 # the public C API (csock/_fastio.pxd, which ships for downstream `cimport csock._fastio`)
 # plus, from the .pxd beside each core file (uvloop's handles/*.pxd), what that file offers
 # the others and csock._packet (src/packet/). These internal declarations do not ship: a
-# downstream module sees only the public ones. framing.pyx offers the others nothing.
+# downstream module sees only the public ones. framing.pyx and metadata.pyx offer the others
+# nothing.
 include "../../csock/_fastio.pxd"
 include "fastio/errors.pxd"
 include "fastio/members.pxd"
