@@ -1,4 +1,5 @@
 # recv_batch and recv_batch_into: recvmmsg(2) into a per-socket BatchReceiver's memory.
+# BatchReceiver's fields and methods are declared in batch_recv.pxd.
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -86,30 +87,6 @@ cdef class BatchReceiver:
     view refers to it, and is replaced when it is full and still referred to (by the spare,
     the one before it, once that is free again). Small batches are compacted into a
     right-sized arena so that held views do not pin the whole scratch."""
-    cdef Py_ssize_t capacity, slot
-    cdef Py_ssize_t first                # this call's first slot
-    cdef Py_ssize_t next_free            # slots below it may be referred to by views
-    cdef Py_ssize_t headers_ready        # slots below it have their headers laid out
-    cdef Py_ssize_t on_scratch           # slots below it point into the current scratch
-    cdef bint with_senders               # the headers ask the kernel for senders' addresses
-    cdef mmsghdr *msgs
-    cdef iovec *iovs
-    cdef sockaddr_storage *names
-    cdef Arena scratch
-    cdef Arena spare                     # the scratch before it, back once no view refers to it
-    cdef Py_ssize_t scratches_made       # for scratch_allocations()
-    cdef AddressCache addresses
-    cdef bint busy
-    cdef char *controls                  # control (cmsg) buffers: control_capacity of control_space
-    cdef Py_ssize_t control_capacity, control_space
-    cdef char last_destination[16]       # the last destination address decoded, and its string
-    cdef int last_destination_family
-    cdef object last_destination_text
-    cdef mmsghdr *into_msgs              # recv_batch_into: MMSG_MAX headers into a caller's buffer,
-    cdef iovec *into_iovs                # for into_base/into_slot (into_headers_ready of them)
-    cdef char *into_base
-    cdef Py_ssize_t into_slot, into_headers_ready
-
     def __cinit__(self):
         self.addresses = AddressCache()
 

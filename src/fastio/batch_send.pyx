@@ -1,8 +1,8 @@
-# send_batch: sendmmsg(2) of every item of a batch, errors after part of it deferred.
+# send_batch: sendmmsg(2) of every item of a batch, errors after part of it deferred. What
+# the other files use (_Outgoing's fields, the senders) is declared in batch_send.pxd.
 from cpython.buffer cimport PyBuffer_Release
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE
-from includes.socket cimport mmsghdr, sockaddr_storage, socklen_t
 
 
 # --- errors after part of a batch went out --------------------------------------------------
@@ -34,13 +34,6 @@ cdef bint defer_error(IoWait *w, object error):
 cdef class _Outgoing:
     """The parsed items of one send call: buffer exports held until the call returns, and
     one sockaddr per distinct address."""
-    cdef Py_ssize_t count, acquired, naddresses
-    cdef Py_buffer *views
-    cdef int *address_of                 # index into addresses, -1: the connected peer
-    cdef sockaddr_storage *addresses
-    cdef socklen_t *address_lengths
-    cdef char *prefixes                  # optional per-message header bytes
-    cdef Py_ssize_t prefix_length
 
     def __dealloc__(self):
         cdef Py_ssize_t i

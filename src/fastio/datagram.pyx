@@ -1,4 +1,5 @@
-# Datagram: one received datagram or record, as recv_batch hands it over.
+# Datagram: one received datagram or record, as recv_batch hands it over. Its fields and
+# make_datagram are in datagram.pxd.
 cimport cython
 
 
@@ -34,15 +35,6 @@ cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
     tos : int or None
         The IPv4 TOS / IPv6 traffic class byte, ECN in the low two bits.
     """
-    # read-only attributes (member descriptors: see members.pyx)
-    cdef object data
-    cdef object address
-    cdef object truncated               # bool
-    # Metadata (DatagramSocket.enable_metadata); None when not enabled or not reported.
-    cdef object timestamp               # float seconds since the epoch (SO_TIMESTAMPNS)
-    cdef object destination             # the local IP address it was sent to (IP_PKTINFO)
-    cdef object interface               # index of the interface it arrived on
-    cdef object tos                     # IPv4 TOS / IPv6 traffic class byte, ECN bits included
 
     def __iter__(self):
         return iter((self.data, self.address))
@@ -97,12 +89,4 @@ def _restore_datagram(data, address, truncated, timestamp=None, destination=None
     """A Datagram back from pickle."""
     cdef Datagram d = make_datagram(data, address, bool(truncated))
     d.timestamp, d.destination, d.interface, d.tos = timestamp, destination, interface, tos
-    return d
-
-
-cdef inline Datagram make_datagram(object data, object address, bint truncated):
-    cdef Datagram d = Datagram.__new__(Datagram)
-    d.data = data
-    d.address = address
-    d.truncated = truncated
     return d

@@ -15,11 +15,9 @@
 # Unlike the stdlib, a socket with a timeout tries the system call before polling, so a ready
 # socket costs one system call, not two.
 from libc.errno cimport errno, EINTR, EAGAIN, EBADF
-from includes.pysocket cimport CSOCK_SOCKET_FIELDS
 from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from cpython.exc cimport PyErr_CheckSignals
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from posix.unistd cimport close as close_fd, read as read_fd, write as write_fd
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
 from includes.spin cimport csock_extra_flags
@@ -28,10 +26,6 @@ from includes.pyapi cimport PyInterpreterState_Get
 from cpython.pystate cimport PyInterpreterState_ThreadHead, PyThreadState_Next
 
 import os as _os
-
-# Copies larger than this release the GIL even on a non-blocking socket.
-cdef enum:
-    _RELEASE_GIL_BYTES = 65536
 
 cdef extern from *:
     """
@@ -90,13 +84,6 @@ cdef int wake_sleepers(SocketState state) except -1:
         _wakes_owed += state.sleeping
         write_fd(_wake_fd, &one, sizeof(one))
     return 0
-
-
-cdef inline bint fd_still_ours(IoWait *w) noexcept:
-    """The socket still holds the fd this call started with, and close() has not run."""
-    if w.closing[0]:
-        return False
-    return w.sock == NULL or CSOCK_SOCKET_FIELDS(<object>w.sock).sock_fd == w.fd
 
 
 cdef int _check_still_open(IoWait *w) except -1:
@@ -176,17 +163,6 @@ def _after_fork_in_child():
 
 
 _os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-cdef inline int64_t monotonic_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
-cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
-    """Whether a call should release the GIL: the fd blocks, or the copy is large."""
-    return w.timeout_ns < 0 or nbytes > _RELEASE_GIL_BYTES
 
 
 # A call tried with the GIL held that would have blocked (io_try_with_gil) cost a system call for

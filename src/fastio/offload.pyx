@@ -1,4 +1,5 @@
-# UDP offloads: GSO (send_batch(segment_size=...)) and GRO (recv_batch(gro=True)).
+# UDP offloads: GSO (send_batch(segment_size=...)) and GRO (recv_batch(gro=True)). The limits,
+# the receive modes and what the other files call are in offload.pxd.
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.string cimport memset
 from includes.socket cimport mmsghdr, msghdr, MSG_WAITFORONE, MSG_DONTWAIT
@@ -12,11 +13,6 @@ from libc.errno cimport EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP
 # The kernel splits such a message into datagrams of segment size (the last may be shorter),
 # all to the message's address (man 7 udp, UDP_SEGMENT). The iovecs point at the caller's
 # buffers: nothing is copied. Counts returned are always datagrams, not sendmmsg messages.
-
-cdef enum:
-    GSO_MAX_SEGMENTS = 64             # UDP_MAX_SEGMENTS of older kernels (newer take 128)
-    GSO_MAX_BYTES = 65507             # the largest UDP payload over IPv4
-
 
 cdef inline Py_ssize_t gso_run(_Outgoing out, Py_ssize_t start, Py_ssize_t seg,
                                Py_ssize_t *size) noexcept:
@@ -132,24 +128,8 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
         PyMem_Free(control)
 
 
-# --- GRO and metadata -------------------------------------------------------------------------
-# A socket's receive mode (SocketState.rx_mode): RX_GRO once UDP_GRO is set (then every
-# recv_batch on it splits coalesced messages, whatever its gro argument), the metadata wanted.
-cdef enum:
-    RX_GRO = 1
-    RX_GRO_REFUSED = 2
-    RX_TIMESTAMP = 4
-    RX_DESTINATION = 8
-    RX_TOS = 16
-    RX_EXTENDED = RX_GRO | RX_TIMESTAMP | RX_DESTINATION | RX_TOS
-    GRO_SLOT = 65535                  # a coalesced message is at most 64 KiB
-    MAX_GRO_SCRATCH = 16 << 20        # 256 slots of 64 KiB (each may carry 64 datagrams)
-    RX_CONTROL_SPACE = 256            # cmsg room per slot: GRO + timestamp + pktinfo + tos
-
-cdef inline int rx_mode_of(IoWait *w) noexcept:
-    """The socket's receive mode (0 for a stdlib socket)."""
-    return (<SocketState>w.state).rx_mode if w.state != NULL else 0
-
+# --- GRO and metadata ------------------------------------------------------------------------
+# (the receive modes, RX_*, are in offload.pxd)
 
 cdef int rx_mode(object sock, IoWait *w, bint gro, int family, int kind) except -1:
     """The socket's receive mode; with gro, UDP_GRO is set first if not yet tried (csock

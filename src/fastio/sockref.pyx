@@ -43,38 +43,11 @@ _check_layout()
 # adds a field and nothing else: what must follow the socket's open file rather than its fd
 # number (the calls in flight: close() defers close(2) until they have left, as Go's
 # internal/poll.FD does), spin_us, the GIL-held try back-off, zero-copy bookkeeping, the batch
-# receiver, GSO/GRO/metadata modes and SPP numbering.
-cdef struct HeldTryBackoff:
-    # A blocking call first tried with the GIL held that found nothing cost a wasted system
-    # call: the next calls in that direction skip the try (see io.pyx, io_try_with_gil).
-    unsigned char skip          # calls left to send straight to io_call
-    unsigned char misses        # tries in a row that found nothing
-
-
+# receiver, GSO/GRO/metadata modes and SPP numbering. The fields are declared in sockref.pxd.
 @cython.final
 @cython.no_gc_clear             # tp_clear must not drop zerocopy before __dealloc__ orphans it
 cdef class SocketState:
     """A csock socket's own state (its _csock_state slot)."""
-    cdef int inflight           # csock system calls running on the fd now (changed with the GIL)
-    cdef int closing            # close() ran while calls were in flight: they end with EBADF
-    cdef int pending_fd         # the fd close() left for the last call in flight to close(2)
-    cdef int sleeping           # of those, the calls asleep in io_wait's poll (close() wakes them)
-    cdef bint kernel_timeouts   # SO_RCVTIMEO/SO_SNDTIMEO set: blocking calls sleep in the call
-    cdef unsigned long generation   # _fork_generation when inflight was last counted
-    cdef int64_t spin_ns
-    cdef HeldTryBackoff held_in, held_out
-    cdef object zerocopy        # ZeroCopyState once send_buffers(zerocopy=True) ran
-    # batches (mmsg): DatagramSocket, SeqPacketSocket, RawSocket
-    cdef object receiver        # the BatchReceiver recv_batch keeps its memory in (None: none yet)
-    cdef object send_error      # failed after part of a batch went out: the next send raises it
-    cdef list pending           # a split GRO message's datagrams past max_messages: handed out next
-    cdef int rx_mode            # RX_GRO, RX_TIMESTAMP, ... (offload.pyx); 0: plain recvmmsg
-    cdef public bint gso_off    # the kernel refused UDP_SEGMENT once: send_batch sends plainly
-    cdef public bint raw_direct     # made by RawSocket(family, proto), not the stdlib's arguments
-    # SPP (SeqPacketSocket): its default header and record numbering
-    cdef public object spp_default_header   # an SPPHeader, or None (all fields 0)
-    cdef public unsigned int spp_next       # the sequence number the next record sent gets
-    cdef public object spp_expected         # the number the next record received should carry
 
     def __cinit__(self):
         self.pending_fd = -1

@@ -7,14 +7,11 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from includes.byteorder cimport load_be16, store_be16
 
-cdef enum:
-    SPP_HEADER_SIZE = 12
-
 SP_SP = 0x80
 SP_SA = 0x40
 SP_OB = 0x20
 SP_EM = 0x10
-SPP_HEADER_LENGTH = SPP_HEADER_SIZE
+SPP_HEADER_LENGTH = SPP_HEADER_SIZE       # (spp.pxd)
 
 
 cdef int checked(str name, object value, int limit) except -1:
@@ -60,9 +57,6 @@ cdef class SPPHeader:
     end_of_message : bool
         The ``SP_EM`` bit (read-only).
     """
-    cdef int _connection_control, _datastream_type, _source, _destination
-    cdef int _acknowledge, _allocation
-    cdef object _sequence
 
     def __init__(self, connection_control=0, datastream_type=0, source_connection=0,
                  destination_connection=0, sequence=None, acknowledge=0, allocation=0):

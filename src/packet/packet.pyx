@@ -382,11 +382,11 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
     """
     cdef int _kind
     cdef bint _clean          # parsed and untouched: bytes() may reuse the input
-    cdef bint _lazy           # the payload: a view of the parsed span [_pl_off, _pl_end) of _owner
+    cdef bint _lazy           # the payload: a view of _owner[_payload_start:_payload_end]
     cdef object _payload      # next Layer or bytes-like (read as ``payload``)
     cdef object _owner        # parsed: the buffer (bytes or read-only memoryview)
     cdef Py_ssize_t _off, _end          # parsed: this layer's span in _owner (with trailer)
-    cdef Py_ssize_t _pl_off, _pl_end    # parsed: the payload's span in _owner
+    cdef Py_ssize_t _payload_start, _payload_end    # parsed: the payload's span in _owner
     cdef object _trailer      # parsed: bytes after this layer's length field (or None)
     cdef Py_ssize_t _hlen, _size        # measure(): header length, header + payload
 
@@ -432,8 +432,8 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
         other._owner = self._owner
         other._off = self._off
         other._end = self._end
-        other._pl_off = self._pl_off
-        other._pl_end = self._pl_end
+        other._payload_start = self._payload_start
+        other._payload_end = self._payload_end
         other._trailer = self._trailer
         return 0
 
@@ -450,7 +450,7 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
                 raise PacketError(f"a packet of more than {MAX_LAYERS} layers")
             n = (<Layer>pl).measure(depth + 1)
         elif self._lazy:
-            n = self._pl_end - self._pl_off
+            n = self._payload_end - self._payload_start
         elif pl is None:
             n = 0
         else:
@@ -469,8 +469,8 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
                 inner_ip = self
             (<Layer>pl).build_at(p + self._hlen, inner_ip)
         elif self._lazy:
-            memcpy(p + self._hlen, owner_data(self._owner) + self._pl_off,
-                   self._pl_end - self._pl_off)
+            memcpy(p + self._hlen, owner_data(self._owner) + self._payload_start,
+                   self._payload_end - self._payload_start)
         elif pl is not None:
             buffer_copy(pl, p + self._hlen, self._size - self._hlen)
         if self._trailer is not None:
@@ -744,8 +744,8 @@ cdef int set_lazy(Layer layer, object owner, Py_ssize_t start, Py_ssize_t end) e
     """The payload is owner[start:end], taken as a view (no copy)."""
     layer._payload = payload_view(owner, start, end)
     layer._lazy = True
-    layer._pl_off = start
-    layer._pl_end = end
+    layer._payload_start = start
+    layer._payload_end = end
     return 0
 
 
