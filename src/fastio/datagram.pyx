@@ -90,3 +90,11 @@ def _restore_datagram(data, address, truncated, timestamp=None, destination=None
     cdef Datagram d = make_datagram(data, address, bool(truncated))
     d.timestamp, d.destination, d.interface, d.tos = timestamp, destination, interface, tos
     return d
+
+
+cdef inline Datagram make_datagram(object data, object address, bint truncated):
+    cdef Datagram d = Datagram.__new__(Datagram)
+    d.data = data
+    d.address = address
+    d.truncated = truncated
+    return d
