@@ -68,6 +68,7 @@ class socket(_std.socket):
     """
 
     __slots__ = ("_csock_state",)     # a _fastio.SocketState, made by the first csock call
+    _csock_state: _fastio.SocketState  # (unset until then: AttributeError)
 
     @property
     def spin_us(self) -> int:
