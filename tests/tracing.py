@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -68,4 +69,22 @@ def strace(tmp_path: Path, code: str, syscalls: str, *args: str) -> tuple[str, s
     if proc.returncode != 0 and "ptrace" in proc.stderr:
         pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
-    return log.read_text(), proc.stdout
+    return joined_calls(log.read_text()), proc.stdout
+
+
+def joined_calls(text: str) -> str:
+    """strace's log with each call on one line: where another thread ran between a call's entry
+    and its return, strace splits it into "<unfinished ...>" and "<... name resumed>" lines."""
+    started: dict[str, str] = {}
+    lines = []
+    for line in text.splitlines():
+        pid, _, rest = line.partition(" ")
+        if line.endswith(" <unfinished ...>"):
+            started[pid] = line[: -len(" <unfinished ...>")]
+            continue
+        resumed = re.match(r" *<\.\.\. \w+ resumed>(.*)", rest)
+        if resumed and pid in started:
+            line = started.pop(pid) + resumed.group(1)
+        lines.append(line)
+    lines.extend(started.values())       # calls still running when the log ended
+    return "\n".join(lines) + "\n"
