@@ -5,17 +5,32 @@ Implementations: ``csock`` (csock.aio on uvloop; its datagram endpoint's default
 ``offload=True``: UDP GSO and GRO), ``csock-plain`` (aio-udp only: the same with
 ``offload=False``, plain sendmmsg/recvmmsg), ``csock-asyncio`` (csock.aio on the default
 loop), ``uvloop`` and ``asyncio`` (the loop's own streams or ``loop.create_datagram_endpoint``),
-and ``csock-xK`` (csock.aio on uvloop, the server in K processes sharing one port).
+``csock-xK`` (csock.aio on uvloop, the server in K processes sharing one port), and
+``csock-uring`` / ``csock-epoll`` (csock.aio on uvloop, the server or receiving endpoint with
+``engine="uring"`` / ``engine="epoll"``). Every csock row's client (or sender) is the same
+program, csock.aio on uvloop with the default engine, and so is the client that drives the
+C server (``c``: bench/c/uring_echo.c): between those rows only the server differs.
 
-aio-echo / aio-echo-pingpong / aio-scale (transport "tcp-many"): framed echo (4-byte
-big-endian length, 64-byte messages starting with the connection number and a sequence
-number). The server binds 127.0.0.1:PORT with SO_REUSEPORT, prints "ready", echoes until its
-stdin closes. The client opens CONNECTIONS connections and, before its clock starts, has one
-message (sequence 0) echoed on each: every connection is then accepted and served, so the
-timed window holds the echoes and nothing else. The N timed messages are shared out over the
-connections; each sends its share in bursts of BURST (all sent, then every echo read;
-pingpong: one at a time) and checks every echo (length, connection, sequence). The clock
-stops at the last echo.
+Echo workloads (transport "tcp-many"): framed echo (4-byte big-endian length, 64-byte messages
+starting with the connection number and a sequence number). The server binds 127.0.0.1:PORT
+with SO_REUSEPORT, prints "ready", echoes until its stdin closes. Each workload's SHAPE says
+how the client drives it:
+
+- connections kept open (aio-echo, aio-echo-pingpong, aio-scale, aio-reqresp-1k,
+  aio-pingpong-1): the client opens CONNECTIONS connections and, before its clock starts, has
+  one message (sequence 0) echoed on each: every connection is then accepted and served, so
+  the timed window holds the echoes and nothing else. The N timed messages are shared out
+  over the connections; each sends its share in bursts (all sent, then every echo read;
+  a burst of 1 is ping-pong: one message in flight per connection) and checks every echo
+  (length, connection, sequence). The clock stops at the last echo.
+- connections opened inside the window (aio-echo-1k): the clock starts before the first
+  connect; CONNECTIONS tasks each open a connection, send its PER_CONNECTION messages at once,
+  read and check every echo, close it and open the next, until the N messages are echoed.
+  Connecting and accepting are part of what is measured.
+
+Around its timed window the client reads the server processes' CPU time (user + system, from
+/proc/<pid>/stat; the runner names the pids in BENCH_SERVER_PIDS), and reports the difference:
+the server CPU time the echoes cost.
 
 (The figure once published, 9.61x uvloop, came from 27 ms windows: 200 fresh connections of
 100 messages, all in flight at once, the clock started once the client's connects returned,
@@ -25,12 +40,15 @@ Benchmark history.)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import os
 import socket as stdlib
 import struct
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import csock
@@ -44,18 +62,75 @@ SIZE = 64                          # aio-echo: bytes per message (connection, se
 ECHO = struct.Struct("!IQ")        # the head of each echo message
 FRAME = struct.Struct("!I")
 SILENCE = 1.0                      # aio-udp: seconds without traffic that end a run
+SERVER_PIDS = "BENCH_SERVER_PIDS"  # the runner names the server processes here (comma-separated)
+ENGINES = {"csock-uring": "uring", "csock-epoll": "epoll"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How an echo workload's client drives the server."""
+    connections: int = CONNECTIONS     # open at once
+    burst: int = BURST                 # sent before their echoes are read (1: ping-pong)
+    per_connection: int = 0            # > 0: messages per connection, connections opened in window
+
+
+SHAPES = {
+    "aio-echo": Shape(),
+    "aio-scale": Shape(),
+    "aio-echo-pingpong": Shape(burst=1),
+    "aio-echo-1k": Shape(1000, 100, per_connection=100),
+    "aio-reqresp-1k": Shape(1000, burst=1),
+    "aio-pingpong-1": Shape(1, burst=1),
+}
 
 
 def flavour(impl: str) -> tuple[str, str]:
     """(library, loop) of an implementation: library "csock" or "stdlib", loop "uvloop" or
-    "asyncio"."""
-    if impl in ("csock", "csock-plain") or impl.startswith("csock-x"):
+    "asyncio". The C rows ("c", "c-...") name the client that drives the C server."""
+    if impl in ("csock", "csock-plain", "c", *ENGINES) or impl.startswith(("csock-x", "c-")):
         return "csock", "uvloop"
     if impl == "csock-asyncio":
         return "csock", "asyncio"
     if impl in ("uvloop", "asyncio"):
         return "stdlib", impl
     raise ValueError(f"unknown asyncio implementation {impl!r}")
+
+
+def engine_of(impl: str) -> str | None:
+    """The engine an implementation's server or receiving endpoint asks for; None: the default
+    (no ``engine`` keyword passed, as a user who names none)."""
+    return ENGINES.get(impl)
+
+
+def engine_keyword_supported() -> bool:
+    """Whether this csock.aio takes ``engine=`` (the io_uring engine of issue 18 is there)."""
+    return all("engine" in inspect.signature(call).parameters for call in (
+        csock.aio.start_framed_server, csock.aio.create_datagram_endpoint))
+
+
+def engine_keywords(impl: str) -> dict[str, Any]:
+    engine = engine_of(impl)
+    return {} if engine is None else {"engine": engine}
+
+
+def server_cpu() -> float | None:
+    """User + system seconds the server processes named in BENCH_SERVER_PIDS have used so far
+    (utime + stime of /proc/<pid>/stat, whole process, in clock ticks of 1/SC_CLK_TCK s);
+    None when the runner named none."""
+    pids = os.environ.get(SERVER_PIDS)
+    if not pids:
+        return None
+    ticks = 0
+    for pid in pids.split(","):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after "(comm)", which may hold spaces
+        ticks += int(fields[11]) + int(fields[12])        # fields 14 and 15: utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_used(before: float | None) -> float | None:
+    after = server_cpu()
+    return None if before is None or after is None else after - before
 
 
 def server_processes(impl: str) -> int:
@@ -80,16 +155,22 @@ def run_on(kind: str, coroutine: Any) -> Any:
         loop.close()
 
 
-def split(n: int) -> list[int]:
-    """Timed messages per connection: n shared out over CONNECTIONS connections (n of one
+def split(n: int, connections: int = CONNECTIONS) -> list[int]:
+    """Timed messages per connection: n shared out over `connections` connections (n of one
     message each when n is smaller)."""
-    connections = max(1, min(n, CONNECTIONS))
+    connections = max(1, min(n, connections))
     share, extra = divmod(n, connections)
     return [share + (conn < extra) for conn in range(connections)]
 
 
-def bursts(items: list[Any]) -> list[list[Any]]:
-    return [items[i:i + BURST] for i in range(0, len(items), BURST)]
+def per_connection(n: int, size: int) -> list[int]:
+    """Messages of each connection opened in the window: `size` each, the last the rest."""
+    full, rest = divmod(n, size)
+    return [size] * full + ([rest] if rest else [])
+
+
+def bursts(items: list[Any], size: int = BURST) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def messages_for(conn: int, count: int) -> list[bytes]:
@@ -126,13 +207,14 @@ async def streams_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         writer.close()
 
 
-async def echo_server(library: str, port: int) -> None:
-    """Serve 127.0.0.1:port (SO_REUSEPORT: other processes may serve it too) until stdin closes."""
+async def echo_server(library: str, port: int, engine: dict[str, Any]) -> None:
+    """Serve 127.0.0.1:port (SO_REUSEPORT: other processes may serve it too) until stdin closes;
+    `engine` holds csock.aio's engine keyword, if one is named."""
     loop = asyncio.get_running_loop()
     server: Any
     if library == "csock":
         server = await csock.aio.start_framed_server(csock_echo, "127.0.0.1", port, reuse_port=True,
-                                                     backlog=4096)
+                                                     backlog=4096, **engine)
     else:
         server = await asyncio.start_server(streams_echo, "127.0.0.1", port, reuse_port=True,
                                             backlog=4096)
@@ -148,101 +230,162 @@ async def echo_server(library: str, port: int) -> None:
 
 
 # --- framed echo: clients ---------------------------------------------------------------------
+# Each returns (elapsed, echoes checked, server CPU seconds over the window or None).
 
-async def csock_clients(port: int, counts: list[int], pingpong: bool) -> tuple[float, int]:
+Timed = tuple[float, int, "float | None"]
+
+
+async def csock_echoes(conn: int, stream: csock.aio.FramedStream, parts: list[list[bytes]],
+                       first: int) -> int:
+    """Send each burst of messages (sequence numbers from `first`; split before the clock),
+    then check every echo; their count. Bursts of one message are ping-pong."""
+    seq = first
+    if all(len(part) == 1 for part in parts):
+        for (message,) in parts:
+            await stream.send(message)
+            check(conn, seq, await stream.recv())
+            seq += 1
+        return seq - first
+    for part in parts:
+        await stream.send_many(part)
+        end = seq + len(part)
+        while seq < end:
+            batch = await stream.recv_many()
+            if not batch:
+                raise DataMismatch(f"connection {conn}: end of stream after {seq} echoes")
+            for echo in batch:
+                check(conn, seq, echo)
+                seq += 1
+    return seq - first
+
+
+async def csock_clients(port: int, counts: list[int], burst: int) -> Timed:
     streams = await asyncio.gather(*(csock.aio.open_framed_connection("127.0.0.1", port)
                                      for _ in counts))
     outgoing = [messages_for(conn, count + 1) for conn, count in enumerate(counts)]
+    timed = [bursts(mine[1:], burst) for mine in outgoing]
 
     async def warm_up(conn: int, stream: csock.aio.FramedStream) -> None:
         await stream.send(outgoing[conn][0])
         check(conn, 0, await stream.recv())
 
-    async def client(conn: int, stream: csock.aio.FramedStream) -> int:
-        seq = 1
-        if pingpong:
-            for message in outgoing[conn][1:]:
-                await stream.send(message)
-                check(conn, seq, await stream.recv())
-                seq += 1
-            return seq - 1
-        for burst in timed[conn]:
-            await stream.send_many(burst)
-            end = seq + len(burst)
-            while seq < end:
-                batch = await stream.recv_many()
-                if not batch:
-                    raise DataMismatch(f"connection {conn}: end of stream after {seq} echoes")
-                for echo in batch:
-                    check(conn, seq, echo)
-                    seq += 1
-        return seq - 1
-
     await asyncio.gather(*(warm_up(k, s) for k, s in enumerate(streams)))
-    timed = [bursts(mine[1:]) for mine in outgoing]
+    cpu = server_cpu()
     start = time.perf_counter()
-    echoed = await asyncio.gather(*(client(k, s) for k, s in enumerate(streams)))
+    echoed = await asyncio.gather(*(csock_echoes(k, s, timed[k], 1)
+                                    for k, s in enumerate(streams)))
     elapsed = time.perf_counter() - start
+    used = cpu_used(cpu)
     for s in streams:
         s.close()
     await asyncio.gather(*(s.wait_closed() for s in streams))
-    return elapsed, sum(echoed)
+    return elapsed, sum(echoed), used
 
 
-async def streams_clients(port: int, counts: list[int], pingpong: bool) -> tuple[float, int]:
-    pairs = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in counts))
+async def csock_churn(port: int, plan: list[int], shape: Shape) -> Timed:
+    """Connections opened inside the window: shape.connections tasks, each opening the next
+    connection of the plan (its message count) when the last is echoed and closed."""
+    outgoing = [bursts(messages_for(conn, count), shape.burst) for conn, count in enumerate(plan)]
+
+    async def worker(first: int) -> int:
+        echoed = 0
+        for conn in range(first, len(plan), shape.connections):
+            stream = await csock.aio.open_framed_connection("127.0.0.1", port)
+            echoed += await csock_echoes(conn, stream, outgoing[conn], 0)
+            stream.close()
+            await stream.wait_closed()
+        return echoed
+
+    cpu = server_cpu()
+    start = time.perf_counter()
+    echoed = await asyncio.gather(*(worker(k) for k in range(min(shape.connections, len(plan)))))
+    elapsed = time.perf_counter() - start
+    return elapsed, sum(echoed), cpu_used(cpu)
+
+
+async def streams_echoes(conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         joined: list[tuple[bytes, int]], first: int) -> int:
+    """The streams version of csock_echoes: each burst's frames joined (before the clock) and
+    written at once, then every echo read and checked."""
+    seq = first
+    for data, count in joined:
+        writer.write(data)
+        await writer.drain()
+        for _ in range(count):
+            length = FRAME.unpack(await reader.readexactly(4))[0]
+            check(conn, seq, await reader.readexactly(length))
+            seq += 1
+    return seq - first
+
+
+def frames_for(conn: int, first: int, count: int, burst: int) -> list[tuple[bytes, int]]:
+    """Messages first..count-1 of a connection as frames, joined burst by burst."""
     header = FRAME.pack(SIZE)
-    outgoing = [[header + m for m in messages_for(conn, count + 1)]
-                for conn, count in enumerate(counts)]
+    frames = [header + m for m in messages_for(conn, count)[first:]]
+    return [(b"".join(part), len(part)) for part in bursts(frames, burst)]
 
-    async def echo(conn: int, seq: int, reader: asyncio.StreamReader) -> None:
-        length = FRAME.unpack(await reader.readexactly(4))[0]
-        check(conn, seq, await reader.readexactly(length))
+
+async def streams_clients(port: int, counts: list[int], burst: int) -> Timed:
+    pairs = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in counts))
+    warm = [frames_for(conn, 0, 1, 1) for conn in range(len(counts))]
+    timed = [frames_for(conn, 1, count + 1, burst) for conn, count in enumerate(counts)]
 
     async def warm_up(
         conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        writer.write(outgoing[conn][0])
-        await writer.drain()
-        await echo(conn, 0, reader)
-
-    async def client(conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-        seq = 1
-        if pingpong:
-            for frame in outgoing[conn][1:]:
-                writer.write(frame)
-                await writer.drain()
-                await echo(conn, seq, reader)
-                seq += 1
-            return seq - 1
-        for burst, size in timed[conn]:
-            writer.write(burst)
-            await writer.drain()
-            for _ in range(size):
-                await echo(conn, seq, reader)
-                seq += 1
-        return seq - 1
+        await streams_echoes(conn, reader, writer, warm[conn], 0)
 
     await asyncio.gather(*(warm_up(k, r, w) for k, (r, w) in enumerate(pairs)))
-    timed = [[(b"".join(burst), len(burst)) for burst in bursts(mine[1:])] for mine in outgoing]
+    cpu = server_cpu()
     start = time.perf_counter()
-    echoed = await asyncio.gather(*(client(k, r, w) for k, (r, w) in enumerate(pairs)))
+    echoed = await asyncio.gather(*(streams_echoes(k, r, w, timed[k], 1)
+                                    for k, (r, w) in enumerate(pairs)))
     elapsed = time.perf_counter() - start
+    used = cpu_used(cpu)
     for _, w in pairs:
         w.close()
     await asyncio.gather(*(w.wait_closed() for _, w in pairs), return_exceptions=True)
-    return elapsed, sum(echoed)
+    return elapsed, sum(echoed), used
 
 
-def echo_side(workload: str, impl: str, role: str, n: int, port: int) -> tuple[float, int] | None:
-    """One side of a framed echo run; the client returns (elapsed, echoes checked), the server
-    None (it prints "ready" once listening and serves until its stdin closes)."""
+async def streams_churn(port: int, plan: list[int], shape: Shape) -> Timed:
+    outgoing = [frames_for(conn, 0, count, shape.burst) for conn, count in enumerate(plan)]
+
+    async def worker(first: int) -> int:
+        echoed = 0
+        for conn in range(first, len(plan), shape.connections):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            echoed += await streams_echoes(conn, reader, writer, outgoing[conn], 0)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass
+        return echoed
+
+    cpu = server_cpu()
+    start = time.perf_counter()
+    echoed = await asyncio.gather(*(worker(k) for k in range(min(shape.connections, len(plan)))))
+    elapsed = time.perf_counter() - start
+    return elapsed, sum(echoed), cpu_used(cpu)
+
+
+def echo_side(workload: str, impl: str, role: str, n: int, port: int) -> Timed | None:
+    """One side of a framed echo run; the client returns (elapsed, echoes checked, server CPU
+    seconds), the server None (it prints "ready" once listening and serves until its stdin
+    closes)."""
     library, loop = flavour(impl)
+    shape = SHAPES[workload]
     if role == "server":
-        run_on(loop, echo_server(library, port))
+        run_on(loop, echo_server(library, port, engine_keywords(impl)))
         return None
-    clients = csock_clients if library == "csock" else streams_clients
-    result: tuple[float, int] = run_on(loop, clients(port, split(n), workload.endswith("pingpong")))
+    result: Timed
+    if shape.per_connection:
+        churn = csock_churn if library == "csock" else streams_churn
+        result = run_on(loop, churn(port, per_connection(n, shape.per_connection), shape))
+    else:
+        clients = csock_clients if library == "csock" else streams_clients
+        result = run_on(loop, clients(port, split(n, shape.connections), shape.burst))
     return result
 
 
@@ -309,7 +452,8 @@ class StdlibReceiver(asyncio.DatagramProtocol):
         state.credit_if_due()
 
 
-async def udp_receiver(library: str, sock: Any, n: int, offload: bool = True) -> tuple[float, int]:
+async def udp_receiver(library: str, sock: Any, n: int, offload: bool = True,
+                       engine: dict[str, Any] | None = None) -> tuple[float, int]:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     state = Receiver(n, done)
@@ -329,6 +473,7 @@ async def udp_receiver(library: str, sock: Any, n: int, offload: bool = True) ->
             max_messages=BATCH,
             bufsize=SEQ.size + 56,
             offload=offload,
+            **(engine or {}),
         )
     else:
         transport, _ = await loop.create_datagram_endpoint(lambda: StdlibReceiver(state), sock=sock)
@@ -430,7 +575,8 @@ async def udp_sender(library: str, sock: Any, n: int, offload: bool = True) -> f
 def udp_server(module: Any, n: int, impl: str, fd: int) -> tuple[float, int]:
     library, loop = flavour(impl)
     sock = module.socket(fileno=fd)
-    result: tuple[float, int] = run_on(loop, udp_receiver(library, sock, n, impl != "csock-plain"))
+    result: tuple[float, int] = run_on(
+        loop, udp_receiver(library, sock, n, impl != "csock-plain", engine_keywords(impl)))
     return result
 
 
@@ -446,7 +592,11 @@ def main(workload: str, transport: str, impl: str, role: str, n: int, where: str
     try:
         if transport == "tcp-many":
             outcome = echo_side(workload, impl, role, n, int(where))
-            elapsed, received = outcome if outcome is not None else (0.0, n)
+            elapsed, received, cpu = outcome if outcome is not None else (0.0, n, None)
+            if cpu is not None:
+                result = {"elapsed": elapsed, "count": n, "received": received, "server_cpu": cpu}
+                print(json.dumps(result), flush=True)
+                return 0
         elif role == "server":
             module = csock if flavour(impl)[0] == "csock" else stdlib
             elapsed, received = udp_server(module, n, impl, int(where))

@@ -5,6 +5,10 @@
     python -m bench.figures --check    exit 1 if README.md or docs/benchmarks.md differ from
                                        what this would write (tests/test_bench.py runs it)
     python -m bench.figures --json F   read another bench.json (and write as above)
+    python -m bench.figures --merge PART.json
+                                       replace, in docs/bench.json (or --json F), every row of
+                                       the workloads PART.json ran by PART.json's, then write
+                                       as above: a partial run (--only ...) published alone
 
 Each file holds its figures between a begin and an end marker; nothing outside them is
 touched, and no figure may be typed by hand outside them. Every rate is shown as the median
@@ -111,18 +115,21 @@ def readme_block(document: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for w in shown(figures):
-        ratios = figures.ratios(w)
-        judged = [(ref, minimum, ratios[ref]) for ref, minimum in w.targets if ref in ratios]
-        if not judged or figures.rate(w.name, "csock") is None:
-            continue
-        against = "; ".join(ratio_text(spread, ref) for ref, _, spread in judged)
-        met = all(spread.median >= minimum for _, minimum, spread in judged)
-        lines.append(
-            f"| {w.title} | {rate_range(w, figures, 'csock')} | {against} | "
-            f"{', '.join(target_text(ref, m) for ref, m in w.targets)}: "
-            f"{'met' if met else 'NOT met'} | "
-            f"{FLAG if figures.noisy(w, 'csock') else ''} |"
-        )
+        for row in dict.fromkeys(goal.row for goal in w.goals()):
+            goals = [goal for goal in w.goals() if goal.row == row]
+            ratios = figures.ratios(w, row)
+            judged = [(g.ref, g.minimum, ratios[g.ref]) for g in goals if g.ref in ratios]
+            if not judged or figures.rate(w.name, row) is None:
+                continue
+            against = "; ".join(ratio_text(spread, ref) for ref, _, spread in judged)
+            met = all(spread.median >= minimum for _, minimum, spread in judged)
+            name = "" if row == "csock" else f" ({row})"
+            lines.append(
+                f"| {w.title}{name} | {rate_range(w, figures, row)} | {against} | "
+                f"{', '.join(target_text(g.ref, g.minimum) for g in goals)}: "
+                f"{'met' if met else 'NOT met'} | "
+                f"{FLAG if figures.noisy(w, row) else ''} |"
+            )
     return lines + ["", footnote()]
 
 
@@ -138,17 +145,22 @@ def benchmarks_block(document: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for w in shown(figures):
-        for ref, minimum in w.targets:
-            for impl in figures.implementations(w):
+        for goal in w.goals():
+            # the csock row's targets are shown for every csock row; a row's own, for it alone
+            rows = figures.implementations(w) if goal.row == "csock" else [goal.row]
+            for impl in rows:
                 if impl != "csock" and not impl.startswith("csock-"):
                     continue
-                spread = figures.ratios(w, impl).get(ref)
-                if spread is None:
-                    continue
-                lines.append(
-                    f"| {w.title} | {impl} | {target_text(ref, minimum)} | {ratio_text(spread)} | "
-                    f"{verdict(spread.median, minimum)} | {FLAG if spread.noisy else ''} |"
-                )
+                judged = [("", figures.ratios(w, impl).get(goal.ref)),
+                          (" (server CPU/msg)", figures.cpu_ratio(w.name, impl, goal.ref))]
+                for what, spread in judged:
+                    if spread is None:
+                        continue
+                    lines.append(
+                        f"| {w.title} | {impl}{what} | {target_text(goal.ref, goal.minimum)} | "
+                        f"{ratio_text(spread)} | {verdict(spread.median, goal.minimum)} | "
+                        f"{FLAG if spread.noisy else ''} |"
+                    )
     lines += [
         "",
         "### Every row",
@@ -193,6 +205,27 @@ def draw_plot(document: dict[str, Any], path: Path) -> None:
     plot(str(path), shown(figures), figures, title)
 
 
+def merge(published: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """published with every run of each workload that part ran replaced by part's runs. Whole
+    workloads are replaced, never single rows: a workload's ratios pair its rows round by
+    round, so its rows must come from one run. The medians and ratios are recomputed; the
+    merge is recorded (date, command, workloads) under "merged"."""
+    from .report import document
+
+    replaced = sorted({run["workload"] for run in part["runs"]})
+    runs = [run for run in published["runs"] if run["workload"] not in replaced] + part["runs"]
+    names = {run["workload"] for run in runs}
+    every = [w for w in WORKLOADS if w.name in names]
+    merged = document(every, results_of({"runs": runs}), published["window"],
+                      "--quick" in published.get("command", ""))
+    for key in ("date", "command", "machine", "provisional"):
+        if key in published:
+            merged[key] = published[key]
+    merged["merged"] = [*published.get("merged", []), {
+        "date": part.get("date"), "command": part.get("command"), "workloads": replaced}]
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.figures", description=__doc__.split("\n\n")[0]
@@ -203,8 +236,19 @@ def main(argv: list[str] | None = None) -> int:
         help="exit 1 if README.md or docs/benchmarks.md disagree with bench.json",
     )
     parser.add_argument("--json", type=Path, default=BENCH_JSON, help="the bench.json to read")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        metavar="PART.json",
+        help="first replace, in the bench.json, the rows of every workload PART.json ran",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.merge:
+            merged = merge(load(args.json), load(args.merge))
+            args.json.write_text(json.dumps(merged, indent=1) + "\n")
+            print(f"merged {args.merge} into {args.json}: "
+                  f"{', '.join(merged['merged'][-1]['workloads'])}")
         files = generated(load(args.json))
     except (FiguresError, OSError, ValueError, KeyError) as error:
         print(f"python -m bench.figures: {error}", file=sys.stderr)

@@ -21,9 +21,12 @@ from .workloads import Workload
 
 # the asyncio workloads' references: "uvloop" and "asyncio" are each loop's own streams
 # (aio-echo*) or loop.create_datagram_endpoint (aio-udp); "c-gso" is the C program with GSO
-REFERENCES = ("c", "c-gso", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop", "asyncio")
+# ("csock-epoll": csock.aio's server on engine="epoll", the reference of the io_uring rows)
+REFERENCES = ("c", "c-gso", "stdlib-naive", "stdlib-tuned", "dpkt", "scapy", "uvloop", "asyncio",
+              "csock-epoll")
 HEADINGS = {"c": "× C", "c-gso": "× C+GSO", "stdlib-naive": "× naive", "stdlib-tuned": "× tuned",
-            "dpkt": "× dpkt", "scapy": "× scapy", "uvloop": "× uvloop", "asyncio": "× asyncio"}
+            "dpkt": "× dpkt", "scapy": "× scapy", "uvloop": "× uvloop", "asyncio": "× asyncio",
+            "csock-epoll": "× epoll"}
 SPREAD = 1.25          # max/min over rounds beyond which a row is flagged
 FLAG = "!"
 FORMAT = 2             # bench.json: 2 has "window" and per-round runs sized by time
@@ -51,8 +54,13 @@ class Figures:
 
     def __init__(self, results: Iterable[Result]) -> None:
         self.rounds: dict[tuple[str, str], dict[int, float]] = {}
+        # echo rows: the server's CPU µs per message echoed, by round
+        self.cpu_rounds: dict[tuple[str, str], dict[int, float]] = {}
         for r in results:
             self.rounds.setdefault((r.workload, r.implementation), {})[r.round] = r.rate
+            if r.server_cpu is not None:
+                per_unit = 1e6 * r.server_cpu / max(r.count - r.lost, 1)
+                self.cpu_rounds.setdefault((r.workload, r.implementation), {})[r.round] = per_unit
 
     @classmethod
     def from_medians(cls, rates: dict[tuple[str, str], float]) -> Figures:
@@ -65,6 +73,21 @@ class Figures:
     def rate(self, workload: str, impl: str) -> Spread | None:
         by = self.rounds.get((workload, impl))
         return Spread.of(by.values()) if by else None
+
+    def cpu(self, workload: str, impl: str) -> Spread | None:
+        """The server's CPU time per message (µs) over rounds, where it was read."""
+        by = self.cpu_rounds.get((workload, impl))
+        return Spread.of(by.values()) if by else None
+
+    def cpu_ratio(self, workload: str, impl: str, ref: str) -> Spread | None:
+        """ref's server CPU per message over impl's, round by round: above 1 impl's server
+        spends less per message (higher is better, as for rates)."""
+        mine, theirs = self.cpu_rounds.get((workload, impl), {}), self.cpu_rounds.get(
+            (workload, ref), {})
+        both = sorted(set(mine) & set(theirs))
+        if impl == ref or not both:
+            return None
+        return Spread.of(theirs[r] / max(mine[r], 1e-9) for r in both)
 
     def ratio(self, workload: str, impl: str, ref: str) -> Spread | None:
         """impl's rate over ref's, round by round (rounds where both ran)."""
@@ -107,12 +130,21 @@ def number(ratio: float) -> str:
     return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
 
 
+def cpu_text(spread: Spread) -> str:
+    """ "server CPU 3.12 µs/msg (2.98–3.40)": the median over rounds, the smallest and largest."""
+    return (f"server CPU {spread.median:.3g} µs/msg "
+            f"({spread.low:.3g}–{spread.high:.3g})")
+
+
 def row_cells(workload: Workload, figures: Figures, impl: str) -> list[str]:
     """implementation, median, slowest and fastest round, flag, and its ratios as
-    "median× ref (min–max)"."""
+    "median× ref (min–max)", then, where it was read, the server's CPU time per message."""
     rate = figures.rate(workload.name, impl)
     assert rate is not None
     ratios = "; ".join(ratio_text(s, ref) for ref, s in figures.ratios(workload, impl).items())
+    cpu = figures.cpu(workload.name, impl)
+    if cpu is not None:
+        ratios = "; ".join(filter(None, [ratios, cpu_text(cpu)]))
     return [
         impl,
         workload.show(rate.median),
@@ -148,26 +180,39 @@ def table(workloads: list[Workload], figures: Figures) -> str:
 
 
 def target_lines(workloads: list[Workload], figures: Figures) -> list[str]:
-    """A line per target, judged on the median of the csock row's per-round ratios; the
-    workload's other csock rows (another receive path, another event loop) follow on the same
-    line, each with its own verdict."""
+    """A line per target, judged on the median of its row's per-round ratios (the csock row
+    unless the target names another); for the csock row's targets the workload's other csock
+    rows (another receive path, another event loop) follow on the same line, each with its own
+    verdict. Where the server's CPU time was read, its ratio is judged too (the issue's
+    targets hold for both figures)."""
     lines = []
     for w in workloads:
-        variants = [impl for impl in w.implementations if impl.startswith("csock-")]
-        for ref, minimum in w.targets:
-            achieved = figures.ratios(w).get(ref)
+        for goal in w.goals():
+            achieved = figures.ratios(w, goal.row).get(goal.ref)
             if achieved is None:
                 continue
             line = (
-                f"target {w.name}: csock ≥ {minimum}× {ref}: {ratio_text(achieved)} "
-                f"({verdict(achieved.median, minimum)})"
+                f"target {w.name}: {goal.row} ≥ {goal.minimum}× {goal.ref}: "
+                f"{ratio_text(achieved)} ({verdict(achieved.median, goal.minimum)})"
             )
-            for impl in variants:
-                other = figures.ratios(w, impl).get(ref)
+            line += cpu_verdict(figures, w, goal.row, goal.ref, goal.minimum)
+            others = [impl for impl in w.implementations if impl.startswith("csock-")
+                      and impl != goal.ref] if goal.row == "csock" else []
+            for impl in others:
+                other = figures.ratios(w, impl).get(goal.ref)
                 if other is not None:
-                    line += f"; {impl} {ratio_text(other)} ({verdict(other.median, minimum)})"
+                    line += (f"; {impl} {ratio_text(other)} "
+                             f"({verdict(other.median, goal.minimum)})")
             lines.append(line)
     return lines
+
+
+def cpu_verdict(figures: Figures, w: Workload, row: str, ref: str, minimum: float) -> str:
+    """"; server CPU/msg 2.10× (1.9–2.3) (met)", or "" where the CPU time was not read."""
+    spread = figures.cpu_ratio(w.name, row, ref)
+    if spread is None:
+        return ""
+    return f"; server CPU/msg {ratio_text(spread)} ({verdict(spread.median, minimum)})"
 
 
 def verdict(ratio: float, minimum: float) -> str:
@@ -250,7 +295,23 @@ def document(
         "ratios": {
             w.name: {ref: asdict(s) for ref, s in figures.ratios(w).items()} for w in workloads
         },
+        # echo rows: the server's CPU µs per message (median, min, max over rounds), and each
+        # row's CPU ratios (reference's µs/msg over the row's) for every target
+        "targets": [
+            {"workload": w.name, "row": goal.row, "reference": goal.ref, "minimum": goal.minimum,
+             "rate_ratio": spread_dict(figures.ratio(w.name, goal.row, goal.ref)),
+             "server_cpu_ratio": spread_dict(figures.cpu_ratio(w.name, goal.row, goal.ref))}
+            for w in workloads for goal in w.goals()
+        ],
+        "server_cpu_us_per_msg": [
+            {"workload": w, "implementation": i, **asdict(Spread.of(by.values()))}
+            for (w, i), by in figures.cpu_rounds.items()
+        ],
     }
+
+
+def spread_dict(spread: Spread | None) -> dict[str, float] | None:
+    return None if spread is None else asdict(spread)
 
 
 def write_json(
@@ -280,6 +341,8 @@ COLOURS = {
     "asyncio": "#98df8a",
     "c": "#d62728",
     "c-gso": "#ff9896",
+    "csock-uring": "#393b79",
+    "csock-epoll": "#6b6ecf",
 }
 
 

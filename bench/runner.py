@@ -45,6 +45,13 @@ class Result:
     elapsed: float
     rate: float
     lost: int = 0          # units sent that never arrived (UDP only)
+    # echo rows: user + system seconds the server process(es) used over the timed window
+    server_cpu: float | None = None
+
+
+# What one run measured: the measured side's elapsed time, the units that arrived, and the
+# server's CPU seconds over the window (echo rows; else None).
+Outcome = tuple[float, int, "float | None"]
 
 
 def build_c_programs(names: list[str], log: Callable[[str], None]) -> dict[str, str]:
@@ -84,9 +91,17 @@ def cpus() -> tuple[int | None, int | None]:
     return available[1], available[0]
 
 
+def is_c(implementation: str) -> bool:
+    return implementation == "c" or implementation.startswith("c-")
+
+
 def command(workload: Workload, implementation: str, role: str, count: int, where: str,
             c_binaries: dict[str, str]) -> list[str]:
-    if implementation == "c" or implementation.startswith("c-"):     # the C program (a variant)
+    """The argv of one side. The C program runs the C rows, and every row's client where the
+    workload says so (c_client: a sender faster than any receiver measured); the C rows of the
+    echo workloads ("tcp-many") have a Python client, which drives every server alike."""
+    c_side = is_c(implementation) and not (workload.transport == "tcp-many" and role == "client")
+    if c_side or (workload.c_client and role == "client"):      # the C program (a variant)
         binary = c_binaries[str(workload.c_program)]
         if workload.transport == "inproc":            # bench/c/packet.c parse|build N
             return [binary, workload.name.split("-")[1], str(count)]
@@ -100,6 +115,8 @@ def endpoints(workload: Workload) -> tuple[list[socket.socket], str, str]:
     """The sockets the two processes inherit, and what each is told (WHERE): a TCP listener
     and its port, or the two ends of a connected UDP or SEQPACKET pair. For "tcp-many" a
     port, held by a bound (not listening) SO_REUSEPORT socket until the servers listen."""
+    if workload.transport == "udp-many":
+        return ingest_endpoints()
     if workload.transport == "tcp-many":
         holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -132,6 +149,28 @@ def endpoints(workload: Workload) -> tuple[list[socket.socket], str, str]:
     return [a, b], str(a.fileno()), str(b.fileno())
 
 
+def ingest_endpoints() -> tuple[list[socket.socket], str, str]:
+    """udp-ingest-64: INGEST_SOCKETS bound UDP receivers, one unbound sender, and a datagram
+    socketpair for the receiver's credits (SO_RCVTIMEO 1 s on the sender's end). The receiver
+    is told "FD,FD,...:CREDIT_FD", the sender "FD:PORT,PORT,...:CREDIT_FD"."""
+    from .workloads import INGEST_SOCKETS
+
+    receivers = []
+    for _ in range(INGEST_SOCKETS):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.bind(("127.0.0.1", 0))
+        receivers.append(s)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+    fds = ",".join(str(s.fileno()) for s in receivers)
+    ports = ",".join(str(s.getsockname()[1]) for s in receivers)
+    return ([*receivers, sender, mine, theirs], f"{fds}:{mine.fileno()}",
+            f"{sender.fileno()}:{ports}:{theirs.fileno()}")
+
+
 def worker_environment() -> dict[str, str]:
     """The workers import bench and csock from this checkout: `python -m bench.side` is run in
     it (so its directory comes first on sys.path, before any other "bench") with PYTHONPATH
@@ -141,9 +180,9 @@ def worker_environment() -> dict[str, str]:
 
 
 def run_once(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
-             timeout: float = 600) -> tuple[float, int]:
-    """One run: server and client processes on two CPUs; the measured side's elapsed time and
-    how many units arrived."""
+             timeout: float = 600) -> Outcome:
+    """One run: server and client processes on two CPUs; the measured side's elapsed time, how
+    many units arrived, and (echo rows) the server's CPU seconds over the window."""
     server_cpu, client_cpu = cpus()
     env = worker_environment()
     if not workload.pinned:
@@ -151,7 +190,8 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
     if workload.transport == "inproc":
         return run_alone(workload, implementation, count, c_binaries, env, server_cpu, timeout)
     if workload.transport == "tcp-many":
-        return run_many(workload, implementation, count, env, server_cpu, client_cpu, timeout)
+        return run_many(workload, implementation, count, c_binaries, env, server_cpu, client_cpu,
+                        timeout)
     inherited, server_where, client_where = endpoints(workload)
     try:
         fds = [s.fileno() for s in inherited]
@@ -183,12 +223,14 @@ def run_once(workload: Workload, implementation: str, count: int, c_binaries: di
     return measured_result(workload, implementation, count, outputs[workload.measured])
 
 
-def run_many(workload: Workload, implementation: str, count: int, env: dict[str, str],
-             server_cpu: int | None, client_cpu: int | None, timeout: float) -> tuple[float, int]:
+def run_many(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
+             env: dict[str, str], server_cpu: int | None, client_cpu: int | None,
+             timeout: float) -> Outcome:
     """The asyncio echo workloads: K server processes (csock-xK; else one) bind one port with
     SO_REUSEPORT and print "ready"; then the client opens its connections; the servers stop
-    when their stdin is closed."""
-    from .aio import server_processes
+    when their stdin is closed. The client is told the servers' pids (BENCH_SERVER_PIDS): it
+    reads their CPU time when its clock starts and when it stops."""
+    from .aio import SERVER_PIDS, server_processes
 
     holders, port, _ = endpoints(workload)
     servers: list[subprocess.Popen[bytes]] = []
@@ -206,7 +248,7 @@ def run_many(workload: Workload, implementation: str, count: int, env: dict[str,
     try:
         for _ in range(server_processes(implementation)):
             servers.append(subprocess.Popen(
-                command(workload, implementation, "server", count, port, {}),
+                command(workload, implementation, "server", count, port, c_binaries),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 preexec_fn=pin(server_cpu), env=env, cwd=CHECKOUT))
         for server in servers:
@@ -218,9 +260,11 @@ def run_many(workload: Workload, implementation: str, count: int, env: dict[str,
     finally:
         for s in holders:
             s.close()
-    client = subprocess.Popen(command(workload, implementation, "client", count, port, {}),
+    pids = ",".join(str(server.pid) for server in servers)
+    client = subprocess.Popen(command(workload, implementation, "client", count, port, c_binaries),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              preexec_fn=pin(client_cpu), env=env, cwd=CHECKOUT)
+                              preexec_fn=pin(client_cpu), env=dict(env, **{SERVER_PIDS: pids}),
+                              cwd=CHECKOUT)
     try:
         out, err = client.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -238,7 +282,7 @@ def run_many(workload: Workload, implementation: str, count: int, env: dict[str,
 
 
 def run_alone(workload: Workload, implementation: str, count: int, c_binaries: dict[str, str],
-              env: dict[str, str], cpu: int | None, timeout: float) -> tuple[float, int]:
+              env: dict[str, str], cpu: int | None, timeout: float) -> Outcome:
     """An in-memory workload: one process on one CPU."""
     proc = subprocess.Popen(command(workload, implementation, "single", count, "-", c_binaries),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin(cpu),
@@ -254,9 +298,9 @@ def run_alone(workload: Workload, implementation: str, count: int, c_binaries: d
     return measured_result(workload, implementation, count, out.decode())
 
 
-def measured_result(workload: Workload,
-                    implementation: str, count: int, output: str) -> tuple[float, int]:
-    """(elapsed, units that arrived or were processed) from the measured side's JSON line."""
+def measured_result(workload: Workload, implementation: str, count: int, output: str) -> Outcome:
+    """(elapsed, units that arrived or were processed, server CPU seconds or None) from the
+    measured side's JSON line."""
     lines = output.strip().splitlines()
     if not lines:
         raise BenchError(
@@ -264,7 +308,7 @@ def measured_result(workload: Workload,
         )
     measured = json.loads(lines[-1])
     received = int(measured.get("received", measured["count"]))
-    partial = workload.transport in ("udp", "raw", "inproc")  # losses; slow libraries do fewer
+    partial = workload.transport in LOSSY + ("inproc",)  # losses; slow libraries do fewer
     if (
         measured["count"] != count
         or received > count
@@ -272,7 +316,11 @@ def measured_result(workload: Workload,
         or (not partial and received != count)
     ):
         raise BenchError(f"{workload.name}/{implementation}: moved {received} of {count}")
-    return float(measured["elapsed"]), received
+    cpu = measured.get("server_cpu")
+    return float(measured["elapsed"]), received, None if cpu is None else float(cpu)
+
+
+LOSSY = ("udp", "raw", "udp-many")     # transports that may lose units: counted, not an error
 
 
 def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
@@ -289,10 +337,15 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
         if w.transport == "raw" and not raw_sockets_allowed():
             log(f"{w.name}: left out: raw sockets need CAP_NET_RAW (root)")
             continue
+        if w.c_client and w.c_program not in c_binaries:
+            log(f"{w.name}: left out: its sender is the C program, which could not be built")
+            continue
         impls = [i for i in w.implementations if installed(i, log)
                  and (not w.name.startswith("aio-") or not uses_uvloop(i)
-                      or installed("uvloop", log))]
-        impls += ["c", *w.c_variants] if w.c_program in c_binaries else []
+                      or installed("uvloop", log))
+                 and runnable(w, i, log)]
+        impls += [i for i in ("c", *w.c_variants)
+                  if w.c_program in c_binaries and runnable(w, i, log)]
         plan.append((w, impls))
     probe = {w.name: max(1, int((w.count_quick if quick else w.count_full) * scale))
              for w, _ in plan}
@@ -305,7 +358,7 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
                 counts[w.name, impl] = probe[w.name]
                 if window > 0:  # (the tests' tiny runs skip the sizing)
                     bar.set_description(f"sizing {w.name}/{impl}")
-                    counts[w.name, impl], _, _ = sized_run(
+                    counts[w.name, impl], _ = sized_run(
                         w, impl, probe[w.name], c_binaries, window
                     )
                 bar.update(1)
@@ -314,13 +367,14 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
                 shift = r % len(impls)  # interleave: each round starts elsewhere
                 for impl in impls[shift:] + impls[:shift]:
                     bar.set_description(f"{w.name}/{impl}")
-                    count, elapsed, received = sized_run(
+                    count, (elapsed, received, cpu) = sized_run(
                         w, impl, counts[w.name, impl], c_binaries, window
                     )
                     counts[w.name, impl] = count
-                    lost = count - received if w.transport in ("udp", "raw") else 0
+                    lost = count - received if w.transport in LOSSY else 0
                     results.append(
-                        Result(w.name, impl, r, count, elapsed, w.rate(received, elapsed), lost)
+                        Result(w.name, impl, r, count, elapsed, w.rate(received, elapsed), lost,
+                               cpu)
                     )
                     bar.update(1)
     return results
@@ -328,14 +382,14 @@ def run(workloads: list[Workload], rounds: int, quick: bool, scale: float,
 
 def sized_run(
     workload: Workload, implementation: str, count: int, c_binaries: dict[str, str], window: float
-) -> tuple[int, float, int]:
+) -> tuple[int, Outcome]:
     """run_once with `count` units, grown and run again until the measured window lasts at
-    least `window` seconds: (the count used, elapsed, units that arrived)."""
+    least `window` seconds: (the count used, what that run measured)."""
     while True:
-        elapsed, received = run_once(workload, implementation, count, c_binaries)
-        if elapsed >= window:
-            return count, elapsed, received
-        count = grown(count, elapsed, window)
+        outcome = run_once(workload, implementation, count, c_binaries)
+        if outcome[0] >= window:
+            return count, outcome
+        count = grown(count, outcome[0], window)
 
 
 def grown(count: int, elapsed: float, window: float) -> int:
@@ -343,6 +397,43 @@ def grown(count: int, elapsed: float, window: float) -> int:
     that took `elapsed`; at most 1000 times more per step (a probe of a few µs says little)."""
     factor = min(1000.0, OVERSHOOT * window / max(elapsed, 1e-9))
     return max(count + 1, int(count * factor))
+
+
+def runnable(workload: Workload, implementation: str, log: Callable[[str], None]) -> bool:
+    """Whether a row can run here; a row that cannot is left out, with the reason logged once:
+    an engine named while csock.aio has no engine keyword, or io_uring unavailable (a kernel
+    without it, kernel.io_uring_disabled, a seccomp filter) for a uring row or a C program
+    that uses it."""
+    uses_uring = "uring" in implementation or (
+        is_c(implementation) and "uring" in str(workload.c_program))
+    named_engine = workload.name.startswith("aio-") and implementation in ("csock-uring",
+                                                                           "csock-epoll")
+    if named_engine and not engine_keyword():
+        return leave_out(f"{workload.name}/{implementation}",
+                         "csock.aio has no engine keyword (the io_uring engine is not here)", log)
+    if uses_uring and not uring_available():
+        return leave_out(f"{workload.name}/{implementation}",
+                         "io_uring is unavailable here (csock.uring.available() is False)", log)
+    return True
+
+
+def leave_out(row: str, reason: str, log: Callable[[str], None]) -> bool:
+    if reason not in _missing_logged:
+        _missing_logged.add(reason)
+        log(f"left out: {reason}: {row} and any other such row")
+    return False
+
+
+def engine_keyword() -> bool:
+    from .aio import engine_keyword_supported
+
+    return engine_keyword_supported()
+
+
+def uring_available() -> bool:
+    import csock.uring
+
+    return csock.uring.available()
 
 
 def uses_uvloop(implementation: str) -> bool:

@@ -2,10 +2,11 @@
 
 For TCP workloads ROLE is server (WHERE: an inherited listening fd, one connection accepted)
 or client (WHERE: a TCP port on 127.0.0.1); for UDP and SEQPACKET ones WHERE is an inherited
-fd, one end of a pair the runner connected. For "tcp-many" (the asyncio echo workloads, see
-aio.py) WHERE is a port on 127.0.0.1 both sides are told: the server binds it with
-SO_REUSEPORT and prints "ready" before the client starts. Prints {"elapsed": seconds, "count": n,
-"received": units that arrived}; exit 1 on a data mismatch.
+fd, one end of a pair the runner connected; for "udp-many" (udp-ingest-64, see ingest.py) the
+receiver's WHERE is "FD,FD,...:CREDIT_FD" (its sender is the C program). For "tcp-many" (the
+asyncio echo workloads, see aio.py) WHERE is a port on 127.0.0.1 both sides are told: the
+server binds it with SO_REUSEPORT and prints "ready" before the client starts. Prints
+{"elapsed": seconds, "count": n, "received": units that arrived}; exit 1 on a data mismatch.
 """
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ def main() -> int:
         from . import aio
 
         return aio.main(workload, BY_NAME[workload].transport, impl, role, int(n), where)
+    if BY_NAME[workload].transport == "udp-many":   # many sockets, one receiver: bench/ingest.py
+        from . import ingest
+
+        return ingest.main(workload, impl, int(n), where)
     if BY_NAME[workload].transport in ("inproc", "raw"):
         elapsed, received = run_special(workload, impl, role, int(n), where)
         print(json.dumps({"elapsed": elapsed, "count": int(n), "received": received}))

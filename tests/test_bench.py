@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_udp_receivers_catch_a_sequence_going_back(library):
 
 def test_only_c_rows_run_the_c_program():
     from bench.runner import command
-    from bench.workloads import WORKLOADS
+    from bench.workloads import BY_NAME, WORKLOADS
 
     for w in WORKLOADS:
         binaries = {str(w.c_program): "/path/to/c-program"}
@@ -203,6 +204,12 @@ def test_only_c_rows_run_the_c_program():
         if w.c_program:
             for impl in ("c", *w.c_variants):
                 assert command(w, impl, "server", 10, "3", binaries)[0] == "/path/to/c-program"
+    # the echo workloads' C server is driven by the Python client; udp-ingest-64's C sender
+    # feeds every row
+    echo, ingest = BY_NAME["aio-echo-1k"], BY_NAME["udp-ingest-64"]
+    assert command(echo, "c", "client", 10, "3", {"uring_echo": "/c"})[0] == sys.executable
+    for impl in (*ingest.implementations, "c"):
+        assert command(ingest, impl, "client", 10, "3", {"udp_ingest": "/c"})[0] == "/c"
 
 
 def test_slots_stamp_each_batch_with_its_numbers_then_zeros():
@@ -326,7 +333,7 @@ def test_rounds_are_interleaved_and_sides_pinned_to_different_cpus(monkeypatch):
 
     def run_once(workload, impl, count, c_binaries, timeout=600):
         calls.append((impl, count))
-        return count / 1000, count  # 1000 units a second
+        return count / 1000, count, None  # 1000 units a second
 
     monkeypatch.setattr(runner, "run_once", run_once)
     monkeypatch.setattr(runner, "build_c_programs", lambda names, log: {})
@@ -567,8 +574,259 @@ def test_a_round_shorter_than_the_window_is_run_again_longer(monkeypatch):
 
     def run_once(workload, impl, count, c_binaries, timeout=600):
         counts.append(count)
-        return next(windows), count
+        return next(windows), count, None
 
     monkeypatch.setattr(runner, "run_once", run_once)
-    count, elapsed, received = runner.sized_run(BY_NAME["framed"], "csock", 1000, {}, 1.0)
-    assert counts == [1000, 2500, 3472] and (count, elapsed, received) == (3472, 1.1, 3472)
+    count, outcome = runner.sized_run(BY_NAME["framed"], "csock", 1000, {}, 1.0)
+    assert counts == [1000, 2500, 3472] and (count, outcome) == (3472, (1.1, 3472, None))
+
+
+# --- issue 18: the io_uring rows, the server's CPU time per message, the C limit rows ---------
+
+
+def uring_available() -> bool:
+    import csock.uring
+
+    return csock.uring.available()
+
+
+def engine_rows_expected() -> bool:
+    """csock-uring / csock-epoll run where csock.aio takes engine= and io_uring works."""
+    from bench.aio import engine_keyword_supported
+
+    return engine_keyword_supported() and uring_available()
+
+
+@pytest.fixture(scope="module")
+def c_programs():
+    from bench.runner import build_c_programs
+
+    built = build_c_programs(["uring_echo", "udp_ingest"], print)
+    if not built:
+        pytest.skip("no C compiler")
+    return built
+
+
+def test_echo_rows_report_the_servers_cpu_time_per_message(tmp_path):
+    """A tiny run of the echo workloads of issue 18: every row's client read the server's CPU
+    time around its window, and the JSON and the table carry it per message."""
+    pytest.importorskip("uvloop")
+    out = tmp_path / "bench.json"
+    proc = run_cli("--only", "aio-echo-1k", "aio-reqresp-1k", "aio-pingpong-1", "--rounds", "1",
+                   "--scale", "0.01", "--window", "0", "--json", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    document = json.loads(out.read_text())
+    runs = {(r["workload"], r["implementation"]): r for r in document["runs"]}
+    expected = {(w, "uvloop") for w in ("aio-echo-1k", "aio-reqresp-1k", "aio-pingpong-1")}
+    if uring_available():
+        expected |= {("aio-echo-1k", "c"), ("aio-reqresp-1k", "c")}
+    if engine_rows_expected():
+        expected |= {(w, impl) for w in ("aio-echo-1k", "aio-reqresp-1k", "aio-pingpong-1")
+                     for impl in ("csock-uring", "csock-epoll")}
+    else:
+        assert "left out: csock.aio has no engine keyword" in proc.stderr or (
+            "left out: io_uring is unavailable" in proc.stderr)
+    assert expected <= set(runs)
+    assert all(r["server_cpu"] is not None and r["server_cpu"] >= 0 for r in runs.values())
+    cpu_rows = {(c["workload"], c["implementation"]) for c in document["server_cpu_us_per_msg"]}
+    assert cpu_rows == set(runs)
+    assert "µs/msg" in proc.stdout
+    goals = {(t["workload"], t["row"], t["reference"]) for t in document["targets"]}
+    assert {("aio-echo-1k", "csock-uring", "uvloop"), ("aio-echo-1k", "csock-uring", "csock-epoll"),
+            ("aio-reqresp-1k", "csock-uring", "uvloop")} <= goals
+
+
+def test_udp_ingest_rows_check_every_datagram(tmp_path, c_programs):
+    out = tmp_path / "bench.json"
+    proc = run_cli("--only", "udp-ingest-64", "--rounds", "1", "--scale", "0.01", "--window", "0",
+                   "--json", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["implementation"]: r for r in json.loads(out.read_text())["runs"]}
+    expected = {"csock", "stdlib-naive", "c"} | ({"csock-uring"} if uring_available() else set())
+    assert set(runs) == expected
+    assert all(r["count"] - r["lost"] > 0 for r in runs.values())
+    if uring_available():
+        assert "target udp-ingest-64: csock-uring ≥ 1.0× c" in proc.stdout
+
+
+def echo_server(binary: str):
+    """bench/c/uring_echo.c serving a free port; (process, port) once it says "ready"."""
+    with socket_on_free_port() as port:
+        proc = subprocess.Popen([binary, "server", "0", str(port)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline() == b"ready\n", proc.stderr.read()
+    return proc, port
+
+
+class socket_on_free_port:
+    """A port held by a bound SO_REUSEPORT socket (as the runner's) until the server binds."""
+
+    def __enter__(self) -> int:
+        self.holder = csock.socket(csock.AF_INET, csock.SOCK_STREAM)
+        self.holder.setsockopt(csock.SOL_SOCKET, csock.SO_REUSEADDR, 1)
+        self.holder.setsockopt(csock.SOL_SOCKET, csock.SO_REUSEPORT, 1)
+        self.holder.bind(("127.0.0.1", 0))
+        return self.holder.getsockname()[1]
+
+    def __exit__(self, *exc: object) -> None:
+        self.holder.close()
+
+
+def test_c_uring_echo_server_echoes_every_frame_exactly(c_programs):
+    """The C limit row's server: whole frames back, byte for byte, however they are split on
+    the way in; frames of 0 bytes to 60 KiB; connections served at once; stops when its stdin
+    closes."""
+    if not uring_available():
+        pytest.skip("io_uring is unavailable here")
+    proc, port = echo_server(c_programs["uring_echo"])
+    try:
+        frames = [struct.pack("!I", len(body)) + body for body in
+                  (b"", b"x", bytes(range(256)) * 3, os.urandom(60_000), b"last")]
+        wire = b"".join(frames)
+        conns = [csock.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        conns[0].sendall(wire)                           # all at once
+        for i in range(0, len(wire), 7919):              # in pieces that split headers and bodies
+            conns[1].sendall(wire[i:i + 7919])
+        for conn in conns[:2]:
+            assert conn.recv_exactly(len(wire)) == wire
+        conns[2].sendall(frames[2][:10])                  # a partial frame is not echoed ...
+        conns[2].settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            conns[2].recv(1)
+        conns[2].settimeout(10)
+        conns[2].sendall(frames[2][10:])                  # ... until it is whole
+        assert conns[2].recv_exactly(len(frames[2])) == frames[2]
+        for conn in conns:
+            conn.close()
+        _, err = proc.communicate(timeout=10)           # stdin closed: it stops
+        assert proc.returncode == 0, err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_c_ingest_program_counts_every_datagram_and_catches_a_wrong_one(c_programs):
+    from bench.runner import ingest_endpoints
+
+    binary = c_programs["udp_ingest"]
+    inherited, server_where, client_where = ingest_endpoints()
+    fds = [s.fileno() for s in inherited]
+    try:
+        server = subprocess.Popen([binary, "server", "5000", server_where], pass_fds=fds,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        client = subprocess.run([binary, "client", "5000", client_where], pass_fds=fds,
+                                capture_output=True, timeout=60)
+        out, err = server.communicate(timeout=60)
+        assert client.returncode == 0 and server.returncode == 0, (client.stderr, err)
+        result = json.loads(out)
+        assert result["count"] == 5000 and result["received"] == 5000
+        # datagram 1 belongs to socket 1: sent to socket 0, the receiver refuses it
+        receivers = inherited[:64]
+        server = subprocess.Popen([binary, "server", "10", server_where], pass_fds=fds,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sender = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        with sender:
+            sender.sendto(workers.SEQ.pack(1) + bytes(56), receivers[0].getsockname())
+        _, err = server.communicate(timeout=60)
+        assert server.returncode == 1 and b"DATA MISMATCH in sequence" in err
+    finally:
+        for s in inherited:
+            s.close()
+
+
+@pytest.mark.parametrize("impl", ["csock-uring", "csock", "stdlib-naive"])
+def test_python_ingest_receivers_take_every_socket_and_check_each_datagram(impl):
+    """Each receiver's round reads all 64 sockets; Tally refuses a datagram on the wrong
+    socket, a sequence going back, or a wrong length."""
+    from bench import ingest
+
+    if impl == "csock-uring" and not uring_available():
+        pytest.skip("io_uring is unavailable here")
+    socks = []
+    for _ in range(64):
+        s = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        socks.append(s)
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    sender = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    try:
+        sender.send_batch([(workers.SEQ.pack(i) + bytes(56), socks[i % 64].getsockname())
+                           for i in range(640)])
+        round_ = ingest.ROUNDS[impl](socks)
+        tally = ingest.Tally(64, a)
+        got: list = []
+        while sum(map(len, got)) < 640:
+            got = [mine + new for mine, new in zip(got or [[]] * 64, round_(), strict=True)]
+        assert [len(mine) for mine in got] == [10] * 64
+        for index, payloads in enumerate(got):
+            tally.take(index, payloads)
+        assert tally.received == 640 and tally.next[5] == 640 + 5
+        del got
+        tally.credit_if_due(640)
+        assert b.recv(8) == workers.SEQ.pack(640)
+        with pytest.raises(workers.DataMismatch, match="socket 3"):
+            tally.take(3, [workers.SEQ.pack(640 + 4) + bytes(56)])     # socket 4's
+        with pytest.raises(workers.DataMismatch, match="at least 643"):
+            tally.take(3, [workers.SEQ.pack(3) + bytes(56)])           # gone back
+        with pytest.raises(workers.DataMismatch, match="65 bytes"):
+            tally.take(3, [workers.SEQ.pack(643) + bytes(57)])
+    finally:
+        for s in (*socks, a, b, sender):
+            s.close()
+
+
+def test_server_cpu_is_read_from_proc_stat_of_the_named_processes(monkeypatch):
+    import time
+
+    from bench import aio
+
+    monkeypatch.delenv(aio.SERVER_PIDS, raising=False)
+    assert aio.server_cpu() is None and aio.cpu_used(None) is None
+    monkeypatch.setenv(aio.SERVER_PIDS, f"{os.getpid()},{os.getpid()}")
+    before = aio.server_cpu()
+    spent = time.process_time()
+    while time.process_time() - spent < 0.1:
+        pass
+    used = aio.cpu_used(before)
+    tick = 1 / os.sysconf("SC_CLK_TCK")       # /proc/<pid>/stat counts clock ticks
+    assert used is not None and 0.1 - 2 * tick <= used / 2 <= 0.2 + 2 * tick
+
+
+def test_cpu_per_message_is_shown_beside_the_rate_and_judged_with_the_targets():
+    from bench.report import Figures, target_lines
+    from bench.runner import Result
+    from bench.workloads import BY_NAME
+
+    w = BY_NAME["aio-echo-1k"]
+    figures = Figures([
+        Result(w.name, "csock-uring", 0, 1000, 1.0, 900.0, server_cpu=0.002),    # 2 µs/msg
+        Result(w.name, "csock-epoll", 0, 1000, 1.0, 400.0, server_cpu=0.005),
+        Result(w.name, "uvloop", 0, 1000, 1.0, 100.0, server_cpu=0.010),
+    ])
+    assert figures.cpu(w.name, "csock-uring").median == pytest.approx(2.0)
+    assert figures.cpu_ratio(w.name, "csock-uring", "uvloop").median == pytest.approx(5.0)
+    assert target_lines([w], figures) == [
+        "target aio-echo-1k: csock-uring ≥ 3.0× uvloop: 9.00× (9.00–9.00) (met); "
+        "server CPU/msg 5.00× (5.00–5.00) (met)",
+        "target aio-echo-1k: csock-uring ≥ 2.0× csock-epoll: 2.25× (2.25–2.25) (met); "
+        "server CPU/msg 2.50× (2.50–2.50) (met)",
+    ]
+
+
+def test_a_partial_run_merges_into_the_published_json(sized_run_json):
+    """figures --merge: the workloads a partial run ran replace theirs, the rest stay."""
+    from bench import figures
+
+    published = figures.load(figures.BENCH_JSON)
+    part = json.loads(sized_run_json[0].read_text())
+    merged = figures.merge(published, part)
+    kept = [r for r in published["runs"] if r["workload"] != "seqpacket-pingpong"]
+
+    def rows(runs):
+        return [(r["workload"], r["implementation"], r["round"], r["rate"]) for r in runs]
+
+    assert rows(merged["runs"]) == rows([*kept, *part["runs"]])
+    assert merged["merged"][-1]["workloads"] == ["seqpacket-pingpong"]
+    assert merged["date"] == published["date"] and merged["format"] == published["format"]
+    figures.generated(merged)            # the published pages can be made from it
