@@ -587,8 +587,20 @@ def udp_client(module: Any, n: int, impl: str, fd: int) -> float:
     return elapsed
 
 
+def raise_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: 1,000 connections and more need more than the
+    1,024 descriptors many systems start a process with."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def main(workload: str, transport: str, impl: str, role: str, n: int, where: str) -> int:
     """The worker's entry for the asyncio workloads: prints the result line; 1 on a mismatch."""
+    raise_file_limit()
     try:
         if transport == "tcp-many":
             outcome = echo_side(workload, impl, role, n, int(where))

@@ -2,15 +2,18 @@
 
 The sender (bench/c/udp_ingest.c, the same C program for every row, so that the receiver is
 what is measured) sends 64-byte datagrams round-robin: datagram i, stamped with its sequence
-number i, goes to socket i % INGEST_SOCKETS. The receiver returns a credit (8 bytes: how many
-datagrams it has received) at least every CREDIT_EVERY datagrams on a datagram socketpair, and
-the sender keeps at most WINDOW datagrams beyond the last credit, so no socket is overrun; its
-first credit (0) says it is ready. Losses are counted, not hidden; a second of silence ends a
-run.
+number i, goes to socket i % INGEST_SOCKETS. It works in phases, so that the receiver's
+draining is timed alone (a sender and a receiver running at once on loopback would time the
+sender's wake-ups of a receiver that keeps up): the sender sends PHASE datagrams (16 per
+socket), then a notice on a control socketpair (8 bytes: how many it has sent); the receiver,
+woken by it, starts its clock, reads every socket in rounds until all of them are there,
+stops its clock and sends the notice back; then the next phase. The figure is the datagrams
+over the phases' drain times summed. Losses are counted, not hidden (a round that finds
+nothing while datagrams are missing waits in epoll on all the sockets; a second of silence
+means they were lost).
 
-Each round the receiver takes what every socket has queued, then checks each datagram (its
-length, its socket, its sequence increasing per socket); when a round finds nothing it sleeps
-in epoll on all the sockets. The rows differ in how a round reads:
+A round reads every socket, then checks each datagram (its length, its socket, its sequence
+increasing per socket). The rows differ in how a round reads:
 
 - ``csock-uring``: ``Ring.recv_many(socks)``, one ``io_uring_enter`` for all 64 (a ring of
   4096 provided buffers of 256 bytes: the default ring's 64 KiB buffers would hold one
@@ -34,22 +37,19 @@ import csock
 from .workers import SEQ, DataMismatch
 
 SIZE = 64                # bytes per datagram
-CREDIT_EVERY = 1024      # the receiver returns a credit at least this often (as udp_ingest.c)
-SILENCE = 1.0            # seconds without a datagram that end a run
+SILENCE = 1.0            # seconds without a datagram while some are missing: they were lost
 BATCH = 1024             # recv_batch's max_messages (as the C program's recvmmsg)
 
 Round = Callable[[], list[list[Any]]]       # one round: each socket's datagrams' payloads
 
 
 class Tally:
-    """The receiver's bookkeeping: per-socket sequence checks, the count, credits, the clock."""
+    """The receiver's bookkeeping: per-socket sequence checks and the count."""
 
-    def __init__(self, sockets: int, credit: stdlib.socket) -> None:
+    def __init__(self, sockets: int) -> None:
         self.next = list(range(sockets))     # the smallest sequence number each may carry next
         self.sockets = sockets
-        self.received = self.credited = 0
-        self.first = self.last = 0.0
-        self.credit = credit
+        self.received = 0
 
     def take(self, index: int, payloads: list[Any]) -> None:
         following = self.next[index]
@@ -65,44 +65,47 @@ class Tally:
         self.next[index] = following
         self.received += len(payloads)
 
-    def credit_if_due(self, n: int) -> None:
-        if self.received - self.credited >= CREDIT_EVERY or self.received == n:
-            self.credit.send(SEQ.pack(self.received))
-            self.credited = self.received
+
+def drain(tally: Tally, missing: int, round_: Round, waiter: select.epoll) -> int:
+    """Rounds until `missing` more datagrams arrived (or SILENCE passed without one); how
+    many of them were lost."""
+    while missing > 0:
+        got = round_()
+        found = 0
+        for index, payloads in enumerate(got):
+            if payloads:
+                tally.take(index, payloads)
+                found += len(payloads)
+        del got                                 # views go back to their pool
+        missing -= found
+        if not found and missing > 0 and not waiter.poll(SILENCE):
+            return missing                      # silence: lost
+    return 0
 
 
-def receive(socks: list[Any], credit: stdlib.socket, n: int, round_: Round) -> tuple[float, int]:
-    """Rounds until n datagrams arrived or SILENCE passed without one: (elapsed from the first
-    round that found datagrams to the last, datagrams received)."""
-    tally = Tally(len(socks), credit)
+def receive(socks: list[Any], control: stdlib.socket, n: int, round_: Round) -> tuple[float, int]:
+    """Every phase the sender announces, drained: (the drain times summed, datagrams
+    received)."""
+    tally = Tally(len(socks))
     waiter = select.epoll()
     for sock in socks:
         waiter.register(sock.fileno(), select.EPOLLIN)
-    credit.send(SEQ.pack(0))                    # ready
-    started = time.monotonic()
+    elapsed = 0.0
+    sent = lost = 0
+    control.send(SEQ.pack(0))                   # ready
     try:
-        while tally.received < n:
-            got = round_()
-            if any(got):
-                tally.last = time.perf_counter()
-                if not tally.first:
-                    tally.first = tally.last
-                for index, payloads in enumerate(got):
-                    if payloads:
-                        tally.take(index, payloads)
-                del got                         # views go back to their pool before the wait
-                tally.credit_if_due(n)
-                continue
-            if not waiter.poll(SILENCE):
-                if tally.received:
-                    break                       # silence: the rest was lost
-                if time.monotonic() - started > 60:
-                    raise DataMismatch("nothing arrived in 60 s")
+        while sent < n:
+            notice = control.recv(8)            # the next phase was sent
+            (sent,) = SEQ.unpack(notice)
+            start = time.perf_counter()
+            lost += drain(tally, sent - tally.received - lost, round_, waiter)
+            elapsed += time.perf_counter() - start
+            control.send(notice)                # drained
     finally:
         waiter.close()
     if not tally.received:
         raise DataMismatch("nothing arrived")
-    return tally.last - tally.first, tally.received
+    return elapsed, tally.received
 
 
 def uring_round(socks: list[Any]) -> Round:
@@ -143,14 +146,14 @@ ROUNDS = {"csock-uring": uring_round, "csock": batch_round, "stdlib-naive": naiv
 
 def main(workload: str, impl: str, n: int, where: str) -> int:
     """The receiver (the sender is always the C program): prints the result line."""
-    fds, credit_fd = where.split(":")
+    fds, control_fd = where.split(":")
     module = stdlib if impl == "stdlib-naive" else csock
     socks = [module.socket(fileno=int(fd)) for fd in fds.split(",")]
     for sock in socks:
         sock.setblocking(False)
-    credit = stdlib.socket(fileno=int(credit_fd))
+    control = stdlib.socket(fileno=int(control_fd))
     try:
-        elapsed, received = receive(socks, credit, n, ROUNDS[impl](socks))
+        elapsed, received = receive(socks, control, n, ROUNDS[impl](socks))
     except DataMismatch as error:
         print(f"DATA MISMATCH in {workload}/{impl} (server): {error}", file=sys.stderr)
         return 1

@@ -28,6 +28,8 @@ from .workloads import Workload
 CHECKOUT = Path(__file__).resolve().parent.parent     # the source checkout: csock and bench/
 C_SOURCES = CHECKOUT / "bench" / "c"
 C_BUILD = C_SOURCES / "bin"
+# what the C programs include: a change rebuilds them (uring_abi.h: csock's io_uring ABI)
+C_HEADERS = (C_SOURCES / "common.h", CHECKOUT / "src" / "includes" / "uring_abi.h")
 WINDOW = 1.0           # seconds: the shortest timed window a published figure may come from
 OVERSHOOT = 1.25       # a grown count aims this far past the window, so one step usually does
 
@@ -67,7 +69,7 @@ def build_c_programs(names: list[str], log: Callable[[str], None]) -> dict[str, 
     built = {}
     for name in names:
         source, binary = C_SOURCES / f"{name}.c", C_BUILD / name
-        newest = max(source.stat().st_mtime, (C_SOURCES / "common.h").stat().st_mtime)
+        newest = max(path.stat().st_mtime for path in (source, *C_HEADERS))
         if not binary.exists() or binary.stat().st_mtime < newest:
             proc = subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(source)],
                                   capture_output=True, text=True)
@@ -151,8 +153,8 @@ def endpoints(workload: Workload) -> tuple[list[socket.socket], str, str]:
 
 def ingest_endpoints() -> tuple[list[socket.socket], str, str]:
     """udp-ingest-64: INGEST_SOCKETS bound UDP receivers, one unbound sender, and a datagram
-    socketpair for the receiver's credits (SO_RCVTIMEO 1 s on the sender's end). The receiver
-    is told "FD,FD,...:CREDIT_FD", the sender "FD:PORT,PORT,...:CREDIT_FD"."""
+    socketpair for the phases' notices (SO_RCVTIMEO 1 s on the sender's end; see ingest.py).
+    The receiver is told "FD,FD,...:CONTROL_FD", the sender "FD:PORT,PORT,...:CONTROL_FD"."""
     from .workloads import INGEST_SOCKETS
 
     receivers = []

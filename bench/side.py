@@ -3,7 +3,7 @@
 For TCP workloads ROLE is server (WHERE: an inherited listening fd, one connection accepted)
 or client (WHERE: a TCP port on 127.0.0.1); for UDP and SEQPACKET ones WHERE is an inherited
 fd, one end of a pair the runner connected; for "udp-many" (udp-ingest-64, see ingest.py) the
-receiver's WHERE is "FD,FD,...:CREDIT_FD" (its sender is the C program). For "tcp-many" (the
+receiver's WHERE is "FD,FD,...:CONTROL_FD" (its sender is the C program). For "tcp-many" (the
 asyncio echo workloads, see aio.py) WHERE is a port on 127.0.0.1 both sides are told: the
 server binds it with SO_REUSEPORT and prints "ready" before the client starts. Prints
 {"elapsed": seconds, "count": n, "received": units that arrived}; exit 1 on a data mismatch.
