@@ -93,10 +93,27 @@ class UringDriver:
         self.loop = loop
         self.pid = os.getpid()
         self.ring = Ring(RING_ENTRIES, RING_BUFFERS, RING_BUFFER_SIZE)
+        self.ring.reap_in_close = False     # completions stay in the CQ: the fd wakes the loop
         self._handlers: dict[Request, Handler] = {}
+        self._users = 0
         self._submit_scheduled = False
         self._fd = self.ring.fileno
         loop.add_reader(self._fd, self._on_completions)
+
+    def acquire(self) -> UringDriver:
+        """Count a user (a stream, server or endpoint) of this driver; returns the driver."""
+        self._users += 1
+        return self
+
+    def release(self) -> None:
+        """A user is done: once no user is left and the last request had its last completion,
+        the ring is closed (its fd does not outlive what used it)."""
+        self._users -= 1
+        if self._users <= 0:
+            if self.loop.is_closed():
+                self.close()                   # nothing will reap for it any more
+            else:
+                self.submit_soon()             # _on_completions closes the ring when idle
 
     def start(self, request: Request, handler: Handler) -> Request:
         """Call handler(completion) for each of request's completions; the request reaches the
@@ -131,6 +148,8 @@ class UringDriver:
                 handler(completion)
             except Exception:                      # one stream's bug must not stop the rest
                 logger.exception("csock.aio io_uring engine: handler %r raised", handler)
+        if self._users <= 0:
+            self.close()       # nobody is left to want the completions still to come
 
     @property
     def pending(self) -> int:
@@ -139,6 +158,8 @@ class UringDriver:
 
     def close(self) -> None:
         """Stop watching the ring and close it (cancelling what is pending)."""
+        if self.ring.closed:
+            return
         if not self.loop.is_closed():
             self.loop.remove_reader(self._fd)
         self._handlers.clear()
