@@ -47,6 +47,22 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["epoll", "uring"])
+def aio_engine(request: pytest.FixtureRequest,
+               monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine csock.aio's FramedStreams and servers get when made without one: the
+    readiness path, then io_uring (skipped where the engine cannot run). A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("aio_engine")``."""
+    import csock.aio.framed
+
+    if request.param == "uring":
+        from csock.aio._uring_engine import usable
+        if not usable():
+            pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+    monkeypatch.setattr(csock.aio.framed, "default_engine", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def run(loop_kind: str) -> Callable[[Coroutine[Any, Any, Any]], Any]:
     """run(coro): coro on a new loop of loop_kind, closed afterwards; returns coro's result."""

@@ -15,7 +15,7 @@ from csock.aio import _readiness
 
 from .pairs import framed_pair, nonblocking_pair
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aio_engine")]
 
 
 def test_recv_batch_cancelled_loses_nothing(run: Any) -> None:
@@ -68,11 +68,12 @@ def test_framed_cancelled_recv_mid_frame_loses_nothing(run: Any) -> None:
 
 def test_framed_send_cancelled_before_acceptance_sends_nothing(run: Any) -> None:
     async def main() -> None:
-        a, b = framed_pair(write_limit=1 << 24)
+        a, b = framed_pair(write_limit=1 << 20)
         a.socket.setsockopt(std.SOL_SOCKET, std.SO_SNDBUF, 4096)
         first = bytes([1]) * 2_000_000
-        await asyncio.wait_for(a.send(first), 5)     # accepted; most of it in the backlog
-        assert a.pending_send > 0
+        sending = asyncio.create_task(a.send(first))  # accepted; most of it in the backlog
+        await asyncio.sleep(0.02)
+        assert a.pending_send > 1 << 20
         second = asyncio.create_task(a.send(bytes([2]) * 10))
         await asyncio.sleep(0.02)
         assert not second.done()                     # the backlog must drain first
@@ -81,6 +82,7 @@ def test_framed_send_cancelled_before_acceptance_sends_nothing(run: Any) -> None
             await second
         third = asyncio.create_task(a.send(bytes([3]) * 10))
         got = [bytes(await asyncio.wait_for(b.recv(), 10)) for _ in range(2)]
+        await asyncio.wait_for(sending, 5)
         await asyncio.wait_for(third, 5)
         assert got == [first, bytes([3]) * 10]       # the cancelled message never went out
         a.close()
@@ -93,7 +95,7 @@ def test_framed_cancelled_after_the_callback_received_loses_nothing(run: Any) ->
     coroutine resumes keeps those messages (and errors) for the next call."""
     async def main() -> None:
         raw, sock = csock.socketpair()
-        stream = csock.aio.FramedStream(sock)
+        stream = csock.aio.FramedStream(sock, engine="epoll")  # (its readiness callback)
         task = asyncio.create_task(stream.recv_many())
         await asyncio.sleep(0.01)
         raw.sendall(b"\0\0\0\1a\0\0\0\1b")

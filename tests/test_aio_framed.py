@@ -15,7 +15,7 @@ import csock.aio
 
 from .pairs import framed_pair, tcp_pair
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aio_engine")]
 
 
 def test_framed_10k_random_sizes_all_views_held(run: Any) -> None:
@@ -60,6 +60,7 @@ def test_framed_wire_format_interoperates(run: Any) -> None:
         raw, sock = csock.socketpair()
         stream = csock.aio.FramedStream(sock)
         await stream.send_many([b"abc", b"", b"z" * 300])
+        await stream.drain()                        # (the blocking read below stops the loop)
         raw.settimeout(5)
         assert raw.recv_exactly(4 + 3 + 4 + 4 + 300) == (
             b"\0\0\0\3abc" + b"\0\0\0\0" + b"\0\0\x01\x2c" + b"z" * 300)

@@ -16,7 +16,7 @@ import csock.aio
 
 from .pairs import fd_count
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aio_engine")]
 
 
 def fd_baseline(run: Any) -> int:

@@ -430,3 +430,43 @@ def test_views_held_across_batches_stay_intact(pair):
         held.append((payloads, got))
     for payloads, got in held:
         assert [bytes(d) for _, d in got] == payloads
+
+
+def test_record_calls_need_a_csock_socket_and_lose_nothing():
+    """The record paths keep their numbering in the csock socket's state: given a stdlib socket
+    (through the private functions), they refuse it before sending or receiving anything."""
+    from csock import _fastio
+    plain, peer = stdlib_socket.socketpair(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_SEQPACKET)
+    with plain, peer:
+        for call in (lambda: _fastio.send_record(plain, b"x"),
+                     lambda: _fastio.send_records(plain, [b"x"])):
+            with pytest.raises(TypeError, match="csock socket"):
+                call()
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)                               # nothing went out
+        peer.send(SPP.pack(0, 0, 0, 0, 3, 0, 0) + b"queued")
+        for call in (lambda: _fastio.recv_record(plain), lambda: _fastio.recv_records(plain)):
+            with pytest.raises(TypeError, match="csock socket"):
+                call()
+        assert plain.recv(100)[12:] == b"queued"         # still there
+
+
+def test_a_default_header_stored_behind_the_setters_back_is_a_type_error(pair):
+    a, b = pair
+    csock._fastio.socket_state(a).spp_default_header = b"\0" * 12     # (private: no check)
+    with pytest.raises(TypeError, match="default_header"):
+        a.send_record(b"x")
+    a.default_header = None
+    a.send_record(b"ok")                                 # nothing went out before, nor counted
+    assert [(h.sequence, bytes(d)) for h, d in b.recv_records()] == [(0, b"ok")]
+
+
+def test_the_first_record_received_may_carry_any_number(pair):
+    a, b = pair
+    a.send_records([b"first", b"second"], header=SPPHeader(sequence=500))
+    assert [(h.sequence, bytes(d)) for h, d in b.recv_records()] == [
+        (500, b"first"), (501, b"second")]
+    assert csock._fastio.socket_state(b).spp_expected == 502
+    a.send_record(b"third")
+    assert b.recv_record()[0].sequence == 502

@@ -6,6 +6,7 @@ non-blocking socket and drives it with ``loop.add_reader``/``loop.add_writer``).
 """
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import socket as _std
@@ -22,6 +23,29 @@ if TYPE_CHECKING:
 __all__ = ["FramedStream", "DEFAULT_WRITE_LIMIT"]
 
 DEFAULT_WRITE_LIMIT = 64 * 1024
+
+
+# The family as the C socket object keeps it: socket.family's enum conversion costs more
+# than the rest of a server's per-connection set-up.
+_raw_family = _socket.socket.family.__get__
+_TCP_FAMILIES = (_std.AF_INET, _std.AF_INET6)
+_uring_stream_class: Any = None       # UringFramedStream, once an engine asked for it
+# The engine of FramedStreams, servers and connections made without one (engine=None).
+default_engine = "epoll"
+
+
+def _uring_class(engine: str) -> Any:
+    """UringFramedStream if engine ("uring", "auto") resolves to io_uring, else None."""
+    global _uring_stream_class
+    from ._uring_engine import resolve_engine
+
+    if not resolve_engine(engine):
+        return None
+    if _uring_stream_class is None:
+        from ._uring_framed import UringFramedStream
+
+        _uring_stream_class = UringFramedStream
+    return _uring_stream_class
 
 
 def _closed_error() -> ConnectionAbortedError:
@@ -64,13 +88,27 @@ class FramedStream:
     call's frames go out whole, in the order the calls are accepted.
     """
 
+    engine = "epoll"
+
+    def __new__(cls, sock: _std.socket, *, max_size: int = 16 * 2**20,
+                write_limit: int = DEFAULT_WRITE_LIMIT,
+                engine: str | None = None) -> FramedStream:
+        if engine is None:
+            engine = default_engine
+        if engine != "epoll" and cls is FramedStream:
+            if engine == "uring" and _uring_stream_class is not None:
+                cls = _uring_stream_class           # (resolved before: the server's case)
+            else:
+                cls = _uring_class(engine) or cls
+        return object.__new__(cls)
+
     def __init__(self, sock: _std.socket, *, max_size: int = 16 * 2**20,
-                 write_limit: int = DEFAULT_WRITE_LIMIT) -> None:
+                 write_limit: int = DEFAULT_WRITE_LIMIT, engine: str | None = None) -> None:
         if write_limit < 0:
             raise ValueError("write_limit must be >= 0")
         self._framed = _fastio.FramedStream(sock, max_size=max_size)
         sock.setblocking(False)
-        if sock.family in (_std.AF_INET, _std.AF_INET6):
+        if _raw_family(sock) in _TCP_FAMILIES:
             try:
                 sock.setsockopt(_std.IPPROTO_TCP, _std.TCP_NODELAY, 1)
             except OSError:

@@ -8,10 +8,12 @@ import errno
 import logging
 import socket as _std
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._base import socket as _csocket
+from . import framed as _framed
 from .framed import DEFAULT_WRITE_LIMIT, FramedStream
 
 if TYPE_CHECKING:
@@ -29,14 +31,17 @@ _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 async def open_framed_connection(host: str | None, port: int | str, *, family: int = 0,
                                  local_addr: tuple[str, int] | None = None,
                                  max_size: int = 16 * 2**20,
-                                 write_limit: int = DEFAULT_WRITE_LIMIT) -> FramedStream:
+                                 write_limit: int = DEFAULT_WRITE_LIMIT,
+                                 engine: str | None = None) -> FramedStream:
     """Connect over TCP to (host, port) and return a ``csock.aio.FramedStream`` on it.
 
     Each address getaddrinfo(3) gives is tried in turn (a non-blocking csock socket,
     TCP_NODELAY, optional bind to local_addr, ``loop.sock_connect``); the first error is
-    raised when none connects.
+    raised when none connects. ``engine`` is the stream's ("epoll", "uring" or "auto": see
+    ``FramedStream``); it is checked before anything is connected.
     """
     loop = asyncio.get_running_loop()
+    engine = _engine_name(engine)
     infos = await loop.getaddrinfo(host, port, family=family, type=_std.SOCK_STREAM)
     if not infos:
         raise OSError(f"getaddrinfo({host!r}, {port!r}) returned nothing")
@@ -55,11 +60,23 @@ async def open_framed_connection(host: str | None, port: int | str, *, family: i
         except BaseException:
             sock.close()
             raise
-        return FramedStream(sock, max_size=max_size, write_limit=write_limit)
+        return FramedStream(sock, max_size=max_size, write_limit=write_limit, engine=engine)
     try:
         raise errors[0]
     finally:
         errors = []
+
+
+def _engine_name(engine: str | None) -> str:
+    """"uring" or "epoll" for engine (resolving "auto" once, for every stream it makes; None
+    is csock.aio.framed.default_engine)."""
+    if engine is None:
+        engine = _framed.default_engine
+    if engine == "epoll":
+        return engine
+    from ._uring_engine import resolve_engine
+
+    return "uring" if resolve_engine(engine) else "epoll"
 
 
 class FramedServer:
@@ -78,7 +95,11 @@ class FramedServer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, handler: Handler,
                  sockets: list[_std.socket],
-                 backlog: int, max_size: int, write_limit: int) -> None:
+                 backlog: int, max_size: int, write_limit: int,
+                 engine: str | None = None) -> None:
+        self._engine = _engine_name(engine)
+        self._accepting: dict[_std.socket, Any] = {}    # uring: listener -> its accept request
+        self._driver: Any = None                          # uring: the loop's, while serving
         self._loop = loop
         self._handler = handler
         self._sockets = sockets
@@ -95,6 +116,11 @@ class FramedServer:
     def sockets(self) -> tuple[_std.socket, ...]:
         """The listening sockets (empty once closed)."""
         return tuple(self._sockets)
+
+    @property
+    def engine(self) -> str:
+        """"uring" or "epoll": what accepts, and what every connection's stream runs on."""
+        return self._engine
 
     @property
     def connections(self) -> int:
@@ -119,7 +145,61 @@ class FramedServer:
         self._serving = True
         for sock in self._sockets:
             sock.listen(self._backlog)
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
+            self._watch(sock)
+
+    def _watch(self, listener: _std.socket) -> None:
+        if self._engine == "uring":
+            # One multishot accept per listener: each completion is a connection.
+            from ._uring_engine import driver_for
+
+            if self._driver is None:
+                self._driver = driver_for(self._loop).acquire()
+            driver = self._driver
+            self._accepting[listener] = driver.start(
+                driver.ring.accept(listener), partial(self._on_accepted, listener))
+        else:
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def _unwatch(self, listener: _std.socket) -> None:
+        if self._engine == "uring":
+            from ._uring_engine import cancel_quietly
+
+            cancel_quietly(self._accepting.pop(listener, None), self._driver)
+        else:
+            self._loop.remove_reader(listener.fileno())
+
+    def _on_accepted(self, listener: _std.socket, completion: Any) -> None:
+        if not completion.more and self._accepting.get(listener) is completion.request:
+            del self._accepting[listener]
+        error = completion.error
+        if error is None:
+            self._serve(completion.value)
+            return
+        if error.errno == errno.ECANCELED or not self._serving:
+            return
+        if error.errno == errno.ECONNABORTED:
+            pass
+        elif error.errno in _ACCEPT_RESOURCE_ERRORS:
+            logger.error("csock.aio server: accept failed on %r: %s; pausing for 1 s",
+                         listener, error)
+            if not completion.more:
+                self._loop.call_later(1.0, self._resume_accepting, listener)
+            return
+        else:
+            logger.error("csock.aio server: accept failed on %r: %s", listener, error)
+        if not completion.more:
+            self._resume_accepting(listener)
+
+    def _serve(self, conn: _std.socket) -> None:
+        try:
+            stream = FramedStream(conn, max_size=self._max_size, write_limit=self._write_limit,
+                                  engine=self._engine)
+        except BaseException:
+            conn.close()
+            raise
+        task = self._loop.create_task(self._run(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._handler_done)
 
     def _accept(self, listener: _std.socket) -> None:
         for _ in range(self._backlog):
@@ -140,18 +220,11 @@ class FramedServer:
                     return
                 logger.error("csock.aio server: accept() failed on %r", listener, exc_info=True)
                 return
-            try:
-                stream = FramedStream(conn, max_size=self._max_size, write_limit=self._write_limit)
-            except BaseException:
-                conn.close()
-                raise
-            task = self._loop.create_task(self._run(stream))
-            self._tasks.add(task)
-            task.add_done_callback(self._handler_done)
+            self._serve(conn)
 
     def _resume_accepting(self, listener: _std.socket) -> None:
-        if self._serving and listener in self._sockets:
-            self._loop.add_reader(listener.fileno(), self._accept, listener)
+        if self._serving and listener in self._sockets and listener not in self._accepting:
+            self._watch(listener)
 
     async def _run(self, stream: FramedStream) -> None:
         try:
@@ -183,9 +256,12 @@ class FramedServer:
         self._closed = True
         self._serving = False
         for sock in self._sockets:
-            self._loop.remove_reader(sock.fileno())
+            self._unwatch(sock)
             sock.close()
         self._sockets = []
+        if self._driver is not None:
+            self._driver.release()
+            self._driver = None
         self._wake_idle()
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
@@ -239,7 +315,8 @@ async def start_framed_server(handler: Handler, host: str | Sequence[str] | None
                               reuse_address: bool = True,
                               backlog: int = 1024, sock: _std.socket | None = None,
                               max_size: int = 16 * 2**20,
-                              write_limit: int = DEFAULT_WRITE_LIMIT) -> FramedServer:
+                              write_limit: int = DEFAULT_WRITE_LIMIT,
+                              engine: str | None = None) -> FramedServer:
     """Listen on (host, port) and run ``await handler(stream)`` for every connection, stream
     being a ``csock.aio.FramedStream`` (length-prefixed messages, as ``csock.FramedStream``).
 
@@ -248,8 +325,14 @@ async def start_framed_server(handler: Handler, host: str | Sequence[str] | None
     ``sock`` serves an existing listening socket (TCP or AF_UNIX stream) instead.
     SO_REUSEADDR is set unless reuse_address=False; ``reuse_port=True`` sets SO_REUSEPORT so
     that several processes can serve the same port (the kernel spreads connections).
+
+    ``engine="uring"`` accepts with one multishot io_uring accept per listening socket and
+    runs every connection's FramedStream on the loop's io_uring Ring (see FramedStream);
+    "auto" does so where io_uring and the operations it needs are available, and uses the
+    readiness path ("epoll", the default) otherwise. "uring" raises OSError where it cannot.
     """
     loop = asyncio.get_running_loop()
+    engine = _engine_name(engine)
     sockets: list[_std.socket] = []
     if sock is not None:
         if host is not None or port not in (0, None):
@@ -289,7 +372,7 @@ async def start_framed_server(handler: Handler, host: str | Sequence[str] | None
             raise
         if not sockets:
             raise OSError(f"getaddrinfo({host!r}, {port!r}) returned nothing to listen on")
-    server = FramedServer(loop, handler, sockets, backlog, max_size, write_limit)
+    server = FramedServer(loop, handler, sockets, backlog, max_size, write_limit, engine)
     server._start_serving()
     await asyncio.sleep(0)
     return server

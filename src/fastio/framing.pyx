@@ -301,6 +301,53 @@ cdef class FramedStream:
             if self._fill(&w) == IO_AGAIN:
                 raise_would_block()
 
+    def feed(self, data):
+        """Take bytes received elsewhere (csock.aio's io_uring engine receives into the ring's
+        buffers) as if recv(2) had returned them, and return every whole message now buffered
+        (possibly []). No system call. A length above max_size raises FrameTooLargeError (after
+        the messages before it were returned, at the next call)."""
+        cdef Py_buffer view
+        call_lock_enter(&self._reading, self.socket, "feed")
+        try:
+            if self._read_error is not None:
+                raise self._read_error
+            if self._eof:
+                raise ValueError("feed() after feed_eof()")
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                self._make_room(self._end - self._start + view.len)
+                memcpy(self._arena.data + self._end, view.buf, view.len)
+                self._end += view.len
+            finally:
+                PyBuffer_Release(&view)
+            return self._whole_frames()
+        finally:
+            call_lock_exit(&self._reading)
+
+    def feed_eof(self):
+        """The stream ended (as recv(2) returning 0): IncompleteReadError if a partial frame is
+        buffered (once), else nothing. Whole frames still buffered stay for feed()'s caller to
+        have taken already: feed returns them all."""
+        call_lock_enter(&self._reading, self.socket, "feed_eof")
+        try:
+            self._eof = True
+            self._end_of_stream()
+        finally:
+            call_lock_exit(&self._reading)
+
+    cdef list _whole_frames(self):
+        cdef list messages = []
+        try:
+            while True:
+                message = self._next_frame()
+                if message is None:
+                    return messages
+                PyList_Append(messages, message)
+        except FrameTooLargeError:
+            if messages:
+                return messages     # hand over what came before; the next call raises
+            raise
+
     def recv(self):
         """The next message (a read-only MessageView); recv(2) only if none is buffered.
         EOFError at end of stream between frames; IncompleteReadError inside one."""
@@ -515,3 +562,36 @@ cdef class FramedStream:
     def __repr__(self):
         return (f"<csock.FramedStream socket={self.socket!r} max_size={self.max_size} "
                 f"buffered={self._end - self._start} pending_send={self.pending_send}>")
+
+
+def pack_frames(messages):
+    """The frames of messages (each a 4-byte big-endian length, then its bytes) in one bytes
+    object: what FramedStream.send_many puts on the wire, for a sender that is not a system call
+    of csock's (csock.aio's io_uring engine). TypeError/ValueError for a bad item."""
+    cdef Py_ssize_t n, i, acquired = 0, total = 0
+    cdef Py_buffer *views
+    cdef char *out
+    items = messages if isinstance(messages, (list, tuple)) else list(messages)
+    n = len(items)
+    views = <Py_buffer *>PyMem_Malloc((n if n else 1) * sizeof(Py_buffer))
+    if views == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            export_readable(items[i], &views[i])
+            acquired += 1
+            if <size_t>views[i].len > MAX_FRAME_LENGTH:
+                raise ValueError(f"message {i} of {views[i].len} bytes does not fit"
+                                 f" a 4-byte length")
+            total += FRAME_HEADER + views[i].len
+        packed = PyBytes_FromStringAndSize(NULL, total)
+        out = packed
+        for i in range(n):
+            store_be32(out, <uint32_t>views[i].len)
+            memcpy(out + FRAME_HEADER, views[i].buf, views[i].len)
+            out += FRAME_HEADER + views[i].len
+        return packed
+    finally:
+        for i in range(acquired):
+            PyBuffer_Release(&views[i])
+        PyMem_Free(views)

@@ -31,7 +31,7 @@ cdef class SocketState:
     # SPP (SeqPacketSocket): its default header and record numbering
     cdef public object spp_default_header   # an SPPHeader, or None (all fields 0)
     cdef public unsigned int spp_next       # the sequence number the next record sent gets
-    cdef public object spp_expected         # the number the next record received should carry
+    cdef public int spp_expected            # the number the next record received carries (-1: any)
 
     cdef inline int calls_in_flight(self) noexcept
 

@@ -51,6 +51,7 @@ cdef class SocketState:
 
     def __cinit__(self):
         self.pending_fd = -1
+        self.spp_expected = -1             # (any number may come first)
         self.generation = _fork_generation
 
     def __dealloc__(self):

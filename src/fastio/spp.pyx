@@ -214,14 +214,47 @@ cdef SPPHeader header_from(const char *raw):
     return h
 
 
-def send_records(sock, records, SPPHeader header not None, int first_sequence):
-    """sendmmsg(2) each record behind a copy of header numbered first_sequence, +1, ... (the
-    payload is not copied: header and payload are two iovecs). Returns how many went out,
-    with send_batch's rules."""
+# --- the record paths: SeqPacketSocket's send_record(s) and recv_record(s) ---------------------
+# They run here rather than in csock.seqpacket: the numbering lives in the socket's
+# SocketState, and reading it from Python (a property per field, a Python frame per step)
+# cost a send_record + recv_record pair twice the instructions of these C reads.
+
+cdef SPPHeader _all_zero = SPPHeader()      # the prototype without a default header
+
+
+cdef SPPHeader prototype_of(SocketState state, object header):
+    """The header a record is sent behind: header, else the socket's default, else all 0."""
+    cdef object default
+    if header is not None:
+        return <SPPHeader>header
+    default = state.spp_default_header
+    if default is None:
+        return _all_zero
+    if not isinstance(default, SPPHeader):     # (only a store to the private field does this)
+        raise TypeError(f"default_header must be a csock.SPPHeader, not {type(default).__name__}")
+    return <SPPHeader>default
+
+
+cdef Py_ssize_t send_numbered(object sock, object records, object header) except -1:
+    """sendmmsg(2) each record behind a copy of the prototype header, numbered from its sequence
+    (else the socket's next number) on; the socket's next number then follows the last sent.
+    The payload is not copied: header and payload are two iovecs."""
     cdef IoWait w
-    cdef int family = 0, kind = 0
-    cdef Py_ssize_t i
+    cdef SocketState state
+    cdef SPPHeader prototype
+    cdef int family = 0, kind = 0, first
+    cdef Py_ssize_t i, sent = 0
+    if header is not None and not isinstance(header, SPPHeader):
+        raise TypeError(f"header must be a csock.SPPHeader or None, not {type(header).__name__}")
     io_begin(sock, &w)
+    if w.state == NULL:
+        raise TypeError(f"SPP records need a csock socket, not {type(sock).__name__}")
+    state = <SocketState>w.state
+    prototype = prototype_of(state, header)
+    if prototype._sequence is None:
+        first = state.spp_next
+    else:
+        first = prototype._sequence
     raise_deferred_error(&w)
     socket_family_type(sock, &family, &kind)
     cdef tuple items = tuple(records)       # a snapshot: see parse_outgoing
@@ -229,29 +262,159 @@ def send_records(sock, records, SPPHeader header not None, int first_sequence):
         if isinstance(items[i], tuple):
             raise TypeError(f"record {i}: records go to the connected peer, not to an address")
     out = parse_outgoing(items, None, family)
-    if out.count == 0:
-        return 0
-    out.prefix_length = SPP_HEADER_SIZE
-    out.prefixes = <char *>PyMem_Malloc(out.count * SPP_HEADER_SIZE)
-    if out.prefixes == NULL:
-        raise MemoryError()
-    for i in range(out.count):
-        header.write(out.prefixes + i * SPP_HEADER_SIZE, (first_sequence + i) & 0xFFFF)
-    return send_outgoing(sock, &w, out)
+    if out.count:
+        out.prefix_length = SPP_HEADER_SIZE
+        out.prefixes = <char *>PyMem_Malloc(out.count * SPP_HEADER_SIZE)
+        if out.prefixes == NULL:
+            raise MemoryError()
+        for i in range(out.count):
+            prototype.write(out.prefixes + i * SPP_HEADER_SIZE, (first + i) & 0xFFFF)
+        sent = send_outgoing(sock, &w, out)
+    state.spp_next = (first + sent) & 0xFFFF
+    return sent
 
 
-def split_records(list batch):
-    """[(SPPHeader, payload view)] for received Datagrams; a record shorter than a header
-    gives (None, its bytes). TypeError for anything but a Datagram recv_batch made."""
+def send_record(sock, data, header=None):
+    """Send one record: the 12-byte SPP header, then data, in one sendmmsg(2).
+
+    Parameters
+    ----------
+    data : bytes-like
+        The record's payload (not copied: header and payload go out as two iovecs).
+    header : SPPHeader or None, optional
+        A prototype header for this record alone; None: the socket's ``default_header``
+        (all fields 0 without one). Its ``sequence``, if set, numbers the record; otherwise
+        the socket does (the records it has sent so far, modulo 65536).
+
+    Raises
+    ------
+    TypeError
+        data is not bytes-like, or header is not an SPPHeader or None (nothing sent).
+    BlockingIOError, TimeoutError, OSError
+        As ``send_batch``.
+    """
+    send_numbered(sock, (data,), header)
+
+
+def send_records(sock, records, header=None):
+    """Send each record behind the header, numbered consecutively, with one sendmmsg(2) per
+    1024 records.
+
+    Parameters
+    ----------
+    records : iterable of bytes-like
+        The payloads (not copied).
+    header : SPPHeader or None, optional
+        The prototype header, as ``send_record``'s: the first record gets its sequence (or
+        the socket's next number), each following one the next number.
+
+    Returns
+    -------
+    int
+        How many records went out (``send_batch``'s rules: non-blocking, the kernel may take
+        part of the batch; an error after part of it is raised by the next send).
+
+    Raises
+    ------
+    TypeError
+        A record is not bytes-like, or header is not an SPPHeader or None (nothing sent).
+    """
+    return send_numbered(sock, records, header)
+
+
+cdef list split_numbered(SocketState state, list batch):
+    """[(SPPHeader, payload view)] for the received Datagrams (a record shorter than a header
+    gives (None, its view)); raises MalformedRecordError or SequenceError for the batch.
+    Either way the socket then expects the number after the last well-formed record's, since
+    the error hands every record over."""
     cdef MessageView v
-    cdef list result = []
-    for item in batch:
+    cdef list records = []
+    cdef Py_ssize_t i, gap = -1
+    cdef int sequence, expected = state.spp_expected, expected_at_gap = 0
+    cdef bint malformed = False
+    for i in range(len(batch)):
+        item = batch[i]
         if not isinstance(item, Datagram) or not isinstance((<Datagram>item).data, MessageView):
-            raise TypeError(f"split_records takes received Datagrams, not {type(item).__name__}")
+            raise TypeError(f"SPP records are received Datagrams, not {type(item).__name__}")
         v = <MessageView>(<Datagram>item).data
         if v.length < SPP_HEADER_SIZE:
-            result.append((None, v))
-        else:
-            payload = make_view(v.arena, v.ptr + SPP_HEADER_SIZE, v.length - SPP_HEADER_SIZE)
-            result.append((header_from(v.ptr), payload))
-    return result
+            records.append((None, v))
+            malformed = True
+            continue
+        payload = make_view(v.arena, v.ptr + SPP_HEADER_SIZE, v.length - SPP_HEADER_SIZE)
+        records.append((header_from(v.ptr), payload))
+        sequence = load_be16(v.ptr + 6)
+        if expected >= 0 and sequence != expected and gap < 0:
+            gap = i
+            expected_at_gap = expected
+        expected = (sequence + 1) & 0xFFFF
+    state.spp_expected = expected
+    if malformed or gap >= 0:
+        raise_record_error(records, gap, expected_at_gap, malformed)
+    return records
+
+
+cdef int raise_record_error(list records, Py_ssize_t gap, int expected, bint malformed) except -1:
+    # The error classes belong to csock.seqpacket, whose users catch them; only this rare path
+    # needs them, so they are imported here rather than kept by the module.
+    from csock.seqpacket import MalformedRecordError, SequenceError
+    if malformed:
+        raise MalformedRecordError(records)
+    header, data = records[gap]
+    raise SequenceError(header, data, expected, records)
+
+
+cdef list recv_numbered(object sock, object max_messages, object bufsize):
+    cdef SocketState state = state_of(sock)
+    if state is None:                       # (checked first: a batch received is not lost)
+        raise TypeError(f"SPP records need a csock socket, not {type(sock).__name__}")
+    return split_numbered(state, recv_batch(sock, max_messages, bufsize))
+
+
+def recv_record(sock, bufsize=65535):
+    """The next record's header and payload, with one recvmmsg(2) (waits for it).
+
+    Parameters
+    ----------
+    bufsize : int, optional
+        The most bytes kept of the record, header included (``recv_batch``'s rules).
+
+    Returns
+    -------
+    (SPPHeader, MessageView)
+        The header that came with the record (its ``sequence`` set) and the payload, a
+        read-only view of the receive memory (no copy).
+
+    Raises
+    ------
+    EOFError
+        End of stream.
+    SequenceError
+        The record's number is not the one expected; the record is in the error, and the
+        socket now expects the number after it.
+    MalformedRecordError
+        The record is shorter than the 12-byte header, a zero-length one included (see
+        SeqPacketSocket for when one reads as the end of stream).
+    """
+    cdef list records = recv_numbered(sock, 1, bufsize)
+    if not records:
+        raise EOFError("end of stream")
+    return records[0]
+
+
+def recv_records(sock, max_messages=64, bufsize=65535):
+    """Every record already queued (at least one: waits), up to max_messages, with one
+    recvmmsg(2).
+
+    Returns
+    -------
+    list of (SPPHeader, MessageView)
+        As ``recv_record``'s; ``[]`` at end of stream (records before it come first).
+
+    Raises
+    ------
+    SequenceError, MalformedRecordError
+        As ``recv_record``'s, carrying the whole batch (``records``); every well-formed
+        record in it counts for the numbering.
+    """
+    return recv_numbered(sock, max_messages, bufsize)

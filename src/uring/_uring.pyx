@@ -310,7 +310,8 @@ cdef void on_close(object state) noexcept:
                 rings.add(ring)
         for ring in rings:
             ring.submit()
-            ring.reap()                 # (and wakes a thread asleep in wait() to see them)
+            if ring.reap_in_close:
+                ring.reap()             # (and wakes a thread asleep in wait() to see them)
     except BaseException:
         pass                            # close() goes on; the completions come with the next wait
 
@@ -355,6 +356,10 @@ cdef class Ring:
     cdef readonly BufferPool pool
     cdef bint cancel_again              # SQEs written while reaping (reap submits them)
     cdef readonly Py_ssize_t cancels_repeated
+    # A socket's close() reaps this ring's completions at once (so that a thread asleep in
+    # wait() sees them). A ring an event loop drives (csock.aio's engine) sets it False: its
+    # completions must stay in the CQ, where they make the ring's fd readable for the loop.
+    cdef public bint reap_in_close
 
     def __cinit__(self):
         self.fd = -1
@@ -364,6 +369,7 @@ cdef class Ring:
         self.requests = {}
         self.ready = []
         self.next_id = 1
+        self.reap_in_close = True
 
     def __init__(self, entries=256, buffers=256, buffer_size=65536):
         entries, buffers, buffer_size = _index(entries), _index(buffers), _index(buffer_size)

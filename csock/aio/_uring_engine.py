@@ -1,0 +1,179 @@
+"""The io_uring engine of csock.aio: one Ring per running loop, inside that loop.
+
+Every request a FramedStream, a datagram endpoint or a framed server makes on the engine goes
+into the loop's Ring and is not handed to the kernel at once: the first request of a loop
+iteration schedules one ``submit`` (``loop.call_soon``), so the sends and re-arms of a whole
+iteration reach the kernel with one ``io_uring_enter(2)``. The kernel posts completions to
+the ring's CQ; the ring's fd, registered with ``loop.add_reader``, becomes readable, and one
+callback reaps every completion and calls each request's handler in the order the kernel
+posted them. Nothing here blocks: the ring is only ever entered without waiting.
+
+A driver belongs to one loop in one process: a forked child (whose Ring copy refuses every
+call) makes its own the first time its loop asks. ``engine="auto"`` takes this path where
+:func:`usable` says io_uring and every operation the engine needs are here, and the readiness
+path (epoll) otherwise.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Callable
+
+from .. import uring as _uring
+from .._uring import Completion, Request, Ring
+
+__all__ = ["ENGINES", "UringDriver", "driver_for", "resolve_engine", "usable"]
+
+logger = logging.getLogger("csock.aio")
+
+ENGINES = ("epoll", "uring", "auto")
+# The operations FramedStream, the framed server and the datagram endpoint use.
+NEEDED_OPS = frozenset({"recv", "recvmsg", "send", "sendmsg", "accept"})
+# Per loop: SQ entries (the CQ has twice as many; a full one waits in the kernel, FEAT_NODROP)
+# and the provided buffers receives land in. A view is fed to its stream and released within
+# the completion's callback, so buffers are held only between a reap and its dispatch.
+RING_ENTRIES = 1024
+RING_BUFFERS = 512
+RING_BUFFER_SIZE = 32 * 1024
+
+Handler = Callable[[Completion], None]
+
+_drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UringDriver] = \
+    weakref.WeakKeyDictionary()
+_usable: tuple[int, bool] | None = None           # (pid, answer)
+
+
+def usable() -> bool:
+    """Whether this process can run the engine: io_uring set up, and every operation the
+    engine needs in this kernel's probe. Checked once per process."""
+    global _usable
+    if _uring._fallback_forced:
+        return False
+    if _usable is None or _usable[0] != os.getpid():
+        answer = False
+        if _uring.available():
+            try:
+                with Ring(8, 1, 4096) as ring:
+                    answer = NEEDED_OPS <= ring.supported_ops()
+            except OSError:
+                answer = False
+        _usable = (os.getpid(), answer)
+    return _usable[1]
+
+
+def resolve_engine(engine: str) -> bool:
+    """True for the io_uring engine, False for the readiness one: "epoll" never uses io_uring,
+    "uring" must (OSError where it cannot), "auto" uses it where :func:`usable`."""
+    if engine == "epoll":
+        return False
+    if engine == "auto":
+        return usable()
+    if engine == "uring":
+        if not usable():
+            raise OSError("engine='uring': io_uring, or an operation csock.aio needs "
+                          f"({', '.join(sorted(NEEDED_OPS))}), is not available here")
+        return True
+    raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+
+
+def driver_for(loop: asyncio.AbstractEventLoop) -> UringDriver:
+    """The loop's driver, made on first use (and made anew in a forked child)."""
+    driver = _drivers.get(loop)
+    if driver is None or driver.pid != os.getpid() or driver.ring.closed:
+        driver = _drivers[loop] = UringDriver(loop)
+    return driver
+
+
+class UringDriver:
+    """One loop's Ring, its fd watched by the loop, and the handler of each pending request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pid = os.getpid()
+        self.ring = Ring(RING_ENTRIES, RING_BUFFERS, RING_BUFFER_SIZE)
+        self.ring.reap_in_close = False     # completions stay in the CQ: the fd wakes the loop
+        self._handlers: dict[Request, Handler] = {}
+        self._users = 0
+        self._submit_scheduled = False
+        self._fd = self.ring.fileno
+        loop.add_reader(self._fd, self._on_completions)
+
+    def acquire(self) -> UringDriver:
+        """Count a user (a stream, server or endpoint) of this driver; returns the driver."""
+        self._users += 1
+        return self
+
+    def release(self) -> None:
+        """A user is done: once no user is left and the last request had its last completion,
+        the ring is closed (its fd does not outlive what used it)."""
+        self._users -= 1
+        if self._users <= 0:
+            if self.loop.is_closed():
+                self.close()                   # nothing will reap for it any more
+            else:
+                self.submit_soon()             # _on_completions closes the ring when idle
+
+    def start(self, request: Request, handler: Handler) -> Request:
+        """Call handler(completion) for each of request's completions; the request reaches the
+        kernel with this loop iteration's one submit."""
+        self._handlers[request] = handler
+        self.submit_soon()
+        return request
+
+    def submit_soon(self) -> None:
+        """Submit what is queued once, at the end of this loop iteration."""
+        if not self._submit_scheduled:
+            self._submit_scheduled = True
+            self.loop.call_soon(self._submit)
+
+    def _submit(self) -> None:
+        self._submit_scheduled = False
+        self._on_completions()
+
+    def _on_completions(self) -> None:
+        ring = self.ring
+        if ring.closed:
+            return
+        # wait(0, 0): submit what is queued, reap what is posted, never sleep. Requests the
+        # kernel could serve at once during the submit are reaped here, in this iteration.
+        handlers = self._handlers
+        for completion in ring.wait(0, 0):
+            request = completion.request
+            handler = handlers.get(request) if completion.more else handlers.pop(request, None)
+            if handler is None:
+                continue
+            try:
+                handler(completion)
+            except Exception:                      # one stream's bug must not stop the rest
+                logger.exception("csock.aio io_uring engine: handler %r raised", handler)
+        if self._users <= 0:
+            self.close()       # nobody is left to want the completions still to come
+
+    @property
+    def pending(self) -> int:
+        """Requests with a handler that have not had their last completion."""
+        return len(self._handlers)
+
+    def close(self) -> None:
+        """Stop watching the ring and close it (cancelling what is pending)."""
+        if self.ring.closed:
+            return
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self._fd)
+        self._handlers.clear()
+        self.ring.close()
+        if _drivers.get(self.loop) is self:
+            del _drivers[self.loop]
+
+
+def cancel_quietly(request: Request | None, driver: UringDriver | None) -> None:
+    """Ask the kernel to end request (its last completion comes later, with ECANCELED)."""
+    if request is None or driver is None or request.done or driver.ring.closed:
+        return
+    try:
+        driver.ring.cancel(request)
+    except OSError:
+        pass
+

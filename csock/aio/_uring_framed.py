@@ -1,0 +1,318 @@
+"""csock.aio.FramedStream on the io_uring engine (``FramedStream(sock, engine="uring")``).
+
+Receiving: one multishot recv per stream, armed at the first ``recv`` and kept armed: the
+kernel receives every arrival into the loop Ring's provided buffers without a system call per
+receive, and each completion's bytes are fed to the stream's frame parser (``_fastio
+.FramedStream.feed``: copied into its arena, the ring's buffer given back at once) and the
+whole messages queued for ``recv``. Above ``READ_HIGH_WATER`` bytes queued and not taken, the
+receive is cancelled (the kernel then keeps the rest, and TCP pushes back on the peer) and is
+armed again once ``recv`` has taken them.
+
+Sending: each call's frames are packed into one buffer (``pack_frames``) and sent with one
+``IORING_OP_SEND`` (MSG_WAITALL: the kernel sends it whole). One send is in flight per stream,
+since io_uring does not order requests on a socket among themselves: what later calls accept
+meanwhile is joined and sent when it completes. The sends of one loop iteration, of every
+stream, reach the kernel with one ``io_uring_enter``.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+from typing import TYPE_CHECKING, Any
+
+from .._fastio import FrameTooLargeError, MessageView, pack_frames
+from ._uring_engine import UringDriver, cancel_quietly, driver_for
+from .framed import FramedStream, _closed_error
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from typing_extensions import Buffer
+
+    from .._uring import Completion, Request
+
+__all__ = ["UringFramedStream"]
+
+# Bytes received since recv last took everything, above which receiving pauses until it has.
+READ_HIGH_WATER = 4 * 2**20
+
+
+class UringFramedStream(FramedStream):
+    """A FramedStream whose receives and sends go through the loop's io_uring Ring."""
+
+    engine = "uring"
+
+    def __init__(self, sock: Any, *, max_size: int = 16 * 2**20,
+                 write_limit: int = 64 * 1024, engine: str | None = "uring") -> None:
+        super().__init__(sock, max_size=max_size, write_limit=write_limit)
+        self._driver: UringDriver | None = None
+        self._recv_request: Request | None = None
+        self._inbox: list[MessageView] = []
+        self._inbox_bytes = 0
+        self._eof = False
+        self._paused = False                          # READ_HIGH_WATER reached: not receiving
+        self._fatal_error: BaseException | None = None
+        self._send_request: Request | None = None
+        self._sending: memoryview | None = None      # the buffer the send in flight sends
+        self._queued: list[bytes] = []                # accepted while a send was in flight
+        self._pending_bytes = 0
+
+    def _get_driver(self) -> UringDriver:
+        driver = self._driver
+        if driver is None:
+            driver = self._driver = driver_for(self._get_loop()).acquire()
+        return driver
+
+    @property
+    def pending_send(self) -> int:
+        """Bytes accepted by send calls whose send the kernel has not completed yet."""
+        return self._pending_bytes
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def _arm_receive(self) -> None:
+        # One receive at a time: a second multishot recv on the socket could take bytes out
+        # of order, so a cancelled one is re-armed only after its last completion.
+        if (self._recv_request is None and not self._paused and not self._eof
+                and not self._closing):
+            driver = self._get_driver()
+            self._recv_request = driver.start(driver.ring.recv(self._sock), self._on_received)
+
+    def _on_received(self, completion: Completion) -> None:
+        if not completion.more and completion.request is self._recv_request:
+            self._recv_request = None
+        error = completion.error
+        if error is not None:
+            if self._closing:
+                return
+            if error.errno == errno.ECANCELED:
+                self._arm_receive()                  # paused, and resumed since: go on
+                return
+            if error.errno == errno.ENOBUFS:
+                # Every ring buffer was held: the bytes wait in the socket; try again next
+                # iteration, when the views being dispatched are released.
+                self._get_loop().call_soon(self._arm_receive)
+                return
+            self._fail_reads(error)
+            return
+        data = completion.value
+        size = len(data)
+        try:
+            if size == 0:
+                self._eof = True
+                self._framed.feed_eof()              # IncompleteReadError inside a frame
+                messages: list[MessageView] = []
+            else:
+                messages = self._framed.feed(data)
+        except Exception as failure:                 # FrameTooLargeError, IncompleteReadError
+            self._fail_reads(failure)
+            return
+        finally:
+            del data, completion                     # the ring's buffer goes back now
+        if messages:
+            self._inbox += messages
+            if self._framed.buffered >= 4:
+                # What follows may be a length above max_size, which feed reports at its next
+                # call: make that call now, not at the next arrival (there may be none).
+                try:
+                    self._framed.feed(b"")
+                except Exception as failure:
+                    self._fail_reads(failure)
+        self._inbox_bytes += size
+        if self._inbox_bytes > READ_HIGH_WATER and not self._paused:
+            self._paused = True
+            cancel_quietly(self._recv_request, self._driver)
+        self._wake_reader()
+
+    def _fail_reads(self, error: BaseException) -> None:
+        if isinstance(error, FrameTooLargeError):
+            self._fatal_error = error                # every later recv raises it, as epoll's
+        elif self._pending_error is None:
+            self._pending_error = error
+        if self._recv_request is not None:
+            cancel_quietly(self._recv_request, self._driver)
+        self._eof = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result([])                    # recv_many looks at the inbox itself
+
+    async def recv_many(self, max_messages: int = 1024) -> list[MessageView]:
+        """Every whole message already received, up to max_messages; waits until there is at
+        least one. ``[]`` at end of stream."""
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        while True:
+            inbox = self._inbox
+            if inbox:
+                if len(inbox) > max_messages:
+                    messages = inbox[:max_messages]
+                    del inbox[:max_messages]
+                    return messages
+                self._inbox = []
+                self._inbox_bytes = 0
+                if self._paused:
+                    self._paused = False
+                    self._arm_receive()              # (or at the cancelled one's end)
+                return inbox
+            error = self._pending_error
+            if error is not None:
+                self._pending_error = None
+                raise error
+            if self._fatal_error is not None:
+                raise self._fatal_error
+            if self._eof:
+                return []
+            if self._read_waiter is not None:
+                raise RuntimeError(
+                    "recv() called while another coroutine is already waiting in recv()")
+            if self._closing:
+                raise _closed_error()
+            self._arm_receive()
+            waiter: asyncio.Future[list[MessageView]] = self._get_loop().create_future()
+            self._read_waiter = waiter
+            try:
+                await waiter                         # the inbox (or an error) has news
+            finally:
+                if self._read_waiter is waiter:
+                    self._read_waiter = None
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _accept_frames(self, packed: bytes) -> None:
+        if not packed:
+            return
+        self._pending_bytes += len(packed)
+        if self._send_request is None:
+            self._start_send(memoryview(packed))
+        else:
+            self._queued.append(packed)
+
+    def _start_send(self, data: memoryview) -> None:
+        driver = self._get_driver()
+        self._sending = data
+        self._send_request = driver.start(driver.ring.send(self._sock, data), self._on_sent)
+
+    def _on_sent(self, completion: Completion) -> None:
+        self._send_request = None
+        sending, self._sending = self._sending, None
+        if completion.error is not None:
+            self._queued.clear()
+            self._pending_bytes = 0
+            self._fail_writes(completion.error)
+            return
+        assert sending is not None
+        sent = completion.value
+        self._pending_bytes -= sent
+        if sent < len(sending):
+            self._start_send(sending[sent:])         # (a signal cut it short)
+        elif self._queued:
+            queued, self._queued = self._queued, []
+            self._start_send(memoryview(queued[0] if len(queued) == 1 else b"".join(queued)))
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        pending = self._pending_bytes
+        if self._write_waiters:
+            keep = []
+            for waiter, threshold in self._write_waiters:
+                if pending <= threshold:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    keep.append((waiter, threshold))
+            self._write_waiters = keep
+        if pending == 0 and self._closing:
+            self._finish_close()
+
+    def _start_writer(self) -> None:
+        pass                                         # completions, not readiness, drive sends
+
+    def _stop_writer(self) -> None:
+        pass
+
+    async def _wait_writable(self, threshold: int) -> None:
+        waiter: asyncio.Future[None] = self._get_loop().create_future()
+        entry = (waiter, threshold)
+        self._write_waiters.append(entry)
+        try:
+            await waiter
+        finally:
+            try:
+                self._write_waiters.remove(entry)
+            except ValueError:
+                pass
+
+    async def _drain_to(self, limit: int) -> None:
+        while self._pending_bytes > limit:
+            await self._wait_writable(limit)
+            if self._write_error is not None:
+                raise self._write_error
+
+    async def send(self, message: Buffer) -> None:
+        """Send one message as one frame; returns once it is accepted and the frames not yet
+        sent are at most write_limit bytes."""
+        await self.send_many((message,))
+
+    async def send_many(self, messages: Iterable[Buffer]) -> None:
+        """Send every message, in order, one frame each (one IORING_OP_SEND for the call, or
+        joined with other calls' frames while a send is in flight); returns once all are
+        accepted and the frames not yet sent are at most write_limit bytes."""
+        if self._write_error is not None or self._closing:
+            self._check_writable()
+        packed = pack_frames(messages)               # (bad items raise before anything)
+        if self._pending_bytes > self._write_limit:
+            # Above the limit the call waits before its frames are accepted: cancelled
+            # meanwhile, it sends nothing.
+            await self._drain_to(self._write_limit)
+            self._check_writable()
+        self._accept_frames(packed)
+        if self._pending_bytes > self._write_limit:
+            await self._drain_to(self._write_limit)
+
+    async def drain(self) -> None:
+        """Wait until the kernel has sent every byte accepted so far."""
+        if self._write_error is not None:
+            raise self._write_error
+        await self._drain_to(0)
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop receiving, let the frames accepted go out, then close the socket (at once when
+        nothing is pending). A coroutine waiting in recv raises ConnectionAbortedError."""
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_receiving()
+        if self._pending_bytes == 0 or self._write_error is not None:
+            self._finish_close()
+        # else _wake_writers closes once the last send completed
+
+    def abort(self) -> None:
+        """Close at once: the socket's close() cancels its send in flight."""
+        self._closing = True
+        self._stop_receiving()
+        self._queued.clear()
+        self._pending_bytes = 0
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        if self._closed:
+            return
+        super()._finish_close()
+        if self._driver is not None:
+            self._driver.release()
+
+    def _stop_receiving(self) -> None:
+        cancel_quietly(self._recv_request, self._driver)
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(_closed_error())
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return (f"<csock.aio.FramedStream engine=uring {state} fd={self._fd} "
+                f"pending_send={self.pending_send}>")
