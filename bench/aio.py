@@ -102,10 +102,12 @@ def engine_of(impl: str) -> str | None:
     return ENGINES.get(impl)
 
 
-def engine_keyword_supported() -> bool:
-    """Whether this csock.aio takes ``engine=`` (the io_uring engine of issue 18 is there)."""
-    return all("engine" in inspect.signature(call).parameters for call in (
-        csock.aio.start_framed_server, csock.aio.create_datagram_endpoint))
+def engine_keyword_supported(datagram: bool = False) -> bool:
+    """Whether this csock.aio takes ``engine=`` (issue 18's io_uring engine is there): on the
+    framed server and connection, or (datagram) on create_datagram_endpoint."""
+    calls = ((csock.aio.create_datagram_endpoint,) if datagram else
+             (csock.aio.start_framed_server, csock.aio.open_framed_connection))
+    return all("engine" in inspect.signature(call).parameters for call in calls)
 
 
 def engine_keywords(impl: str) -> dict[str, Any]:

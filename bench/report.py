@@ -84,10 +84,11 @@ class Figures:
         spends less per message (higher is better, as for rates)."""
         mine, theirs = self.cpu_rounds.get((workload, impl), {}), self.cpu_rounds.get(
             (workload, ref), {})
-        both = sorted(set(mine) & set(theirs))
+        # a round whose window was shorter than a clock tick read 0: no ratio from it
+        both = sorted(r for r in set(mine) & set(theirs) if mine[r] > 0 and theirs[r] > 0)
         if impl == ref or not both:
             return None
-        return Spread.of(theirs[r] / max(mine[r], 1e-9) for r in both)
+        return Spread.of(theirs[r] / mine[r] for r in both)
 
     def ratio(self, workload: str, impl: str, ref: str) -> Spread | None:
         """impl's rate over ref's, round by round (rounds where both ran)."""

@@ -410,9 +410,11 @@ def runnable(workload: Workload, implementation: str, log: Callable[[str], None]
         is_c(implementation) and "uring" in str(workload.c_program))
     named_engine = workload.name.startswith("aio-") and implementation in ("csock-uring",
                                                                            "csock-epoll")
-    if named_engine and not engine_keyword():
+    datagram = workload.transport == "udp"
+    if named_engine and not engine_keyword(datagram):
+        where = "create_datagram_endpoint" if datagram else "the framed server"
         return leave_out(f"{workload.name}/{implementation}",
-                         "csock.aio has no engine keyword (the io_uring engine is not here)", log)
+                         f"csock.aio's {where} has no engine keyword (no io_uring engine)", log)
     if uses_uring and not uring_available():
         return leave_out(f"{workload.name}/{implementation}",
                          "io_uring is unavailable here (csock.uring.available() is False)", log)
@@ -426,10 +428,10 @@ def leave_out(row: str, reason: str, log: Callable[[str], None]) -> bool:
     return False
 
 
-def engine_keyword() -> bool:
+def engine_keyword(datagram: bool) -> bool:
     from .aio import engine_keyword_supported
 
-    return engine_keyword_supported()
+    return engine_keyword_supported(datagram)
 
 
 def uring_available() -> bool:
