@@ -90,6 +90,9 @@ def header(document: dict[str, Any]) -> list[str]:
             "smallest and largest per-round ratio in brackets."
         )
     ]
+    for part in document.get("merged", []):      # partial runs merged in (--merge)
+        lines += ["", f"The rows of {', '.join(part['workloads'])} are from a later "
+                      f"`{part['command']}` ({part['date']}), merged in."]
     if document.get("provisional"):
         lines += ["", f"**Provisional:** {document['provisional']}"]
     return lines
@@ -222,7 +225,8 @@ def merge(published: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
         if key in published:
             merged[key] = published[key]
     merged["merged"] = [*published.get("merged", []), {
-        "date": part.get("date"), "command": part.get("command"), "workloads": replaced}]
+        "date": part.get("date"), "command": part.get("command"), "window": part.get("window"),
+        "workloads": replaced}]
     return merged
 
 

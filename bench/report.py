@@ -274,14 +274,16 @@ def summary(document: dict[str, Any]) -> str:
 
 
 def document(
-    workloads: list[Workload], results: list[Result], window: float, quick: bool
+    workloads: list[Workload], results: list[Result], window: float, quick: bool,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
     """What --json writes: every run (per round), and the medians and ratios derived from them."""
     figures = Figures(results)
     return {
         "format": FORMAT,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m csock bench" + (" --quick" if quick else ""),
+        "command": "python -m csock bench" + (" --quick" if quick else "")
+        + (" --only " + " ".join(only) if only else ""),
         "window": window,
         "machine": {
             "platform": platform.platform(),
@@ -316,10 +318,11 @@ def spread_dict(spread: Spread | None) -> dict[str, float] | None:
 
 
 def write_json(
-    path: str, workloads: list[Workload], results: list[Result], window: float, quick: bool
+    path: str, workloads: list[Workload], results: list[Result], window: float, quick: bool,
+    only: list[str] | None = None,
 ) -> None:
     with open(path, "w") as f:
-        json.dump(document(workloads, results, window, quick), f, indent=1)
+        json.dump(document(workloads, results, window, quick, only), f, indent=1)
         f.write("\n")
 
 

@@ -832,7 +832,9 @@ def test_a_partial_run_merges_into_the_published_json(sized_run_json):
     assert rows(merged["runs"]) == rows([*kept, *part["runs"]])
     assert merged["merged"][-1]["workloads"] == ["seqpacket-pingpong"]
     assert merged["date"] == published["date"] and merged["format"] == published["format"]
-    figures.generated(merged)            # the published pages can be made from it
+    text = "\n".join(figures.benchmarks_block(merged))   # the published pages, made from it
+    assert "The rows of seqpacket-pingpong are from a later `python -m csock bench " \
+        "--only seqpacket-pingpong`" in text
 
 
 def test_a_cpu_time_below_one_clock_tick_gives_no_cpu_ratio():
