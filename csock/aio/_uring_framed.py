@@ -198,6 +198,8 @@ class UringFramedStream(FramedStream):
     def _on_sent(self, completion: Completion) -> None:
         self._send_request = None
         sending, self._sending = self._sending, None
+        if self._closed:
+            return                                   # abort(): cancelled, maybe part sent
         if completion.error is not None:
             self._queued.clear()
             self._pending_bytes = 0

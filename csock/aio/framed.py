@@ -86,8 +86,21 @@ class FramedStream:
     ``recv``/``recv_many`` at a time: a second one raises RuntimeError at once, as asyncio's
     ``StreamReader`` does (the waiting one is not disturbed). Any number may send: each
     call's frames go out whole, in the order the calls are accepted.
+
+    ``engine`` chooses how the stream meets the kernel. "epoll" (the default, see
+    ``csock.aio.framed.default_engine``) is the readiness path above. "uring" runs it on the
+    loop's io_uring Ring (``csock.aio._uring_framed``): one multishot recv stays armed and
+    receives every arrival without a system call, each call's frames leave with one
+    IORING_OP_SEND, and the sends and re-arms of every stream on the loop reach the kernel
+    with one ``io_uring_enter`` per loop iteration. A send then returns once its frames are
+    accepted (queued for that submit), so ``drain()`` is what waits for the kernel. "auto"
+    takes "uring" where io_uring and the operations it needs are available, and "epoll"
+    otherwise; "uring" raises OSError where it cannot run. The same wire format, errors,
+    limits and cancellation rules hold on both.
     """
 
+    #: "epoll" (readiness: add_reader/add_writer and csock's own system calls) or "uring"
+    #: (the loop's io_uring Ring): what this stream runs on.
     engine = "epoll"
 
     def __new__(cls, sock: _std.socket, *, max_size: int = 16 * 2**20,
@@ -96,10 +109,7 @@ class FramedStream:
         if engine is None:
             engine = default_engine
         if engine != "epoll" and cls is FramedStream:
-            if engine == "uring" and _uring_stream_class is not None:
-                cls = _uring_stream_class           # (resolved before: the server's case)
-            else:
-                cls = _uring_class(engine) or cls
+            cls = _uring_class(engine) or cls
         return object.__new__(cls)
 
     def __init__(self, sock: _std.socket, *, max_size: int = 16 * 2**20,

@@ -98,6 +98,11 @@ class FramedServer:
                  backlog: int, max_size: int, write_limit: int,
                  engine: str | None = None) -> None:
         self._engine = _engine_name(engine)
+        self._stream_class: type[FramedStream] = FramedStream
+        if self._engine == "uring":
+            from ._uring_framed import UringFramedStream
+
+            self._stream_class = UringFramedStream
         self._accepting: dict[_std.socket, Any] = {}    # uring: listener -> its accept request
         self._driver: Any = None                          # uring: the loop's, while serving
         self._loop = loop
@@ -192,8 +197,8 @@ class FramedServer:
 
     def _serve(self, conn: _std.socket) -> None:
         try:
-            stream = FramedStream(conn, max_size=self._max_size, write_limit=self._write_limit,
-                                  engine=self._engine)
+            stream = self._stream_class(conn, max_size=self._max_size,
+                                        write_limit=self._write_limit)
         except BaseException:
             conn.close()
             raise

@@ -1,0 +1,447 @@
+"""csock.aio's io_uring engine: choosing it, one kernel entry for many streams, close and
+cancellation, back-pressure, connections closing under load, fork, Ctrl-C, a soak; on both
+loops. (The FramedStream, server and cancellation suites also run whole on this engine: the
+``aio_engine`` fixture.)"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import random
+import re
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import csock
+import csock.aio
+import csock.uring
+from csock.aio import _uring_engine, _uring_framed
+
+from .pairs import fd_count, framed_pair
+from .tracing import needs_strace, strace
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not _uring_engine.usable(),
+                       reason="io_uring, or an operation csock.aio's engine needs, is unavailable"),
+]
+
+TAG = struct.Struct("!II")          # (connection, sequence) at the head of each test message
+
+
+def ring_fds() -> int:
+    """io_uring instances this process has open."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[io_uring]":
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def echo(stream: csock.aio.FramedStream) -> None:
+    while messages := await stream.recv_many():
+        await stream.send_many(messages)
+
+
+# --- choosing the engine --------------------------------------------------------------------
+
+def test_engine_choice_and_the_forced_fallback(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def exchange(engine: str) -> tuple[str, bytes]:
+        a, b = framed_pair(engine=engine)
+        await a.send(b"ping")
+        got = bytes(await asyncio.wait_for(b.recv(), 5))
+        kind = type(a).__name__
+        a.close()
+        b.close()
+        await a.wait_closed()
+        await b.wait_closed()
+        return kind, got
+
+    assert run(exchange("uring")) == ("UringFramedStream", b"ping")
+    assert run(exchange("auto")) == ("UringFramedStream", b"ping")
+    assert run(exchange("epoll")) == ("FramedStream", b"ping")
+    # Where io_uring is missing (ENOSYS, a seccomp filter, io_uring_disabled), "auto" takes
+    # the readiness path and works; "uring" says why it cannot.
+    monkeypatch.setattr(csock.uring, "_fallback_forced", True)
+    assert run(exchange("auto")) == ("FramedStream", b"ping")
+    a, b = csock.socketpair()
+    with pytest.raises(OSError, match="io_uring"):
+        csock.aio.FramedStream(a, engine="uring")
+    with pytest.raises(ValueError, match="engine"):
+        csock.aio.FramedStream(a, engine="io_uring")
+    a.close()
+    b.close()
+
+
+def test_a_server_on_auto_falls_back_whole(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csock.uring, "_fallback_forced", True)
+
+    async def main() -> tuple[str, str]:
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0, engine="auto")
+        port = server.sockets[0].getsockname()[1]
+        client = await csock.aio.open_framed_connection("127.0.0.1", port, engine="auto")
+        await client.send(b"x" * 100)
+        assert bytes(await asyncio.wait_for(client.recv(), 5)) == b"x" * 100
+        kinds = server.engine, client.engine
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return kinds
+
+    assert run(main()) == ("epoll", "epoll")
+
+
+# --- one kernel entry for many streams -------------------------------------------------------
+
+MANY_STREAMS = textwrap.dedent("""
+    import asyncio, os, sys
+    import csock, csock.aio
+    N = 40
+    MARK = os.open(os.devnull, os.O_WRONLY)
+    async def main():
+        pairs = [[csock.aio.FramedStream(s, engine="uring") for s in csock.socketpair()]
+                 for _ in range(N)]
+        for a, b in pairs:                               # every receive armed, warmed up
+            await a.send(b"warm")
+            assert bytes(await b.recv()) == b"warm"
+        os.write(MARK, b"begin")
+        await asyncio.gather(*(a.send_many([b"%d" % i] * 3) for i, (a, b) in enumerate(pairs)))
+        got = await asyncio.gather(*(b.recv_many() for a, b in pairs))
+        os.write(MARK, b"end")
+        assert [[bytes(m) for m in g] for g in got] == [[b"%d" % i] * 3 for i in range(N)], got
+        for a, b in pairs:
+            a.close(); b.close()
+    asyncio.run(main())
+    print("ok")
+""")
+
+
+@needs_strace
+def test_the_sends_of_one_loop_iteration_share_one_io_uring_enter(tmp_path: Path) -> None:
+    """40 streams each send in the same loop iteration: no send(2)/sendmsg(2) at all, and the
+    sends and the 40 receives come and go through a handful of io_uring_enter calls."""
+    text, out = strace(tmp_path, MANY_STREAMS,
+                       "io_uring_enter,sendto,sendmsg,recvfrom,recvmsg,write")
+    assert out.strip() == "ok"
+    window = text[text.index('"begin"'):text.index('"end"')]
+    enters = re.findall(r"\bio_uring_enter\(", window)
+    assert not re.search(r"\b(sendto|sendmsg|recvfrom|recvmsg)\(", window), window[-2000:]
+    assert 1 <= len(enters) <= 6, window[-3000:]
+
+
+# --- close and cancellation -----------------------------------------------------------------
+
+def test_close_cancels_the_receive_and_the_peer_sees_end_of_stream(run: Any) -> None:
+    rings_before = ring_fds()
+
+    async def main() -> None:
+        raw, sock = csock.socketpair()
+        stream = csock.aio.FramedStream(sock, engine="uring")
+        waiting = asyncio.create_task(stream.recv())
+        await asyncio.sleep(0.02)                  # the multishot recv is armed
+        driver = _uring_engine.driver_for(asyncio.get_running_loop())
+        assert driver.pending == 1
+        stream.close()
+        with pytest.raises(ConnectionAbortedError):
+            await waiting
+        raw.settimeout(2)
+        assert raw.recv(10) == b""                 # the fd closed once the recv ended: FIN
+        assert sock.fileno() == -1
+        await asyncio.sleep(0.02)
+        assert driver.ring.closed                  # its last user gone: no fd outlives them
+        raw.close()
+
+    run(main())
+    assert ring_fds() == rings_before
+
+
+def test_a_recv_cancelled_after_the_messages_arrived_loses_nothing(run: Any) -> None:
+    async def main() -> None:
+        a, b = framed_pair(engine="uring")
+        task = asyncio.create_task(b.recv_many())
+        await asyncio.sleep(0.01)
+        await a.send_many([b"one", b"two"])
+        while not b._inbox:                        # the completion came, the task not resumed
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [bytes(m) for m in await b.recv_many()] == [b"one", b"two"]
+        a.close()
+        b.close()
+        await a.wait_closed()
+        await b.wait_closed()
+
+    run(main())
+
+
+def test_abort_with_a_send_in_flight_closes_at_once(run: Any) -> None:
+    async def main() -> None:
+        raw, sock = csock.socketpair()
+        raw.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 4096)
+        stream = csock.aio.FramedStream(sock, engine="uring", write_limit=1 << 24)
+        await stream.send(bytes(4 << 20))          # the peer never reads: stays in flight
+        await asyncio.sleep(0.02)
+        assert stream.pending_send > 0
+        stream.abort()
+        await asyncio.wait_for(stream.wait_closed(), 2)
+        await asyncio.sleep(0.02)
+        assert sock.fileno() == -1
+        assert asyncio.get_running_loop() not in _uring_engine._drivers   # ring closed
+        raw.close()
+
+    run(main())
+
+
+# --- back-pressure ---------------------------------------------------------------------------
+
+def test_receiving_pauses_above_the_high_water_mark(run: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Receiving pauses by cancelling the receive: what the kernel posted meanwhile still comes,
+    # at most every ring buffer's worth.
+    monkeypatch.setattr(_uring_framed, "READ_HIGH_WATER", 64 * 1024)
+    monkeypatch.setattr(_uring_engine, "RING_BUFFERS", 8)
+    monkeypatch.setattr(_uring_engine, "RING_BUFFER_SIZE", 4096)
+    messages = [struct.pack("!I", i) + bytes([i & 0xFF]) * 1000 for i in range(3000)]
+
+    async def main() -> None:
+        a, b = framed_pair(engine="uring", write_limit=1 << 24)
+        probe = asyncio.create_task(b.recv())       # arm the receive
+        await a.send(b"first")
+        assert bytes(await probe) == b"first"
+        await a.send_many(messages)                 # 3 MB that b does not read for a while
+        await asyncio.sleep(0.2)
+        assert b._paused
+        assert b._inbox_bytes <= 64 * 1024 + 8 * 4096
+        assert a.pending_send > 0                   # TCP pushes back on the sender
+        got: list[bytes] = []
+        while len(got) < len(messages):
+            got += [bytes(m) for m in await asyncio.wait_for(b.recv_many(), 5)]
+        assert got == messages
+        a.close()
+        b.close()
+        await a.wait_closed()
+        await b.wait_closed()
+
+    run(main())
+
+
+def test_every_buffer_held_rearms_the_receive(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 2 ring buffers of 4 KiB for 20 streams receiving at once, the kernel runs out of
+    buffers (ENOBUFS ends a multishot receive): each is armed again, nothing is lost."""
+    monkeypatch.setattr(_uring_engine, "RING_BUFFERS", 2)
+    monkeypatch.setattr(_uring_engine, "RING_BUFFER_SIZE", 4096)
+    rng = random.Random(7)
+    payloads = [[rng.randbytes(rng.randrange(1, 9000)) for _ in range(40)] for _ in range(20)]
+
+    async def main() -> None:
+        pairs = [framed_pair(engine="uring", write_limit=1 << 24) for _ in payloads]
+
+        async def drain(b: Any, n: int) -> list[bytes]:
+            got: list[bytes] = []
+            while len(got) < n:
+                got += [bytes(m) for m in await asyncio.wait_for(b.recv_many(), 10)]
+            return got
+
+        readers = [asyncio.create_task(drain(b, len(p)))
+                   for (_, b), p in zip(pairs, payloads, strict=True)]
+        await asyncio.sleep(0.01)
+        for (a, _), p in zip(pairs, payloads, strict=True):
+            await a.send_many(p)
+        assert await asyncio.gather(*readers) == payloads
+        for a, b in pairs:
+            a.close()
+            b.close()
+            await a.wait_closed()
+            await b.wait_closed()
+
+    run(main())
+
+
+# --- connections closing under load ---------------------------------------------------------
+
+def test_no_byte_reaches_another_connection_when_connections_close_under_load(run: Any) -> None:
+    """200 clients echo tagged messages through a uring server while a third of them abort
+    mid-stream and new ones connect: every echo a client gets is its own, in order, and no fd
+    or request is left behind."""
+    before = fd_count()
+
+    async def client(port: int, conn: int, abort_after: int | None) -> int:
+        stream = await csock.aio.open_framed_connection("127.0.0.1", port, engine="uring")
+        seq = 0
+        try:
+            for _ in range(20):
+                burst = [TAG.pack(conn, seq + i) + os.urandom(conn % 50) for i in range(10)]
+                await stream.send_many(burst)
+                got = 0
+                while got < len(burst):
+                    for message in await asyncio.wait_for(stream.recv_many(), 10):
+                        assert TAG.unpack_from(message) == (conn, seq), \
+                            f"connection {conn} got {TAG.unpack_from(message)}, wanted {seq}"
+                        seq += 1
+                        got += 1
+                if abort_after is not None and seq >= abort_after:
+                    stream.abort()
+                    return seq
+        finally:
+            stream.close()
+            await stream.wait_closed()
+        return seq
+
+    async def main() -> list[int]:
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0, engine="uring",
+                                                     backlog=1024)
+        port = server.sockets[0].getsockname()[1]
+        rng = random.Random(3)
+        plans = [rng.choice([None, None, rng.randrange(10, 150)]) for _ in range(200)]
+        counts = await asyncio.gather(*(client(port, k, plan) for k, plan in enumerate(plans)))
+        for count, plan in zip(counts, plans, strict=True):
+            assert count == (200 if plan is None else (plan + 9) // 10 * 10)
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+        await asyncio.sleep(0.05)
+        assert asyncio.get_running_loop() not in _uring_engine._drivers   # ring closed
+        return counts
+
+    run(main())
+    assert fd_count() <= before + 1            # (uvloop's own signal pipe, made once)
+
+
+# --- fork -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_a_forked_child_serves_on_its_own_ring(engine: str) -> None:
+    """A server forks a child that runs its own loop and server (a forking server's shape): the
+    child's engine builds its own ring and never touches the parent's; both serve, and the
+    parent's connections survive the child's exit."""
+    async def round_trip(port: int, data: bytes) -> bytes:
+        stream = await csock.aio.open_framed_connection("127.0.0.1", port, engine=engine)
+        await stream.send(data)
+        got = bytes(await asyncio.wait_for(stream.recv(), 5))
+        stream.close()
+        await stream.wait_closed()
+        return got
+
+    async def child_main() -> None:
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0, engine=engine)
+        assert await round_trip(server.sockets[0].getsockname()[1], b"child") == b"child"
+        server.close()
+        await server.wait_closed()
+
+    async def main() -> None:
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0, engine=engine)
+        port = server.sockets[0].getsockname()[1]
+        kept = await csock.aio.open_framed_connection("127.0.0.1", port, engine=engine)
+        await kept.send(b"before")
+        assert bytes(await kept.recv()) == b"before"
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                asyncio.run(child_main())
+                code = 0
+            finally:
+                os._exit(code)
+        while True:                                   # keep serving while the child runs
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            await asyncio.sleep(0.01)
+        assert os.waitstatus_to_exitcode(status) == 0
+        await kept.send(b"after")
+        assert bytes(await asyncio.wait_for(kept.recv(), 5)) == b"after"
+        assert await round_trip(port, b"again") == b"again"
+        kept.close()
+        await kept.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+SERVE_UNTIL_INTERRUPTED = textwrap.dedent("""
+    import asyncio, sys
+    import csock, csock.aio
+    async def echo(stream):
+        while m := await stream.recv_many():
+            await stream.send_many(m)
+    async def main():
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0, engine="uring")
+        print("ready", flush=True)
+        await server.serve_forever()
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+""")
+
+
+def test_ctrl_c_stops_a_uring_server() -> None:
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_UNTIL_INTERRUPTED], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert "interrupted" in out
+
+
+# --- soak ------------------------------------------------------------------------------------
+
+def rss_kib() -> int:
+    """Resident memory, after glibc gave back the free memory it keeps (malloc_trim): what is
+    still held, not what the allocator caches for reuse."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except AttributeError:
+        pass                                    # (not glibc)
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+
+def test_fds_and_memory_stay_flat_over_many_connections(run: Any) -> None:
+    async def rounds(count: int) -> list[tuple[int, int]]:
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0, engine="uring",
+                                                     backlog=1024)
+        port = server.sockets[0].getsockname()[1]
+
+        async def one(k: int) -> None:
+            stream = await csock.aio.open_framed_connection("127.0.0.1", port, engine="uring")
+            await stream.send_many([TAG.pack(k, i) for i in range(20)])
+            got = 0
+            while got < 20:
+                got += len(await asyncio.wait_for(stream.recv_many(), 10))
+            stream.close()
+            await stream.wait_closed()
+
+        samples = []
+        for _ in range(count):
+            await asyncio.gather(*(one(k) for k in range(200)))
+            await asyncio.sleep(0.02)
+            samples.append((fd_count(), rss_kib()))
+        server.close()
+        await server.wait_closed()
+        return samples
+
+    samples = run(rounds(6))
+    fds = [fd for fd, _ in samples[1:]]
+    assert max(fds) == min(fds), samples
+    assert samples[-1][1] - samples[1][1] < 4096, samples    # < 4 MiB over 1,000 connections
