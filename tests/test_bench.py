@@ -845,3 +845,29 @@ def test_a_cpu_time_below_one_clock_tick_gives_no_cpu_ratio():
                        Result("aio-echo", "uvloop", 0, 10, 0.01, 100.0, server_cpu=0.01)])
     assert figures.cpu("aio-echo", "csock").median == 0.0
     assert figures.cpu_ratio("aio-echo", "csock", "uvloop") is None
+
+
+def test_uring_rows_are_left_out_with_a_reason_where_io_uring_or_the_engine_is_missing(
+    monkeypatch,
+):
+    """A machine without io_uring (or a csock.aio without engine=) runs every other row and
+    says which rows it left out, and why."""
+    from bench import runner
+    from bench.workloads import BY_NAME
+
+    logged: list[str] = []
+    monkeypatch.setattr(runner, "_missing_logged", set())
+    monkeypatch.setattr(runner, "uring_available", lambda: False)
+    monkeypatch.setattr(runner, "engine_keyword", lambda datagram: True)
+    echo, ingest = BY_NAME["aio-echo-1k"], BY_NAME["udp-ingest-64"]
+    assert not runner.runnable(echo, "csock-uring", logged.append)
+    assert not runner.runnable(echo, "c", logged.append)              # bench/c/uring_echo.c
+    assert not runner.runnable(ingest, "csock-uring", logged.append)
+    for w, impl in ((echo, "csock-epoll"), (echo, "uvloop"), (ingest, "c"), (ingest, "csock")):
+        assert runner.runnable(w, impl, logged.append), (w.name, impl)
+    assert logged == ["left out: io_uring is unavailable here (csock.uring.available() is "
+                      "False): aio-echo-1k/csock-uring and any other such row"]
+    monkeypatch.setattr(runner, "engine_keyword", lambda datagram: not datagram)
+    assert not runner.runnable(BY_NAME["aio-udp"], "csock-epoll", logged.append)
+    assert runner.runnable(echo, "csock-epoll", logged.append)
+    assert "create_datagram_endpoint has no engine keyword" in logged[-1]
