@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _fastio
 from .._base import socket as _csocket
 from .._fastio import Datagram
+from ._datagram_uring import RingDatagramIO, disable_gro
+from ._uring_engine import driver_for, resolve_engine
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -60,13 +62,26 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
 
     ``close()`` stops receiving and closes once the buffer is sent; ``abort()`` at once.
     ``connection_lost(None)`` follows either.
+
+    ``engine="uring"`` (or ``"auto"`` where io_uring is usable; SOCK_DGRAM sockets only) moves
+    the datagrams through the loop's io_uring ring instead (csock.aio._uring_engine): one
+    multishot recvmsg receives every datagram with no system call of its own, and the
+    datagrams of one reap reach ``datagrams_received`` in one call per loop iteration,
+    whatever max_messages says. A payload is at most the ring's buffer size less its header
+    (32 KiB - 144 bytes): a longer one is cut and, like one that fills the buffer exactly,
+    marked ``truncated``. Sends are one sendmsg request per datagram, the requests of a loop
+    iteration submitted with one io_uring_enter, one batch in flight at a time (the kernel
+    does not order requests on a socket); their bytes count in the write buffer until each
+    completes. No GSO or GRO on this engine (GRO is turned off on the socket).
+    ``close()`` waits for the sends in flight, ``abort()`` cancels them; either cancels the
+    receive, and ``connection_lost`` comes after the last of the socket's requests completed.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: _std.socket,
                  protocol: asyncio.BaseProtocol,
                  address: Any = None, *, connected: bool | None = None, max_messages: int = 64,
                  bufsize: int = 65535,
-                 offload: bool = True) -> None:
+                 offload: bool = True, engine: str = "epoll") -> None:
         extra: dict[str, Any] = {"socket": sock}
         super().__init__(extra)
         self._loop = loop
@@ -79,6 +94,15 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
         # receives (coalesced messages split back): the same datagrams, fewer trips through
         # the stack. GRO must be on before datagrams arrive, so it is set here.
+        self._ring_io: RingDatagramIO | None = None
+        if resolve_engine(engine):
+            if RingDatagramIO.usable_for(sock):
+                self._ring_io = RingDatagramIO(self, driver_for(loop), bufsize)
+            elif engine == "uring":
+                raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
+        if self._ring_io is not None:
+            offload = False
+            disable_gro(sock)
         self._segment_size: str | None = "auto" if offload else None
         self._gro = offload
         if offload:
@@ -92,6 +116,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._writing = False
         self._closing = False
         self._lost = False
+        self._lost_exc: BaseException | None = None
         try:
             extra["sockname"] = sock.getsockname()
         except OSError:
@@ -120,8 +145,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     def _start(self, waiter: asyncio.Future[None]) -> None:
         self._protocol.connection_made(self)
         if not self._closing:
-            self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
+            if self._ring_io is not None:
+                self._ring_io.start_reading()
+            else:
+                self._loop.add_reader(self._fd, self._on_readable)
         if not waiter.done():
             waiter.set_result(None)
 
@@ -145,19 +173,29 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         return self._reading
 
     def pause_reading(self) -> None:
-        """Stop receiving (datagrams queue in the kernel, then drop there)."""
+        """Stop receiving (datagrams queue in the kernel, then drop there). On the uring
+        engine the multishot recvmsg is cancelled; what it took meanwhile is delivered after
+        resume_reading()."""
         if self._reading:
-            self._loop.remove_reader(self._fd)
             self._reading = False
+            if self._ring_io is not None:
+                self._ring_io.stop_reading()
+            else:
+                self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
-        """Receive again after pause_reading()."""
+        """Receive again after pause_reading() (the uring engine re-arms its recvmsg)."""
         if not self._reading and not self._closing:
-            self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
+            if self._ring_io is not None:
+                self._ring_io.start_reading()
+                self._ring_io.resume_delivery()
+            else:
+                self._loop.add_reader(self._fd, self._on_readable)
 
     def get_write_buffer_size(self) -> int:
-        """Bytes of datagrams accepted but not yet taken by the kernel."""
+        """Bytes of datagrams accepted but not yet taken by the kernel (on the uring engine:
+        whose send has not completed)."""
         return self._buffer_size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
@@ -241,7 +279,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             for item in items:
                 if not isinstance(item, tuple):
                     raise ValueError("invalid address: the socket is not connected, give one")
-        if self._buffer:
+        if self._buffer or self._ring_io is not None:
             # Not sent now: check here what send_batch would have checked before sending.
             for item in items:
                 if isinstance(item, tuple):
@@ -250,6 +288,9 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 else:
                     memoryview(item)        # TypeError for what is not bytes-like
                     self._check_address(address)
+        if self._ring_io is not None:
+            self._queue_for_ring(items, address)
+            return
         sent = 0
         if not self._buffer:
             try:
@@ -274,6 +315,18 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 self._loop.add_writer(self._fd, self._on_writable)
                 self._writing = True
             self._maybe_pause_protocol()
+
+    def _queue_for_ring(self, items: list[Any], address: Any) -> None:
+        # Copied unless immutable: the caller may reuse its buffers once send_batch returns.
+        buffer = self._buffer
+        for item in items:
+            data, addr = item if isinstance(item, tuple) else (item, address)
+            if type(data) is not bytes:
+                data = bytes(data)
+            buffer.append((data, addr))
+            self._buffer_size += len(data)
+        assert self._ring_io is not None
+        self._ring_io.send_queued()
 
     def _on_writable(self) -> None:
         buffer = self._buffer
@@ -333,7 +386,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             return
         self._closing = True
         self.pause_reading()
-        if not self._buffer:
+        if not self._buffer and (self._ring_io is None or not self._ring_io.sends_in_flight):
             self._lose(None)
 
     def abort(self) -> None:
@@ -347,6 +400,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         if self._lost:
             return
         self._lost = True
+        self._lost_exc = exc
         self._closing = True
         self.pause_reading()
         if self._writing:
@@ -354,7 +408,10 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._writing = False
         self._buffer.clear()
         self._buffer_size = 0
-        self._loop.call_soon(self._call_connection_lost, exc)
+        if self._ring_io is not None:
+            self._ring_io.end(abort=True)       # connection_lost once its requests are done
+        else:
+            self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -376,8 +433,8 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
                                    reuse_port: bool | None = None,
                                    allow_broadcast: bool | None = None,
                                    sock: _std.socket | None = None, max_messages: int = 64,
-                                   bufsize: int = 65535,
-                                   offload: bool = True) -> tuple[BatchDatagramTransport, P]:
+                                   bufsize: int = 65535, offload: bool = True,
+                                   engine: str = "epoll") -> tuple[BatchDatagramTransport, P]:
     """Like ``loop.create_datagram_endpoint`` on a csock socket, with batches: the protocol's
     ``datagrams_received(list_of_Datagram)`` gets every datagram queued at each wake-up.
 
@@ -390,10 +447,21 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
     coalesced messages back, falling back to plain sendmmsg/recvmmsg where the kernel
     refuses: the peer and the protocol see exactly the datagrams they would without, in
     fewer trips through the stack (about 5x the datagrams per second for small ones).
-    ``offload=False`` uses the plain path from the start. Returns ``(transport, protocol)``
-    after ``connection_made`` has run.
+    ``offload=False`` uses the plain path from the start.
+
+    ``engine`` picks how datagrams move: ``"epoll"`` (the default) waits for readiness and
+    calls recvmmsg/sendmmsg; ``"uring"`` receives with one multishot recvmsg on the loop's
+    io_uring ring and sends with one sendmsg request per datagram, a loop iteration's
+    requests submitted with one io_uring_enter (see BatchDatagramTransport; no GSO/GRO, and
+    payloads beyond 32 KiB - 144 bytes arrive truncated); it raises OSError where io_uring
+    is unusable and ValueError for a non-SOCK_DGRAM ``sock``. ``"auto"`` takes the uring
+    engine where it is usable and the socket is SOCK_DGRAM, else epoll. Returns
+    ``(transport, protocol)`` after ``connection_made`` has run.
     """
     loop = asyncio.get_running_loop()
+    if resolve_engine(engine) and engine == "uring" and sock is not None \
+            and not RingDatagramIO.usable_for(sock):
+        raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
     if sock is not None:
         if local_addr is not None or remote_addr is not None or family or proto or reuse_port \
                 or allow_broadcast:
@@ -411,6 +479,7 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
             peer, connected = None, False
         if peer == "" or peer == b"":
             peer = None
+        own_socket = False
     else:
         fam, local, remote = await _resolve(loop, family, proto, local_addr, remote_addr)
         sock = _csocket(fam, _std.SOCK_DGRAM, proto)
@@ -429,11 +498,18 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
             raise
         peer = remote
         connected = remote is not None
+        own_socket = True
     sock.setblocking(False)
     protocol = protocol_factory()
     waiter: asyncio.Future[None] = loop.create_future()
-    transport = BatchDatagramTransport(loop, sock, protocol, peer, connected=connected,
-                                       max_messages=max_messages, bufsize=bufsize, offload=offload)
+    try:
+        transport = BatchDatagramTransport(loop, sock, protocol, peer, connected=connected,
+                                           max_messages=max_messages, bufsize=bufsize,
+                                           offload=offload, engine=engine)
+    except BaseException:
+        if own_socket:
+            sock.close()
+        raise
     loop.call_soon(transport._start, waiter)
     try:
         await waiter
