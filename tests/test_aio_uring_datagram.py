@@ -110,7 +110,7 @@ def test_uring_endpoint_receives_every_datagram_of_several_senders(run: Any) -> 
 
 def test_uring_endpoint_sends_in_order(run: Any) -> None:
     """sendto and send_batch, to a connected peer and to an address: a stdlib receiver gets
-    exactly the datagrams, in order; the write buffer counts them until they completed."""
+    exactly the datagrams, in order."""
     msgs = [indexed_payload(i) for i in range(3000)]
 
     async def main() -> None:
@@ -119,7 +119,6 @@ def test_uring_endpoint_sends_in_order(run: Any) -> None:
         for m in msgs[:100]:
             connected_t.sendto(bytearray(m))        # copied: the caller may reuse it at once
         connected_t.send_batch(msgs[100:])
-        assert connected_t.get_write_buffer_size() == sum(map(len, msgs))
         await sent(connected_t)
         assert [rx.recv(65535) for _ in msgs] == msgs
         unbound_t, unbound = await uring_endpoint(family=std.AF_INET)
@@ -197,24 +196,60 @@ def test_uring_endpoint_with_plain_asyncio_protocol(run: Any) -> None:
     run(main())
 
 
-def test_uring_endpoint_flow_control(run: Any) -> None:
-    """Bytes handed to the ring count toward the high-water mark until their completions:
-    pause_writing at once, resume_writing once they completed; every datagram arrives."""
-    msgs = [indexed_payload(i) + bytes(100) for i in range(2000)]
+def test_uring_endpoint_keeps_order_when_sends_must_wait(run: Any) -> None:
+    """An AF_UNIX peer that reads nothing fills up, so sends must wait for room (where the
+    kernel does not keep io_uring requests in order): still every datagram, in order, and
+    pause_writing/resume_writing around the wait; bytes count in the write buffer until
+    their send completed."""
+    msgs = [indexed_payload(i) + bytes(100) for i in range(3000)]
 
     async def main() -> None:
-        rx = stdlib_receiver()
-        transport, proto = await uring_endpoint(remote_addr=rx.getsockname())
+        a, b = nonblocking_pair(std.SOCK_DGRAM)
+        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, sock=a,
+                                                                    engine="uring")
         transport.set_write_buffer_limits(high=1000)
         transport.send_batch(msgs)
-        assert transport.get_write_buffer_size() == sum(map(len, msgs))
+        assert transport.get_write_buffer_size() > 1000
         assert proto.events == ["made", "pause"]
+        got: list[bytes] = []
+        while len(got) < len(msgs):
+            got.extend(bytes(d.data) for d in await csock.aio.recv_batch(b, max_messages=512))
+        assert got == msgs
         await sent(transport)
-        assert [rx.recv(65535) for _ in msgs] == msgs
         assert proto.events == ["made", "pause", "resume"]
         transport.close()
         assert await proto.lost is None
-        rx.close()
+        assert a.fileno() == -1
+        b.close()
+        close_driver()
+    run(main())
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_uring_endpoint_closes_with_a_send_waiting(run: Any, how: str) -> None:
+    """A send waits on the ring for a full AF_UNIX peer: close() still sends everything once
+    the peer reads, abort() cancels it; connection_lost comes after the socket's last
+    request, and the socket is closed."""
+    msgs = [indexed_payload(i) + bytes(100) for i in range(1000)]
+
+    async def main() -> None:
+        a, b = nonblocking_pair(std.SOCK_DGRAM)
+        transport, proto = await csock.aio.create_datagram_endpoint(Settled, sock=a,
+                                                                    engine="uring")
+        transport.send_batch(msgs)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        ring_io = transport._ring_io
+        assert ring_io is not None and ring_io.sending  # the kernel holds the first left
+        getattr(transport, how)()
+        got: list[bytes] = []
+        if how == "close":
+            while len(got) < len(msgs):
+                got.extend(bytes(d.data) for d in await csock.aio.recv_batch(b, 512))
+            assert got == msgs
+        assert await asyncio.wait_for(proto.lost, 5) is None
+        assert proto.left == [] and a.fileno() == -1
+        b.close()
         close_driver()
     run(main())
 

@@ -13,10 +13,13 @@ protocol that keeps its datagrams must not starve the others). The datagrams of 
 handed to the protocol in one ``datagrams_received`` call, at the start of the next loop
 iteration.
 
-Sending: each datagram is one ``sendmsg`` request; the requests queued in one loop iteration
-reach the kernel with the driver's one ``io_uring_enter``. The kernel does not order requests
-on a socket among themselves, so at most one batch is in flight: the next one is queued when
-every completion of the previous one came back.
+Sending: as on the epoll engine, with sendmmsg(2) (and GSO) at once while the socket takes
+the datagrams; when it would block, the first datagram left becomes one ``sendmsg`` request
+on the ring, which the kernel completes when the socket has room, and the rest follows with
+sendmmsg from its completion. Only one request is in flight: the kernel does not keep the
+requests on a socket in order once they have to wait (a batch of sendmsg requests to a full
+AF_UNIX peer arrives reordered), so a batch of them would need linked requests
+(IOSQE_IO_HARDLINK), which the Ring does not offer yet.
 """
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ __all__ = ["RECVMSG_HEADROOM", "RingDatagramIO"]
 # the Ring asks for the sender's address (a sockaddr_storage, 128 bytes): the payload gets the
 # rest of the buffer.
 RECVMSG_HEADROOM = 16 + 128
-_SEND_BATCH = 1024               # sendmsg requests in flight per endpoint at most
 _ENOBUFS_BACKOFF_MAX = 0.05      # seconds between re-arms while every buffer stays held
 
 # Datagram(data, address, truncated): Datagram has no Python constructor; this is its factory.
@@ -85,8 +87,8 @@ class RingDatagramIO:
         self._enobufs = 0                       # consecutive re-arms that found no buffer
         self._received: list[Any] = []
         self._flush_scheduled = False
-        self._sending: dict[Request, int] = {}  # request -> its datagram's length
-        self._batch_open = False                # the batch in flight is not submitted yet
+        self._send: Request | None = None       # the one sendmsg in flight
+        self._send_item: tuple[bytes, Any] | None = None
         self._ending = False                    # the transport is lost: wait for our requests
 
     # --- receiving -------------------------------------------------------------------------
@@ -175,86 +177,57 @@ class RingDatagramIO:
 
     # --- sending ---------------------------------------------------------------------------
 
-    def send_queued(self) -> None:
-        """Queue a sendmsg request per buffered datagram while the batch in flight has not
-        reached the kernel (or none is in flight), in order, up to _SEND_BATCH in flight."""
+    def send_head(self) -> None:
+        """The socket would not take the write buffer's first datagram: hand it to the ring as
+        one sendmsg request, which the kernel completes once the socket has room (no readiness
+        callback). Only this one is in flight, and the transport sends nothing else until it
+        completed: the kernel does not keep requests on a socket in order once they wait."""
         transport = self._transport
-        if self._sending and not self._batch_open:
-            return                              # the next batch waits for this one
-        buffer = transport._buffer
-        ring = self._driver.ring
-        start = self._driver.start
-        on_sent = self._on_sent
-        sending = self._sending
-        while buffer and len(sending) < _SEND_BATCH:
-            data, address = buffer[0]
-            try:
-                request = start(ring.sendmsg(self._sock, data, address), on_sent)
-            except OSError as error:
-                if error.errno == errno.EBADF or ring.closed:
-                    transport._fatal_error(error, "io_uring sendmsg failed")
-                    return
-                buffer.popleft()
-                transport._buffer_size -= len(data)
-                transport._protocol_error(error)
-                continue
-            except (TypeError, ValueError) as error:   # an address checked too late
-                buffer.popleft()
-                transport._buffer_size -= len(data)
-                transport._protocol_error(OSError(errno.EINVAL, str(error)))
-                continue
-            buffer.popleft()
-            sending[request] = len(data)
-        if sending and not self._batch_open:
-            # The driver's submit is already scheduled (start() did it): once it ran, the
-            # batch is in the kernel and later datagrams wait for its completions.
-            self._batch_open = True
-            self._loop.call_soon(self._seal_batch)
-        transport._maybe_pause_protocol()
-
-    def _seal_batch(self) -> None:
-        self._batch_open = False
+        if self._send is not None or not transport._buffer:
+            return
+        item = transport._buffer[0]
+        try:
+            self._send = self._driver.start(self._driver.ring.sendmsg(self._sock, *item),
+                                            self._on_sent)
+        except Exception as error:
+            transport._fatal_error(error, "io_uring sendmsg failed")
+            return
+        self._send_item = item
 
     def _on_sent(self, completion: Completion) -> None:
         transport = self._transport
-        length = self._sending.pop(completion.request, 0)
-        if not transport._lost:                 # (losing the transport zeroed the count)
-            transport._buffer_size -= length
-        error = completion.error
-        if error is not None and not transport._lost and error.errno != errno.ECANCELED:
-            transport._protocol_error(error)    # the datagram is dropped, as asyncio does
-        if self._sending:
-            return
+        item, self._send, self._send_item = self._send_item, None, None
         if self._ending:
             self._maybe_lost()
             return
-        if transport._buffer:
-            self.send_queued()
-        transport._maybe_resume_protocol()
-        if not transport._buffer and not self._sending and transport._closing:
-            transport._lose(None)
+        buffer = transport._buffer
+        if buffer and buffer[0] is item:
+            buffer.popleft()
+            transport._buffer_size -= len(item[0])
+            error = completion.error
+            if error is not None and error.errno != errno.ECANCELED:
+                transport._protocol_error(error)    # the datagram is dropped, as asyncio does
+        transport._on_writable()                    # the rest with sendmmsg, as far as it goes
 
     @property
-    def sends_in_flight(self) -> int:
-        """Datagrams handed to the ring whose completion has not come back."""
-        return len(self._sending)
+    def sending(self) -> bool:
+        """Whether a sendmsg request is in flight."""
+        return self._send is not None
 
     # --- closing ---------------------------------------------------------------------------
 
-    def end(self, abort: bool) -> None:
-        """The transport is lost: cancel the receive (and, on abort, the sends in flight);
-        connection_lost runs once the last of them completed, so that the socket's close
-        leaves no request behind."""
+    def end(self) -> None:
+        """The transport is lost: cancel the receive and the send in flight (close() comes
+        here only once the buffer is sent); connection_lost runs once both completed, so
+        that the socket's close leaves no request behind and closes its fd at once."""
         self._ending = True
         self._received.clear()
         cancel_quietly(self._receive, self._driver)
-        if abort:
-            for request in list(self._sending):
-                cancel_quietly(request, self._driver)
+        cancel_quietly(self._send, self._driver)
         self._maybe_lost()
 
     def _maybe_lost(self) -> None:
-        if self._receive is None and not self._sending:
+        if self._receive is None and self._send is None:
             self._ending = False
             self._loop.call_soon(self._transport._call_connection_lost, self._transport._lost_exc)
 

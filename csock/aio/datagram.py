@@ -63,18 +63,19 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     ``close()`` stops receiving and closes once the buffer is sent; ``abort()`` at once.
     ``connection_lost(None)`` follows either.
 
-    ``engine="uring"`` (or ``"auto"`` where io_uring is usable; SOCK_DGRAM sockets only) moves
-    the datagrams through the loop's io_uring ring instead (csock.aio._uring_engine): one
+    ``engine="uring"`` (or ``"auto"`` where io_uring is usable; SOCK_DGRAM sockets only) uses
+    the loop's io_uring ring (csock.aio._uring_engine) instead of readiness callbacks. One
     multishot recvmsg receives every datagram with no system call of its own, and the
-    datagrams of one reap reach ``datagrams_received`` in one call per loop iteration,
-    whatever max_messages says. A payload is at most the ring's buffer size less its header
-    (32 KiB - 144 bytes): a longer one is cut and, like one that fills the buffer exactly,
-    marked ``truncated``. Sends are one sendmsg request per datagram, the requests of a loop
-    iteration submitted with one io_uring_enter, one batch in flight at a time (the kernel
-    does not order requests on a socket); their bytes count in the write buffer until each
-    completes. No GSO or GRO on this engine (GRO is turned off on the socket).
-    ``close()`` waits for the sends in flight, ``abort()`` cancels them; either cancels the
-    receive, and ``connection_lost`` comes after the last of the socket's requests completed.
+    datagrams of one reap reach ``datagrams_received`` in one call at the next loop
+    iteration, whatever max_messages says. A payload is at most the ring's buffer size less
+    its header (32 KiB - 144 bytes): a longer one is cut and, like one that fills the buffer
+    exactly, marked ``truncated`` (the kernel's MSG_TRUNC is not passed on). GRO is turned
+    off on the socket (recvmsg could not split coalesced messages); GSO sends stay. Sends go
+    out with sendmmsg as above; when the socket would block, the first datagram left is one
+    sendmsg request on the ring, completed by the kernel once there is room, and the rest
+    follows from its completion (one request in flight keeps the order). ``close()`` and
+    ``abort()`` cancel the ring's requests on the socket; ``connection_lost`` comes once the
+    last of them completed, so the socket's close leaves nothing pending.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: _std.socket,
@@ -91,22 +92,22 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._connected = address is not None if connected is None else connected
         self._max_messages = max_messages
         self._bufsize = bufsize
-        # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
-        # receives (coalesced messages split back): the same datagrams, fewer trips through
-        # the stack. GRO must be on before datagrams arrive, so it is set here.
         self._ring_io: RingDatagramIO | None = None
         if resolve_engine(engine):
             if RingDatagramIO.usable_for(sock):
                 self._ring_io = RingDatagramIO(self, driver_for(loop), bufsize)
             elif engine == "uring":
                 raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
-        if self._ring_io is not None:
-            offload = False
-            disable_gro(sock)
+        # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
+        # receives (coalesced messages split back): the same datagrams, fewer trips through
+        # the stack. GRO must be on before datagrams arrive, so it is set here; the uring
+        # engine's recvmsg cannot split, so there it is off.
         self._segment_size: str | None = "auto" if offload else None
-        self._gro = offload
-        if offload:
+        self._gro = offload and self._ring_io is None
+        if self._gro:
             _fastio.enable_gro(sock)
+        elif self._ring_io is not None:
+            disable_gro(sock)
         self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._buffer_size = 0
         self._high_water = DEFAULT_HIGH_WATER
@@ -279,7 +280,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             for item in items:
                 if not isinstance(item, tuple):
                     raise ValueError("invalid address: the socket is not connected, give one")
-        if self._buffer or self._ring_io is not None:
+        if self._buffer:
             # Not sent now: check here what send_batch would have checked before sending.
             for item in items:
                 if isinstance(item, tuple):
@@ -288,9 +289,6 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 else:
                     memoryview(item)        # TypeError for what is not bytes-like
                     self._check_address(address)
-        if self._ring_io is not None:
-            self._queue_for_ring(items, address)
-            return
         sent = 0
         if not self._buffer:
             try:
@@ -311,22 +309,17 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._buffer.append((data, addr))
             self._buffer_size += len(data)
         if self._buffer:
-            if not self._writing:
-                self._loop.add_writer(self._fd, self._on_writable)
-                self._writing = True
+            self._wait_writable()
             self._maybe_pause_protocol()
 
-    def _queue_for_ring(self, items: list[Any], address: Any) -> None:
-        # Copied unless immutable: the caller may reuse its buffers once send_batch returns.
-        buffer = self._buffer
-        for item in items:
-            data, addr = item if isinstance(item, tuple) else (item, address)
-            if type(data) is not bytes:
-                data = bytes(data)
-            buffer.append((data, addr))
-            self._buffer_size += len(data)
-        assert self._ring_io is not None
-        self._ring_io.send_queued()
+    def _wait_writable(self) -> None:
+        """Send the buffer when the socket has room: a readiness callback on epoll, a sendmsg
+        request of the first datagram on the uring engine."""
+        if self._ring_io is not None:
+            self._ring_io.send_head()
+        elif not self._writing:
+            self._loop.add_writer(self._fd, self._on_writable)
+            self._writing = True
 
     def _on_writable(self) -> None:
         buffer = self._buffer
@@ -350,6 +343,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 self._buffer_size -= len(data)
             if sent < len(chunk):
                 break
+        if buffer and self._ring_io is not None:
+            self._ring_io.send_head()
         self._maybe_resume_protocol()
         if not buffer:
             if self._writing:
@@ -386,7 +381,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             return
         self._closing = True
         self.pause_reading()
-        if not self._buffer and (self._ring_io is None or not self._ring_io.sends_in_flight):
+        if not self._buffer:
             self._lose(None)
 
     def abort(self) -> None:
@@ -409,7 +404,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._buffer.clear()
         self._buffer_size = 0
         if self._ring_io is not None:
-            self._ring_io.end(abort=True)       # connection_lost once its requests are done
+            self._ring_io.end()       # connection_lost once its requests are done
         else:
             self._loop.call_soon(self._call_connection_lost, exc)
 
@@ -451,11 +446,12 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
 
     ``engine`` picks how datagrams move: ``"epoll"`` (the default) waits for readiness and
     calls recvmmsg/sendmmsg; ``"uring"`` receives with one multishot recvmsg on the loop's
-    io_uring ring and sends with one sendmsg request per datagram, a loop iteration's
-    requests submitted with one io_uring_enter (see BatchDatagramTransport; no GSO/GRO, and
-    payloads beyond 32 KiB - 144 bytes arrive truncated); it raises OSError where io_uring
-    is unusable and ValueError for a non-SOCK_DGRAM ``sock``. ``"auto"`` takes the uring
-    engine where it is usable and the socket is SOCK_DGRAM, else epoll. Returns
+    io_uring ring, the datagrams of each reap in one ``datagrams_received`` call, and waits
+    for send room with a sendmsg request instead of a readiness callback (see
+    BatchDatagramTransport: no GRO, payloads beyond 32 KiB - 144 bytes arrive truncated). It
+    raises OSError where io_uring is unusable and ValueError for a non-SOCK_DGRAM ``sock``;
+    ``"auto"`` takes the uring engine where it is usable and the socket is SOCK_DGRAM, else
+    epoll. Returns
     ``(transport, protocol)`` after ``connection_made`` has run.
     """
     loop = asyncio.get_running_loop()
