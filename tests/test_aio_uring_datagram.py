@@ -254,6 +254,45 @@ def test_uring_endpoint_closes_with_a_send_waiting(run: Any, how: str) -> None:
     run(main())
 
 
+def test_uring_endpoint_waits_out_a_ring_without_free_buffers(run: Any) -> None:
+    """Another user of the loop's ring holds every provided buffer: the endpoint's recvmsg
+    ends with ENOBUFS (the datagrams stay queued in the socket) and is re-armed until buffers
+    come back; then every datagram arrives, in order, and no error is reported."""
+    async def main() -> None:
+        driver = _uring_engine.driver_for(asyncio.get_running_loop())
+        pool = driver.ring.pool
+        assert pool is not None
+        hog = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        hog.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, RCVBUF)
+        hog.bind(("127.0.0.1", 0))
+        held: list[Any] = []
+        driver.start(driver.ring.recvmsg(hog),
+                     lambda c: held.append(c.value) if c.error is None else None)
+        tx = std.socket(std.AF_INET, std.SOCK_DGRAM)
+        for i in range(pool.count + 10):
+            tx.sendto(b"hog", hog.getsockname())
+        for _ in range(200):
+            if len(held) == pool.count:
+                break
+            await asyncio.sleep(0.005)
+        assert len(held) == pool.count            # every buffer held in a view
+        rx_t, rx = await uring_endpoint(local_addr=("127.0.0.1", 0))
+        for i in range(100):
+            tx.sendto(b"%03d" % i, rx_t.get_extra_info("sockname"))
+        await asyncio.sleep(0.1)
+        assert rx.received == [] and not rx.errors and not rx_t.is_closing()
+        held.clear()                               # the buffers go back to the kernel
+        await wait_for_count(rx, 100)
+        assert rx.received == [b"%03d" % i for i in range(100)] and not rx.errors
+        tx.close()
+        hog.close()
+        rx_t.close()
+        await rx.lost
+        await asyncio.sleep(0.01)                  # (the hog's request: ended by ENOBUFS)
+        close_driver()
+    run(main())
+
+
 def test_uring_endpoint_pause_and_resume_reading(run: Any) -> None:
     """While paused nothing is delivered (the multishot recvmsg is cancelled); on resume every
     datagram sent meanwhile arrives, in order."""
