@@ -81,10 +81,13 @@ class RingDatagramIO:
         # kernel's MSG_TRUNC, so filling the room is reported as truncated (never silent).
         pool = driver.ring.pool
         assert pool is not None                 # (the driver's Ring has buffers)
-        self._room = pool.buffer_size - RECVMSG_HEADROOM
+        room = pool.buffer_size - RECVMSG_HEADROOM
+        # Payloads this long are reported truncated: cut to bufsize, or filling the room.
+        self._truncated_from = min(bufsize + 1, room)
         self._receive: Request | None = None
         self._arm_scheduled = False
-        self._enobufs = 0                       # consecutive re-arms that found no buffer
+        self._enobufs = 0                       # consecutive arms that found no buffer
+        self._got = False                       # the request armed last received something
         self._received: list[Any] = []
         self._flush_scheduled = False
         self._send: Request | None = None       # the one sendmsg in flight
@@ -109,6 +112,7 @@ class RingDatagramIO:
         transport = self._transport
         if self._receive is not None or not transport._reading or transport._closing:
             return
+        self._got = False
         try:
             self._receive = self._driver.start(self._driver.ring.recvmsg(self._sock),
                                                self._on_received)
@@ -131,13 +135,12 @@ class RingDatagramIO:
         error = completion.error
         if error is None:
             view, address = completion.value
-            length = len(view)
-            if length > self._bufsize:
-                data, truncated = bytes(view)[:self._bufsize], True
-            else:
-                data, truncated = bytes(view), length >= self._room
-            del view                            # the buffer goes back to the kernel now
-            self._enobufs = 0
+            data = bytes(view)
+            del view        # (the buffer goes back once the driver drops the completion)
+            truncated = len(data) >= self._truncated_from
+            if truncated and len(data) > self._bufsize:
+                data = data[:self._bufsize]
+            self._got = True
             if not self._transport._lost:
                 self._received.append(_make_datagram(data, address, truncated))
                 if not self._flush_scheduled:
@@ -153,7 +156,16 @@ class RingDatagramIO:
             return
         if error is not None:
             if error.errno == errno.ENOBUFS:
-                self._enobufs += 1              # the datagram is still queued in the socket
+                # The datagrams left are still queued in the socket. After a burst that took
+                # every buffer, re-arm now: the request reaches the kernel with the next
+                # submit, once the driver dropped this reap's completions and so the views.
+                # With nothing received, the buffers are held elsewhere on the loop: back
+                # off until they come back.
+                if self._got and self._transport._reading and not self._transport._closing:
+                    self._enobufs = 0
+                    self._arm()
+                    return
+                self._enobufs += 1
             elif error.errno != errno.ECANCELED:
                 self._transport._protocol_error(error)
         if self._transport._reading and not self._transport._closing:

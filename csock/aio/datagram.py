@@ -69,7 +69,9 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     datagrams of one reap reach ``datagrams_received`` in one call at the next loop
     iteration, whatever max_messages says. A payload is at most the ring's buffer size less
     its header (32 KiB - 144 bytes): a longer one is cut and, like one that fills the buffer
-    exactly, marked ``truncated`` (the kernel's MSG_TRUNC is not passed on). GRO is turned
+    exactly, marked ``truncated`` (the kernel's MSG_TRUNC is not passed on). ``.data`` is
+    ``bytes`` there, a copy: the ring's buffers are shared by the loop's endpoints and
+    streams, so none is held by a protocol that keeps its datagrams. GRO is turned
     off on the socket (recvmsg could not split coalesced messages); GSO sends stay. Sends go
     out with sendmmsg as above; when the socket would block, the first datagram left is one
     sendmsg request on the ring, completed by the kernel once there is room, and the rest
