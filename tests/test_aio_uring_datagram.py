@@ -269,7 +269,7 @@ def test_uring_endpoint_waits_out_a_ring_without_free_buffers(run: Any) -> None:
         driver.start(driver.ring.recvmsg(hog),
                      lambda c: held.append(c.value) if c.error is None else None)
         tx = std.socket(std.AF_INET, std.SOCK_DGRAM)
-        for i in range(pool.count + 10):
+        for _ in range(pool.count + 10):
             tx.sendto(b"hog", hog.getsockname())
         for _ in range(200):
             if len(held) == pool.count:
