@@ -454,3 +454,15 @@ def test_engine_argument_is_checked(run: Any) -> None:
         await proto.lost
         a.close()
     run(main())
+
+
+def test_uring_endpoint_closes_after_its_driver_was_closed(run: Any) -> None:
+    """Closing the loop's driver drops every handler: an endpoint closed afterwards still
+    gets connection_lost(None) and closes its socket."""
+    async def main() -> None:
+        transport, proto = await uring_endpoint(local_addr=("127.0.0.1", 0))
+        _uring_engine.driver_for(asyncio.get_running_loop()).close()
+        transport.close()
+        assert await asyncio.wait_for(proto.lost, 5) is None
+        assert transport.get_extra_info("socket").fileno() == -1
+    run(main())

@@ -236,6 +236,12 @@ class RingDatagramIO:
         self._received.clear()
         cancel_quietly(self._receive, self._driver)
         cancel_quietly(self._send, self._driver)
+        # A request already done without reaching its handler (the driver was closed, which
+        # drops every handler) has nothing more to wait for.
+        if self._receive is not None and self._receive.done:
+            self._receive = None
+        if self._send is not None and self._send.done:
+            self._send = None
         self._maybe_lost()
 
     def _maybe_lost(self) -> None:
