@@ -259,7 +259,7 @@ def test_uring_endpoint_waits_out_a_ring_without_free_buffers(run: Any) -> None:
     ends with ENOBUFS (the datagrams stay queued in the socket) and is re-armed until buffers
     come back; then every datagram arrives, in order, and no error is reported."""
     async def main() -> None:
-        driver = _uring_engine.driver_for(asyncio.get_running_loop())
+        driver = _uring_engine.driver_for(asyncio.get_running_loop()).acquire()
         pool = driver.ring.pool
         assert pool is not None
         hog = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)

@@ -74,7 +74,8 @@ class RingDatagramIO:
                  bufsize: int) -> None:
         self._transport = transport
         self._loop = driver.loop
-        self._driver = driver
+        self._driver = driver.acquire()         # (released once the endpoint is lost)
+        self._released = False
         self._sock = transport._sock
         self._bufsize = bufsize
         # Payloads that fill their buffer may have been cut: the Ring does not pass on the
@@ -247,6 +248,9 @@ class RingDatagramIO:
     def _maybe_lost(self) -> None:
         if self._receive is None and self._send is None:
             self._ending = False
+            if not self._released:
+                self._released = True
+                self._driver.release()
             self._loop.call_soon(self._transport._call_connection_lost, self._transport._lost_exc)
 
     @staticmethod
