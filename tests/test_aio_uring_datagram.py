@@ -138,7 +138,8 @@ def test_uring_endpoint_sends_in_order(run: Any) -> None:
 
 def test_uring_endpoint_marks_truncated_datagrams(run: Any) -> None:
     """A payload beyond the ring buffer's room (32 KiB less its header) arrives cut to that
-    room and truncated; one beyond bufsize is cut to bufsize and truncated; others are whole."""
+    room and truncated (the kernel's MSG_TRUNC); one that just fills the room is whole; one
+    beyond bufsize is cut to bufsize and truncated; others are whole."""
     room = _uring_engine.RING_BUFFER_SIZE - 144
 
     async def main() -> None:
@@ -148,13 +149,15 @@ def test_uring_endpoint_marks_truncated_datagrams(run: Any) -> None:
         big = bytes(range(256)) * 200                        # 51,200 bytes
         tx.sendto(big, rx_t.get_extra_info("sockname"))
         tx.sendto(b"whole", rx_t.get_extra_info("sockname"))
+        tx.sendto(big[:room], rx_t.get_extra_info("sockname"))   # fills the room: whole
         tx.sendto(big[:101], small_t.get_extra_info("sockname"))
         tx.sendto(big[:100], small_t.get_extra_info("sockname"))
-        await wait_for_count(rx, 2)
+        await wait_for_count(rx, 3)
         await wait_for_count(small, 2)
-        first, second = [d for batch in rx.batches for d in batch]
-        assert bytes(first.data) == big[:room] and first.truncated
+        first, second, third = [d for batch in rx.batches for d in batch]
+        assert bytes(first.data) == big[:room] and first.truncated   # the kernel's MSG_TRUNC
         assert bytes(second.data) == b"whole" and not second.truncated
+        assert bytes(third.data) == big[:room] and not third.truncated
         assert [(bytes(d.data), d.truncated) for b in small.batches for d in b] == [
             (big[:100], True), (big[:100], False)]
         tx.close()

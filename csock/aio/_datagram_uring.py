@@ -78,13 +78,9 @@ class RingDatagramIO:
         self._released = False
         self._sock = transport._sock
         self._bufsize = bufsize
-        # Payloads that fill their buffer may have been cut: the Ring does not pass on the
-        # kernel's MSG_TRUNC, so filling the room is reported as truncated (never silent).
-        pool = driver.ring.pool
-        assert pool is not None                 # (the driver's Ring has buffers)
-        room = pool.buffer_size - RECVMSG_HEADROOM
-        # Payloads this long are reported truncated: cut to bufsize, or filling the room.
-        self._truncated_from = min(bufsize + 1, room)
+        # Payloads longer than bufsize are cut to it; the kernel says (MSG_TRUNC, as
+        # Completion.truncated) when one was longer than its ring buffer's room.
+        self._truncated_from = bufsize + 1
         self._receive: Request | None = None
         self._arm_scheduled = False
         self._enobufs = 0                       # consecutive arms that found no buffer
@@ -138,8 +134,8 @@ class RingDatagramIO:
             view, address = completion.value
             data = bytes(view)
             del view        # (the buffer goes back once the driver drops the completion)
-            truncated = len(data) >= self._truncated_from
-            if truncated and len(data) > self._bufsize:
+            truncated = completion.truncated or len(data) >= self._truncated_from
+            if len(data) > self._bufsize:
                 data = data[:self._bufsize]
             self._got = True
             if not self._transport._lost:

@@ -29,7 +29,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
 from includes.socket cimport (
-    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_WAITALL,
+    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC, MSG_WAITALL,
     SOCK_STREAM, SOCK_SEQPACKET,
 )
 from includes.uio cimport iovec
@@ -267,6 +267,9 @@ cdef class Completion:
     cdef readonly object error
     cdef readonly int result
     cdef readonly bint more
+    # A recvmsg's datagram was longer than its buffer's room (the kernel's MSG_TRUNC): the
+    # view holds its head only.
+    cdef readonly bint truncated
 
     def __repr__(self):
         shown = self.error if self.error is not None else self.value
@@ -893,6 +896,7 @@ cdef class Ring:
                 if available > out.payloadlen:
                     available = out.payloadlen
                 view = make_view(self.pool, bid, offset, available if available > 0 else 0)
+                completion.truncated = (out.flags & MSG_TRUNC) != 0
                 address = address_from_sockaddr(
                     self.pool.buffer(bid) + RECVMSG_OUT,
                     out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM)
