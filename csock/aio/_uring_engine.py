@@ -90,15 +90,31 @@ class UringDriver:
     """One loop's Ring, its fd watched by the loop, and the handler of each pending request."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pid = os.getpid()
+        # Weakly: _drivers is keyed weakly by the loop, and a strong reference from its value
+        # would keep the loop, and this ring, alive for ever.
+        self._loop_ref = weakref.ref(loop)
         self.ring = Ring(RING_ENTRIES, RING_BUFFERS, RING_BUFFER_SIZE)
+        # A loop collected with streams never closed: their requests go, and so does the fd.
+        self._on_loop_collected = weakref.finalize(loop, self.ring.close)
+        self.pid = os.getpid()
         self.ring.reap_in_close = False     # completions stay in the CQ: the fd wakes the loop
         self._handlers: dict[Request, Handler] = {}
         self._users = 0
         self._submit_scheduled = False
         self._fd = self.ring.fileno
         loop.add_reader(self._fd, self._on_completions)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this driver runs in (RuntimeError once it was collected)."""
+        loop = self._loop_ref()
+        if loop is None:
+            raise RuntimeError("the driver's event loop is gone")
+        return loop
+
+    def _loop_closed(self) -> bool:
+        loop = self._loop_ref()
+        return loop is None or loop.is_closed()
 
     def acquire(self) -> UringDriver:
         """Count a user (a stream, server or endpoint) of this driver; returns the driver."""
@@ -110,7 +126,7 @@ class UringDriver:
         the ring is closed (its fd does not outlive what used it)."""
         self._users -= 1
         if self._users <= 0:
-            if self.loop.is_closed():
+            if self._loop_closed():
                 self.close()                   # nothing will reap for it any more
             else:
                 self.submit_soon()             # _on_completions closes the ring when idle
@@ -160,12 +176,14 @@ class UringDriver:
         """Stop watching the ring and close it (cancelling what is pending)."""
         if self.ring.closed:
             return
-        if not self.loop.is_closed():
+        self._on_loop_collected.detach()
+        if not self._loop_closed():
             self.loop.remove_reader(self._fd)
         self._handlers.clear()
         self.ring.close()
-        if _drivers.get(self.loop) is self:
-            del _drivers[self.loop]
+        loop = self._loop_ref()
+        if loop is not None and _drivers.get(loop) is self:
+            del _drivers[loop]
 
 
 def cancel_quietly(request: Request | None, driver: UringDriver | None) -> None:

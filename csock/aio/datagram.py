@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _fastio
 from .._base import socket as _csocket
 from .._fastio import Datagram
+from ._datagram_uring import RingDatagramIO, disable_gro
+from ._uring_engine import driver_for, resolve_engine
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -60,13 +62,29 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
 
     ``close()`` stops receiving and closes once the buffer is sent; ``abort()`` at once.
     ``connection_lost(None)`` follows either.
+
+    ``engine="uring"`` (or ``"auto"`` where io_uring is usable; SOCK_DGRAM sockets only) uses
+    the loop's io_uring ring (csock.aio._uring_engine) instead of readiness callbacks. One
+    multishot recvmsg receives every datagram with no system call of its own, and the
+    datagrams of one reap reach ``datagrams_received`` in one call at the next loop
+    iteration, whatever max_messages says. A payload is at most the ring's buffer size less
+    its header (32 KiB - 144 bytes): a longer one is cut and, like one that fills the buffer
+    exactly, marked ``truncated`` (the kernel's MSG_TRUNC is not passed on). ``.data`` is
+    ``bytes`` there, a copy: the ring's buffers are shared by the loop's endpoints and
+    streams, so none is held by a protocol that keeps its datagrams. GRO is turned
+    off on the socket (recvmsg could not split coalesced messages); GSO sends stay. Sends go
+    out with sendmmsg as above; when the socket would block, the first datagram left is one
+    sendmsg request on the ring, completed by the kernel once there is room, and the rest
+    follows from its completion (one request in flight keeps the order). ``close()`` and
+    ``abort()`` cancel the ring's requests on the socket; ``connection_lost`` comes once the
+    last of them completed, so the socket's close leaves nothing pending.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: _std.socket,
                  protocol: asyncio.BaseProtocol,
                  address: Any = None, *, connected: bool | None = None, max_messages: int = 64,
                  bufsize: int = 65535,
-                 offload: bool = True) -> None:
+                 offload: bool = True, engine: str = "epoll") -> None:
         extra: dict[str, Any] = {"socket": sock}
         super().__init__(extra)
         self._loop = loop
@@ -76,13 +94,22 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._connected = address is not None if connected is None else connected
         self._max_messages = max_messages
         self._bufsize = bufsize
+        self._ring_io: RingDatagramIO | None = None
+        if resolve_engine(engine):
+            if RingDatagramIO.usable_for(sock):
+                self._ring_io = RingDatagramIO(self, driver_for(loop), bufsize)
+            elif engine == "uring":
+                raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
         # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
         # receives (coalesced messages split back): the same datagrams, fewer trips through
-        # the stack. GRO must be on before datagrams arrive, so it is set here.
+        # the stack. GRO must be on before datagrams arrive, so it is set here; the uring
+        # engine's recvmsg cannot split, so there it is off.
         self._segment_size: str | None = "auto" if offload else None
-        self._gro = offload
-        if offload:
+        self._gro = offload and self._ring_io is None
+        if self._gro:
             _fastio.enable_gro(sock)
+        elif self._ring_io is not None:
+            disable_gro(sock)
         self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._buffer_size = 0
         self._high_water = DEFAULT_HIGH_WATER
@@ -92,6 +119,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._writing = False
         self._closing = False
         self._lost = False
+        self._lost_exc: BaseException | None = None
         try:
             extra["sockname"] = sock.getsockname()
         except OSError:
@@ -120,8 +148,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     def _start(self, waiter: asyncio.Future[None]) -> None:
         self._protocol.connection_made(self)
         if not self._closing:
-            self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
+            if self._ring_io is not None:
+                self._ring_io.start_reading()
+            else:
+                self._loop.add_reader(self._fd, self._on_readable)
         if not waiter.done():
             waiter.set_result(None)
 
@@ -145,19 +176,29 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         return self._reading
 
     def pause_reading(self) -> None:
-        """Stop receiving (datagrams queue in the kernel, then drop there)."""
+        """Stop receiving (datagrams queue in the kernel, then drop there). On the uring
+        engine the multishot recvmsg is cancelled; what it took meanwhile is delivered after
+        resume_reading()."""
         if self._reading:
-            self._loop.remove_reader(self._fd)
             self._reading = False
+            if self._ring_io is not None:
+                self._ring_io.stop_reading()
+            else:
+                self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
-        """Receive again after pause_reading()."""
+        """Receive again after pause_reading() (the uring engine re-arms its recvmsg)."""
         if not self._reading and not self._closing:
-            self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
+            if self._ring_io is not None:
+                self._ring_io.start_reading()
+                self._ring_io.resume_delivery()
+            else:
+                self._loop.add_reader(self._fd, self._on_readable)
 
     def get_write_buffer_size(self) -> int:
-        """Bytes of datagrams accepted but not yet taken by the kernel."""
+        """Bytes of datagrams accepted but not yet taken by the kernel (on the uring engine:
+        whose send has not completed)."""
         return self._buffer_size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
@@ -270,10 +311,17 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._buffer.append((data, addr))
             self._buffer_size += len(data)
         if self._buffer:
-            if not self._writing:
-                self._loop.add_writer(self._fd, self._on_writable)
-                self._writing = True
+            self._wait_writable()
             self._maybe_pause_protocol()
+
+    def _wait_writable(self) -> None:
+        """Send the buffer when the socket has room: a readiness callback on epoll, a sendmsg
+        request of the first datagram on the uring engine."""
+        if self._ring_io is not None:
+            self._ring_io.send_head()
+        elif not self._writing:
+            self._loop.add_writer(self._fd, self._on_writable)
+            self._writing = True
 
     def _on_writable(self) -> None:
         buffer = self._buffer
@@ -297,6 +345,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 self._buffer_size -= len(data)
             if sent < len(chunk):
                 break
+        if buffer and self._ring_io is not None:
+            self._ring_io.send_head()
         self._maybe_resume_protocol()
         if not buffer:
             if self._writing:
@@ -347,6 +397,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         if self._lost:
             return
         self._lost = True
+        self._lost_exc = exc
         self._closing = True
         self.pause_reading()
         if self._writing:
@@ -354,7 +405,10 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._writing = False
         self._buffer.clear()
         self._buffer_size = 0
-        self._loop.call_soon(self._call_connection_lost, exc)
+        if self._ring_io is not None:
+            self._ring_io.end()       # connection_lost once its requests are done
+        else:
+            self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -376,8 +430,8 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
                                    reuse_port: bool | None = None,
                                    allow_broadcast: bool | None = None,
                                    sock: _std.socket | None = None, max_messages: int = 64,
-                                   bufsize: int = 65535,
-                                   offload: bool = True) -> tuple[BatchDatagramTransport, P]:
+                                   bufsize: int = 65535, offload: bool = True,
+                                   engine: str = "epoll") -> tuple[BatchDatagramTransport, P]:
     """Like ``loop.create_datagram_endpoint`` on a csock socket, with batches: the protocol's
     ``datagrams_received(list_of_Datagram)`` gets every datagram queued at each wake-up.
 
@@ -390,10 +444,22 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
     coalesced messages back, falling back to plain sendmmsg/recvmmsg where the kernel
     refuses: the peer and the protocol see exactly the datagrams they would without, in
     fewer trips through the stack (about 5x the datagrams per second for small ones).
-    ``offload=False`` uses the plain path from the start. Returns ``(transport, protocol)``
-    after ``connection_made`` has run.
+    ``offload=False`` uses the plain path from the start.
+
+    ``engine`` picks how datagrams move: ``"epoll"`` (the default) waits for readiness and
+    calls recvmmsg/sendmmsg; ``"uring"`` receives with one multishot recvmsg on the loop's
+    io_uring ring, the datagrams of each reap in one ``datagrams_received`` call, and waits
+    for send room with a sendmsg request instead of a readiness callback (see
+    BatchDatagramTransport: no GRO, payloads beyond 32 KiB - 144 bytes arrive truncated). It
+    raises OSError where io_uring is unusable and ValueError for a non-SOCK_DGRAM ``sock``;
+    ``"auto"`` takes the uring engine where it is usable and the socket is SOCK_DGRAM, else
+    epoll. Returns
+    ``(transport, protocol)`` after ``connection_made`` has run.
     """
     loop = asyncio.get_running_loop()
+    if resolve_engine(engine) and engine == "uring" and sock is not None \
+            and not RingDatagramIO.usable_for(sock):
+        raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
     if sock is not None:
         if local_addr is not None or remote_addr is not None or family or proto or reuse_port \
                 or allow_broadcast:
@@ -411,6 +477,7 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
             peer, connected = None, False
         if peer == "" or peer == b"":
             peer = None
+        own_socket = False
     else:
         fam, local, remote = await _resolve(loop, family, proto, local_addr, remote_addr)
         sock = _csocket(fam, _std.SOCK_DGRAM, proto)
@@ -429,11 +496,18 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
             raise
         peer = remote
         connected = remote is not None
+        own_socket = True
     sock.setblocking(False)
     protocol = protocol_factory()
     waiter: asyncio.Future[None] = loop.create_future()
-    transport = BatchDatagramTransport(loop, sock, protocol, peer, connected=connected,
-                                       max_messages=max_messages, bufsize=bufsize, offload=offload)
+    try:
+        transport = BatchDatagramTransport(loop, sock, protocol, peer, connected=connected,
+                                           max_messages=max_messages, bufsize=bufsize,
+                                           offload=offload, engine=engine)
+    except BaseException:
+        if own_socket:
+            sock.close()
+        raise
     loop.call_soon(transport._start, waiter)
     try:
         await waiter

@@ -17,7 +17,7 @@ cdef object inflight_hold(object sock, int *fd):
     cdef SocketState state = state_of(sock)
     if not isinstance(sock, _socket.socket):
         raise TypeError(f"expected a socket object, not {type(sock).__name__}")
-    fileno = sock.fileno()
+    fileno = CSOCK_SOCKET_FIELDS(sock).sock_fd     # (its fileno(), without a method call)
     if fileno < 0 or (state is not None and state.closing):
         raise_errno(EBADF)
     if state is not None:

@@ -29,7 +29,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
 from includes.socket cimport (
-    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_WAITALL,
+    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC, MSG_WAITALL,
     SOCK_STREAM, SOCK_SEQPACKET,
 )
 from includes.uio cimport iovec
@@ -41,6 +41,25 @@ from csock._fastio cimport (
 )
 
 import os as _os
+import _socket
+
+# This process's pid, for the checks that refuse a forked child the parent's ring: getpid(2)
+# is a system call on every glibc since 2.25, and those checks run on every request and view.
+cdef pid_t _current_pid = getpid()
+
+
+def _after_fork_in_child():
+    global _current_pid
+    _current_pid = getpid()
+
+
+_os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# A socket's family, type and proto as the C socket object keeps them: the stdlib's properties
+# convert each to an enum, which costs more than the rest of queueing a send.
+_raw_family = _socket.socket.family.__get__
+_raw_type = _socket.socket.type.__get__
+_raw_proto = _socket.socket.proto.__get__
 from operator import index as _index
 
 cdef extern from *:
@@ -129,7 +148,7 @@ cdef class BufferPool:
         self.buffer_size = buffer_size
         self.memory_size = <size_t>count * <size_t>buffer_size
         self.entries_size = <size_t>count * sizeof(csock_uring_buf)
-        self.pid = getpid()
+        self.pid = _current_pid
         self.memory = <char *>mmap(NULL, self.memory_size, PROT_READ | PROT_WRITE,
                                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if <void *>self.memory == MAP_FAILED:
@@ -161,7 +180,7 @@ cdef class BufferPool:
     cdef void recycle(self, uint16_t bid) noexcept:
         """A view into buffer bid was released: the kernel may fill the buffer again."""
         self.outstanding -= 1
-        if self.registered and self.pid == getpid():
+        if self.registered and self.pid == _current_pid:
             self.put(bid)
             self.publish()
 
@@ -267,6 +286,9 @@ cdef class Completion:
     cdef readonly object error
     cdef readonly int result
     cdef readonly bint more
+    # A recvmsg's datagram was longer than its buffer's room (the kernel's MSG_TRUNC): the
+    # view holds its head only.
+    cdef readonly bint truncated
 
     def __repr__(self):
         shown = self.error if self.error is not None else self.value
@@ -279,7 +301,10 @@ cdef dict _by_state = {}
 
 cdef void remember_hold(Request request):
     if request.hold is not None:
-        _by_state.setdefault(request.hold, set()).add(request)
+        requests = _by_state.get(request.hold)
+        if requests is None:
+            requests = _by_state[request.hold] = set()
+        requests.add(request)
 
 
 cdef void forget_hold(Request request) noexcept:
@@ -360,6 +385,7 @@ cdef class Ring:
     # wait() sees them). A ring an event loop drives (csock.aio's engine) sets it False: its
     # completions must stay in the CQ, where they make the ring's fd readable for the loop.
     cdef public bint reap_in_close
+    cdef frozenset ops                  # supported_ops(), probed once
 
     def __cinit__(self):
         self.fd = -1
@@ -398,7 +424,7 @@ cdef class Ring:
         if fd < 0:
             raise OSError(errno, f"io_uring_setup: {_os.strerror(errno)} (io_uring unavailable)")
         self.fd = fd
-        self.pid = getpid()
+        self.pid = _current_pid
         self.features = params.features
         if not params.features & CSOCK_IORING_FEAT_SINGLE_MMAP:
             raise OSError(ENOSYS, "io_uring: this kernel predates IORING_FEAT_SINGLE_MMAP (5.4)")
@@ -467,12 +493,12 @@ cdef class Ring:
     # -- state --
 
     cdef inline bint usable(self) noexcept:
-        return self.fd >= 0 and self.pid == getpid()
+        return self.fd >= 0 and self.pid == _current_pid
 
     cdef int check_usable(self) except -1:
         if self.fd < 0:
             raise ValueError("the Ring is closed")
-        if self.pid != getpid():
+        if self.pid != _current_pid:
             raise OSError(EINVAL, "this Ring belongs to the parent process: after fork() the "
                                   "child makes its own (csock.uring.default_ring() does)")
         return 0
@@ -485,6 +511,11 @@ cdef class Ring:
 
     def supported_ops(self):
         """The operations supports() reports true for, as a frozenset."""
+        if self.ops is None:
+            self.ops = self.probed_ops()
+        return self.ops
+
+    cdef frozenset probed_ops(self):
         ops = set()
         multishot = self.supported[CSOCK_IORING_OP_SEND_ZC]   # 6.0: multishot recv/recvmsg
         if self.supported[CSOCK_IORING_OP_SEND]:
@@ -617,7 +648,9 @@ cdef class Ring:
         request.release()
 
     cdef int need(self, str name) except -1:
-        if name not in self.supported_ops():
+        if self.ops is None:
+            self.supported_ops()
+        if name not in self.ops:
             raise OSError(ENOSYS, f"io_uring: this kernel or ring has no {name} "
                                   "(see Ring.supported_ops())")
         return 0
@@ -682,13 +715,14 @@ cdef class Ring:
         elif kind == SEND_ZC:
             opcode = CSOCK_IORING_OP_SEND_ZC
         try:
-            if sock.type in (SOCK_STREAM, SOCK_SEQPACKET) and kind != SEND_ZC:
+            if _raw_type(sock) in (SOCK_STREAM, SOCK_SEQPACKET) and kind != SEND_ZC:
                 flags |= MSG_WAITALL            # the whole buffer, as sendall
             PyObject_GetBuffer(data, &request.data, PyBUF_SIMPLE)
             request.has_data = True
             if address is not None:
                 self.native(request)
-                length = address_to_sockaddr(address, sock.family, &request.native.address)
+                length = address_to_sockaddr(address, _raw_family(sock),
+                                             &request.native.address)
         except BaseException:
             self.abandon(request)
             raise
@@ -893,6 +927,7 @@ cdef class Ring:
                 if available > out.payloadlen:
                     available = out.payloadlen
                 view = make_view(self.pool, bid, offset, available if available > 0 else 0)
+                completion.truncated = (out.flags & MSG_TRUNC) != 0
                 address = address_from_sockaddr(
                     self.pool.buffer(bid) + RECVMSG_OUT,
                     out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM)
@@ -917,7 +952,8 @@ cdef class Ring:
 
     cdef object wrap_accepted(self, object listener, int fd):
         try:
-            return type(listener)(listener.family, listener.type, listener.proto, fileno=fd)
+            return type(listener)(_raw_family(listener), _raw_type(listener),
+                                  _raw_proto(listener), fileno=fd)
         except BaseException:
             close_fd(fd)
             raise
@@ -1077,7 +1113,7 @@ cdef class Ring:
         child's copy is only unmapped: the parent's requests are not the child's to cancel."""
         if self.fd < 0:
             return
-        if self.pid == getpid() and self.requests:
+        if self.pid == _current_pid and self.requests:
             for request in list(self.requests.values()):
                 self.cancel_request(<Request>request)
             self.submit()
@@ -1086,13 +1122,13 @@ cdef class Ring:
             while self.requests and _now_ns() < deadline and self.fd >= 0:
                 self.sleep(True, deadline)
                 self.reap()
-        if self.fd >= 0 and self.waiting and self.pid == getpid():
+        if self.fd >= 0 and self.waiting and self.pid == _current_pid:
             self.wake_waiters()         # threads asleep in wait() return (the ring is closed)
         self.teardown()
 
     cdef void teardown(self) noexcept:
         cdef Request request
-        cdef bint ours = self.pid == getpid()
+        cdef bint ours = self.pid == _current_pid
         cdef int fd = self.fd
         # Unmapped and closed first, before any Python code runs (another thread could then
         # find the ring half torn down).
