@@ -8,11 +8,13 @@ whole messages queued for ``recv``. Above ``READ_HIGH_WATER`` bytes queued and n
 receive is cancelled (the kernel then keeps the rest, and TCP pushes back on the peer) and is
 armed again once ``recv`` has taken them.
 
-Sending: each call's frames are packed into one buffer (``pack_frames``) and sent with one
-``IORING_OP_SEND`` (MSG_WAITALL: the kernel sends it whole). One send is in flight per stream,
-since io_uring does not order requests on a socket among themselves: what later calls accept
-meanwhile is joined and sent when it completes. The sends of one loop iteration, of every
-stream, reach the kernel with one ``io_uring_enter``.
+Sending: each call's frames are packed into one buffer (``pack_frames``) and offered to the
+kernel with one non-blocking send(2). What it does not take goes out with one
+``IORING_OP_SEND`` (MSG_WAITALL: the kernel finishes it when there is room, with no
+readiness callback); the ring sends of one loop iteration, of every stream, reach the kernel
+with one ``io_uring_enter``. One ring send is in flight per stream, since io_uring does not
+order requests on a socket among themselves: what later calls accept meanwhile is joined and
+sent when it completes.
 """
 from __future__ import annotations
 
@@ -184,10 +186,20 @@ class UringFramedStream(FramedStream):
     def _accept_frames(self, packed: bytes) -> None:
         if not packed:
             return
-        self._pending_bytes += len(packed)
         if self._send_request is None:
-            self._start_send(memoryview(packed))
+            # Nothing in flight: one non-blocking send(2) now. Deferring every send to the
+            # iteration's submit cost a loop iteration per round trip (request/response at
+            # half uvloop's rate); the ring sends only what the kernel would not take.
+            try:
+                sent = self._sock.send(packed)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(packed):
+                return
+            self._pending_bytes += len(packed) - sent
+            self._start_send(memoryview(packed)[sent:])
         else:
+            self._pending_bytes += len(packed)
             self._queued.append(packed)
 
     def _start_send(self, data: memoryview) -> None:
