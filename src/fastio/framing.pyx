@@ -165,10 +165,11 @@ cdef class FramedStream:
     cdef CallLock _writing            # guards _pack, _iov, _backlog, _backlog_sent
 
     def __cinit__(self):
-        self._pack = <char *>PyMem_Malloc(PACK_BUFFER)
-        self._iov = <iovec *>PyMem_Malloc(IOV_MAX * sizeof(iovec))
-        if self._pack == NULL or self._iov == NULL:
-            raise MemoryError()
+        # The pack buffer and the iovecs come with the first send: a stream that only
+        # receives, or whose frames another sender lays out (csock.aio's io_uring engine),
+        # never pays for them.
+        self._pack = NULL
+        self._iov = NULL
         call_lock_init(&self._reading)
         call_lock_init(&self._writing)
 
@@ -191,7 +192,9 @@ cdef class FramedStream:
             raise RuntimeError("FramedStream.__init__() called again while a call is running")
         self.socket = sock
         self.max_size = max_size
-        self._arena = Arena(ARENA_SIZE)
+        # An empty arena until the first receive: _make_room gives the stream its real one
+        # then (an accepted connection that never reads costs no 256 KiB).
+        self._arena = Arena(0)
         self._start = self._end = 0
         self._backlog = bytearray()
         self._backlog_sent = 0
@@ -471,6 +474,14 @@ cdef class FramedStream:
     cdef int _send_views_unlocked(self, Py_buffer *views, Py_ssize_t n) except -1:
         cdef IoWait w
         cdef Py_ssize_t moved = 0, done = 0, following = 0, niov = 0
+        if self._pack == NULL:
+            self._pack = <char *>PyMem_Malloc(PACK_BUFFER)
+            if self._pack == NULL:
+                raise MemoryError()
+        if self._iov == NULL:
+            self._iov = <iovec *>PyMem_Malloc(IOV_MAX * sizeof(iovec))
+            if self._iov == NULL:
+                raise MemoryError()
         io_begin(self.socket, &w)
         if self._flush_backlog(&w) == IO_AGAIN:
             raise_would_block()             # nothing of this call accepted
