@@ -90,10 +90,11 @@ class FramedStream:
     ``engine`` chooses how the stream meets the kernel. "epoll" (the default, see
     ``csock.aio.framed.default_engine``) is the readiness path above. "uring" runs it on the
     loop's io_uring Ring (``csock.aio._uring_framed``): one multishot recv stays armed and
-    receives every arrival without a system call, each call's frames leave with one
-    IORING_OP_SEND, and the sends and re-arms of every stream on the loop reach the kernel
-    with one ``io_uring_enter`` per loop iteration. A send then returns once its frames are
-    accepted (queued for that submit), so ``drain()`` is what waits for the kernel. "auto"
+    receives every arrival without a system call, each call's frames go to one non-blocking
+    send(2) and what the kernel would not take to an IORING_OP_SEND, and the ring sends and
+    re-arms of every stream on the loop reach the kernel with one ``io_uring_enter`` per loop
+    iteration. A send returns once its frames are accepted, so ``drain()`` is what waits for
+    the kernel to have them all, on both engines. "auto"
     takes "uring" where io_uring and the operations it needs are available, and "epoll"
     otherwise; "uring" raises OSError where it cannot run. The same wire format, errors,
     limits and cancellation rules hold on both.
