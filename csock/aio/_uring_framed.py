@@ -229,15 +229,7 @@ class UringFramedStream(FramedStream):
 
     def _wake_writers(self) -> None:
         pending = self._pending_bytes
-        if self._write_waiters:
-            keep = []
-            for waiter, threshold in self._write_waiters:
-                if pending <= threshold:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                else:
-                    keep.append((waiter, threshold))
-            self._write_waiters = keep
+        self._release_writers(pending)
         if pending == 0 and self._closing:
             self._finish_close()
 

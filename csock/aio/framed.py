@@ -287,6 +287,14 @@ class FramedStream:
                 self._fail_writes(error)
                 return
         pending = framed.pending_send
+        self._release_writers(pending)
+        if pending == 0 and not self._write_waiters:
+            self._stop_writer()
+            if self._closing:
+                self._finish_close()
+
+    def _release_writers(self, pending: int) -> None:
+        """Resolve the send calls waiting for at most their threshold of bytes pending."""
         if self._write_waiters:
             keep = []
             for waiter, threshold in self._write_waiters:
@@ -296,10 +304,6 @@ class FramedStream:
                 else:
                     keep.append((waiter, threshold))
             self._write_waiters = keep
-        if pending == 0 and not self._write_waiters:
-            self._stop_writer()
-            if self._closing:
-                self._finish_close()
 
     def _start_writer(self) -> None:
         if not self._writer_on:

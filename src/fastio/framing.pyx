@@ -531,12 +531,7 @@ cdef class FramedStream:
         if views == NULL:
             raise MemoryError()
         try:
-            for i in range(n):
-                export_readable(items[i], &views[i])
-                acquired += 1
-                if <size_t>views[i].len > MAX_FRAME_LENGTH:
-                    raise ValueError(f"message {i} of {views[i].len} bytes does not fit"
-                                     f" a 4-byte length")
+            export_frames(items, n, views, &acquired)
             self._send_views(views, n, "send_many")
         finally:
             for i in range(acquired):
@@ -575,6 +570,21 @@ cdef class FramedStream:
                 f"buffered={self._end - self._start} pending_send={self.pending_send}>")
 
 
+cdef Py_ssize_t export_frames(object items, Py_ssize_t n, Py_buffer *views,
+                              Py_ssize_t *acquired) except -1:
+    """Export items[0:n] into views (room for n), counting in acquired[0] the exports the
+    caller must release (also when this raises); returns the frames' total length. TypeError
+    for an item that is not bytes-like, ValueError for one above a 4-byte length."""
+    cdef Py_ssize_t i, total = 0
+    for i in range(n):
+        export_readable(items[i], &views[i])
+        acquired[0] += 1
+        if <size_t>views[i].len > MAX_FRAME_LENGTH:
+            raise ValueError(f"message {i} of {views[i].len} bytes does not fit a 4-byte length")
+        total += FRAME_HEADER + views[i].len
+    return total
+
+
 def pack_frames(messages):
     """The frames of messages (each a 4-byte big-endian length, then its bytes) in one bytes
     object: what FramedStream.send_many puts on the wire, for a sender that is not a system call
@@ -588,13 +598,7 @@ def pack_frames(messages):
     if views == NULL:
         raise MemoryError()
     try:
-        for i in range(n):
-            export_readable(items[i], &views[i])
-            acquired += 1
-            if <size_t>views[i].len > MAX_FRAME_LENGTH:
-                raise ValueError(f"message {i} of {views[i].len} bytes does not fit"
-                                 f" a 4-byte length")
-            total += FRAME_HEADER + views[i].len
+        total = export_frames(items, n, views, &acquired)
         packed = PyBytes_FromStringAndSize(NULL, total)
         out = packed
         for i in range(n):
