@@ -231,6 +231,16 @@ async def echo_server(library: str, port: int, engine: dict[str, Any]) -> None:
     await server.wait_closed()
 
 
+async def timed_echoes(worker: Callable[[int], Any], workers: int) -> Timed:
+    """(elapsed, echoes, server CPU used) of worker(0..workers-1) run at once, timed from
+    before the first starts to after the last ends."""
+    cpu = server_cpu()
+    start = time.perf_counter()
+    echoed = await asyncio.gather(*(worker(k) for k in range(workers)))
+    elapsed = time.perf_counter() - start
+    return elapsed, sum(echoed), cpu_used(cpu)
+
+
 # --- framed echo: clients ---------------------------------------------------------------------
 # Each returns (elapsed, echoes checked, server CPU seconds over the window or None).
 
@@ -298,11 +308,7 @@ async def csock_churn(port: int, plan: list[int], shape: Shape) -> Timed:
             await stream.wait_closed()
         return echoed
 
-    cpu = server_cpu()
-    start = time.perf_counter()
-    echoed = await asyncio.gather(*(worker(k) for k in range(min(shape.connections, len(plan)))))
-    elapsed = time.perf_counter() - start
-    return elapsed, sum(echoed), cpu_used(cpu)
+    return await timed_echoes(worker, min(shape.connections, len(plan)))
 
 
 async def streams_echoes(conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -365,11 +371,7 @@ async def streams_churn(port: int, plan: list[int], shape: Shape) -> Timed:
                 pass
         return echoed
 
-    cpu = server_cpu()
-    start = time.perf_counter()
-    echoed = await asyncio.gather(*(worker(k) for k in range(min(shape.connections, len(plan)))))
-    elapsed = time.perf_counter() - start
-    return elapsed, sum(echoed), cpu_used(cpu)
+    return await timed_echoes(worker, min(shape.connections, len(plan)))
 
 
 def echo_side(workload: str, impl: str, role: str, n: int, port: int) -> Timed | None:

@@ -10,6 +10,7 @@ import pytest
 
 import csock
 import csock.aio
+from csock.aio._uring_engine import usable
 
 from .pairs import indexed_payload, nonblocking_pair
 
@@ -260,13 +261,21 @@ def test_endpoint_close_drains_then_abort_drops(run: Any) -> None:
     run(main())
 
 
-def test_endpoint_error_received_and_stays_open(run: Any) -> None:
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_endpoint_error_received_and_stays_open(run: Any, engine: str) -> None:
+    """A send to a closed port on a connected UDP socket: ECONNREFUSED reaches
+    error_received (from the send or the receive that sees the ICMP error), on either engine;
+    the endpoint stays open."""
+    if engine == "uring" and not usable():
+        pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+
     async def main() -> None:
         probe = std.socket(std.AF_INET, std.SOCK_DGRAM)
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()
         probe.close()
-        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, remote_addr=dead)
+        transport, proto = await csock.aio.create_datagram_endpoint(Recorder, remote_addr=dead,
+                                                                    engine=engine)
         transport.sendto(b"anyone?")
         for _ in range(3):
             if proto.errors:

@@ -329,33 +329,6 @@ def test_uring_endpoint_pause_and_resume_reading(run: Any) -> None:
     run(main())
 
 
-def test_uring_endpoint_error_received_and_stays_open(run: Any) -> None:
-    """A send to a closed port on a connected UDP socket: ECONNREFUSED reaches
-    error_received (from the send or the receive that sees the ICMP error); the endpoint
-    stays open and still sends."""
-    async def main() -> None:
-        probe = std.socket(std.AF_INET, std.SOCK_DGRAM)
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()
-        probe.close()
-        transport, proto = await uring_endpoint(remote_addr=dead)
-        transport.sendto(b"anyone?")
-        for _ in range(5):
-            if proto.errors:
-                break
-            proto.arrived.clear()
-            try:
-                await asyncio.wait_for(proto.arrived.wait(), 1)
-            except asyncio.TimeoutError:
-                transport.sendto(b"anyone?")
-        assert proto.errors and isinstance(proto.errors[0], ConnectionRefusedError)
-        assert not transport.is_closing()
-        transport.close()
-        assert await proto.lost is None
-        close_driver()
-    run(main())
-
-
 @pytest.mark.parametrize("how", ["close", "abort"])
 def test_uring_endpoint_close_under_load_leaves_no_fd_and_no_request(run: Any,
                                                                      how: str) -> None:

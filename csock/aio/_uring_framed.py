@@ -239,18 +239,6 @@ class UringFramedStream(FramedStream):
     def _stop_writer(self) -> None:
         pass
 
-    async def _wait_writable(self, threshold: int) -> None:
-        waiter: asyncio.Future[None] = self._get_loop().create_future()
-        entry = (waiter, threshold)
-        self._write_waiters.append(entry)
-        try:
-            await waiter
-        finally:
-            try:
-                self._write_waiters.remove(entry)
-            except ValueError:
-                pass
-
     async def _drain_to(self, limit: int) -> None:
         while self._pending_bytes > limit:
             await self._wait_writable(limit)
