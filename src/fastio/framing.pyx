@@ -310,6 +310,8 @@ cdef class FramedStream:
         (possibly []). No system call. A length above max_size raises FrameTooLargeError (after
         the messages before it were returned, at the next call)."""
         cdef Py_buffer view
+        if self._arena is None:
+            raise ValueError("FramedStream.__init__() was not called")
         call_lock_enter(&self._reading, self.socket, "feed")
         try:
             if self._read_error is not None:
@@ -318,9 +320,10 @@ cdef class FramedStream:
                 raise ValueError("feed() after feed_eof()")
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
             try:
-                self._make_room(self._end - self._start + view.len)
-                memcpy(self._arena.data + self._end, view.buf, view.len)
-                self._end += view.len
+                if view.len:
+                    self._make_room(self._end - self._start + view.len)
+                    memcpy(self._arena.data + self._end, view.buf, view.len)
+                    self._end += view.len
             finally:
                 PyBuffer_Release(&view)
             return self._whole_frames()
