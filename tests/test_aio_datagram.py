@@ -98,16 +98,23 @@ def test_seqpacket_transport_rejects_bufsize_zero(run: Any) -> None:
     run(main())
 
 
-def test_endpoint_offload_delivers_every_datagram_in_order(run: Any) -> None:
-    """offload=True: GSO on send, GRO on receive; with max_messages smaller than what one
-    coalesced message carries, the rest (kept on the socket, invisible to the loop's
-    readiness checks) still arrives without another datagram to wake the reader."""
+def skip_unless_engine_usable(engine: str) -> None:
+    if engine == "uring" and not usable():
+        pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_endpoint_offload_delivers_every_datagram_in_order(run: Any, engine: str) -> None:
+    """offload=True: GSO on send, GRO on receive, on either engine; with max_messages smaller
+    than what one coalesced message carries, the rest (kept on the socket, invisible to the
+    loop's readiness checks) still arrives without another datagram to wake the reader."""
+    skip_unless_engine_usable(engine)
     count = 2000
     msgs = [i.to_bytes(4, "big") * 16 for i in range(count)]
 
     async def main() -> None:
         rx_t, rx = await csock.aio.create_datagram_endpoint(
-            Recorder, local_addr=("127.0.0.1", 0), max_messages=8, offload=True)
+            Recorder, local_addr=("127.0.0.1", 0), max_messages=8, offload=True, engine=engine)
         tx_t, _ = await csock.aio.create_datagram_endpoint(
             Recorder, remote_addr=rx_t.get_extra_info("sockname"), offload=True)
         rx_t.get_extra_info("socket").setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 4 << 20)
@@ -126,22 +133,25 @@ def test_endpoint_offload_delivers_every_datagram_in_order(run: Any) -> None:
 UDP_GRO = 104          # linux/udp.h
 
 
-def test_endpoint_offload_is_on_by_default_for_udp_only(run: Any, tmp_path: Any) -> None:
-    """UDP endpoints receive with GRO unless offload=False; AF_UNIX endpoints are untouched
-    (GRO/GSO do not apply) and still deliver."""
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_endpoint_offload_is_on_by_default_for_udp_only(run: Any, engine: str) -> None:
+    """UDP endpoints receive with GRO unless offload=False, on either engine; AF_UNIX
+    endpoints are untouched (GRO/GSO do not apply) and still deliver."""
+    skip_unless_engine_usable(engine)
+
     async def main() -> None:
         default_t, _ = await csock.aio.create_datagram_endpoint(
-            Recorder, local_addr=("127.0.0.1", 0)
+            Recorder, local_addr=("127.0.0.1", 0), engine=engine
         )
         plain_t, _ = await csock.aio.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0),
-                                                              offload=False)
+                                                              offload=False, engine=engine)
         gro = [
             t.get_extra_info("socket").getsockopt(csock.SOL_UDP, UDP_GRO)
             for t in (default_t, plain_t)
         ]
         assert gro == [1, 0]
         a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
-        unix_t, unix = await csock.aio.create_datagram_endpoint(Recorder, sock=b)
+        unix_t, unix = await csock.aio.create_datagram_endpoint(Recorder, sock=b, engine=engine)
         a.send_batch([b"one", b"two"])
         while len(unix.received) < 2:
             unix.arrived.clear()
@@ -266,8 +276,7 @@ def test_endpoint_error_received_and_stays_open(run: Any, engine: str) -> None:
     """A send to a closed port on a connected UDP socket: ECONNREFUSED reaches
     error_received (from the send or the receive that sees the ICMP error), on either engine;
     the endpoint stays open."""
-    if engine == "uring" and not usable():
-        pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+    skip_unless_engine_usable(engine)
 
     async def main() -> None:
         probe = std.socket(std.AF_INET, std.SOCK_DGRAM)

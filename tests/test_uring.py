@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket as stdlib_socket
 import struct
@@ -333,6 +334,33 @@ def test_close_from_another_thread_cancels_a_pending_recv(ring) -> None:
         assert request.done and a.fileno() == -1
         b.settimeout(2)
         assert b.recv(10) == b""                    # the fd was really closed: end of stream
+
+
+def test_poll_completes_once_when_the_socket_becomes_ready(ring) -> None:
+    """A poll request completes with the ready mask: not while nothing is queued, at once
+    when the socket already is ready; it holds the socket (close() cancels it, then the fd
+    really closes)."""
+    needs(ring, "poll")
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with b:
+        ring.poll(a)
+        assert ring.wait(0, timeout=0.05) == []                 # nothing to read yet
+        b.send(b"one")
+        (ready,) = ring.wait(1, timeout=5)
+        assert ready.value & select.POLLIN and not ready.more and ready.request.done
+        ring.poll(a)
+        (again,) = ring.wait(1, timeout=5)                      # still readable: at once
+        assert again.value & select.POLLIN and a.recv(10) == b"one"
+        ring.poll(a, select.POLLOUT)
+        assert ring.wait(1, timeout=5)[0].value == select.POLLOUT
+        request = ring.poll(a)
+        ring.submit()
+        a.close()                                               # close(2) waits for the poll
+        (cancelled,) = ring.wait(1, timeout=5)
+        assert cancelled.request is request and cancelled.error.errno == errno.ECANCELED
+        assert a.fileno() == -1 and ring.pending == 0
+        with pytest.raises(ValueError, match="poll"):
+            ring.poll(b, 0)
 
 
 def test_close_from_another_thread_ends_a_blocked_send_and_frees_its_buffer(ring) -> None:

@@ -5,13 +5,16 @@ A :class:`RingDatagramIO` does the receiving and sending of one
 :class:`~csock.aio._uring_engine.UringDriver`; the transport keeps the protocol, the write
 buffer, flow control and the closing rules, as on the readiness (epoll) engine.
 
-Receiving: one multishot ``recvmsg`` per socket, armed while reading. The kernel takes each
-datagram into one of the ring's provided buffers and posts a completion; the handler copies
-the payload into a :class:`csock.Datagram` and drops the view, so the buffer goes straight
-back to the kernel (the ring's buffers are shared by every endpoint and stream on the loop: a
-protocol that keeps its datagrams must not starve the others). The datagrams of one reap are
-handed to the protocol in one ``datagrams_received`` call, at the start of the next loop
-iteration.
+Receiving: the ring tells readiness, recvmmsg(2) takes the datagrams. A one-shot
+``IORING_OP_POLL_ADD`` for POLLIN stands in for the epoll engine's ``add_reader``; its
+completion runs the transport's own read (``recv_batch``: up to max_messages datagrams with
+one recvmmsg, UDP GRO messages split back into their datagrams) and arms the poll again,
+which completes at once while the socket stays readable. A multishot ``recvmsg`` into the
+ring's provided buffers was tried first: one completion, one ring buffer and one Python call
+per datagram, and no GRO (its control messages would need splitting in the handler) made
+it 0.15x the epoll engine on aio-udp (0.34M against 2.31M datagrams/s, the rate of
+offload=False), because a GSO sender's 64 datagrams arrive as one coalesced message that
+recvmmsg splits in C.
 
 Sending: as on the epoll engine, with sendmmsg(2) (and GSO) at once while the socket takes
 the datagrams; when it would block, the first datagram left becomes one ``sendmsg`` request
@@ -27,34 +30,13 @@ import errno
 import socket as _std
 from typing import TYPE_CHECKING, Any
 
-from .. import _fastio
 from ._uring_engine import UringDriver, cancel_quietly
 
 if TYPE_CHECKING:
     from .._uring import Completion, Request
     from .datagram import BatchDatagramTransport
 
-__all__ = ["RECVMSG_HEADROOM", "RingDatagramIO"]
-
-# A multishot recvmsg's buffer starts with struct io_uring_recvmsg_out (16 bytes) and the room
-# the Ring asks for the sender's address (a sockaddr_storage, 128 bytes): the payload gets the
-# rest of the buffer.
-RECVMSG_HEADROOM = 16 + 128
-_ENOBUFS_BACKOFF_MAX = 0.05      # seconds between re-arms while every buffer stays held
-
-# Datagram(data, address, truncated): Datagram has no Python constructor; this is its factory.
-_make_datagram: Any = _fastio._restore_datagram  # type: ignore[attr-defined]
-_UDP_GRO = 104                   # linux/udp.h
-
-
-def disable_gro(sock: _std.socket) -> None:
-    """Turn UDP GRO off: a multishot recvmsg asks for no control messages, so it could not
-    split a coalesced message back into its datagrams."""
-    if sock.family in (_std.AF_INET, _std.AF_INET6) and sock.type == _std.SOCK_DGRAM:
-        try:
-            sock.setsockopt(_std.SOL_UDP, _UDP_GRO, 0)
-        except OSError:
-            pass                 # a kernel without UDP_GRO never coalesces
+__all__ = ["RingDatagramIO"]
 
 
 class RingDatagramIO:
@@ -66,27 +48,15 @@ class RingDatagramIO:
         The transport this engine moves datagrams for (its socket, protocol, write buffer).
     driver : UringDriver
         The loop's driver (:func:`csock.aio._uring_engine.driver_for`).
-    bufsize : int
-        Payloads longer than this are cut to it and marked ``truncated``, as with recvmmsg.
     """
 
-    def __init__(self, transport: BatchDatagramTransport, driver: UringDriver,
-                 bufsize: int) -> None:
+    def __init__(self, transport: BatchDatagramTransport, driver: UringDriver) -> None:
         self._transport = transport
         self._loop = driver.loop
         self._driver = driver.acquire()         # (released once the endpoint is lost)
         self._released = False
         self._sock = transport._sock
-        self._bufsize = bufsize
-        # Payloads longer than bufsize are cut to it; the kernel says (MSG_TRUNC, as
-        # Completion.truncated) when one was longer than its ring buffer's room.
-        self._truncated_from = bufsize + 1
-        self._receive: Request | None = None
-        self._arm_scheduled = False
-        self._enobufs = 0                       # consecutive arms that found no buffer
-        self._got = False                       # the request armed last received something
-        self._received: list[Any] = []
-        self._flush_scheduled = False
+        self._receive: Request | None = None    # the poll for readability, while reading
         self._send: Request | None = None       # the one sendmsg in flight
         self._send_item: tuple[bytes, Any] | None = None
         self._ending = False                    # the transport is lost: wait for our requests
@@ -94,95 +64,43 @@ class RingDatagramIO:
     # --- receiving -------------------------------------------------------------------------
 
     def start_reading(self) -> None:
-        """Arm the multishot recvmsg (submitted with this iteration's enter). A request still
-        ending after stop_reading() is re-armed by its last completion instead."""
+        """Arm the poll for readability (submitted with this iteration's enter). A poll still
+        ending after stop_reading() is re-armed by its completion instead."""
         if self._receive is None:
             self._arm()
 
     def stop_reading(self) -> None:
-        """Cancel the multishot recvmsg; datagrams the kernel already took are kept for
-        start_reading() (or dropped by close)."""
+        """Cancel the poll: nothing is read until start_reading()."""
         cancel_quietly(self._receive, self._driver)
 
     def _arm(self) -> None:
-        self._arm_scheduled = False
         transport = self._transport
         if self._receive is not None or not transport._reading or transport._closing:
             return
-        self._got = False
         try:
-            self._receive = self._driver.start(self._driver.ring.recvmsg(self._sock),
-                                               self._on_received)
+            self._receive = self._driver.start(self._driver.ring.poll(self._sock),
+                                               self._on_readable)
         except OSError as error:
-            transport._fatal_error(error, "io_uring recvmsg failed")
+            transport._fatal_error(error, "io_uring poll failed")
 
-    def _schedule_arm(self) -> None:
-        if self._arm_scheduled:
-            return
-        self._arm_scheduled = True
-        if self._enobufs:
-            # Every buffer is held (by views elsewhere on this loop): wait for releases.
-            delay = min(0.001 * (1 << min(self._enobufs, 6)), _ENOBUFS_BACKOFF_MAX)
-            self._loop.call_later(delay, self._arm)
-        else:
-            self._loop.call_soon(self._arm)
-
-    def _on_received(self, completion: Completion) -> None:
-        request = completion.request
-        error = completion.error
-        if error is None:
-            view, address = completion.value
-            data = bytes(view)
-            del view        # (the buffer goes back once the driver drops the completion)
-            truncated = completion.truncated or len(data) >= self._truncated_from
-            if len(data) > self._bufsize:
-                data = data[:self._bufsize]
-            self._got = True
-            if not self._transport._lost:
-                self._received.append(_make_datagram(data, address, truncated))
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self._loop.call_soon(self._flush)
-        if completion.more:
-            return
-        # The request's last completion: it ended on an error, ENOBUFS, cancel or close.
-        if request is self._receive:
+    def _on_readable(self, completion: Completion) -> None:
+        if completion.request is self._receive:
             self._receive = None
         if self._ending:
             self._maybe_lost()
             return
-        if error is not None:
-            if error.errno == errno.ENOBUFS:
-                # The datagrams left are still queued in the socket. After a burst that took
-                # every buffer, re-arm now: the request reaches the kernel with the next
-                # submit, once the driver dropped this reap's completions and so the views.
-                # With nothing received, the buffers are held elsewhere on the loop: back
-                # off until they come back.
-                if self._got and self._transport._reading and not self._transport._closing:
-                    self._enobufs = 0
-                    self._arm()
-                    return
-                self._enobufs += 1
-            elif error.errno != errno.ECANCELED:
-                self._transport._protocol_error(error)
-        if self._transport._reading and not self._transport._closing:
-            self._schedule_arm()
-
-    def _flush(self) -> None:
-        """Hand the datagrams of the last reap to the protocol in one call."""
-        self._flush_scheduled = False
         transport = self._transport
-        if transport._lost:
-            self._received.clear()
-        elif self._received and transport._reading:
-            batch, self._received = self._received, []
-            transport._deliver(batch)
-
-    def resume_delivery(self) -> None:
-        """Deliver what was received while reading was paused (resume_reading)."""
-        if self._received and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        error = completion.error
+        if error is not None and error.errno != errno.ECANCELED:
+            transport._fatal_error(error, "io_uring poll failed")
+            return
+        if not transport._reading or transport._closing:
+            return                  # paused (or cancelled): start_reading() arms it again
+        if error is None:
+            transport._on_readable()    # one recvmmsg batch, as the epoll engine's callback
+        # One-shot: armed again for the next batch (it completes at once if the socket is
+        # still readable), with this iteration's enter.
+        self._arm()
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -230,7 +148,6 @@ class RingDatagramIO:
         here only once the buffer is sent); connection_lost runs once both completed, so
         that the socket's close leaves no request behind and closes its fd at once."""
         self._ending = True
-        self._received.clear()
         cancel_quietly(self._receive, self._driver)
         cancel_quietly(self._send, self._driver)
         # A request already done without reaching its handler (the driver was closed, which
@@ -251,7 +168,7 @@ class RingDatagramIO:
 
     @staticmethod
     def usable_for(sock: _std.socket) -> bool:
-        """Whether the engine serves this socket: datagram sockets only (a SEQPACKET
-        socket's end of stream cannot be told from an empty record in a multishot recvmsg)."""
+        """Whether the engine serves this socket: SOCK_DGRAM sockets only (a SEQPACKET
+        connection keeps the epoll engine)."""
         return sock.type == _std.SOCK_DGRAM
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._fastio import FrameTooLargeError, MessageView, pack_frames
 from ._uring_engine import UringDriver, cancel_quietly, driver_for
-from .framed import FramedStream, _closed_error
+from .framed import DEFAULT_WRITE_LIMIT, FramedStream, _closed_error
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -45,15 +45,14 @@ class UringFramedStream(FramedStream):
     engine = "uring"
 
     def __init__(self, sock: Any, *, max_size: int = 16 * 2**20,
-                 write_limit: int = 64 * 1024, engine: str | None = "uring") -> None:
+                 write_limit: int = DEFAULT_WRITE_LIMIT, engine: str | None = "uring") -> None:
         super().__init__(sock, max_size=max_size, write_limit=write_limit)
         self._driver: UringDriver | None = None
         self._recv_request: Request | None = None
         self._inbox: list[MessageView] = []
         self._inbox_bytes = 0
-        self._eof = False
+        self._eof = False                             # no more receives: end of stream or error
         self._paused = False                          # READ_HIGH_WATER reached: not receiving
-        self._fatal_error: BaseException | None = None
         self._send_request: Request | None = None
         self._sending: memoryview | None = None      # the buffer the send in flight sends
         self._queued: list[bytes] = []                # accepted while a send was in flight
@@ -127,9 +126,8 @@ class UringFramedStream(FramedStream):
         self._wake_reader()
 
     def _fail_reads(self, error: BaseException) -> None:
-        if isinstance(error, FrameTooLargeError):
-            self._fatal_error = error                # every later recv raises it, as epoll's
-        elif self._pending_error is None:
+        # A FrameTooLargeError stays in the parser (read_error): every later recv raises it.
+        if not isinstance(error, FrameTooLargeError) and self._pending_error is None:
             self._pending_error = error
         if self._recv_request is not None:
             cancel_quietly(self._recv_request, self._driver)
@@ -163,8 +161,8 @@ class UringFramedStream(FramedStream):
             if error is not None:
                 self._pending_error = None
                 raise error
-            if self._fatal_error is not None:
-                raise self._fatal_error
+            if self._framed.read_error is not None:
+                raise self._framed.read_error
             if self._eof:
                 return []
             if self._read_waiter is not None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _fastio
 from .._base import socket as _csocket
 from .._fastio import Datagram
-from ._datagram_uring import RingDatagramIO, disable_gro
+from ._datagram_uring import RingDatagramIO
 from ._uring_engine import driver_for, resolve_engine
 
 if TYPE_CHECKING:
@@ -64,15 +64,10 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     ``connection_lost(None)`` follows either.
 
     ``engine="uring"`` (or ``"auto"`` where io_uring is usable; SOCK_DGRAM sockets only) uses
-    the loop's io_uring ring (csock.aio._uring_engine) instead of readiness callbacks. One
-    multishot recvmsg receives every datagram with no system call of its own, and the
-    datagrams of one reap reach ``datagrams_received`` in one call at the next loop
-    iteration, whatever max_messages says. A payload is at most the ring's buffer size less
-    its header (32 KiB - 144 bytes): a longer one is cut and, like one that fills the buffer
-    exactly, marked ``truncated`` (the kernel's MSG_TRUNC is not passed on). ``.data`` is
-    ``bytes`` there, a copy: the ring's buffers are shared by the loop's endpoints and
-    streams, so none is held by a protocol that keeps its datagrams. GRO is turned
-    off on the socket (recvmsg could not split coalesced messages); GSO sends stay. Sends go
+    the loop's io_uring ring (csock.aio._uring_engine) instead of readiness callbacks. A
+    one-shot poll request on the ring stands in for ``add_reader``: its completion reads one
+    batch (recvmmsg with GRO, as on epoll, so datagrams, ``.data``, truncation and
+    max_messages are the same) and arms it again. Sends go
     out with sendmmsg as above; when the socket would block, the first datagram left is one
     sendmsg request on the ring, completed by the kernel once there is room, and the rest
     follows from its completion (one request in flight keeps the order). ``close()`` and
@@ -97,19 +92,16 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._ring_io: RingDatagramIO | None = None
         if resolve_engine(engine):
             if RingDatagramIO.usable_for(sock):
-                self._ring_io = RingDatagramIO(self, driver_for(loop), bufsize)
+                self._ring_io = RingDatagramIO(self, driver_for(loop))
             elif engine == "uring":
                 raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
         # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
         # receives (coalesced messages split back): the same datagrams, fewer trips through
-        # the stack. GRO must be on before datagrams arrive, so it is set here; the uring
-        # engine's recvmsg cannot split, so there it is off.
+        # the stack. GRO must be on before datagrams arrive, so it is set here.
         self._segment_size: str | None = "auto" if offload else None
-        self._gro = offload and self._ring_io is None
+        self._gro = offload
         if self._gro:
             _fastio.enable_gro(sock)
-        elif self._ring_io is not None:
-            disable_gro(sock)
         self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._buffer_size = 0
         self._high_water = DEFAULT_HIGH_WATER
@@ -177,8 +169,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
 
     def pause_reading(self) -> None:
         """Stop receiving (datagrams queue in the kernel, then drop there). On the uring
-        engine the multishot recvmsg is cancelled; what it took meanwhile is delivered after
-        resume_reading()."""
+        engine the poll request is cancelled."""
         if self._reading:
             self._reading = False
             if self._ring_io is not None:
@@ -187,12 +178,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
-        """Receive again after pause_reading() (the uring engine re-arms its recvmsg)."""
+        """Receive again after pause_reading() (the uring engine arms its poll again)."""
         if not self._reading and not self._closing:
             self._reading = True
             if self._ring_io is not None:
                 self._ring_io.start_reading()
-                self._ring_io.resume_delivery()
             else:
                 self._loop.add_reader(self._fd, self._on_readable)
 
@@ -447,10 +437,9 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
     ``offload=False`` uses the plain path from the start.
 
     ``engine`` picks how datagrams move: ``"epoll"`` (the default) waits for readiness and
-    calls recvmmsg/sendmmsg; ``"uring"`` receives with one multishot recvmsg on the loop's
-    io_uring ring, the datagrams of each reap in one ``datagrams_received`` call, and waits
-    for send room with a sendmsg request instead of a readiness callback (see
-    BatchDatagramTransport: no GRO, payloads beyond 32 KiB - 144 bytes arrive truncated). It
+    calls recvmmsg/sendmmsg; ``"uring"`` waits for readability with a poll request on the
+    loop's io_uring ring and for send room with a sendmsg request, instead of readiness
+    callbacks (see BatchDatagramTransport; what the protocol receives is the same). It
     raises OSError where io_uring is unusable and ValueError for a non-SOCK_DGRAM ``sock``;
     ``"auto"`` takes the uring engine where it is usable and the socket is SOCK_DGRAM, else
     epoll. Returns

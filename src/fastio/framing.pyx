@@ -17,7 +17,8 @@
 cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.list cimport PyList_Append
+from cpython.list cimport PyList_Append, PyList_GET_SIZE
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, NOWAIT_LOCK,
@@ -278,21 +279,12 @@ cdef class FramedStream:
 
     cdef list _receive_unlocked(self, Py_ssize_t max_messages):
         cdef IoWait w
-        cdef list messages = []
+        cdef list messages
         cdef bint waited = False
         if self._read_error is not None:
             raise self._read_error
         while True:
-            try:
-                while len(messages) < max_messages:
-                    message = self._next_frame()
-                    if message is None:
-                        break
-                    PyList_Append(messages, message)
-            except FrameTooLargeError:
-                if messages:
-                    return messages     # hand over what came before; the next call raises
-                raise
+            messages = self._whole_frames(max_messages)
             if messages:
                 return messages
             if self._eof:
@@ -326,7 +318,7 @@ cdef class FramedStream:
                     self._end += view.len
             finally:
                 PyBuffer_Release(&view)
-            return self._whole_frames()
+            return self._whole_frames(PY_SSIZE_T_MAX)
         finally:
             call_lock_exit(&self._reading)
 
@@ -341,14 +333,16 @@ cdef class FramedStream:
         finally:
             call_lock_exit(&self._reading)
 
-    cdef list _whole_frames(self):
+    cdef list _whole_frames(self, Py_ssize_t max_messages):
+        """Up to max_messages whole messages already buffered (no system call)."""
         cdef list messages = []
         try:
-            while True:
+            while PyList_GET_SIZE(messages) < max_messages:
                 message = self._next_frame()
                 if message is None:
-                    return messages
+                    break
                 PyList_Append(messages, message)
+            return messages
         except FrameTooLargeError:
             if messages:
                 return messages     # hand over what came before; the next call raises
@@ -385,6 +379,12 @@ cdef class FramedStream:
         """Bytes received from the kernel and not yet handed out as messages (a partial frame,
         or whole frames a recv() has not taken yet)."""
         return self._end - self._start
+
+    @property
+    def read_error(self):
+        """The FrameTooLargeError that ended reading for good (every later receive raises
+        it), or None."""
+        return self._read_error
 
     @property
     def pending_send(self):

@@ -100,9 +100,10 @@ cdef enum Kind:
     SENDMSG
     SEND_ZC
     ACCEPT
+    POLL
 
 cdef dict _KIND_NAMES = {RECV: "recv", RECVMSG: "recvmsg", SEND: "send", SENDMSG: "sendmsg",
-                         SEND_ZC: "send_zc", ACCEPT: "accept"}
+                         SEND_ZC: "send_zc", ACCEPT: "accept", POLL: "poll"}
 
 cdef enum:
     SQ_CQ_OVERFLOW = 1 << 1     # IORING_SQ_CQ_OVERFLOW in the SQ ring's flags
@@ -505,7 +506,7 @@ cdef class Ring:
 
     def supports(self, name):
         """Whether this kernel and ring can run an operation: "recv", "recvmsg", "send",
-        "sendmsg", "send_zc", "accept" (multishot receives and accept need 6.0, known by
+        "sendmsg", "send_zc", "accept", "poll" (multishot receives and accept need 6.0, known by
         the presence of IORING_OP_SEND_ZC, and a registered buffer ring)."""
         return name in self.supported_ops()
 
@@ -524,6 +525,8 @@ cdef class Ring:
             ops.add("sendmsg")
         if self.supported[CSOCK_IORING_OP_SEND_ZC]:
             ops.add("send_zc")
+        if self.supported[CSOCK_IORING_OP_POLL_ADD]:
+            ops.add("poll")
         if self.supported[CSOCK_IORING_OP_ACCEPT] and self.supported[CSOCK_IORING_OP_SOCKET]:
             ops.add("accept")                   # multishot accept: 5.19, as OP_SOCKET
         if self.pool is not None and multishot:
@@ -703,6 +706,19 @@ cdef class Ring:
         request.native.msg.msg_namelen = NAME_ROOM
         request.drain = drain
         self.arm(request)
+        return request
+
+    def poll(self, sock, int events=POLLIN):
+        """Wait until sock is ready for events (POLLIN by default; a poll(2) mask) without a
+        system call of its own: one completion, whose value is the ready mask (POLLERR and
+        POLLHUP included whether asked for or not), once the socket is ready (at once if it
+        is already). One-shot: csock.aio's datagram engine arms it again after each read."""
+        self.need("poll")
+        if events <= 0 or events > 0xFFFF:
+            raise ValueError(f"events must be a poll(2) mask between 1 and 0xFFFF, got {events}")
+        cdef Request request = self.new_request(POLL, sock, False)
+        cdef csock_uring_sqe *sqe = self.sqe_for(request, CSOCK_IORING_OP_POLL_ADD)
+        sqe.op_flags = <uint32_t>events     # poll32_events (the op_flags union)
         return request
 
     cdef Request send_request(self, Kind kind, object sock, object data, object address):
