@@ -208,6 +208,44 @@ def test_recv_many_returns_what_every_socket_has_queued(ring) -> None:
             s.close()
 
 
+def test_recv_many_tells_interleaved_senders_apart(ring) -> None:
+    """Datagrams from three senders, interleaved: each carries its own sender's address (the
+    ring reuses the last address object only for the same sender)."""
+    needs(ring, "recvmsg")
+    receiver = udp_socket()
+    senders = [udp_socket() for _ in range(3)]
+    try:
+        order = [0, 0, 1, 2, 1, 1, 0, 2, 2, 0]
+        for n, k in enumerate(order):
+            senders[k].sendto(b"%d" % n, receiver.getsockname())
+        (got,) = ring.recv_many([receiver])
+        assert [(bytes(v), addr) for v, addr in got] == [
+            (b"%d" % n, senders[k].getsockname()) for n, k in enumerate(order)]
+    finally:
+        for s in senders + [receiver]:
+            s.close()
+
+
+def test_recv_many_raises_a_sockets_error_after_every_request_ended(ring) -> None:
+    """A queued ICMP error (ECONNREFUSED on a connected UDP socket) raises from recv_many once
+    every request has ended: nothing stays pending, no buffer stays held."""
+    needs(ring, "recvmsg")
+    probe = udp_socket()
+    dead = probe.getsockname()
+    probe.close()
+    refused, other = udp_socket(), udp_socket()
+    try:
+        refused.connect(dead)
+        refused.send(b"anyone?")                # the port is closed: ICMP, queued as an error
+        time.sleep(0.05)
+        with pytest.raises(ConnectionRefusedError):
+            ring.recv_many([other, refused])
+        assert ring.pending == 0 and ring.pool.outstanding == 0
+    finally:
+        refused.close()
+        other.close()
+
+
 @pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
 def test_module_batch_functions_use_the_process_ring(monkeypatch, forced_fallback) -> None:
     monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)

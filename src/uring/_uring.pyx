@@ -16,7 +16,7 @@ only touched with the GIL held; the GIL is released only to sleep in io_uring_en
 """
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memset
+from libc.string cimport memcmp, memcpy, memset
 from libc.errno cimport (
     errno, EINTR, EAGAIN, EALREADY, EBUSY, ENOENT, ETIME, EINVAL, ENOSYS, ENOBUFS,
 )
@@ -249,6 +249,7 @@ cdef class Request:
     cdef int fd_for_sqe
     cdef Native *native
     cdef list sink                      # recv_many/send_many collect here, not in Ring.ready
+    cdef object sink_error              # recv_many: the first error its recvmsg ended with
 
     @property
     def op(self):
@@ -387,6 +388,11 @@ cdef class Ring:
     # completions must stay in the CQ, where they make the ring's fd readable for the loop.
     cdef public bint reap_in_close
     cdef frozenset ops                  # supported_ops(), probed once
+    # The sender address recvmsg reported last, and its Python object: datagrams from one
+    # sender (the usual run) share it instead of building a tuple and a str each.
+    cdef char last_name[NAME_ROOM]
+    cdef uint32_t last_namelen
+    cdef object last_address
 
     def __cinit__(self):
         self.fd = -1
@@ -883,6 +889,13 @@ cdef class Ring:
             if not more:
                 self.finish(request)    # a zero-copy send's pages are free: nothing to report
             return 1
+        if request.sink is not None and request.kind == RECVMSG:
+            self.sink_datagram(request, res, flags)     # recv_many: no Completion per datagram
+            if not more and self.ended_early(request, res):
+                more = self.rearm(request)
+            if not more:
+                self.finish(request)
+            return 1
         completion = Completion.__new__(Completion)
         completion.request = request
         completion.result = res
@@ -929,6 +942,43 @@ cdef class Ring:
         request.done = True
         request.ring = None
         request.release()
+
+    cdef object sender(self, const csock_uring_recvmsg_out *out):
+        """The address a multishot recvmsg wrote after out, the last one's object if equal."""
+        cdef uint32_t length = out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM
+        cdef const char *name = <const char *>out + RECVMSG_OUT
+        if (self.last_address is not None and length == self.last_namelen
+                and memcmp(name, self.last_name, length) == 0):
+            return self.last_address
+        address = address_from_sockaddr(name, length)
+        memcpy(self.last_name, name, length)
+        self.last_namelen = length
+        self.last_address = address
+        return address
+
+    cdef void sink_datagram(self, Request request, int res, uint32_t flags) noexcept:
+        """A recv_many completion: (view, address) appended to the request's sink, or its
+        error kept (not an empty queue's EAGAIN, nor ENOBUFS: the rest waits in the socket)."""
+        cdef uint16_t bid
+        cdef const csock_uring_recvmsg_out *out
+        cdef Py_ssize_t available
+        try:
+            if flags & CSOCK_IORING_CQE_F_BUFFER:
+                bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
+                view = make_view(self.pool, bid, RECVMSG_OUT + NAME_ROOM, 0)
+                if res >= 0:
+                    out = <const csock_uring_recvmsg_out *>self.pool.buffer(bid)
+                    available = res - (RECVMSG_OUT + NAME_ROOM)
+                    if available > out.payloadlen:
+                        available = out.payloadlen
+                    (<ReceivedView>view).length = available if available > 0 else 0
+                    request.sink.append((view, self.sender(out)))
+                    return
+            if res < 0 and res != -EAGAIN and res != -ENOBUFS and request.sink_error is None:
+                request.sink_error = os_error(-res)
+        except BaseException as error:
+            if request.sink_error is None:
+                request.sink_error = error
 
     cdef int fill(self, Completion completion, Request request, int res, uint32_t flags) except -1:
         cdef uint16_t bid
@@ -1051,15 +1101,11 @@ cdef class Ring:
         result = []
         error = None
         for request in requests:
-            got = []
-            for completion in (<Request>request).sink:
-                if (<Completion>completion).error is not None:
-                    if error is None and (<Completion>completion).error.errno != ENOBUFS:
-                        error = (<Completion>completion).error
-                elif (<Completion>completion).value is not None:
-                    got.append((<Completion>completion).value)
-            result.append(got)
+            result.append((<Request>request).sink)
+            if error is None:
+                error = (<Request>request).sink_error
             (<Request>request).sink = None
+            (<Request>request).sink_error = None
         if error is not None:
             raise error
         return result
