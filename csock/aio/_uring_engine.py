@@ -30,7 +30,7 @@ logger = logging.getLogger("csock.aio")
 
 ENGINES = ("epoll", "uring", "auto")
 # The operations FramedStream, the framed server and the datagram endpoint use.
-NEEDED_OPS = frozenset({"recv", "recvmsg", "send", "sendmsg", "accept"})
+NEEDED_OPS = frozenset({"recv", "send", "sendmsg", "accept", "poll"})
 # Per loop: SQ entries (the CQ has twice as many; a full one waits in the kernel, FEAT_NODROP)
 # and the provided buffers receives land in. A view is fed to its stream and released within
 # the completion's callback, so buffers are held only between a reap and its dispatch.
