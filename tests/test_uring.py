@@ -401,6 +401,31 @@ def test_poll_completes_once_when_the_socket_becomes_ready(ring) -> None:
             ring.poll(b, 0)
 
 
+def test_a_waiter_sees_completions_while_the_submitting_thread_computes(ring) -> None:
+    """The kernel runs a finished request's work in the thread that submitted it, and with
+    COOP_TASKRUN only when that thread next enters the kernel: a thread computing in Python
+    (no system call) must still let another thread's wait() see the completion promptly (the
+    scheduler tick enters the kernel)."""
+    needs(ring, "poll")
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with a, b:
+        ring.poll(a)
+        ring.submit()                           # submitted by this thread
+        got: list[float] = []
+        waiter = threading.Thread(target=lambda: got.extend(
+            time.monotonic() for _ in ring.wait(1, timeout=5)))
+        waiter.start()
+        sender = threading.Timer(0.1, b.send, (b"x",))
+        sender.start()
+        start = time.monotonic()
+        deadline = start + 2.0
+        while not got and time.monotonic() < deadline:
+            pass                                # busy in Python: no system call of ours
+        waiter.join()
+        sender.join()
+        assert got and got[0] - start < 1.0
+
+
 def test_close_from_another_thread_ends_a_blocked_send_and_frees_its_buffer(ring) -> None:
     a, b = csock.socketpair()
     with b:

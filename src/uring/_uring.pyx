@@ -107,6 +107,7 @@ cdef dict _KIND_NAMES = {RECV: "recv", RECVMSG: "recvmsg", SEND: "send", SENDMSG
 
 cdef enum:
     SQ_CQ_OVERFLOW = 1 << 1     # IORING_SQ_CQ_OVERFLOW in the SQ ring's flags
+    SQ_TASKRUN = 1 << 2         # IORING_SQ_TASKRUN: completions wait for an enter to post
     NAME_ROOM = 128             # sizeof(struct sockaddr_storage): a multishot recvmsg's name
     RECVMSG_OUT = 16            # sizeof(struct io_uring_recvmsg_out)
     CANCEL_USER_DATA = 0        # a NOP's own completion: nothing waits for it
@@ -422,8 +423,16 @@ cdef class Ring:
     cdef int setup(self, unsigned entries) except -1:
         cdef csock_uring_params params
         memset(&params, 0, sizeof(params))
-        params.flags = CSOCK_IORING_SETUP_CLAMP | CSOCK_IORING_SETUP_SUBMIT_ALL
+        # COOP_TASKRUN (5.19): the kernel finishes a request's work at this task's next
+        # system call instead of interrupting it (an IPI) while it runs Python; TASKRUN_FLAG
+        # says when such work waits, so that reap() can enter for it.
+        params.flags = (CSOCK_IORING_SETUP_CLAMP | CSOCK_IORING_SETUP_SUBMIT_ALL
+                        | CSOCK_IORING_SETUP_COOP_TASKRUN | CSOCK_IORING_SETUP_TASKRUN_FLAG)
         fd = csock_io_uring_setup(entries, &params)
+        if fd < 0 and errno == EINVAL:              # before 5.19: no COOP_TASKRUN
+            memset(&params, 0, sizeof(params))
+            params.flags = CSOCK_IORING_SETUP_CLAMP | CSOCK_IORING_SETUP_SUBMIT_ALL
+            fd = csock_io_uring_setup(entries, &params)
         if fd < 0 and errno == EINVAL:              # before 5.18: no SUBMIT_ALL
             memset(&params, 0, sizeof(params))
             params.flags = CSOCK_IORING_SETUP_CLAMP
@@ -839,10 +848,11 @@ cdef class Ring:
             head = self.cq_head[0]
             tail = csock_load_acquire(self.cq_tail)
             if head == tail:
-                if not csock_load_acquire(self.sq_flags) & SQ_CQ_OVERFLOW:
+                if not csock_load_acquire(self.sq_flags) & (SQ_CQ_OVERFLOW | SQ_TASKRUN):
                     break
                 # Completions that found the CQ full wait in the kernel (FEAT_NODROP), in
-                # order: an enter for events moves them in (without waiting: min_complete 0).
+                # order, and with COOP_TASKRUN finished requests wait for this task to run
+                # their work: an enter for events posts them (without waiting: min_complete 0).
                 self.enter(0, 0, CSOCK_IORING_ENTER_GETEVENTS, NULL, 0, False)
                 if csock_load_acquire(self.cq_tail) == head:
                     break
