@@ -209,7 +209,8 @@ def test_a_recv_cancelled_after_the_messages_arrived_loses_nothing(run: Any) -> 
         task = asyncio.create_task(b.recv_many())
         await asyncio.sleep(0.01)
         await a.send_many([b"one", b"two"])
-        while not b._inbox:                        # the completion came, the task not resumed
+        # Until the completion handed the messages to the waiting task, not yet resumed.
+        while b._read_waiter is None or not b._read_waiter.done():
             await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -84,46 +84,61 @@ class UringFramedStream(FramedStream):
             self._recv_request = None
         error = completion.error
         if error is not None:
-            if self._closing:
-                return
-            if error.errno == errno.ECANCELED:
-                self._arm_receive()                  # paused, and resumed since: go on
-                return
-            if error.errno == errno.ENOBUFS:
-                # Every ring buffer was held: the bytes wait in the socket; try again next
-                # iteration, when the views being dispatched are released.
-                self._get_loop().call_soon(self._arm_receive)
-                return
-            self._fail_reads(error)
+            self._on_receive_error(error)
             return
         data = completion.value
         size = len(data)
+        framed = self._framed
         try:
             if size == 0:
                 self._eof = True
-                self._framed.feed_eof()              # IncompleteReadError inside a frame
+                framed.feed_eof()                    # IncompleteReadError inside a frame
                 messages: list[MessageView] = []
             else:
-                messages = self._framed.feed(data)
+                messages = framed.feed(data)
         except Exception as failure:                 # FrameTooLargeError, IncompleteReadError
             self._fail_reads(failure)
             return
         finally:
             del data, completion                     # the ring's buffer goes back now
+        handed = False
         if messages:
-            self._inbox += messages
-            if self._framed.buffered >= 4:
+            waiter = self._read_waiter
+            if (waiter is not None and not self._inbox and not waiter.done()
+                    and len(messages) <= self._read_want):
+                # Straight to the coroutine waiting in recv_many, which takes everything (as
+                # the epoll engine's readiness callback does): nothing stays queued.
+                waiter.set_result(messages)
+                self._inbox_bytes = 0
+                handed = True
+            else:
+                self._inbox += messages
+            if framed.buffered >= 4:
                 # What follows may be a length above max_size, which feed reports at its next
                 # call: make that call now, not at the next arrival (there may be none).
                 try:
-                    self._framed.feed(b"")
+                    framed.feed(b"")
                 except Exception as failure:
                     self._fail_reads(failure)
-        self._inbox_bytes += size
-        if self._inbox_bytes > READ_HIGH_WATER and not self._paused:
-            self._paused = True
-            cancel_quietly(self._recv_request, self._driver)
-        self._wake_reader()
+        if not handed:
+            self._inbox_bytes += size
+            if self._inbox_bytes > READ_HIGH_WATER and not self._paused:
+                self._paused = True
+                cancel_quietly(self._recv_request, self._driver)
+            self._wake_reader()
+
+    def _on_receive_error(self, error: OSError) -> None:
+        if self._closing:
+            return
+        if error.errno == errno.ECANCELED:
+            self._arm_receive()                      # paused, and resumed since: go on
+            return
+        if error.errno == errno.ENOBUFS:
+            # Every ring buffer was held: the bytes wait in the socket; try again next
+            # iteration, when the views being dispatched are released.
+            self._get_loop().call_soon(self._arm_receive)
+            return
+        self._fail_reads(error)
 
     def _fail_reads(self, error: BaseException) -> None:
         # A FrameTooLargeError stays in the parser (read_error): every later recv raises it.
@@ -170,14 +185,23 @@ class UringFramedStream(FramedStream):
                     "recv() called while another coroutine is already waiting in recv()")
             if self._closing:
                 raise _closed_error()
-            self._arm_receive()
+            if self._recv_request is None:
+                self._arm_receive()
             waiter: asyncio.Future[list[MessageView]] = self._get_loop().create_future()
             self._read_waiter = waiter
+            self._read_want = max_messages
             try:
-                await waiter                         # the inbox (or an error) has news
+                handed = await waiter                # messages, or [] when the inbox has news
+            except asyncio.CancelledError:
+                # Cancelled after messages were handed over: keep them for the next call.
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self._inbox[:0] = waiter.result()
+                raise
             finally:
                 if self._read_waiter is waiter:
                     self._read_waiter = None
+            if handed:
+                return handed
 
     # --- sending ---------------------------------------------------------------------------
 
