@@ -11,10 +11,9 @@ completion runs the transport's own read (``recv_batch``: up to max_messages dat
 one recvmmsg, UDP GRO messages split back into their datagrams) and arms the poll again,
 which completes at once while the socket stays readable. A multishot ``recvmsg`` into the
 ring's provided buffers was tried first: one completion, one ring buffer and one Python call
-per datagram, and no GRO (its control messages would need splitting in the handler) made
-it 0.15x the epoll engine on aio-udp (0.34M against 2.31M datagrams/s, the rate of
-offload=False), because a GSO sender's 64 datagrams arrive as one coalesced message that
-recvmmsg splits in C.
+per datagram, and no GRO (its control messages would need splitting in the handler) kept
+it at the rate of offload=False, well below the epoll engine (CHANGELOG.md has the run): a
+GSO sender's datagrams arrive as one coalesced message that recvmmsg splits in C.
 
 Sending: as on the epoll engine, with sendmmsg(2) (and GSO) at once while the socket takes
 the datagrams; when it would block, the first datagram left becomes one ``sendmsg`` request

@@ -966,24 +966,28 @@ cdef class Ring:
         self.last_address = address
         return address
 
+    cdef tuple datagram_at(self, uint16_t bid, int res):
+        """(view, address) of the datagram a multishot recvmsg put in buffer bid (res >= 0)."""
+        cdef const csock_uring_recvmsg_out *out = (
+            <const csock_uring_recvmsg_out *>self.pool.buffer(bid))
+        cdef Py_ssize_t available = res - (RECVMSG_OUT + NAME_ROOM)   # (no control room)
+        if available > out.payloadlen:
+            available = out.payloadlen
+        view = make_view(self.pool, bid, RECVMSG_OUT + NAME_ROOM,
+                         available if available > 0 else 0)
+        return (view, self.sender(out))
+
     cdef void sink_datagram(self, Request request, int res, uint32_t flags) noexcept:
         """A recv_many completion: (view, address) appended to the request's sink, or its
         error kept (not an empty queue's EAGAIN, nor ENOBUFS: the rest waits in the socket)."""
         cdef uint16_t bid
-        cdef const csock_uring_recvmsg_out *out
-        cdef Py_ssize_t available
         try:
             if flags & CSOCK_IORING_CQE_F_BUFFER:
                 bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
-                view = make_view(self.pool, bid, RECVMSG_OUT + NAME_ROOM, 0)
                 if res >= 0:
-                    out = <const csock_uring_recvmsg_out *>self.pool.buffer(bid)
-                    available = res - (RECVMSG_OUT + NAME_ROOM)
-                    if available > out.payloadlen:
-                        available = out.payloadlen
-                    (<ReceivedView>view).length = available if available > 0 else 0
-                    request.sink.append((view, self.sender(out)))
+                    request.sink.append(self.datagram_at(bid, res))
                     return
+                make_view(self.pool, bid, 0, 0)     # (released at once: the buffer goes back)
             if res < 0 and res != -EAGAIN and res != -ENOBUFS and request.sink_error is None:
                 request.sink_error = os_error(-res)
         except BaseException as error:
@@ -993,21 +997,12 @@ cdef class Ring:
     cdef int fill(self, Completion completion, Request request, int res, uint32_t flags) except -1:
         cdef uint16_t bid
         cdef const csock_uring_recvmsg_out *out
-        cdef Py_ssize_t offset, available
         if flags & CSOCK_IORING_CQE_F_BUFFER:
             bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
             if request.kind == RECVMSG and res >= 0:
                 out = <const csock_uring_recvmsg_out *>self.pool.buffer(bid)
-                offset = RECVMSG_OUT + NAME_ROOM    # (no control room asked for)
-                available = res - offset
-                if available > out.payloadlen:
-                    available = out.payloadlen
-                view = make_view(self.pool, bid, offset, available if available > 0 else 0)
                 completion.truncated = (out.flags & MSG_TRUNC) != 0
-                address = address_from_sockaddr(
-                    self.pool.buffer(bid) + RECVMSG_OUT,
-                    out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM)
-                completion.value = (view, address)
+                completion.value = self.datagram_at(bid, res)
                 return 0
             view = make_view(self.pool, bid, 0, res if res > 0 else 0)
             if res >= 0:
