@@ -102,6 +102,105 @@ def test_a_server_on_auto_falls_back_whole(run: Any, monkeypatch: pytest.MonkeyP
     assert run(main()) == ("epoll", "epoll")
 
 
+def test_the_default_engine_is_io_uring_where_it_can_run(run: Any) -> None:
+    if not _uring_engine.usable():
+        pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+
+    async def main() -> tuple[str, str, str]:
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = await csock.aio.open_framed_connection("127.0.0.1", port)
+        transport, _ = await csock.aio.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        engines = server.engine, client.engine, transport.engine
+        transport.close()
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return engines
+
+    assert csock.aio.framed.default_engine == "auto"
+    assert run(main()) == ("uring", "uring", "uring")
+
+
+# A child whose seccomp filter fails io_uring_setup(2) (number 425 on every architecture's
+# unified table) with the errno given, as Docker's default profile does with EPERM: the
+# default engine must fall back to epoll there, for streams, servers and datagram endpoints.
+FILTERED_IO_URING = textwrap.dedent("""
+    import asyncio, ctypes, errno, sys
+    import csock.aio, csock.uring
+
+    def refuse_io_uring_setup(err):
+        insn = ctypes.c_uint64
+        def bpf(code, jt, jf, k):
+            return code | jt << 16 | jf << 24 | k << 32
+        program = (insn * 4)(
+            bpf(0x20, 0, 0, 0),                      # A = seccomp_data.nr
+            bpf(0x15, 0, 1, 425),                    # A == __NR_io_uring_setup ?
+            bpf(0x06, 0, 0, 0x00050000 | err),       # SECCOMP_RET_ERRNO | err
+            bpf(0x06, 0, 0, 0x7FFF0000))             # SECCOMP_RET_ALLOW
+        class Program(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        libc = ctypes.CDLL(None, use_errno=True)
+        prog = Program(4, ctypes.addressof(program))
+        if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(prog), 0, 0):
+            raise OSError(ctypes.get_errno(), "seccomp")   # PR_SET_NO_NEW_PRIVS, SECCOMP
+
+    async def echo(stream):
+        while messages := await stream.recv_many():
+            await stream.send_many(messages)
+
+    class Collect(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = asyncio.get_running_loop().create_future()
+        def datagrams_received(self, datagrams):
+            self.got.set_result([bytes(d.data) for d in datagrams])
+
+    async def main():
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = await csock.aio.open_framed_connection("127.0.0.1", port)
+        await client.send(b"over tcp")
+        echoed = bytes(await asyncio.wait_for(client.recv(), 5))
+        transport, protocol = await csock.aio.create_datagram_endpoint(
+            Collect, local_addr=("127.0.0.1", 0))
+        sender = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        sender.sendto(b"over udp", transport.get_extra_info("sockname"))
+        datagrams = await asyncio.wait_for(protocol.got, 5)
+        print(server.engine, client.engine, transport.engine, echoed, datagrams)
+        sender.close()
+        transport.close()
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+    err = getattr(errno, sys.argv[1])
+    refuse_io_uring_setup(err)
+    try:
+        csock.uring.Ring(8, 0)
+    except OSError as error:
+        assert error.errno == err, error
+    else:
+        raise AssertionError("the filter let io_uring_setup through")
+    with __import__("pytest").raises(OSError, match="io_uring"):
+        a, b = csock.socketpair()
+        csock.aio.FramedStream(a, engine="uring")
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("refusal", ["EPERM", "ENOSYS"])
+def test_the_default_engine_falls_back_where_seccomp_refuses_io_uring(
+        tmp_path: Path, refusal: str) -> None:
+    script = tmp_path / "filtered.py"
+    script.write_text(FILTERED_IO_URING)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    done = subprocess.run([sys.executable, str(script), refusal], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "epoll epoll epoll b'over tcp' [b'over udp']"
+
+
 # --- one kernel entry for many streams -------------------------------------------------------
 
 MANY_STREAMS = textwrap.dedent("""

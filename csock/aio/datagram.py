@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _fastio
 from .._base import socket as _csocket
 from .._fastio import Datagram
+from . import framed as _framed
 from ._datagram_uring import RingDatagramIO
 from ._uring_engine import driver_for, resolve_engine
 
@@ -79,7 +80,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                  protocol: asyncio.BaseProtocol,
                  address: Any = None, *, connected: bool | None = None, max_messages: int = 64,
                  bufsize: int = 65535,
-                 offload: bool = True, engine: str = "epoll") -> None:
+                 offload: bool = True, engine: str | None = None) -> None:
         extra: dict[str, Any] = {"socket": sock}
         super().__init__(extra)
         self._loop = loop
@@ -90,6 +91,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._max_messages = max_messages
         self._bufsize = bufsize
         self._ring_io: RingDatagramIO | None = None
+        if engine is None:
+            engine = _framed.default_engine
         if resolve_engine(engine):
             if RingDatagramIO.usable_for(sock):
                 self._ring_io = RingDatagramIO(self, driver_for(loop))
@@ -185,6 +188,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 self._ring_io.start_reading()
             else:
                 self._loop.add_reader(self._fd, self._on_readable)
+
+    @property
+    def engine(self) -> str:
+        """"uring" or "epoll": what this endpoint waits on (the ``engine`` asked for, resolved)."""
+        return "epoll" if self._ring_io is None else "uring"
 
     def get_write_buffer_size(self) -> int:
         """Bytes of datagrams accepted but not yet taken by the kernel (on the uring engine:
@@ -421,7 +429,8 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
                                    allow_broadcast: bool | None = None,
                                    sock: _std.socket | None = None, max_messages: int = 64,
                                    bufsize: int = 65535, offload: bool = True,
-                                   engine: str = "epoll") -> tuple[BatchDatagramTransport, P]:
+                                   engine: str | None = None
+                                   ) -> tuple[BatchDatagramTransport, P]:
     """Like ``loop.create_datagram_endpoint`` on a csock socket, with batches: the protocol's
     ``datagrams_received(list_of_Datagram)`` gets every datagram queued at each wake-up.
 
@@ -436,17 +445,19 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
     fewer trips through the stack (about 5x the datagrams per second for small ones).
     ``offload=False`` uses the plain path from the start.
 
-    ``engine`` picks how datagrams move: ``"epoll"`` (the default) waits for readiness and
+    ``engine`` picks how datagrams move: ``"epoll"`` waits for readiness and
     calls recvmmsg/sendmmsg; ``"uring"`` waits for readability with a poll request on the
     loop's io_uring ring and for send room with a sendmsg request, instead of readiness
     callbacks (see BatchDatagramTransport; what the protocol receives is the same). It
     raises OSError where io_uring is unusable and ValueError for a non-SOCK_DGRAM ``sock``;
-    ``"auto"`` takes the uring engine where it is usable and the socket is SOCK_DGRAM, else
-    epoll. Returns
+    ``"auto"`` (the default: ``csock.aio.framed.default_engine``) takes the uring engine where
+    it is usable and the socket is SOCK_DGRAM, else epoll. Returns
     ``(transport, protocol)`` after ``connection_made`` has run.
     """
     loop = asyncio.get_running_loop()
-    if resolve_engine(engine) and engine == "uring" and sock is not None \
+    if engine is None:
+        engine = _framed.default_engine
+    if engine == "uring" and resolve_engine(engine) and sock is not None \
             and not RingDatagramIO.usable_for(sock):
         raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
     if sock is not None:

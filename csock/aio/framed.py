@@ -30,8 +30,9 @@ DEFAULT_WRITE_LIMIT = 64 * 1024
 _raw_family = _socket.socket.family.__get__
 _TCP_FAMILIES = (_std.AF_INET, _std.AF_INET6)
 _uring_stream_class: Any = None       # UringFramedStream, once an engine asked for it
-# The engine of FramedStreams, servers and connections made without one (engine=None).
-default_engine = "epoll"
+# The engine of FramedStreams, servers, connections and datagram endpoints made without one
+# (engine=None): io_uring where this process can run it, the readiness path otherwise.
+default_engine = "auto"
 
 
 def _uring_class(engine: str) -> Any:
@@ -87,17 +88,17 @@ class FramedStream:
     ``StreamReader`` does (the waiting one is not disturbed). Any number may send: each
     call's frames go out whole, in the order the calls are accepted.
 
-    ``engine`` chooses how the stream meets the kernel. "epoll" (the default, see
-    ``csock.aio.framed.default_engine``) is the readiness path above. "uring" runs it on the
-    loop's io_uring Ring (``csock.aio._uring_framed``): one multishot recv stays armed and
-    receives every arrival without a system call, each call's frames go to one non-blocking
-    send(2) and what the kernel would not take to an IORING_OP_SEND, and the ring sends and
-    re-arms of every stream on the loop reach the kernel with one ``io_uring_enter`` per loop
-    iteration. A send returns once its frames are accepted, so ``drain()`` is what waits for
-    the kernel to have them all, on both engines. "auto"
-    takes "uring" where io_uring and the operations it needs are available, and "epoll"
-    otherwise; "uring" raises OSError where it cannot run. The same wire format, errors,
-    limits and cancellation rules hold on both.
+    ``engine`` chooses how the stream meets the kernel. "epoll" is the readiness path above.
+    "uring" runs it on the loop's io_uring Ring (``csock.aio._uring_framed``): one multishot
+    recv stays armed and receives every arrival without a system call, each call's frames go
+    to one non-blocking send(2) and what the kernel would not take to an IORING_OP_SEND, and
+    the ring sends and re-arms of every stream on the loop reach the kernel with one
+    ``io_uring_enter`` per loop iteration. A send returns once its frames are accepted, so
+    ``drain()`` is what waits for the kernel to have them all, on both engines. "auto" (the
+    default, see ``csock.aio.framed.default_engine``) takes "uring" where io_uring and the
+    operations it needs are available, and "epoll" otherwise (ENOSYS, EPERM from a seccomp
+    filter or ``kernel.io_uring_disabled``, an older kernel); "uring" raises OSError where it
+    cannot run. The same wire format, errors, limits and cancellation rules hold on both.
     """
 
     #: "epoll" (readiness: add_reader/add_writer and csock's own system calls) or "uring"

@@ -333,8 +333,9 @@ async def start_framed_server(handler: Handler, host: str | Sequence[str] | None
 
     ``engine="uring"`` accepts with one multishot io_uring accept per listening socket and
     runs every connection's FramedStream on the loop's io_uring Ring (see FramedStream);
-    "auto" does so where io_uring and the operations it needs are available, and uses the
-    readiness path ("epoll", the default) otherwise. "uring" raises OSError where it cannot.
+    "auto" (the default: ``csock.aio.framed.default_engine``) does so where io_uring and the
+    operations it needs are available, and uses the readiness path ("epoll") otherwise.
+    "uring" raises OSError where it cannot.
     """
     loop = asyncio.get_running_loop()
     engine = _engine_name(engine)
