@@ -55,7 +55,9 @@ def usable() -> bool:
         answer = False
         if _uring.available():
             try:
-                with Ring(8, 1, 4096) as ring:
+                # As many entries as a loop's ring has: before 5.12 the rings' memory counts
+                # against RLIMIT_MEMLOCK, and a ring that cannot be made must mean "epoll".
+                with Ring(RING_ENTRIES, 1, 4096) as ring:
                     answer = NEEDED_OPS <= ring.supported_ops()
             except OSError:
                 answer = False
