@@ -455,8 +455,6 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
     ``(transport, protocol)`` after ``connection_made`` has run.
     """
     loop = asyncio.get_running_loop()
-    if engine is None:
-        engine = _framed.default_engine
     if engine == "uring" and resolve_engine(engine) and sock is not None \
             and not RingDatagramIO.usable_for(sock):
         raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")

@@ -179,12 +179,16 @@ cdef class BufferPool:
         # The tail is entry 0's resv field (struct io_uring_buf_ring).
         csock_store_release16(&self.entries[0].resv, self.tail)
 
-    cdef void recycle(self, uint16_t bid) noexcept:
-        """A view into buffer bid was released: the kernel may fill the buffer again."""
-        self.outstanding -= 1
+    cdef void give_back(self, uint16_t bid) noexcept:
+        """The kernel may fill buffer bid again (no view holds it)."""
         if self.registered and self.pid == _current_pid:
             self.put(bid)
             self.publish()
+
+    cdef void recycle(self, uint16_t bid) noexcept:
+        """A view into buffer bid was released: the kernel may fill the buffer again."""
+        self.outstanding -= 1
+        self.give_back(bid)
 
     def __dealloc__(self):
         if <void *>self.memory != MAP_FAILED:
@@ -892,8 +896,7 @@ cdef class Ring:
         request = self.requests.get(user_data) if user_data else None
         if request is None:
             if flags & CSOCK_IORING_CQE_F_BUFFER and self.pool is not None:
-                self.pool.outstanding += 1
-                self.pool.recycle(<uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT))
+                self.pool.give_back(<uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT))
             return 0
         if flags & CSOCK_IORING_CQE_F_NOTIF:
             if not more:
@@ -987,7 +990,7 @@ cdef class Ring:
                 if res >= 0:
                     request.sink.append(self.datagram_at(bid, res))
                     return
-                make_view(self.pool, bid, 0, 0)     # (released at once: the buffer goes back)
+                self.pool.give_back(bid)
             if res < 0 and res != -EAGAIN and res != -ENOBUFS and request.sink_error is None:
                 request.sink_error = os_error(-res)
         except BaseException as error:
