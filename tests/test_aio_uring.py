@@ -102,6 +102,36 @@ def test_a_server_on_auto_falls_back_whole(run: Any, monkeypatch: pytest.MonkeyP
     assert run(main()) == ("epoll", "epoll")
 
 
+
+@pytest.mark.parametrize(("named", "default"), [("epoll", "auto"), ("uring", "epoll")])
+def test_a_server_serves_on_the_engine_it_was_given(
+        run: Any, monkeypatch: pytest.MonkeyPatch, named: str, default: str) -> None:
+    # The streams a server hands its handler take the server's engine, not the default: a
+    # server on "epoll" once gave its handlers io_uring streams under the "auto" default.
+    if not _uring_engine.usable():
+        pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+    monkeypatch.setattr(csock.aio.framed, "default_engine", default)
+    served: list[str] = []
+
+    async def record_and_echo(stream: csock.aio.FramedStream) -> None:
+        served.append(stream.engine)
+        await echo(stream)
+
+    async def main() -> bytes:
+        server = await csock.aio.start_framed_server(record_and_echo, "127.0.0.1", 0,
+                                                     engine=named)
+        port = server.sockets[0].getsockname()[1]
+        client = await csock.aio.open_framed_connection("127.0.0.1", port)
+        await client.send(b"which engine")
+        got = bytes(await asyncio.wait_for(client.recv(), 5))
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert run(main()) == b"which engine"
+    assert served == [named]
+
 def test_the_default_engine_is_io_uring_where_it_can_run(run: Any) -> None:
     if not _uring_engine.usable():
         pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")

@@ -198,7 +198,7 @@ class FramedServer:
     def _serve(self, conn: _std.socket) -> None:
         try:
             stream = self._stream_class(conn, max_size=self._max_size,
-                                        write_limit=self._write_limit)
+                                        write_limit=self._write_limit, engine=self._engine)
         except BaseException:
             conn.close()
             raise
