@@ -68,6 +68,9 @@ ctypedef void (*close_hook_t)(object state) noexcept
 cdef object inflight_hold(object sock, int *fd)
 cdef void inflight_release(object state) noexcept
 cdef void set_close_hook(close_hook_t hook) noexcept
+# FramedStream.feed() from memory (a ring buffer): the whole messages now buffered; raises as
+# feed() does, TypeError if framed is not a csock._fastio.FramedStream.
+cdef list framed_feed(object framed, const char *data, Py_ssize_t length)
 # Socket addresses, the stdlib's Python form <-> a struct sockaddr (address.pyx's converters):
 # out has room for a struct sockaddr_storage; returns its length (raises on a bad address).
 cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0

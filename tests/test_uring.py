@@ -170,6 +170,48 @@ def test_held_views_exhaust_the_pool_without_losing_bytes() -> None:
             r.wait(1, timeout=2)
 
 
+
+def frame(message: bytes) -> bytes:
+    return struct.pack("!I", len(message)) + message
+
+
+def test_a_framed_recv_hands_over_whole_messages_and_keeps_no_buffer() -> None:
+    # Two buffers of 64 bytes: were a buffer kept after its bytes were fed, the third
+    # arrival would end the multishot with ENOBUFS.
+    with uring.Ring(16, 2, 64) as r:
+        needs(r, "recv")
+        a, b = csock.socketpair()
+        with a, b:
+            parser = csock._fastio.FramedStream(a, max_size=1000)
+            request = r.recv(a, framed=parser)
+            wire = frame(b"one") + frame(b"two") + frame(b"three" * 20) + frame(b"four")
+            got: list[bytes] = []
+            for piece in (wire[:5], wire[5:16], wire[16:70], wire[70:]):   # split anywhere
+                b.send(piece)
+                for c in r.wait(1, timeout=2):
+                    assert c.error is None and c.more and c.result == len(piece)
+                    assert isinstance(c.value, list)
+                    got += [bytes(m) for m in c.value]
+                assert r.pool.outstanding == 0
+            assert got == [b"one", b"two", b"three" * 20, b"four"]
+            b.send(frame(b"x" * 1001)[:10])       # a length above max_size
+            (too_large,) = r.wait(1, timeout=2)
+            assert isinstance(too_large.error, csock.FrameTooLargeError)
+            assert too_large.value is None and too_large.more
+            r.cancel(request)
+            (cancelled,) = r.wait(1, timeout=2)
+            assert cancelled.error.errno == errno.ECANCELED and not cancelled.more
+        c, d = csock.socketpair()
+        with c, d:
+            r.recv(c, framed=csock._fastio.FramedStream(c))
+            d.send(frame(b"last"))
+            d.shutdown(csock.SHUT_WR)
+            values = [x.value for x in r.wait(2, timeout=2)]
+            assert [[bytes(m) for m in values[0]], values[1]] == [[b"last"], b""]
+            with pytest.raises(TypeError, match="FramedStream"):
+                r.recv(c, framed=object())
+            assert r.pending == 0 and r.pool.outstanding == 0
+
 def test_recvmsg_reports_each_datagram_with_its_sender(ring) -> None:
     needs(ring, "recvmsg")
     rx, s1, s2 = udp_socket(), udp_socket(), udp_socket()

@@ -2,11 +2,12 @@
 
 Receiving: one multishot recv per stream, armed at the first ``recv`` and kept armed: the
 kernel receives every arrival into the loop Ring's provided buffers without a system call per
-receive, and each completion's bytes are fed to the stream's frame parser (``_fastio
-.FramedStream.feed``: copied into its arena, the ring's buffer given back at once) and the
-whole messages queued for ``recv``. Above ``READ_HIGH_WATER`` bytes queued and not taken, the
-receive is cancelled (the kernel then keeps the rest, and TCP pushes back on the peer) and is
-armed again once ``recv`` has taken them.
+receive, and the reap copies each completion's bytes into the stream's frame parser
+(``Ring.recv(sock, framed=...)``: into its arena, the ring's buffer given back at once,
+no view made); the completion brings the messages now whole, for ``recv``. Above
+``READ_HIGH_WATER`` bytes queued and not taken, the receive is cancelled (the kernel then
+keeps the rest, and TCP pushes back on the peer) and is armed again once ``recv`` has taken
+them.
 
 Sending: each call's frames are packed into one buffer (``pack_frames``) and offered to the
 kernel with one non-blocking send(2). What it does not take goes out with one
@@ -77,31 +78,31 @@ class UringFramedStream(FramedStream):
         if (self._recv_request is None and not self._paused and not self._eof
                 and not self._closing):
             driver = self._get_driver()
-            self._recv_request = driver.start(driver.ring.recv(self._sock), self._on_received)
+            self._recv_request = driver.start(driver.ring.recv(self._sock, framed=self._framed),
+                                              self._on_received)
 
     def _on_received(self, completion: Completion) -> None:
+        # The ring fed the bytes to the parser during the reap (recv(framed=...)): the value
+        # is the messages now whole, b"" at end of stream.
         if not completion.more and completion.request is self._recv_request:
             self._recv_request = None
-        error = completion.error
-        if error is not None:
-            self._on_receive_error(error)
-            return
-        data = completion.value
-        size = len(data)
-        framed = self._framed
-        try:
-            if size == 0:
-                self._eof = True
-                framed.feed_eof()                    # IncompleteReadError inside a frame
-                messages: list[MessageView] = []
+        messages = completion.value
+        if messages is None:
+            error = completion.error
+            if isinstance(error, OSError):
+                self._on_receive_error(error)
             else:
-                messages = framed.feed(data)
-        except Exception as failure:                 # FrameTooLargeError, IncompleteReadError
-            self._fail_reads(failure)
+                self._fail_reads(error)              # FrameTooLargeError from the parser
             return
-        finally:
-            del data, completion                     # the ring's buffer goes back now
-        handed = False
+        if not isinstance(messages, list):
+            self._eof = True
+            try:
+                self._framed.feed_eof()              # IncompleteReadError inside a frame
+            except Exception as failure:
+                self._fail_reads(failure)
+            else:
+                self._wake_reader()
+            return
         if messages:
             waiter = self._read_waiter
             if (waiter is not None and not self._inbox and not waiter.done()
@@ -110,22 +111,24 @@ class UringFramedStream(FramedStream):
                 # the epoll engine's readiness callback does): nothing stays queued.
                 waiter.set_result(messages)
                 self._inbox_bytes = 0
-                handed = True
-            else:
-                self._inbox += messages
-            if framed.buffered >= 4:
-                # What follows may be a length above max_size, which feed reports at its next
-                # call: make that call now, not at the next arrival (there may be none).
-                try:
-                    framed.feed(b"")
-                except Exception as failure:
-                    self._fail_reads(failure)
-        if not handed:
-            self._inbox_bytes += size
-            if self._inbox_bytes > READ_HIGH_WATER and not self._paused:
-                self._paused = True
-                cancel_quietly(self._recv_request, self._driver)
-            self._wake_reader()
+                self._check_next_length()
+                return
+            self._inbox += messages
+            self._check_next_length()
+        self._inbox_bytes += completion.result
+        if self._inbox_bytes > READ_HIGH_WATER and not self._paused:
+            self._paused = True
+            cancel_quietly(self._recv_request, self._driver)
+        self._wake_reader()
+
+    def _check_next_length(self) -> None:
+        # What follows may be a length above max_size, which feed reports at its next call:
+        # make that call now, not at the next arrival (there may be none).
+        if self._framed.buffered >= 4:
+            try:
+                self._framed.feed(b"")
+            except Exception as failure:
+                self._fail_reads(failure)
 
     def _on_receive_error(self, error: OSError) -> None:
         if self._closing:

@@ -302,6 +302,13 @@ cdef class FramedStream:
         (possibly []). No system call. A length above max_size raises FrameTooLargeError (after
         the messages before it were returned, at the next call)."""
         cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return self._feed(<const char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef list _feed(self, const char *data, Py_ssize_t length):
         if self._arena is None:
             raise ValueError("FramedStream.__init__() was not called")
         call_lock_enter(&self._reading, self.socket, "feed")
@@ -310,14 +317,10 @@ cdef class FramedStream:
                 raise self._read_error
             if self._eof:
                 raise ValueError("feed() after feed_eof()")
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-            try:
-                if view.len:
-                    self._make_room(self._end - self._start + view.len)
-                    memcpy(self._arena.data + self._end, view.buf, view.len)
-                    self._end += view.len
-            finally:
-                PyBuffer_Release(&view)
+            if length:
+                self._make_room(self._end - self._start + length)
+                memcpy(self._arena.data + self._end, data, length)
+                self._end += length
             return self._whole_frames(PY_SSIZE_T_MAX)
         finally:
             call_lock_exit(&self._reading)

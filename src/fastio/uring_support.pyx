@@ -61,3 +61,12 @@ cdef unsigned int address_to_sockaddr(object address, int family, void *out) exc
 
 cdef object address_from_sockaddr(const void *sa, unsigned int length):
     return sockaddr_to_python(<const sockaddr *>sa, length)
+
+
+# A multishot receive's bytes, straight from the ring's buffer into a FramedStream's arena
+# (csock.aio's io_uring engine): no view of the ring buffer is made, so it goes back at once.
+cdef list framed_feed(object framed, const char *data, Py_ssize_t length):
+    """FramedStream.feed() from memory: the whole messages now buffered (possibly [])."""
+    if type(framed) is not FramedStream:
+        raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
+    return (<FramedStream>framed)._feed(data, length)

@@ -36,12 +36,14 @@ from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, inflight_hold, inflight_release,
-    set_close_hook,
+    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, framed_feed, inflight_hold,
+    inflight_release, set_close_hook,
 )
 
 import os as _os
 import _socket
+
+from csock._fastio import FramedStream as _FramedStream
 
 # This process's pid, for the checks that refuse a forked child the parent's ring: getpid(2)
 # is a system call on every glibc since 2.25, and those checks run on every request and view.
@@ -255,6 +257,7 @@ cdef class Request:
     cdef Native *native
     cdef list sink                      # recv_many/send_many collect here, not in Ring.ready
     cdef object sink_error              # recv_many: the first error its recvmsg ended with
+    cdef object framed                  # recv(framed=...): the FramedStream fed in place
 
     @property
     def op(self):
@@ -271,6 +274,7 @@ cdef class Request:
             forget_hold(self)
             inflight_release(self.hold)
         self.hold = None
+        self.framed = None
         if self.has_data:
             self.has_data = False
             PyBuffer_Release(&self.data)
@@ -677,13 +681,21 @@ cdef class Ring:
                                   "(see Ring.supported_ops())")
         return 0
 
-    def recv(self, sock, *, bint multishot=True):
+    def recv(self, sock, *, bint multishot=True, framed=None):
         """Receive on a stream (or connected) socket into provided buffers: each completion's
         value is a ReceivedView of what one receive got, b"" at end of stream. Multishot
         (the default) stays armed, one completion per arrival, until end of stream, an
-        error, cancel() or close(); -ENOBUFS ends it when every buffer is held in views."""
+        error, cancel() or close(); -ENOBUFS ends it when every buffer is held in views.
+
+        With ``framed`` (a csock._fastio.FramedStream), each receive's bytes are fed to it
+        during the reap, the buffer goes straight back, and the value is the list of whole
+        messages it now holds (the error feed() raised, FrameTooLargeError, in ``error``)."""
         self.need("recv")
+        if framed is not None and not isinstance(framed, _FramedStream):
+            raise TypeError("framed must be a csock._fastio.FramedStream, "
+                            f"not {type(framed).__name__}")
         cdef Request request = self.new_request(RECV, sock, multishot)
+        request.framed = framed
         self.arm(request)
         return request
 
@@ -1002,6 +1014,17 @@ cdef class Ring:
         cdef const csock_uring_recvmsg_out *out
         if flags & CSOCK_IORING_CQE_F_BUFFER:
             bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
+            if request.framed is not None:
+                try:
+                    if res > 0:
+                        completion.value = framed_feed(request.framed, self.pool.buffer(bid), res)
+                    elif res == 0:
+                        completion.value = b""
+                    else:
+                        completion.error = os_error(-res)
+                finally:
+                    self.pool.give_back(bid)
+                return 0
             if request.kind == RECVMSG and res >= 0:
                 out = <const csock_uring_recvmsg_out *>self.pool.buffer(bid)
                 completion.truncated = (out.flags & MSG_TRUNC) != 0
