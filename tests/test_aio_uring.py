@@ -404,6 +404,39 @@ def test_receiving_pauses_above_the_high_water_mark(run: Any,
     run(main())
 
 
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_a_frame_above_the_high_water_mark_arriving_slowly_is_received(
+        run: Any, monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    # Bytes of a frame still partial are nothing recv could take: pausing on them waited for
+    # ever (a 6 MiB frame trickling in hung the uring stream).
+    monkeypatch.setattr(_uring_framed, "READ_HIGH_WATER", 64 * 1024)
+    size, chunk = 1 << 20, 16 * 1024
+    body = bytes(random.Random(3).randbytes(size))
+
+    async def main() -> None:
+        raw, peer = csock.socketpair()
+        b = csock.aio.FramedStream(peer, engine=engine)
+        raw.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        async def trickle() -> None:
+            await loop.sock_sendall(raw, struct.pack("!I", size))
+            for start in range(0, size, chunk):
+                await loop.sock_sendall(raw, body[start:start + chunk])
+                await asyncio.sleep(0.001)          # each piece its own arrival
+            await loop.sock_sendall(raw, struct.pack("!I", 2) + b"ok")
+
+        sender = asyncio.create_task(trickle())
+        assert bytes(await asyncio.wait_for(b.recv(), 20)) == body
+        assert bytes(await asyncio.wait_for(b.recv(), 5)) == b"ok"
+        await sender
+        raw.close()
+        b.close()
+        await b.wait_closed()
+
+    run(main())
+
+
 def test_every_buffer_held_rearms_the_receive(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """With 2 ring buffers of 4 KiB for 20 streams receiving at once, the kernel runs out of
     buffers (ENOBUFS ends a multishot receive): each is armed again, nothing is lost."""

@@ -92,3 +92,27 @@ def test_garbage_raises_only_documented_errors(garbage, max_size):
             pass
         else:
             assert total == len(garbage)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.sampled_from([0, 1, 300, 70_000, 300_000, 600_000]), min_size=1,
+                      max_size=6),
+       cut=st.integers(min_value=1, max_value=40_000), keep=st.booleans())
+def test_feeding_pieces_yields_each_message_whole_and_views_stay_valid(sizes, cut, keep):
+    # feed() is how csock.aio's io_uring engine parses: frames larger than the arena and
+    # split over many arrivals, with earlier views still held (or not) while it grows.
+    messages = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    wire = encode(messages)
+    a, b = csock.socketpair()
+    with a, b:
+        parser = csock._fastio.FramedStream(b, max_size=1 << 20)
+        views: list = []
+        copies: list[bytes] = []
+        for start in range(0, len(wire), cut):
+            for view in parser.feed(wire[start:start + cut]):
+                copies.append(bytes(view))
+                if keep:
+                    views.append(view)
+        assert copies == messages
+        assert [bytes(v) for v in views] == (messages if keep else [])
+        assert parser.feed(b"") == [] and parser.buffered == 0

@@ -111,24 +111,29 @@ class UringFramedStream(FramedStream):
                 # the epoll engine's readiness callback does): nothing stays queued.
                 waiter.set_result(messages)
                 self._inbox_bytes = 0
-                self._check_next_length()
+                if self._framed.buffered >= 4:
+                    self._check_next_length()
                 return
             self._inbox += messages
-            self._check_next_length()
+            if self._framed.buffered >= 4:
+                self._check_next_length()
         self._inbox_bytes += completion.result
+        if not self._inbox:
+            # Only part of a frame so far: nothing for recv to take, so no wake-up (one per
+            # ring buffer made bulk transfers crawl), and no pause (recv could never end it).
+            return
         if self._inbox_bytes > READ_HIGH_WATER and not self._paused:
             self._paused = True
             cancel_quietly(self._recv_request, self._driver)
         self._wake_reader()
 
     def _check_next_length(self) -> None:
-        # What follows may be a length above max_size, which feed reports at its next call:
+        # A length is buffered, maybe above max_size, which feed reports at its next call:
         # make that call now, not at the next arrival (there may be none).
-        if self._framed.buffered >= 4:
-            try:
-                self._framed.feed(b"")
-            except Exception as failure:
-                self._fail_reads(failure)
+        try:
+            self._framed.feed(b"")
+        except Exception as failure:
+            self._fail_reads(failure)
 
     def _on_receive_error(self, error: OSError) -> None:
         if self._closing:

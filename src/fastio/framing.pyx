@@ -318,7 +318,9 @@ cdef class FramedStream:
             if self._eof:
                 raise ValueError("feed() after feed_eof()")
             if length:
-                self._make_room(self._end - self._start + length)
+                # Room for the whole frame once its length is known: growing by each arrival
+                # copied a large frame's bytes again at every ring buffer (quadratic).
+                self._make_room(max(self._end - self._start + length, self._frame_need()))
                 memcpy(self._arena.data + self._end, data, length)
                 self._end += length
             return self._whole_frames(PY_SSIZE_T_MAX)
