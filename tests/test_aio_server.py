@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket as std
 import struct
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import csock
 import csock.aio
 
+from .children import child_env
 from .pairs import fd_count
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aio_engine")]
@@ -226,8 +226,7 @@ asyncio.run(main())
 def test_reuse_port_two_processes_serve_one_port(run: Any) -> None:
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     procs = []
     try:
         procs.append(subprocess.Popen([sys.executable, "-c", SERVE_PID, "0"], env=env, text=True,

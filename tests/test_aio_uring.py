@@ -25,6 +25,7 @@ import csock.aio
 import csock.uring
 from csock.aio import _uring_engine, _uring_framed
 
+from .children import child_env
 from .pairs import fd_count, framed_pair
 from .tracing import needs_strace, strace
 
@@ -224,7 +225,7 @@ def test_the_default_engine_falls_back_where_seccomp_refuses_io_uring(
         tmp_path: Path, refusal: str) -> None:
     script = tmp_path / "filtered.py"
     script.write_text(FILTERED_IO_URING)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    env = child_env()
     done = subprocess.run([sys.executable, str(script), refusal], capture_output=True,
                           text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
@@ -590,7 +591,7 @@ SERVE_UNTIL_INTERRUPTED = textwrap.dedent("""
 
 
 def test_ctrl_c_stops_a_uring_server() -> None:
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-c", SERVE_UNTIL_INTERRUPTED], env=env,
                             stdout=subprocess.PIPE, text=True)
     try:

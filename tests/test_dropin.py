@@ -20,12 +20,14 @@ import pytest
 import csock
 from tests.tracing import needs_strace, strace
 
+from .children import child_env
+
 PY311 = sys.version_info >= (3, 11)
 
 
 def run_snippet(code: str) -> subprocess.CompletedProcess[str]:
     """`python -c code` in a fresh interpreter with this csock importable."""
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    env = child_env()
     return subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=60, env=env)
 
@@ -162,7 +164,7 @@ def test_a_csock_socket_passes_to_a_multiprocessing_child(method: str, tmp_path:
     stay with that process): the child gets a StreamSocket and sends through it."""
     program = tmp_path / "child_program.py"
     program.write_text(CHILD_PROGRAM)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
+    env = child_env()
     out = subprocess.run([sys.executable, str(program), method], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr

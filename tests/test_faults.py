@@ -15,6 +15,7 @@ import pytest
 
 import csock
 
+from .children import child_env
 from .pairs import fd_count
 
 WRITER = textwrap.dedent("""
@@ -315,8 +316,7 @@ def test_every_send_path_raises_broken_pipe_and_no_sigpipe_reaches_the_process()
                 print(name, "EPIPE")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env=dict(os.environ,
-                                  PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__))))
+                         env=child_env())
     assert out.returncode == 0, out.stderr            # -SIGPIPE would mean the process was killed
     lines = out.stdout.split("\n")
     assert [line for line in lines if line] == [f"{name} EPIPE" for name in (

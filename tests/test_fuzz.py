@@ -36,6 +36,7 @@ import csock
 from csock import SPPHeader, _fastio
 from csock.packet import ICMP, TCP, UDP, ICMPv6, IPv4, IPv6, Layer, PacketError, parse
 
+from .children import child_env
 from .strategies import extension_chains, icmp6s, icmps, ipv4s, ipv6s, payloads, tcps, u8, u16, udps
 
 FUZZ = Path(__file__).parent / "fuzz_driver.py"
@@ -409,7 +410,7 @@ def test_short_fuzz_run(target, tmp_path):
     pytest.importorskip("atheris")
     if not available(target):
         pytest.skip(f"the {target} decoder is not part of this build")
-    env = dict(os.environ, PYTHONPATH=str(Path(csock.__file__).parent.parent))
+    env = child_env()
     runs = 20_000
     proc = subprocess.run([sys.executable, str(FUZZ), target, f"-runs={runs}", "-seed=1",
                            f"-artifact_prefix={tmp_path}/"],

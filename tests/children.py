@@ -1,0 +1,18 @@
+"""Fresh Python processes for tests that need one (a signal, a seccomp filter, a fuzzer, the
+stdlib's own modules replaced at import): they import the same csock as the test run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import csock
+
+# The directory that holds the csock package under test (the checkout, built in place, or
+# the site-packages of a nox session).
+CSOCK_HOME = str(Path(csock.__file__).resolve().parent.parent)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """os.environ, with CSOCK_HOME first on PYTHONPATH and extra added."""
+    path = os.pathsep.join(p for p in (CSOCK_HOME, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
