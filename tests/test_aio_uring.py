@@ -307,6 +307,35 @@ def test_receives_on_many_streams_make_no_system_call_each(tmp_path: Path) -> No
     assert len(re.findall(r"\bio_uring_enter\(", window)) <= 6, window[-3000:]
 
 
+def test_a_handler_that_raises_is_logged_and_the_others_still_run(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    if not _uring_engine.usable():
+        pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+
+    async def main() -> list[int]:
+        driver = _uring_engine.driver_for(asyncio.get_running_loop()).acquire()
+        a, b = csock.socketpair()
+        sent: list[int] = []
+
+        def buggy(completion: Any) -> None:
+            raise RuntimeError("a handler's bug")
+
+        driver.start(driver.ring.send(a, b"x"), buggy)
+        driver.start(driver.ring.send(a, b"yz"), lambda c: sent.append(c.value))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if sent:
+                break
+        assert b.recv(10) == b"xyz"
+        driver.release()
+        a.close()
+        b.close()
+        return sent
+
+    assert run(main()) == [2]
+    assert "a handler's bug" in caplog.text
+
+
 # --- close and cancellation -----------------------------------------------------------------
 
 def test_close_cancels_the_receive_and_the_peer_sees_end_of_stream(run: Any) -> None:

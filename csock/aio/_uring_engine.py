@@ -100,7 +100,6 @@ class UringDriver:
         self._on_loop_collected = weakref.finalize(loop, self.ring.close)
         self.pid = os.getpid()
         self.ring.reap_in_close = False     # completions stay in the CQ: the fd wakes the loop
-        self._handlers: dict[Request, Handler] = {}
         self._users = 0
         self._submit_scheduled = False
         self._fd = self.ring.fileno
@@ -136,7 +135,7 @@ class UringDriver:
     def start(self, request: Request, handler: Handler) -> Request:
         """Call handler(completion) for each of request's completions; the request reaches the
         kernel with this loop iteration's one submit."""
-        self._handlers[request] = handler
+        request.callback = handler
         self.submit_soon()
         return request
 
@@ -154,25 +153,17 @@ class UringDriver:
         ring = self.ring
         if ring.closed:
             return
-        # wait(0, 0): submit what is queued, reap what is posted, never sleep. Requests the
-        # kernel could serve at once during the submit are reaped here, in this iteration.
-        handlers = self._handlers
-        for completion in ring.wait(0, 0):
-            request = completion.request
-            handler = handlers.get(request) if completion.more else handlers.pop(request, None)
-            if handler is None:
-                continue
-            try:
-                handler(completion)
-            except Exception:                      # one stream's bug must not stop the rest
-                logger.exception("csock.aio io_uring engine: handler %r raised", handler)
+        # Submit what is queued, reap what is posted, never sleep, and call each request's
+        # handler in CQ order (in C). Requests the kernel could serve at once during the
+        # submit are reaped here, in this iteration.
+        ring.run_callbacks(_report_handler_error)
         if self._users <= 0:
             self.close()       # nobody is left to want the completions still to come
 
     @property
     def pending(self) -> int:
-        """Requests with a handler that have not had their last completion."""
-        return len(self._handlers)
+        """Requests that have not had their last completion."""
+        return 0 if self.ring.closed else self.ring.pending
 
     def close(self) -> None:
         """Stop watching the ring and close it (cancelling what is pending)."""
@@ -181,11 +172,15 @@ class UringDriver:
         self._on_loop_collected.detach()
         if not self._loop_closed():
             self.loop.remove_reader(self._fd)
-        self._handlers.clear()
         self.ring.close()
         loop = self._loop_ref()
         if loop is not None and _drivers.get(loop) is self:
             del _drivers[loop]
+
+
+def _report_handler_error(handler: Handler, error: Exception) -> None:
+    # One stream's bug must not stop the completions of the rest.
+    logger.error("csock.aio io_uring engine: handler %r raised", handler, exc_info=error)
 
 
 def cancel_quietly(request: Request | None, driver: UringDriver | None) -> None:

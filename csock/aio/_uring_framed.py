@@ -28,7 +28,7 @@ from ._uring_engine import UringDriver, cancel_quietly, driver_for
 from .framed import DEFAULT_WRITE_LIMIT, FramedStream, _closed_error
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Coroutine, Iterable
 
     from typing_extensions import Buffer
 
@@ -91,7 +91,7 @@ class UringFramedStream(FramedStream):
             error = completion.error
             if isinstance(error, OSError):
                 self._on_receive_error(error)
-            else:
+            elif error is not None:
                 self._fail_reads(error)              # FrameTooLargeError from the parser
             return
         if not isinstance(messages, list):
@@ -195,7 +195,10 @@ class UringFramedStream(FramedStream):
                 raise _closed_error()
             if self._recv_request is None:
                 self._arm_receive()
-            waiter: asyncio.Future[list[MessageView]] = self._get_loop().create_future()
+            loop = self._loop
+            if loop is None:
+                loop = self._get_loop()
+            waiter: asyncio.Future[list[MessageView]] = loop.create_future()
             self._read_waiter = waiter
             self._read_want = max_messages
             try:
@@ -212,25 +215,6 @@ class UringFramedStream(FramedStream):
                 return handed
 
     # --- sending ---------------------------------------------------------------------------
-
-    def _accept_frames(self, packed: bytes) -> None:
-        if not packed:
-            return
-        if self._send_request is None:
-            # Nothing in flight: one non-blocking send(2) now. Deferring every send to the
-            # iteration's submit cost a loop iteration per round trip (request/response at
-            # half uvloop's rate); the ring sends only what the kernel would not take.
-            try:
-                sent = self._sock.send(packed)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            if sent == len(packed):
-                return
-            self._pending_bytes += len(packed) - sent
-            self._start_send(memoryview(packed)[sent:])
-        else:
-            self._pending_bytes += len(packed)
-            self._queued.append(packed)
 
     def _start_send(self, data: memoryview) -> None:
         driver = self._get_driver()
@@ -278,7 +262,12 @@ class UringFramedStream(FramedStream):
     async def send(self, message: Buffer) -> None:
         """Send one message as one frame; returns once it is accepted and the frames not yet
         sent are at most write_limit bytes."""
-        await self.send_many((message,))
+        # (Not through send_many: a coroutine more per message is measurable in ping-pong.)
+        if self._write_error is not None or self._closing:
+            self._check_writable()
+        waiting = self._offer(pack_frames((message,)))
+        if waiting is not None:
+            await waiting
 
     async def send_many(self, messages: Iterable[Buffer]) -> None:
         """Send every message, in order, one frame each (one IORING_OP_SEND for the call, or
@@ -286,15 +275,43 @@ class UringFramedStream(FramedStream):
         accepted and the frames not yet sent are at most write_limit bytes."""
         if self._write_error is not None or self._closing:
             self._check_writable()
-        packed = pack_frames(messages)               # (bad items raise before anything)
+        waiting = self._offer(pack_frames(messages))   # (bad items raise before anything)
+        if waiting is not None:
+            await waiting
+
+    def _offer(self, packed: bytes) -> Coroutine[Any, Any, None] | None:
+        """Accept packed now, unless above the limit; what the call must await, if anything."""
         if self._pending_bytes > self._write_limit:
-            # Above the limit the call waits before its frames are accepted: cancelled
-            # meanwhile, it sends nothing.
-            await self._drain_to(self._write_limit)
-            self._check_writable()
-        self._accept_frames(packed)
+            return self._accept_when_below_the_limit(packed)
+        if not packed:
+            return None
+        if self._send_request is None:
+            # Nothing in flight: one non-blocking send(2) now. Deferring every send to the
+            # iteration's submit cost a loop iteration per round trip (request/response at
+            # half uvloop's rate); the ring sends only what the kernel would not take.
+            try:
+                sent = self._sock.send(packed)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(packed):
+                return None
+            self._pending_bytes += len(packed) - sent
+            self._start_send(memoryview(packed)[sent:])
+        else:
+            self._pending_bytes += len(packed)
+            self._queued.append(packed)
         if self._pending_bytes > self._write_limit:
-            await self._drain_to(self._write_limit)
+            return self._drain_to(self._write_limit)
+        return None
+
+    async def _accept_when_below_the_limit(self, packed: bytes) -> None:
+        # Above the limit a call waits before its frames are accepted: cancelled meanwhile,
+        # it sends nothing.
+        await self._drain_to(self._write_limit)
+        self._check_writable()
+        waiting = self._offer(packed)                # (now below it: accepted)
+        if waiting is not None:
+            await waiting
 
     async def drain(self) -> None:
         """Wait until the kernel has sent every byte accepted so far."""
