@@ -13,6 +13,7 @@ import tracemalloc
 import pytest
 
 import csock
+from csock import _fastio
 
 from .pairs import STREAM_FAMILIES, address_of, stream_pair
 from .tracing import POLL_NRS, RECVFROM_NR, needs_recvfrom_nr
@@ -309,6 +310,7 @@ def test_held_views_keep_arenas_alive_and_dropping_them_frees_memory():
         fa, fb = csock.FramedStream(a), csock.FramedStream(b)
         payload = b"m" * 1000
         t = sender_thread(lambda: [fa.send_many([payload] * 100) for _ in range(100)])
+        _fastio._release_warm_arenas()          # every arena below is allocated while traced
         tracemalloc.start()
         try:
             base = tracemalloc.get_traced_memory()[0]
@@ -320,11 +322,36 @@ def test_held_views_keep_arenas_alive_and_dropping_them_frees_memory():
             assert all(m == payload for m in held)
             del held
             gc.collect()
+            assert _fastio._release_warm_arenas() > 0   # freed arenas wait for reuse...
             released = tracemalloc.get_traced_memory()[0] - base
         finally:
             tracemalloc.stop()
         assert holding > 10_000 * 1000          # the arenas behind the views are alive
         assert released < 2 * 256 * 1024 + 100_000   # ...and freed with the views (one arena kept)
+
+
+def test_a_freed_arena_is_reused_by_the_next_stream():
+    # Its pages are already faulted in: a server making a stream per connection, or a stream
+    # whose views pin its arena, no longer maps and faults in 256 KiB each time.
+    def receive_once(keep: list) -> None:
+        a, b = csock.socketpair()
+        with a, b:
+            fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+            fa.send(b"first")
+            message = fb.recv()
+            assert message == b"first"
+            keep.append(fb)
+
+    _fastio._release_warm_arenas()
+    kept: list = []
+    receive_once(kept)
+    kept.clear()                                     # its arena is freed: kept for reuse
+    assert _fastio._release_warm_arenas() == 1
+    receive_once([])
+    receive_once(kept)                               # takes the arena the last one freed
+    assert _fastio._release_warm_arenas() == 0
+    kept.clear()
+    assert _fastio._release_warm_arenas() == 1
 
 
 # --- one stream, several threads (API §1: serialised, never corrupted, lost or duplicated) ---

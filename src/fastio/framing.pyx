@@ -29,7 +29,7 @@ from includes.byteorder cimport load_be32, store_be32
 
 cdef enum:
     FRAME_HEADER = 4
-    ARENA_SIZE = 256 * 1024          # receive arena (more for a frame that needs it)
+    ARENA_SIZE = WARM_ARENA_SIZE     # receive arena, 256 KiB (more for a frame that needs it)
     PACK_LIMIT = 16 * 1024           # payloads up to this are copied into the pack buffer
     PACK_BUFFER = 256 * 1024
     MAX_FRAME_LENGTH = 0xFFFFFFFF
