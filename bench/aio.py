@@ -17,12 +17,12 @@ with SO_REUSEPORT, prints "ready", echoes until its stdin closes. Each workload'
 how the client drives it:
 
 - connections kept open (aio-echo, aio-echo-pingpong, aio-scale, aio-reqresp-1k,
-  aio-pingpong-1): the client opens CONNECTIONS connections and, before its clock starts, has
-  one message (sequence 0) echoed on each: every connection is then accepted and served, so
-  the timed window holds the echoes and nothing else. The N timed messages are shared out
-  over the connections; each sends its share in bursts (all sent, then every echo read;
-  a burst of 1 is ping-pong: one message in flight per connection) and checks every echo
-  (length, connection, sequence). The clock stops at the last echo.
+  aio-pingpong-1, aio-stream-1): the client opens CONNECTIONS connections and, before its
+  clock starts, has one message (sequence 0) echoed on each: every connection is then
+  accepted and served, so the timed window holds the echoes and nothing else. The N timed
+  messages are shared out over the connections; each sends its share in bursts (all sent,
+  then every echo read; a burst of 1 is ping-pong: one message in flight per connection) and
+  checks every echo (length, connection, sequence). The clock stops at the last echo.
 - connections opened inside the window (aio-echo-1k): the clock starts before the first
   connect; CONNECTIONS tasks each open a connection, send its PER_CONNECTION messages at once,
   read and check every echo, close it and open the next, until the N messages are echoed.
@@ -81,6 +81,7 @@ SHAPES = {
     "aio-echo-1k": Shape(1000, 100, per_connection=100),
     "aio-reqresp-1k": Shape(1000, burst=1),
     "aio-pingpong-1": Shape(1, burst=1),
+    "aio-stream-1": Shape(1),
 }
 
 
