@@ -171,6 +171,79 @@ def test_held_views_exhaust_the_pool_without_losing_bytes() -> None:
 
 
 
+def test_released_buffers_are_filled_again_first() -> None:
+    """The kernel is offered the buffers given back last (still in the CPU's cache), not
+    each of the ring's buffers in turn: 500 receives, each view released at once, use no
+    more buffers than are offered at a time (and one more)."""
+    with uring.Ring(16, 256, 65536) as r:
+        needs(r, "recv")
+        a, b = csock.socketpair()
+        with a, b:
+            r.recv(a)
+            used = set()
+            for i in range(500):
+                b.send(b"%d" % i)
+                (c,) = r.wait(1, timeout=2)
+                assert bytes(c.value) == b"%d" % i
+                used.add(c.value.buffer_id)
+                del c
+            assert len(used) <= r.pool.offered + 1 < r.pool.count // 2
+            r.cancel_socket(a)
+            r.wait(1, timeout=2)
+
+
+def test_a_receive_that_finds_no_buffer_doubles_the_buffers_offered() -> None:
+    """Datagrams queued before the receive is armed take a buffer each, all before the first
+    reap: past the buffers offered, ENOBUFS ends the receive (the rest wait in the socket),
+    and twice as many are offered from then on."""
+    with uring.Ring(16, 256, 65536) as r:
+        needs(r, "recvmsg")
+        offered = r.pool.offered
+        rx, tx = udp_socket(), udp_socket()
+        with rx, tx:
+            for i in range(offered + 8):
+                tx.sendto(b"%d" % i, rx.getsockname())
+            r.recvmsg(rx)
+            first = r.wait(offered + 1, timeout=2)
+            assert [bytes(c.value[0]) for c in first[:-1]] == [b"%d" % i for i in range(offered)]
+            assert first[-1].error.errno == errno.ENOBUFS and not first[-1].more
+            assert r.pool.offered == 2 * offered
+            r.recvmsg(rx, drain=True)           # no view went back: the new ones take the rest
+            rest = r.wait(9, timeout=2)
+            assert [bytes(c.value[0]) for c in rest[:8]] == [b"%d" % i
+                                                             for i in range(offered, offered + 8)]
+            del first, rest
+
+
+def test_a_multishot_recv_takes_at_most_its_limit_between_reaps() -> None:
+    """A peer that keeps sending gets no more than recv_limit bytes into the ring's buffers
+    before the application reaps (without the limit it got every buffer offered): the kernel
+    ends the multishot recv there and the reap arms it again, losing nothing."""
+    with uring.Ring(16, 256, 16384) as r:
+        needs(r, "recv")
+        if not r.recv_limit:
+            pytest.skip("this kernel takes no byte limit for a multishot recv")
+        payload = bytes(range(256)) * 16384                 # 4 MiB
+        a, b = csock.socketpair()
+        with a, b:
+            sender = threading.Thread(target=b.sendall, args=(payload,))
+            sender.start()
+            r.recv(a)
+            r.submit()
+            time.sleep(0.3)                                   # the kernel receives meanwhile
+            first = r.wait(1, timeout=2)
+            assert sum(c.result for c in first) <= r.recv_limit + r.pool.buffer_size
+            assert all(c.error is None and c.more for c in first)
+            got = b"".join(bytes(c.value) for c in first)
+            del first
+            rest, completions = stream_bytes(r, len(payload) - len(got))
+            assert all(c.error is None for c in completions)
+            assert got + rest == payload
+            sender.join()
+            r.cancel_socket(a)
+            r.wait(1, timeout=2)
+
+
 def test_run_callbacks_calls_each_requests_callback_in_order(ring) -> None:
     needs(ring, "recv", "send")
     a, b = csock.socketpair()

@@ -27,6 +27,7 @@ cdef extern from "uring_abi.h" nogil:
         uint64_t user_data
         uint16_t buf_group
         uint16_t addr_len
+        uint32_t optlen
 
     struct csock_uring_cqe:
         uint64_t user_data

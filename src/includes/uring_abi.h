@@ -50,8 +50,13 @@ struct csock_uring_sqe {
     uint64_t user_data;
     uint16_t buf_group;      /* (buf_index) with IOSQE_BUFFER_SELECT: the buffer group */
     uint16_t personality;
-    uint16_t addr_len;       /* (file_index/optlen union) SEND_ZC/sendto: sockaddr length */
-    uint16_t pad3;
+    union {
+        uint32_t optlen;     /* multishot recv: bytes after which it ends (EINVAL if too old) */
+        struct {
+            uint16_t addr_len;   /* SEND_ZC/sendto: sockaddr length */
+            uint16_t pad3;
+        };
+    };
     uint64_t addr3;
     uint64_t pad2;
 };

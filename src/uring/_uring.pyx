@@ -114,6 +114,9 @@ cdef enum:
     RECVMSG_OUT = 16            # sizeof(struct io_uring_recvmsg_out)
     CANCEL_USER_DATA = 0        # a NOP's own completion: nothing waits for it
     BUFFER_GROUP = 0
+    # Bytes after which the kernel ends a multishot recv (csock arms it again at the reap):
+    # without it, one stream whose peer keeps sending took every buffer between two reaps.
+    RECV_LIMIT = 256 * 1024
 
 
 cdef int raise_errno(int err) except -1:
@@ -126,16 +129,28 @@ cdef object os_error(int err):
 
 # --- Provided buffers --------------------------------------------------------------------
 
+# Bytes of buffers in the ring at a time (more after a receive ran out). The ring is first in,
+# first out: with all 16 MiB of 512 × 32 KiB in it, the kernel wrote each buffer cold.
+cdef enum:
+    HOT_BYTES = 2 * 1024 * 1024
+
+
 @cython.final
 cdef class BufferPool:
     """A provided buffer ring (IORING_REGISTER_PBUF_RING): count buffers of size bytes that
     the kernel fills for receives which ask for a buffer, without a system call per buffer.
+    Only `offered` of them are in the ring at a time, the ones given back last first (their
+    memory is still in the CPU's cache); a receive that finds none (ENOBUFS) doubles it.
     Lives as long as the last ReceivedView into it, even after its Ring closed."""
     cdef char *memory
     cdef csock_uring_buf *entries
+    cdef uint16_t *spare                # buffers given back and not in the ring: a stack
     cdef size_t memory_size, entries_size
     cdef readonly Py_ssize_t buffer_size
     cdef readonly unsigned count
+    cdef readonly unsigned offered      # buffers kept in the ring (until a receive ran out)
+    cdef unsigned in_ring               # put in the ring, not yet seen filled by a completion
+    cdef unsigned spares
     cdef uint16_t tail                  # the next entry to fill (the ring's tail, ours)
     cdef uint16_t mask
     cdef bint registered                # the ring still reads it (not after Ring.close)
@@ -147,12 +162,17 @@ cdef class BufferPool:
         self.entries = <csock_uring_buf *>MAP_FAILED
 
     cdef int allocate(self, unsigned count, Py_ssize_t buffer_size) except -1:
+        cdef unsigned bid
         self.count = count
         self.mask = <uint16_t>(count - 1)
         self.buffer_size = buffer_size
+        self.offered = <unsigned>min(<Py_ssize_t>count, max(16, HOT_BYTES // buffer_size))
         self.memory_size = <size_t>count * <size_t>buffer_size
         self.entries_size = <size_t>count * sizeof(csock_uring_buf)
         self.pid = _current_pid
+        self.spare = <uint16_t *>PyMem_Calloc(count, sizeof(uint16_t))
+        if self.spare == NULL:
+            raise MemoryError()
         self.memory = <char *>mmap(NULL, self.memory_size, PROT_READ | PROT_WRITE,
                                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if <void *>self.memory == MAP_FAILED:
@@ -162,9 +182,10 @@ cdef class BufferPool:
                                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if <void *>self.entries == MAP_FAILED:
             raise_errno(errno)
-        for bid in range(count):
-            self.put(<uint16_t>bid)
-        self.publish()
+        for bid in range(count - 1, -1, -1):
+            self.spare[self.spares] = <uint16_t>bid     # buffer 0 on top
+            self.spares += 1
+        self.top_up()
         return 0
 
     cdef inline char *buffer(self, uint16_t bid) noexcept:
@@ -176,16 +197,41 @@ cdef class BufferPool:
         entry.len = <uint32_t>self.buffer_size
         entry.bid = bid
         self.tail += 1
+        self.in_ring += 1
 
     cdef inline void publish(self) noexcept:
         # The tail is entry 0's resv field (struct io_uring_buf_ring).
         csock_store_release16(&self.entries[0].resv, self.tail)
 
+    cdef void top_up(self) noexcept:
+        """Put spare buffers in the ring, the last given back first, until it holds offered."""
+        if self.in_ring >= self.offered or self.spares == 0:
+            return
+        while self.in_ring < self.offered and self.spares > 0:
+            self.spares -= 1
+            self.put(self.spare[self.spares])
+        self.publish()
+
+    cdef void filled(self) noexcept:
+        """A completion says the kernel took a buffer out of the ring."""
+        if self.in_ring > 0:
+            self.in_ring -= 1
+        if self.registered and self.pid == _current_pid:
+            self.top_up()
+
+    cdef void ran_out(self) noexcept:
+        """A receive found the ring empty (ENOBUFS): offer twice as many from now on."""
+        self.offered = min(self.count, 2 * self.offered)
+        if self.registered and self.pid == _current_pid:
+            self.top_up()
+
     cdef void give_back(self, uint16_t bid) noexcept:
         """The kernel may fill buffer bid again (no view holds it)."""
+        if self.spares < self.count:            # (always: each buffer is given back once)
+            self.spare[self.spares] = bid
+            self.spares += 1
         if self.registered and self.pid == _current_pid:
-            self.put(bid)
-            self.publish()
+            self.top_up()
 
     cdef void recycle(self, uint16_t bid) noexcept:
         """A view into buffer bid was released: the kernel may fill the buffer again."""
@@ -193,6 +239,7 @@ cdef class BufferPool:
         self.give_back(bid)
 
     def __dealloc__(self):
+        PyMem_Free(self.spare)
         if <void *>self.memory != MAP_FAILED:
             munmap(self.memory, self.memory_size)
         if <void *>self.entries != MAP_FAILED:
@@ -211,6 +258,11 @@ cdef class ReceivedView(ReadOnlyView):
     def __dealloc__(self):
         if self.pool is not None:
             self.pool.recycle(self.bid)
+
+    @property
+    def buffer_id(self):
+        """Which of the ring's provided buffers holds these bytes (0 to buffers - 1)."""
+        return self.bid
 
     def __repr__(self):
         return f"<csock.uring.ReceivedView {self.length} bytes>"
@@ -392,6 +444,7 @@ cdef class Ring:
     cdef list ready                     # reaped completions wait() has not returned yet
     cdef int waiting                    # threads asleep in io_uring_enter for completions
     cdef readonly BufferPool pool
+    cdef readonly uint32_t recv_limit   # RECV_LIMIT, or 0 where the kernel takes no limit
     cdef bint cancel_again              # SQEs written while reaping (reap submits them)
     cdef readonly Py_ssize_t cancels_repeated
     # A socket's close() reaps this ring's completions at once (so that a thread asleep in
@@ -414,6 +467,7 @@ cdef class Ring:
         self.ready = []
         self.next_id = 1
         self.reap_in_close = True
+        self.recv_limit = RECV_LIMIT
 
     def __init__(self, entries=256, buffers=256, buffer_size=65536):
         entries, buffers, buffer_size = _index(entries), _index(buffers), _index(buffer_size)
@@ -709,7 +763,9 @@ cdef class Ring:
             sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
             sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
             sqe.buf_group = BUFFER_GROUP
-            sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT if request.multishot else 0
+            if request.multishot:
+                sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT
+                sqe.optlen = self.recv_limit
         elif request.kind == RECVMSG:
             sqe = self.sqe_for(request, CSOCK_IORING_OP_RECVMSG)
             sqe.addr = <uint64_t><size_t>&request.native.msg
@@ -907,11 +963,18 @@ cdef class Ring:
                     self.cancel_again = True
                     self.cancels_repeated += 1
             return 0
+        if self.pool is not None:
+            if flags & CSOCK_IORING_CQE_F_BUFFER:
+                self.pool.filled()
+            elif res == -ENOBUFS:
+                self.pool.ran_out()
         request = self.requests.get(user_data) if user_data else None
         if request is None:
             if flags & CSOCK_IORING_CQE_F_BUFFER and self.pool is not None:
                 self.pool.give_back(<uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT))
             return 0
+        if res == -EINVAL and request.kind == RECV and self.refused_limit(request):
+            return 1
         if flags & CSOCK_IORING_CQE_F_NOTIF:
             if not more:
                 self.finish(request)    # a zero-copy send's pages are free: nothing to report
@@ -950,6 +1013,14 @@ cdef class Ring:
         if request.cancelling or not request.multishot:
             return False
         return res >= 0 if request.kind == ACCEPT else res > 0
+
+    cdef bint refused_limit(self, Request request) noexcept:
+        """A multishot recv failed with EINVAL, as on kernels that take no RECV_LIMIT: arm
+        it again without one (and every later one); False if that was not the cause."""
+        if not (request.multishot and self.recv_limit) or request.cancelling:
+            return False
+        self.recv_limit = 0
+        return self.rearm(request)
 
     cdef bint rearm(self, Request request) noexcept:
         """Write the request's SQE again (submitted at the end of this reap); False if the
