@@ -655,6 +655,26 @@ def test_udp_ingest_rows_check_every_datagram(tmp_path, c_programs):
         assert "target udp-ingest-64: csock-uring ≥ 1.0× c" in proc.stdout
 
 
+def test_the_ingest_tally_accepts_losses_and_refuses_a_wrong_datagram():
+    """The Python rows' check of udp-ingest-64: a loss is counted, not refused; a wrong
+    length, socket or order raises."""
+    from bench.ingest import SIZE, Tally
+
+    def datagram(seq: int, size: int = SIZE) -> bytes:
+        return workers.SEQ.pack(seq) + bytes(size - 8)
+
+    tally = Tally(4)
+    tally.take(1, [datagram(1), datagram(5), datagram(9)])
+    tally.take(1, [memoryview(datagram(13)), datagram(21)])          # 17 was lost
+    assert tally.received == 5 and tally.next[1] == 25
+    for wrong in ([datagram(25, SIZE - 1)],                            # length
+                  [datagram(26)],                                      # another socket's
+                  [datagram(29), datagram(25)],                        # order
+                  [datagram(21)]):                                     # again
+        with pytest.raises(workers.DataMismatch):
+            tally.take(1, wrong)
+
+
 def echo_server(binary: str):
     """bench/c/uring_echo.c serving a free port; (process, port) once it says "ready"."""
     with socket_on_free_port() as port:
