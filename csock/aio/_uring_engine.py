@@ -103,7 +103,9 @@ class UringDriver:
         self._users = 0
         self._submit_scheduled = False
         self._fd = self.ring.fileno
-        loop.add_reader(self._fd, self._on_completions)
+        # The ring's own method as the reader: a Python frame more per wake-up was 4 % of a
+        # ping-pong's instructions. (close() removes it before the ring closes.)
+        loop.add_reader(self._fd, self.ring.run_callbacks, _report_handler_error)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -130,7 +132,7 @@ class UringDriver:
             if self._loop_closed():
                 self.close()                   # nothing will reap for it any more
             else:
-                self.submit_soon()             # _on_completions closes the ring when idle
+                self.submit_soon()             # _submit closes the ring when idle
 
     def start(self, request: Request, handler: Handler) -> Request:
         """Call handler(completion) for each of request's completions; the request reaches the
@@ -147,9 +149,6 @@ class UringDriver:
 
     def _submit(self) -> None:
         self._submit_scheduled = False
-        self._on_completions()
-
-    def _on_completions(self) -> None:
         ring = self.ring
         if ring.closed:
             return
