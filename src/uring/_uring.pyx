@@ -310,6 +310,7 @@ cdef class Request:
     cdef list sink                      # recv_many/send_many collect here, not in Ring.ready
     cdef object sink_error              # recv_many: the first error its recvmsg ended with
     cdef object framed                  # recv(framed=...): the FramedStream fed in place
+    cdef Py_ssize_t fed_quietly         # its bytes fed since its last completion was reported
     # What run_callbacks() calls with each of this request's completions (None: wait()).
     cdef public object callback
 
@@ -745,7 +746,9 @@ cdef class Ring:
 
         With ``framed`` (a csock._fastio.FramedStream), each receive's bytes are fed to it
         during the reap, the buffer goes straight back, and the value is the list of whole
-        messages it now holds (the error feed() raised, FrameTooLargeError, in ``error``)."""
+        messages it now holds (the error feed() raised, FrameTooLargeError, in ``error``).
+        A receive that completes no message makes no completion: its bytes count in the
+        ``result`` of the next one."""
         self.need("recv")
         if framed is not None and not isinstance(framed, _FramedStream):
             raise TypeError("framed must be a csock._fastio.FramedStream, "
@@ -996,6 +999,8 @@ cdef class Ring:
             completion.error = error
         if not more and self.ended_early(request, res):
             completion.more = more = self.rearm(request)
+        if request.framed is not None and self.fed_quietly(request, completion):
+            return 1
         if request.sink is not None:
             request.sink.append(completion)
         else:
@@ -1005,6 +1010,18 @@ cdef class Ring:
             # waiter that runs then must find the completion, not an empty ring.
             self.finish(request)
         return 1
+
+    cdef inline bint fed_quietly(self, Request request, Completion completion) noexcept:
+        """A framed receive that completed no message is not reported (a 64 KiB frame is two
+        ring buffers: a handler call for each cost the bulk receiver); its bytes are added to
+        the result of the next completion reported."""
+        if (completion.more and completion.error is None and type(completion.value) is list
+                and not completion.value and request.fed_quietly < (1 << 30)):   # (result: int)
+            request.fed_quietly += completion.result
+            return True
+        completion.result += request.fed_quietly
+        request.fed_quietly = 0
+        return False
 
     cdef inline bint ended_early(self, Request request, int res) noexcept:
         """A multishot request the kernel ended although it succeeded (it does when the CQ
