@@ -11,18 +11,19 @@ loop), ``uvloop`` and ``asyncio`` (the loop's own streams or ``loop.create_datag
 program, csock.aio on uvloop with the default engine, and so is the client that drives the
 C server (``c``: bench/c/uring_echo.c): between those rows only the server differs.
 
-Echo workloads (transport "tcp-many"): framed echo (4-byte big-endian length, 64-byte messages
-starting with the connection number and a sequence number). The server binds 127.0.0.1:PORT
-with SO_REUSEPORT, prints "ready", echoes until its stdin closes. Each workload's SHAPE says
-how the client drives it:
+Echo workloads (transport "tcp-many"): framed echo (4-byte big-endian length, messages of 64
+bytes, 64 KiB for aio-bulk-1, starting with the connection number and a sequence number).
+The server binds 127.0.0.1:PORT with SO_REUSEPORT, prints "ready", echoes until its stdin
+closes. Each workload's SHAPE says how the client drives it:
 
 - connections kept open (aio-echo, aio-echo-pingpong, aio-scale, aio-reqresp-1k,
-  aio-pingpong-1, aio-stream-1): the client opens CONNECTIONS connections and, before its
-  clock starts, has one message (sequence 0) echoed on each: every connection is then
-  accepted and served, so the timed window holds the echoes and nothing else. The N timed
-  messages are shared out over the connections; each sends its share in bursts (all sent,
-  then every echo read; a burst of 1 is ping-pong: one message in flight per connection) and
-  checks every echo (length, connection, sequence). The clock stops at the last echo.
+  aio-pingpong-1, aio-stream-1, aio-bulk-1): the client opens CONNECTIONS connections and,
+  before its clock starts, has one message (sequence 0) echoed on each: every connection is
+  then accepted and served, so the timed window holds the echoes and nothing else. The N
+  timed messages are shared out over the connections; each sends its share in bursts (all
+  sent, then every echo read; a burst of 1 is ping-pong: one message in flight per
+  connection) and checks every echo (length, connection, sequence). The clock stops at the
+  last echo.
 - connections opened inside the window (aio-echo-1k): the clock starts before the first
   connect; CONNECTIONS tasks each open a connection, send its PER_CONNECTION messages at once,
   read and check every echo, close it and open the next, until the N messages are echoed.
@@ -72,6 +73,7 @@ class Shape:
     connections: int = CONNECTIONS     # open at once
     burst: int = BURST                 # sent before their echoes are read (1: ping-pong)
     per_connection: int = 0            # > 0: messages per connection, connections opened in window
+    size: int = SIZE                   # bytes per message
 
 
 SHAPES = {
@@ -82,6 +84,7 @@ SHAPES = {
     "aio-reqresp-1k": Shape(1000, burst=1),
     "aio-pingpong-1": Shape(1, burst=1),
     "aio-stream-1": Shape(1),
+    "aio-bulk-1": Shape(1, burst=16, size=64 * 1024),
 }
 
 
@@ -176,14 +179,14 @@ def bursts(items: list[Any], size: int = BURST) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def messages_for(conn: int, count: int) -> list[bytes]:
-    filler = b"e" * (SIZE - ECHO.size)
+def messages_for(conn: int, count: int, size: int = SIZE) -> list[bytes]:
+    filler = b"e" * (size - ECHO.size)
     return [ECHO.pack(conn, seq) + filler for seq in range(count)]
 
 
-def check(conn: int, seq: int, message: Any) -> None:
-    if len(message) != SIZE:
-        raise DataMismatch(f"connection {conn}: echo {seq} has {len(message)} bytes, not {SIZE}")
+def check(conn: int, seq: int, message: Any, size: int = SIZE) -> None:
+    if len(message) != size:
+        raise DataMismatch(f"connection {conn}: echo {seq} has {len(message)} bytes, not {size}")
     got_conn, got_seq = ECHO.unpack_from(message)
     if got_conn != conn or got_seq != seq:
         raise DataMismatch(f"connection {conn}: expected echo {seq}, got connection {got_conn} "
@@ -253,10 +256,11 @@ async def csock_echoes(conn: int, stream: csock.aio.FramedStream, parts: list[li
     """Send each burst of messages (sequence numbers from `first`; split before the clock),
     then check every echo; their count. Bursts of one message are ping-pong."""
     seq = first
+    size = len(parts[0][0]) if parts else SIZE
     if all(len(part) == 1 for part in parts):
         for (message,) in parts:
             await stream.send(message)
-            check(conn, seq, await stream.recv())
+            check(conn, seq, await stream.recv(), size)
             seq += 1
         return seq - first
     for part in parts:
@@ -267,20 +271,20 @@ async def csock_echoes(conn: int, stream: csock.aio.FramedStream, parts: list[li
             if not batch:
                 raise DataMismatch(f"connection {conn}: end of stream after {seq} echoes")
             for echo in batch:
-                check(conn, seq, echo)
+                check(conn, seq, echo, size)
                 seq += 1
     return seq - first
 
 
-async def csock_clients(port: int, counts: list[int], burst: int) -> Timed:
+async def csock_clients(port: int, counts: list[int], shape: Shape) -> Timed:
     streams = await asyncio.gather(*(csock.aio.open_framed_connection("127.0.0.1", port)
                                      for _ in counts))
-    outgoing = [messages_for(conn, count + 1) for conn, count in enumerate(counts)]
-    timed = [bursts(mine[1:], burst) for mine in outgoing]
+    outgoing = [messages_for(conn, count + 1, shape.size) for conn, count in enumerate(counts)]
+    timed = [bursts(mine[1:], shape.burst) for mine in outgoing]
 
     async def warm_up(conn: int, stream: csock.aio.FramedStream) -> None:
         await stream.send(outgoing[conn][0])
-        check(conn, 0, await stream.recv())
+        check(conn, 0, await stream.recv(), shape.size)
 
     await asyncio.gather(*(warm_up(k, s) for k, s in enumerate(streams)))
     cpu = server_cpu()
@@ -298,7 +302,8 @@ async def csock_clients(port: int, counts: list[int], burst: int) -> Timed:
 async def csock_churn(port: int, plan: list[int], shape: Shape) -> Timed:
     """Connections opened inside the window: shape.connections tasks, each opening the next
     connection of the plan (its message count) when the last is echoed and closed."""
-    outgoing = [bursts(messages_for(conn, count), shape.burst) for conn, count in enumerate(plan)]
+    outgoing = [bursts(messages_for(conn, count, shape.size), shape.burst)
+                for conn, count in enumerate(plan)]
 
     async def worker(first: int) -> int:
         echoed = 0
@@ -313,7 +318,7 @@ async def csock_churn(port: int, plan: list[int], shape: Shape) -> Timed:
 
 
 async def streams_echoes(conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         joined: list[tuple[bytes, int]], first: int) -> int:
+                         joined: list[tuple[bytes, int]], first: int, size: int) -> int:
     """The streams version of csock_echoes: each burst's frames joined (before the clock) and
     written at once, then every echo read and checked."""
     seq = first
@@ -322,32 +327,32 @@ async def streams_echoes(conn: int, reader: asyncio.StreamReader, writer: asynci
         await writer.drain()
         for _ in range(count):
             length = FRAME.unpack(await reader.readexactly(4))[0]
-            check(conn, seq, await reader.readexactly(length))
+            check(conn, seq, await reader.readexactly(length), size)
             seq += 1
     return seq - first
 
 
-def frames_for(conn: int, first: int, count: int, burst: int) -> list[tuple[bytes, int]]:
+def frames_for(conn: int, first: int, count: int, shape: Shape) -> list[tuple[bytes, int]]:
     """Messages first..count-1 of a connection as frames, joined burst by burst."""
-    header = FRAME.pack(SIZE)
-    frames = [header + m for m in messages_for(conn, count)[first:]]
-    return [(b"".join(part), len(part)) for part in bursts(frames, burst)]
+    header = FRAME.pack(shape.size)
+    frames = [header + m for m in messages_for(conn, count, shape.size)[first:]]
+    return [(b"".join(part), len(part)) for part in bursts(frames, shape.burst)]
 
 
-async def streams_clients(port: int, counts: list[int], burst: int) -> Timed:
+async def streams_clients(port: int, counts: list[int], shape: Shape) -> Timed:
     pairs = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in counts))
-    warm = [frames_for(conn, 0, 1, 1) for conn in range(len(counts))]
-    timed = [frames_for(conn, 1, count + 1, burst) for conn, count in enumerate(counts)]
+    warm = [frames_for(conn, 0, 1, shape) for conn in range(len(counts))]
+    timed = [frames_for(conn, 1, count + 1, shape) for conn, count in enumerate(counts)]
 
     async def warm_up(
         conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await streams_echoes(conn, reader, writer, warm[conn], 0)
+        await streams_echoes(conn, reader, writer, warm[conn], 0, shape.size)
 
     await asyncio.gather(*(warm_up(k, r, w) for k, (r, w) in enumerate(pairs)))
     cpu = server_cpu()
     start = time.perf_counter()
-    echoed = await asyncio.gather(*(streams_echoes(k, r, w, timed[k], 1)
+    echoed = await asyncio.gather(*(streams_echoes(k, r, w, timed[k], 1, shape.size)
                                     for k, (r, w) in enumerate(pairs)))
     elapsed = time.perf_counter() - start
     used = cpu_used(cpu)
@@ -358,13 +363,13 @@ async def streams_clients(port: int, counts: list[int], burst: int) -> Timed:
 
 
 async def streams_churn(port: int, plan: list[int], shape: Shape) -> Timed:
-    outgoing = [frames_for(conn, 0, count, shape.burst) for conn, count in enumerate(plan)]
+    outgoing = [frames_for(conn, 0, count, shape) for conn, count in enumerate(plan)]
 
     async def worker(first: int) -> int:
         echoed = 0
         for conn in range(first, len(plan), shape.connections):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            echoed += await streams_echoes(conn, reader, writer, outgoing[conn], 0)
+            echoed += await streams_echoes(conn, reader, writer, outgoing[conn], 0, shape.size)
             writer.close()
             try:
                 await writer.wait_closed()
@@ -390,7 +395,7 @@ def echo_side(workload: str, impl: str, role: str, n: int, port: int) -> Timed |
         result = run_on(loop, churn(port, per_connection(n, shape.per_connection), shape))
     else:
         clients = csock_clients if library == "csock" else streams_clients
-        result = run_on(loop, clients(port, split(n, shape.connections), shape.burst))
+        result = run_on(loop, clients(port, split(n, shape.connections), shape))
     return result
 
 

@@ -613,7 +613,8 @@ def c_programs():
 
 
 @pytest.mark.parametrize("workload",
-                         ["aio-echo-1k", "aio-reqresp-1k", "aio-pingpong-1", "aio-stream-1"])
+                         ["aio-echo-1k", "aio-reqresp-1k", "aio-pingpong-1", "aio-stream-1",
+                          "aio-bulk-1"])
 def test_echo_rows_report_the_servers_cpu_time_per_message(workload, tmp_path):
     """A tiny run of each echo workload of issue 18: every row's client read the server's CPU
     time around its window, and the JSON and the table carry it per message; the uring rows
@@ -627,7 +628,7 @@ def test_echo_rows_report_the_servers_cpu_time_per_message(workload, tmp_path):
     document = json.loads(out.read_text())
     runs = {r["implementation"]: r for r in document["runs"]}
     expected = {"uvloop"}
-    single = workload in ("aio-pingpong-1", "aio-stream-1")
+    single = workload in ("aio-pingpong-1", "aio-stream-1", "aio-bulk-1")
     if uring_available() and not single:
         expected.add("c")
     if engine_rows_expected():
