@@ -185,7 +185,7 @@ cdef class BufferPool:
         for bid in range(count - 1, -1, -1):
             self.spare[self.spares] = <uint16_t>bid     # buffer 0 on top
             self.spares += 1
-        self.top_up()
+        self.fill_ring()                        # (registered after this returns)
         return 0
 
     cdef inline char *buffer(self, uint16_t bid) noexcept:
@@ -203,35 +203,38 @@ cdef class BufferPool:
         # The tail is entry 0's resv field (struct io_uring_buf_ring).
         csock_store_release16(&self.entries[0].resv, self.tail)
 
-    cdef void top_up(self) noexcept:
+    cdef void fill_ring(self) noexcept:
         """Put spare buffers in the ring, the last given back first, until it holds offered."""
-        if self.in_ring >= self.offered or self.spares == 0:
-            return
+        cdef bint put_any = False
         while self.in_ring < self.offered and self.spares > 0:
             self.spares -= 1
             self.put(self.spare[self.spares])
-        self.publish()
+            put_any = True
+        if put_any:
+            self.publish()
+
+    cdef inline void top_up(self) noexcept:
+        """fill_ring() while the kernel still reads the ring, and only in the process it is in."""
+        if self.registered and self.pid == _current_pid:
+            self.fill_ring()
 
     cdef void filled(self) noexcept:
         """A completion says the kernel took a buffer out of the ring."""
         if self.in_ring > 0:
             self.in_ring -= 1
-        if self.registered and self.pid == _current_pid:
-            self.top_up()
+        self.top_up()
 
     cdef void ran_out(self) noexcept:
         """A receive found the ring empty (ENOBUFS): offer twice as many from now on."""
         self.offered = min(self.count, 2 * self.offered)
-        if self.registered and self.pid == _current_pid:
-            self.top_up()
+        self.top_up()
 
     cdef void give_back(self, uint16_t bid) noexcept:
         """The kernel may fill buffer bid again (no view holds it)."""
         if self.spares < self.count:            # (always: each buffer is given back once)
             self.spare[self.spares] = bid
             self.spares += 1
-        if self.registered and self.pid == _current_pid:
-            self.top_up()
+        self.top_up()
 
     cdef void recycle(self, uint16_t bid) noexcept:
         """A view into buffer bid was released: the kernel may fill the buffer again."""
