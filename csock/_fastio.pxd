@@ -71,6 +71,14 @@ cdef void set_close_hook(close_hook_t hook) noexcept
 # FramedStream.feed() from memory (a ring buffer): the whole messages now buffered; raises as
 # feed() does, TypeError if framed is not a csock._fastio.FramedStream.
 cdef list framed_feed(object framed, const char *data, Py_ssize_t length)
+# The rest of the frame at the front of a FramedStream, received straight into its arena:
+# framed_lend lends the kernel the room it still needs (0: nothing lent, when its length is not
+# known yet or fewer than min_length bytes are missing) and stores where it starts in at[0];
+# framed_lent_filled(length) ends the loan once the kernel wrote length bytes there (0 after
+# an error) and returns the whole messages now buffered. Meanwhile the stream's own receives,
+# feed() of bytes and feed_eof() raise RuntimeError, and the arena does not move.
+cdef Py_ssize_t framed_lend(object framed, Py_ssize_t min_length, char **at) except -1
+cdef list framed_lent_filled(object framed, Py_ssize_t length)
 # Socket addresses, the stdlib's Python form <-> a struct sockaddr (address.pyx's converters):
 # out has room for a struct sockaddr_storage; returns its length (raises on a bad address).
 cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0

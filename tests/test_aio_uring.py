@@ -467,6 +467,30 @@ def test_a_frame_above_the_high_water_mark_arriving_slowly_is_received(
     run(main())
 
 
+def test_large_frames_mixed_with_small_ones_arrive_exactly(run: Any) -> None:
+    # Once a multishot recv ends (Ring.recv_limit), the rest of a frame larger than a ring
+    # buffer is received straight into the stream's arena, then receiving goes back to the
+    # ring's buffers: across those switches every byte arrives, in order.
+    rng = random.Random(5)
+    sizes = [1 << 20, 3, 5 << 20, 300_000, 0, 40_000, (1 << 20) + 1, 7] * 2
+    messages = [rng.randbytes(n) for n in sizes]
+
+    async def main() -> None:
+        a, b = framed_pair(engine="uring", write_limit=1 << 20)
+        sender = asyncio.create_task(a.send_many(messages))
+        got: list[bytes] = []
+        while len(got) < len(messages):
+            got += [bytes(m) for m in await asyncio.wait_for(b.recv_many(), 10)]
+        await sender
+        assert [len(m) for m in got] == sizes and got == messages
+        a.close()
+        b.close()
+        await a.wait_closed()
+        await b.wait_closed()
+
+    run(main())
+
+
 def test_every_buffer_held_rearms_the_receive(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """With 2 ring buffers of 4 KiB for 20 streams receiving at once, the kernel runs out of
     buffers (ENOBUFS ends a multishot receive): each is armed again, nothing is lost."""

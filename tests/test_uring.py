@@ -327,6 +327,84 @@ def test_a_framed_recv_hands_over_whole_messages_and_keeps_no_buffer() -> None:
                 r.recv(c, framed=object())
             assert r.pending == 0 and r.pool.outstanding == 0
 
+def arm_into_a_large_frame(r: uring.Ring, a: csock.socket, b: csock.socket,
+                           parser: csock._fastio.FramedStream, length: int) -> uring.Request:
+    """Send the head of a frame of length bytes, let a one-shot framed recv take it, then arm a
+    multishot one: the frame's rest is more than a ring buffer, so it goes into the arena."""
+    b.send(struct.pack("!I", length) + b"h" * 100)
+    r.recv(a, multishot=False, framed=parser)
+    (head,) = r.wait(1, timeout=2)
+    assert head.value == [] and head.result == 104 and parser.buffered == 104
+    request = r.recv(a, framed=parser)
+    r.submit()
+    return request
+
+
+def test_the_rest_of_a_large_frame_is_received_into_the_stream_arena() -> None:
+    with uring.Ring(16, 32, 4096) as r:       # 128 KiB of buffers: the frames after the big one
+        needs(r, "recv")
+        a, b = csock.socketpair()
+        with a, b:
+            parser = csock._fastio.FramedStream(a)
+            big = b"h" * 100 + bytes(range(256)) * 4096         # 1 MiB + 100
+            request = arm_into_a_large_frame(r, a, b, parser, len(big))
+            # The kernel receives into the arena: the stream's own receives would put their
+            # bytes where the kernel is putting later ones.
+            for call in (lambda: parser.feed(b"x"), parser.recv, parser.feed_eof):
+                with pytest.raises(RuntimeError, match="io_uring recv"):
+                    call()
+            parser.feed(b"")                # (no bytes: nothing written)
+            rest = big[100:] + frame(b"after") + frame(b"x" * 50_000)
+            sender = threading.Thread(target=b.sendall, args=(rest,))
+            sender.start()
+            got: list[bytes] = []
+            deadline = time.monotonic() + 10
+            while len(got) < 3 and time.monotonic() < deadline:
+                for c in r.wait(1, timeout=1):
+                    assert c.error is None and c.more
+                    got += [bytes(m) for m in c.value]
+            sender.join()
+            assert got == [big, b"after", b"x" * 50_000]
+            assert r.pool.outstanding == 0 and parser.buffered == 0
+            parser.feed(b"")
+            r.cancel(request)
+            assert [c.error.errno for c in r.wait(1, timeout=2)] == [errno.ECANCELED]
+            assert r.pending == 0
+
+
+def test_a_cancelled_receive_into_the_arena_gives_the_stream_back() -> None:
+    with uring.Ring(16, 4, 4096) as r:
+        needs(r, "recv")
+        a, b = csock.socketpair()
+        with a, b:
+            parser = csock._fastio.FramedStream(a)
+            request = arm_into_a_large_frame(r, a, b, parser, 200_000)
+            r.cancel(request)
+            (cancelled,) = r.wait(1, timeout=2)
+            assert cancelled.error.errno == errno.ECANCELED and not cancelled.more
+            assert parser.buffered == 104        # the head stays, nothing lost
+            b.send(b"t" * (200_000 - 100))
+            assert bytes(parser.feed(a.recv(300_000, csock.MSG_WAITALL))[0]) == (
+                b"h" * 100 + b"t" * 199_900)
+
+
+def test_a_ring_closed_while_it_receives_into_an_arena_keeps_the_arena() -> None:
+    # The kernel may write into the arena until the ring's own teardown ends: the request,
+    # and so the stream and its arena, stay alive (as a send's buffer does).
+    a, b = csock.socketpair()
+    with a, b:
+        r = uring.Ring(16, 4, 4096)
+        needs(r, "recv")
+        parser = csock._fastio.FramedStream(a)
+        arm_into_a_large_frame(r, a, b, parser, 1 << 20)
+        b.send(b"t" * 60_000)
+        r.close()
+        assert r.closed and parser.buffered >= 104
+        del parser
+        b.send(b"t" * 60_000)
+        time.sleep(0.05)
+
+
 def test_recvmsg_reports_each_datagram_with_its_sender(ring) -> None:
     needs(ring, "recvmsg")
     rx, s1, s2 = udp_socket(), udp_socket(), udp_socket()

@@ -156,6 +156,7 @@ cdef class FramedStream:
     cdef Arena _arena
     cdef Py_ssize_t _start            # first unparsed byte in the arena
     cdef Py_ssize_t _end              # end of the bytes received into the arena
+    cdef Py_ssize_t _lent             # bytes after _end an io_uring recv may be writing
     cdef bint _eof
     cdef object _read_error           # FrameTooLargeError: reading is over for good
     cdef char *_pack
@@ -191,6 +192,7 @@ cdef class FramedStream:
             # A running receive writes into the arena, a running send reads the backlog, with
             # the GIL released: replacing either under them would free memory in use.
             raise RuntimeError("FramedStream.__init__() called again while a call is running")
+        self._check_not_lent("__init__")
         self.socket = sock
         self.max_size = max_size
         # An empty arena until the first receive: _make_room gives the stream its real one
@@ -227,6 +229,39 @@ cdef class FramedStream:
             return FRAME_HEADER
         return FRAME_HEADER + <Py_ssize_t>load_be32(self._arena.data + self._start)
 
+    cdef int _check_not_lent(self, str call) except -1:
+        """RuntimeError while the kernel receives into the arena (framed_lend): a receive of
+        our own would put bytes where the kernel is putting later ones."""
+        if self._lent:
+            raise RuntimeError(f"FramedStream.{call}() while an io_uring recv receives into it")
+        return 0
+
+    cdef Py_ssize_t _lend(self, Py_ssize_t min_length, char **at) except -1:
+        """Room in the arena for the rest of the frame at the front, for the kernel to receive
+        into: its length (at[0] where it starts), or 0 and nothing lent when the frame's
+        length is not known yet or fewer than min_length bytes of it are missing."""
+        cdef Py_ssize_t buffered = self._end - self._start
+        cdef Py_ssize_t need
+        if (self._lent or self._eof or self._read_error is not None or self._reading.busy
+                or buffered < FRAME_HEADER):
+            return 0
+        need = FRAME_HEADER + <Py_ssize_t>load_be32(self._arena.data + self._start)
+        if need - FRAME_HEADER > self.max_size or need - buffered < min_length:
+            return 0
+        self._make_room(need)
+        at[0] = self._arena.data + self._end
+        self._lent = need - buffered
+        return self._lent
+
+    cdef list _lent_filled(self, Py_ssize_t length):
+        """The kernel wrote length bytes (0 after an error) where _lend said and is done with
+        the room: they count as received; returns every whole message now buffered."""
+        if length < 0 or length > self._lent:
+            raise ValueError(f"{length} bytes received into {self._lent} lent")
+        self._lent = 0
+        self._end += length
+        return self._whole_frames(PY_SSIZE_T_MAX)
+
     cdef int _make_room(self, Py_ssize_t need) except -1:
         """Make the arena able to hold `need` bytes from the start of the unparsed region.
         The unparsed bytes move only within an arena no view refers to, else to a new one."""
@@ -248,6 +283,7 @@ cdef class FramedStream:
         """One recv(2) into the arena, as much as fits: bytes read, 0 at EOF, or IO_AGAIN."""
         cdef BufOp op
         cdef Py_ssize_t r
+        self._check_not_lent("recv")
         self._make_room(self._frame_need())
         op.buf = self._arena.data + self._end
         op.len = self._arena.size - self._end
@@ -318,6 +354,7 @@ cdef class FramedStream:
             if self._eof:
                 raise ValueError("feed() after feed_eof()")
             if length:
+                self._check_not_lent("feed")
                 # Room for the whole frame once its length is known: growing by each arrival
                 # copied a large frame's bytes again at every ring buffer (quadratic).
                 self._make_room(max(self._end - self._start + length, self._frame_need()))
@@ -333,6 +370,7 @@ cdef class FramedStream:
         have taken already: feed returns them all."""
         call_lock_enter(&self._reading, self.socket, "feed_eof")
         try:
+            self._check_not_lent("feed_eof")
             self._eof = True
             self._end_of_stream()
         finally:

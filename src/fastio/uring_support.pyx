@@ -70,3 +70,17 @@ cdef list framed_feed(object framed, const char *data, Py_ssize_t length):
     if type(framed) is not FramedStream:
         raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
     return (<FramedStream>framed)._feed(data, length)
+
+
+# The rest of a large frame, received by the kernel straight into the stream's arena (one
+# copy, as recv(2) makes, instead of a ring buffer's second): see csock/_fastio.pxd.
+cdef Py_ssize_t framed_lend(object framed, Py_ssize_t min_length, char **at) except -1:
+    if type(framed) is not FramedStream:
+        raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
+    return (<FramedStream>framed)._lend(min_length, at)
+
+
+cdef list framed_lent_filled(object framed, Py_ssize_t length):
+    if type(framed) is not FramedStream:
+        raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
+    return (<FramedStream>framed)._lent_filled(length)

@@ -36,8 +36,8 @@ from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, framed_feed, inflight_hold,
-    inflight_release, set_close_hook,
+    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, framed_feed, framed_lend,
+    framed_lent_filled, inflight_hold, inflight_release, set_close_hook,
 )
 
 import os as _os
@@ -314,6 +314,7 @@ cdef class Request:
     cdef object sink_error              # recv_many: the first error its recvmsg ended with
     cdef object framed                  # recv(framed=...): the FramedStream fed in place
     cdef Py_ssize_t fed_quietly         # its bytes fed since its last completion was reported
+    cdef bint direct                    # armed into framed's arena (framed_lend), not the pool
     # What run_callbacks() calls with each of this request's completions (None: wait()).
     cdef public object callback
 
@@ -751,7 +752,9 @@ cdef class Ring:
         during the reap, the buffer goes straight back, and the value is the list of whole
         messages it now holds (the error feed() raised, FrameTooLargeError, in ``error``).
         A receive that completes no message makes no completion: its bytes count in the
-        ``result`` of the next one."""
+        ``result`` of the next one. The rest of a frame larger than a ring buffer is received
+        straight into the stream's arena (one plain recv, armed where the multishot one
+        ended); meanwhile the stream's own receives and feed() of bytes raise RuntimeError."""
         self.need("recv")
         if framed is not None and not isinstance(framed, _FramedStream):
             raise TypeError("framed must be a csock._fastio.FramedStream, "
@@ -766,6 +769,8 @@ cdef class Ring:
         the kernel ended early)."""
         cdef csock_uring_sqe *sqe
         if request.kind == RECV:
+            if request.framed is not None and self.arm_into_frame(request):
+                return 0
             sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
             sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
             sqe.buf_group = BUFFER_GROUP
@@ -785,6 +790,30 @@ cdef class Ring:
             sqe.ioprio = CSOCK_IORING_ACCEPT_MULTISHOT
             sqe.op_flags = SOCK_CLOEXEC
         return 0
+
+    cdef bint arm_into_frame(self, Request request) except -1:
+        """Arm a framed recv as one plain recv into the stream's arena when the frame it is in
+        misses more than a ring buffer holds: the kernel copies those bytes once, not into
+        ring buffers that the reap copies again (twice epoll's CPU for 1 MiB frames). One
+        request at a time, as the multishot one, so the bytes stay in order."""
+        cdef char *at = NULL
+        cdef object framed = request.framed
+        cdef Py_ssize_t lent
+        cdef csock_uring_sqe *sqe
+        if self.pool is None:
+            return False
+        lent = framed_lend(framed, self.pool.buffer_size + 1, &at)   # (before the SQE: it
+        if lent == 0:                                                 # may allocate)
+            return False
+        try:
+            sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
+        except BaseException:
+            framed_lent_filled(framed, 0)
+            raise
+        sqe.addr = <uint64_t><size_t>at
+        sqe.len = <uint32_t>(lent if lent < (1 << 30) else (1 << 30))
+        request.direct = True
+        return True
 
     def recvmsg(self, sock, *, bint drain=False):
         """Multishot receive of datagrams with their senders' addresses: each completion's
@@ -979,7 +1008,8 @@ cdef class Ring:
             if flags & CSOCK_IORING_CQE_F_BUFFER and self.pool is not None:
                 self.pool.give_back(<uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT))
             return 0
-        if res == -EINVAL and request.kind == RECV and self.refused_limit(request):
+        if (res == -EINVAL and request.kind == RECV and not request.direct
+                and self.refused_limit(request)):
             return 1
         if flags & CSOCK_IORING_CQE_F_NOTIF:
             if not more:
@@ -1105,6 +1135,16 @@ cdef class Ring:
     cdef int fill(self, Completion completion, Request request, int res, uint32_t flags) except -1:
         cdef uint16_t bid
         cdef const csock_uring_recvmsg_out *out
+        if request.direct:
+            request.direct = False          # the kernel is done with the arena's room
+            messages = framed_lent_filled(request.framed, res if res > 0 else 0)
+            if res > 0:
+                completion.value = messages
+            elif res == 0:
+                completion.value = b""
+            else:
+                completion.error = os_error(-res)
+            return 0
         if flags & CSOCK_IORING_CQE_F_BUFFER:
             bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
             if request.framed is not None:
@@ -1362,10 +1402,11 @@ cdef class Ring:
             request.done = True
             request.callback = None             # no completion will come to call it
             if ours:
-                # The kernel may read a send's buffer until the ring's own teardown has
-                # finished: those stay exported for the life of the process.
-                if request.has_data or request.native != NULL:
-                    _orphans.append(request)
+                # The kernel may read a send's buffer, or receive into a stream's arena,
+                # until the ring's own teardown has finished: those stay for the life of
+                # the process.
+                if request.has_data or request.native != NULL or request.direct:
+                    _orphans.append(request)    # (direct: its stream, so the arena)
                 if request.held:
                     request.held = False
                     forget_hold(request)
