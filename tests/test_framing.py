@@ -330,6 +330,50 @@ def test_held_views_keep_arenas_alive_and_dropping_them_frees_memory():
         assert released < 2 * 256 * 1024 + 100_000   # ...and freed with the views (one arena kept)
 
 
+def test_a_freed_large_arena_is_reused_by_a_later_large_frame():
+    # A large frame's arena is allocated for it alone; freed with its views, it is kept for the
+    # next large frame (at most twice as large as that needs), its pages already faulted in.
+    _fastio._release_warm_arenas()
+    a, b = csock.socketpair()
+    with a, b:
+        fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+        sizes = [1 << 20, (1 << 20) + 1000, 600_000, 700_000]
+        t = sender_thread(lambda: fa.send_many([bytes([i]) * n for i, n in enumerate(sizes)]))
+        starts = []
+        for i, n in enumerate(sizes):
+            message = fb.recv()
+            assert message == bytes([i]) * n
+            starts.append(address_of(message))
+            del message                 # its arena is freed when the next frame's replaces it
+        t.join()
+    # Frame 2 does not fit frame 1's arena; frame 3 takes it (the oldest kept that fits), and
+    # frame 4 frame 2's (frame 1's is frame 3's until frame 4's arena replaces it).
+    assert starts[2] == starts[0] and starts[3] == starts[1]
+    assert _fastio._release_warm_arenas() >= 1
+
+
+def test_the_large_arenas_kept_are_bounded():
+    _fastio._release_warm_arenas()
+    arenas = [_fastio.Arena(3 << 20) for _ in range(3)] + [_fastio.Arena(300_000) for _ in range(3)]
+    while arenas:
+        arenas.pop(0)                   # freed oldest first
+    # At most four are kept, of at most 8 MiB together, the oldest dropped to make room: one
+    # 3 MiB arena of the three, and the three of 300,000 bytes.
+    taken = _fastio.Arena(2 << 20)
+    assert len(taken) == 3 << 20        # a kept one, up to twice as large as asked
+    assert _fastio._release_warm_arenas() == 3
+    del taken
+    assert _fastio._release_warm_arenas() == 1
+    never = _fastio.Arena(20 << 20)     # larger than all kept together: never kept
+    del never
+    assert _fastio._release_warm_arenas() == 0
+    kept = _fastio.Arena(300_000)
+    del kept
+    assert len(_fastio.Arena(700_000)) == 700_000    # more than twice as large: a new one
+    assert len(_fastio.Arena(200_000)) == 200_000    # not a large arena: none taken
+    assert _fastio._release_warm_arenas() == 2       # the 300,000 and 700,000 bytes ones
+
+
 def test_a_freed_arena_is_reused_by_the_next_stream():
     # Its pages are already faulted in: a server making a stream per connection, or a stream
     # whose views pin its arena, no longer maps and faults in 256 KiB each time.
