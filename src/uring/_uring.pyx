@@ -802,8 +802,9 @@ cdef class Ring:
         cdef csock_uring_sqe *sqe
         if self.pool is None:
             return False
-        lent = framed_lend(framed, self.pool.buffer_size + 1, &at)   # (before the SQE: it
-        if lent == 0:                                                 # may allocate)
+        # Before the SQE is taken: making room in the arena may allocate, so run Python code.
+        lent = framed_lend(framed, self.pool.buffer_size + 1, &at)
+        if lent == 0:
             return False
         try:
             sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
