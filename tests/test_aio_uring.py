@@ -261,16 +261,54 @@ MANY_STREAMS = textwrap.dedent("""
 
 @needs_strace
 def test_what_the_kernel_would_not_take_goes_in_one_io_uring_enter(tmp_path: Path) -> None:
-    """40 streams each send 512 KiB to peers not reading yet: each offers it with one send(2),
-    and the 40 remainders go to the kernel as ring sends with a handful of io_uring_enter
-    calls (not one per stream), then arrive whole."""
+    """40 streams each send 512 KiB to peers not reading yet: each offers it at once with
+    sendmsg(2) over the message's own buffer (the frame's header, then its 524,288 bytes: no
+    packed copy; a second call finds the socket full), and the 40 remainders go to the kernel
+    as ring sends with a handful of io_uring_enter calls (not one per stream), then arrive
+    whole."""
     text, out = strace(tmp_path, MANY_STREAMS, "io_uring_enter,sendto,sendmsg,write")
     assert out.strip() == "ok"
     window = text[text.index('"begin"'):text.index('"end"')]
     enters = re.findall(r"\bio_uring_enter\(", window)
-    assert len(re.findall(r"\bsendto\(", window)) == 40, window[-2000:]
-    assert not re.search(r"\bsendmsg\(", window), window[-2000:]
+    in_place = re.findall(r"\bsendmsg\(\d+, \{[^\n]*iov_len=4\}, \{[^\n]*iov_len=524288\}\], "
+                          r"msg_iovlen=2", window)
+    assert len(in_place) == 40, window[-2000:]
+    assert len(re.findall(r"\bsendmsg\(", window)) <= 80, window[-2000:]
+    assert not re.search(r"\bsendto\(", window), window[-2000:]
     assert 1 <= len(enters) <= 6, window[-3000:]
+
+
+SMALL_AND_ODD_SENDS = textwrap.dedent("""
+    import asyncio, os, pickle
+    import csock, csock.aio
+    MARK = os.open(os.devnull, os.O_WRONLY)
+    async def main():
+        a, b = (csock.aio.FramedStream(s, engine="uring") for s in csock.socketpair())
+        os.write(MARK, b"begin")
+        await a.send_many([b"one", b"two"])
+        await a.send(b"three")
+        await a.send(pickle.PickleBuffer(b"p" * 100_000))     # a buffer without a length
+        os.write(MARK, b"end")
+        got = []
+        while len(got) < 4:
+            got += [bytes(m) for m in await b.recv_many()]
+        assert got == [b"one", b"two", b"three", b"p" * 100_000], got
+        a.close(); b.close()
+    asyncio.run(main())
+    print("ok")
+""")
+
+
+@needs_strace
+def test_small_sends_are_packed_into_one_send_each(tmp_path: Path) -> None:
+    """Messages below SEND_IN_PLACE, and a buffer whose length len() cannot tell, are packed
+    and offered with one send(2) per call (sendmsg over their buffers cost a ping-pong more
+    than the copy)."""
+    text, out = strace(tmp_path, SMALL_AND_ODD_SENDS, "sendto,sendmsg,write")
+    assert out.strip() == "ok"
+    window = text[text.index('"begin"'):text.index('"end"')]
+    assert len(re.findall(r"\bsendto\(", window)) == 3, window[-2000:]
+    assert not re.search(r"\bsendmsg\(", window), window[-2000:]
 
 
 RECEIVES = textwrap.dedent("""

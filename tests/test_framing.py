@@ -178,6 +178,27 @@ def test_send_non_blocking_accepts_all_or_nothing(pair):
     assert received[:-1] == big and received[-1] == b"last"
 
 
+def test_take_backlog_hands_over_the_frames_not_sent_in_order(pair):
+    # csock.aio's io_uring engine sends from the messages' own buffers, then takes what the
+    # kernel did not take and sends it on its ring: sent part + backlog = the frames, whole.
+    a, b = pair
+    a.setblocking(False)
+    fa = csock.FramedStream(a)
+    assert fa.take_backlog() == bytearray()
+    big = [bytes([i]) * 300_000 for i in range(20)] + [b"small"] * 3   # beyond the buffers
+    fa.send_many(big)
+    rest = fa.take_backlog()
+    assert isinstance(rest, bytearray) and 0 < len(rest) < sum(4 + len(m) for m in big)
+    assert fa.pending_send == 0 and fa.take_backlog() == bytearray()
+    fb = csock.FramedStream(b)
+    received = []
+    t = sender_thread(lambda: received.extend(fb.recv() for _ in big))
+    a.setblocking(True)
+    a.sendall(rest)
+    t.join()
+    assert received == big
+
+
 def test_send_timeout_never_cuts_a_frame(pair):
     a, b = pair
     a.settimeout(0.1)

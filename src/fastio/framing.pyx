@@ -17,6 +17,7 @@
 cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.list cimport PyList_Append, PyList_GET_SIZE
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -453,6 +454,19 @@ cdef class FramedStream:
         self._backlog_sent = 0
         return 0
 
+    def take_backlog(self):
+        """Hand over the frames earlier sends accepted and the kernel has not taken yet (a
+        bytearray, empty if none), for another sender to send (csock.aio's io_uring engine
+        sends them with its ring); the backlog is empty after."""
+        call_lock_enter(&self._writing, self.socket, "take_backlog")
+        try:
+            backlog, sent = self._backlog, self._backlog_sent
+            self._backlog = bytearray()
+            self._backlog_sent = 0
+            return backlog if sent == 0 else backlog[sent:]
+        finally:
+            call_lock_exit(&self._writing)
+
     def flush(self):
         """Write what earlier sends left in the backlog; True once it is empty. Blocks (within
         the socket's timeout) on a blocking socket; writes what it can on a non-blocking one."""
@@ -466,18 +480,22 @@ cdef class FramedStream:
 
     cdef int _keep_rest(self, Py_ssize_t niov, Py_buffer *views, Py_ssize_t next_item,
                         Py_ssize_t n) except -1:
-        """Move everything of this call the kernel has not taken into the backlog."""
-        cdef Py_ssize_t i
-        cdef char header[FRAME_HEADER]
-        backlog = self._backlog
+        """Copy everything of this call the kernel has not taken to the backlog's end (once)."""
+        cdef Py_ssize_t i, rest = 0, at = PyByteArray_GET_SIZE(self._backlog)
+        cdef char *out
         for i in range(niov):
-            if self._iov[i].iov_len:
-                backlog += PyBytes_FromStringAndSize(<char *>self._iov[i].iov_base,
-                                                     self._iov[i].iov_len)
+            rest += self._iov[i].iov_len
         for i in range(next_item, n):
-            store_be32(header, <uint32_t>views[i].len)
-            backlog += PyBytes_FromStringAndSize(header, FRAME_HEADER)
-            backlog += PyBytes_FromStringAndSize(<char *>views[i].buf, views[i].len)
+            rest += FRAME_HEADER + views[i].len
+        PyByteArray_Resize(self._backlog, at + rest)
+        out = PyByteArray_AS_STRING(self._backlog) + at
+        for i in range(niov):
+            memcpy(out, self._iov[i].iov_base, self._iov[i].iov_len)
+            out += self._iov[i].iov_len
+        for i in range(next_item, n):
+            store_be32(out, <uint32_t>views[i].len)
+            memcpy(out + FRAME_HEADER, views[i].buf, views[i].len)
+            out += FRAME_HEADER + views[i].len
         return 0
 
     cdef Py_ssize_t _plan(self, Py_buffer *views, Py_ssize_t first, Py_ssize_t n,
