@@ -329,8 +329,17 @@ class UringFramedStream(FramedStream):
             self._framed.send_many(items)            # non-blocking: the rest stays in its backlog
         except (BlockingIOError, InterruptedError):
             rest: bytes | bytearray = pack_frames(items)     # none of it taken
+        except OSError:
+            # Part went out before the error: its rest still follows it, as on the epoll
+            # engine (a frame is never cut), and the error is the caller's.
+            self._send_rest(self._framed.take_backlog())
+            raise
         else:
             rest = self._framed.take_backlog()
+        return self._send_rest(rest)
+
+    def _send_rest(self, rest: bytes | bytearray) -> Coroutine[Any, Any, None] | None:
+        """Send what the kernel did not take with the ring (nothing is in flight)."""
         if not rest:
             return None
         self._pending_bytes += len(rest)

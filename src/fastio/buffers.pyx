@@ -41,33 +41,27 @@ cdef int _large_count = 0
 cdef Py_ssize_t _large_bytes = 0
 
 
-cdef char *take_large_arena(Py_ssize_t size, Py_ssize_t *capacity) noexcept:
-    """A kept arena of size to 2 * size bytes (its size in capacity[0]), or NULL."""
+cdef char *remove_large_arena(int i) noexcept:
+    """Take kept arena i out of the list (the later ones move up); its memory."""
     global _large_count, _large_bytes
-    cdef int i, j
-    cdef char *data
-    for i in range(_large_count):
-        if size <= _large_sizes[i] <= 2 * size:
-            data = _large_arenas[i]
-            capacity[0] = _large_sizes[i]
-            _large_bytes -= _large_sizes[i]
-            _large_count -= 1
-            for j in range(i, _large_count):
-                _large_arenas[j] = _large_arenas[j + 1]
-                _large_sizes[j] = _large_sizes[j + 1]
-            return data
-    return NULL
-
-
-cdef void drop_oldest_large_arena() noexcept:
-    global _large_count, _large_bytes
+    cdef char *data = _large_arenas[i]
     cdef int j
-    PyMem_Free(_large_arenas[0])
-    _large_bytes -= _large_sizes[0]
+    _large_bytes -= _large_sizes[i]
     _large_count -= 1
-    for j in range(_large_count):
+    for j in range(i, _large_count):
         _large_arenas[j] = _large_arenas[j + 1]
         _large_sizes[j] = _large_sizes[j + 1]
+    return data
+
+
+cdef char *take_large_arena(Py_ssize_t size, Py_ssize_t *capacity) noexcept:
+    """A kept arena of size to 2 * size bytes (its size in capacity[0]), or NULL."""
+    cdef int i
+    for i in range(_large_count):
+        if size <= _large_sizes[i] <= 2 * size:
+            capacity[0] = _large_sizes[i]
+            return remove_large_arena(i)
+    return NULL
 
 
 cdef void keep_large_arena(char *data, Py_ssize_t size) noexcept:
@@ -77,7 +71,7 @@ cdef void keep_large_arena(char *data, Py_ssize_t size) noexcept:
         PyMem_Free(data)
         return
     while _large_count == LARGE_ARENAS or _large_bytes + size > LARGE_ARENA_BYTES:
-        drop_oldest_large_arena()
+        PyMem_Free(remove_large_arena(0))           # the oldest
     _large_arenas[_large_count] = data
     _large_sizes[_large_count] = size
     _large_count += 1
@@ -92,7 +86,7 @@ def _release_warm_arenas():
         _warm_count -= 1
         PyMem_Free(_warm_arenas[_warm_count])
     while _large_count > 0:
-        drop_oldest_large_arena()
+        PyMem_Free(remove_large_arena(0))
     return released
 
 
