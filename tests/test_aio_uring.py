@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -398,6 +399,40 @@ def test_close_cancels_the_receive_and_the_peer_sees_end_of_stream(run: Any) -> 
 
     run(main())
     assert ring_fds() == rings_before
+
+
+def test_close_while_the_kernel_receives_into_a_large_frame(run: Any) -> None:
+    # The rest of a 5 MiB frame is received into the stream's arena by a plain recv: close()
+    # cancels it like the multishot one, the fd closes (FIN), and nothing outlives the stream.
+    rings_before = ring_fds()
+
+    async def main() -> None:
+        raw, sock = csock.socketpair()
+        stream = csock.aio.FramedStream(sock, engine="uring")
+        waiting = asyncio.create_task(stream.recv())
+        head = struct.pack("!I", 5 << 20) + b"h" * (600 * 1024)   # past recv_limit
+        sender = threading.Thread(target=raw.sendall, args=(head,))
+        sender.start()
+        while sender.is_alive():
+            await asyncio.sleep(0.01)              # (the loop reaps meanwhile)
+        await asyncio.sleep(0.05)
+        framed = stream._framed
+        assert framed.buffered >= 256 * 1024
+        with pytest.raises(RuntimeError, match="io_uring recv"):
+            framed.feed(b"x")                      # the arena is lent to the kernel
+        stream.close()
+        with pytest.raises(ConnectionAbortedError):
+            await waiting
+        raw.settimeout(2)
+        assert raw.recv(10) == b""
+        assert sock.fileno() == -1
+        await asyncio.sleep(0.02)
+        with pytest.raises(csock.IncompleteReadError):   # not RuntimeError: the loan ended
+            framed.feed_eof()                      # with the cancelled recv
+        raw.close()
+
+    run(main())
+    assert ring_fds() == rings_before      # (conftest checks every other fd)
 
 
 def test_a_recv_cancelled_after_the_messages_arrived_loses_nothing(run: Any) -> None:
