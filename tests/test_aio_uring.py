@@ -377,23 +377,38 @@ def test_a_handler_that_raises_is_logged_and_the_others_still_run(
 
 # --- close and cancellation -----------------------------------------------------------------
 
+def receiving_uring_stream() -> tuple[csock.socket, csock.aio.FramedStream, asyncio.Task[Any]]:
+    """A uring FramedStream over a socketpair, a task waiting in its recv, and the other end
+    (in a running loop)."""
+    raw, sock = csock.socketpair()
+    stream = csock.aio.FramedStream(sock, engine="uring")
+    return raw, stream, asyncio.create_task(stream.recv())
+
+
+async def close_and_see_end_of_stream(stream: csock.aio.FramedStream, waiting: asyncio.Task[Any],
+                                      raw: csock.socket) -> None:
+    """close() the uring stream that waiting (its recv) waits on: the recv raises
+    ConnectionAbortedError, and its fd closes once the receive ended, so the peer raw sees
+    end of stream (FIN)."""
+    sock = stream._sock
+    stream.close()
+    with pytest.raises(ConnectionAbortedError):
+        await waiting
+    raw.settimeout(2)
+    assert raw.recv(10) == b""
+    assert sock.fileno() == -1
+    await asyncio.sleep(0.02)
+
+
 def test_close_cancels_the_receive_and_the_peer_sees_end_of_stream(run: Any) -> None:
     rings_before = ring_fds()
 
     async def main() -> None:
-        raw, sock = csock.socketpair()
-        stream = csock.aio.FramedStream(sock, engine="uring")
-        waiting = asyncio.create_task(stream.recv())
+        raw, stream, waiting = receiving_uring_stream()
         await asyncio.sleep(0.02)                  # the multishot recv is armed
         driver = _uring_engine.driver_for(asyncio.get_running_loop())
         assert driver.pending == 1
-        stream.close()
-        with pytest.raises(ConnectionAbortedError):
-            await waiting
-        raw.settimeout(2)
-        assert raw.recv(10) == b""                 # the fd closed once the recv ended: FIN
-        assert sock.fileno() == -1
-        await asyncio.sleep(0.02)
+        await close_and_see_end_of_stream(stream, waiting, raw)
         assert driver.ring.closed                  # its last user gone: no fd outlives them
         raw.close()
 
@@ -407,9 +422,7 @@ def test_close_while_the_kernel_receives_into_a_large_frame(run: Any) -> None:
     rings_before = ring_fds()
 
     async def main() -> None:
-        raw, sock = csock.socketpair()
-        stream = csock.aio.FramedStream(sock, engine="uring")
-        waiting = asyncio.create_task(stream.recv())
+        raw, stream, waiting = receiving_uring_stream()
         head = struct.pack("!I", 5 << 20) + b"h" * (600 * 1024)   # past recv_limit
         sender = threading.Thread(target=raw.sendall, args=(head,))
         sender.start()
@@ -420,13 +433,7 @@ def test_close_while_the_kernel_receives_into_a_large_frame(run: Any) -> None:
         assert framed.buffered >= 256 * 1024
         with pytest.raises(RuntimeError, match="io_uring recv"):
             framed.feed(b"x")                      # the arena is lent to the kernel
-        stream.close()
-        with pytest.raises(ConnectionAbortedError):
-            await waiting
-        raw.settimeout(2)
-        assert raw.recv(10) == b""
-        assert sock.fileno() == -1
-        await asyncio.sleep(0.02)
+        await close_and_see_end_of_stream(stream, waiting, raw)
         with pytest.raises(csock.IncompleteReadError):   # not RuntimeError: the loan ended
             framed.feed_eof()                      # with the cancelled recv
         raw.close()
