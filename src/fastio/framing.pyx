@@ -246,7 +246,7 @@ cdef class FramedStream:
         if (self._lent or self._eof or self._read_error is not None or self._reading.busy
                 or buffered < FRAME_HEADER):
             return 0
-        need = FRAME_HEADER + <Py_ssize_t>load_be32(self._arena.data + self._start)
+        need = self._frame_need()
         if need - FRAME_HEADER > self.max_size or need - buffered < min_length:
             return 0
         self._make_room(need)

@@ -63,24 +63,25 @@ cdef object address_from_sockaddr(const void *sa, unsigned int length):
     return sockaddr_to_python(<const sockaddr *>sa, length)
 
 
+cdef FramedStream as_framed(object framed):
+    """framed itself, checked: TypeError unless it is a csock._fastio.FramedStream."""
+    if type(framed) is not FramedStream:
+        raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
+    return <FramedStream>framed
+
+
 # A multishot receive's bytes, straight from the ring's buffer into a FramedStream's arena
 # (csock.aio's io_uring engine): no view of the ring buffer is made, so it goes back at once.
 cdef list framed_feed(object framed, const char *data, Py_ssize_t length):
     """FramedStream.feed() from memory: the whole messages now buffered (possibly [])."""
-    if type(framed) is not FramedStream:
-        raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
-    return (<FramedStream>framed)._feed(data, length)
+    return as_framed(framed)._feed(data, length)
 
 
 # The rest of a large frame, received by the kernel straight into the stream's arena (one
 # copy, as recv(2) makes, instead of a ring buffer's second): see csock/_fastio.pxd.
 cdef Py_ssize_t framed_lend(object framed, Py_ssize_t min_length, char **at) except -1:
-    if type(framed) is not FramedStream:
-        raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
-    return (<FramedStream>framed)._lend(min_length, at)
+    return as_framed(framed)._lend(min_length, at)
 
 
 cdef list framed_lent_filled(object framed, Py_ssize_t length):
-    if type(framed) is not FramedStream:
-        raise TypeError(f"expected a csock._fastio.FramedStream, not {type(framed).__name__}")
-    return (<FramedStream>framed)._lent_filled(length)
+    return as_framed(framed)._lent_filled(length)
