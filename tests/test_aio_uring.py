@@ -312,6 +312,43 @@ def test_small_sends_are_packed_into_one_send_each(tmp_path: Path) -> None:
     assert not re.search(r"\bsendmsg\(", window), window[-2000:]
 
 
+FAILING_AFTER_PART = textwrap.dedent("""
+    import asyncio, sys, warnings
+    import csock, csock.aio
+    warnings.simplefilter("error")                      # a coroutine never awaited fails too
+    BIG = bytes(range(256)) * 4096                      # 1 MiB: more than a socket holds
+    async def main(engine):
+        a, b = csock.socketpair()
+        sender = csock.aio.FramedStream(a, engine=engine)
+        receiver = csock.aio.FramedStream(b, engine=engine)
+        try:
+            await sender.send(BIG)
+        except ConnectionResetError:
+            print("raised")
+        got = await asyncio.wait_for(receiver.recv(), 10)
+        assert bytes(got) == BIG, len(got)
+        await sender.send(b"after")
+        assert bytes(await receiver.recv()) == b"after"
+        sender.close(); receiver.close()
+    asyncio.run(main(sys.argv[1]))
+    print("ok")
+""")
+
+
+@needs_strace
+@pytest.mark.parametrize("engine", ["uring", "epoll"])
+def test_a_send_failing_after_part_still_sends_the_whole_frame(
+        tmp_path: Path, engine: str) -> None:
+    """The kernel takes part of a 1 MiB frame, then the next sendmsg(2) fails (strace makes
+    it return ECONNRESET): send() raises, and the frame's rest still goes out (on the ring,
+    or when the socket is writable), so the peer reads the whole frame, never a cut one."""
+    text, out = strace(tmp_path, FAILING_AFTER_PART, "sendmsg", engine,
+                       inject="sendmsg:error=ECONNRESET:when=2")
+    assert out.split() == ["raised", "ok"], text[-2000:]
+    sends = re.findall(r"\bsendmsg\(.*", text)
+    assert re.search(r"= \d+$", sends[0]) and "ECONNRESET" in sends[1], text[-2000:]
+
+
 RECEIVES = textwrap.dedent("""
     import asyncio, os, sys
     import csock, csock.aio

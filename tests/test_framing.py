@@ -6,6 +6,7 @@ import gc
 import random
 import socket as stdlib_socket
 import struct
+import textwrap
 import threading
 import time
 import tracemalloc
@@ -16,7 +17,7 @@ import csock
 from csock import _fastio
 
 from .pairs import STREAM_FAMILIES, address_of, stream_pair
-from .tracing import POLL_NRS, RECVFROM_NR, needs_recvfrom_nr
+from .tracing import POLL_NRS, RECVFROM_NR, needs_recvfrom_nr, needs_strace, strace
 
 
 @pytest.fixture(params=STREAM_FAMILIES)
@@ -176,6 +177,38 @@ def test_send_non_blocking_accepts_all_or_nothing(pair):
         time.sleep(0.001)
     t.join()
     assert received[:-1] == big and received[-1] == b"last"
+
+
+SEND_FAILING_AFTER_PART = textwrap.dedent("""
+    import threading
+    import csock
+    a, b = csock.socketpair()
+    a.setblocking(False)                            # the second sendmsg follows the first
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    BIG = bytes(range(256)) * 4096                  # 1 MiB: more than the socket holds
+    try:
+        fa.send(BIG)
+    except ConnectionResetError:
+        print("raised", fa.pending_send > 0)
+    a.setblocking(True)
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(bytes(fb.recv()) for _ in range(2)),
+                              daemon=True)          # a frame cut short never ends
+    reader.start()
+    fa.flush()
+    fa.send(b"after")
+    reader.join(10)
+    print(got == [BIG, b"after"])
+""")
+
+
+@needs_strace
+def test_a_send_failing_after_part_keeps_the_rest_of_the_frame(tmp_path):
+    # The kernel takes part of the frame, then the next sendmsg(2) fails (strace makes it
+    # return ECONNRESET): the error is raised, and the frame's rest, kept, goes out first.
+    text, out = strace(tmp_path, SEND_FAILING_AFTER_PART, "sendmsg",
+                       inject="sendmsg:error=ECONNRESET:when=2")
+    assert out.split() == ["raised", "True", "True"], text[-2000:]
 
 
 def test_take_backlog_hands_over_the_frames_not_sent_in_order(pair):

@@ -58,12 +58,16 @@ def writing(writer):
 """
 
 
-def strace(tmp_path: Path, code: str, syscalls: str, *args: str) -> tuple[str, str]:
+def strace(tmp_path: Path, code: str, syscalls: str, *args: str,
+           inject: str | None = None) -> tuple[str, str]:
     """(trace, stdout) of `python -c code *args` under `strace -f -e trace=syscalls`, with this
-    csock importable. Skips where ptrace is not permitted; fails when the snippet fails."""
+    csock importable; `inject` is an `-e inject=` fault (strace(1): the kernel does not run
+    that call, which returns the error given). Skips where ptrace is not permitted; fails when
+    the snippet fails."""
     log = tmp_path / "trace"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(csock.__file__)))
-    proc = subprocess.run(["strace", "-f", "-e", f"trace={syscalls}", "-o", str(log),
+    faults = ["-e", f"inject={inject}"] if inject else []
+    proc = subprocess.run(["strace", "-f", "-e", f"trace={syscalls}", *faults, "-o", str(log),
                            sys.executable, "-c", code,
                            *args], capture_output=True, text=True, timeout=120, env=env)
     if proc.returncode != 0 and "ptrace" in proc.stderr:

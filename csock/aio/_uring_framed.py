@@ -330,23 +330,22 @@ class UringFramedStream(FramedStream):
         except (BlockingIOError, InterruptedError):
             rest: bytes | bytearray = pack_frames(items)     # none of it taken
         except OSError:
-            # Part went out before the error: its rest still follows it, as on the epoll
-            # engine (a frame is never cut), and the error is the caller's.
-            self._send_rest(self._framed.take_backlog())
+            # Part went out before the error: its rest, kept by the parser, still follows it
+            # (a frame is never cut), and the error is the caller's.
+            self._start_rest(self._framed.take_backlog())
             raise
         else:
             rest = self._framed.take_backlog()
-        return self._send_rest(rest)
-
-    def _send_rest(self, rest: bytes | bytearray) -> Coroutine[Any, Any, None] | None:
-        """Send what the kernel did not take with the ring (nothing is in flight)."""
-        if not rest:
-            return None
-        self._pending_bytes += len(rest)
-        self._start_send(memoryview(rest))
+        self._start_rest(rest)
         if self._pending_bytes > self._write_limit:
             return self._drain_to(self._write_limit)
         return None
+
+    def _start_rest(self, rest: bytes | bytearray) -> None:
+        """Send what the kernel did not take with the ring (nothing is in flight)."""
+        if rest:
+            self._pending_bytes += len(rest)
+            self._start_send(memoryview(rest))
 
     async def _accept_when_below_the_limit(self, packed: bytes) -> None:
         # Above the limit a call waits before its frames are accepted: cancelled meanwhile,

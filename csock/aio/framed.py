@@ -10,7 +10,7 @@ import _socket
 import asyncio
 import errno
 import socket as _std
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -362,19 +362,9 @@ class FramedStream:
         most write_limit bytes."""
         if self._write_error is not None or self._closing:
             self._check_writable()
-        framed = self._framed
-        try:
-            framed.send(message)
-        except BlockingIOError:
-            while True:
-                await self._wait_writable(0)
-                self._check_writable()
-                try:
-                    framed.send(message)
-                    break
-                except BlockingIOError:
-                    pass
-        if framed.pending_send:
+        if not self._try_send(self._framed.send, message):
+            await self._send_when_writable(self._framed.send, message)
+        if self._framed.pending_send:
             await self._drain()
 
     async def send_many(self, messages: Iterable[Buffer]) -> None:
@@ -382,21 +372,32 @@ class FramedStream:
         kernel allows; returns once all are accepted and the backlog is at most write_limit."""
         if self._write_error is not None or self._closing:
             self._check_writable()
-        framed = self._framed
         items = messages if isinstance(messages, (list, tuple)) else list(messages)
-        try:
-            framed.send_many(items)
-        except BlockingIOError:
-            while True:
-                await self._wait_writable(0)
-                self._check_writable()
-                try:
-                    framed.send_many(items)
-                    break
-                except BlockingIOError:
-                    pass
-        if framed.pending_send:
+        if not self._try_send(self._framed.send_many, items):
+            await self._send_when_writable(self._framed.send_many, items)
+        if self._framed.pending_send:
             await self._drain()
+
+    def _try_send(self, call: Callable[[Any], None], argument: Any) -> bool:
+        """call(argument), one of the parser's sends; False if the socket was full (nothing
+        taken). An error after part of the call went out is raised, and the rest the parser
+        kept is still written when the socket is writable: a frame is never cut."""
+        try:
+            call(argument)
+        except BlockingIOError:
+            return False
+        except OSError:
+            if self._framed.pending_send:
+                self._start_writer()
+            raise
+        return True
+
+    async def _send_when_writable(self, call: Callable[[Any], None], argument: Any) -> None:
+        while True:
+            await self._wait_writable(0)
+            self._check_writable()
+            if self._try_send(call, argument):
+                return
 
     async def drain(self) -> None:
         """Wait until the kernel has every byte sent so far (the backlog is empty)."""

@@ -8,8 +8,9 @@
 # Send: small frames are packed (length + payload) into one contiguous buffer, large payloads go
 # as their own iovec without a copy; everything goes out with as few sendmsg(2) calls as the
 # kernel allows. A call either accepts all its messages or raises having accepted none: when the
-# kernel takes part of a call's bytes and then would block (or the timeout expires), the rest
-# is kept in a backlog that the next send (or flush()) writes first, so a frame is never cut.
+# kernel takes part of a call's bytes and then would block, the timeout expires or a sendmsg
+# fails, the rest is kept in a backlog that the next send (or flush()) writes first, so a frame
+# is never cut (the failure is still raised, with pending_send saying what was kept).
 #
 # Threads: the arena and its offsets belong to the reading side, the pack buffer, iovecs and
 # backlog to the writing side. Each side has its own lock (CallLock), so one thread may send
@@ -559,9 +560,10 @@ cdef class FramedStream:
                     return 0
                 done = following
         except BaseException as error:
-            # Part of the call went out: keep the rest so no frame is ever cut. A timeout then
-            # counts as accepted (like a non-blocking partial send); other errors propagate.
-            if moved == 0 or (isinstance(error, OSError) and not isinstance(error, TimeoutError)):
+            # Part of the call went out: keep the rest so no frame is ever cut (the next send or
+            # flush() writes it first, or fails as this did). A timeout then counts as accepted,
+            # like a non-blocking partial send; any other error is still raised.
+            if moved == 0:
                 raise
             self._keep_rest(niov, views, following, n)
             if not isinstance(error, TimeoutError):
