@@ -608,6 +608,65 @@ def test_large_frames_mixed_with_small_ones_arrive_exactly(run: Any) -> None:
     run(main())
 
 
+def sizes_at_the_thresholds() -> list[int]:
+    """Message sizes on either side of each size where the uring stream changes course: a
+    ring buffer (received in place or into the arena), SEND_IN_PLACE (packed or sent from the
+    message's own buffer) and the multishot receive's limit (re-armed, maybe into the arena)."""
+    with csock.uring.Ring(8, 0) as ring:
+        recv_limit = ring.recv_limit or 256 * 1024       # (0: this kernel takes no limit)
+    edges = [_uring_engine.RING_BUFFER_SIZE, _uring_framed.SEND_IN_PLACE, recv_limit, 1 << 20]
+    return [0, 1] + [edge + d - 4 for edge in edges for d in (-1, 0, 1)] + [3 << 20]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_frames_at_every_threshold_arrive_exactly_between_engines(run: Any, seed: int) -> None:
+    # Random runs of messages at the sizes where the uring stream switches path, sent with
+    # send or send_many (bytes or bytearray) and received with recv or recv_many, between
+    # every pair of engines with uring on one side: each arrives whole and in order.
+    rng = random.Random(seed)
+    sizes = sizes_at_the_thresholds()
+
+    async def trial(sending: str, receiving: str) -> None:
+        a, b = csock.socketpair()
+        sender = csock.aio.FramedStream(a, engine=sending,
+                                        write_limit=rng.choice([0, 1 << 16, 1 << 24]))
+        receiver = csock.aio.FramedStream(b, engine=receiving)
+        messages = [rng.randbytes(rng.choice(sizes)) for _ in range(rng.randrange(1, 10))]
+
+        async def send_all() -> None:
+            i = 0
+            while i < len(messages):
+                run_of = messages[i:i + rng.randrange(1, 4)]
+                if rng.random() < 0.5:
+                    await sender.send_many(run_of)
+                else:
+                    for m in run_of:
+                        await sender.send(bytearray(m) if rng.random() < 0.3 else m)
+                i += len(run_of)
+
+        async def receive_all() -> list[bytes]:
+            got: list[bytes] = []
+            while len(got) < len(messages):
+                if rng.random() < 0.5:
+                    got.append(bytes(await receiver.recv()))
+                else:
+                    got += [bytes(m) for m in await receiver.recv_many()]
+            return got
+
+        _, got = await asyncio.wait_for(asyncio.gather(send_all(), receive_all()), 10)
+        assert [len(m) for m in got] == [len(m) for m in messages]
+        assert got == messages
+        for stream in (sender, receiver):
+            stream.close()
+            await stream.wait_closed()
+
+    async def main() -> None:
+        for _ in range(30):
+            await trial(*rng.choice([("uring", "uring"), ("uring", "epoll"), ("epoll", "uring")]))
+
+    run(main())
+
+
 def test_every_buffer_held_rearms_the_receive(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """With 2 ring buffers of 4 KiB for 20 streams receiving at once, the kernel runs out of
     buffers (ENOBUFS ends a multishot receive): each is armed again, nothing is lost."""
