@@ -211,6 +211,20 @@ def test_a_send_failing_after_part_keeps_the_rest_of_the_frame(tmp_path):
     assert out.split() == ["raised", "True", "True"], text[-2000:]
 
 
+def test_leaving_a_with_block_on_an_error_keeps_that_error(pair):
+    # The block fails while a backlog waits and the peer has gone: close() cannot write the
+    # backlog, and that (EPIPE/ECONNRESET) must not replace the block's own error.
+    a, b = pair
+    a.setblocking(False)
+    with pytest.raises(LookupError, match="the block's own"):
+        with csock.FramedStream(a) as fa:
+            fa.send(bytes(4 << 20))                 # accepted: most of it in the backlog
+            assert fa.pending_send > 0
+            b.close()                               # unread data: the peer resets
+            raise LookupError("the block's own")
+    assert a.fileno() == -1
+
+
 def test_take_backlog_hands_over_the_frames_not_sent_in_order(pair):
     # csock.aio's io_uring engine sends from the messages' own buffers, then takes what the
     # kernel did not take and sends it on its ring: sent part + backlog = the frames, whole.

@@ -628,8 +628,14 @@ cdef class FramedStream:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc_info):
-        self.close()
+    def __exit__(self, exc_type, exc_value, traceback):
+        # Leaving on an error, a backlog close() cannot write (the connection failed, which
+        # is often that error) must not replace the error the block raised.
+        try:
+            self.close()
+        except OSError:
+            if exc_type is None:
+                raise
 
     def __repr__(self):
         return (f"<csock.FramedStream socket={self.socket!r} max_size={self.max_size} "
