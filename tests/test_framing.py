@@ -211,18 +211,35 @@ def test_a_send_failing_after_part_keeps_the_rest_of_the_frame(tmp_path):
     assert out.split() == ["raised", "True", "True"], text[-2000:]
 
 
-def test_leaving_a_with_block_on_an_error_keeps_that_error(pair):
-    # The block fails while a backlog waits and the peer has gone: close() cannot write the
-    # backlog, and that (EPIPE/ECONNRESET) must not replace the block's own error.
-    a, b = pair
+def backlog_to_a_peer_gone(a, b):
+    """A FramedStream on a (made non-blocking) with a backlog for the peer b, which closes
+    with unread data (a reset): that backlog can never be written."""
     a.setblocking(False)
+    fa = csock.FramedStream(a)
+    fa.send(bytes(4 << 20))                     # accepted: most of it in the backlog
+    assert fa.pending_send > 0
+    b.close()
+    return fa
+
+
+def test_leaving_a_with_block_on_an_error_keeps_that_error(pair):
+    # close() cannot write the backlog (EPIPE/ECONNRESET): that must not replace the error
+    # the block raised.
     with pytest.raises(LookupError, match="the block's own"):
-        with csock.FramedStream(a) as fa:
-            fa.send(bytes(4 << 20))                 # accepted: most of it in the backlog
-            assert fa.pending_send > 0
-            b.close()                               # unread data: the peer resets
+        with backlog_to_a_peer_gone(*pair):
             raise LookupError("the block's own")
-    assert a.fileno() == -1
+    assert pair[0].fileno() == -1
+
+
+def test_close_drops_a_backlog_it_cannot_write_without_raising(pair):
+    # As for a socket that is full or a timeout: dropped, the socket closed, no error (a
+    # close() in a finally block would replace the error a send raised).
+    fa = backlog_to_a_peer_gone(*pair)
+    with pytest.raises(OSError):
+        for _ in range(100):
+            fa.flush()                          # the connection failed: its sends say so
+    fa.close()
+    assert pair[0].fileno() == -1
 
 
 def test_take_backlog_hands_over_the_frames_not_sent_in_order(pair):

@@ -607,9 +607,11 @@ cdef class FramedStream:
     # --- lifetime ----------------------------------------------------------------------------
 
     def close(self):
-        """Write any backlog (within the socket's timeout; dropped on a non-blocking socket
-        that is full), then close the socket. A send running in another thread is not waited
-        for (it writes the backlog itself, first)."""
+        """Write any backlog, then close the socket. What cannot be written is dropped and
+        close() does not raise for it: on a non-blocking socket that is full, past the
+        socket's timeout, or when the connection has failed (a send has said so already, and
+        a close() in a finally block must not replace that error). A send running in another
+        thread is not waited for (it writes the backlog itself, first)."""
         cdef IoWait w
         cdef bint sending_elsewhere = self._writing.busy
         if not sending_elsewhere:
@@ -618,7 +620,7 @@ cdef class FramedStream:
             if not sending_elsewhere and self.pending_send and self.socket.fileno() >= 0:
                 io_begin(self.socket, &w)
                 self._flush_backlog(&w)
-        except (BlockingIOError, TimeoutError):
+        except OSError:
             pass
         finally:
             if not sending_elsewhere:
@@ -629,13 +631,7 @@ cdef class FramedStream:
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
-        # Leaving on an error, a backlog close() cannot write (the connection failed, which
-        # is often that error) must not replace the error the block raised.
-        try:
-            self.close()
-        except OSError:
-            if exc_type is None:
-                raise
+        self.close()
 
     def __repr__(self):
         return (f"<csock.FramedStream socket={self.socket!r} max_size={self.max_size} "
