@@ -90,6 +90,24 @@ def test_a_hanging_test_is_an_error_and_the_suite_goes_on(tmp_path, monkeypatch)
     assert "hung or crashed" in outcomes["fake_suite.T.test_2_hangs"]
 
 
+def test_a_recheck_tells_the_machine_and_timing_apart_from_csock(tmp_path, monkeypatch):
+    """Rechecked differences: one that passes alone is flaky, and so is one the stdlib no
+    longer passes either (the machine changed: here a file went away); one that fails only
+    with csock substituted stays a difference."""
+    (tmp_path / "fake_env_suite.py").write_text(textwrap.dedent("""
+        import os, socket, unittest
+        class T(unittest.TestCase):
+            def test_machine(self): self.assertTrue(os.path.exists(os.environ["FAKE_MARK"]))
+            def test_timing(self): pass
+            def test_csock(self): self.assertEqual(socket.__name__, "socket")
+    """))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("FAKE_MARK", str(tmp_path / "gone"))
+    tests = {f"fake_env_suite.T.test_{name}" for name in ("machine", "timing", "csock")}
+    flaky = conformance.recheck_alone("module", "fake", ["fake_env_suite"], tmp_path, tests)
+    assert flaky == {"fake_env_suite.T.test_machine", "fake_env_suite.T.test_timing"}
+
+
 def test_a_suite_that_loads_no_test_fails_the_run(tmp_path):
     with pytest.raises(RuntimeError, match="loaded no test"):
         conformance.run_suite("stdlib", "broken", ["test.test_socket.NoSuchTestClass"], tmp_path)
