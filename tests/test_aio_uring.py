@@ -9,6 +9,7 @@ import ctypes
 import os
 import random
 import re
+import resource
 import signal
 import struct
 import subprocess
@@ -697,6 +698,54 @@ def test_every_buffer_held_rearms_the_receive(run: Any, monkeypatch: pytest.Monk
             await b.wait_closed()
 
     run(main())
+
+
+def test_600_streams_receiving_at_once_keep_their_receives_armed(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 streams that each receive a message between two reaps take 600 ring buffers at
+    once. Once the first such round has grown the buffers offered, the next finds enough:
+    no receive ends with ENOBUFS (each would cost a re-arm, an exception and a loop
+    iteration; with 512 buffers at most, a server of many connections paid that every round)."""
+    streams = 600
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4 * streams:
+        pytest.skip(f"RLIMIT_NOFILE allows {hard} files, the test needs {4 * streams}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4 * streams), hard))
+    ended: list[int] = []
+    on_receive_error = _uring_framed.UringFramedStream._on_receive_error
+
+    def spy(self: Any, error: OSError) -> None:
+        ended.append(error.errno)
+        on_receive_error(self, error)
+
+    monkeypatch.setattr(_uring_framed.UringFramedStream, "_on_receive_error", spy)
+
+    async def one_round(pairs: list[Any], round_: int) -> list[bytes]:
+        readers = [asyncio.create_task(b.recv()) for _, b in pairs]
+        await asyncio.sleep(0.01)                   # every receive armed
+        for conn, (a, _) in enumerate(pairs):
+            await a.send(TAG.pack(conn, round_))    # send(2) at once: no yield between them
+        return [bytes(m) for m in await asyncio.wait_for(asyncio.gather(*readers), 10)]
+
+    async def main() -> list[int]:
+        pairs = [framed_pair(engine="uring") for _ in range(streams)]
+        try:
+            for round_ in range(3):
+                ended.clear()
+                got = await one_round(pairs, round_)
+                assert got == [TAG.pack(conn, round_) for conn in range(streams)]
+            return ended
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+                await a.wait_closed()
+                await b.wait_closed()
+
+    try:
+        assert run(main()) == []                    # in the last round
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # --- connections closing under load ---------------------------------------------------------

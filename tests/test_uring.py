@@ -215,6 +215,36 @@ def test_a_receive_that_finds_no_buffer_doubles_the_buffers_offered() -> None:
             del first, rest
 
 
+def test_many_receives_without_a_buffer_in_one_reap_double_the_offer_once() -> None:
+    """Eight receives more than buffers offered, each ending with ENOBUFS in one reap, double
+    the offer once: a doubling per such receive had offered every buffer after one burst of
+    connections, and the kernel then wrote each in turn (every one of them resident)."""
+    with uring.Ring(64, 256, 65536) as r:
+        needs(r, "recvmsg")
+        offered = r.pool.offered
+        sockets = [udp_socket() for _ in range(offered + 8)]
+        tx = udp_socket()
+        try:
+            for i, rx in enumerate(sockets):
+                tx.sendto(b"%d" % i, rx.getsockname())
+            for rx in sockets:
+                r.recvmsg(rx)
+            done = r.wait(offered + 8, timeout=2)
+            got = {sockets.index(c.request.sock): bytes(c.value[0])
+                   for c in done if c.error is None}
+            assert got == {i: b"%d" % i for i in range(offered)}    # each its own datagram
+            # (The last receive to get a buffer ends with ENOBUFS too, when it tries again.)
+            assert {sockets.index(c.request.sock) for c in done if c.error is not None} >= set(
+                range(offered, offered + 8))
+            assert {c.error.errno for c in done if c.error is not None} == {errno.ENOBUFS}
+            assert r.pool.offered == 2 * offered < r.pool.count
+            del done
+        finally:
+            r.close()
+            for sock in [*sockets, tx]:
+                sock.close()
+
+
 def test_a_multishot_recv_takes_at_most_its_limit_between_reaps() -> None:
     """A peer that keeps sending gets no more than recv_limit bytes into the ring's buffers
     before the application reaps (without the limit it got every buffer offered): the kernel

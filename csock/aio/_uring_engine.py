@@ -33,9 +33,13 @@ ENGINES = ("epoll", "uring", "auto")
 NEEDED_OPS = frozenset({"recv", "send", "sendmsg", "accept", "poll"})
 # Per loop: SQ entries (the CQ has twice as many; a full one waits in the kernel, FEAT_NODROP)
 # and the provided buffers receives land in. A view is fed to its stream and released within
-# the completion's callback, so buffers are held only between a reap and its dispatch.
+# the completion's callback, so buffers are held only between a reap and its dispatch; but
+# each stream that receives between two reaps takes one, so there must be a buffer for each
+# (with 512, a server of 1,000 busy connections re-armed hundreds of receives every round
+# after ENOBUFS). Only the buffers offered are touched (BufferPool: 2 MiB at first, doubled
+# at each ENOBUFS): a 64-byte message dirties one page of its 32 KiB buffer.
 RING_ENTRIES = 1024
-RING_BUFFERS = 512
+RING_BUFFERS = 4096
 RING_BUFFER_SIZE = 32 * 1024
 
 Handler = Callable[[Completion], None]
@@ -55,9 +59,10 @@ def usable() -> bool:
         answer = False
         if _uring.available():
             try:
-                # As many entries as a loop's ring has: before 5.12 the rings' memory counts
-                # against RLIMIT_MEMLOCK, and a ring that cannot be made must mean "epoll".
-                with Ring(RING_ENTRIES, 1, 4096) as ring:
+                # As many entries and buffers as a loop's ring has: before 5.12 the rings'
+                # memory counts against RLIMIT_MEMLOCK, and a ring that cannot be made must
+                # mean "epoll". (Small buffers: their size is only our own mmap.)
+                with Ring(RING_ENTRIES, RING_BUFFERS, 64) as ring:
                     answer = NEEDED_OPS <= ring.supported_ops()
             except OSError:
                 answer = False

@@ -24,6 +24,7 @@ from posix.unistd cimport close as close_fd, getpid
 from posix.types cimport pid_t
 from posix.mman cimport (
     mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED,
+    MAP_NORESERVE,
 )
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
@@ -154,6 +155,7 @@ cdef class BufferPool:
     cdef uint16_t tail                  # the next entry to fill (the ring's tail, ours)
     cdef uint16_t mask
     cdef bint registered                # the ring still reads it (not after Ring.close)
+    cdef bint grew                      # offered was doubled in this reap already
     cdef pid_t pid                      # a forked child's copy goes back to no ring
     cdef readonly Py_ssize_t outstanding   # buffers handed out in views, not yet back
 
@@ -173,8 +175,10 @@ cdef class BufferPool:
         self.spare = <uint16_t *>PyMem_Calloc(count, sizeof(uint16_t))
         if self.spare == NULL:
             raise MemoryError()
+        # Only the buffers offered are ever touched, and a small message touches one page of
+        # its buffer: reserve no swap for the rest (strict overcommit reserves it anyway).
         self.memory = <char *>mmap(NULL, self.memory_size, PROT_READ | PROT_WRITE,
-                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         if <void *>self.memory == MAP_FAILED:
             raise_errno(errno)
         # The ring itself must be page-aligned: mmap gives that.
@@ -225,8 +229,12 @@ cdef class BufferPool:
         self.top_up()
 
     cdef void ran_out(self) noexcept:
-        """A receive found the ring empty (ENOBUFS): offer twice as many from now on."""
-        self.offered = min(self.count, 2 * self.offered)
+        """A receive found the ring empty (ENOBUFS): offer twice as many from now on, once
+        per reap (a reap of 200 such receives had doubled it to every buffer, all touched in
+        turn from then on)."""
+        if not self.grew:
+            self.grew = True
+            self.offered = min(self.count, 2 * self.offered)
         self.top_up()
 
     cdef void give_back(self, uint16_t bid) noexcept:
@@ -954,6 +962,8 @@ cdef class Ring:
         cdef uint32_t head, tail
         cdef csock_uring_cqe cqe
         cdef int count = 0
+        if self.pool is not None:
+            self.pool.grew = False
         while self.fd >= 0:             # (close() may run in the Python code dispatch runs)
             head = self.cq_head[0]
             tail = csock_load_acquire(self.cq_tail)
