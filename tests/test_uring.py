@@ -4,6 +4,7 @@ thread; fork; no fd or memory growth over 10,000 operations."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import select
 import signal
@@ -307,6 +308,67 @@ def test_run_callbacks_calls_each_requests_callback_in_order(ring) -> None:
             ring.run_callbacks(lambda callback, error: errors.append((callback, error)))
         assert calls[-1] == ("recv", errno.ECANCELED) and receiving.callback is None
         assert len(errors) == 1 and ring.pending == 0
+
+
+def polls_ready_at_once(r: uring.Ring, sock: object, count: int,
+                        callback: object) -> list[uring.Request]:
+    """count one-shot POLLOUT requests on a writable socket, each completing at the submit."""
+    requests = []
+    for _ in range(count):
+        request = r.poll(sock, select.POLLOUT)
+        request.callback = callback
+        requests.append(request)
+    return requests
+
+
+def test_run_callbacks_frees_each_completion_before_making_the_next() -> None:
+    """1,000 completions posted at once, their callbacks keeping nothing: the cyclic GC's
+    youngest generation (700 objects) never fills during the call. It ran in the middle of
+    every such batch when all its completions were made before the first callback ran."""
+    with uring.Ring(1024, 0) as r:
+        needs(r, "poll")
+        tx = udp_socket()
+        collections: list[int] = []
+
+        def count_collections(phase: str, info: dict) -> None:
+            if phase == "start":
+                collections.append(info["generation"])
+
+        thresholds = gc.get_threshold()
+        calls = []
+        requests = polls_ready_at_once(r, tx, 1000, lambda c: calls.append(c.result))
+        gc.set_threshold(700, 10, 10)
+        gc.collect()
+        gc.callbacks.append(count_collections)
+        try:
+            ran = r.run_callbacks(lambda callback, error: None)
+        finally:
+            gc.callbacks.remove(count_collections)
+            gc.set_threshold(*thresholds)
+            tx.close()
+        assert ran == 1000 and len(calls) == 1000 and all(c & select.POLLOUT for c in calls)
+        assert collections == []
+        assert all(request.done for request in requests) and r.pending == 0
+
+
+def test_completions_after_a_callback_raises_ctrl_c_run_at_the_next_call() -> None:
+    with uring.Ring(64, 0) as r:
+        needs(r, "poll")
+        tx = udp_socket()
+        calls: list[int] = []
+
+        def interrupt(c: uring.Completion) -> None:
+            calls.append(len(calls))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+
+        with tx:
+            polls_ready_at_once(r, tx, 5, interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                r.run_callbacks(lambda callback, error: None)
+            assert calls == [0, 1]
+            assert r.run_callbacks(lambda callback, error: None) == 3
+            assert calls == [0, 1, 2, 3, 4] and r.pending == 0
 
 
 def frame(message: bytes) -> bytes:

@@ -959,33 +959,52 @@ cdef class Ring:
     cpdef int reap(self) except -1:
         """Move every completion the kernel posted into the ready list (or a batch's own
         list); returns how many belonged to requests."""
-        cdef uint32_t head, tail
-        cdef csock_uring_cqe cqe
         cdef int count = 0
+        self.begin_reap()
+        while self.reap_next(&count, 0, False):
+            pass
+        self.end_reap(count)
+        return count
+
+    cdef inline void begin_reap(self) noexcept:
         if self.pool is not None:
             self.pool.grew = False
+
+    cdef int reap_next(self, int *count, uint32_t stop, bint bounded) except -1:
+        """Dispatch the next completion the kernel posted (adding 1 to count if it belonged
+        to a request); 0 once there is none, or, if bounded, once the CQ head reaches stop
+        and no completion waits in the kernel."""
+        cdef uint32_t head, tail
+        cdef csock_uring_cqe cqe
         while self.fd >= 0:             # (close() may run in the Python code dispatch runs)
             head = self.cq_head[0]
             tail = csock_load_acquire(self.cq_tail)
-            if head == tail:
+            if head == tail or (bounded and head == stop):
                 if not csock_load_acquire(self.sq_flags) & (SQ_CQ_OVERFLOW | SQ_TASKRUN):
-                    break
+                    return 0
                 # Completions that found the CQ full wait in the kernel (FEAT_NODROP), in
                 # order, and with COOP_TASKRUN finished requests wait for this task to run
                 # their work: an enter for events posts them (without waiting: min_complete 0).
                 self.enter(0, 0, CSOCK_IORING_ENTER_GETEVENTS, NULL, 0, False)
-                if csock_load_acquire(self.cq_tail) == head:
-                    break
+                if csock_load_acquire(self.cq_tail) == tail:
+                    return 0
+                bounded = False         # (what the enter posted is taken too, as reap does)
                 continue
             cqe = self.cqes[head & self.cq_mask]
             csock_store_release(self.cq_head, head + 1)    # ours now, before any Python runs
-            count += self.dispatch(cqe.user_data, cqe.res, cqe.flags)
+            count[0] += self.dispatch(cqe.user_data, cqe.res, cqe.flags)
+            return 1
+        return 0
+
+    cdef int end_reap(self, int count) except -1:
+        """Submit the re-arms and repeated cancels dispatch queued; wake another thread's
+        waiter if this thread took completions it may be asleep for."""
         if self.cancel_again and self.fd >= 0:
             self.cancel_again = False
             self.submit()
         if count and self.waiting and self.fd >= 0:
             self.wake_waiters()
-        return count
+        return 0
 
     cdef int wake_waiters(self) except -1:
         """This thread took completions another thread may be asleep for: a NOP's completion
@@ -1226,16 +1245,40 @@ cdef class Ring:
         call each completion's ``request.callback`` with it, in the order the kernel posted
         them; completions of requests without one are dropped. A callback that raises is
         reported to ``on_error(callback, error)`` and the rest still run. Returns how many
-        callbacks ran. (csock.aio's engine: no Python loop or lookup per completion.)"""
-        cdef Completion completion
-        cdef Request request
+        callbacks ran. (csock.aio's engine: no Python loop or lookup per completion.)
+
+        Each completion is made and handed to its callback before the next is taken, so that
+        it is freed before the next is made: reaping hundreds first filled the cyclic GC's
+        youngest generation in the middle of every batch of a client of 1,000 connections.
+        Completions posted after the call began wait for the next call."""
         cdef list ready
         cdef Py_ssize_t ran = 0
+        cdef int count = 0
+        cdef uint32_t stop
         self.check_usable()
         self.submit()
-        self.reap()
-        ready, self.ready = self.ready, []
-        for completion in ready:
+        self.begin_reap()
+        stop = csock_load_acquire(self.cq_tail)
+        try:
+            while True:
+                if not self.ready and not self.reap_next(&count, stop, True):
+                    break
+                # (A callback's own reap, through a submit that found the CQ full, adds to
+                # the ready list after what it holds: the order stays the kernel's.)
+                ready, self.ready = self.ready, []
+                ran += self.call_each(ready, on_error)
+        finally:
+            self.end_reap(count)
+        return ran
+
+    cdef Py_ssize_t call_each(self, list ready, object on_error) except -1:
+        """Call the callback of each completion in ready; how many ran. Those left when one
+        raises a BaseException go back to the front of the ready list."""
+        cdef Completion completion
+        cdef Request request
+        cdef Py_ssize_t i, ran = 0
+        for i in range(len(ready)):
+            completion = ready[i]
             request = completion.request
             callback = request.callback
             if not completion.more:
@@ -1247,6 +1290,9 @@ cdef class Ring:
                 callback(completion)
             except Exception as error:
                 on_error(callback, error)
+            except BaseException:
+                self.ready[:0] = ready[i + 1:]  # (Ctrl-C: the rest run at the next call)
+                raise
         return ran
 
     cdef int sleep(self, bint timed, int64_t deadline) except -1:
