@@ -90,12 +90,26 @@ def header(document: dict[str, Any]) -> list[str]:
             "smallest and largest per-round ratio in brackets."
         )
     ]
-    for part in document.get("merged", []):      # partial runs merged in (--merge)
-        lines[0] += (f" The rows of {', '.join(part['workloads'])} are from a later "
+    for part, workloads in current_merges(document):
+        lines[0] += (f" The rows of {', '.join(workloads)} are from a later "
                      f"`{part['command']}` ({part['date']}), merged in.")
     if document.get("provisional"):
         lines += ["", f"**Provisional:** {document['provisional']}"]
     return lines
+
+
+def current_merges(document: dict[str, Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Each partial run merged in (--merge) that rows still come from, with those rows'
+    workloads: a later merge of a workload replaced its rows, so the earlier run is not
+    named for it (the JSON's "merged" keeps every one)."""
+    replaced: set[str] = set()
+    current = []
+    for part in reversed(document.get("merged", [])):
+        workloads = [w for w in part["workloads"] if w not in replaced]
+        replaced.update(part["workloads"])
+        if workloads:
+            current.append((part, workloads))
+    return current[::-1]
 
 
 def footnote() -> str:

@@ -860,6 +860,20 @@ def test_a_partial_run_merges_into_the_published_json(sized_run_json):
         "--only seqpacket-pingpong`" in text
 
 
+def test_the_pages_name_only_the_merged_runs_rows_still_come_from():
+    from bench import figures
+
+    document = {"runs": [], "merged": [
+        {"workloads": ["a", "b"], "command": "first", "date": "1"},
+        {"workloads": ["c"], "command": "second", "date": "2"},
+        {"workloads": ["b", "c"], "command": "third", "date": "3"},
+    ]}
+    text = figures.header(document)[0]
+    assert "The rows of a are from a later `first` (1), merged in." in text
+    assert "`second`" not in text                      # every row of it replaced since
+    assert text.endswith("The rows of b, c are from a later `third` (3), merged in.")
+
+
 def test_a_cpu_time_below_one_clock_tick_gives_no_cpu_ratio():
     from bench.report import Figures
     from bench.runner import Result
