@@ -168,7 +168,7 @@ def run_bench(args: argparse.Namespace) -> int:
     ):
         print(line)
     if args.json:
-        write_json(args.json, workloads, results, args.window, args.quick, args.only)
+        write_json(args.json, workloads, results, args.window, args.quick, args.only, args.rounds)
     if args.plot:
         plot(args.plot, workloads, figures)
         print(f"plot written to {args.plot}")

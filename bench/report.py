@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -262,20 +263,35 @@ def loss_lines(results: list[Result]) -> list[str]:
 def summary(document: dict[str, Any]) -> str:
     """How the figures were made, from a bench.json document: rounds, the shortest window."""
     runs = document["runs"]
-    rounds = 1 + max((r["round"] for r in runs), default=0)
     shortest = min((r["elapsed"] for r in runs), default=0.0)
     machine = document.get("machine", {})
     return (
-        f"{rounds} rounds, implementations interleaved, server and client pinned to different "
+        f"{rounds_text(runs)}, implementations interleaved, server and client pinned to different "
         f"CPUs; shortest timed window {shortest:.3g} s; {machine.get('cpus', '?')} CPUs, "
         f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}, "
         f"{document.get('date', 'date unknown')}"
     )
 
 
+def rounds_text(runs: list[dict[str, Any]]) -> str:
+    """"3 rounds", or "3 rounds (5 for a, b)" where merged runs had another count."""
+    per_workload: dict[str, int] = {}
+    for run in runs:
+        per_workload[run["workload"]] = max(per_workload.get(run["workload"], 0), run["round"] + 1)
+    counts = Counter(per_workload.values())
+    if not counts:
+        return "no rounds"
+    usual = counts.most_common(1)[0][0]
+    others = [
+        f"{n} for {', '.join(sorted(w for w, k in per_workload.items() if k == n))}"
+        for n in sorted(set(per_workload.values()) - {usual})
+    ]
+    return f"{usual} rounds" + (f" ({'; '.join(others)})" if others else "")
+
+
 def document(
     workloads: list[Workload], results: list[Result], window: float, quick: bool,
-    only: list[str] | None = None,
+    only: list[str] | None = None, rounds: int | None = None,
 ) -> dict[str, Any]:
     """What --json writes: every run (per round), and the medians and ratios derived from them."""
     figures = Figures(results)
@@ -283,6 +299,7 @@ def document(
         "format": FORMAT,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m csock bench" + (" --quick" if quick else "")
+        + (f" --rounds {rounds}" if rounds else "")
         + (" --only " + " ".join(only) if only else ""),
         "window": window,
         "machine": {
@@ -319,10 +336,11 @@ def spread_dict(spread: Spread | None) -> dict[str, float] | None:
 
 def write_json(
     path: str, workloads: list[Workload], results: list[Result], window: float, quick: bool,
-    only: list[str] | None = None,
+    only: list[str] | None = None, rounds: int | None = None,
 ) -> None:
+    """rounds: as --rounds named it, if it did (it goes in the recorded command)."""
     with open(path, "w") as f:
-        json.dump(document(workloads, results, window, quick, only), f, indent=1)
+        json.dump(document(workloads, results, window, quick, only, rounds), f, indent=1)
         f.write("\n")
 
 

@@ -857,7 +857,7 @@ def test_a_partial_run_merges_into_the_published_json(sized_run_json):
     assert merged["date"] == published["date"] and merged["format"] == published["format"]
     text = "\n".join(figures.benchmarks_block(merged))   # the published pages, made from it
     assert "The rows of seqpacket-pingpong are from a later `python -m csock bench " \
-        "--only seqpacket-pingpong`" in text
+        "--rounds 2 --only seqpacket-pingpong`" in text     # (the command as it was run)
 
 
 def test_the_pages_name_only_the_merged_runs_rows_still_come_from():
@@ -872,6 +872,17 @@ def test_the_pages_name_only_the_merged_runs_rows_still_come_from():
     assert "The rows of a are from a later `first` (1), merged in." in text
     assert "`second`" not in text                      # every row of it replaced since
     assert text.endswith("The rows of b, c are from a later `third` (3), merged in.")
+
+
+def test_the_pages_say_how_many_rounds_each_rows_run_had():
+    from bench.report import rounds_text
+
+    def runs(workload, rounds):
+        return [{"workload": workload, "round": k} for k in range(rounds)]
+
+    assert rounds_text(runs("a", 3) + runs("b", 3)) == "3 rounds"
+    assert rounds_text(runs("a", 3) + runs("b", 3) + runs("d", 5) + runs("c", 5)) == \
+        "3 rounds (5 for c, d)"
 
 
 def test_a_cpu_time_below_one_clock_tick_gives_no_cpu_ratio():
