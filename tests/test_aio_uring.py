@@ -703,9 +703,10 @@ def test_every_buffer_held_rearms_the_receive(run: Any, monkeypatch: pytest.Monk
 def test_600_streams_receiving_at_once_keep_their_receives_armed(
         run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """600 streams that each receive a message between two reaps take 600 ring buffers at
-    once. Once the first such round has grown the buffers offered, the next finds enough:
-    no receive ends with ENOBUFS (each would cost a re-arm, an exception and a loop
-    iteration; with 512 buffers at most, a server of many connections paid that every round)."""
+    once. Once the first two such rounds have grown the buffers offered (doubled once a
+    reap), the third finds enough: no receive ends with ENOBUFS (each would cost a re-arm,
+    an exception and a loop iteration; with 512 buffers at most, a server of many
+    connections paid that every round)."""
     streams = 600
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 4 * streams:
