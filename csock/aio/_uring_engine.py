@@ -37,7 +37,7 @@ NEEDED_OPS = frozenset({"recv", "send", "sendmsg", "accept", "poll"})
 # each stream that receives between two reaps takes one, so there must be a buffer for each
 # (with 512, a server of 1,000 busy connections re-armed hundreds of receives every round
 # after ENOBUFS). Only the buffers offered are touched (BufferPool: 2 MiB at first, doubled
-# at each ENOBUFS): a 64-byte message dirties one page of its 32 KiB buffer.
+# once per reap that met ENOBUFS): a 64-byte message dirties one page of its 32 KiB buffer.
 RING_ENTRIES = 1024
 RING_BUFFERS = 4096
 RING_BUFFER_SIZE = 32 * 1024

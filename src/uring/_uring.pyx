@@ -961,7 +961,7 @@ cdef class Ring:
         list); returns how many belonged to requests."""
         cdef int count = 0
         self.begin_reap()
-        while self.reap_next(&count, 0, False):
+        while self.reap_next(&count, NULL):
             pass
         self.end_reap(count)
         return count
@@ -970,16 +970,16 @@ cdef class Ring:
         if self.pool is not None:
             self.pool.grew = False
 
-    cdef int reap_next(self, int *count, uint32_t stop, bint bounded) except -1:
+    cdef int reap_next(self, int *count, uint32_t *stop) except -1:
         """Dispatch the next completion the kernel posted (adding 1 to count if it belonged
-        to a request); 0 once there is none, or, if bounded, once the CQ head reaches stop
+        to a request); 0 once there is none, or, given a stop, once the CQ head reaches it
         and no completion waits in the kernel."""
         cdef uint32_t head, tail
         cdef csock_uring_cqe cqe
         while self.fd >= 0:             # (close() may run in the Python code dispatch runs)
             head = self.cq_head[0]
             tail = csock_load_acquire(self.cq_tail)
-            if head == tail or (bounded and head == stop):
+            if head == tail or (stop != NULL and head == stop[0]):
                 if not csock_load_acquire(self.sq_flags) & (SQ_CQ_OVERFLOW | SQ_TASKRUN):
                     return 0
                 # Completions that found the CQ full wait in the kernel (FEAT_NODROP), in
@@ -988,7 +988,8 @@ cdef class Ring:
                 self.enter(0, 0, CSOCK_IORING_ENTER_GETEVENTS, NULL, 0, False)
                 if csock_load_acquire(self.cq_tail) == tail:
                     return 0
-                bounded = False         # (what the enter posted is taken too, as reap does)
+                if stop != NULL:        # what the enter posted is taken too, as reap does
+                    stop[0] = csock_load_acquire(self.cq_tail)
                 continue
             cqe = self.cqes[head & self.cq_mask]
             csock_store_release(self.cq_head, head + 1)    # ours now, before any Python runs
@@ -1251,7 +1252,8 @@ cdef class Ring:
         it is freed before the next is made: reaping hundreds first filled the cyclic GC's
         youngest generation in the middle of every batch of a client of 1,000 connections.
         Completions posted after the call began wait for the next call."""
-        cdef list ready
+        cdef Completion completion
+        cdef Request request
         cdef Py_ssize_t ran = 0
         cdef int count = 0
         cdef uint32_t stop
@@ -1260,39 +1262,25 @@ cdef class Ring:
         self.begin_reap()
         stop = csock_load_acquire(self.cq_tail)
         try:
-            while True:
-                if not self.ready and not self.reap_next(&count, stop, True):
-                    break
-                # (A callback's own reap, through a submit that found the CQ full, adds to
-                # the ready list after what it holds: the order stays the kernel's.)
-                ready, self.ready = self.ready, []
-                ran += self.call_each(ready, on_error)
+            while self.ready or self.reap_next(&count, &stop):
+                if not self.ready:
+                    continue                    # a completion nobody is told of (a cancel's)
+                # Taken from the front: a callback's own reap (a submit that found the CQ
+                # full) appends behind, and one that raises Ctrl-C leaves the rest queued.
+                completion = self.ready.pop(0)
+                request = completion.request
+                callback = request.callback
+                if not completion.more:
+                    request.callback = None     # its last: nothing holds the handler on
+                if callback is None:
+                    continue
+                ran += 1
+                try:
+                    callback(completion)
+                except Exception as error:
+                    on_error(callback, error)
         finally:
             self.end_reap(count)
-        return ran
-
-    cdef Py_ssize_t call_each(self, list ready, object on_error) except -1:
-        """Call the callback of each completion in ready; how many ran. Those left when one
-        raises a BaseException go back to the front of the ready list."""
-        cdef Completion completion
-        cdef Request request
-        cdef Py_ssize_t i, ran = 0
-        for i in range(len(ready)):
-            completion = ready[i]
-            request = completion.request
-            callback = request.callback
-            if not completion.more:
-                request.callback = None         # its last: nothing holds the handler on
-            if callback is None:
-                continue
-            ran += 1
-            try:
-                callback(completion)
-            except Exception as error:
-                on_error(callback, error)
-            except BaseException:
-                self.ready[:0] = ready[i + 1:]  # (Ctrl-C: the rest run at the next call)
-                raise
         return ran
 
     cdef int sleep(self, bint timed, int64_t deadline) except -1:
