@@ -62,10 +62,14 @@ def default_ring() -> Ring:
 
 
 def _ring_with(op: str) -> Ring | None:
-    """The default ring if io_uring is here and has op, else None (the fallback)."""
+    """The default ring if io_uring is here and has op, else None (the fallback, also where
+    the ring cannot be made now: no fd or memory left for it)."""
     if _fallback_forced or not available():
         return None
-    ring = default_ring()
+    try:
+        ring = default_ring()
+    except OSError:
+        return None
     return ring if op in ring.supported_ops() else None
 
 

@@ -234,6 +234,74 @@ def test_the_default_engine_falls_back_where_seccomp_refuses_io_uring(
     assert done.stdout.split("\n")[0] == "epoll epoll epoll b'over tcp' [b'over udp']"
 
 
+# A process where io_uring works but this loop's ring cannot be made: every fd number is taken
+# (EMFILE), so io_uring_setup fails while the epoll engine needs no new fd. "auto" must serve
+# on epoll there; it once made a uring stream whose first recv raised EMFILE.
+NO_FD_FOR_A_RING = textwrap.dedent("""
+    import asyncio, errno, os, resource
+    import csock, csock.aio, csock.uring
+    from csock.aio import _datagram_uring, _uring_engine, _uring_framed   # (no fd to import)
+
+    class Collect(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = asyncio.get_running_loop().create_future()
+        def datagrams_received(self, datagrams):
+            self.got.set_result([bytes(d.data) for d in datagrams])
+
+    def take_every_fd():
+        limit = max(int(name) for name in os.listdir("/proc/self/fd")) + 8
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        fillers = []
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as error:
+                assert error.errno == errno.EMFILE, error
+                return fillers
+
+    async def main():
+        assert _uring_engine.usable()
+        a, b = csock.socketpair()
+        udp_a, udp_b = (csock.socket(csock.AF_INET, csock.SOCK_DGRAM) for _ in range(2))
+        udp_a.bind(("127.0.0.1", 0))
+        fillers = take_every_fd()
+        try:
+            udp_b.sendto(b"for recv_many", udp_a.getsockname())
+            await asyncio.sleep(0.01)
+            print([[bytes(data) for data, _ in got] for got in csock.uring.recv_many([udp_a])])
+            try:
+                csock.aio.FramedStream(a, engine="uring")
+            except OSError as error:
+                print("uring:", errno.errorcode[error.errno])
+            x, y = csock.aio.FramedStream(a), csock.aio.FramedStream(b)
+            await x.send(b"over a stream")
+            got = bytes(await asyncio.wait_for(y.recv(), 5))
+            transport, protocol = await csock.aio.create_datagram_endpoint(Collect, sock=udp_a)
+            udp_b.sendto(b"a datagram", udp_a.getsockname())
+            datagrams = await asyncio.wait_for(protocol.got, 5)
+            print(x.engine, y.engine, transport.engine, got, datagrams)
+            transport.close()
+            x.close()
+            y.close()
+        finally:
+            for fd in fillers:
+                os.close(fd)
+
+    asyncio.run(main())
+""")
+
+
+def test_the_default_engine_falls_back_where_the_loop_gets_no_ring(tmp_path: Path) -> None:
+    script = tmp_path / "no_fd.py"
+    script.write_text(NO_FD_FOR_A_RING)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[[b'for recv_many']]", "uring: EMFILE",
+        "epoll epoll epoll b'over a stream' [b'a datagram']"]
+
+
 # --- one kernel entry for many streams -------------------------------------------------------
 
 MANY_STREAMS = textwrap.dedent("""

@@ -70,19 +70,32 @@ def usable() -> bool:
     return _usable[1]
 
 
-def resolve_engine(engine: str) -> bool:
+def resolve_engine(engine: str, loop: asyncio.AbstractEventLoop | None = None) -> bool:
     """True for the io_uring engine, False for the readiness one: "epoll" never uses io_uring,
-    "uring" must (OSError where it cannot), "auto" uses it where :func:`usable`."""
+    "uring" must (OSError where it cannot), "auto" uses it where :func:`usable`. Given the
+    loop, its ring is made now: where it cannot be (no fd or memory left for it), "auto"
+    means epoll, which needs neither, and "uring" raises that OSError."""
     if engine == "epoll":
         return False
     if engine == "auto":
-        return usable()
+        return usable() and (loop is None or _ring_made(loop))
     if engine == "uring":
         if not usable():
             raise OSError("engine='uring': io_uring, or an operation csock.aio needs "
                           f"({', '.join(sorted(NEEDED_OPS))}), is not available here")
+        if loop is not None:
+            driver_for(loop)
         return True
     raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+
+
+def _ring_made(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        driver_for(loop)
+    except OSError as error:
+        logger.debug("csock.aio: no io_uring ring for this loop (%s): serving on epoll", error)
+        return False
+    return True
 
 
 def driver_for(loop: asyncio.AbstractEventLoop) -> UringDriver:

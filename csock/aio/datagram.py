@@ -94,10 +94,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         if engine is None:
             engine = _framed.default_engine
         if resolve_engine(engine):
-            if RingDatagramIO.usable_for(sock):
+            if not RingDatagramIO.usable_for(sock):
+                if engine == "uring":
+                    raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
+            elif resolve_engine(engine, loop):
                 self._ring_io = RingDatagramIO(self, driver_for(loop))
-            elif engine == "uring":
-                raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
         # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
         # receives (coalesced messages split back): the same datagrams, fewer trips through
         # the stack. GRO must be on before datagrams arrive, so it is set here.

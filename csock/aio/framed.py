@@ -36,11 +36,12 @@ default_engine = "auto"
 
 
 def _uring_class(engine: str) -> Any:
-    """UringFramedStream if engine ("uring", "auto") resolves to io_uring, else None."""
+    """UringFramedStream if engine ("uring", "auto") resolves to io_uring (on the running
+    loop, if there is one), else None."""
     global _uring_stream_class
     from ._uring_engine import resolve_engine
 
-    if not resolve_engine(engine):
+    if not resolve_engine(engine, asyncio._get_running_loop()):
         return None
     if _uring_stream_class is None:
         from ._uring_framed import UringFramedStream
@@ -97,8 +98,9 @@ class FramedStream:
     ``drain()`` is what waits for the kernel to have them all, on both engines. "auto" (the
     default, see ``csock.aio.framed.default_engine``) takes "uring" where io_uring and the
     operations it needs are available, and "epoll" otherwise (ENOSYS, EPERM from a seccomp
-    filter or ``kernel.io_uring_disabled``, an older kernel); "uring" raises OSError where it
-    cannot run. The same wire format, errors, limits and cancellation rules hold on both.
+    filter or ``kernel.io_uring_disabled``, an older kernel, or no fd or memory left for the
+    running loop's ring); "uring" raises OSError where it cannot run. The same wire format,
+    errors, limits and cancellation rules hold on both.
     """
 
     #: "epoll" (readiness: add_reader/add_writer and csock's own system calls) or "uring"

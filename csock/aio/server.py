@@ -76,7 +76,7 @@ def _engine_name(engine: str | None) -> str:
         return engine
     from ._uring_engine import resolve_engine
 
-    return "uring" if resolve_engine(engine) else "epoll"
+    return "uring" if resolve_engine(engine, asyncio._get_running_loop()) else "epoll"
 
 
 class FramedServer:
