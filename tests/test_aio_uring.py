@@ -302,6 +302,48 @@ def test_the_default_engine_falls_back_where_the_loop_gets_no_ring(tmp_path: Pat
         "epoll epoll epoll b'over a stream' [b'a datagram']"]
 
 
+
+# A process with little address space (RLIMIT_AS, as a container or a supervisor sets): the
+# loop's ring once mapped all 4,096 of its 32 KiB buffers at once, 128 MiB, and could not be
+# made with 100 MiB to spare (then "auto" served on epoll; before that, recv raised ENOMEM).
+LITTLE_ADDRESS_SPACE = textwrap.dedent("""
+    import asyncio, resource
+    import csock, csock.aio
+
+    def address_space():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+
+    async def main():
+        room = address_space() + 100 * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (room, room))
+        a, b = csock.socketpair()
+        x, y = csock.aio.FramedStream(a), csock.aio.FramedStream(b)
+        messages = [bytes([i]) * (i * 997 + 1) for i in range(200)] + [b"m" * (4 << 20)]
+        got = []
+        async def take():
+            while len(got) < len(messages):
+                got.extend(bytes(m) for m in await y.recv_many())
+        await asyncio.gather(x.send_many(messages), asyncio.wait_for(take(), 30))
+        print(x.engine, y.engine, got == messages)
+        x.close()
+        y.close()
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.asan_unsafe
+def test_a_loop_s_ring_fits_in_a_little_address_space(tmp_path: Path) -> None:
+    script = tmp_path / "little.py"
+    script.write_text(LITTLE_ADDRESS_SPACE)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["uring uring True"]
+
 # --- one kernel entry for many streams -------------------------------------------------------
 
 MANY_STREAMS = textwrap.dedent("""

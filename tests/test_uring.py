@@ -216,6 +216,33 @@ def test_a_receive_that_finds_no_buffer_doubles_the_buffers_offered() -> None:
             del first, rest
 
 
+def test_the_pool_maps_its_buffers_a_chunk_at_a_time_as_they_are_used() -> None:
+    """A loop's ring has 4,096 buffers of 32 KiB: mapped whole, 128 MiB of address space a
+    loop. A chunk of them is mapped when the first of its buffers is offered, and datagrams
+    held in views across the chunks' seams arrive whole and in order."""
+    with uring.Ring(16, 4096, 32768) as r:
+        needs(r, "recvmsg")
+        chunk = r.pool.offered
+        assert r.pool.mapped == chunk < r.pool.count
+        rx, tx = udp_socket(), udp_socket()
+        with rx, tx:
+            payloads = [bytes([i % 256]) * (100 + i) for i in range(2 * chunk + 8)]
+            for payload in payloads:
+                tx.sendto(payload, rx.getsockname())
+            request = r.recvmsg(rx, drain=True)
+            done: list[uring.Completion] = []
+            while not request.done:
+                done += r.wait(1, timeout=2)
+            views = [c.value[0] for c in done if c.value is not None]
+            assert [bytes(v) for v in views] == payloads
+            last = max(v.buffer_id for v in views)
+            assert last >= 2 * chunk
+            # The chunks of the buffers used, and of those offered after them (in the ring).
+            assert last < r.pool.mapped <= (last // chunk + 1) * chunk + r.pool.offered
+            assert r.pool.mapped < r.pool.count // 8
+            del done, views
+
+
 def test_many_receives_without_a_buffer_in_one_reap_double_the_offer_once() -> None:
     """Eight receives more than buffers offered, each ending with ENOBUFS in one reap, double
     the offer once: a doubling per such receive had offered every buffer after one burst of

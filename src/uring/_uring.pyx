@@ -142,14 +142,21 @@ cdef class BufferPool:
     the kernel fills for receives which ask for a buffer, without a system call per buffer.
     Only `offered` of them are in the ring at a time, the ones given back last first (their
     memory is still in the CPU's cache); a receive that finds none (ENOBUFS) doubles it.
+    The buffers are mapped a chunk at a time, when one of a chunk is first put in the ring,
+    so that memory, and address space, follow the buffers used (4,096 of 32 KiB would be
+    128 MiB a loop, counted whole by RLIMIT_AS and by strict overcommit).
     Lives as long as the last ReceivedView into it, even after its Ring closed."""
-    cdef char *memory
+    cdef char **chunks                  # chunk i holds buffers i << chunk_shift and on (or NULL)
+    cdef unsigned chunk_shift
+    cdef unsigned chunk_mask
+    cdef size_t chunk_size
     cdef csock_uring_buf *entries
     cdef uint16_t *spare                # buffers given back and not in the ring: a stack
-    cdef size_t memory_size, entries_size
+    cdef size_t entries_size
     cdef readonly Py_ssize_t buffer_size
     cdef readonly unsigned count
     cdef readonly unsigned offered      # buffers kept in the ring (until a receive ran out)
+    cdef readonly unsigned mapped       # buffers whose chunk is mapped
     cdef unsigned in_ring               # put in the ring, not yet seen filled by a completion
     cdef unsigned spares
     cdef uint16_t tail                  # the next entry to fill (the ring's tail, ours)
@@ -160,7 +167,6 @@ cdef class BufferPool:
     cdef readonly Py_ssize_t outstanding   # buffers handed out in views, not yet back
 
     def __cinit__(self):
-        self.memory = <char *>MAP_FAILED
         self.entries = <csock_uring_buf *>MAP_FAILED
 
     cdef int allocate(self, unsigned count, Py_ssize_t buffer_size) except -1:
@@ -169,18 +175,18 @@ cdef class BufferPool:
         self.mask = <uint16_t>(count - 1)
         self.buffer_size = buffer_size
         self.offered = <unsigned>min(<Py_ssize_t>count, max(16, HOT_BYTES // buffer_size))
-        self.memory_size = <size_t>count * <size_t>buffer_size
+        # A chunk is the largest power of two of buffers not above the first offer (count
+        # is a power of two, so the chunks tile it).
+        while (2u << self.chunk_shift) <= self.offered:
+            self.chunk_shift += 1
+        self.chunk_mask = (1u << self.chunk_shift) - 1
+        self.chunk_size = (<size_t>1 << self.chunk_shift) * <size_t>buffer_size
         self.entries_size = <size_t>count * sizeof(csock_uring_buf)
         self.pid = _current_pid
         self.spare = <uint16_t *>PyMem_Calloc(count, sizeof(uint16_t))
-        if self.spare == NULL:
+        self.chunks = <char **>PyMem_Calloc(count >> self.chunk_shift, sizeof(char *))
+        if self.spare == NULL or self.chunks == NULL:
             raise MemoryError()
-        # Only the buffers offered are ever touched, and a small message touches one page of
-        # its buffer: reserve no swap for the rest (strict overcommit reserves it anyway).
-        self.memory = <char *>mmap(NULL, self.memory_size, PROT_READ | PROT_WRITE,
-                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        if <void *>self.memory == MAP_FAILED:
-            raise_errno(errno)
         # The ring itself must be page-aligned: mmap gives that.
         self.entries = <csock_uring_buf *>mmap(NULL, self.entries_size, PROT_READ | PROT_WRITE,
                                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
@@ -189,11 +195,28 @@ cdef class BufferPool:
         for bid in range(count - 1, -1, -1):
             self.spare[self.spares] = <uint16_t>bid     # buffer 0 on top
             self.spares += 1
+        if not self.map_chunk(0):
+            raise_errno(errno)
         self.fill_ring()                        # (registered after this returns)
         return 0
 
+    cdef bint map_chunk(self, unsigned chunk) noexcept:
+        """Map the chunk's memory if it is not yet; False (errno set) if mmap failed."""
+        if self.chunks[chunk] != NULL:
+            return True
+        # A small message touches one page of its buffer: reserve no swap for the rest
+        # (strict overcommit reserves it anyway).
+        cdef void *memory = mmap(NULL, self.chunk_size, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        if memory == MAP_FAILED:
+            return False
+        self.chunks[chunk] = <char *>memory
+        self.mapped += self.chunk_mask + 1
+        return True
+
     cdef inline char *buffer(self, uint16_t bid) noexcept:
-        return self.memory + <size_t>bid * <size_t>self.buffer_size
+        return (self.chunks[bid >> self.chunk_shift]
+                + <size_t>(bid & self.chunk_mask) * <size_t>self.buffer_size)
 
     cdef inline void put(self, uint16_t bid) noexcept:
         cdef csock_uring_buf *entry = &self.entries[self.tail & self.mask]
@@ -208,11 +231,16 @@ cdef class BufferPool:
         csock_store_release16(&self.entries[0].resv, self.tail)
 
     cdef void fill_ring(self) noexcept:
-        """Put spare buffers in the ring, the last given back first, until it holds offered."""
+        """Put spare buffers in the ring, the last given back first, until it holds offered
+        (or a chunk they are in cannot be mapped: receives meet ENOBUFS, and try again)."""
         cdef bint put_any = False
+        cdef uint16_t bid
         while self.in_ring < self.offered and self.spares > 0:
+            bid = self.spare[self.spares - 1]
+            if not self.map_chunk(bid >> self.chunk_shift):
+                break
             self.spares -= 1
-            self.put(self.spare[self.spares])
+            self.put(bid)
             put_any = True
         if put_any:
             self.publish()
@@ -250,9 +278,13 @@ cdef class BufferPool:
         self.give_back(bid)
 
     def __dealloc__(self):
+        cdef unsigned chunk
         PyMem_Free(self.spare)
-        if <void *>self.memory != MAP_FAILED:
-            munmap(self.memory, self.memory_size)
+        if self.chunks != NULL:
+            for chunk in range(self.count >> self.chunk_shift):
+                if self.chunks[chunk] != NULL:
+                    munmap(self.chunks[chunk], self.chunk_size)
+            PyMem_Free(self.chunks)
         if <void *>self.entries != MAP_FAILED:
             munmap(self.entries, self.entries_size)
 
