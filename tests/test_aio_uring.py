@@ -344,6 +344,28 @@ def test_a_loop_s_ring_fits_in_a_little_address_space(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["uring uring True"]
 
+
+def test_a_stream_or_server_refused_at_its_making_leaves_no_ring_open(run: Any) -> None:
+    # Made in a running loop, a stream or server makes the loop's ring as its engine is chosen:
+    # when it is then refused, that ring has no user and must close, not wait for the loop.
+    async def main() -> tuple[int, int]:
+        rings_before = ring_fds()           # (uvloop's libuv has a ring of its own for files)
+        udp = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        a, b = csock.socketpair()
+        with udp, a, b:
+            with pytest.raises(ValueError, match="SOCK_STREAM"):
+                csock.aio.FramedStream(udp, engine="uring")
+            with pytest.raises(ValueError, match="write_limit"):
+                csock.aio.FramedStream(a, write_limit=-1)
+            with csock.create_server(("127.0.0.1", 0)) as taken, pytest.raises(OSError):
+                await csock.aio.start_framed_server(echo, "127.0.0.1", taken.getsockname()[1],
+                                                    engine="uring")
+            await asyncio.sleep(0.01)
+            return rings_before, ring_fds()
+
+    rings_before, rings_after = run(main())
+    assert rings_after == rings_before
+
 # --- one kernel entry for many streams -------------------------------------------------------
 
 MANY_STREAMS = textwrap.dedent("""

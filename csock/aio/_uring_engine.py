@@ -103,6 +103,9 @@ def driver_for(loop: asyncio.AbstractEventLoop) -> UringDriver:
     driver = _drivers.get(loop)
     if driver is None or driver.pid != os.getpid() or driver.ring.closed:
         driver = _drivers[loop] = UringDriver(loop)
+        # Made for a user about to acquire it; if none does (a stream refused after its engine
+        # was chosen, a server whose bind failed), _submit closes it at this iteration's end.
+        driver.submit_soon()
     return driver
 
 
