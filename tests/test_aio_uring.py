@@ -985,8 +985,11 @@ def test_a_forked_child_serves_on_its_own_ring(engine: str) -> None:
 # --- Ctrl-C ------------------------------------------------------------------------------------
 
 SERVE_UNTIL_INTERRUPTED = textwrap.dedent("""
-    import asyncio, sys
+    import asyncio, signal, sys
     import csock, csock.aio
+    # A shell without job control starts background jobs, and so this test run and its
+    # children, with SIGINT ignored: Ctrl-C must be Python's here whatever ran the tests.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     async def echo(stream):
         while m := await stream.recv_many():
             await stream.send_many(m)
