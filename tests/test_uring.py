@@ -16,6 +16,8 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import csock
 
@@ -241,6 +243,41 @@ def test_the_pool_maps_its_buffers_a_chunk_at_a_time_as_they_are_used() -> None:
             assert last < r.pool.mapped <= (last // chunk + 1) * chunk + r.pool.offered
             assert r.pool.mapped < r.pool.count // 8
             del done, views
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3000), st.booleans()), min_size=60, max_size=120))
+def test_views_held_across_chunks_keep_their_bytes_while_buffers_are_reused(
+        sends: list[tuple[int, bool]]) -> None:
+    """Datagrams of any size up to a buffer, each view kept or released at once: every kept
+    view still holds its own bytes after the rest were received into buffers given back and
+    reused, in whichever chunk (16 buffers of 128 KiB a chunk, the first offer, of 4)."""
+    with uring.Ring(16, 64, 128 * 1024) as r:
+        needs(r, "recvmsg")
+        rx, tx = udp_socket(), udp_socket()
+        kept: list[tuple[uring.ReceivedView, bytes]] = []
+        with rx, tx:
+            for i, (size, keep) in enumerate(sends):
+                payload = bytes([i % 251]) * size
+                tx.sendto(payload, rx.getsockname())
+                request = r.recvmsg(rx, drain=True)
+                done: list[uring.Completion] = []
+                while not request.done:
+                    done += r.wait(1, timeout=2)
+                views = [c.value[0] for c in done if c.value is not None]
+                if not views:                   # every buffer is held: it waits in the socket
+                    assert len(kept) >= r.pool.offered - 1
+                    break
+                (view,) = views
+                assert bytes(view) == payload
+                if keep and len(kept) < 40:
+                    kept.append((view, payload))
+                del done, views, view
+            assert [bytes(view) for view, _ in kept] == [payload for _, payload in kept]
+            assert r.pool.outstanding == len(kept)
+            assert r.pool.offered == 16 and r.pool.mapped <= r.pool.count
+            del kept
+        assert r.pool.outstanding == 0
 
 
 def test_many_receives_without_a_buffer_in_one_reap_double_the_offer_once() -> None:
