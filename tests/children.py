@@ -3,6 +3,8 @@ stdlib's own modules replaced at import): they import the same csock as the test
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import csock
@@ -16,3 +18,14 @@ def child_env(**extra: str) -> dict[str, str]:
     """os.environ, with CSOCK_HOME first on PYTHONPATH and extra added."""
     path = os.pathsep.join(p for p in (CSOCK_HOME, os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+def script_output(directory: Path, source: str, *args: str) -> list[str]:
+    """Run source as a script (written to directory) in a fresh Python that imports this
+    csock, with args; the lines it printed. AssertionError with its stderr if it failed."""
+    script = directory / "child.py"
+    script.write_text(source)
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()

@@ -27,7 +27,7 @@ import csock.aio
 import csock.uring
 from csock.aio import _uring_engine, _uring_framed
 
-from .children import child_env
+from .children import child_env, script_output
 from .pairs import fd_count, framed_pair
 from .tracing import needs_strace, strace
 
@@ -225,13 +225,8 @@ FILTERED_IO_URING = textwrap.dedent("""
 @pytest.mark.parametrize("refusal", ["EPERM", "ENOSYS"])
 def test_the_default_engine_falls_back_where_seccomp_refuses_io_uring(
         tmp_path: Path, refusal: str) -> None:
-    script = tmp_path / "filtered.py"
-    script.write_text(FILTERED_IO_URING)
-    env = child_env()
-    done = subprocess.run([sys.executable, str(script), refusal], capture_output=True,
-                          text=True, timeout=60, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == "epoll epoll epoll b'over tcp' [b'over udp']"
+    lines = script_output(tmp_path, FILTERED_IO_URING, refusal)
+    assert lines[0] == "epoll epoll epoll b'over tcp' [b'over udp']"
 
 
 # A process where io_uring works but this loop's ring cannot be made: every fd number is taken
@@ -292,12 +287,7 @@ NO_FD_FOR_A_RING = textwrap.dedent("""
 
 
 def test_the_default_engine_falls_back_where_the_loop_gets_no_ring(tmp_path: Path) -> None:
-    script = tmp_path / "no_fd.py"
-    script.write_text(NO_FD_FOR_A_RING)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, env=child_env())
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    assert script_output(tmp_path, NO_FD_FOR_A_RING) == [
         "[[b'for recv_many']]", "uring: EMFILE",
         "epoll epoll epoll b'over a stream' [b'a datagram']"]
 
@@ -337,12 +327,7 @@ LITTLE_ADDRESS_SPACE = textwrap.dedent("""
 
 @pytest.mark.asan_unsafe
 def test_a_loop_s_ring_fits_in_a_little_address_space(tmp_path: Path) -> None:
-    script = tmp_path / "little.py"
-    script.write_text(LITTLE_ADDRESS_SPACE)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, env=child_env())
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["uring uring True"]
+    assert script_output(tmp_path, LITTLE_ADDRESS_SPACE) == ["uring uring True"]
 
 
 def test_a_stream_or_server_refused_at_its_making_leaves_no_ring_open(run: Any) -> None:

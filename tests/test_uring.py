@@ -48,6 +48,15 @@ def needs(r: uring.Ring, *ops: str) -> None:
         pytest.skip(f"this kernel has no io_uring {', '.join(sorted(missing))}")
 
 
+def drained(r: uring.Ring, sock: csock.socket) -> list[uring.ReceivedView]:
+    """The views of every datagram queued on sock, received with one recvmsg(drain=True)."""
+    request = r.recvmsg(sock, drain=True)
+    done: list[uring.Completion] = []
+    while not request.done:
+        done += r.wait(1, timeout=2)
+    return [c.value[0] for c in done if c.value is not None]
+
+
 def udp_socket() -> csock.socket:
     s = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -231,18 +240,14 @@ def test_the_pool_maps_its_buffers_a_chunk_at_a_time_as_they_are_used() -> None:
             payloads = [bytes([i % 256]) * (100 + i) for i in range(2 * chunk + 8)]
             for payload in payloads:
                 tx.sendto(payload, rx.getsockname())
-            request = r.recvmsg(rx, drain=True)
-            done: list[uring.Completion] = []
-            while not request.done:
-                done += r.wait(1, timeout=2)
-            views = [c.value[0] for c in done if c.value is not None]
+            views = drained(r, rx)
             assert [bytes(v) for v in views] == payloads
             last = max(v.buffer_id for v in views)
             assert last >= 2 * chunk
             # The chunks of the buffers used, and of those offered after them (in the ring).
             assert last < r.pool.mapped <= (last // chunk + 1) * chunk + r.pool.offered
             assert r.pool.mapped < r.pool.count // 8
-            del done, views
+            del views
 
 
 @settings(max_examples=40, deadline=None)
@@ -260,11 +265,7 @@ def test_views_held_across_chunks_keep_their_bytes_while_buffers_are_reused(
             for i, (size, keep) in enumerate(sends):
                 payload = bytes([i % 251]) * size
                 tx.sendto(payload, rx.getsockname())
-                request = r.recvmsg(rx, drain=True)
-                done: list[uring.Completion] = []
-                while not request.done:
-                    done += r.wait(1, timeout=2)
-                views = [c.value[0] for c in done if c.value is not None]
+                views = drained(r, rx)
                 if not views:                   # every buffer is held: it waits in the socket
                     assert len(kept) >= r.pool.offered - 1
                     break
@@ -272,7 +273,7 @@ def test_views_held_across_chunks_keep_their_bytes_while_buffers_are_reused(
                 assert bytes(view) == payload
                 if keep and len(kept) < 40:
                     kept.append((view, payload))
-                del done, views, view
+                del views, view
             assert [bytes(view) for view, _ in kept] == [payload for _, payload in kept]
             assert r.pool.outstanding == len(kept)
             assert r.pool.offered == 16 and r.pool.mapped <= r.pool.count
