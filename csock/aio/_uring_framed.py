@@ -66,10 +66,8 @@ class UringFramedStream(FramedStream):
         self._sending: memoryview | None = None      # the buffer the send in flight sends
         self._queued: list[bytes] = []                # accepted while a send was in flight
         self._pending_bytes = 0
-        loop = asyncio._get_running_loop()
-        if loop is not None:        # its ring was made as the engine was chosen (__new__)
-            self._loop = loop
-            self._get_driver()
+        if asyncio._get_running_loop() is not None:
+            self._get_driver()      # the loop's ring, made as the engine was chosen (__new__)
 
     def _get_driver(self) -> UringDriver:
         driver = self._driver
