@@ -87,6 +87,25 @@ def test_engine_choice_and_the_forced_fallback(run: Any, monkeypatch: pytest.Mon
     b.close()
 
 
+def test_auto_asks_whether_io_uring_is_available_each_time(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """csock.uring.available() is the public answer to "can io_uring be used here": made
+    False after the engine was chosen once in this process, "auto" must hear it."""
+    async def kind() -> str:
+        a, b = framed_pair(engine="auto")
+        name = type(a).__name__
+        a.close()
+        b.close()
+        await a.wait_closed()
+        await b.wait_closed()
+        return name
+
+    assert run(kind()) == "UringFramedStream"
+    monkeypatch.setattr(csock.uring, "available", lambda: False)
+    assert run(kind()) == "FramedStream"
+    assert not _uring_engine.usable()
+
+
 def test_a_server_on_auto_falls_back_whole(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(csock.uring, "_fallback_forced", True)
 

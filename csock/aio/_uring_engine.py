@@ -50,22 +50,21 @@ _usable: tuple[int, bool] | None = None           # (pid, answer)
 
 
 def usable() -> bool:
-    """Whether this process can run the engine: io_uring set up, and every operation the
-    engine needs in this kernel's probe. Checked once per process."""
+    """Whether this process can run the engine: io_uring set up (``csock.uring.available()``,
+    asked each time, so that what it says is heard), and every operation the engine needs in
+    this kernel's probe (probed once per process)."""
     global _usable
-    if _uring._fallback_forced:
+    if _uring._fallback_forced or not _uring.available():
         return False
     if _usable is None or _usable[0] != os.getpid():
-        answer = False
-        if _uring.available():
-            try:
-                # As many entries and buffers as a loop's ring has: before 5.12 the rings'
-                # memory counts against RLIMIT_MEMLOCK, and a ring that cannot be made must
-                # mean "epoll". (Small buffers: their size is only our own mmap.)
-                with Ring(RING_ENTRIES, RING_BUFFERS, 64) as ring:
-                    answer = NEEDED_OPS <= ring.supported_ops()
-            except OSError:
-                answer = False
+        try:
+            # As many entries and buffers as a loop's ring has: before 5.12 the rings' memory
+            # counts against RLIMIT_MEMLOCK, and a ring that cannot be made must mean "epoll".
+            # (Small buffers: their size is only our own mmap.)
+            with Ring(RING_ENTRIES, RING_BUFFERS, 64) as ring:
+                answer = NEEDED_OPS <= ring.supported_ops()
+        except OSError:
+            answer = False
         _usable = (os.getpid(), answer)
     return _usable[1]
 
