@@ -116,3 +116,62 @@ def test_framed_send_many_recv_many_64x64(benchmark):
 
     with a, b:
         assert benchmark(roundtrip) == 64
+
+
+DRAIN_SOCKETS, DRAIN_EACH = 64, 16      # udp-ingest-64's phase: 16 datagrams on each of 64
+
+
+@pytest.fixture
+def queued_udp():
+    """DRAIN_SOCKETS bound csock UDP sockets and a function that queues DRAIN_EACH 64-byte
+    datagrams on each (the setup of every timed drain, not timed)."""
+    receivers = [csock.socket(csock.AF_INET, csock.SOCK_DGRAM) for _ in range(DRAIN_SOCKETS)]
+    sender = stdlib.socket(stdlib.AF_INET, stdlib.SOCK_DGRAM)
+    for sock in receivers:
+        sock.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 1 << 20)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+    addresses = [sock.getsockname() for sock in receivers]
+
+    def queue():
+        for _ in range(DRAIN_EACH):
+            for address in addresses:
+                sender.sendto(b"d" * 64, address)
+
+    yield receivers, queue
+    for sock in [*receivers, sender]:
+        sock.close()
+
+
+def drain_all(receive_round):
+    got = 0
+    while got < DRAIN_SOCKETS * DRAIN_EACH:
+        got += receive_round()
+    return got
+
+
+@pytest.mark.parametrize("how", ["recv_many", "recv_batch"])
+def test_drain_64_udp_sockets(benchmark, queued_udp, how):
+    """Ring.recv_many (one io_uring_enter) against recv_batch (recvmmsg) on each socket in turn,
+    per drain of 1,024 queued datagrams (docs/uring.md compares them)."""
+    receivers, queue = queued_udp
+    if how == "recv_many":
+        uring = pytest.importorskip("csock.uring")
+        if not uring.available():
+            pytest.skip("io_uring is not available here")
+        ring = uring.Ring(256, 4096, 256)
+
+        def receive_round():
+            return sum(map(len, ring.recv_many(receivers)))
+    else:
+        def each(sock):
+            try:
+                return len(sock.recv_batch(1024, 65))
+            except BlockingIOError:
+                return 0
+
+        def receive_round():
+            return sum(map(each, receivers))
+
+    total = benchmark.pedantic(drain_all, args=(receive_round,), setup=queue, rounds=300)
+    assert total == DRAIN_SOCKETS * DRAIN_EACH
