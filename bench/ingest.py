@@ -114,7 +114,7 @@ def uring_round(socks: list[Any]) -> Round:
     ring = csock.uring.Ring(256, 4096, 256)
 
     def round_() -> list[list[Any]]:
-        return [[view for view, _ in got] for got in ring.recv_many(socks)]
+        return [[d.data for d in got] for got in ring.recv_many(socks)]
 
     return round_
 

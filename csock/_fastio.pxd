@@ -83,3 +83,5 @@ cdef list framed_lent_filled(object framed, Py_ssize_t length)
 # out has room for a struct sockaddr_storage; returns its length (raises on a bad address).
 cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0
 cdef object address_from_sockaddr(const void *sa, unsigned int length)
+# A csock.Datagram (data, address, truncated), as recv_batch hands each datagram over.
+cdef object datagram_of(object data, object address, bint truncated)

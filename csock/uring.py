@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from ._fastio import Datagram, _restore_datagram
 from ._uring import BufferPool, Completion, ReceivedView, Request, Ring, kernel_features
 
 __all__ = [
@@ -73,24 +74,26 @@ def _ring_with(op: str) -> Ring | None:
     return ring if op in ring.supported_ops() else None
 
 
-def recv_many(sockets: Iterable[Any]) -> list[list[tuple[Any, Any]]]:
-    """What each datagram socket has queued now, as one list of (data, address) per socket,
-    with one ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring:
-    data is a ReceivedView). Where io_uring or its multishot recvmsg is missing, each socket
-    is drained in turn with non-blocking ``recvfrom`` (data is bytes): same result."""
+def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
+    """What each datagram socket has queued now, as one list of :class:`csock.Datagram` per
+    socket (``data, address = datagram``; ``truncated`` when its buffer cut it), with one
+    ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring: data is
+    a ReceivedView). Where io_uring or its multishot recvmsg is missing, each socket is
+    drained in turn with non-blocking ``recvmsg`` (data is bytes): same result."""
     ring = _ring_with("recvmsg")
     if ring is not None:
         return ring.recv_many(sockets)
     return [_drain(sock) for sock in tuple(sockets)]
 
 
-def _drain(sock: Any) -> list[tuple[Any, Any]]:
-    got = []
+def _drain(sock: Any) -> list[Datagram]:
+    got: list[Datagram] = []
     while True:
         try:
-            got.append(sock.recvfrom(65536, _socket.MSG_DONTWAIT))
+            data, _, flags, address = sock.recvmsg(65536, 0, _socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return got
+        got.append(_restore_datagram(data, address, bool(flags & _socket.MSG_TRUNC)))
 
 
 def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:

@@ -638,6 +638,43 @@ def test_recv_many_raises_a_sockets_error_after_every_request_ended(ring) -> Non
         other.close()
 
 
+def test_recv_many_shows_a_datagram_cut_to_its_buffer() -> None:
+    """Each datagram is a csock.Datagram, as recv_batch returns: one longer than its buffer is
+    cut and says so, never silently (a 256-byte ring buffer holds the message header, room
+    for the sender's address and 112 bytes of payload)."""
+    rx, tx = udp_socket(), udp_socket()
+    with uring.Ring(8, 16, 256) as small, rx, tx:
+        needs(small, "recvmsg")
+        big = bytes(range(256)) * 4
+        tx.sendto(big, rx.getsockname())
+        tx.sendto(b"small", rx.getsockname())
+        (got,) = small.recv_many([rx])
+        assert [type(d) for d in got] == [csock.Datagram, csock.Datagram]
+        (data, address), second = got                  # unpacks as recv_batch's do
+        assert address == tx.getsockname() == second.address
+        assert got[0].truncated is True and 0 < len(data) < 256
+        assert bytes(data) == big[:len(data)]
+        assert second.truncated is False and bytes(second.data) == b"small"
+        del got, data, second
+        assert small.pool.outstanding == 0
+
+
+def test_the_recv_many_fallback_hands_over_datagrams_too(monkeypatch) -> None:
+    """Where io_uring is missing, csock.uring.recv_many gives the same objects: a Datagram
+    each, the largest UDP payload whole and not truncated."""
+    monkeypatch.setattr(uring, "_fallback_forced", True)
+    rx, tx = udp_socket(), udp_socket()
+    with rx, tx:
+        rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 1 << 20)
+        big = b"b" * 65507
+        tx.sendto(big, rx.getsockname())
+        tx.sendto(b"small", rx.getsockname())
+        (got,) = uring.recv_many([rx])
+        assert [type(d) for d in got] == [csock.Datagram, csock.Datagram]
+        assert [(bytes(d.data), d.address, d.truncated) for d in got] == [
+            (big, tx.getsockname(), False), (b"small", tx.getsockname(), False)]
+
+
 @pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
 def test_module_batch_functions_use_the_process_ring(monkeypatch, forced_fallback) -> None:
     monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)

@@ -63,6 +63,10 @@ cdef object address_from_sockaddr(const void *sa, unsigned int length):
     return sockaddr_to_python(<const sockaddr *>sa, length)
 
 
+cdef object datagram_of(object data, object address, bint truncated):
+    return make_datagram(data, address, truncated)
+
+
 cdef FramedStream as_framed(object framed):
     """framed itself, checked: TypeError unless it is a csock._fastio.FramedStream."""
     if type(framed) is not FramedStream:

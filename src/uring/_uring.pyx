@@ -37,8 +37,8 @@ from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, framed_feed, framed_lend,
-    framed_lent_filled, inflight_hold, inflight_release, set_close_hook,
+    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, datagram_of, framed_feed,
+    framed_lend, framed_lent_filled, inflight_hold, inflight_release, set_close_hook,
 )
 
 import os as _os
@@ -388,7 +388,7 @@ cdef class Request:
 @cython.final
 cdef class Completion:
     """One result of a request: ``value`` is what the operation returns (a ReceivedView for a
-    receive, b"" at end of stream; (view, address) for recvmsg; the byte count for a send; the
+    receive, b"" at end of stream; a csock.Datagram for recvmsg; the byte count for a send; the
     new socket for accept), ``error`` the OSError it failed with (value None then). ``more`` is
     true while a multishot request stays armed."""
     cdef readonly Request request
@@ -858,7 +858,8 @@ cdef class Ring:
 
     def recvmsg(self, sock, *, bint drain=False):
         """Multishot receive of datagrams with their senders' addresses: each completion's
-        value is (ReceivedView, address). drain=True ends the request once the socket's
+        value is a csock.Datagram (a ReceivedView, the sender, and ``truncated`` when the
+        ring's buffer cut the datagram). drain=True ends the request once the socket's
         queue is empty (MSG_DONTWAIT: its last completion is EAGAIN, reported as no error
         and value None) instead of staying armed for later datagrams."""
         self.need("recvmsg")
@@ -1167,8 +1168,9 @@ cdef class Ring:
         self.last_address = address
         return address
 
-    cdef tuple datagram_at(self, uint16_t bid, int res):
-        """(view, address) of the datagram a multishot recvmsg put in buffer bid (res >= 0)."""
+    cdef object datagram_at(self, uint16_t bid, int res):
+        """The csock.Datagram a multishot recvmsg put in buffer bid (res >= 0): a view of its
+        payload, the sender, and whether the buffer cut it (MSG_TRUNC)."""
         cdef const csock_uring_recvmsg_out *out = (
             <const csock_uring_recvmsg_out *>self.pool.buffer(bid))
         cdef Py_ssize_t available = res - (RECVMSG_OUT + NAME_ROOM)   # (no control room)
@@ -1176,10 +1178,11 @@ cdef class Ring:
             available = out.payloadlen
         view = make_view(self.pool, bid, RECVMSG_OUT + NAME_ROOM,
                          available if available > 0 else 0)
-        return (view, self.sender(out))
+        return datagram_of(view, self.sender(out),
+                           (out.flags & MSG_TRUNC) != 0 or available < out.payloadlen)
 
     cdef void sink_datagram(self, Request request, int res, uint32_t flags) noexcept:
-        """A recv_many completion: (view, address) appended to the request's sink, or its
+        """A recv_many completion: its Datagram appended to the request's sink, or its
         error kept (not an empty queue's EAGAIN, nor ENOBUFS: the rest waits in the socket)."""
         cdef uint16_t bid
         try:
@@ -1197,7 +1200,6 @@ cdef class Ring:
 
     cdef int fill(self, Completion completion, Request request, int res, uint32_t flags) except -1:
         cdef uint16_t bid
-        cdef const csock_uring_recvmsg_out *out
         if request.direct:
             request.direct = False          # the kernel is done with the arena's room
             messages = framed_lent_filled(request.framed, res if res > 0 else 0)
@@ -1222,9 +1224,8 @@ cdef class Ring:
                     self.pool.give_back(bid)
                 return 0
             if request.kind == RECVMSG and res >= 0:
-                out = <const csock_uring_recvmsg_out *>self.pool.buffer(bid)
-                completion.truncated = (out.flags & MSG_TRUNC) != 0
                 completion.value = self.datagram_at(bid, res)
+                completion.truncated = completion.value.truncated
                 return 0
             view = make_view(self.pool, bid, 0, res if res > 0 else 0)
             if res >= 0:
@@ -1350,7 +1351,8 @@ cdef class Ring:
 
     def recv_many(self, sockets):
         """What each of the datagram sockets has queued now, as one list per socket of
-        (ReceivedView, address), in arrival order; one io_uring_enter for all of them
+        csock.Datagram (as recv_batch: ``data, address = datagram``, data a ReceivedView,
+        ``truncated`` when its buffer cut it), in arrival order; one io_uring_enter for all of them
         (multishot recvmsg with MSG_DONTWAIT: each request ends when its queue is empty).
         A socket yields at most as many datagrams as the pool has free buffers; the rest
         stays queued for the next call. Errors other than an empty queue raise."""
