@@ -17,6 +17,7 @@ shared memory with the parent's kernel instance); :func:`default_ring` makes the
 from __future__ import annotations
 
 import os
+import select
 import socket as _socket
 import threading
 from collections.abc import Iterable
@@ -88,12 +89,19 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
 
 def _drain(sock: Any) -> list[Datagram]:
     got: list[Datagram] = []
-    while True:
+    # With a timeout, the socket's recvmsg polls for up to it before the call, even with
+    # MSG_DONTWAIT: ask poll(2) whether a datagram is queued first.
+    poller = None
+    if sock.gettimeout() not in (None, 0.0):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+    while poller is None or poller.poll(0):
         try:
             data, _, flags, address = sock.recvmsg(65536, 0, _socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return got
+            break
         got.append(_restore_datagram(data, address, bool(flags & _socket.MSG_TRUNC)))
+    return got
 
 
 def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:

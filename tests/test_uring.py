@@ -676,6 +676,25 @@ def test_the_recv_many_fallback_hands_over_datagrams_too(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+@pytest.mark.parametrize("make", [csock.socket, stdlib_socket.socket], ids=["csock", "stdlib"])
+def test_recv_many_does_not_wait_on_a_socket_with_a_timeout(monkeypatch, forced_fallback, make):
+    """recv_many takes what is queued now: a socket's timeout is not a wait for more (the
+    stdlib's recvmsg polls for up to the timeout first, even with MSG_DONTWAIT)."""
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, tx = make(csock.AF_INET, csock.SOCK_DGRAM), udp_socket()
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(2.0)
+        tx.sendto(b"queued", rx.getsockname())
+        time.sleep(0.01)
+        start = time.monotonic()
+        (got,) = uring.recv_many([rx])
+        assert [(bytes(d.data), d.address) for d in got] == [(b"queued", tx.getsockname())]
+        assert uring.recv_many([rx]) == [[]]
+        assert time.monotonic() - start < 1.0
+
+
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
 def test_module_batch_functions_use_the_process_ring(monkeypatch, forced_fallback) -> None:
     monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
     rx, tx = udp_socket(), udp_socket()
