@@ -638,6 +638,39 @@ def test_recv_many_raises_a_sockets_error_after_every_request_ended(ring) -> Non
         other.close()
 
 
+@pytest.mark.parametrize("kind", ["udp", "seqpacket"])
+def test_recv_on_a_record_socket_shows_a_record_cut_to_its_buffer(kind) -> None:
+    """Ring.recv on a socket that keeps boundaries (UDP, SEQPACKET): a record longer than a
+    ring buffer fills the buffer and the completion says it was cut, as recvmsg's MSG_TRUNC
+    would (it read as a whole 256-byte record before); a record that fits is not."""
+    if kind == "udp":
+        rx, tx = udp_socket(), udp_socket()
+        tx.connect(rx.getsockname())
+    else:
+        tx, rx = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    with uring.Ring(8, 16, 256) as small, rx, tx:
+        needs(small, "recv")
+        record = bytes(range(256)) * 4
+        tx.send(record)
+        tx.send(b"small")
+        request = small.recv(rx)
+        got = small.wait(2, timeout=2)
+        assert [(c.error, c.truncated, bytes(c.value)) for c in got] == [
+            (None, True, record[:256]), (None, False, b"small")]
+        assert got[0].result == len(record)            # the record's whole length
+        small.cancel(request)
+        del got
+        small.wait(1, timeout=2)
+
+
+def test_framed_receives_need_a_stream_socket() -> None:
+    rx, (a, b) = udp_socket(), csock.socketpair()
+    with uring.Ring(8, 16, 256) as small, rx, a, b:
+        with pytest.raises(ValueError, match="SOCK_STREAM"):
+            small.recv(rx, framed=csock.FramedStream(a))
+        assert small.pending == 0
+
+
 def test_recv_many_shows_a_datagram_cut_to_its_buffer() -> None:
     """Each datagram is a csock.Datagram, as recv_batch returns: one longer than its buffer is
     cut and says so, never silently (a 256-byte ring buffer holds the message header, room

@@ -355,6 +355,7 @@ cdef class Request:
     cdef object framed                  # recv(framed=...): the FramedStream fed in place
     cdef Py_ssize_t fed_quietly         # its bytes fed since its last completion was reported
     cdef bint direct                    # armed into framed's arena (framed_lend), not the pool
+    cdef bint records                   # recv on a socket that keeps boundaries (not a stream)
     # What run_callbacks() calls with each of this request's completions (None: wait()).
     cdef public object callback
 
@@ -396,8 +397,8 @@ cdef class Completion:
     cdef readonly object error
     cdef readonly int result
     cdef readonly bint more
-    # A recvmsg's datagram was longer than its buffer's room (the kernel's MSG_TRUNC): the
-    # view holds its head only.
+    # A recvmsg's datagram, or a recv's record, was longer than its buffer's room (the
+    # kernel's MSG_TRUNC): the view holds its head only, result the whole length (recv).
     cdef readonly bint truncated
 
     def __repr__(self):
@@ -786,20 +787,29 @@ cdef class Ring:
         """Receive on a stream (or connected) socket into provided buffers: each completion's
         value is a ReceivedView of what one receive got, b"" at end of stream. Multishot
         (the default) stays armed, one completion per arrival, until end of stream, an
-        error, cancel() or close(); -ENOBUFS ends it when every buffer is held in views.
+        error, cancel() or close(); -ENOBUFS ends it when every buffer is held in views. On a
+        socket that keeps boundaries (UDP, SEQPACKET) each completion is one record, and one
+        longer than a ring buffer holds its head with ``truncated`` true (MSG_TRUNC; ``result``
+        is the whole length).
 
-        With ``framed`` (a csock._fastio.FramedStream), each receive's bytes are fed to it
-        during the reap, the buffer goes straight back, and the value is the list of whole
-        messages it now holds (the error feed() raised, FrameTooLargeError, in ``error``).
-        A receive that completes no message makes no completion: its bytes count in the
-        ``result`` of the next one. The rest of a frame larger than a ring buffer is received
-        straight into the stream's arena (one plain recv, armed where the multishot one
-        ended); meanwhile the stream's own receives and feed() of bytes raise RuntimeError."""
+        With ``framed`` (a csock._fastio.FramedStream; on a SOCK_STREAM socket only, else
+        ValueError), each receive's bytes are fed to it during the reap, the buffer goes
+        straight back, and the value is the list of whole messages it now holds (the error
+        feed() raised, FrameTooLargeError, in ``error``). A receive that completes no message
+        makes no completion: its bytes count in the ``result`` of the next one. The rest of
+        a frame larger than a ring buffer is received straight into the stream's arena (one
+        plain recv, armed where the multishot one ended); meanwhile the stream's own receives
+        and feed() of bytes raise RuntimeError."""
         self.need("recv")
         if framed is not None and not isinstance(framed, _FramedStream):
             raise TypeError("framed must be a csock._fastio.FramedStream, "
                             f"not {type(framed).__name__}")
         cdef Request request = self.new_request(RECV, sock, multishot)
+        request.records = _raw_type(sock) != SOCK_STREAM
+        if request.records and framed is not None:
+            self.abandon(request)
+            raise ValueError("framed receives need a SOCK_STREAM socket: a record socket's "
+                             "records may be longer than a ring buffer")
         request.framed = framed
         self.arm(request)
         return request
@@ -814,6 +824,10 @@ cdef class Ring:
             sqe = self.sqe_for(request, CSOCK_IORING_OP_RECV)
             sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
             sqe.buf_group = BUFFER_GROUP
+            if request.records:
+                # recv(2)'s MSG_TRUNC: a datagram's or record's whole length, so that one a
+                # buffer cut is reported as cut (on a stream it would discard the bytes).
+                sqe.op_flags = MSG_TRUNC
             if request.multishot:
                 sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT
                 sqe.optlen = self.recv_limit
@@ -1200,6 +1214,7 @@ cdef class Ring:
 
     cdef int fill(self, Completion completion, Request request, int res, uint32_t flags) except -1:
         cdef uint16_t bid
+        cdef Py_ssize_t length
         if request.direct:
             request.direct = False          # the kernel is done with the arena's room
             messages = framed_lent_filled(request.framed, res if res > 0 else 0)
@@ -1227,7 +1242,11 @@ cdef class Ring:
                 completion.value = self.datagram_at(bid, res)
                 completion.truncated = completion.value.truncated
                 return 0
-            view = make_view(self.pool, bid, 0, res if res > 0 else 0)
+            length = res if res > 0 else 0
+            if length > self.pool.buffer_size:      # (records: MSG_TRUNC's whole length)
+                length = self.pool.buffer_size
+                completion.truncated = True
+            view = make_view(self.pool, bid, 0, length)
             if res >= 0:
                 completion.value = view
                 return 0
