@@ -24,11 +24,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._fastio import Datagram, _restore_datagram
-from ._uring import BufferPool, Completion, ReceivedView, Request, Ring, kernel_features
+from ._uring import (
+    RECVMSG_HEADROOM,
+    BufferPool,
+    Completion,
+    ReceivedView,
+    Request,
+    Ring,
+    kernel_features,
+)
 
 __all__ = [
-    "BufferPool", "Completion", "ReceivedView", "Request", "Ring", "available", "default_ring",
-    "kernel_features", "recv_many", "send_many",
+    "DATAGRAM_ROOM", "RECVMSG_HEADROOM", "BufferPool", "Completion", "ReceivedView", "Request",
+    "Ring", "available", "default_ring", "kernel_features", "recv_many", "send_many",
 ]
 
 _lock = threading.Lock()
@@ -37,6 +45,9 @@ _default_pid = 0
 _available: bool | None = None
 _available_pid = 0
 _fallback_forced = False        # tests: take the plain-socket path as if io_uring were missing
+# The most of a datagram recv_many returns, on either path: the fallback's recvmsg size, and
+# what each of the default ring's buffers holds after the recvmsg header and the address.
+DATAGRAM_ROOM = 65536
 
 
 def available() -> bool:
@@ -53,12 +64,13 @@ def available() -> bool:
 
 
 def default_ring() -> Ring:
-    """This process's shared Ring (256 entries, 256 buffers of 64 KiB), made on first use and
-    made anew in a forked child. Raises OSError when io_uring is unavailable."""
+    """This process's shared Ring (256 entries, 256 buffers, each holding a datagram of 64 KiB
+    after its recvmsg header), made on first use and made anew in a forked child. Raises
+    OSError when io_uring is unavailable."""
     global _default, _default_pid
     with _lock:
         if _default is None or _default_pid != os.getpid() or _default.closed:
-            _default = Ring()
+            _default = Ring(256, 256, DATAGRAM_ROOM + RECVMSG_HEADROOM)
             _default_pid = os.getpid()
         return _default
 
@@ -97,7 +109,7 @@ def _drain(sock: Any) -> list[Datagram]:
         poller.register(sock, select.POLLIN)
     while poller is None or poller.poll(0):
         try:
-            data, _, flags, address = sock.recvmsg(65536, 0, _socket.MSG_DONTWAIT)
+            data, _, flags, address = sock.recvmsg(DATAGRAM_ROOM, 0, _socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             break
         got.append(_restore_datagram(data, address, bool(flags & _socket.MSG_TRUNC)))

@@ -692,10 +692,12 @@ def test_recv_many_shows_a_datagram_cut_to_its_buffer() -> None:
         assert small.pool.outstanding == 0
 
 
-def test_the_recv_many_fallback_hands_over_datagrams_too(monkeypatch) -> None:
-    """Where io_uring is missing, csock.uring.recv_many gives the same objects: a Datagram
-    each, the largest UDP payload whole and not truncated."""
-    monkeypatch.setattr(uring, "_fallback_forced", True)
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_module_recv_many_takes_the_largest_udp_datagram_whole(monkeypatch, forced_fallback):
+    """csock.uring.recv_many gives the same objects on either path: a Datagram each, the
+    largest UDP payload whole and not truncated (the default ring's buffers have room for
+    it after the recvmsg header and the sender's address)."""
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
     rx, tx = udp_socket(), udp_socket()
     with rx, tx:
         rx.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 1 << 20)

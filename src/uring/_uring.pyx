@@ -119,6 +119,10 @@ cdef enum:
     # without it, one stream whose peer keeps sending took every buffer between two reaps.
     RECV_LIMIT = 256 * 1024
 
+# What a recvmsg datagram's buffer holds before its payload (the io_uring_recvmsg_out and
+# room for the sender's address): a buffer of buffer_size bytes holds buffer_size minus this.
+RECVMSG_HEADROOM = RECVMSG_OUT + NAME_ROOM
+
 
 cdef int raise_errno(int err) except -1:
     raise OSError(err, _os.strerror(err))
