@@ -814,6 +814,27 @@ def test_send_zc_holds_the_buffer_until_the_notification(ring) -> None:
         payload.append(0)                           # released with the last completion
 
 
+def test_send_zc_on_a_stream_sends_the_whole_buffer_as_send_does(ring) -> None:
+    """More than the socket's buffers hold: the kernel goes on sending as the peer reads
+    (MSG_WAITALL, as Ring.send), instead of completing with what fitted at first and
+    leaving the rest unsent (about 3.7 of 8 MiB, and a peer waiting for ever)."""
+    needs(ring, "send_zc")
+    payload = os.urandom(8 << 20)
+    with stream_pair("tcp4") as (a, b):
+        request = ring.send_zc(a, payload)
+        ring.submit()
+        b.settimeout(5)                             # a short send: TimeoutError, not a hang
+        received = bytearray()
+        completions = []
+        while len(received) < len(payload):
+            received += b.recv(1 << 20)
+            completions += ring.wait(0, timeout=0)
+        while not request.done:
+            completions += ring.wait(1, timeout=2)
+        assert received == payload
+        assert [c.value for c in completions] == [len(payload)]
+
+
 def test_multishot_accept_gives_each_connection_its_own_socket(ring) -> None:
     needs(ring, "accept")
     with csock.create_server(("127.0.0.1", 0)) as server:

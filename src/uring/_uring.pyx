@@ -915,8 +915,8 @@ cdef class Ring:
         elif kind == SEND_ZC:
             opcode = CSOCK_IORING_OP_SEND_ZC
         try:
-            if _raw_type(sock) in (SOCK_STREAM, SOCK_SEQPACKET) and kind != SEND_ZC:
-                flags |= MSG_WAITALL            # the whole buffer, as sendall
+            if _raw_type(sock) in (SOCK_STREAM, SOCK_SEQPACKET):
+                flags |= MSG_WAITALL            # the whole buffer, as sendall (zero-copy too)
             PyObject_GetBuffer(data, &request.data, PyBUF_SIMPLE)
             request.has_data = True
             if address is not None:
@@ -959,7 +959,8 @@ cdef class Ring:
     def send_zc(self, sock, data, address=None):
         """Zero-copy send (IORING_OP_SEND_ZC): the kernel sends from data's own pages, so the
         buffer export is held until the kernel's notification completion, not only the first
-        completion (whose value is the byte count)."""
+        completion (whose value is the byte count). On a stream socket the whole buffer is
+        sent, as send() sends it (MSG_WAITALL)."""
         self.need("send_zc")
         return self.send_request(SEND_ZC, sock, data, address)
 
