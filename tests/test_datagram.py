@@ -592,30 +592,46 @@ class Interrupted(Exception):
     pass
 
 
+# A test that takes SIGALRM (the signal pytest-timeout's default method times tests with) is
+# timed by a watchdog thread instead, so that a regression fails the run rather than hangs it.
+@pytest.mark.timeout(120, method="thread")
 def test_signal_stops_a_blocked_send_batch_that_made_progress():
     """sendmmsg(2) interrupted after some datagrams returns a count, not EINTR: the handler
     must still run before csock blocks again (Ctrl-C works on long batches)."""
+    import select
     import signal
 
     def handler(signum, frame):
         raise Interrupted
 
     a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    main = threading.get_ident()
+
+    def interrupt_once_datagrams_went_out():
+        # Not a fixed delay: on a loaded machine the batch's checks outlasted 0.2 s, the
+        # signal came before any datagram went out, and recv_batch below waited for ever.
+        select.select([b], [], [], 10)
+        time.sleep(0.1)                                   # the queue fills, the send blocks
+        signal.pthread_kill(main, signal.SIGALRM)         # (its thread's sendmmsg: EINTR)
+
     old = signal.signal(signal.SIGALRM, handler)
+    interrupter = threading.Thread(target=interrupt_once_datagrams_went_out)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        interrupter.start()
         start = time.monotonic()
         with pytest.raises(Interrupted):
             a.send_batch([b"x" * 512] * 1_000_000)      # fills the queue, then blocks
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 15
+        b.settimeout(5)
         assert len(b.recv_batch(max_messages=4096)) > 0  # some went out before the signal
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        interrupter.join(15)
         signal.signal(signal.SIGALRM, old)
         a.close()
         b.close()
 
 
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
 def test_signal_during_a_long_batch_copy_stops_the_first_blocking_send():
     """A signal that lands while csock copies a long batch (GIL held, no bytecode runs) must
     have its handler run before the first sendmmsg(2) blocks on a full queue: nothing would

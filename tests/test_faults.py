@@ -255,6 +255,7 @@ def test_close_from_another_thread_wakes_a_timed_call_with_ebadf(kind):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
 def test_eintr_storm_during_a_1_gib_transfer():
     """An interval timer fires every 100 µs while 1 GiB crosses a socketpair: no call fails,
     every byte arrives once, in order (each 1 MiB chunk carries its index)."""

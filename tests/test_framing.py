@@ -643,6 +643,7 @@ def test_concurrent_readers_share_every_message_once_intact(pair, readers):
     assert sorted(seqs) == list(range(count))
 
 
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
 def test_reentrant_call_from_a_signal_handler_is_refused(pair):
     """A handler that runs while this thread is inside recv() and calls recv() on the same
     stream would wait for itself: it gets a RuntimeError instead."""

@@ -569,6 +569,7 @@ class Alarm(Exception):
     pass
 
 
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
 @pytest.mark.parametrize("timeout", [None, 5.0])
 def test_spin_signal_interrupts(timeout):
     def handler(signum, frame):

@@ -216,6 +216,7 @@ def test_readiness_after_a_timed_out_recv_exactly_is_the_kernels(pair):
     assert b.recv(10) == b"34"
 
 
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
 def test_recv_exactly_other_errors_carry_the_bytes_read_too():
     """A signal handler that raises ends the call; the bytes it read are on the exception."""
     class Alarm(Exception):
@@ -299,6 +300,7 @@ def test_gil_released_while_blocked(pair):
     assert len(ticks) > 20
 
 
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
 def test_signal_interrupts_blocked_recv_exactly():
     a, b = csock.socketpair()
 
@@ -320,6 +322,7 @@ def test_signal_interrupts_blocked_recv_exactly():
         b.close()
 
 
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
 def test_eintr_storm_keeps_data_intact(pair):
     a, b = pair
     calls = []
