@@ -113,6 +113,7 @@ cdef enum:
     SQ_TASKRUN = 1 << 2         # IORING_SQ_TASKRUN: completions wait for an enter to post
     NAME_ROOM = 128             # sizeof(struct sockaddr_storage): a multishot recvmsg's name
     RECVMSG_OUT = 16            # sizeof(struct io_uring_recvmsg_out)
+    PAYLOAD_AT = RECVMSG_OUT + NAME_ROOM    # where a recvmsg buffer's datagram starts
     CANCEL_USER_DATA = 0        # a NOP's own completion: nothing waits for it
     BUFFER_GROUP = 0
     # Bytes after which the kernel ends a multishot recv (csock arms it again at the reap):
@@ -121,7 +122,7 @@ cdef enum:
 
 # What a recvmsg datagram's buffer holds before its payload (the io_uring_recvmsg_out and
 # room for the sender's address): a buffer of buffer_size bytes holds buffer_size minus this.
-RECVMSG_HEADROOM = RECVMSG_OUT + NAME_ROOM
+RECVMSG_HEADROOM = PAYLOAD_AT
 
 
 cdef int raise_errno(int err) except -1:
@@ -1192,10 +1193,10 @@ cdef class Ring:
         payload, the sender, and whether the buffer cut it (MSG_TRUNC)."""
         cdef const csock_uring_recvmsg_out *out = (
             <const csock_uring_recvmsg_out *>self.pool.buffer(bid))
-        cdef Py_ssize_t available = res - (RECVMSG_OUT + NAME_ROOM)   # (no control room)
+        cdef Py_ssize_t available = res - PAYLOAD_AT    # (no control room)
         if available > out.payloadlen:
             available = out.payloadlen
-        view = make_view(self.pool, bid, RECVMSG_OUT + NAME_ROOM,
+        view = make_view(self.pool, bid, PAYLOAD_AT,
                          available if available > 0 else 0)
         return datagram_of(view, self.sender(out),
                            (out.flags & MSG_TRUNC) != 0 or available < out.payloadlen)
