@@ -4,7 +4,7 @@ from typing import Any, final
 
 from typing_extensions import Buffer
 
-from ._fastio import Datagram, ReadOnlyView
+from ._fastio import Datagram, MessageView
 
 @final
 class BufferPool:
@@ -19,8 +19,9 @@ class BufferPool:
     @property
     def mapped(self) -> int: ...
 
+# MessageView is final to Python code; this C subclass is the one exception.
 @final
-class ReceivedView(ReadOnlyView):
+class ReceivedView(MessageView):  # type: ignore[misc]
     @property
     def buffer_id(self) -> int: ...
 

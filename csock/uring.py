@@ -4,7 +4,8 @@ A :class:`Ring` is one io_uring instance (csock._uring, over the raw kernel ABI:
 Requests on any number of sockets are queued in its submission queue and handed to the
 kernel with one ``io_uring_enter(2)``; their results come back as :class:`Completion` objects.
 Receives land in the ring's provided buffers and are returned as :class:`ReceivedView`
-objects, which give their buffer back to the kernel when released.
+objects (``csock.MessageView`` objects), which give their buffer back to the kernel when
+released.
 
 ``available()`` says whether this kernel lets the process use io_uring at all (it can be
 missing, disabled by ``kernel.io_uring_disabled`` or refused by a seccomp filter); a Ring made

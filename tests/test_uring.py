@@ -580,6 +580,36 @@ def test_recvmsg_reports_each_datagram_with_its_sender(ring) -> None:
         assert end.error.errno == errno.ECANCELED and request.done
 
 
+def test_every_receive_hands_over_a_message_view(ring) -> None:
+    """What a ring receive returns is a csock.MessageView, as every other receive in csock:
+    code written for recv_batch or FramedStream takes it unchanged."""
+    needs(ring, "recv", "recvmsg")
+    a, b = csock.socketpair()
+    rx, tx = udp_socket(), udp_socket()
+    with a, b, rx, tx:
+        ring.recv(a)
+        b.send(b"stream")
+        (streamed,) = ring.wait(1, timeout=2)
+        tx.sendto(b"one", rx.getsockname())
+        request = ring.recvmsg(rx)
+        (message,) = ring.wait(1, timeout=2)
+        ring.cancel(request)
+        while not request.done:
+            ring.wait(1, timeout=2)
+        tx.sendto(b"two", rx.getsockname())
+        (many,) = ring.recv_many([rx])
+        views = [streamed.value, message.value.data] + [d.data for d in many]
+        assert [bytes(v) for v in views] == [b"stream", b"one", b"two"]
+        assert all(isinstance(v, csock.MessageView) for v in views), [type(v) for v in views]
+        assert all(isinstance(v, uring.ReceivedView) for v in views)
+        with pytest.raises(TypeError, match="not an acceptable base type"):
+            type("Sub", (csock.MessageView,), {})           # final to Python code, as before
+        del streamed, message, many, views
+        assert ring.cancel_socket(a) == 1
+        assert ring.wait(1, timeout=2)[0].error.errno == errno.ECANCELED
+        assert ring.pool.outstanding == 0
+
+
 def test_recv_many_returns_what_every_socket_has_queued(ring) -> None:
     needs(ring, "recvmsg")
     sockets = [udp_socket() for _ in range(16)]

@@ -12,7 +12,8 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
 from libc.string cimport memcmp
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
-from cpython.object cimport PyTypeObject
+from cpython.object cimport PyTypeObject, Py_TPFLAGS_BASETYPE
+from cpython.type cimport PyType_Modified
 from includes.instancecache cimport cache_instances, cached_take, set_slot
 from cpython.ref cimport Py_DECREF
 
@@ -250,7 +251,8 @@ cdef class ReadOnlyView:
     _repr_name = "csock.ReadOnlyView"
 
 
-@cython.final
+# Not final in C: csock.uring's ReceivedView is one whose memory is a ring buffer (its arena
+# is None; it gives the buffer back itself). Only exact MessageViews are taken from the cache.
 @cython.no_gc                 # its one reference, an Arena, refers to nothing
 cdef class MessageView(ReadOnlyView):
     """A received message: read-only, bytes-like (buffer protocol), compares equal to bytes.
@@ -261,6 +263,9 @@ cdef class MessageView(ReadOnlyView):
 
 
 cache_instances(<PyTypeObject *>MessageView)   # @cython.freelist would not apply to a subclass
+# ...but final to Python code, as it was: type_new checks the flag, PyType_Ready (C types) not.
+(<PyTypeObject *>MessageView).tp_flags &= ~Py_TPFLAGS_BASETYPE
+PyType_Modified(MessageView)
 
 
 cdef object view_equals(const void *ptr, Py_ssize_t length, object other):

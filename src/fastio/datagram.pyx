@@ -22,7 +22,8 @@ cdef public class Datagram [object csock_Datagram, type csock_Datagram_Type]:
     ----------
     data : MessageView
         The datagram's bytes, a read-only view never overwritten while held (from
-        ``csock.uring``, a ReceivedView of a ring buffer, given back when released).
+        ``csock.uring``, a ReceivedView, the MessageView of a ring buffer, given back when
+        released).
     address : tuple, str, bytes or None
         The sender, as the stdlib's recvfrom gives it (None on a connected AF_UNIX pair).
     truncated : bool

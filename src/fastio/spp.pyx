@@ -334,7 +334,9 @@ cdef list split_numbered(SocketState state, list batch):
     cdef bint malformed = False
     for i in range(len(batch)):
         item = batch[i]
-        if not isinstance(item, Datagram) or not isinstance((<Datagram>item).data, MessageView):
+        # An exact MessageView: the payload's view shares its arena (a ring's ReceivedView
+        # has none).
+        if not isinstance(item, Datagram) or type((<Datagram>item).data) is not MessageView:
             raise TypeError(f"SPP records are received Datagrams, not {type(item).__name__}")
         v = <MessageView>(<Datagram>item).data
         if v.length < SPP_HEADER_SIZE:

@@ -37,7 +37,7 @@ from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    ReadOnlyView, address_from_sockaddr, address_to_sockaddr, datagram_of, framed_feed,
+    MessageView, address_from_sockaddr, address_to_sockaddr, datagram_of, framed_feed,
     framed_lend, framed_lent_filled, inflight_hold, inflight_release, set_close_hook,
 )
 
@@ -295,11 +295,11 @@ cdef class BufferPool:
 
 
 @cython.final
-@cython.no_gc                   # its one object field, the pool, refers to no view
-cdef class ReceivedView(ReadOnlyView):
-    """Read-only bytes-like view of one received message in a provided buffer. The buffer
-    goes back to the kernel when the view (and every memoryview taken of it) is released;
-    until then its bytes do not change. ``bytes(view)`` copies them out."""
+@cython.no_gc                   # its object fields, the pool and None, refer to no view
+cdef class ReceivedView(MessageView):
+    """A csock.MessageView of one received message in a provided buffer. The buffer goes
+    back to the kernel when the view (and every memoryview taken of it) is released; until
+    then its bytes do not change. ``bytes(view)`` copies them out."""
     cdef BufferPool pool
     cdef uint16_t bid
 
