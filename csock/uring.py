@@ -18,13 +18,11 @@ shared memory with the parent's kernel instance); :func:`default_ring` makes the
 from __future__ import annotations
 
 import os
-import select
-import socket as _socket
 import threading
 from collections.abc import Iterable
 from typing import Any
 
-from ._fastio import Datagram, _restore_datagram
+from ._fastio import Datagram, recv_batch
 from ._uring import (
     RECVMSG_HEADROOM,
     BufferPool,
@@ -46,9 +44,11 @@ _default_pid = 0
 _available: bool | None = None
 _available_pid = 0
 _fallback_forced = False        # tests: take the plain-socket path as if io_uring were missing
-# The most of a datagram recv_many returns, on either path: the fallback's recvmsg size, and
-# what each of the default ring's buffers holds after the recvmsg header and the address.
+# The most of a datagram recv_many returns, on either path: the fallback's recv_batch
+# bufsize, and what each of the default ring's buffers holds after the recvmsg header and the
+# address.
 DATAGRAM_ROOM = 65536
+_DRAIN_BATCH = 64
 
 
 def available() -> bool:
@@ -93,7 +93,7 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
     socket (``data, address = datagram``; ``truncated`` when its buffer cut it), with one
     ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring: data is
     a ReceivedView). Where io_uring or its multishot recvmsg is missing, each socket is
-    drained in turn with non-blocking ``recvmsg`` (data is bytes): same result."""
+    drained in turn with ``recv_batch(wait=False)`` (data is a MessageView): same result."""
     ring = _ring_with("recvmsg")
     if ring is not None:
         return ring.recv_many(sockets)
@@ -101,20 +101,17 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
 
 
 def _drain(sock: Any) -> list[Datagram]:
+    # recv_batch(wait=False): recvmmsg with MSG_DONTWAIT, whatever the socket's timeout;
+    # 64 at a time, since its receive memory is laid out for that many of 64 KiB.
     got: list[Datagram] = []
-    # With a timeout, the socket's recvmsg polls for up to it before the call, even with
-    # MSG_DONTWAIT: ask poll(2) whether a datagram is queued first.
-    poller = None
-    if sock.gettimeout() not in (None, 0.0):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-    while poller is None or poller.poll(0):
+    while True:
         try:
-            data, _, flags, address = sock.recvmsg(DATAGRAM_ROOM, 0, _socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            break
-        got.append(_restore_datagram(data, address, bool(flags & _socket.MSG_TRUNC)))
-    return got
+            batch = recv_batch(sock, _DRAIN_BATCH, DATAGRAM_ROOM, wait=False)
+        except BlockingIOError:
+            return got
+        got += batch
+        if len(batch) < _DRAIN_BATCH:
+            return got
 
 
 def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:

@@ -244,6 +244,26 @@ def test_timeout_and_non_blocking(dgram):
     assert [bytes(d.data) for d in rx.recv_batch()] == [b"late"]
 
 
+@pytest.mark.parametrize("timeout", [None, 5.0], ids=["blocking", "timeout"])
+@pytest.mark.parametrize("gro", [False, True], ids=["plain", "gro"])
+def test_recv_batch_without_waiting_takes_only_what_is_queued(dgram, timeout, gro):
+    """wait=False: what is queued now, BlockingIOError at once when nothing is, whatever the
+    socket's timeout (recvmmsg with MSG_DONTWAIT), on the plain and the control-message path."""
+    tx, rx, rx_addr, _ = dgram
+    rx.settimeout(timeout)
+    start = time.monotonic()
+    with pytest.raises(BlockingIOError):
+        rx.recv_batch(wait=False, gro=gro)
+    assert time.monotonic() - start < 1
+    tx.send_batch([b"%d" % i for i in range(5)], rx_addr)
+    time.sleep(0.05)
+    assert [bytes(d.data) for d in rx.recv_batch(3, wait=False, gro=gro)] == [b"0", b"1", b"2"]
+    assert [bytes(d.data) for d in rx.recv_batch(wait=False, gro=gro)] == [b"3", b"4"]
+    with pytest.raises(BlockingIOError):
+        rx.recv_batch(wait=False, gro=gro)
+    assert rx.gettimeout() == timeout
+
+
 def test_bad_items_send_nothing(dgram):
     tx, rx, rx_addr, _ = dgram
     for bad in ([b"ok", "text"], [b"ok", 42], [b"ok", (b"x", rx_addr, 1)]):

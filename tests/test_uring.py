@@ -736,6 +736,7 @@ def test_module_recv_many_takes_the_largest_udp_datagram_whole(monkeypatch, forc
         tx.sendto(b"small", rx.getsockname())
         (got,) = uring.recv_many([rx])
         assert [type(d) for d in got] == [csock.Datagram, csock.Datagram]
+        assert all(isinstance(d.data, csock.MessageView) for d in got)
         assert [(bytes(d.data), d.address, d.truncated) for d in got] == [
             (big, tx.getsockname(), False), (b"small", tx.getsockname(), False)]
 

@@ -370,11 +370,12 @@ cdef BatchReceiver receiver_of(IoWait *w):
     return receiver
 
 
-def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False):
+def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False,
+               bint wait=True):
     """Receive every queued datagram (or record), up to max_messages, with one recvmmsg(2).
 
     Blocks (within the socket's timeout) until one datagram is queued, then takes all that
-    are (``MSG_WAITFORONE``).
+    are (``MSG_WAITFORONE``); with ``wait=False``, takes only what is queued now.
 
     Parameters
     ----------
@@ -392,6 +393,9 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         max_messages still counts datagrams: the rest of a coalesced message is kept and
         returned first by the next call (select/poll do not see it; recv/recvfrom on a GRO
         socket may return coalesced messages).
+    wait : bool, optional
+        False: take only what is queued now (``MSG_DONTWAIT``), and raise BlockingIOError at
+        once when nothing is, whatever the socket's timeout.
 
     Returns
     -------
@@ -403,7 +407,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     Raises
     ------
     BlockingIOError
-        Non-blocking, and nothing is queued.
+        Non-blocking (or ``wait=False``), and nothing is queued.
     TimeoutError
         The socket's timeout passed with nothing received.
     ValueError
@@ -434,6 +438,9 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     if bufsize < 0 or bufsize > MAX_BUFSIZE:
         raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
     io_begin(sock, &w)
+    if not wait:
+        w.timeout_ns = 0                    # IO_AGAIN at once, not a poll until the deadline
+        flags |= MSG_DONTWAIT               # (a blocking fd would wait in recvmmsg itself)
     socket_family_type(sock, &family, &kind)
     records = kind == SOCK_SEQPACKET
     if records and bufsize == 0:            # every record would read as empty, data dropped
@@ -441,7 +448,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     if rx_mode_of(&w) or gro:
         mode = rx_mode(sock, &w, gro, family, kind)
         if mode & RX_EXTENDED:
-            return recv_batch_ext(sock, &w, max_messages, bufsize, mode)
+            return recv_batch_ext(sock, &w, max_messages, bufsize, mode, flags)
     per_call = min(max_messages, <Py_ssize_t>MMSG_MAX,
                    max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
     receiver = receiver_of(&w)

@@ -22,7 +22,7 @@ cdef enum:
 cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) except -1
 cdef int rx_mode(object sock, IoWait *w, bint gro, int family, int kind) except -1
 cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssize_t bufsize,
-                         int mode)
+                         int mode, int flags)
 
 
 cdef inline int rx_mode_of(IoWait *w) noexcept:

@@ -2,7 +2,7 @@
 # the receive modes and what the other files call are in offload.pxd.
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.string cimport memset
-from includes.socket cimport mmsghdr, msghdr, MSG_WAITFORONE, MSG_DONTWAIT
+from includes.socket cimport mmsghdr, msghdr, MSG_DONTWAIT
 from includes.socket cimport cmsghdr, CMSG_FIRSTHDR, CMSG_DATA, CMSG_SPACE, CMSG_LEN
 from includes.offload cimport SOL_UDP, UDP_SEGMENT, UDP_GRO
 from libc.stdint cimport uint16_t
@@ -161,8 +161,9 @@ def enable_gro(sock):
 
 
 cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssize_t bufsize,
-                         int mode):
-    """recv_batch with control messages: GRO splitting and metadata. Datagrams beyond
+                         int mode, int flags):
+    """recv_batch with control messages: GRO splitting and metadata; flags are the first
+    recvmmsg's (MSG_WAITFORONE, MSG_DONTWAIT too when it must not wait). Datagrams beyond
     max_messages (the rest of a coalesced message) wait in SocketState.pending for the next
     call (rx_mode is set only on a csock socket, so w.state is one)."""
     cdef BatchReceiver receiver
@@ -172,7 +173,6 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
     cdef Py_ssize_t want, r
     if mode & RX_GRO:
         per_call = min(per_call, max(<Py_ssize_t>1, MAX_GRO_SCRATCH // slot))
-    cdef int flags = MSG_WAITFORONE
     cdef list batch = []
     cdef SocketState state = <SocketState>w.state
     cdef list pending = state.pending
