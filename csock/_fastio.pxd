@@ -6,6 +6,10 @@ from libc.stdint cimport int64_t
 
 cdef enum:
     IO_AGAIN = -2
+    # cmsg room for one received datagram: UDP_GRO's segment size and the receive metadata
+    # (enable_metadata: timestamp, destination, TOS); and for UDP_GRO's alone.
+    CONTROL_ROOM = 256
+    GRO_CONTROL_ROOM = 24               # CMSG_SPACE(sizeof(int))
 
 cdef struct IoWait:
     int fd
@@ -83,5 +87,19 @@ cdef list framed_lent_filled(object framed, Py_ssize_t length)
 # out has room for a struct sockaddr_storage; returns its length (raises on a bad address).
 cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0
 cdef object address_from_sockaddr(const void *sa, unsigned int length)
-# A csock.Datagram (data, address, truncated), as recv_batch hands each datagram over.
-cdef object datagram_of(object data, object address, bint truncated)
+# What a received datagram's control messages (cmsgs) say, read by read_control.
+cdef struct ControlInfo:
+    int gso                             # UDP_GRO: the coalesced datagrams' size (0: not coalesced)
+    bint has_timestamp
+    double timestamp                    # SO_TIMESTAMPNS, seconds since the epoch
+    int destination_family              # IP_PKTINFO/IPV6_PKTINFO's (0: not reported)
+    unsigned char destination[16]
+    int interface
+    int tos                             # IP_TOS/IPV6_TCLASS (-1: not reported)
+cdef void read_control(const void *control, size_t length, ControlInfo *info) noexcept
+# The cmsg room a datagram receive on a socket needs (state: inflight_hold's token):
+# CONTROL_ROOM once enable_metadata asked for metadata, else GRO_CONTROL_ROOM.
+cdef size_t control_room_of(object state) noexcept
+# A csock.Datagram (data, address, truncated), as recv_batch hands each datagram over, with
+# the metadata info reports (info NULL: none).
+cdef object datagram_of(object data, object address, bint truncated, const ControlInfo *info)

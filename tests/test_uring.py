@@ -701,10 +701,96 @@ def test_framed_receives_need_a_stream_socket() -> None:
         assert small.pending == 0
 
 
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+@pytest.mark.parametrize("make", [csock.socket, stdlib_socket.socket], ids=["csock", "stdlib"])
+def test_recv_many_splits_what_udp_gro_coalesced(monkeypatch, forced_fallback, make) -> None:
+    """On a socket with UDP_GRO, the kernel hands a GSO sender's datagrams over as one
+    coalesced message: recv_many splits it back, as recv_batch does (each datagram its own
+    bytes and the sender's address), on either path. io_uring reads the kernel's UDP_GRO
+    control message whoever set the option; recv_batch knows of csock's enable_gro()."""
+    if make is stdlib_socket.socket and forced_fallback:
+        pytest.skip("recv_batch splits only on sockets whose GRO csock set (enable_gro)")
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, tx = make(csock.AF_INET, csock.SOCK_DGRAM), udp_socket()
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        if isinstance(rx, csock.socket):
+            assert rx.enable_gro()
+        else:
+            rx.setsockopt(csock.SOL_UDP, 104, 1)                # UDP_GRO
+        sent = [bytes([i]) * 100 for i in range(10)] + [b"tail"]
+        assert tx.send_batch(sent, rx.getsockname(), segment_size=100) == len(sent)
+        tx.sendto(b"alone", rx.getsockname())
+        time.sleep(0.05)
+        (got,) = uring.recv_many([rx])
+        assert [bytes(d.data) for d in got] == sent + [b"alone"]
+        assert {d.address for d in got} == {tx.getsockname()}
+        assert not any(d.truncated for d in got)
+        del got
+        if not forced_fallback:
+            assert uring.default_ring().pool.outstanding == 0
+
+
+def test_a_recvmsg_completion_of_a_coalesced_message_holds_each_datagram(ring) -> None:
+    needs(ring, "recvmsg")
+    rx, tx = udp_socket(), udp_socket()
+    with rx, tx:
+        assert rx.enable_gro()
+        tx.send_batch([b"a" * 50, b"b" * 50, b"c"], rx.getsockname(), segment_size=50)
+        request = ring.recvmsg(rx)
+        (completion,) = ring.wait(1, timeout=2)
+        assert [(bytes(d.data), d.address) for d in completion.value] == [
+            (b"a" * 50, tx.getsockname()), (b"b" * 50, tx.getsockname()), (b"c", tx.getsockname())]
+        assert completion.truncated is False
+        assert {d.data.buffer_id for d in completion.value} == {completion.value[0].data.buffer_id}
+        ring.cancel(request)
+        while not request.done:
+            ring.wait(1, timeout=2)
+        assert ring.pool.outstanding == 1                   # the views hold their buffer...
+        del completion
+        assert ring.pool.outstanding == 0                   # ...until the last goes
+
+
+def test_a_coalesced_message_cut_by_its_buffer_shows_the_datagram_cut() -> None:
+    """A 512-byte ring buffer holds 344 bytes of a coalesced message of ten 100-byte
+    datagrams: three whole, the fourth cut and flagged (the rest is lost, as recvmsg(2)
+    with a short buffer loses it)."""
+    rx, tx = udp_socket(), udp_socket()
+    with uring.Ring(8, 16, 512) as small, rx, tx:
+        needs(small, "recvmsg")
+        assert rx.enable_gro()
+        sent = [bytes([i]) * 100 for i in range(10)]
+        tx.send_batch(sent, rx.getsockname(), segment_size=100)
+        time.sleep(0.05)
+        (got,) = small.recv_many([rx])
+        assert [(bytes(d.data), d.truncated) for d in got] == [
+            (sent[0], False), (sent[1], False), (sent[2], False), (sent[3][:44], True)]
+        del got
+        assert small.pool.outstanding == 0
+
+
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_recv_many_fills_in_the_metadata_recv_batch_does(monkeypatch, forced_fallback) -> None:
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, tx = udp_socket(), udp_socket()
+    with rx, tx:
+        rx.enable_metadata(timestamp=True, destination=True, tos=True)
+        tx.setsockopt(csock.IPPROTO_IP, csock.IP_TOS, 0x28)
+        before = time.time()
+        tx.sendto(b"one", rx.getsockname())
+        tx.sendto(b"two", rx.getsockname())
+        time.sleep(0.05)
+        (got,) = uring.recv_many([rx])
+        assert [bytes(d.data) for d in got] == [b"one", b"two"]
+        assert all(before - 1 < d.timestamp < time.time() + 1 for d in got)
+        assert [(d.destination, d.tos) for d in got] == [("127.0.0.1", 0x28)] * 2
+        assert all(d.interface == 1 for d in got)               # lo
+
+
 def test_recv_many_shows_a_datagram_cut_to_its_buffer() -> None:
     """Each datagram is a csock.Datagram, as recv_batch returns: one longer than its buffer is
     cut and says so, never silently (a 256-byte ring buffer holds the message header, room
-    for the sender's address and 112 bytes of payload)."""
+    for the sender's address and for UDP_GRO's control message, and 88 bytes of payload)."""
     rx, tx = udp_socket(), udp_socket()
     with uring.Ring(8, 16, 256) as small, rx, tx:
         needs(small, "recvmsg")

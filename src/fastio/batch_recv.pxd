@@ -42,5 +42,8 @@ cdef class BatchReceiver:
     cdef object destination_text(self, int family, const void *address)
     cdef int collect_ext(self, list into, Py_ssize_t received, Py_ssize_t bufsize) except -1
 
+# An IP address (4 or 16 bytes) as text, None if inet_ntop(3) refuses it.
+cdef object ip_text(int family, const void *address)
+
 
 cdef BatchReceiver receiver_of(IoWait *w)

@@ -261,16 +261,14 @@ cdef class BatchReceiver:
         return batch
 
     cdef object destination_text(self, int family, const void *address):
-        cdef char text[INET6_ADDRSTRLEN]
+        """ip_text(), the last one's string again when the address is the same."""
         cdef size_t size = 4 if family == AF_INET else 16
         if self.last_destination_text is not None and self.last_destination_family == family \
                 and memcmp(self.last_destination, address, size) == 0:
             return self.last_destination_text
-        if inet_ntop(family, address, text, sizeof(text)) == NULL:
-            return None
         memcpy(self.last_destination, address, size)
         self.last_destination_family = family
-        self.last_destination_text = text.decode("ascii")
+        self.last_destination_text = ip_text(family, address)
         return self.last_destination_text
 
     cdef int collect_ext(self, list into, Py_ssize_t received, Py_ssize_t bufsize) except -1:
@@ -281,12 +279,9 @@ cdef class BatchReceiver:
         cdef Arena arena = self.scratch
         cdef char *at = NULL
         cdef char *base
-        cdef int gso, value = 0
+        cdef int gso
         cdef msghdr *hdr
-        cdef cmsghdr *cm
-        cdef timespec ts
-        cdef in_pktinfo info4
-        cdef in6_pktinfo info6
+        cdef ControlInfo info
         cdef Datagram d
         cdef bint cut
         for i in range(self.first, self.first + received):
@@ -303,29 +298,14 @@ cdef class BatchReceiver:
                 base = at
                 at += length
             address = self.sender(i)
-            gso = 0
-            timestamp = destination = interface = tos = None
-            cm = CMSG_FIRSTHDR(hdr) if hdr.msg_controllen > 0 else NULL
-            while cm != NULL:
-                if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
-                    memcpy(&gso, CMSG_DATA(cm), sizeof(int))
-                elif cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
-                    memcpy(&ts, CMSG_DATA(cm), sizeof(ts))
-                    timestamp = ts.tv_sec + ts.tv_nsec * 1e-9
-                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO:
-                    memcpy(&info4, CMSG_DATA(cm), sizeof(info4))
-                    destination = self.destination_text(AF_INET, &info4.ipi_addr)
-                    interface = info4.ipi_ifindex
-                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO:
-                    memcpy(&info6, CMSG_DATA(cm), sizeof(info6))
-                    destination = self.destination_text(AF_INET6, &info6.ipi6_addr)
-                    interface = info6.ipi6_ifindex
-                elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
-                    tos = (<unsigned char *>CMSG_DATA(cm))[0]
-                elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
-                    memcpy(&value, CMSG_DATA(cm), sizeof(int))
-                    tos = value
-                cm = CMSG_NXTHDR(hdr, cm)
+            read_control(hdr.msg_control, hdr.msg_controllen, &info)
+            gso = info.gso
+            timestamp = info.timestamp if info.has_timestamp else None
+            destination = interface = None
+            if info.destination_family:
+                destination = self.destination_text(info.destination_family, info.destination)
+                interface = info.interface
+            tos = info.tos if info.tos >= 0 else None
             cut = (hdr.msg_flags & MSG_TRUNC) != 0
             if gso <= 0 or gso >= length:
                 gso = length
@@ -343,6 +323,52 @@ cdef class BatchReceiver:
                 if off >= length:
                     break
         return 0
+
+
+cdef void read_control(const void *control, size_t length, ControlInfo *info) noexcept:
+    """What a received message's control messages say: UDP_GRO's segment size and the
+    metadata enable_metadata asks for (the fields not reported left at 0, or -1 for tos)."""
+    cdef msghdr hdr
+    cdef cmsghdr *cm
+    cdef timespec ts
+    cdef in_pktinfo info4
+    cdef in6_pktinfo info6
+    memset(info, 0, sizeof(ControlInfo))
+    info.tos = -1
+    memset(&hdr, 0, sizeof(hdr))
+    hdr.msg_control = <void *>control
+    hdr.msg_controllen = length
+    cm = CMSG_FIRSTHDR(&hdr) if length > 0 else NULL
+    while cm != NULL:
+        if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+            memcpy(&info.gso, CMSG_DATA(cm), sizeof(int))
+        elif cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+            memcpy(&ts, CMSG_DATA(cm), sizeof(ts))
+            info.has_timestamp = True
+            info.timestamp = ts.tv_sec + ts.tv_nsec * 1e-9
+        elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO:
+            memcpy(&info4, CMSG_DATA(cm), sizeof(info4))
+            info.destination_family = AF_INET
+            memcpy(info.destination, &info4.ipi_addr, 4)
+            info.interface = info4.ipi_ifindex
+        elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO:
+            memcpy(&info6, CMSG_DATA(cm), sizeof(info6))
+            info.destination_family = AF_INET6
+            memcpy(info.destination, &info6.ipi6_addr, 16)
+            info.interface = info6.ipi6_ifindex
+        elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+            info.tos = (<unsigned char *>CMSG_DATA(cm))[0]
+        elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+            memcpy(&info.tos, CMSG_DATA(cm), sizeof(int))
+        cm = CMSG_NXTHDR(&hdr, cm)
+
+
+cdef object ip_text(int family, const void *address):
+    """The IP address a datagram was sent to as text (inet_ntop(3)), None if it has none."""
+    cdef char text[INET6_ADDRSTRLEN]
+    if inet_ntop(family, address, text, sizeof(text)) == NULL:
+        return None
+    return text.decode("ascii")
 
 
 def scratch_allocations(sock):

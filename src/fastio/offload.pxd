@@ -17,7 +17,6 @@ cdef enum:
     RX_EXTENDED = RX_GRO | RX_TIMESTAMP | RX_DESTINATION | RX_TOS
     GRO_SLOT = 65535                  # a coalesced message is at most 64 KiB
     MAX_GRO_SCRATCH = 16 << 20        # 256 slots of 64 KiB (each may carry 64 datagrams)
-    RX_CONTROL_SPACE = 256            # cmsg room per slot: GRO + timestamp + pktinfo + tos
 
 cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) except -1
 cdef int rx_mode(object sock, IoWait *w, bint gro, int family, int kind) except -1

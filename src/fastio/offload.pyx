@@ -189,7 +189,7 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
         while len(batch) < max_messages:
             want = min(per_call, max_messages - len(batch))
             receiver.prepare(want, slot)
-            receiver.prepare_control(want, RX_CONTROL_SPACE)
+            receiver.prepare_control(want, CONTROL_ROOM)
             r = receiver.receive(w, want, flags)
             if r == IO_AGAIN:
                 if not batch:

@@ -63,8 +63,23 @@ cdef object address_from_sockaddr(const void *sa, unsigned int length):
     return sockaddr_to_python(<const sockaddr *>sa, length)
 
 
-cdef object datagram_of(object data, object address, bint truncated):
-    return make_datagram(data, address, truncated)
+cdef object datagram_of(object data, object address, bint truncated, const ControlInfo *info):
+    cdef Datagram d = make_datagram(data, address, truncated)
+    if info != NULL:
+        if info.has_timestamp:
+            d.timestamp = info.timestamp
+        if info.destination_family:
+            d.destination = ip_text(info.destination_family, info.destination)
+            d.interface = info.interface
+        if info.tos >= 0:
+            d.tos = info.tos
+    return d
+
+
+cdef size_t control_room_of(object state) noexcept:
+    if type(state) is SocketState and (<SocketState>state).rx_mode & (RX_EXTENDED & ~RX_GRO):
+        return CONTROL_ROOM
+    return GRO_CONTROL_ROOM
 
 
 cdef FramedStream as_framed(object framed):

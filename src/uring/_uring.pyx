@@ -37,8 +37,9 @@ from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    MessageView, address_from_sockaddr, address_to_sockaddr, datagram_of, framed_feed,
-    framed_lend, framed_lent_filled, inflight_hold, inflight_release, set_close_hook,
+    CONTROL_ROOM, ControlInfo, MessageView, address_from_sockaddr, address_to_sockaddr,
+    control_room_of, datagram_of, framed_feed, framed_lend, framed_lent_filled, inflight_hold,
+    inflight_release, read_control, set_close_hook,
 )
 
 import os as _os
@@ -113,16 +114,21 @@ cdef enum:
     SQ_TASKRUN = 1 << 2         # IORING_SQ_TASKRUN: completions wait for an enter to post
     NAME_ROOM = 128             # sizeof(struct sockaddr_storage): a multishot recvmsg's name
     RECVMSG_OUT = 16            # sizeof(struct io_uring_recvmsg_out)
-    PAYLOAD_AT = RECVMSG_OUT + NAME_ROOM    # where a recvmsg buffer's datagram starts
+    # A multishot recvmsg's buffer: the io_uring_recvmsg_out, the name's room, the control
+    # messages' room (the request's msg_controllen: control_room_of), then the payload.
+    NAME_AT = RECVMSG_OUT
+    CONTROL_AT = RECVMSG_OUT + NAME_ROOM
     CANCEL_USER_DATA = 0        # a NOP's own completion: nothing waits for it
     BUFFER_GROUP = 0
     # Bytes after which the kernel ends a multishot recv (csock arms it again at the reap):
     # without it, one stream whose peer keeps sending took every buffer between two reaps.
     RECV_LIMIT = 256 * 1024
 
-# What a recvmsg datagram's buffer holds before its payload (the io_uring_recvmsg_out and
-# room for the sender's address): a buffer of buffer_size bytes holds buffer_size minus this.
-RECVMSG_HEADROOM = PAYLOAD_AT
+# The most a recvmsg datagram's buffer holds before its payload (the io_uring_recvmsg_out,
+# room for the sender's address and for control messages: UDP_GRO's, and the metadata
+# enable_metadata asks for): a buffer of buffer_size bytes holds at least buffer_size minus
+# this.
+RECVMSG_HEADROOM = CONTROL_AT + CONTROL_ROOM
 
 
 cdef int raise_errno(int err) except -1:
@@ -300,7 +306,8 @@ cdef class ReceivedView(MessageView):
     """A csock.MessageView of one received message in a provided buffer. The buffer goes
     back to the kernel when the view (and every memoryview taken of it) is released; until
     then its bytes do not change. ``bytes(view)`` copies them out."""
-    cdef BufferPool pool
+    cdef BufferPool pool                # None for a datagram split out of a coalesced one...
+    cdef object owner                   # ...which holds the whole message's view instead
     cdef uint16_t bid
 
     def __dealloc__(self):
@@ -323,6 +330,16 @@ cdef ReceivedView make_view(BufferPool pool, uint16_t bid, Py_ssize_t offset, Py
     view.ptr = pool.buffer(bid) + offset
     view.length = length
     pool.outstanding += 1
+    return view
+
+
+cdef ReceivedView segment_view(ReceivedView whole, Py_ssize_t offset, Py_ssize_t length):
+    """A view of whole[offset:offset + length] that keeps whole, and so its buffer, alive."""
+    cdef ReceivedView view = ReceivedView.__new__(ReceivedView)
+    view.owner = whole
+    view.bid = whole.bid
+    view.ptr = whole.ptr + offset
+    view.length = length
     return view
 
 
@@ -877,10 +894,12 @@ cdef class Ring:
 
     def recvmsg(self, sock, *, bint drain=False):
         """Multishot receive of datagrams with their senders' addresses: each completion's
-        value is a csock.Datagram (a ReceivedView, the sender, and ``truncated`` when the
-        ring's buffer cut the datagram). drain=True ends the request once the socket's
-        queue is empty (MSG_DONTWAIT: its last completion is EAGAIN, reported as no error
-        and value None) instead of staying armed for later datagrams."""
+        value is a csock.Datagram (a ReceivedView, the sender, ``truncated`` when the ring's
+        buffer cut the datagram, and the metadata enable_metadata asks for), or, on a socket
+        with UDP_GRO, a list of them when the kernel coalesced several into one message.
+        drain=True ends the request once the socket's queue is empty (MSG_DONTWAIT: its last
+        completion is EAGAIN, reported as no error and value None) instead of staying armed
+        for later datagrams."""
         self.need("recvmsg")
         cdef Request request = self.new_request(RECVMSG, sock, True)
         try:
@@ -889,6 +908,8 @@ cdef class Ring:
             self.abandon(request)
             raise
         request.native.msg.msg_namelen = NAME_ROOM
+        # (the kernel lays the control messages out in the ring buffer, not at msg_control)
+        request.native.msg.msg_controllen = control_room_of(request.hold)
         request.drain = drain
         self.arm(request)
         return request
@@ -1178,7 +1199,7 @@ cdef class Ring:
     cdef object sender(self, const csock_uring_recvmsg_out *out):
         """The address a multishot recvmsg wrote after out, the last one's object if equal."""
         cdef uint32_t length = out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM
-        cdef const char *name = <const char *>out + RECVMSG_OUT
+        cdef const char *name = <const char *>out + NAME_AT
         if (self.last_address is not None and length == self.last_namelen
                 and memcmp(name, self.last_name, length) == 0):
             return self.last_address
@@ -1188,18 +1209,37 @@ cdef class Ring:
         self.last_address = address
         return address
 
-    cdef object datagram_at(self, uint16_t bid, int res):
-        """The csock.Datagram a multishot recvmsg put in buffer bid (res >= 0): a view of its
-        payload, the sender, and whether the buffer cut it (MSG_TRUNC)."""
+    cdef int datagrams_at(self, Request request, uint16_t bid, int res, list into) except -1:
+        """Append the csock.Datagrams a multishot recvmsg put in buffer bid (res >= 0): one,
+        or a coalesced message's (UDP_GRO) split back, each a view of its payload, with the
+        sender, the metadata the control messages carry, and whether the buffer cut it."""
         cdef const csock_uring_recvmsg_out *out = (
             <const csock_uring_recvmsg_out *>self.pool.buffer(bid))
-        cdef Py_ssize_t available = res - PAYLOAD_AT    # (no control room)
+        cdef size_t room = request.native.msg.msg_controllen
+        cdef Py_ssize_t payload_at = CONTROL_AT + room
+        cdef Py_ssize_t available = res - payload_at
+        cdef Py_ssize_t off = 0, n
+        cdef uint64_t control[CONTROL_ROOM >> 3]    # (aligned for the cmsghdrs: copied here)
+        cdef ControlInfo info
+        cdef bint cut
         if available > out.payloadlen:
             available = out.payloadlen
-        view = make_view(self.pool, bid, PAYLOAD_AT,
-                         available if available > 0 else 0)
-        return datagram_of(view, self.sender(out),
-                           (out.flags & MSG_TRUNC) != 0 or available < out.payloadlen)
+        if available < 0:
+            available = 0
+        cut = (out.flags & MSG_TRUNC) != 0 or available < out.payloadlen
+        memcpy(control, <const char *>out + CONTROL_AT, min(out.controllen, room))
+        read_control(control, min(out.controllen, room), &info)
+        address = self.sender(out)
+        whole = make_view(self.pool, bid, payload_at, available)
+        if info.gso <= 0 or info.gso >= available:
+            into.append(datagram_of(whole, address, cut, &info))
+            return 0
+        while off < available:                      # (the buffer may have cut the last one)
+            n = min(<Py_ssize_t>info.gso, available - off)
+            into.append(datagram_of(segment_view(whole, off, n), address,
+                                    cut and off + n >= available, &info))
+            off += n
+        return 0
 
     cdef void sink_datagram(self, Request request, int res, uint32_t flags) noexcept:
         """A recv_many completion: its Datagram appended to the request's sink, or its
@@ -1209,7 +1249,7 @@ cdef class Ring:
             if flags & CSOCK_IORING_CQE_F_BUFFER:
                 bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
                 if res >= 0:
-                    request.sink.append(self.datagram_at(bid, res))
+                    self.datagrams_at(request, bid, res, request.sink)
                     return
                 self.pool.give_back(bid)
             if res < 0 and res != -EAGAIN and res != -ENOBUFS and request.sink_error is None:
@@ -1245,8 +1285,10 @@ cdef class Ring:
                     self.pool.give_back(bid)
                 return 0
             if request.kind == RECVMSG and res >= 0:
-                completion.value = self.datagram_at(bid, res)
-                completion.truncated = completion.value.truncated
+                datagrams = []
+                self.datagrams_at(request, bid, res, datagrams)
+                completion.value = datagrams[0] if len(datagrams) == 1 else datagrams
+                completion.truncated = any([d.truncated for d in datagrams])
                 return 0
             length = res if res > 0 else 0
             if length > self.pool.buffer_size:      # (records: MSG_TRUNC's whole length)
