@@ -131,10 +131,14 @@ class socket(_std.socket):
     def setsockopt(self, *args: Any) -> None:
         """setsockopt(level, option, value) or setsockopt(level, option, None, optlen), as the
         stdlib's. Setting SO_RCVTIMEO or SO_SNDTIMEO makes csock's blocking calls wait in the
-        system call itself, so the kernel's timeout applies."""
+        system call itself, so the kernel's timeout applies; setting UDP_GRO makes recv_batch
+        split coalesced messages, as ``enable_gro()`` does."""
         super().setsockopt(*args)
         if len(args) >= 2 and args[0] == _std.SOL_SOCKET and args[1] in _KERNEL_TIMEOUTS:
             _fastio.note_kernel_timeout(self)
+        elif tuple(args[:2]) == _UDP_GRO and len(args) == 3 and isinstance(args[2], int):
+            if args[2]:
+                _fastio.enable_gro(self)
 
     def accept(self) -> tuple[socket, Any]:
         """accept(2): a csock socket for the new connection and the peer's address."""
@@ -148,6 +152,7 @@ class socket(_std.socket):
 
 
 _KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO)
+_UDP_GRO = (getattr(_std, "SOL_UDP", 17), getattr(_std, "UDP_GRO", 104))
 _fastio.register_socket_class(socket)     # its state is read from its slot on every call
 
 

@@ -256,6 +256,18 @@ def test_gro_set_by_first_recv_batch_and_stays():
         assert_same(got, sent, tx.getsockname())
 
 
+def test_gro_set_with_setsockopt_is_split_too():
+    """UDP_GRO set with the stdlib's setsockopt, not enable_gro(): recv_batch still hands
+    over each datagram of a coalesced message, not the message glued."""
+    tx, rx = udp_pair()
+    with tx, rx:
+        rx.setsockopt(17, 104, 1)                        # SOL_UDP, UDP_GRO
+        sent = payloads(20, 300)
+        tx.send_batch(sent, rx.getsockname(), segment_size=300)
+        rx.settimeout(5)
+        assert_same(receive(rx, 20), sent, tx.getsockname())
+
+
 def test_gro_max_messages_counts_datagrams_and_keeps_the_rest():
     tx, rx = gro_pair()
     with tx, rx:
