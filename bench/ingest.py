@@ -16,8 +16,9 @@ A round reads every socket, then checks each datagram (its length, its socket, i
 increasing per socket). The rows differ in how a round reads:
 
 - ``csock-uring``: ``Ring.recv_many(socks)``, one ``io_uring_enter`` for all 64 (a ring of
-  4096 provided buffers of 256 bytes: the default ring's 64 KiB buffers would hold one
-  datagram each);
+  4096 provided buffers of 512 bytes, room for the recvmsg header, the address and the
+  control messages, ``RECVMSG_HEADROOM``, and 112 bytes of payload: the default ring's
+  64 KiB buffers would hold one datagram each);
 - ``csock``: ``recv_batch`` (recvmmsg) on each socket in turn;
 - ``stdlib-naive``: ``recv`` on each socket until it would block;
 - ``c``: recvmmsg on each socket in turn (the reference).
@@ -111,7 +112,7 @@ def receive(socks: list[Any], control: stdlib.socket, n: int, round_: Round) -> 
 def uring_round(socks: list[Any]) -> Round:
     import csock.uring
 
-    ring = csock.uring.Ring(256, 4096, 256)
+    ring = csock.uring.Ring(256, 4096, 512)
 
     def round_() -> list[list[Any]]:
         return [[d.data for d in got] for got in ring.recv_many(socks)]

@@ -7,9 +7,8 @@ from libc.stdint cimport int64_t
 cdef enum:
     IO_AGAIN = -2
     # cmsg room for one received datagram: UDP_GRO's segment size and the receive metadata
-    # (enable_metadata: timestamp, destination, TOS); and for UDP_GRO's alone.
+    # (enable_metadata: timestamp, destination, TOS)
     CONTROL_ROOM = 256
-    GRO_CONTROL_ROOM = 24               # CMSG_SPACE(sizeof(int))
 
 cdef struct IoWait:
     int fd
@@ -97,9 +96,6 @@ cdef struct ControlInfo:
     int interface
     int tos                             # IP_TOS/IPV6_TCLASS (-1: not reported)
 cdef void read_control(const void *control, size_t length, ControlInfo *info) noexcept
-# The cmsg room a datagram receive on a socket needs (state: inflight_hold's token):
-# CONTROL_ROOM once enable_metadata asked for metadata, else GRO_CONTROL_ROOM.
-cdef size_t control_room_of(object state) noexcept
 # A csock.Datagram (data, address, truncated), as recv_batch hands each datagram over, with
 # the metadata info reports (info NULL: none).
 cdef object datagram_of(object data, object address, bint truncated, const ControlInfo *info)

@@ -752,11 +752,11 @@ def test_a_recvmsg_completion_of_a_coalesced_message_holds_each_datagram(ring) -
 
 
 def test_a_coalesced_message_cut_by_its_buffer_shows_the_datagram_cut() -> None:
-    """A 512-byte ring buffer holds 344 bytes of a coalesced message of ten 100-byte
-    datagrams: three whole, the fourth cut and flagged (the rest is lost, as recvmsg(2)
-    with a short buffer loses it)."""
+    """A 640-byte ring buffer holds 240 bytes of a coalesced message of ten 100-byte
+    datagrams: two whole, the third cut and flagged (the rest is lost, as recvmsg(2) with a
+    short buffer loses it)."""
     rx, tx = udp_socket(), udp_socket()
-    with uring.Ring(8, 16, 512) as small, rx, tx:
+    with uring.Ring(8, 16, 640) as small, rx, tx:
         needs(small, "recvmsg")
         assert rx.enable_gro()
         sent = [bytes([i]) * 100 for i in range(10)]
@@ -764,7 +764,7 @@ def test_a_coalesced_message_cut_by_its_buffer_shows_the_datagram_cut() -> None:
         time.sleep(0.05)
         (got,) = small.recv_many([rx])
         assert [(bytes(d.data), d.truncated) for d in got] == [
-            (sent[0], False), (sent[1], False), (sent[2], False), (sent[3][:44], True)]
+            (sent[0], False), (sent[1], False), (sent[2][:40], True)]
         del got
         assert small.pool.outstanding == 0
 
@@ -789,10 +789,10 @@ def test_recv_many_fills_in_the_metadata_recv_batch_does(monkeypatch, forced_fal
 
 def test_recv_many_shows_a_datagram_cut_to_its_buffer() -> None:
     """Each datagram is a csock.Datagram, as recv_batch returns: one longer than its buffer is
-    cut and says so, never silently (a 256-byte ring buffer holds the message header, room
-    for the sender's address and for UDP_GRO's control message, and 88 bytes of payload)."""
+    cut and says so, never silently (a 512-byte ring buffer holds the message header, room
+    for the sender's address and for control messages, and 112 bytes of payload)."""
     rx, tx = udp_socket(), udp_socket()
-    with uring.Ring(8, 16, 256) as small, rx, tx:
+    with uring.Ring(8, 16, 512) as small, rx, tx:
         needs(small, "recvmsg")
         big = bytes(range(256)) * 4
         tx.sendto(big, rx.getsockname())
@@ -1209,6 +1209,13 @@ def test_bad_arguments_raise_clear_errors(ring) -> None:
     r.close()
     with pytest.raises(ValueError):
         r.wait()
+    rx = udp_socket()
+    with uring.Ring(8, 8, uring.RECVMSG_HEADROOM) as small, rx:
+        with pytest.raises(ValueError, match="RECVMSG_HEADROOM"):
+            small.recvmsg(rx)                   # no room for a byte of payload (EFAULT before)
+        with pytest.raises(ValueError, match="RECVMSG_HEADROOM"):
+            small.recv_many([rx])
+        assert small.pending == 0
 
 
 def test_stdlib_sockets_work_too(ring) -> None:

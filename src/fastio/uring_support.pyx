@@ -76,12 +76,6 @@ cdef object datagram_of(object data, object address, bint truncated, const Contr
     return d
 
 
-cdef size_t control_room_of(object state) noexcept:
-    if type(state) is SocketState and (<SocketState>state).rx_mode & (RX_EXTENDED & ~RX_GRO):
-        return CONTROL_ROOM
-    return GRO_CONTROL_ROOM
-
-
 cdef FramedStream as_framed(object framed):
     """framed itself, checked: TypeError unless it is a csock._fastio.FramedStream."""
     if type(framed) is not FramedStream:

@@ -38,7 +38,7 @@ from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
     CONTROL_ROOM, ControlInfo, MessageView, address_from_sockaddr, address_to_sockaddr,
-    control_room_of, datagram_of, framed_feed, framed_lend, framed_lent_filled, inflight_hold,
+    datagram_of, framed_feed, framed_lend, framed_lent_filled, inflight_hold,
     inflight_release, read_control, set_close_hook,
 )
 
@@ -115,20 +115,21 @@ cdef enum:
     NAME_ROOM = 128             # sizeof(struct sockaddr_storage): a multishot recvmsg's name
     RECVMSG_OUT = 16            # sizeof(struct io_uring_recvmsg_out)
     # A multishot recvmsg's buffer: the io_uring_recvmsg_out, the name's room, the control
-    # messages' room (the request's msg_controllen: control_room_of), then the payload.
+    # messages' room, then the payload. The room is always the most csock asks a socket
+    # for (UDP_GRO's and enable_metadata's): whoever set the options, none is left out.
     NAME_AT = RECVMSG_OUT
     CONTROL_AT = RECVMSG_OUT + NAME_ROOM
+    PAYLOAD_AT = CONTROL_AT + CONTROL_ROOM
     CANCEL_USER_DATA = 0        # a NOP's own completion: nothing waits for it
     BUFFER_GROUP = 0
     # Bytes after which the kernel ends a multishot recv (csock arms it again at the reap):
     # without it, one stream whose peer keeps sending took every buffer between two reaps.
     RECV_LIMIT = 256 * 1024
 
-# The most a recvmsg datagram's buffer holds before its payload (the io_uring_recvmsg_out,
-# room for the sender's address and for control messages: UDP_GRO's, and the metadata
-# enable_metadata asks for): a buffer of buffer_size bytes holds at least buffer_size minus
-# this.
-RECVMSG_HEADROOM = CONTROL_AT + CONTROL_ROOM
+# What a recvmsg datagram's buffer holds before its payload (the io_uring_recvmsg_out, room
+# for the sender's address and for control messages: UDP_GRO's, and the metadata
+# enable_metadata asks for): a buffer of buffer_size bytes holds buffer_size minus this.
+RECVMSG_HEADROOM = PAYLOAD_AT
 
 
 cdef int raise_errno(int err) except -1:
@@ -812,7 +813,8 @@ cdef class Ring:
         error, cancel() or close(); -ENOBUFS ends it when every buffer is held in views. On a
         socket that keeps boundaries (UDP, SEQPACKET) each completion is one record, and one
         longer than a ring buffer holds its head with ``truncated`` true (MSG_TRUNC; ``result``
-        is the whole length).
+        is the whole length); on a UDP socket with UDP_GRO, as recv(2) there, one may hold
+        several datagrams the kernel coalesced: recvmsg() splits them.
 
         With ``framed`` (a csock._fastio.FramedStream; on a SOCK_STREAM socket only, else
         ValueError), each receive's bytes are fed to it during the reap, the buffer goes
@@ -901,6 +903,9 @@ cdef class Ring:
         completion is EAGAIN, reported as no error and value None) instead of staying armed
         for later datagrams."""
         self.need("recvmsg")
+        if self.pool.buffer_size <= PAYLOAD_AT:
+            raise ValueError(f"recvmsg needs ring buffers of more than {PAYLOAD_AT} bytes "
+                             f"(RECVMSG_HEADROOM), not {self.pool.buffer_size}")
         cdef Request request = self.new_request(RECVMSG, sock, True)
         try:
             self.native(request)
@@ -909,7 +914,7 @@ cdef class Ring:
             raise
         request.native.msg.msg_namelen = NAME_ROOM
         # (the kernel lays the control messages out in the ring buffer, not at msg_control)
-        request.native.msg.msg_controllen = control_room_of(request.hold)
+        request.native.msg.msg_controllen = CONTROL_ROOM
         request.drain = drain
         self.arm(request)
         return request
@@ -1209,15 +1214,14 @@ cdef class Ring:
         self.last_address = address
         return address
 
-    cdef int datagrams_at(self, Request request, uint16_t bid, int res, list into) except -1:
+    cdef int datagrams_at(self, uint16_t bid, int res, list into) except -1:
         """Append the csock.Datagrams a multishot recvmsg put in buffer bid (res >= 0): one,
         or a coalesced message's (UDP_GRO) split back, each a view of its payload, with the
         sender, the metadata the control messages carry, and whether the buffer cut it."""
         cdef const csock_uring_recvmsg_out *out = (
             <const csock_uring_recvmsg_out *>self.pool.buffer(bid))
-        cdef size_t room = request.native.msg.msg_controllen
-        cdef Py_ssize_t payload_at = CONTROL_AT + room
-        cdef Py_ssize_t available = res - payload_at
+        cdef size_t control_length = min(out.controllen, <uint32_t>CONTROL_ROOM)
+        cdef Py_ssize_t available = res - PAYLOAD_AT
         cdef Py_ssize_t off = 0, n
         cdef uint64_t control[CONTROL_ROOM >> 3]    # (aligned for the cmsghdrs: copied here)
         cdef ControlInfo info
@@ -1227,10 +1231,10 @@ cdef class Ring:
         if available < 0:
             available = 0
         cut = (out.flags & MSG_TRUNC) != 0 or available < out.payloadlen
-        memcpy(control, <const char *>out + CONTROL_AT, min(out.controllen, room))
-        read_control(control, min(out.controllen, room), &info)
+        memcpy(control, <const char *>out + CONTROL_AT, control_length)
+        read_control(control, control_length, &info)
         address = self.sender(out)
-        whole = make_view(self.pool, bid, payload_at, available)
+        whole = make_view(self.pool, bid, PAYLOAD_AT, available)
         if info.gso <= 0 or info.gso >= available:
             into.append(datagram_of(whole, address, cut, &info))
             return 0
@@ -1249,7 +1253,7 @@ cdef class Ring:
             if flags & CSOCK_IORING_CQE_F_BUFFER:
                 bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
                 if res >= 0:
-                    self.datagrams_at(request, bid, res, request.sink)
+                    self.datagrams_at(bid, res, request.sink)
                     return
                 self.pool.give_back(bid)
             if res < 0 and res != -EAGAIN and res != -ENOBUFS and request.sink_error is None:
@@ -1286,7 +1290,7 @@ cdef class Ring:
                 return 0
             if request.kind == RECVMSG and res >= 0:
                 datagrams = []
-                self.datagrams_at(request, bid, res, datagrams)
+                self.datagrams_at(bid, res, datagrams)
                 completion.value = datagrams[0] if len(datagrams) == 1 else datagrams
                 completion.truncated = any([d.truncated for d in datagrams])
                 return 0
