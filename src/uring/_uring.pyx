@@ -1222,26 +1222,30 @@ cdef class Ring:
             <const csock_uring_recvmsg_out *>self.pool.buffer(bid))
         cdef size_t control_length = min(out.controllen, <uint32_t>CONTROL_ROOM)
         cdef Py_ssize_t available = res - PAYLOAD_AT
-        cdef Py_ssize_t off = 0, n
+        cdef Py_ssize_t full = out.payloadlen       # (MSG_TRUNC: the kernel's whole length)
+        cdef Py_ssize_t off = 0, n, size
         cdef uint64_t control[CONTROL_ROOM >> 3]    # (aligned for the cmsghdrs: copied here)
         cdef ControlInfo info
-        cdef bint cut
-        if available > out.payloadlen:
-            available = out.payloadlen
+        if available > full:
+            available = full
         if available < 0:
             available = 0
-        cut = (out.flags & MSG_TRUNC) != 0 or available < out.payloadlen
+        if out.flags & MSG_TRUNC and full <= available:
+            full = available + 1                    # cut, by how much unknown
         memcpy(control, <const char *>out + CONTROL_AT, control_length)
         read_control(control, control_length, &info)
         address = self.sender(out)
         whole = make_view(self.pool, bid, PAYLOAD_AT, available)
         if info.gso <= 0 or info.gso >= available:
-            into.append(datagram_of(whole, address, cut, &info))
+            size = info.gso if 0 < info.gso < full else full
+            into.append(datagram_of(whole, address, available < size, &info))
             return 0
-        while off < available:                      # (the buffer may have cut the last one)
+        # A coalesced message: each datagram is gso bytes (the last may be shorter). A buffer
+        # that cut the message holds the head of one, flagged, and loses those after it.
+        while off < available:
             n = min(<Py_ssize_t>info.gso, available - off)
-            into.append(datagram_of(segment_view(whole, off, n), address,
-                                    cut and off + n >= available, &info))
+            size = min(<Py_ssize_t>info.gso, full - off)
+            into.append(datagram_of(segment_view(whole, off, n), address, n < size, &info))
             off += n
         return 0
 
