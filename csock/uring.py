@@ -17,7 +17,9 @@ shared memory with the parent's kernel instance); :func:`default_ring` makes the
 """
 from __future__ import annotations
 
+import errno
 import os
+import socket as _socket
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -97,7 +99,14 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
     ring = _ring_with("recvmsg")
     if ring is not None:
         return ring.recv_many(sockets)
-    return [_drain(sock) for sock in tuple(sockets)]
+    socks = tuple(sockets)
+    for sock in socks:              # as the ring checks them: before any datagram is taken
+        if sock.type not in (_socket.SOCK_DGRAM, _socket.SOCK_RAW):
+            raise ValueError("recvmsg and recv_many take SOCK_DGRAM or SOCK_RAW sockets "
+                             "(recv takes stream and SEQPACKET ones)")
+        if sock.fileno() < 0:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    return [_drain(sock) for sock in socks]
 
 
 def _drain(sock: Any) -> list[Datagram]:

@@ -1226,6 +1226,36 @@ def test_a_closed_socket_is_refused_before_anything_is_queued(ring) -> None:
     assert ring.wait(0, timeout=0) == []
 
 
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_recv_many_refuses_a_bad_socket_before_taking_any_datagram(
+        ring, monkeypatch, forced_fallback) -> None:
+    """A socket recv_many cannot drain (a SEQPACKET or stream socket, whose end of stream a
+    multishot recvmsg would read as empty records for ever; a closed one) anywhere in the
+    list raises before any datagram is taken: none is lost with the call."""
+    needs(ring, "recvmsg")
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, tx = udp_socket(), udp_socket()
+    records, peer = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    closed = udp_socket()
+    closed.close()
+    with rx, tx, records, peer:
+        tx.sendto(b"kept", rx.getsockname())
+        peer.send(b"record")
+        peer.close()
+        time.sleep(0.02)
+        for receive in (ring.recv_many, uring.recv_many):
+            with pytest.raises(ValueError, match="SOCK_DGRAM"):
+                receive([rx, records])
+            with pytest.raises(OSError) as caught:
+                receive([rx, closed])
+            assert caught.value.errno == errno.EBADF
+        with pytest.raises(ValueError, match="SOCK_DGRAM"):
+            ring.recvmsg(records)
+        assert ring.pending == 0
+        assert [bytes(d.data) for d in ring.recv_many([rx])[0]] == [b"kept"]
+        assert records.recv(100) == b"record"
+
+
 def test_bad_arguments_raise_clear_errors(ring) -> None:
     with pytest.raises(ValueError):
         uring.Ring(8, 3)

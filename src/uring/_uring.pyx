@@ -18,7 +18,7 @@ cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcmp, memcpy, memset
 from libc.errno cimport (
-    errno, EINTR, EAGAIN, EALREADY, EBUSY, ENOENT, ETIME, EINVAL, ENOSYS, ENOBUFS,
+    errno, EBADF, EINTR, EAGAIN, EALREADY, EBUSY, ENOENT, ETIME, EINVAL, ENOSYS, ENOBUFS,
 )
 from posix.unistd cimport close as close_fd, getpid
 from posix.types cimport pid_t
@@ -31,7 +31,7 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
 from includes.socket cimport (
     msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC, MSG_WAITALL,
-    SOCK_STREAM, SOCK_SEQPACKET,
+    SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, SOCK_SEQPACKET,
 )
 from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
@@ -342,6 +342,21 @@ cdef ReceivedView segment_view(ReceivedView whole, Py_ssize_t offset, Py_ssize_t
     view.ptr = whole.ptr + offset
     view.length = length
     return view
+
+
+cdef int check_datagram_socket(object sock) except -1:
+    """ValueError unless sock is a datagram socket (SOCK_DGRAM, SOCK_RAW), EBADF if it is
+    closed (a non-socket is left to new_request's TypeError). A multishot
+    recvmsg takes an empty message as a record: at a SEQPACKET socket's end of stream it
+    would complete with one, be armed again and complete again, for ever."""
+    if not isinstance(sock, _socket.socket):
+        return 0
+    if _raw_type(sock) not in (SOCK_DGRAM, SOCK_RAW):
+        raise ValueError("recvmsg and recv_many take SOCK_DGRAM or SOCK_RAW sockets "
+                         "(recv takes stream and SEQPACKET ones)")
+    if _socket.socket.fileno(sock) < 0:
+        raise_errno(EBADF)
+    return 0
 
 
 # --- Requests and completions -------------------------------------------------------------
@@ -906,6 +921,7 @@ cdef class Ring:
         if self.pool.buffer_size <= PAYLOAD_AT:
             raise ValueError(f"recvmsg needs ring buffers of more than {PAYLOAD_AT} bytes "
                              f"(RECVMSG_HEADROOM), not {self.pool.buffer_size}")
+        check_datagram_socket(sock)
         cdef Request request = self.new_request(RECVMSG, sock, True)
         try:
             self.native(request)
@@ -1430,9 +1446,13 @@ cdef class Ring:
         ``truncated`` when its buffer cut it), in arrival order; one io_uring_enter for all of them
         (multishot recvmsg with MSG_DONTWAIT: each request ends when its queue is empty).
         A socket yields at most as many datagrams as the pool has free buffers; the rest
-        stays queued for the next call. Errors other than an empty queue raise."""
+        stays queued for the next call. Errors other than an empty queue raise; a socket
+        that is not a datagram socket (ValueError) or is closed (EBADF) raises before any
+        request is made."""
         socks = tuple(sockets)
         requests = []
+        for sock in socks:                  # (before any request: none takes a datagram)
+            check_datagram_socket(sock)
         try:
             for sock in socks:
                 request = self.recvmsg(sock, drain=True)
