@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from ._fastio import Datagram, recv_batch
+from ._fastio import Datagram, parse_address, recv_batch
 from ._uring import (
     RECVMSG_HEADROOM,
     BufferPool,
@@ -130,13 +130,25 @@ def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:
     ring = _ring_with("sendmsg")
     if ring is not None:
         return ring.send_many(pairs)
+    items = tuple(pairs)
+    for item in items:              # as the ring checks them: before anything is sent
+        _check_send_item(item)
     counts = []
-    for item in tuple(pairs):
+    for item in items:
         if len(item) == 3 and item[2] is not None:
             counts.append(item[0].sendto(item[1], item[2]))
-        elif len(item) in (2, 3):
+        else:
             item[0].sendall(item[1])
             counts.append(memoryview(item[1]).nbytes)
-        else:
-            raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
     return counts
+
+
+def _check_send_item(item: tuple[Any, ...]) -> None:
+    """The ValueError or TypeError Ring.send_many raises for a bad item, if it is one."""
+    if len(item) not in (2, 3):
+        raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
+    if not isinstance(item[0], _socket.socket):
+        raise TypeError(f"expected a socket object, not {type(item[0]).__name__}")
+    memoryview(item[1]).release()
+    if len(item) == 3 and item[2] is not None:
+        parse_address(item[0].family, item[2])

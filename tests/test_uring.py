@@ -950,6 +950,26 @@ def test_send_many_reports_an_error_after_every_send_finished(ring) -> None:
         assert ring.pending == 0
 
 
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+@pytest.mark.parametrize("bad", ["text", "object", "address"])
+def test_send_many_sends_nothing_when_an_item_is_bad(ring, monkeypatch, forced_fallback, bad):
+    """As send_batch: every item is checked before anything is sent, so an error for a bad
+    one (in the first round or a later one) never comes after other items went out."""
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    a, b = csock.socketpair()
+    with a, b:
+        b.setblocking(False)
+        bad_item = {"text": (a, "text"), "object": (object(), b"x"),
+                    "address": (a, b"x", ("1.2.3.4", 1))}[bad]
+        for send_many in (ring.send_many, uring.send_many):
+            with pytest.raises(TypeError):
+                send_many([(a, b"first"), (a, b"second"), bad_item])
+            with pytest.raises(BlockingIOError):
+                b.recv(100)                                  # nothing was sent
+        assert ring.pending == 0
+        assert ring.send_many([(a, b"after")]) == [5] and b.recv(100) == b"after"
+
+
 @pytest.mark.parametrize("size", [1 << 18, 8 << 20], ids=["fits", "8MiB"])
 def test_send_zc_sends_the_whole_buffer_and_holds_it_until_the_notification(ring, size) -> None:
     """The export is held until the kernel's notification, and on a stream the whole buffer

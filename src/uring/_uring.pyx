@@ -949,26 +949,37 @@ cdef class Ring:
         return request
 
     cdef Request send_request(self, Kind kind, object sock, object data, object address):
+        cdef Request request = self.prepare_send(kind, sock, data, address)
+        self.write_send(request)
+        return request
+
+    cdef Request prepare_send(self, Kind kind, object sock, object data, object address):
+        """A send request with its buffer exported and its address converted, its SQE not
+        written yet (write_send): bad arguments raise here, before anything is queued."""
         cdef Request request = self.new_request(kind, sock, False)
-        cdef socklen_t length = 0
+        try:
+            PyObject_GetBuffer(data, &request.data, PyBUF_SIMPLE)
+            request.has_data = True
+            if address is not None:
+                self.native(request)
+                request.native.msg.msg_namelen = address_to_sockaddr(
+                    address, _raw_family(sock), &request.native.address)
+        except BaseException:
+            self.abandon(request)
+            raise
+        return request
+
+    cdef int write_send(self, Request request) except -1:
+        cdef Kind kind = request.kind
+        cdef socklen_t length = request.native.msg.msg_namelen if request.native != NULL else 0
         cdef uint8_t opcode = CSOCK_IORING_OP_SEND
         cdef uint32_t flags = MSG_NOSIGNAL
         if kind == SENDMSG:
             opcode = CSOCK_IORING_OP_SENDMSG
         elif kind == SEND_ZC:
             opcode = CSOCK_IORING_OP_SEND_ZC
-        try:
-            if _raw_type(sock) in (SOCK_STREAM, SOCK_SEQPACKET):
-                flags |= MSG_WAITALL            # the whole buffer, as sendall (zero-copy too)
-            PyObject_GetBuffer(data, &request.data, PyBUF_SIMPLE)
-            request.has_data = True
-            if address is not None:
-                self.native(request)
-                length = address_to_sockaddr(address, _raw_family(sock),
-                                             &request.native.address)
-        except BaseException:
-            self.abandon(request)
-            raise
+        if _raw_type(request.sock) in (SOCK_STREAM, SOCK_SEQPACKET):
+            flags |= MSG_WAITALL                # the whole buffer, as sendall (zero-copy too)
         cdef csock_uring_sqe *sqe = self.sqe_for(request, opcode)
         sqe.op_flags = flags
         if kind == SENDMSG:
@@ -986,7 +997,7 @@ cdef class Ring:
             if length:
                 sqe.off = <uint64_t><size_t>&request.native.address
                 sqe.addr_len = <uint16_t>length
-        return request
+        return 0
 
     def send(self, sock, data):
         """Send data (any bytes-like object; its export is held until the completion, whose
@@ -1481,29 +1492,38 @@ cdef class Ring:
         completion; returns the byte counts in order. Sends to different sockets go with one
         io_uring_enter; a socket named k times is sent to in k rounds, each send after the
         previous one completed, because the kernel does not order requests on one socket
-        among themselves. The first error raises, after every send of its round finished
-        (later rounds are not sent)."""
+        among themselves. Every item is checked (its socket, buffer and address) before any
+        is sent: a bad one raises with nothing sent. The first error of a send raises, after
+        every send of its round finished (later rounds are not sent)."""
         items = tuple(pairs)
         for item in items:
             if len(item) not in (2, 3):
                 raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
+        cdef list prepared = []
         counts = [None] * len(items)
-        for round in _rounds(items):
-            self.send_round(items, round, counts)
+        try:
+            for item in items:
+                address = item[2] if len(item) == 3 else None
+                prepared.append(self.prepare_send(SENDMSG if address is not None else SEND,
+                                                  item[0], item[1], address))
+            for round in _rounds(items):
+                self.send_round(prepared, round, counts)
+        finally:
+            for request in prepared:
+                if not (<Request>request).done and (<Request>request).sink is None:
+                    self.abandon(<Request>request)      # (never written: its round never came)
         return counts
 
-    cdef int send_round(self, tuple items, list indexes, list counts) except -1:
-        """Send items[i] for every i of indexes (each to a different socket), with one
+    cdef int send_round(self, list prepared, list indexes, list counts) except -1:
+        """Send prepared[i] for every i of indexes (each to a different socket), with one
         io_uring_enter, and store the counts."""
         cdef list requests = []
         cdef Request request
         try:
             for i in indexes:
-                item = items[i]
-                address = item[2] if len(item) == 3 else None
-                request = self.send_request(SENDMSG if address is not None else SEND,
-                                            item[0], item[1], address)
-                request.sink = []
+                request = prepared[i]
+                self.write_send(request)
+                request.sink = []               # (written: the ring has it now)
                 requests.append(request)
         except BaseException:
             self.collect(requests)
