@@ -9,7 +9,8 @@ from libc.string cimport memcpy, memset, memcmp
 from includes.socket cimport (recv, mmsghdr, msghdr, sockaddr, sockaddr_storage,
                               MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_PEEK, SOCK_SEQPACKET)
 from includes.poll cimport POLLHUP, POLLRDHUP
-from includes.socket cimport cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, AF_INET, AF_INET6
+from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_LEN, AF_INET,
+                              AF_INET6)
 from includes.offload cimport SOL_UDP, UDP_GRO
 from includes.socket cimport SOL_SOCKET, SCM_TIMESTAMPNS
 from includes.inet cimport (IPPROTO_IP, IPPROTO_IPV6, IP_PKTINFO, IP_TOS, IPV6_PKTINFO,
@@ -340,27 +341,36 @@ cdef void read_control(const void *control, size_t length, ControlInfo *info) no
     hdr.msg_controllen = length
     cm = CMSG_FIRSTHDR(&hdr) if length > 0 else NULL
     while cm != NULL:
-        if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+        # (each read only from a message that holds it: one cut short, MSG_CTRUNC, does not)
+        if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO and holds(cm, sizeof(int)):
             memcpy(&info.gso, CMSG_DATA(cm), sizeof(int))
-        elif cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+        elif (cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS
+                and holds(cm, sizeof(ts))):
             memcpy(&ts, CMSG_DATA(cm), sizeof(ts))
             info.has_timestamp = True
             info.timestamp = ts.tv_sec + ts.tv_nsec * 1e-9
-        elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO:
+        elif (cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO
+                and holds(cm, sizeof(info4))):
             memcpy(&info4, CMSG_DATA(cm), sizeof(info4))
             info.destination_family = AF_INET
             memcpy(info.destination, &info4.ipi_addr, 4)
             info.interface = info4.ipi_ifindex
-        elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO:
+        elif (cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO
+                and holds(cm, sizeof(info6))):
             memcpy(&info6, CMSG_DATA(cm), sizeof(info6))
             info.destination_family = AF_INET6
             memcpy(info.destination, &info6.ipi6_addr, 16)
             info.interface = info6.ipi6_ifindex
-        elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+        elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS and holds(cm, 1):
             info.tos = (<unsigned char *>CMSG_DATA(cm))[0]
-        elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+        elif (cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS
+                and holds(cm, sizeof(int))):
             memcpy(&info.tos, CMSG_DATA(cm), sizeof(int))
         cm = CMSG_NXTHDR(&hdr, cm)
+
+
+cdef inline bint holds(const cmsghdr *cm, size_t size) noexcept:
+    return cm.cmsg_len >= CMSG_LEN(size)
 
 
 cdef object ip_text(int family, const void *address):
