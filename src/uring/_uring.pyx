@@ -538,7 +538,7 @@ cdef class Ring:
     cdef frozenset ops                  # supported_ops(), probed once
     # The sender address recvmsg reported last, and its Python object: datagrams from one
     # sender (the usual run) share it instead of building a tuple and a str each.
-    cdef char last_name[NAME_ROOM]
+    cdef sockaddr_storage last_name     # (aligned for the sockaddr fields: NAME_ROOM bytes)
     cdef uint32_t last_namelen
     cdef object last_address
 
@@ -1228,15 +1228,16 @@ cdef class Ring:
         request.ring = None
         request.release()
 
-    cdef object sender(self, const csock_uring_recvmsg_out *out):
-        """The address a multishot recvmsg wrote after out, the last one's object if equal."""
-        cdef uint32_t length = out.namelen if out.namelen <= NAME_ROOM else NAME_ROOM
-        cdef const char *name = <const char *>out + NAME_AT
+    cdef object sender(self, const char *buffer, uint32_t namelen):
+        """The address a multishot recvmsg wrote in buffer, the last one's object if equal."""
+        cdef uint32_t length = namelen if namelen <= NAME_ROOM else NAME_ROOM
+        cdef const char *name = buffer + NAME_AT
         if (self.last_address is not None and length == self.last_namelen
-                and memcmp(name, self.last_name, length) == 0):
+                and memcmp(name, &self.last_name, length) == 0):
             return self.last_address
-        address = address_from_sockaddr(name, length)
-        memcpy(self.last_name, name, length)
+        self.last_address = None                    # (until the new one is made)
+        memcpy(&self.last_name, name, length)       # (aligned there, for the sockaddr's fields)
+        address = address_from_sockaddr(&self.last_name, length)
         self.last_namelen = length
         self.last_address = address
         return address
@@ -1245,8 +1246,9 @@ cdef class Ring:
         """Append the csock.Datagrams a multishot recvmsg put in buffer bid (res >= 0): one,
         or a coalesced message's (UDP_GRO) split back, each a view of its payload, with the
         sender, the metadata the control messages carry, and whether the buffer cut it."""
-        cdef const csock_uring_recvmsg_out *out = (
-            <const csock_uring_recvmsg_out *>self.pool.buffer(bid))
+        cdef const char *buffer = self.pool.buffer(bid)
+        cdef csock_uring_recvmsg_out out            # (copied: a buffer_size that is not a
+        memcpy(&out, buffer, sizeof(out))           # multiple of 4 leaves it unaligned)
         cdef size_t control_length = min(out.controllen, <uint32_t>CONTROL_ROOM)
         cdef Py_ssize_t available = res - PAYLOAD_AT
         cdef Py_ssize_t full = out.payloadlen       # (MSG_TRUNC: the kernel's whole length)
@@ -1259,9 +1261,9 @@ cdef class Ring:
             available = 0
         if out.flags & MSG_TRUNC and full <= available:
             full = available + 1                    # cut, by how much unknown
-        memcpy(control, <const char *>out + CONTROL_AT, control_length)
+        memcpy(control, buffer + CONTROL_AT, control_length)
         read_control(control, control_length, &info)
-        address = self.sender(out)
+        address = self.sender(buffer, out.namelen)
         whole = make_view(self.pool, bid, PAYLOAD_AT, available)
         if info.gso <= 0 or info.gso >= available:
             size = info.gso if 0 < info.gso < full else full
