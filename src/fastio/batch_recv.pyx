@@ -352,15 +352,11 @@ cdef void read_control(const void *control, size_t length, ControlInfo *info) no
         elif (cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_PKTINFO
                 and holds(cm, sizeof(info4))):
             memcpy(&info4, CMSG_DATA(cm), sizeof(info4))
-            info.destination_family = AF_INET
-            memcpy(info.destination, &info4.ipi_addr, 4)
-            info.interface = info4.ipi_ifindex
+            set_destination(info, AF_INET, &info4.ipi_addr, 4, info4.ipi_ifindex)
         elif (cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_PKTINFO
                 and holds(cm, sizeof(info6))):
             memcpy(&info6, CMSG_DATA(cm), sizeof(info6))
-            info.destination_family = AF_INET6
-            memcpy(info.destination, &info6.ipi6_addr, 16)
-            info.interface = info6.ipi6_ifindex
+            set_destination(info, AF_INET6, &info6.ipi6_addr, 16, info6.ipi6_ifindex)
         elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS and holds(cm, 1):
             info.tos = (<unsigned char *>CMSG_DATA(cm))[0]
         elif (cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS
@@ -371,6 +367,13 @@ cdef void read_control(const void *control, size_t length, ControlInfo *info) no
 
 cdef inline bint holds(const cmsghdr *cm, size_t size) noexcept:
     return cm.cmsg_len >= CMSG_LEN(size)
+
+
+cdef inline void set_destination(ControlInfo *info, int family, const void *address,
+                                 size_t size, int interface) noexcept:
+    info.destination_family = family
+    memcpy(info.destination, address, size)
+    info.interface = interface
 
 
 cdef object ip_text(int family, const void *address):
