@@ -101,6 +101,8 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
         return ring.recv_many(sockets)
     socks = tuple(sockets)
     for sock in socks:              # as the ring checks them: before any datagram is taken
+        if not isinstance(sock, _socket.socket):
+            raise TypeError(f"expected a socket object, not {type(sock).__name__}")
         if sock.type not in (_socket.SOCK_DGRAM, _socket.SOCK_RAW):
             raise ValueError("recvmsg and recv_many take SOCK_DGRAM or SOCK_RAW sockets "
                              "(recv takes stream and SEQPACKET ones)")

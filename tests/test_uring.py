@@ -1269,6 +1269,8 @@ def test_recv_many_refuses_a_bad_socket_before_taking_any_datagram(
             with pytest.raises(OSError) as caught:
                 receive([rx, closed])
             assert caught.value.errno == errno.EBADF
+            with pytest.raises(TypeError, match="socket object"):
+                receive([rx, object()])
         with pytest.raises(ValueError, match="SOCK_DGRAM"):
             ring.recvmsg(records)
         assert ring.pending == 0

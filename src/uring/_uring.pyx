@@ -345,12 +345,12 @@ cdef ReceivedView segment_view(ReceivedView whole, Py_ssize_t offset, Py_ssize_t
 
 
 cdef int check_datagram_socket(object sock) except -1:
-    """ValueError unless sock is a datagram socket (SOCK_DGRAM, SOCK_RAW), EBADF if it is
-    closed (a non-socket is left to new_request's TypeError). A multishot
+    """TypeError unless sock is a socket, ValueError unless a datagram one (SOCK_DGRAM,
+    SOCK_RAW), EBADF if it is closed. A multishot
     recvmsg takes an empty message as a record: at a SEQPACKET socket's end of stream it
     would complete with one, be armed again and complete again, for ever."""
     if not isinstance(sock, _socket.socket):
-        return 0
+        raise TypeError(f"expected a socket object, not {type(sock).__name__}")
     if _raw_type(sock) not in (SOCK_DGRAM, SOCK_RAW):
         raise ValueError("recvmsg and recv_many take SOCK_DGRAM or SOCK_RAW sockets "
                          "(recv takes stream and SEQPACKET ones)")
