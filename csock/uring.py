@@ -17,7 +17,6 @@ shared memory with the parent's kernel instance); :func:`default_ring` makes the
 """
 from __future__ import annotations
 
-import errno
 import os
 import socket as _socket
 import threading
@@ -32,6 +31,7 @@ from ._uring import (
     ReceivedView,
     Request,
     Ring,
+    check_datagram_socket,
     kernel_features,
 )
 
@@ -101,13 +101,7 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
         return ring.recv_many(sockets)
     socks = tuple(sockets)
     for sock in socks:              # as the ring checks them: before any datagram is taken
-        if not isinstance(sock, _socket.socket):
-            raise TypeError(f"expected a socket object, not {type(sock).__name__}")
-        if sock.type not in (_socket.SOCK_DGRAM, _socket.SOCK_RAW):
-            raise ValueError("recvmsg and recv_many take SOCK_DGRAM or SOCK_RAW sockets "
-                             "(recv takes stream and SEQPACKET ones)")
-        if sock.fileno() < 0:
-            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        check_datagram_socket(sock)
     return [_drain(sock) for sock in socks]
 
 

@@ -344,11 +344,11 @@ cdef ReceivedView segment_view(ReceivedView whole, Py_ssize_t offset, Py_ssize_t
     return view
 
 
-cdef int check_datagram_socket(object sock) except -1:
+cpdef int check_datagram_socket(object sock) except -1:
     """TypeError unless sock is a socket, ValueError unless a datagram one (SOCK_DGRAM,
-    SOCK_RAW), EBADF if it is closed. A multishot
-    recvmsg takes an empty message as a record: at a SEQPACKET socket's end of stream it
-    would complete with one, be armed again and complete again, for ever."""
+    SOCK_RAW), EBADF if it is closed (recv_many's checks, csock.uring's fallback too). A
+    multishot recvmsg takes an empty message as a record: at a SEQPACKET socket's end of
+    stream it would complete with one, be armed again and complete again, for ever."""
     if not isinstance(sock, _socket.socket):
         raise TypeError(f"expected a socket object, not {type(sock).__name__}")
     if _raw_type(sock) not in (SOCK_DGRAM, SOCK_RAW):
