@@ -8,8 +8,9 @@ objects (``csock.MessageView`` objects), which give their buffer back to the ker
 released.
 
 ``available()`` says whether this kernel lets the process use io_uring at all (it can be
-missing, disabled by ``kernel.io_uring_disabled`` or refused by a seccomp filter); a Ring made
-where it is not raises OSError. ``Ring.supported_ops()`` says which operations this kernel has
+missing, disabled by ``kernel.io_uring_disabled`` or refused by a seccomp filter, and
+``CSOCK_URING=0`` in the environment refuses it the same way); a Ring made where it is not
+raises OSError. ``Ring.supported_ops()`` says which operations this kernel has
 (probed with IORING_REGISTER_PROBE): an operation it lacks raises OSError(ENOSYS).
 
 After ``fork()`` a Ring made in the parent refuses every call in the child (the rings are

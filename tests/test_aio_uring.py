@@ -178,6 +178,7 @@ def test_the_default_engine_is_io_uring_where_it_can_run(run: Any) -> None:
 # A child whose seccomp filter fails io_uring_setup(2) (number 425 on every architecture's
 # unified table) with the errno given, as Docker's default profile does with EPERM: the
 # default engine must fall back to epoll there, for streams, servers and datagram endpoints.
+# CSOCK_URING=0 in the environment must do the same without a filter.
 FILTERED_IO_URING = textwrap.dedent("""
     import asyncio, ctypes, errno, sys
     import csock.aio, csock.uring
@@ -226,14 +227,18 @@ FILTERED_IO_URING = textwrap.dedent("""
         server.close()
         await server.wait_closed()
 
-    err = getattr(errno, sys.argv[1])
-    refuse_io_uring_setup(err)
+    if sys.argv[1] == "CSOCK_URING=0":          # the operator's switch, in the environment
+        err = errno.EPERM
+    else:
+        err = getattr(errno, sys.argv[1])
+        refuse_io_uring_setup(err)
     try:
         csock.uring.Ring(8, 0)
     except OSError as error:
         assert error.errno == err, error
     else:
         raise AssertionError("the filter let io_uring_setup through")
+    assert not csock.uring.available()
     with __import__("pytest").raises(OSError, match="io_uring"):
         a, b = csock.socketpair()
         csock.aio.FramedStream(a, engine="uring")
@@ -241,10 +246,11 @@ FILTERED_IO_URING = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("refusal", ["EPERM", "ENOSYS"])
+@pytest.mark.parametrize("refusal", ["EPERM", "ENOSYS", "CSOCK_URING=0"])
 def test_the_default_engine_falls_back_where_seccomp_refuses_io_uring(
         tmp_path: Path, refusal: str) -> None:
-    lines = script_output(tmp_path, FILTERED_IO_URING, refusal)
+    switch = dict([refusal.split("=")]) if "=" in refusal else {}
+    lines = script_output(tmp_path, FILTERED_IO_URING, refusal, **switch)
     assert lines[0] == "epoll epoll epoll b'over tcp' [b'over udp']"
 
 

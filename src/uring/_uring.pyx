@@ -18,7 +18,7 @@ cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcmp, memcpy, memset
 from libc.errno cimport (
-    errno, EBADF, EINTR, EAGAIN, EALREADY, EBUSY, ENOENT, ETIME, EINVAL, ENOSYS, ENOBUFS,
+    errno, EBADF, EINTR, EAGAIN, EALREADY, EBUSY, ENOENT, ETIME, EINVAL, ENOSYS, ENOBUFS, EPERM,
 )
 from posix.unistd cimport close as close_fd, getpid
 from posix.types cimport pid_t
@@ -506,7 +506,8 @@ cdef class Ring:
     entries is the size of the submission queue (the completion queue is twice that);
     buffers and buffer_size size the provided buffer ring receives use (buffers a power of
     two; 0 for a ring that only sends). Raises OSError when io_uring is unavailable (ENOSYS:
-    no kernel support; EPERM: a seccomp filter or kernel.io_uring_disabled)."""
+    no kernel support; EPERM: a seccomp filter, kernel.io_uring_disabled or CSOCK_URING=0 in
+    the environment)."""
     cdef int fd
     cdef pid_t pid
     cdef void *sq_ring
@@ -574,6 +575,10 @@ cdef class Ring:
         # COOP_TASKRUN (5.19): the kernel finishes a request's work at this task's next
         # system call instead of interrupting it (an IPI) while it runs Python; TASKRUN_FLAG
         # says when such work waits, so that reap() can enter for it.
+        if _os.environ.get("CSOCK_URING") == "0":
+            # The operator's switch (as libuv's UV_USE_IO_URING=0): refused as a seccomp
+            # filter refuses it, so that every caller takes the path it takes there.
+            raise OSError(EPERM, "io_uring turned off by CSOCK_URING=0 (io_uring unavailable)")
         params.flags = (CSOCK_IORING_SETUP_CLAMP | CSOCK_IORING_SETUP_SUBMIT_ALL
                         | CSOCK_IORING_SETUP_COOP_TASKRUN | CSOCK_IORING_SETUP_TASKRUN_FLAG)
         fd = csock_io_uring_setup(entries, &params)
