@@ -32,7 +32,7 @@ from ._uring import (
     ReceivedView,
     Request,
     Ring,
-    check_datagram_socket,
+    check_datagram_sockets,
     kernel_features,
 )
 
@@ -101,8 +101,7 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
     if ring is not None:
         return ring.recv_many(sockets)
     socks = tuple(sockets)
-    for sock in socks:              # as the ring checks them: before any datagram is taken
-        check_datagram_socket(sock)
+    check_datagram_sockets(socks)   # as the ring checks them: before any datagram is taken
     return [_drain(sock) for sock in socks]
 
 

@@ -1278,6 +1278,31 @@ def test_recv_many_refuses_a_bad_socket_before_taking_any_datagram(
         assert records.recv(100) == b"record"
 
 
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_recv_many_refuses_a_socket_named_twice(ring, monkeypatch, forced_fallback) -> None:
+    """Two requests on one socket would split its datagrams between two lists at random (the
+    order between them lost): a socket named twice raises before any datagram is taken."""
+    needs(ring, "recvmsg")
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, other, tx = udp_socket(), udp_socket(), udp_socket()
+    with rx, other, tx:
+        for payload in (b"first", b"second"):
+            tx.sendto(payload, rx.getsockname())
+        time.sleep(0.02)
+        same_fd = csock.socket(fileno=rx.fileno())      # another object on rx's fd
+        try:
+            for receive in (ring.recv_many, uring.recv_many):
+                for twice in ([rx, other, rx], [rx, same_fd]):
+                    with pytest.raises(ValueError, match="twice"):
+                        receive(twice)
+        finally:
+            same_fd.detach()
+        assert ring.pending == 0
+        got = uring.recv_many([rx, other])
+        assert [[bytes(d.data) for d in datagrams] for datagrams in got] == [
+            [b"first", b"second"], []]
+
+
 def test_bad_arguments_raise_clear_errors(ring) -> None:
     with pytest.raises(ValueError):
         uring.Ring(8, 3)

@@ -359,6 +359,19 @@ cpdef int check_datagram_socket(object sock) except -1:
     return 0
 
 
+cpdef int check_datagram_sockets(tuple socks) except -1:
+    """check_datagram_socket for each of recv_many's sockets, and ValueError if one is named
+    twice: two requests on one socket would split its datagrams between two lists at random."""
+    cdef set seen = set()
+    for sock in socks:
+        check_datagram_socket(sock)
+        fd = _socket.socket.fileno(sock)
+        if fd in seen:
+            raise ValueError(f"recv_many names the socket of fd {fd} twice")
+        seen.add(fd)
+    return 0
+
+
 # --- Requests and completions -------------------------------------------------------------
 
 # Native memory a request lends the kernel until its last completion: the msghdr, its iovec
@@ -1466,11 +1479,10 @@ cdef class Ring:
         A socket yields at most as many datagrams as the pool has free buffers; the rest
         stays queued for the next call. Errors other than an empty queue raise; a socket
         that is not a datagram socket (ValueError) or is closed (EBADF) raises before any
-        request is made."""
+        request is made, and so does a socket named twice (ValueError)."""
         socks = tuple(sockets)
         requests = []
-        for sock in socks:                  # (before any request: none takes a datagram)
-            check_datagram_socket(sock)
+        check_datagram_sockets(socks)       # (before any request: none takes a datagram)
         try:
             for sock in socks:
                 request = self.recvmsg(sock, drain=True)
