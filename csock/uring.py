@@ -34,6 +34,7 @@ from ._uring import (
     Ring,
     check_datagram_sockets,
     kernel_features,
+    settle_errors,
 )
 
 __all__ = [
@@ -96,16 +97,19 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
     socket (``data, address = datagram``; ``truncated`` when its buffer cut it), with one
     ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring: data is
     a ReceivedView). Where io_uring or its multishot recvmsg is missing, each socket is
-    drained in turn with ``recv_batch(wait=False)`` (data is a MessageView): same result."""
+    drained in turn with ``recv_batch(wait=False)`` (data is a MessageView): same result.
+    A socket's error costs no datagram the call took: it is raised by the next recv_many that
+    names the socket when any came (ValueError for a socket named twice)."""
     ring = _ring_with("recvmsg")
     if ring is not None:
         return ring.recv_many(sockets)
     socks = tuple(sockets)
     check_datagram_sockets(socks)   # as the ring checks them: before any datagram is taken
-    return [_drain(sock) for sock in socks]
+    failures: list[tuple[Any, OSError]] = []
+    return settle_errors([_drain(sock, failures) for sock in socks], failures)
 
 
-def _drain(sock: Any) -> list[Datagram]:
+def _drain(sock: Any, failures: list[tuple[Any, OSError]]) -> list[Datagram]:
     # recv_batch(wait=False): recvmmsg with MSG_DONTWAIT, whatever the socket's timeout;
     # 64 at a time, since its receive memory is laid out for that many of 64 KiB.
     got: list[Datagram] = []
@@ -113,6 +117,9 @@ def _drain(sock: Any) -> list[Datagram]:
         try:
             batch = recv_batch(sock, _DRAIN_BATCH, DATAGRAM_ROOM, wait=False)
         except BlockingIOError:
+            return got
+        except OSError as error:    # (what came before it is returned: settle_errors)
+            failures.append((sock, error))
             return got
         got += batch
         if len(batch) < _DRAIN_BATCH:

@@ -1279,6 +1279,39 @@ def test_recv_many_refuses_a_bad_socket_before_taking_any_datagram(
 
 
 @pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_recv_many_keeps_the_datagrams_it_took_when_a_socket_fails(
+        ring, monkeypatch, forced_fallback) -> None:
+    """A socket's error (here a connected UDP socket's ECONNREFUSED, from an ICMP port
+    unreachable) does not cost the datagrams the call took from the others: they are returned
+    and the error is raised by the next recv_many that names the socket, as recvmmsg(2) saves
+    an error that follows a datagram for the next call. With nothing taken, it raises at once."""
+    needs(ring, "recvmsg")
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, tx, refused, gone = udp_socket(), udp_socket(), udp_socket(), udp_socket()
+    with rx, tx, refused:
+        refused.connect(gone.getsockname())
+        gone.close()
+        for receive in (ring.recv_many, uring.recv_many):
+            tx.sendto(b"kept", rx.getsockname())
+            refused.send(b"to a closed port")               # its ICMP error: ECONNREFUSED
+            time.sleep(0.02)
+            got = receive([rx, refused])
+            assert [[bytes(d.data) for d in datagrams] for datagrams in got] == [[b"kept"], []]
+            tx.sendto(b"queued", rx.getsockname())
+            time.sleep(0.02)
+            with pytest.raises(ConnectionRefusedError):
+                receive([rx, refused])                      # (before any datagram is taken)
+            assert [[bytes(d.data) for d in datagrams] for datagrams in receive([rx, refused])] \
+                == [[b"queued"], []]
+            refused.send(b"to a closed port")
+            time.sleep(0.02)
+            with pytest.raises(ConnectionRefusedError):
+                receive([rx, refused])                      # nothing taken: raised at once
+            assert receive([rx, refused]) == [[], []]
+        assert ring.pending == 0
+
+
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
 def test_recv_many_refuses_a_socket_named_twice(ring, monkeypatch, forced_fallback) -> None:
     """Two requests on one socket would split its datagrams between two lists at random (the
     order between them lost): a socket named twice raises before any datagram is taken."""

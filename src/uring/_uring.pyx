@@ -43,6 +43,7 @@ from csock._fastio cimport (
 )
 
 import os as _os
+import weakref as _weakref
 import _socket
 
 from csock._fastio import FramedStream as _FramedStream
@@ -361,7 +362,8 @@ cpdef int check_datagram_socket(object sock) except -1:
 
 cpdef int check_datagram_sockets(tuple socks) except -1:
     """check_datagram_socket for each of recv_many's sockets, and ValueError if one is named
-    twice: two requests on one socket would split its datagrams between two lists at random."""
+    twice: two requests on one socket would split its datagrams between two lists at random.
+    Then the error a previous recv_many saved for one of them, if any, is raised."""
     cdef set seen = set()
     for sock in socks:
         check_datagram_socket(sock)
@@ -369,7 +371,39 @@ cpdef int check_datagram_sockets(tuple socks) except -1:
         if fd in seen:
             raise ValueError(f"recv_many names the socket of fd {fd} twice")
         seen.add(fd)
+    if _saved_errors:
+        for sock in socks:
+            error = _saved_errors.pop(sock, None)
+            if error is not None:
+                raise error
     return 0
+
+
+# recv_many's errors that came with datagrams it returned (other sockets', or this one's):
+# each is raised by the next recv_many that names its socket, as recvmmsg(2) saves an error
+# that follows a datagram for the next call. Weak: a socket collected takes its error along.
+cdef object _saved_errors = _weakref.WeakKeyDictionary()
+
+
+cpdef list settle_errors(list received, list failures):
+    """recv_many's result from what each socket received and its (socket, error) failures:
+    the datagrams, each OSError saved for its socket's next call, when any datagram came;
+    otherwise the first error raised (the others saved). Not an OSError: raised at once."""
+    if not failures:
+        return received
+    for _, error in failures:
+        if not isinstance(error, OSError):
+            raise error
+    if any(received):
+        first = None
+    else:
+        first = failures[0][1]
+    for sock, error in failures:
+        if error is not first:
+            _saved_errors[sock] = error
+    if first is not None:
+        raise first
+    return received
 
 
 # --- Requests and completions -------------------------------------------------------------
@@ -1477,9 +1511,11 @@ cdef class Ring:
         ``truncated`` when its buffer cut it), in arrival order; one io_uring_enter for all of them
         (multishot recvmsg with MSG_DONTWAIT: each request ends when its queue is empty).
         A socket yields at most as many datagrams as the pool has free buffers; the rest
-        stays queued for the next call. Errors other than an empty queue raise; a socket
-        that is not a datagram socket (ValueError) or is closed (EBADF) raises before any
-        request is made, and so does a socket named twice (ValueError)."""
+        stays queued for the next call. A socket's error (other than an empty queue) raises
+        when no datagram came; when some did, they are returned and the error is raised by
+        the next recv_many naming that socket (as recvmmsg(2) saves it), before any request.
+        A socket that is not a datagram socket (ValueError) or is closed (EBADF) raises
+        before any request is made, and so does a socket named twice (ValueError)."""
         socks = tuple(sockets)
         requests = []
         check_datagram_sockets(socks)       # (before any request: none takes a datagram)
@@ -1495,16 +1531,14 @@ cdef class Ring:
             raise
         self.collect(requests)
         result = []
-        error = None
-        for request in requests:
+        failures = []
+        for sock, request in zip(socks, requests):
             result.append((<Request>request).sink)
-            if error is None:
-                error = (<Request>request).sink_error
+            if (<Request>request).sink_error is not None:
+                failures.append((sock, (<Request>request).sink_error))
             (<Request>request).sink = None
             (<Request>request).sink_error = None
-        if error is not None:
-            raise error
-        return result
+        return settle_errors(result, failures)
 
     def send_many(self, pairs):
         """Send each (sock, data) or (sock, data, address) of pairs and wait for every
