@@ -118,6 +118,14 @@ class socket(_std.socket):
             cls = _class_for(*args, **kwargs)
         return super().__new__(cls)
 
+    if not TYPE_CHECKING:       # (the __new__ overloads type the constructor, not this)
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            super().__init__(family, type, proto, fileno)
+            if fileno is not None and _gro_is_set(self):
+                # An fd adopted with UDP_GRO on (set by a stdlib socket or another process,
+                # or copied by dup()): recv_batch must split what the kernel coalesces.
+                _fastio.enable_gro(self)
+
     send = _fastio.sock_send
     sendall = _fastio.sock_sendall
     recv = _fastio.sock_recv
@@ -153,6 +161,19 @@ class socket(_std.socket):
 
 _KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO)
 _UDP_GRO = (getattr(_std, "SOL_UDP", 17), getattr(_std, "UDP_GRO", 104))
+_INET = (_std.AF_INET, _std.AF_INET6)
+
+
+def _gro_is_set(sock: _std.socket) -> bool:
+    """Whether a UDP socket's fd has UDP_GRO on (False for any other socket, and where the
+    kernel has no UDP_GRO)."""
+    raw = _std._socket.socket  # type: ignore[attr-defined]   # (ints: no enum conversion)
+    if raw.type.__get__(sock) != _std.SOCK_DGRAM or raw.family.__get__(sock) not in _INET:
+        return False
+    try:
+        return bool(raw.getsockopt(sock, *_UDP_GRO))
+    except OSError:
+        return False
 _fastio.register_socket_class(socket)     # its state is read from its slot on every call
 
 

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from ._base import _gro_is_set
+from ._base import socket as _csock_socket
 from ._fastio import Datagram, parse_address, recv_batch
 from ._uring import (
     RECVMSG_HEADROOM,
@@ -110,12 +112,22 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
 
 
 def _drain(sock: Any, failures: list[tuple[Any, OSError]]) -> list[Datagram]:
+    if isinstance(sock, _csock_socket) or not _gro_is_set(sock):
+        return _drain_from(sock, sock, failures)
+    # recv_batch splits what UDP_GRO coalesced only on a csock socket (whose state keeps the
+    # GRO mode and a message's rest): a stdlib socket's is drained through one on a dup.
+    with _csock_socket(fileno=os.dup(sock.fileno())) as twin:
+        return _drain_from(twin, sock, failures)
+
+
+def _drain_from(source: Any, sock: Any, failures: list[tuple[Any, OSError]]) -> list[Datagram]:
     # recv_batch(wait=False): recvmmsg with MSG_DONTWAIT, whatever the socket's timeout;
-    # 64 at a time, since its receive memory is laid out for that many of 64 KiB.
+    # 64 at a time, since its receive memory is laid out for that many of 64 KiB. (A batch
+    # under 64 leaves no rest of a coalesced message behind in source.)
     got: list[Datagram] = []
     while True:
         try:
-            batch = recv_batch(sock, _DRAIN_BATCH, DATAGRAM_ROOM, wait=False)
+            batch = recv_batch(source, _DRAIN_BATCH, DATAGRAM_ROOM, wait=False)
         except BlockingIOError:
             return got
         except OSError as error:    # (what came before it is returned: settle_errors)

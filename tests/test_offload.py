@@ -268,6 +268,32 @@ def test_gro_set_with_setsockopt_is_split_too():
         assert_same(receive(rx, 20), sent, tx.getsockname())
 
 
+@pytest.mark.parametrize("adopt", ["fileno", "fromfd", "socket.dup", "dup"])
+def test_an_fd_adopted_with_gro_set_is_split_too(adopt):
+    """A csock socket made on an fd whose UDP_GRO is already set (by a stdlib socket, another
+    process, the csock socket it was dup()ed from): recv_batch hands over each datagram of a
+    coalesced message, not the message glued."""
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    rx = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setsockopt(17, 104, 1)                            # SOL_UDP, UDP_GRO
+    if adopt == "fileno":
+        adopted = csock.socket(fileno=rx.detach())
+    elif adopt == "fromfd":
+        adopted = csock.fromfd(rx.fileno(), rx.family, rx.type)
+    elif adopt == "socket.dup":
+        adopted = csock.socket(fileno=stdlib_socket.dup(rx.fileno()))
+    else:
+        with csock.socket(fileno=rx.detach()) as first:
+            adopted = first.dup()
+    with tx, rx, adopted:
+        sent = payloads(20, 300)
+        tx.send_batch(sent, adopted.getsockname(), segment_size=300)
+        adopted.settimeout(5)
+        assert_same(receive(adopted, 20), sent, tx.getsockname())
+
+
 def test_gro_max_messages_counts_datagrams_and_keeps_the_rest():
     tx, rx = gro_pair()
     with tx, rx:

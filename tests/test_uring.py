@@ -706,10 +706,8 @@ def test_framed_receives_need_a_stream_socket() -> None:
 def test_recv_many_splits_what_udp_gro_coalesced(monkeypatch, forced_fallback, make) -> None:
     """On a socket with UDP_GRO, the kernel hands a GSO sender's datagrams over as one
     coalesced message: recv_many splits it back, as recv_batch does (each datagram its own
-    bytes and the sender's address), on either path. io_uring reads the kernel's UDP_GRO
-    control message whoever set the option; recv_batch knows of csock's enable_gro()."""
-    if make is stdlib_socket.socket and forced_fallback:
-        pytest.skip("recv_batch splits only on sockets whose GRO csock set (enable_gro)")
+    bytes and the sender's address), on either path, whoever set the option (io_uring reads
+    the kernel's UDP_GRO control message; the fallback asks a stdlib socket for the option)."""
     monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
     rx, tx = make(csock.AF_INET, csock.SOCK_DGRAM), udp_socket()
     with rx, tx:
