@@ -159,7 +159,9 @@ def test_drain_64_udp_sockets(benchmark, queued_udp, how):
         uring = pytest.importorskip("csock.uring")
         if not uring.available():
             pytest.skip("io_uring is not available here")
-        ring = uring.Ring(256, 4096, 256)
+        from bench.ingest import ingest_ring
+
+        ring = ingest_ring()                # (as the udp-ingest-64 row's)
 
         def receive_round():
             return sum(map(len, ring.recv_many(receivers)))

@@ -28,6 +28,18 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
                           text=True, timeout=timeout, env=env)
 
 
+def test_every_micro_benchmark_runs():
+    """bench/test_micro.py's benchmarks, each run once untimed (they are timed only by hand,
+    so nothing else would see one break)."""
+    pytest.importorskip("pytest_benchmark")
+    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_micro.py"),
+                           "--benchmark-disable", "-q", "-p", "no:cacheprovider", "-p",
+                           "no:randomly"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
 def test_tiny_run_of_every_workload(tmp_path):
     from bench.workloads import WORKLOADS
 
