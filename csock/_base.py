@@ -174,6 +174,8 @@ def _gro_is_set(sock: _std.socket) -> bool:
         return bool(raw.getsockopt(sock, *_UDP_GRO))
     except OSError:
         return False
+
+
 _fastio.register_socket_class(socket)     # its state is read from its slot on every call
 
 

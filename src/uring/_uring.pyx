@@ -619,13 +619,13 @@ cdef class Ring:
     cdef int setup(self, unsigned entries) except -1:
         cdef csock_uring_params params
         memset(&params, 0, sizeof(params))
-        # COOP_TASKRUN (5.19): the kernel finishes a request's work at this task's next
-        # system call instead of interrupting it (an IPI) while it runs Python; TASKRUN_FLAG
-        # says when such work waits, so that reap() can enter for it.
         if _os.environ.get("CSOCK_URING") == "0":
             # The operator's switch (as libuv's UV_USE_IO_URING=0): refused as a seccomp
             # filter refuses it, so that every caller takes the path it takes there.
             raise OSError(EPERM, "io_uring turned off by CSOCK_URING=0 (io_uring unavailable)")
+        # COOP_TASKRUN (5.19): the kernel finishes a request's work at this task's next
+        # system call instead of interrupting it (an IPI) while it runs Python; TASKRUN_FLAG
+        # says when such work waits, so that reap() can enter for it.
         params.flags = (CSOCK_IORING_SETUP_CLAMP | CSOCK_IORING_SETUP_SUBMIT_ALL
                         | CSOCK_IORING_SETUP_COOP_TASKRUN | CSOCK_IORING_SETUP_TASKRUN_FLAG)
         fd = csock_io_uring_setup(entries, &params)
