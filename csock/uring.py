@@ -141,21 +141,27 @@ def _drain_from(source: Any, sock: Any, failures: list[tuple[Any, OSError]]) -> 
 def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:
     """Send every (sock, data) or (sock, data, address), with one ``io_uring_enter`` for all
     of them, and return the byte counts (:meth:`Ring.send_many` on the default ring). Where
-    io_uring is missing, each is sent in turn (``sendall`` or ``sendto``): same result."""
+    io_uring is missing, each is sent in turn (``sendall`` or ``sendto``): same result. A send
+    that fails raises, with ``counts`` on the error: each item's byte count, None if it was
+    not sent (or, without io_uring, not wholly: sendall does not say how much went)."""
     ring = _ring_with("sendmsg")
     if ring is not None:
         return ring.send_many(pairs)
     items = tuple(pairs)
     for item in items:              # as the ring checks them: before anything is sent
         _check_send_item(item)
-    counts = []
-    for item in items:
-        if len(item) == 3 and item[2] is not None:
-            counts.append(item[0].sendto(item[1], item[2]))
-        else:
-            item[0].sendall(item[1])
-            counts.append(memoryview(item[1]).nbytes)
-    return counts
+    counts: list[int | None] = [None] * len(items)
+    try:
+        for i, item in enumerate(items):
+            if len(item) == 3 and item[2] is not None:
+                counts[i] = item[0].sendto(item[1], item[2])
+            else:
+                item[0].sendall(item[1])
+                counts[i] = memoryview(item[1]).nbytes
+    except OSError as error:
+        error.counts = counts       # type: ignore[attr-defined]   # as Ring.send_many's
+        raise
+    return counts  # type: ignore[return-value]   # (every item sent: no None left)
 
 
 def _check_send_item(item: tuple[Any, ...]) -> None:

@@ -968,6 +968,30 @@ def test_send_many_sends_nothing_when_an_item_is_bad(ring, monkeypatch, forced_f
         assert ring.send_many([(a, b"after")]) == [5] and b.recv(100) == b"after"
 
 
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_a_failed_send_many_says_which_items_went_out(ring, monkeypatch, forced_fallback):
+    """A send the kernel fails (a connected UDP socket's ECONNREFUSED) raises, and the error's
+    ``counts`` tells the items sent (their byte counts) from those not (None), so that a caller
+    resends only those; a stream would otherwise get the sent ones twice."""
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    a, b = csock.socketpair()
+    refused, gone = udp_socket(), udp_socket()
+    with a, b, refused:
+        refused.connect(gone.getsockname())
+        gone.close()
+        b.setblocking(False)
+        for send_many in (ring.send_many, uring.send_many):
+            refused.send(b"to a closed port")                # its ICMP error: ECONNREFUSED
+            time.sleep(0.02)
+            with pytest.raises(ConnectionRefusedError) as caught:
+                send_many([(a, b"first"), (refused, b"refused"), (a, b"second")])
+            assert caught.value.counts == [5, None, None]
+            assert b.recv(100) == b"first"
+            with pytest.raises(BlockingIOError):
+                b.recv(100)                                  # "second" was not sent
+        assert ring.pending == 0
+
+
 @pytest.mark.parametrize("size", [1 << 18, 8 << 20], ids=["fits", "8MiB"])
 def test_send_zc_sends_the_whole_buffer_and_holds_it_until_the_notification(ring, size) -> None:
     """The export is held until the kernel's notification, and on a stream the whole buffer

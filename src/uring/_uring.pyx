@@ -1547,7 +1547,8 @@ cdef class Ring:
         previous one completed, because the kernel does not order requests on one socket
         among themselves. Every item is checked (its socket, buffer and address) before any
         is sent: a bad one raises with nothing sent. The first error of a send raises, after
-        every send of its round finished (later rounds are not sent)."""
+        every send of its round finished (later rounds are not sent); its ``counts`` is the
+        list this would have returned, None for each item not sent."""
         items = tuple(pairs)
         for item in items:
             if len(item) not in (2, 3):
@@ -1561,6 +1562,9 @@ cdef class Ring:
                                                   item[0], item[1], address))
             for round in _rounds(items):
                 self.send_round(prepared, round, counts)
+        except OSError as error:
+            error.counts = counts           # what went out (a count) and what did not (None)
+            raise
         finally:
             for request in prepared:
                 if not (<Request>request).done and (<Request>request).sink is None:
