@@ -116,7 +116,17 @@ def _drain(sock: Any, failures: list[tuple[Any, OSError]]) -> list[Datagram]:
         return _drain_from(sock, sock, failures)
     # recv_batch splits what UDP_GRO coalesced only on a csock socket (whose state keeps the
     # GRO mode and a message's rest): a stdlib socket's is drained through one on a dup.
-    with _csock_socket(fileno=os.dup(sock.fileno())) as twin:
+    fd = os.dup(sock.fileno())
+    blocking = os.get_blocking(fd)
+    try:
+        twin = _csock_socket(fileno=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    with twin:
+        # A default timeout made the file non-blocking, and the caller's socket shares it.
+        # (recv_batch(wait=False) takes no heed of the mode.)
+        os.set_blocking(fd, blocking)
         return _drain_from(twin, sock, failures)
 
 

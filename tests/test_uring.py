@@ -729,6 +729,23 @@ def test_recv_many_splits_what_udp_gro_coalesced(monkeypatch, forced_fallback, m
             assert uring.default_ring().pool.outstanding == 0
 
 
+def test_the_fallback_leaves_a_stdlib_gro_sockets_blocking_mode_alone(monkeypatch) -> None:
+    """The fallback drains a stdlib socket with UDP_GRO through a csock socket on a dup of its
+    fd; made under a default timeout, that socket would make the file, which the caller's
+    blocking socket shares, non-blocking (its recv would then raise BlockingIOError)."""
+    monkeypatch.setattr(uring, "_fallback_forced", True)
+    previous = stdlib_socket.getdefaulttimeout()
+    with stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(csock.SOL_UDP, 104, 1)                # UDP_GRO
+        stdlib_socket.setdefaulttimeout(5)
+        try:
+            assert uring.recv_many([rx]) == [[]]
+        finally:
+            stdlib_socket.setdefaulttimeout(previous)
+        assert os.get_blocking(rx.fileno()) and rx.gettimeout() is None
+
+
 def test_a_recvmsg_completion_of_a_coalesced_message_holds_each_datagram(ring) -> None:
     needs(ring, "recvmsg")
     rx, tx = udp_socket(), udp_socket()
