@@ -294,6 +294,30 @@ def test_an_fd_adopted_with_gro_set_is_split_too(adopt):
         assert_same(receive(adopted, 20), sent, tx.getsockname())
 
 
+def test_an_error_after_a_split_messages_rest_costs_none_of_it():
+    """recv_batch hands over the kept rest of a coalesced message, then asks the kernel for
+    more; a socket error there (a connected socket's ECONNREFUSED) does not cost the rest: it
+    is returned and the error raised by the next recv_batch, as recvmmsg(2) saves an error
+    that follows a datagram for the next call."""
+    tx, rx = gro_pair()
+    with tx, rx:
+        rx.connect(tx.getsockname())
+        sent = payloads(10, 500)
+        tx.send_batch(sent, rx.getsockname(), segment_size=500)
+        rx.settimeout(5)
+        first = rx.recv_batch(max_messages=3)
+        source = tx.getsockname()
+        tx.close()
+        rx.send(b"to a closed port")                     # its ICMP error: ECONNREFUSED
+        time.sleep(0.02)
+        assert_same(first + rx.recv_batch(max_messages=64), sent, source)
+        with pytest.raises(ConnectionRefusedError):
+            rx.recv_batch()
+        rx.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch()
+
+
 def test_gro_max_messages_counts_datagrams_and_keeps_the_rest():
     tx, rx = gro_pair()
     with tx, rx:

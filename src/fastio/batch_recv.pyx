@@ -409,6 +409,31 @@ cdef BatchReceiver receiver_of(IoWait *w):
     return receiver
 
 
+# --- errors after part of a batch came --------------------------------------------------------
+# recvmmsg(2) that fails after k messages came reports k and saves the failure for the next
+# call. recv_batch's further calls in one batch (more than one recvmmsg's worth, or a split GRO
+# message's kept rest first) do the same: the messages are returned, and the failure is raised
+# by the next recv_batch or recv_batch_into on that socket (kept in its SocketState).
+
+cdef int raise_deferred_recv_error(IoWait *w) except -1:
+    cdef SocketState state
+    if w.state == NULL:
+        return 0
+    state = <SocketState>w.state
+    if state.recv_error is not None:
+        error, state.recv_error = state.recv_error, None
+        raise error
+    return 0
+
+
+cdef int defer_recv_error(IoWait *w, object error) except -1:
+    """Keep error for the next batch receive on the socket. A stdlib socket has nowhere to
+    keep it: the messages that came before it matter more, and the error is dropped."""
+    if w.state != NULL:
+        (<SocketState>w.state).recv_error = error
+    return 0
+
+
 def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False,
                bint wait=True):
     """Receive every queued datagram (or record), up to max_messages, with one recvmmsg(2).
@@ -452,7 +477,9 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     ValueError
         max_messages or bufsize out of range, or bufsize 0 on SOCK_SEQPACKET.
     OSError
-        recvmmsg(2)'s error, as the stdlib's subclass.
+        recvmmsg(2)'s error, as the stdlib's subclass. One that comes after some datagrams
+        (from a further recvmmsg of the same call) is raised by the next call instead, as
+        recvmmsg(2) itself saves it: the datagrams are returned.
 
     Notes
     -----
@@ -477,6 +504,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     if bufsize < 0 or bufsize > MAX_BUFSIZE:
         raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
     io_begin(sock, &w)
+    raise_deferred_recv_error(&w)
     if not wait:
         w.timeout_ns = 0                    # IO_AGAIN at once, not a poll until the deadline
         flags |= MSG_DONTWAIT               # (a blocking fd would wait in recvmmsg itself)
@@ -496,7 +524,13 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         while got < max_messages:
             want = min(per_call, max_messages - got)
             receiver.prepare(want, bufsize, not records)
-            r = receiver.receive(&w, want, flags)
+            try:
+                r = receiver.receive(&w, want, flags)
+            except OSError as error:
+                if batch is None:
+                    raise
+                defer_recv_error(&w, error)
+                break
             if r == IO_AGAIN:
                 if batch is None:
                     raise_would_block()
@@ -573,6 +607,7 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
     if max_messages < 1:
         raise ValueError("max_messages must be at least 1")
     io_begin(sock, &w)
+    raise_deferred_recv_error(&w)
     socket_family_type(sock, &family, &kind)
     if rx_mode_of(&w) & RX_GRO:
         raise ValueError("recv_batch_into cannot split UDP_GRO-coalesced messages: use recv_batch")

@@ -190,7 +190,13 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
             want = min(per_call, max_messages - len(batch))
             receiver.prepare(want, slot)
             receiver.prepare_control(want, CONTROL_ROOM)
-            r = receiver.receive(w, want, flags)
+            try:
+                r = receiver.receive(w, want, flags)
+            except OSError as error:
+                if not batch:
+                    raise
+                defer_recv_error(w, error)
+                break
             if r == IO_AGAIN:
                 if not batch:
                     raise_would_block()
