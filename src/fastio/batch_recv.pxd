@@ -47,7 +47,3 @@ cdef object ip_text(int family, const void *address)
 
 
 cdef BatchReceiver receiver_of(IoWait *w)
-
-
-cdef int raise_deferred_recv_error(IoWait *w) except -1
-cdef int defer_recv_error(IoWait *w, object error) except -1

@@ -409,31 +409,6 @@ cdef BatchReceiver receiver_of(IoWait *w):
     return receiver
 
 
-# --- errors after part of a batch came --------------------------------------------------------
-# recvmmsg(2) that fails after k messages came reports k and saves the failure for the next
-# call. recv_batch's further calls in one batch (more than one recvmmsg's worth, or a split GRO
-# message's kept rest first) do the same: the messages are returned, and the failure is raised
-# by the next recv_batch or recv_batch_into on that socket (kept in its SocketState).
-
-cdef int raise_deferred_recv_error(IoWait *w) except -1:
-    cdef SocketState state
-    if w.state == NULL:
-        return 0
-    state = <SocketState>w.state
-    if state.recv_error is not None:
-        error, state.recv_error = state.recv_error, None
-        raise error
-    return 0
-
-
-cdef int defer_recv_error(IoWait *w, object error) except -1:
-    """Keep error for the next batch receive on the socket. A stdlib socket has nowhere to
-    keep it: the messages that came before it matter more, and the error is dropped."""
-    if w.state != NULL:
-        (<SocketState>w.state).recv_error = error
-    return 0
-
-
 def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False,
                bint wait=True):
     """Receive every queued datagram (or record), up to max_messages, with one recvmmsg(2).
@@ -504,7 +479,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     if bufsize < 0 or bufsize > MAX_BUFSIZE:
         raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
     io_begin(sock, &w)
-    raise_deferred_recv_error(&w)
+    raise_deferred_error(&w, received=True)
     if not wait:
         w.timeout_ns = 0                    # IO_AGAIN at once, not a poll until the deadline
         flags |= MSG_DONTWAIT               # (a blocking fd would wait in recvmmsg itself)
@@ -529,7 +504,8 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
             except OSError as error:
                 if batch is None:
                     raise
-                defer_recv_error(&w, error)
+                # what came is returned; a stdlib socket's error is dropped (nowhere to keep it)
+                defer_error(&w, error, received=True)
                 break
             if r == IO_AGAIN:
                 if batch is None:
@@ -607,7 +583,7 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
     if max_messages < 1:
         raise ValueError("max_messages must be at least 1")
     io_begin(sock, &w)
-    raise_deferred_recv_error(&w)
+    raise_deferred_error(&w, received=True)
     socket_family_type(sock, &family, &kind)
     if rx_mode_of(&w) & RX_GRO:
         raise ValueError("recv_batch_into cannot split UDP_GRO-coalesced messages: use recv_batch")

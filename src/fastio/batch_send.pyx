@@ -5,27 +5,36 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE
 
 
-# --- errors after part of a batch went out --------------------------------------------------
+# --- errors after part of a batch went out (or came) ------------------------------------------
 # sendmmsg(2) that fails after k messages went out reports k; the failure itself is raised by
 # the next send_batch call on that socket (kept in its SocketState), so the caller learns
-# exactly how many were sent and never resends or loses one silently.
+# exactly how many were sent and never resends or loses one silently. A receive that fails
+# after part of a batch came returns that part and keeps the failure for the next batch
+# receive (received=True), as recvmmsg(2) saves such an error for the next call.
 
-cdef int raise_deferred_error(IoWait *w) except -1:
+cdef int raise_deferred_error(IoWait *w, bint received=False) except -1:
     cdef SocketState state
     if w.state == NULL:
         return 0
     state = <SocketState>w.state
-    if state.send_error is not None:
+    if received:
+        error, state.recv_error = state.recv_error, None
+    else:
         error, state.send_error = state.send_error, None
+    if error is not None:
         raise error
     return 0
 
 
-cdef bint defer_error(IoWait *w, object error):
-    """Keep error for the next send on the socket; False for a stdlib socket (raise it now)."""
+cdef bint defer_error(IoWait *w, object error, bint received=False):
+    """Keep error for the socket's next send (or batch receive); False for a stdlib socket,
+    which has nowhere to keep it."""
     if w.state == NULL:
         return False
-    (<SocketState>w.state).send_error = error
+    if received:
+        (<SocketState>w.state).recv_error = error
+    else:
+        (<SocketState>w.state).send_error = error
     return True
 
 

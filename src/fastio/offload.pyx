@@ -195,7 +195,7 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
             except OSError as error:
                 if not batch:
                     raise
-                defer_recv_error(w, error)
+                defer_error(w, error, received=True)
                 break
             if r == IO_AGAIN:
                 if not batch:
