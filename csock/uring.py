@@ -100,8 +100,9 @@ def recv_many(sockets: Iterable[Any]) -> list[list[Datagram]]:
     ``io_uring_enter`` for all of them (:meth:`Ring.recv_many` on the default ring: data is
     a ReceivedView). Where io_uring or its multishot recvmsg is missing, each socket is
     drained in turn with ``recv_batch(wait=False)`` (data is a MessageView): same result.
-    A socket's error costs no datagram the call took: it is raised by the next recv_many that
-    names the socket when any came (ValueError for a socket named twice)."""
+    A socket's error costs no datagram the call took: when any came, it is raised by the next
+    batch receive on the socket (recv_many naming it, or a csock socket's recv_batch). A socket
+    named twice is a ValueError."""
     ring = _ring_with("recvmsg")
     if ring is not None:
         return ring.recv_many(sockets)

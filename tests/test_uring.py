@@ -63,6 +63,21 @@ def udp_socket() -> csock.socket:
     return s
 
 
+def refused_udp_socket() -> csock.socket:
+    """A UDP socket connected to a port nobody holds any more (see refuse)."""
+    sock, gone = udp_socket(), udp_socket()
+    sock.connect(gone.getsockname())
+    gone.close()
+    return sock
+
+
+def refuse(sock: csock.socket) -> None:
+    """A send from refused_udp_socket() draws an ICMP port unreachable: the socket's next
+    call reports it (ECONNREFUSED)."""
+    sock.send(b"to a closed port")
+    time.sleep(0.02)
+
+
 def stream_bytes(r: uring.Ring, count: int, timeout: float = 5.0) -> tuple[bytes, list]:
     """Wait for completions until count bytes (or end of stream) came; the bytes and the
     completions (views released: copied)."""
@@ -992,14 +1007,11 @@ def test_a_failed_send_many_says_which_items_went_out(ring, monkeypatch, forced_
     resends only those; a stream would otherwise get the sent ones twice."""
     monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
     a, b = csock.socketpair()
-    refused, gone = udp_socket(), udp_socket()
+    refused = refused_udp_socket()
     with a, b, refused:
-        refused.connect(gone.getsockname())
-        gone.close()
         b.setblocking(False)
         for send_many in (ring.send_many, uring.send_many):
-            refused.send(b"to a closed port")                # its ICMP error: ECONNREFUSED
-            time.sleep(0.02)
+            refuse(refused)
             with pytest.raises(ConnectionRefusedError) as caught:
                 send_many([(a, b"first"), (refused, b"refused"), (a, b"second")])
             assert caught.value.counts == [5, None, None]
@@ -1326,14 +1338,11 @@ def test_recv_many_keeps_the_datagrams_it_took_when_a_socket_fails(
     an error that follows a datagram for the next call. With nothing taken, it raises at once."""
     needs(ring, "recvmsg")
     monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
-    rx, tx, refused, gone = udp_socket(), udp_socket(), udp_socket(), udp_socket()
+    rx, tx, refused = udp_socket(), udp_socket(), refused_udp_socket()
     with rx, tx, refused:
-        refused.connect(gone.getsockname())
-        gone.close()
         for receive in (ring.recv_many, uring.recv_many):
             tx.sendto(b"kept", rx.getsockname())
-            refused.send(b"to a closed port")               # its ICMP error: ECONNREFUSED
-            time.sleep(0.02)
+            refuse(refused)
             got = receive([rx, refused])
             assert [[bytes(d.data) for d in datagrams] for datagrams in got] == [[b"kept"], []]
             tx.sendto(b"queued", rx.getsockname())
@@ -1342,11 +1351,29 @@ def test_recv_many_keeps_the_datagrams_it_took_when_a_socket_fails(
                 receive([rx, refused])                      # (before any datagram is taken)
             assert [[bytes(d.data) for d in datagrams] for datagrams in receive([rx, refused])] \
                 == [[b"queued"], []]
-            refused.send(b"to a closed port")
-            time.sleep(0.02)
+            refuse(refused)
             with pytest.raises(ConnectionRefusedError):
                 receive([rx, refused])                      # nothing taken: raised at once
             assert receive([rx, refused]) == [[], []]
+        assert ring.pending == 0
+
+
+@pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])
+def test_a_saved_receive_error_goes_to_the_sockets_next_batch_receive(
+        ring, monkeypatch, forced_fallback) -> None:
+    """A csock socket keeps the error recv_many saved for it in its own state, where
+    recv_batch keeps its own: whichever batch receive comes next raises it, once."""
+    needs(ring, "recvmsg")
+    monkeypatch.setattr(uring, "_fallback_forced", forced_fallback)
+    rx, tx, refused = udp_socket(), udp_socket(), refused_udp_socket()
+    with rx, tx, refused:
+        tx.sendto(b"kept", rx.getsockname())
+        refuse(refused)
+        assert [len(datagrams) for datagrams in uring.recv_many([rx, refused])] == [1, 0]
+        refused.setblocking(False)
+        with pytest.raises(ConnectionRefusedError):
+            refused.recv_batch()
+        assert uring.recv_many([rx, refused]) == [[], []]
         assert ring.pending == 0
 
 

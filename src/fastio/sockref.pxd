@@ -24,7 +24,7 @@ cdef class SocketState:
     # batches (mmsg): DatagramSocket, SeqPacketSocket, RawSocket
     cdef object receiver        # the BatchReceiver recv_batch keeps its memory in (None: none yet)
     cdef object send_error      # failed after part of a batch went out: the next send raises it
-    cdef object recv_error      # failed after part of a batch came: the next recv_batch raises it
+    cdef object recv_error      # failed after part of a batch came: the next batch receive gets it
     cdef list pending           # a split GRO message's datagrams past max_messages: handed out next
     cdef int rx_mode            # RX_GRO, RX_TIMESTAMP, ... (offload.pyx); 0: plain recvmmsg
     cdef public bint gso_off    # the kernel refused UDP_SEGMENT once: send_batch sends plainly

@@ -37,9 +37,9 @@ from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    CONTROL_ROOM, ControlInfo, MessageView, address_from_sockaddr, address_to_sockaddr,
-    datagram_of, framed_feed, framed_lend, framed_lent_filled, inflight_hold,
-    inflight_release, read_control, set_close_hook,
+    CONTROL_ROOM, ControlInfo, MessageView, SocketState, address_from_sockaddr,
+    address_to_sockaddr, datagram_of, framed_feed, framed_lend, framed_lent_filled,
+    inflight_hold, inflight_release, read_control, set_close_hook, state_of,
 )
 
 import os as _os
@@ -363,7 +363,7 @@ cpdef int check_datagram_socket(object sock) except -1:
 cpdef int check_datagram_sockets(tuple socks) except -1:
     """check_datagram_socket for each of recv_many's sockets, and ValueError if one is named
     twice: two requests on one socket would split its datagrams between two lists at random.
-    Then the error a previous recv_many saved for one of them, if any, is raised."""
+    Then the error a previous batch receive saved for one of them, if any, is raised."""
     cdef set seen = set()
     for sock in socks:
         check_datagram_socket(sock)
@@ -371,18 +371,40 @@ cpdef int check_datagram_sockets(tuple socks) except -1:
         if fd in seen:
             raise ValueError(f"recv_many names the socket of fd {fd} twice")
         seen.add(fd)
-    if _saved_errors:
-        for sock in socks:
-            error = _saved_errors.pop(sock, None)
-            if error is not None:
-                raise error
+    for sock in socks:
+        take_saved_error(sock)
     return 0
 
 
-# recv_many's errors that came with datagrams it returned (other sockets', or this one's):
-# each is raised by the next recv_many that names its socket, as recvmmsg(2) saves an error
-# that follows a datagram for the next call. Weak: a socket collected takes its error along.
+# Receive errors that came with datagrams a call returned (other sockets', or this one's): each
+# is raised by the next batch receive on its socket, as recvmmsg(2) saves an error that follows
+# a datagram for the next call. A csock socket keeps it in its state, where recv_batch keeps
+# its own (so either call raises either's); a stdlib socket's waits here for recv_many (weak:
+# a socket collected takes its error along).
 cdef object _saved_errors = _weakref.WeakKeyDictionary()
+
+
+cdef int save_error(object sock, object error) except -1:
+    cdef SocketState state = state_of(sock)
+    if state is not None:
+        state.recv_error = error
+    else:
+        _saved_errors[sock] = error
+    return 0
+
+
+cdef int take_saved_error(object sock) except -1:
+    """Raise the receive error saved for sock, if any (taking it)."""
+    cdef SocketState state = state_of(sock)
+    if state is not None:
+        error, state.recv_error = state.recv_error, None
+    elif _saved_errors:
+        error = _saved_errors.pop(sock, None)
+    else:
+        return 0
+    if error is not None:
+        raise error
+    return 0
 
 
 cpdef list settle_errors(list received, list failures):
@@ -400,7 +422,7 @@ cpdef list settle_errors(list received, list failures):
         first = failures[0][1]
     for sock, error in failures:
         if error is not first:
-            _saved_errors[sock] = error
+            save_error(sock, error)
     if first is not None:
         raise first
     return received
@@ -1513,7 +1535,8 @@ cdef class Ring:
         A socket yields at most as many datagrams as the pool has free buffers; the rest
         stays queued for the next call. A socket's error (other than an empty queue) raises
         when no datagram came; when some did, they are returned and the error is raised by
-        the next recv_many naming that socket (as recvmmsg(2) saves it), before any request.
+        the next batch receive on that socket (recv_many naming it, before any request, or a
+        csock socket's recv_batch), as recvmmsg(2) saves it.
         A socket that is not a datagram socket (ValueError) or is closed (EBADF) raises
         before any request is made, and so does a socket named twice (ValueError)."""
         socks = tuple(sockets)
