@@ -294,11 +294,12 @@ def test_an_fd_adopted_with_gro_set_is_split_too(adopt):
         assert_same(receive(adopted, 20), sent, tx.getsockname())
 
 
-def test_an_error_after_a_split_messages_rest_costs_none_of_it():
+@pytest.mark.parametrize("next_receive", ["recv_batch", "csock.uring.recv_many"])
+def test_an_error_after_a_split_messages_rest_costs_none_of_it(next_receive):
     """recv_batch hands over the kept rest of a coalesced message, then asks the kernel for
     more; a socket error there (a connected socket's ECONNREFUSED) does not cost the rest: it
-    is returned and the error raised by the next recv_batch, as recvmmsg(2) saves an error
-    that follows a datagram for the next call."""
+    is returned and the error raised by the socket's next batch receive, as recvmmsg(2) saves
+    an error that follows a datagram for the next call."""
     tx, rx = gro_pair()
     with tx, rx:
         rx.connect(tx.getsockname())
@@ -312,7 +313,11 @@ def test_an_error_after_a_split_messages_rest_costs_none_of_it():
         time.sleep(0.02)
         assert_same(first + rx.recv_batch(max_messages=64), sent, source)
         with pytest.raises(ConnectionRefusedError):
-            rx.recv_batch()
+            if next_receive == "recv_batch":
+                rx.recv_batch()
+            else:
+                import csock.uring
+                csock.uring.recv_many([rx])
         rx.setblocking(False)
         with pytest.raises(BlockingIOError):
             rx.recv_batch()
