@@ -346,8 +346,8 @@ cdef ReceivedView segment_view(ReceivedView whole, Py_ssize_t offset, Py_ssize_t
 
 
 cpdef int check_datagram_socket(object sock) except -1:
-    """TypeError unless sock is a socket, ValueError unless a datagram one (SOCK_DGRAM,
-    SOCK_RAW), EBADF if it is closed (recv_many's checks, csock.uring's fallback too). A
+    """sock's fd; TypeError unless sock is a socket, ValueError unless a datagram one
+    (SOCK_DGRAM, SOCK_RAW), EBADF if it is closed (recv_many's checks, the fallback's too). A
     multishot recvmsg takes an empty message as a record: at a SEQPACKET socket's end of
     stream it would complete with one, be armed again and complete again, for ever."""
     if not isinstance(sock, _socket.socket):
@@ -355,9 +355,10 @@ cpdef int check_datagram_socket(object sock) except -1:
     if _raw_type(sock) not in (SOCK_DGRAM, SOCK_RAW):
         raise ValueError("recvmsg and recv_many take SOCK_DGRAM or SOCK_RAW sockets "
                          "(recv takes stream and SEQPACKET ones)")
-    if _socket.socket.fileno(sock) < 0:
+    fd = _socket.socket.fileno(sock)
+    if fd < 0:
         raise_errno(EBADF)
-    return 0
+    return fd
 
 
 cpdef int check_datagram_sockets(tuple socks) except -1:
@@ -366,8 +367,7 @@ cpdef int check_datagram_sockets(tuple socks) except -1:
     Then the error a previous batch receive saved for one of them, if any, is raised."""
     cdef set seen = set()
     for sock in socks:
-        check_datagram_socket(sock)
-        fd = _socket.socket.fileno(sock)
+        fd = check_datagram_socket(sock)
         if fd in seen:
             raise ValueError(f"recv_many names the socket of fd {fd} twice")
         seen.add(fd)
@@ -991,11 +991,20 @@ cdef class Ring:
         drain=True ends the request once the socket's queue is empty (MSG_DONTWAIT: its last
         completion is EAGAIN, reported as no error and value None) instead of staying armed
         for later datagrams."""
+        self.check_recvmsg_ring()
+        check_datagram_socket(sock)
+        return self.arm_recvmsg(sock, drain)
+
+    cdef int check_recvmsg_ring(self) except -1:
+        """ENOSYS without the operation, ValueError if a buffer has no room for payload."""
         self.need("recvmsg")
         if self.pool.buffer_size <= PAYLOAD_AT:
             raise ValueError(f"recvmsg needs ring buffers of more than {PAYLOAD_AT} bytes "
                              f"(RECVMSG_HEADROOM), not {self.pool.buffer_size}")
-        check_datagram_socket(sock)
+        return 0
+
+    cdef Request arm_recvmsg(self, object sock, bint drain):
+        """recvmsg's request, its ring and socket checked already."""
         cdef Request request = self.new_request(RECVMSG, sock, True)
         try:
             self.native(request)
@@ -1541,10 +1550,11 @@ cdef class Ring:
         before any request is made, and so does a socket named twice (ValueError)."""
         socks = tuple(sockets)
         requests = []
-        check_datagram_sockets(socks)       # (before any request: none takes a datagram)
+        self.check_recvmsg_ring()           # (all checked before any request: none takes
+        check_datagram_sockets(socks)       # a datagram)
         try:
             for sock in socks:
-                request = self.recvmsg(sock, drain=True)
+                request = self.arm_recvmsg(sock, True)
                 (<Request>request).sink = []
                 requests.append(request)
         except BaseException:
