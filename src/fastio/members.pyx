@@ -51,7 +51,7 @@ cdef int use_generic_getattr(type cls) except -1:
 cdef Py_ssize_t slot_offset(type cls, str name) except -1:
     """Where instances of cls keep the object slot `name` (a __slots__ entry); ValueError if
     cls has no such slot."""
-    cdef Py_ssize_t offset = csock_member_offset(cls.__dict__.get(name))
+    cdef Py_ssize_t offset = csock_member_offset(<PyTypeObject *>cls, cls.__dict__.get(name))
     if offset < 0:
         raise ValueError(f"{cls.__name__}.{name} is not an object slot")
     return offset

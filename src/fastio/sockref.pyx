@@ -81,6 +81,8 @@ cdef enum:
 def register_socket_class(cls):
     """Called once by csock.socket: its instances keep a SocketState in their _csock_state slot."""
     global _csock_class, _state_offset
+    if _csock_class != NULL and cls is not <object>_csock_class:
+        raise ValueError(f"{(<object>_csock_class).__qualname__} is already registered")
     _state_offset = slot_offset(cls, "_csock_state")
     _csock_class = <PyTypeObject *>cls
     _registered.append(cls)                       # the pointer stays valid

@@ -16,11 +16,15 @@ static inline int csock_type_set(PyTypeObject *type, PyObject *name, PyObject *v
     return 0;
 }
 
-/* The offset of an object slot given its member descriptor (a __slots__ entry of a Python
-   class, for instance); -1 if descr is not a T_OBJECT_EX member. */
-static inline Py_ssize_t csock_member_offset(PyObject *descr) {
+/* The offset in instances of cls of an object slot given its member descriptor (a
+   __slots__ entry of a Python class, for instance); -1 if descr is not a T_OBJECT_EX member
+   of cls or of a base of it (another type's descriptor put in cls's dict names an offset in
+   that type's instances). */
+static inline Py_ssize_t csock_member_offset(PyTypeObject *cls, PyObject *descr) {
     if (!PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
-    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+    PyMemberDescrObject *member = (PyMemberDescrObject *)descr;
+    if (!PyType_IsSubtype(cls, PyDescr_TYPE(member))) return -1;
+    PyMemberDef *m = member->d_member;
     return m->type == Py_T_OBJECT_EX ? m->offset : -1;
 }
 
