@@ -277,7 +277,8 @@ cdef object view_equals(const void *ptr, Py_ssize_t length, object other):
     except TypeError:
         return NotImplemented
     try:
-        return theirs.len == length and memcmp(ptr, theirs.buf, length) == 0
+        # (memcmp of NULL is undefined even for 0 bytes: an uninitialised view has no memory)
+        return theirs.len == length and (length == 0 or memcmp(ptr, theirs.buf, length) == 0)
     finally:
         PyBuffer_Release(&theirs)
 
