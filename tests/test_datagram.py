@@ -716,3 +716,47 @@ def test_eintr_storm_during_batches_loses_and_duplicates_nothing():
         b.close()
     assert got == list(range(total))
     assert len(ticks) > 10
+
+
+def _mapped_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+
+
+def test_a_small_bufsize_call_does_not_size_a_later_calls_scratch():
+    """The scratch a call lays out is sized from that call, not from the slot count an
+    earlier call with many small slots left behind (which made recv_batch(1, 1 MiB) map
+    4 GiB, and recv_batch(4, 16 MiB) a MemoryError)."""
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        tx.connect(rx.getsockname())
+        tx.send(b"a")
+        assert [bytes(d.data) for d in rx.recv_batch(1024, 256)] == [b"a"]
+        before = _mapped_kib()
+        tx.send(b"b")
+        assert [bytes(d.data) for d in rx.recv_batch(1, 1 << 20)] == [b"b"]
+        assert _mapped_kib() - before < 64 * 1024
+        tx.send(b"c")
+        assert [bytes(d.data) for d in rx.recv_batch(4, 1 << 24)] == [b"c"]
+
+
+def test_a_timeout_after_part_of_a_batch_says_how_many_went():
+    """send_batch with a timeout sends them all or raises TimeoutError; when some went out
+    first, the error's .sent says how many (a retry of the rest duplicates nothing). (An
+    AF_UNIX receiver's queue fills; UDP on loopback drops instead of blocking.)"""
+    tx, rx = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with tx, rx:
+        tx.settimeout(0.3)
+        with pytest.raises(TimeoutError) as caught:
+            tx.send_batch([b"%06d" % i for i in range(100_000)])
+        rx.setblocking(False)
+        arrived = []
+        while True:
+            try:
+                arrived += [bytes(d.data) for d in rx.recv_batch(1024)]
+            except BlockingIOError:
+                break
+        assert arrived and caught.value.sent == len(arrived)
+        assert arrived == [b"%06d" % i for i in range(len(arrived))]

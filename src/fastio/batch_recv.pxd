@@ -11,6 +11,7 @@ cdef class BatchReceiver:
     cdef Py_ssize_t next_free            # slots below it may be referred to by views
     cdef Py_ssize_t headers_ready        # slots below it have their headers laid out
     cdef Py_ssize_t on_scratch           # slots below it point into the current scratch
+    cdef Py_ssize_t scratch_slots        # slots of `slot` bytes the current scratch holds
     cdef bint with_senders               # the headers ask the kernel for senders' addresses
     cdef mmsghdr *msgs
     cdef iovec *iovs

@@ -81,8 +81,9 @@ cdef inline void point_header(mmsghdr *msg, iovec *iov, char *at, Py_ssize_t siz
 
 
 cdef class BatchReceiver:
-    """Per-socket receive state: headers, iovecs and address slots for recvmmsg(2), and a
-    scratch Arena of `capacity` slots of `slot` bytes, whose headers are laid out once. Each
+    """Per-socket receive state: headers, iovecs and address slots for recvmmsg(2) (room for
+    `capacity` messages), and a scratch Arena of `scratch_slots` slots of `slot` bytes,
+    whose headers are laid out once. Each
     call receives into the slots from `next_free` on, so views handed out by earlier calls
     keep their slots and a call costs no set-up; the scratch starts over at slot 0 when no
     view refers to it, and is replaced when it is full and still referred to (by the spare,
@@ -137,9 +138,14 @@ cdef class BatchReceiver:
             self.scratch = self.spare = None
             self.headers_ready = 0               # new headers
         if self.scratch is None or slot != self.slot or names != self.with_senders \
-                or (self.next_free + count > self.capacity
+                or count > self.scratch_slots \
+                or (self.next_free + count > self.scratch_slots
                     and not arena_is_private(<PyObject *>self.scratch)):
-            self.renew_scratch(self.capacity * slot)
+            # Sized from this call (not from the header count earlier calls with smaller
+            # slots left: 4096 of them at 1 MiB each would be 4 GiB).
+            self.renew_scratch(want * slot)
+            self.scratch_slots = min(self.capacity, self.scratch.size // slot) if slot > 0 \
+                else self.capacity
             if slot != self.slot or names != self.with_senders:
                 self.headers_ready = 0           # the headers depend on these, not on the memory
             self.slot = slot
