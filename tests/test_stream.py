@@ -422,3 +422,27 @@ def test_blocking_datagram_send_waits_for_room_instead_of_failing():
         assert a.send(b"last") == 4             # ...and the send then waits for room
         reader.join()
         assert drained == [b"%08d" % i for i in range(sent)] and b.recv(8) == b"last"
+
+
+@pytest.mark.parametrize("call", ["send_buffers", "sendall"])
+def test_a_timeout_after_part_of_a_send_says_how_many_bytes_went(call):
+    """send_buffers and sendall with a timeout send everything or raise TimeoutError; the
+    error's .sent is the byte count that went first (what the peer then reads)."""
+    a, b = csock.socketpair()
+    with a, b:
+        a.settimeout(0.3)
+        data = bytes(range(256)) * 40_000
+        with pytest.raises(TimeoutError) as caught:
+            if call == "send_buffers":
+                a.send_buffers([data[:5_000_000], data[5_000_000:]])
+            else:
+                a.sendall(data)
+        b.setblocking(False)
+        got = bytearray()
+        while True:
+            try:
+                chunk = b.recv(1 << 20)
+            except BlockingIOError:
+                break
+            got += chunk
+        assert 0 < caught.value.sent == len(got) and got == data[:len(got)]

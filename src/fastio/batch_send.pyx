@@ -154,6 +154,7 @@ cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs
             r = io_call(w, sys_sendmmsg, op, POLLOUT, io_may_block(w, nbytes))
         except OSError as error:
             if sent == 0 or isinstance(error, TimeoutError) or not defer_error(w, error):
+                note_sent(error, sent)
                 raise
             return sent                      # the error is raised by the next call
         if r == IO_AGAIN:
@@ -211,9 +212,9 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     BlockingIOError
         Non-blocking, and no datagram could be sent.
     TimeoutError
-        The socket's timeout passed before all were sent.
+        The socket's timeout passed before all were sent; ``.sent`` is how many went first.
     OSError
-        sendmmsg(2)'s error for the first datagram, as the stdlib's subclass.
+        sendmmsg(2)'s error for the first datagram, as the stdlib's subclass (``.sent``: 0).
 
     Notes
     -----

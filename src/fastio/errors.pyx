@@ -38,3 +38,10 @@ cdef int raise_timeout() except -1:
 
 cdef int raise_would_block() except -1:
     raise_errno(EAGAIN)
+
+
+cdef int note_sent(object error, Py_ssize_t count) except -1:
+    """error.sent = count: what a send call that raises (a timeout, say, after part of its
+    data went) moved first, so that a caller resends only the rest."""
+    error.sent = count
+    return 0

@@ -112,6 +112,7 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
                         (<SocketState>w.state).gso_off = True
                     continue
                 if pos == 0 or isinstance(error, TimeoutError) or not defer_error(w, error):
+                    note_sent(error, pos)
                     raise
                 return pos
             if r == IO_AGAIN:

@@ -128,19 +128,22 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
     """send(2) until all n bytes are taken. A small send on a blocking socket is first tried
     with the GIL held (io_try_with_gil): if MSG_DONTWAIT cuts it short, the loop sends the rest."""
     cdef BufOp op
-    cdef Py_ssize_t r
+    cdef Py_ssize_t r, sent = 0
     cdef bint first = True
     op.flags = flags
     w.resumable = True
-    while n > 0:
-        op.buf = <char *>buf
-        op.len = n
-        r = send_once(w, &op, first)
-        first = False
-        if r == IO_AGAIN:
-            raise_would_block()
-        buf += r
-        n -= r
+    try:
+        while sent < n:
+            op.buf = <char *>buf + sent
+            op.len = n - sent
+            r = send_once(w, &op, first)
+            first = False
+            if r == IO_AGAIN:
+                raise_would_block()
+            sent += r
+    except OSError as error:
+        note_sent(error, sent)
+        raise
     return 0
 
 
@@ -168,7 +171,8 @@ def sock_sendall(sock, data, int flags=0, /):
         Non-blocking, and the kernel would block before everything went.
     OSError
         send(2)'s error, as the stdlib's subclass; BrokenPipeError (never SIGPIPE) on a
-        closed peer; EBADF after ``close()``.
+        closed peer; EBADF after ``close()``. Each of these has ``.sent``, the bytes that
+        went before it (the stdlib's sendall does not say).
 
     Notes
     -----
@@ -405,6 +409,7 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
         The socket's timeout passed before every byte was sent.
     OSError
         sendmsg(2)'s error, as the stdlib's subclass; BrokenPipeError on a closed peer.
+        Each of these has ``.sent``, the bytes that went before it.
 
     Notes
     -----
@@ -446,8 +451,12 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
             acquired += 1
             iov[i].iov_base = views[i].buf
             iov[i].iov_len = views[i].len
-        if sendmsg_iovecs(&w, iov, n, &moved) == IO_AGAIN and moved == 0:
-            raise_would_block()
+        try:
+            if sendmsg_iovecs(&w, iov, n, &moved) == IO_AGAIN and moved == 0:
+                raise_would_block()
+        except OSError as error:
+            note_sent(error, moved)
+            raise
         return moved
     finally:
         for i in range(acquired):

@@ -286,6 +286,9 @@ cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, tup
         if moved == 0 and first < n:
             raise_would_block()
         return moved
+    except OSError as error:
+        note_sent(error, moved)
+        raise
     finally:
         PyMem_Free(iov)
 
