@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import mmap
 import os
 import select
 import signal
@@ -1529,3 +1530,35 @@ def test_no_fd_or_memory_growth_over_10000_operations(ring) -> None:
         assert fd_count() == fds
         assert grown < 64 * 1024, f"traced memory grew by {grown} bytes"
         assert ring.pending == 0 and ring.pool.outstanding == 0
+
+
+def _lazy_mapping(size: int) -> mmap.mmap:
+    """size bytes of anonymous memory the kernel only provides where they are touched."""
+    try:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                         | getattr(mmap, "MAP_NORESERVE", 0))
+    except OSError as error:
+        pytest.skip(f"cannot map {size} bytes: {error}")
+
+
+def test_a_send_longer_than_an_sqe_can_say_is_not_cut(ring: uring.Ring) -> None:
+    """An SQE's length is 32 bits: a 4 GiB + 16 byte buffer went out as a 16-byte datagram
+    (and a stream send reported 16 bytes as the whole). The request asks for what one
+    send(2) takes at most, so the kernel judges the real size (EMSGSIZE here)."""
+    huge = _lazy_mapping(2**32 + 16)
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx, tx, huge:
+        rx.bind(("127.0.0.1", 0))
+        tx.connect(rx.getsockname())
+        for send in (ring.send, ring.send_zc):
+            request = send(tx, huge)
+            (completion,) = ring.wait(1, 5)
+            assert completion.request is request
+            assert completion.error is not None and completion.error.errno == errno.EMSGSIZE
+        with pytest.raises(OSError) as caught:
+            uring.send_many([(tx, huge)])
+        assert caught.value.errno == errno.EMSGSIZE
+        rx.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            rx.recv(100)

@@ -126,6 +126,10 @@ cdef enum:
     # Bytes after which the kernel ends a multishot recv (csock arms it again at the reap):
     # without it, one stream whose peer keeps sending took every buffer between two reaps.
     RECV_LIMIT = 256 * 1024
+    # The most one send(2) moves (MAX_RW_COUNT, INT_MAX rounded down to a page), and what a
+    # send SQE asks for at most: its length field is 32 bits, so a 4 GiB + 16 byte buffer
+    # would go out as 16 bytes. The completion's value says how much went, as send(2)'s does.
+    SEND_MAX = 0x7FFFF000
 
 # What a recvmsg datagram's buffer holds before its payload (the io_uring_recvmsg_out, room
 # for the sender's address and for control messages: UDP_GRO's, and the metadata
@@ -1076,7 +1080,7 @@ cdef class Ring:
             sqe.len = 1
         else:
             sqe.addr = <uint64_t><size_t>request.data.buf
-            sqe.len = <uint32_t>request.data.len
+            sqe.len = <uint32_t>min(request.data.len, <Py_ssize_t>SEND_MAX)
             if length:
                 sqe.off = <uint64_t><size_t>&request.native.address
                 sqe.addr_len = <uint16_t>length
@@ -1084,7 +1088,8 @@ cdef class Ring:
 
     def send(self, sock, data):
         """Send data (any bytes-like object; its export is held until the completion, whose
-        value is the byte count). On a stream socket the whole buffer is sent (MSG_WAITALL)."""
+        value is the byte count). On a stream socket the whole buffer is sent (MSG_WAITALL),
+        up to 2 GiB - 4 KiB (the most one send(2) moves; the count says where to resume)."""
         self.need("send")
         return self.send_request(SEND, sock, data, None)
 
