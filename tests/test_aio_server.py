@@ -251,3 +251,21 @@ def test_reuse_port_two_processes_serve_one_port(run: Any) -> None:
             p.stdin.close()  # type: ignore[union-attr]
             p.wait(timeout=30)
             p.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", None])
+@pytest.mark.parametrize("port", [70000, -1])
+def test_a_port_out_of_range_is_refused_not_wrapped(run: Any, host: Any, port: int) -> None:
+    """As the stdlib's bind()/connect(): OverflowError (getaddrinfo(3) would listen on, or
+    connect to, port % 65536)."""
+    async def handler(stream: Any) -> None:
+        pass
+
+    async def main() -> None:
+        with pytest.raises(OverflowError, match="0-65535"):
+            await csock.aio.start_framed_server(handler, host, port)
+        with pytest.raises(OverflowError, match="0-65535"):
+            await csock.aio.open_framed_connection(host or "127.0.0.1", port)
+    before = fd_baseline(run)
+    run(main())
+    assert fd_count() == before

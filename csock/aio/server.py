@@ -42,6 +42,7 @@ async def open_framed_connection(host: str | None, port: int | str, *, family: i
     """
     loop = asyncio.get_running_loop()
     engine = _engine_name(engine)
+    _check_port(port, "connect")
     infos = await loop.getaddrinfo(host, port, family=family, type=_std.SOCK_STREAM)
     if not infos:
         raise OSError(f"getaddrinfo({host!r}, {port!r}) returned nothing")
@@ -65,6 +66,13 @@ async def open_framed_connection(host: str | None, port: int | str, *, family: i
         raise errors[0]
     finally:
         errors = []
+
+
+def _check_port(port: Any, call: str) -> None:
+    """OverflowError for a port number out of range, as the stdlib's bind()/connect() raise
+    (getaddrinfo(3) would take 70000 as 4464)."""
+    if isinstance(port, int) and not 0 <= port <= 0xFFFF:
+        raise OverflowError(f"{call}(): port must be 0-65535.")
 
 
 def _engine_name(engine: str | None) -> str:
@@ -348,6 +356,7 @@ async def start_framed_server(handler: Handler, host: str | Sequence[str] | None
         sock.setblocking(False)
         sockets.append(sock)
     else:
+        _check_port(port, "bind")
         hosts: list[str | None] = [host] if host is None or isinstance(host, str) else list(host)
         seen: set[tuple[int, Any]] = set()
         try:
