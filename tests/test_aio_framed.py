@@ -343,3 +343,20 @@ def test_framed_close_after_the_loop_is_gone(run: Any) -> None:
     b.close()
     a.close()
     assert a.socket.fileno() == -1 and b.socket.fileno() == -1
+
+
+def test_framed_recv_after_close_raises_connection_aborted_even_after_eof(run: Any) -> None:
+    """The same error on both engines: a closed FramedStream says it is closed, whether or
+    not it saw the end of stream first."""
+    async def main() -> None:
+        a, b = framed_pair()
+        a.close()
+        await a.wait_closed()
+        with pytest.raises(EOFError):
+            await asyncio.wait_for(b.recv(), 5)
+        b.close()
+        await b.wait_closed()
+        for call in (b.recv(), b.recv_many()):
+            with pytest.raises(ConnectionAbortedError):
+                await asyncio.wait_for(call, 5)
+    run(main())

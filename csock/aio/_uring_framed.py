@@ -196,13 +196,13 @@ class UringFramedStream(FramedStream):
                 raise error
             if self._framed.read_error is not None:
                 raise self._framed.read_error
+            if self._closing:
+                raise _closed_error()               # (closed after the end of stream too)
             if self._eof:
                 return []
             if self._read_waiter is not None:
                 raise RuntimeError(
                     "recv() called while another coroutine is already waiting in recv()")
-            if self._closing:
-                raise _closed_error()
             if self._recv_request is None:
                 self._arm_receive()
             loop = self._loop
