@@ -6,8 +6,10 @@ SeqPacketSocket, RawSocket); each subclasses ``csock.socket``, which subclasses 
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket as _std
+import stat
 import sys
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -315,7 +317,10 @@ def create_server(*args: Any, **kwargs: Any) -> StreamSocket:
 
 
 def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> Any:
-    """A csock socket on a duplicate of fd (dup(2)), as the stdlib's fromfd."""
+    """A csock socket on a duplicate of fd (dup(2)), as the stdlib's fromfd; OSError(ENOTSOCK)
+    for a fd that is not a socket's, before the duplicate is made (the stdlib's leaks it)."""
+    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+        raise OSError(errno.ENOTSOCK, os.strerror(errno.ENOTSOCK))
     return socket(family, type, proto, os.dup(fd))
 
 

@@ -324,3 +324,69 @@ def test_every_send_path_raises_broken_pipe_and_no_sigpipe_reaches_the_process()
         "send", "sendall", "send_buffers", "send_buffers_zerocopy", "framed_send",
         "framed_send_many",
         "seqpacket_send", "seqpacket_send_batch", "send_record")], out.stdout
+
+
+REGISTER_FOREIGN_SLOT_CHILD = textwrap.dedent("""
+    from csock import _fastio
+    class Big:
+        __slots__ = tuple(f"s{i}" for i in range(4000))
+    class Borrower:
+        pass
+    Borrower._csock_state = Big.__dict__["s3999"]     # another type's slot, 32 KB further on
+    try:
+        _fastio.register_socket_class(Borrower)
+    except (TypeError, ValueError) as error:
+        print("refused:", error)
+    for obj in [Borrower() for _ in range(1000)]:
+        try:
+            _fastio.socket_state(obj)
+        except TypeError:
+            pass
+    print("survived", flush=True)
+""")
+
+
+def test_register_socket_class_refuses_a_slot_of_another_type():
+    """A private function too must not crash: a class whose _csock_state is another type's
+    slot descriptor would have csock write past the end of each instance."""
+    child = subprocess.run([sys.executable, "-c", REGISTER_FOREIGN_SLOT_CHILD],
+                           capture_output=True, text=True, timeout=60, env=child_env())
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines()[0].startswith("refused:")
+    assert child.stdout.splitlines()[-1] == "survived"
+
+
+def test_register_socket_class_keeps_the_first_class():
+    """Registering another class must not switch csock's own sockets' state tracking off."""
+    class Other:
+        __slots__ = ("_csock_state",)
+    with pytest.raises(ValueError, match="already registered"):
+        csock._fastio.register_socket_class(Other)
+    a, b = csock.socketpair()
+    with a, b:
+        csock._fastio.socket_state(a)
+        assert type(a._csock_state) is csock._fastio.SocketState
+
+
+@pytest.mark.parametrize("view_type", ["ReadOnlyView", "MessageView"])
+def test_an_uninitialised_view_compares_equal_to_empty_bytes(view_type):
+    """(memcmp with a NULL pointer is undefined, even for 0 bytes: the sanitizer build
+    aborts on it.)"""
+    cls = getattr(csock._fastio, view_type)
+    view = cls.__new__(cls)
+    assert view == b""
+    assert view != b"x"
+
+
+def test_fromfd_of_a_non_socket_leaks_no_fd():
+    r, w = os.pipe()
+    try:
+        before = fd_count()
+        for _ in range(5):
+            with pytest.raises(OSError) as caught:
+                csock.fromfd(r, csock.AF_INET, csock.SOCK_STREAM)
+            assert caught.value.errno == errno.ENOTSOCK
+        assert fd_count() == before
+    finally:
+        os.close(r)
+        os.close(w)
