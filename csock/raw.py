@@ -108,6 +108,8 @@ class RawSocket(socket):
         """(the bytes to send, the destination) for one packet."""
         if isinstance(packet, Layer):
             ip = packet if isinstance(packet, (IPv4, IPv6)) else None
+            if ip is not None and ip.src in _UNSPECIFIED:
+                packet = ip = self._with_kernels_source(ip)
             data: Buffer = bytes(packet)
             if ip is not None and not self.header_included:
                 data = memoryview(data)[_ip_header_length(data):]   # the kernel adds its own
@@ -122,6 +124,20 @@ class RawSocket(socket):
         if isinstance(address, str):
             address = (address, 0)
         return data, address
+
+    def _with_kernels_source(self, ip: Any) -> Any:
+        """A copy of ip whose src is the address the kernel will send it from (the socket's
+        bound address, else the route's to ip.dst). The kernel fills an unspecified source in
+        (raw(7)), but the UDP/TCP/ICMPv6 checksums cover a pseudo-header holding it: computed
+        with 0.0.0.0 they were wrong on the wire, and the receiver dropped the packet."""
+        source = self.getsockname()[0]
+        if source in _UNSPECIFIED:
+            source = _route_source(self.family, ip.dst)
+            if source is None:
+                return ip                       # no route: the send says so
+        sourced = ip.copy()
+        sourced.src = source
+        return sourced
 
     def send_packet(self, packet: Layer | Buffer, address: Any = None) -> int:
         """Send one packet (a csock.packet layer stack, built with bytes(), or bytes-like) to
@@ -190,6 +206,21 @@ class RawSocket(socket):
 
     recv_batch = _fastio.recv_batch
     send_batch = _fastio.send_batch
+
+
+_UNSPECIFIED = ("0.0.0.0", "::")
+
+
+def _route_source(family: int, destination: str) -> str | None:
+    """The source address the kernel's routing picks for destination (a UDP socket's
+    connect(2) asks it; nothing is sent), or None when there is no route."""
+    with _std.socket(family, _std.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((destination, 9))
+        except OSError:
+            return None
+        source: str = probe.getsockname()[0]
+        return source
 
 
 def _ip_header_length(data: Buffer) -> int:

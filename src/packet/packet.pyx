@@ -835,6 +835,21 @@ def parse(data, first="ipv4", verify=False):
 
 # --- RawSocket.send_packets ------------------------------------------------------------
 
+cdef bint has_source(Layer ip):
+    """Whether an IPv4/IPv6 layer's src is set (not 0.0.0.0 / ::, which RawSocket fills in
+    from the route before the checksums are computed)."""
+    cdef const uint8_t *src
+    cdef Py_ssize_t i, n
+    if type(ip) is IPv4:
+        src, n = &(<IPv4>ip)._src[0], 4
+    else:
+        src, n = &(<IPv6>ip)._src[0], 16
+    for i in range(n):
+        if src[i]:
+            return True
+    return False
+
+
 def packet_items(packets, address, bint header_included, fallback):
     """RawSocket.send_packets' (data, destination) pairs for send_batch. An IPv4/IPv6 layer
     sent with its header (IP_HDRINCL) is built here, bytes(layer) to (layer.dst, 0) or to
@@ -845,7 +860,7 @@ def packet_items(packets, address, bint header_included, fallback):
     if isinstance(address, str):
         address = (address, 0)
     for p in packets:
-        if header_included and (type(p) is IPv4 or type(p) is IPv6):
+        if header_included and (type(p) is IPv4 or type(p) is IPv6) and has_source(p):
             destination = address
             if destination is None:
                 dst = (<IPv4>p).dst if type(p) is IPv4 else (<IPv6>p).dst
