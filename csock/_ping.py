@@ -84,15 +84,17 @@ def attach_values(argv: list[str]) -> list[str]:
 @dataclass
 class Tally:
     sent: int = 0
+    errors: int = 0                     # sends the kernel refused (no route, say)
     rtts: list[float] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
 
     def summary(self, host: str, elapsed: float) -> list[str]:
         received = len(self.rtts)
         loss = 100.0 * (self.sent - received) / self.sent if self.sent else 0.0
+        errors = f" +{self.errors} errors," if self.errors else ""
         lines = [f"--- {host} ping statistics ---",
-                 f"{self.sent} packets transmitted, {received} received, {loss:.0f}% packet loss, "
-                 f"time {elapsed * 1000:.0f}ms"]
+                 f"{self.sent} packets transmitted, {received} received,{errors} "
+                 f"{loss:.0f}% packet loss, time {elapsed * 1000:.0f}ms"]
         if self.rtts:
             ms = [r * 1000 for r in self.rtts]
             lines.append(f"rtt min/avg/max/mdev = {min(ms):.3f}/{statistics.fmean(ms):.3f}/"
@@ -213,9 +215,16 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
         with pinger.sock:
             while args.count is None or seq < args.count:
                 seq += 1
-                pinger.send(seq)
                 tally.sent += 1
                 last = args.count is not None and seq == args.count
+                try:
+                    pinger.send(seq)
+                except OSError as error:        # as iputils: say so, go on, count it
+                    print(f"ping: sendmsg: {error.strerror}", file=err, flush=True)
+                    tally.errors += 1
+                    if not last:
+                        time.sleep(args.interval)
+                    continue
                 deadline = time.perf_counter() + (args.timeout if last else args.interval)
                 while True:
                     for icmp, source, ttl, reply_seq, rtt in pinger.replies(deadline):

@@ -347,3 +347,40 @@ def test_ping_without_replies_exits_1(hosts):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, (out, err)
     assert "2 packets transmitted, 0 received, 100% packet loss" in out
+
+
+@needs_raw
+@pytest.mark.parametrize("header_included", [True, False], ids=["hdrincl", "kernel-header"])
+@pytest.mark.parametrize("batch", [False, True], ids=["send_packet", "send_packets"])
+def test_a_packet_without_a_source_is_checksummed_with_the_kernels(udp_sink, header_included,
+                                                                   batch):
+    """The contract's own example leaves src unset (0.0.0.0): the kernel sends from its
+    route's address, so the UDP checksum over the pseudo-header must be computed with that
+    address (with 0.0.0.0 the receiving kernel dropped the datagram)."""
+    port = udp_sink.getsockname()[1]
+    proto = csock.IPPROTO_RAW if header_included else csock.IPPROTO_UDP
+    with csock.RawSocket(csock.AF_INET, proto, header_included=header_included) as raw:
+        packet = IPv4(dst="127.0.0.1") / UDP(sport=41003, dport=port) / b"payload"
+        if batch:
+            assert raw.send_packets([packet, packet]) == 2
+        else:
+            raw.send_packet(packet)
+        expected = 2 if batch else 1
+        assert [udp_sink.recvfrom(100) for _ in range(expected)] == [
+            (b"payload", ("127.0.0.1", 41003))] * expected
+        assert packet.src == "0.0.0.0"          # the caller's packet is left as it was
+
+
+@needs_raw
+def test_ping_where_the_network_is_unreachable_says_so_and_sums_up(hosts):
+    """No traceback: each failed send is a line on stderr (as iputils' "ping: sendmsg: ..."),
+    then the summary, and exit status 1 (no reply came)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = in_netns(hosts["a"], [sys.executable, "-m", "csock", "ping", "-c", "2", "-i", "0.1",
+                                 "-W", "0.3", "192.0.2.1"], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True, env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err
+    assert err.count("Network is unreachable") == 2, err
+    assert "2 packets transmitted, 0 received, +2 errors, 100% packet loss" in out
