@@ -470,3 +470,21 @@ def test_the_first_record_received_may_carry_any_number(pair):
     assert csock._fastio.socket_state(b).spp_expected == 502
     a.send_record(b"third")
     assert b.recv_record()[0].sequence == 502
+
+
+@pytest.mark.parametrize("max_messages", [1, 2])
+def test_a_zero_length_record_followed_by_more_records_is_not_the_end(max_messages):
+    """Empty records, then a record, then the peer's close: a batch that ends on an empty
+    record while the peer has shut down is the end of stream only when no record is queued
+    next, empty ones included (a peek for its receive timestamp tells them apart)."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    with a, b:
+        b.settimeout(5)
+        for record in (b"", b"", b"z"):
+            a.send(record)
+        a.close()
+        got = []
+        while batch := b.recv_batch(max_messages=max_messages):
+            got += [bytes(d.data) for d in batch]
+        assert got == [b"", b"", b"z"]
+        assert b.getsockopt(csock.SOL_SOCKET, 35) == 0     # SO_TIMESTAMPNS: off, as it was

@@ -36,9 +36,10 @@ cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int
 # such a run at the END of a batch can hold the end of stream: zero-length messages followed by
 # a non-empty one, or after which the kernel would have blocked (a short batch), are records.
 # For a run that ends a full batch, the peer's shutdown state decides: no POLLRDHUP, no end
-# (the state only ever goes from open to shut); POLLRDHUP and a non-empty record queued next
-# (a peek), still records. Otherwise the run is taken for the end of stream: after the peer's
-# shutdown no call can tell a queued zero-length record from the end (recv_batch's docstring).
+# (the state only ever goes from open to shut); POLLRDHUP and a record queued next (a peek),
+# still records. Otherwise the run holds the end of stream, and the records in it cannot be
+# told from the end reads that followed them: a zero-length record right before the peer's
+# close is taken for the end (recv_batch's docstring).
 
 cdef bint peer_has_shut_down(int fd) noexcept nogil:
     """True once the peer has shut down writing (or this end reading): POLLRDHUP, zero wait."""
@@ -49,10 +50,33 @@ cdef bint peer_has_shut_down(int fd) noexcept nogil:
     return poll(&p, 1, 0) == 1 and (p.revents & (POLLRDHUP | POLLHUP)) != 0
 
 
-cdef bint non_empty_record_next(int fd) noexcept nogil:
-    """True when the next queued record holds data (a peek: nothing is taken)."""
+cdef bint record_next(int fd) noexcept nogil:
+    """True when a record, even a zero-length one, is queued next (a peek: nothing is taken).
+    A zero-length record and the end of stream both read as 0 bytes, but only a record has a
+    receive timestamp: the peek asks for it, turning SO_TIMESTAMPNS on for the peek if it was
+    off (a record sent before still gets one: socket(7), __sock_recv_timestamp)."""
+    cdef int was_on = 0, on = 1
+    cdef socklen_t size = sizeof(was_on)
     cdef char byte = 0
-    return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) > 0
+    cdef char control[64]                   # CMSG_SPACE(sizeof(struct timespec)) is 32
+    cdef iovec iov
+    cdef msghdr msg
+    cdef ssize_t r
+    if getsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &was_on, &size) < 0:
+        return False
+    if not was_on and setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) < 0:
+        return False
+    iov.iov_base = &byte
+    iov.iov_len = 1
+    memset(&msg, 0, sizeof(msg))
+    msg.msg_iov = &iov
+    msg.msg_iovlen = 1
+    msg.msg_control = control
+    msg.msg_controllen = sizeof(control)
+    r = recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC)
+    if not was_on:
+        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &was_on, sizeof(was_on))
+    return r > 0 or (r == 0 and msg.msg_controllen > 0)
 
 
 cdef Py_ssize_t records_before_end(int fd, mmsghdr *msgs, Py_ssize_t received,
@@ -64,7 +88,7 @@ cdef Py_ssize_t records_before_end(int fd, mmsghdr *msgs, Py_ssize_t received,
         end -= 1
     if end == received or received < asked:
         return received
-    if not peer_has_shut_down(fd) or non_empty_record_next(fd):
+    if not peer_has_shut_down(fd) or record_next(fd):
         return received
     return end
 
