@@ -10,6 +10,7 @@ import errno
 import os
 import socket as _std
 import stat
+import struct
 import sys
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -123,10 +124,18 @@ class socket(_std.socket):
     if not TYPE_CHECKING:       # (the __new__ overloads type the constructor, not this)
         def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
             super().__init__(family, type, proto, fileno)
-            if fileno is not None and _gro_is_set(self):
-                # An fd adopted with UDP_GRO on (set by a stdlib socket or another process,
-                # or copied by dup()): recv_batch must split what the kernel coalesces.
-                _fastio.enable_gro(self)
+            if fileno is not None:
+                self._adopt_fd_options()
+
+    def _adopt_fd_options(self) -> None:
+        # Options an adopted fd (dup(), fromfd(), accept() from a listener that had them, a
+        # stdlib socket's, another process's) already carries, which csock's own setsockopt
+        # would have noted: SO_RCVTIMEO/SO_SNDTIMEO must end blocking calls (BlockingIOError,
+        # as the stdlib), UDP_GRO's coalesced messages must be split by recv_batch.
+        if _kernel_timeout_is_set(self):
+            _fastio.note_kernel_timeout(self)
+        if _gro_is_set(self):
+            _fastio.enable_gro(self)
 
     send = _fastio.sock_send
     sendall = _fastio.sock_sendall
@@ -164,6 +173,19 @@ class socket(_std.socket):
 _KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO)
 _UDP_GRO = (getattr(_std, "SOL_UDP", 17), getattr(_std, "UDP_GRO", 104))
 _INET = (_std.AF_INET, _std.AF_INET6)
+
+
+def _kernel_timeout_is_set(sock: _std.socket) -> bool:
+    """Whether the fd has SO_RCVTIMEO or SO_SNDTIMEO set (a struct timeval, not all zero)."""
+    raw = _std._socket.socket  # type: ignore[attr-defined]
+    try:
+        return any(any(raw.getsockopt(sock, _std.SOL_SOCKET, option, _TIMEVAL_SIZE))
+                   for option in _KERNEL_TIMEOUTS)
+    except OSError:
+        return False
+
+
+_TIMEVAL_SIZE = struct.calcsize("ll")      # a struct timeval
 
 
 def _gro_is_set(sock: _std.socket) -> bool:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import pickle
 import socket as stdlib_socket
+import struct
 import subprocess
 import sys
 import threading
@@ -436,3 +437,144 @@ def test_the_raw_socket_permission_error_keeps_the_stdlib_errno_and_strerror() -
         pytest.skip("the unprivileged user cannot read this worktree")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["True True (1, 'Operation not permitted')", "True"]
+
+
+def _outcome(call: Any) -> tuple[str, int | None, bool]:
+    """(exception type or result, errno, whether it waited out a 0.2 s timeout)."""
+    started = time.monotonic()
+    try:
+        result: Any = call()
+        kind, err = repr(result), None
+    except OSError as error:
+        kind, err = type(error).__name__, error.errno
+    return kind, err, time.monotonic() - started >= 0.15
+
+
+def _unix_socket(module: Any, kind: int, state: str, path: str) -> Any:
+    sock = module.socket(module.AF_UNIX, kind)
+    if state == "listening":
+        sock.bind(path)
+        sock.listen()
+    sock.settimeout(0.2)
+    return sock
+
+
+@pytest.mark.parametrize("kind", ["SOCK_STREAM", "SOCK_SEQPACKET"])
+@pytest.mark.parametrize("state", ["listening", "unconnected"])
+@pytest.mark.parametrize("call", ["send", "sendall", "recv", "recv_into"])
+def test_a_timed_call_on_an_unconnected_unix_socket_is_the_stdlibs(tmp_path: Any, kind: str,
+                                                                   state: str, call: str) -> None:
+    """As the stdlib, which polls first: a listening AF_UNIX socket waits out its timeout
+    (csock, calling first, met ENOTCONN on send and EINVAL on recv and raised at once); an
+    unconnected one fails at once."""
+    calls = {"send": lambda s: s.send(b"x"), "sendall": lambda s: s.sendall(b"x"),
+             "recv": lambda s: s.recv(1), "recv_into": lambda s: s.recv_into(bytearray(1))}
+    outcomes = []
+    for module, name in ((stdlib_socket, "std"), (csock, "csock")):
+        with _unix_socket(module, getattr(module, kind), state, str(tmp_path / name)) as sock:
+            outcomes.append(_outcome(lambda: calls[call](sock)))
+    assert outcomes[1] == outcomes[0]
+
+
+@pytest.mark.parametrize("family, kind", [("AF_INET", "SOCK_DGRAM"), ("AF_UNIX", "SOCK_DGRAM"),
+                                          ("AF_UNIX", "SOCK_SEQPACKET")])
+def test_sendall_of_nothing_sends_an_empty_message(family: str, kind: str) -> None:
+    """The stdlib's sendall calls send(2) at least once: an empty datagram or record is a
+    message (csock's sent nothing, and raised nothing on a closed socket)."""
+    if family == "AF_INET":
+        a = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        b = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        b.bind(("127.0.0.1", 0))
+        a.connect(b.getsockname())
+    else:
+        a, b = csock.socketpair(csock.AF_UNIX, getattr(csock, kind))
+    with a, b:
+        b.settimeout(2)
+        a.sendall(b"")
+        a.sendall(b"after")
+        assert b.recv(10) == b"" and b.recv(10) == b"after"
+    with pytest.raises(OSError) as caught:
+        a.sendall(b"")
+    assert caught.value.errno == 9
+
+
+@pytest.mark.parametrize("module", [stdlib_socket, csock], ids=["stdlib", "csock"])
+def test_a_reader_woken_by_shutdown_then_close_sees_end_of_stream(module: Any) -> None:
+    """shutdown(SHUT_RDWR) then close() is how programs stop a reader thread: its recv
+    returns b"" (the end of stream it was woken with), not EBADF."""
+    a, b = module.socketpair()
+    results: list[Any] = []
+
+    def reader() -> None:
+        try:
+            results.append(a.recv(10))
+        except OSError as error:
+            results.append(error)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.1)
+    a.shutdown(module.SHUT_RDWR)
+    a.close()
+    thread.join(5)
+    b.close()
+    assert results == [b""]
+
+
+@pytest.mark.parametrize("call", ["send", "sendall", "recv", "recv_into"])
+@pytest.mark.parametrize("flags", [0.5, 2.9, "0"], ids=["float", "float-peek", "str"])
+def test_flags_that_are_not_integers_are_a_type_error(call: str, flags: Any) -> None:
+    """As the stdlib's: no float truncated into flags (2.9 became MSG_PEEK)."""
+    a, b = csock.socketpair()
+    with a, b:
+        a.send(b"data")
+        with pytest.raises(TypeError):
+            {"send": lambda: b.send(b"x", flags), "sendall": lambda: b.sendall(b"x", flags),
+             "recv": lambda: b.recv(1, flags),
+             "recv_into": lambda: b.recv_into(bytearray(1), 1, flags)}[call]()
+        assert b.recv(10) == b"data"
+
+
+def test_flags_take_any_object_with_index() -> None:
+    class Flags:
+        def __index__(self) -> int:
+            return 0
+
+    a, b = csock.socketpair()
+    with a, b:
+        assert a.send(b"x", Flags()) == 1
+        a.sendall(b"y", Flags())
+        assert b.recv(2, Flags()) == b"xy"
+
+
+@pytest.mark.parametrize("adopt", ["dup", "fromfd", "accept"])
+def test_a_kernel_send_timeout_on_an_adopted_fd_still_applies(adopt: str) -> None:
+    """SO_SNDTIMEO set before the csock object existed (a dup(), fromfd(), or an accept()
+    from a listener that had it: Linux copies it) ends a blocked sendall with
+    BlockingIOError, as the stdlib's, also with another thread in the process."""
+    timeout = struct.pack("ll", 0, 200_000)
+    if adopt == "accept":
+        server = stdlib_socket.create_server(("127.0.0.1", 0))
+        server.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDTIMEO, timeout)
+        with server, stdlib_socket.create_connection(server.getsockname()) as peer:
+            sock = csock.socket(fileno=server.detach()).accept()[0]
+            _check_sendall_times_out(sock)
+        return
+    a, peer = stdlib_socket.socketpair()
+    a.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDTIMEO, timeout)
+    with a, peer:
+        sock = csock.socket(fileno=os.dup(a.fileno())) if adopt == "dup" else \
+            csock.fromfd(a.fileno(), csock.AF_UNIX, csock.SOCK_STREAM)
+        _check_sendall_times_out(sock)
+
+
+def _check_sendall_times_out(sock: Any) -> None:
+    idle = threading.Thread(target=time.sleep, args=(3,), daemon=True)   # a second thread
+    idle.start()
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(_outcome(
+        lambda: sock.sendall(b"x" * 50_000_000))))
+    with sock:
+        worker.start()
+        worker.join(5)
+        assert outcome and outcome[0][0] == "BlockingIOError", outcome

@@ -6,7 +6,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.list cimport PyList_Append, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.string cimport memcpy, memset, memcmp
-from includes.socket cimport (recv, mmsghdr, msghdr, sockaddr, sockaddr_storage,
+from includes.socket cimport (mmsghdr, msghdr, sockaddr, sockaddr_storage,
                               MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_PEEK, SOCK_SEQPACKET)
 from includes.poll cimport POLLHUP, POLLRDHUP
 from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_LEN, AF_INET,

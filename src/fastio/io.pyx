@@ -429,8 +429,8 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                 err = errno
             csock_extra_flags = 0  # no-cython-lint: spin.h's C global
             io_leave(w)
-            if r <= 0:                      # (data that did arrive is returned, never lost)
-                _check_still_open(w)
+            if r < 0:                       # (data, or the end of stream, that did arrive is
+                _check_still_open(w)        # returned, never lost: it came from this file)
             if r < 0 and err == EAGAIN and wakeable_send:
                 io_wait(w, events)
                 continue

@@ -10,7 +10,8 @@ from includes.socket cimport (send, recv, sendmsg, msghdr, MSG_NOSIGNAL,
                               MSG_WAITALL, SOCK_STREAM)
 from includes.uio cimport iovec, IOV_MAX
 from includes.pyapi cimport _PyBytes_Resize
-from libc.errno cimport ENOTCONN, EPIPE
+from cpython.number cimport PyNumber_Index
+from libc.errno cimport EINVAL, ENOTCONN, EPIPE
 import _socket
 
 
@@ -47,6 +48,14 @@ cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
 
 # --- the stdlib's calls, on the hot path -----------------------------------------------------
 
+cdef inline int flags_of(object flags) except? -1:
+    """A flags argument as the stdlib takes it: an int, or any object with __index__ (a float
+    is a TypeError, not truncated: 2.9 would have been MSG_PEEK)."""
+    if type(flags) is int:
+        return flags
+    return PyNumber_Index(flags)
+
+
 cdef inline Py_ssize_t send_once(IoWait *w, BufOp *op, bint may_try) except -1:
     """One send(2) of op under w's rules (io_call_held_first)."""
     if w.timeout_ns > 0:
@@ -56,19 +65,20 @@ cdef inline Py_ssize_t send_once(IoWait *w, BufOp *op, bint may_try) except -1:
 
 cdef Py_ssize_t send_once_timed(IoWait *w, BufOp *op, bint may_try) except -1:
     """send_once with a timeout. The stdlib polls before it sends, and a listening socket is
-    never writable: it waits out the timeout, where csock, sending first, met EPIPE. On EPIPE
-    this waits as the stdlib would (elsewhere EPIPE comes with POLLOUT or POLLHUP at once),
-    then sends again. (Apart from the timed path: a try block costs a few ns.)"""
+    never writable: it waits out the timeout, where csock, sending first, met EPIPE (TCP) or
+    ENOTCONN (AF_UNIX). On those this waits as the stdlib would (elsewhere they come with
+    POLLOUT or POLLHUP at once), then sends again. (Apart from the timed path: a try block
+    costs a few ns.)"""
     try:
         return io_call_held_first(w, sys_send, op, POLLOUT, op.len, may_try)
     except OSError as error:
-        if error.errno != EPIPE:
+        if error.errno != EPIPE and error.errno != ENOTCONN:
             raise
     io_wait(w, POLLOUT)
     return io_call(w, sys_send, op, POLLOUT, io_may_block(w, op.len))
 
 
-def sock_send(sock, data, int flags=0, /):
+def sock_send(sock, data, flags=0, /):
     """Send data with one send(2); return the number of bytes the kernel took.
 
     As the stdlib's ``socket.send``, plus ``MSG_NOSIGNAL``: a closed peer raises
@@ -110,7 +120,7 @@ def sock_send(sock, data, int flags=0, /):
         io_begin(sock, &w)
         op.buf = <char *>view.buf
         op.len = view.len
-        op.flags = flags
+        op.flags = flags_of(flags)
         r = send_once(&w, &op, sends_whole_messages(&w))
         if r == IO_AGAIN:
             raise_would_block()
@@ -133,14 +143,16 @@ cdef int sendall_wait(object sock, IoWait *w, const char *buf, Py_ssize_t n, int
     op.flags = flags
     w.resumable = True
     try:
-        while sent < n:
-            op.buf = <char *>buf + sent
+        while True:                     # at least one send(2), as the stdlib's: b"" is a
+            op.buf = <char *>buf + sent  # datagram or record of its own
             op.len = n - sent
             r = send_once(w, &op, first)
             first = False
             if r == IO_AGAIN:
                 raise_would_block()
             sent += r
+            if sent >= n:
+                break
     except OSError as error:
         note_sent(error, sent)
         raise
@@ -153,7 +165,7 @@ cdef int fio_sendall(object sock, const char *buf, Py_ssize_t n) except -1:
     return sendall_wait(sock, &w, buf, n, 0)
 
 
-def sock_sendall(sock, data, int flags=0, /):
+def sock_sendall(sock, data, flags=0, /):
     """Send every byte of data with send(2), as many calls as the kernel needs.
 
     Parameters
@@ -184,7 +196,7 @@ def sock_sendall(sock, data, int flags=0, /):
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         io_begin(sock, &w)
-        sendall_wait(sock, &w, <char *>view.buf, view.len, flags)
+        sendall_wait(sock, &w, <char *>view.buf, view.len, flags_of(flags))
     finally:
         PyBuffer_Release(&view)
 
@@ -200,12 +212,13 @@ cdef inline Py_ssize_t receive_once(IoWait *w, BufOp *op) except -1:
 cdef Py_ssize_t receive_once_timed(IoWait *w, BufOp *op) except -1:
     """receive_once with a timeout. The stdlib polls before it receives, and a listening
     socket is not readable until a connection comes: it waits out the timeout, where csock,
-    receiving first, met ENOTCONN. On ENOTCONN this waits as the stdlib would (at once for an
-    unconnected socket, which poll(2) reports hung up), then receives again."""
+    receiving first, met ENOTCONN (TCP) or EINVAL (AF_UNIX). On those this waits as the stdlib
+    would (at once for an unconnected socket, which poll(2) reports hung up), then receives
+    again."""
     try:
         return io_call_held_first(w, sys_recv, op, POLLIN, op.len, not (op.flags & MSG_WAITALL))
     except OSError as error:
-        if error.errno != ENOTCONN:
+        if error.errno != ENOTCONN and error.errno != EINVAL:
             raise
     io_wait(w, POLLIN)
     return io_call(w, sys_recv, op, POLLIN, io_may_block(w, op.len))
@@ -218,7 +231,7 @@ cdef int check_is_socket(object sock) except -1:
     return 0
 
 
-def sock_recv(sock, Py_ssize_t bufsize, int flags=0, /):
+def sock_recv(sock, Py_ssize_t bufsize, flags=0, /):
     """Receive up to bufsize bytes with one recv(2).
 
     Parameters
@@ -264,7 +277,7 @@ def sock_recv(sock, Py_ssize_t bufsize, int flags=0, /):
     try:
         op.buf = PyBytes_AS_STRING(<object>raw)
         op.len = bufsize
-        op.flags = flags
+        op.flags = flags_of(flags)
         r = receive_once(&w, &op)
         if r == IO_AGAIN:
             raise_would_block()
@@ -286,7 +299,7 @@ cdef extern from *:
     PyObject *new_bytes "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t n) except NULL
 
 
-def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
+def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, flags=0):
     """Receive into buffer with one recv(2); return the number of bytes received.
 
     Parameters
@@ -336,7 +349,7 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, int flags=0):
         io_begin(sock, &w)
         op.buf = <char *>view.buf
         op.len = nbytes
-        op.flags = flags
+        op.flags = flags_of(flags)
         r = receive_once(&w, &op)
         if r == IO_AGAIN:
             raise_would_block()
