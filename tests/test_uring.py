@@ -1446,6 +1446,133 @@ def test_stdlib_sockets_work_too(ring) -> None:
         ring.wait(1, timeout=2)
 
 
+def nonblocking_recv(sock: stdlib_socket.socket) -> bytes | None:
+    """What sock has queued now (None: nothing)."""
+    try:
+        return sock.recv(1 << 16, stdlib_socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+
+
+def test_a_stdlib_sockets_queued_requests_keep_to_its_file_after_close(ring) -> None:
+    """A stdlib socket's close() is the stdlib's (no in-flight count): a send and a recv
+    queued on it, closed before the submit, must not reach the socket that takes its number
+    meanwhile. They stay on the socket's own file: the bytes go to its peer."""
+    needs(ring, "recv")
+    a, peer = stdlib_socket.socketpair()
+    number = a.fileno()
+    send = ring.send(a, b"SECRET-FOR-PEER-OF-A")
+    recv = ring.recv(a)
+    a.close()
+    x, y = stdlib_socket.socketpair()           # the lowest free numbers: a's is one
+    with peer, x, y:
+        assert number in (x.fileno(), y.fileno())
+        other = y if x.fileno() == number else x    # the new socket's peer
+        other.send(b"VICTIM-DATA")
+        ring.submit()
+        done: list[uring.Completion] = []
+        while not send.done:
+            done += ring.wait(1, timeout=2)
+        time.sleep(0.05)
+        done += ring.wait(0, timeout=0)
+        assert [(c.request.op, c.value if c.error is None else c.error) for c in done] == [
+            ("send", 20)]                           # the recv took nothing
+        del done
+        peer.settimeout(2)
+        assert peer.recv(100) == b"SECRET-FOR-PEER-OF-A"
+        time.sleep(0.05)
+        assert nonblocking_recv(other) is None      # nothing went to the new connection
+        reused = x if x.fileno() == number else y
+        assert nonblocking_recv(reused) == b"VICTIM-DATA"   # and its bytes are still its own
+        peer.send(b"to a")                          # a's recv still receives a's file
+        (got,) = ring.wait(1, timeout=2)
+        assert bytes(got.value) == b"to a"
+        del got
+        ring.cancel(recv)
+        assert [c.error.errno for c in ring.wait(1, timeout=2)] == [errno.ECANCELED]
+
+
+def test_a_stdlib_sockets_multishot_rearm_keeps_to_its_file() -> None:
+    """A multishot recv the ring arms again (here: after the rest of a large frame came into
+    the stream's arena with one plain recv) names the file it was made for, even when the
+    stdlib socket was closed, and its number taken, in a callback before the re-arm's
+    submit."""
+    with uring.Ring(16, 4, 4096) as r:
+        needs(r, "recv")
+        a, b = stdlib_socket.socketpair()
+        number = a.fileno()
+        parser = csock._fastio.FramedStream(a)
+        request = arm_into_a_large_frame(r, a, b, parser, 20_000)
+        got: list[bytes] = []
+        taken: list[stdlib_socket.socket] = []
+
+        def close_and_reuse(completion: uring.Completion) -> None:
+            got.extend(bytes(m) for m in completion.value)
+            assert completion.more          # re-armed: its SQE waits for the submit
+            a.close()
+            taken.extend(stdlib_socket.socketpair())
+
+        request.callback = close_and_reuse
+        b.send(b"t" * 19_900)                   # the frame's rest: its recv completes it
+        deadline = time.monotonic() + 2
+        while not taken and time.monotonic() < deadline:
+            r.run_callbacks(lambda callback, error: pytest.fail(repr(error)))
+            time.sleep(0.01)
+        assert got == [b"h" * 100 + b"t" * 19_900]
+        x, y = taken
+        with b, x, y:
+            assert number in (x.fileno(), y.fileno())
+            reused, other = (x, y) if x.fileno() == number else (y, x)
+            other.send(b"VICTIM-DATA")
+            time.sleep(0.05)
+            request.callback = None
+            r.run_callbacks(lambda callback, error: None)
+            assert nonblocking_recv(reused) == b"VICTIM-DATA"  # not taken by the re-arm
+            b.send(frame(b"after"))                 # the re-armed recv still serves a's file
+            messages: list[bytes] = []
+            deadline = time.monotonic() + 2
+            while not messages and time.monotonic() < deadline:
+                messages += [bytes(m) for c in r.wait(1, timeout=1) for m in c.value]
+            assert messages == [b"after"]
+            r.cancel(request)
+            r.wait(1, timeout=2)
+            assert request.done
+
+
+def test_a_stdlib_sockets_requests_hold_a_dup_until_their_last_completion(ring) -> None:
+    """The file a stdlib socket's request names is its own dup: closed at the request's last
+    completion, or when the ring closes; no fd is left over."""
+    needs(ring, "recv")
+    a, b = stdlib_socket.socketpair()
+    with a, b:
+        fds = fd_count()
+        for i in range(200):
+            ring.recv(a, multishot=False)
+            assert ring.send_many([(b, b"%04d" % i)]) == [4]
+            (c,) = ring.wait(1, timeout=2)
+            assert bytes(c.value) == b"%04d" % i
+            del c
+        assert fd_count() == fds
+        ring.recv(a)
+        ring.submit()
+        a.close()                                   # the stdlib's: the request keeps the file
+        b.send(b"still")
+        (c,) = ring.wait(1, timeout=2)
+        assert bytes(c.value) == b"still"
+        del c
+        assert fd_count() == fds                    # a's number is free, its dup is open
+        with uring.Ring(8, 8, 256) as other:
+            other.recv(b)
+            other.submit()
+            assert fd_count() == fds + 2            # the ring's fd and the recv's dup
+        assert fd_count() == fds                    # the dup went with the ring
+        assert ring.cancel_socket(a) == 1
+        assert [c.error.errno for c in ring.wait(1, timeout=2)] == [errno.ECANCELED]
+        assert fd_count() == fds - 1                # a's file is closed: b sees the end
+        b.settimeout(2)
+        assert b.recv(10) == b""
+
+
 def test_wait_times_out_and_ctrl_c_interrupts_it(ring) -> None:
     needs(ring, "recv")
     a, b = csock.socketpair()

@@ -11,8 +11,11 @@ and the ReceivedView handed out keeps that buffer until it is released, then giv
 
 Every request holds its socket's in-flight reference (csock._fastio inflight_hold) from the
 moment its SQE is written until its last completion; a close() meanwhile defers close(2) and
-cancels the socket's requests (the close hook below). The SQ, the CQ and the buffer ring are
-only touched with the GIL held; the GIL is released only to sleep in io_uring_enter.
+cancels the socket's requests (the close hook below). A stdlib socket has no such count (its
+close() is the stdlib's): its request names a dup of the fd instead, closed at the request's
+last completion, so that the number is never the one another socket takes meanwhile. The SQ,
+the CQ and the buffer ring are only touched with the GIL held; the GIL is released only to
+sleep in io_uring_enter.
 """
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
@@ -76,6 +79,11 @@ cdef extern from *:
     """
     enum:
         SOCK_CLOEXEC
+
+
+cdef extern from "<fcntl.h>" nogil:
+    int fcntl(int fd, int cmd, ...)
+    enum: F_DUPFD_CLOEXEC
 
 
 cdef extern from "<time.h>" nogil:
@@ -460,6 +468,7 @@ cdef class Request:
     cdef bint drain                     # recvmsg(drain=True): EAGAIN ends it quietly
     cdef bint cancelling                # cancel asked: never re-armed
     cdef int fd_for_sqe
+    cdef bint owns_fd                   # fd_for_sqe is this request's own dup (a stdlib socket)
     cdef Native *native
     cdef list sink                      # recv_many/send_many collect here, not in Ring.ready
     cdef object sink_error              # recv_many: the first error its recvmsg ended with
@@ -492,6 +501,15 @@ cdef class Request:
         if self.native != NULL:
             PyMem_Free(self.native)
             self.native = NULL
+        self.close_own_fd()
+
+    cdef void close_own_fd(self) noexcept:
+        """Close the dup a stdlib socket's request named (the kernel holds its own reference
+        to the file for whatever is still running)."""
+        if self.owns_fd:
+            self.owns_fd = False
+            close_fd(self.fd_for_sqe)
+            self.fd_for_sqe = -1
 
     def __dealloc__(self):
         self.release()
@@ -861,14 +879,19 @@ cdef class Ring:
         return n
 
     cdef Request new_request(self, Kind kind, object sock, bint multishot):
-        """A request on sock, holding its in-flight reference (EBADF if closed)."""
+        """A request on sock, holding its in-flight reference (EBADF if closed), or, on a
+        stdlib socket, its own dup of the fd."""
         cdef int fd = -1
         cdef Request request = Request.__new__(Request)
         self.check_usable()
         request.kind = kind
         request.sock = sock
         request.multishot = multishot
-        request.hold = inflight_hold(sock, &fd)
+        hold = inflight_hold(sock, &fd)
+        if hold is None:
+            request.fd_for_sqe = fd = pin_file(fd)
+            request.owns_fd = True
+        request.hold = hold
         request.held = True
         remember_hold(request)
         request.id = self.next_id
@@ -1690,6 +1713,7 @@ cdef class Ring:
             request.ring = None
             request.done = True
             request.callback = None             # no completion will come to call it
+            request.close_own_fd()              # (the kernel keeps its own file reference)
             if ours:
                 # The kernel may read a send's buffer, or receive into a stream's arena,
                 # until the ring's own teardown has finished: those stay for the life of
@@ -1718,6 +1742,17 @@ cdef class Ring:
     def __repr__(self):
         state = "closed" if self.fd < 0 else f"fd={self.fd} pending={len(self.requests)}"
         return f"<csock.uring.Ring {state}>"
+
+
+cdef int pin_file(int fd) except -1:
+    """A close-on-exec dup of a stdlib socket's fd, for a request to name: the stdlib's close()
+    (which csock cannot defer) may then run, and its number go to a new socket, before the
+    SQE is submitted or re-armed, and the request still reaches the socket's own file. (With
+    the GIL held since inflight_hold read the fd, the stdlib's close() cannot run between.)"""
+    cdef int pinned = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+    if pinned < 0:
+        raise_errno(errno)
+    return pinned
 
 
 cdef list _rounds(tuple items):
