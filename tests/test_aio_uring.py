@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import os
 import random
 import re
@@ -17,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -594,6 +596,44 @@ def test_close_cancels_the_receive_and_the_peer_sees_end_of_stream(run: Any) -> 
 
     run(main())
     assert ring_fds() == rings_before
+
+
+async def receive_once_and_leave_open(a: csock.socket, peer: csock.socket,
+                                      loops: list[weakref.ref[asyncio.AbstractEventLoop]]) -> None:
+    """A message received on a uring stream over a, which is never closed (its multishot recv
+    stays armed); the running loop is added to loops (weakly)."""
+    loops.append(weakref.ref(asyncio.get_running_loop()))
+    stream = csock.aio.FramedStream(a, engine="uring")
+    peer.sendall(b"\0\0\0\x03one")
+    assert bytes(await stream.recv()) == b"one"
+
+
+def test_a_stream_left_open_when_its_loop_closes_lets_its_socket_close(run: Any) -> None:
+    """A uring stream never closed, its multishot recv armed, when its loop closes (as
+    asyncio.run closes it): the loop's ring is closed with the loop, its receive cancelled, so
+    that bytes the peer sends afterwards stay in the socket for the program, the socket's
+    close() closes the fd at once (the peer sees end of stream), the loop can be collected,
+    and nothing stays open."""
+    rings_before = ring_fds()
+    fds: list[int] = []
+    for _ in range(4):
+        a, peer = csock.socketpair()
+        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+        run(receive_once_and_leave_open(a, peer, loops))
+        with peer:
+            peer.sendall(b"\0\0\0\x03two")
+            a.settimeout(2)
+            assert a.recv(100) == b"\0\0\0\x03two"           # not taken by an orphan recv
+            number = a.fileno()
+            a.close()
+            assert not os.path.exists(f"/proc/self/fd/{number}")
+            peer.settimeout(2)
+            assert peer.recv(10) == b""
+        gc.collect()
+        assert loops[0]() is None
+        assert ring_fds() == rings_before
+        fds.append(fd_count())
+    assert fds[1:] == fds[:1] * 3           # (after the first: uvloop's signal pipe, made once)
 
 
 def test_close_while_the_kernel_receives_into_a_large_frame(run: Any) -> None:

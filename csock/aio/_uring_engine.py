@@ -8,6 +8,11 @@ the ring's CQ; the ring's fd, registered with ``loop.add_reader``, becomes reada
 callback reaps every completion and calls each request's handler in the order the kernel
 posted them. Nothing here blocks: the ring is only ever entered without waiting.
 
+The ring closes with its loop: ``loop.close()`` (which ``asyncio.run`` and ``uvloop.run``
+call) first closes the loop's ring, cancelling the requests of streams never closed, so that
+their sockets' holds are given back (a socket closed afterwards closes at once, and its peer
+sees end of stream) and no multishot receive is left to take bytes nobody reaps.
+
 A driver belongs to one loop in one process: a forked child (whose Ring copy refuses every
 call) makes its own the first time its loop asks. ``engine="auto"`` takes this path where
 :func:`usable` says io_uring and every operation the engine needs are here, and the readiness
@@ -117,7 +122,10 @@ class UringDriver:
         self._loop_ref = weakref.ref(loop)
         self.ring = Ring(RING_ENTRIES, RING_BUFFERS, RING_BUFFER_SIZE)
         # A loop collected with streams never closed: their requests go, and so does the fd.
+        # (A stream's handler refers to its loop, so this is for a loop whose close() could
+        # not be hooked: _close_ring_with is what closes the ring of a loop that closes.)
         self._on_loop_collected = weakref.finalize(loop, self.ring.close)
+        _close_ring_with(loop)
         self.pid = os.getpid()
         self.ring.reap_in_close = False     # completions stay in the CQ: the fd wakes the loop
         self._users = 0
@@ -195,6 +203,32 @@ class UringDriver:
         loop = self._loop_ref()
         if loop is not None and _drivers.get(loop) is self:
             del _drivers[loop]
+
+
+def _close_ring_with(loop: asyncio.AbstractEventLoop) -> None:
+    """Make loop.close() close the loop's ring (its driver of the moment) just before the loop
+    closes. Without it the ring outlived the loop: its requests' handlers refer to their
+    streams, and those to the loop, so the loop was never collected either, and the
+    multishot receives of streams never closed kept their sockets' files open (no FIN) and
+    took the bytes that came later. Installed once per loop (drivers come and go)."""
+    close = loop.close
+    if getattr(close, "_csock_closes_ring", False):
+        return
+    loop_ref = weakref.ref(loop)
+
+    def close_ring_then_loop() -> None:
+        loop = loop_ref()
+        if loop is not None and not loop.is_running():    # (a running loop's close raises)
+            driver = _drivers.get(loop)
+            if driver is not None:
+                driver.close()
+        close()
+
+    close_ring_then_loop._csock_closes_ring = True     # type: ignore[attr-defined]
+    try:
+        loop.close = close_ring_then_loop              # type: ignore[method-assign]
+    except (AttributeError, TypeError):
+        pass        # a loop class without instance attributes: the finalizer is what is left
 
 
 def _report_handler_error(handler: Handler, error: Exception) -> None:

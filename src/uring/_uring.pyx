@@ -1728,6 +1728,9 @@ cdef class Ring:
                 request.held = False            # the parent's holds, not counted here
                 forget_hold(request)
         self.requests.clear()
+        # Completions close() reaped that wait() can no longer return: their requests'
+        # callbacks (a stream's handler, so its loop) must not live on in a ring kept alive.
+        self.ready = []
 
     def __enter__(self):
         return self
