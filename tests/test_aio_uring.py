@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import gc
 import os
 import random
@@ -634,6 +635,30 @@ def test_a_stream_left_open_when_its_loop_closes_lets_its_socket_close(run: Any)
         assert ring_fds() == rings_before
         fds.append(fd_count())
     assert fds[1:] == fds[:1] * 3           # (after the first: uvloop's signal pipe, made once)
+
+
+def test_closing_the_socket_under_a_waiting_recv_raises_in_it(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The socket itself closed (not the stream) while a recv waits: close() cancels the
+    multishot recv, which cannot be armed again on a closed socket, so the waiting recv raises
+    OSError(EBADF) (no handler traceback logged, no hang), and the peer sees end of stream."""
+    async def main() -> None:
+        raw, stream, waiting = receiving_uring_stream()
+        await asyncio.sleep(0.02)                  # the multishot recv is armed
+        stream._sock.close()
+        with pytest.raises(OSError) as caught:
+            await asyncio.wait_for(waiting, 2)
+        assert caught.value.errno == errno.EBADF
+        with pytest.raises(OSError):
+            await stream.recv()                    # and so does the next one
+        raw.settimeout(2)
+        assert raw.recv(10) == b""
+        stream.close()
+        raw.close()
+
+    with caplog.at_level("ERROR", logger="csock.aio"):
+        run(main())
+    assert not caplog.records
 
 
 def test_close_while_the_kernel_receives_into_a_large_frame(run: Any) -> None:

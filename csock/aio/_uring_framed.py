@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from typing import TYPE_CHECKING, Any
 
 from .._fastio import FrameTooLargeError, MessageView, pack_frames
@@ -149,14 +150,22 @@ class UringFramedStream(FramedStream):
         if self._closing:
             return
         if error.errno == errno.ECANCELED:
-            self._arm_receive()                      # paused, and resumed since: go on
+            self._rearm_receive()                    # paused, and resumed since: go on
             return
         if error.errno == errno.ENOBUFS:
             # Every ring buffer was held: the bytes wait in the socket; try again next
             # iteration, when the views being dispatched are released.
-            self._get_loop().call_soon(self._arm_receive)
+            self._get_loop().call_soon(self._rearm_receive)
             return
         self._fail_reads(error)
+
+    def _rearm_receive(self) -> None:
+        """Arm the receive again from a completion: if the socket was closed under the stream
+        (its close() is what cancelled the receive), the recv waiting raises that EBADF."""
+        try:
+            self._arm_receive()
+        except OSError as error:
+            self._fail_reads(error)
 
     def _fail_reads(self, error: BaseException) -> None:
         # A FrameTooLargeError stays in the parser (read_error): every later recv raises it.
@@ -199,6 +208,8 @@ class UringFramedStream(FramedStream):
             if self._closing:
                 raise _closed_error()               # (closed after the end of stream too)
             if self._eof:
+                if self._sock.fileno() < 0:         # closed under the stream: not an EOF
+                    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
                 return []
             if self._read_waiter is not None:
                 raise RuntimeError(
