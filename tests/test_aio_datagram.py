@@ -367,3 +367,16 @@ def test_endpoint_reuse_port_shares_a_udp_port(run: Any) -> None:
         await p1.lost
         await p2.lost
     run(main())
+
+
+@pytest.mark.parametrize("call", ["recv_batch", "recv_batch_into", "send_batch"])
+def test_a_batch_call_on_something_not_a_socket_is_a_type_error(run: Any, call: str) -> None:
+    async def main() -> None:
+        with pytest.raises(TypeError, match="socket"):
+            if call == "recv_batch":
+                await csock.aio.recv_batch(None)  # type: ignore[arg-type]
+            elif call == "recv_batch_into":
+                await csock.aio.recv_batch_into(None, bytearray(10), 5)  # type: ignore[arg-type]
+            else:
+                await csock.aio.send_batch(None, [b"x"])  # type: ignore[arg-type]
+    run(main())

@@ -68,6 +68,8 @@ async def wait_writable(sock: _std.socket) -> None:
 
 
 def _check_nonblocking(sock: _std.socket) -> None:
+    if not isinstance(sock, _std.socket):
+        raise TypeError(f"expected a socket object, not {type(sock).__name__}")
     if sock.gettimeout() != 0:
         raise ValueError("csock.aio needs a non-blocking socket (call sock.setblocking(False))")
 
