@@ -1001,3 +1001,12 @@ def test_reused_layer_memory_starts_clean():
     assert all((ip.ttl, ip.id, ip.src, ip.payload) == (64, 1, "0.0.0.0", b"") for ip in fresh[300:])
     p = parse(bytes(IPv4(src="1.2.3.4") / ICMP(id=5) / b"new"))
     assert type(p) is IPv4 and type(p.payload) is ICMP and p.payload.payload == b"new"
+
+
+def test_an_icmp_layer_made_without_init_is_still_an_icmp_layer():
+    """ICMP.__new__(ICMP) is an ICMP (it was checked, and named in errors, as ICMPv6)."""
+    layer = ICMP.__new__(ICMP)
+    layer.verify()                             # zeros, and the checksum they have
+    layer.chksum = 0x1234
+    with pytest.raises(PacketError, match=r"^ICMP checksum"):
+        layer.verify()

@@ -122,8 +122,10 @@ cdef public class ICMP(_ICMPBase) [object csock_ICMP, type csock_ICMP_Type]:
               "chksum": ("ICMP.chksum", 0xFFFF, True), "id": ("ICMP.id", 0xFFFF, False),
               "seq": ("ICMP.seq", 0xFFFF, False)}
 
+    def __cinit__(self):
+        self._kind = K_ICMP             # (here, not in __init__: ICMP.__new__(ICMP) is an ICMP)
+
     def __init__(self, type=8, code=0, chksum=None, id=0, seq=0):
-        self._kind = K_ICMP
         self.init_fields(type, code, id, seq, chksum, "ICMP")
 
     cdef Layer clone(self):
@@ -156,8 +158,10 @@ cdef public class ICMPv6(_ICMPBase) [object csock_ICMPv6, type csock_ICMPv6_Type
               "chksum": ("ICMPv6.chksum", 0xFFFF, True), "id": ("ICMPv6.id", 0xFFFF, False),
               "seq": ("ICMPv6.seq", 0xFFFF, False)}
 
-    def __init__(self, type=128, code=0, chksum=None, id=0, seq=0):
+    def __cinit__(self):
         self._kind = K_ICMPV6
+
+    def __init__(self, type=128, code=0, chksum=None, id=0, seq=0):
         self.init_fields(type, code, id, seq, chksum, "ICMPv6")
 
     cdef Layer clone(self):
