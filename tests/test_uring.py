@@ -1689,3 +1689,14 @@ def test_a_send_longer_than_an_sqe_can_say_is_not_cut(ring: uring.Ring) -> None:
         rx.setblocking(False)
         with pytest.raises(BlockingIOError):
             rx.recv(100)
+
+
+def test_a_ring_is_initialised_once_even_after_close() -> None:
+    """__init__ again on a closed Ring reopened it with the old ring's ops and buffer pool."""
+    ring = uring.Ring(8, 8, 4096)
+    with pytest.raises(ValueError, match="ran already"):
+        ring.__init__(8, 8, 4096)
+    ring.close()
+    with pytest.raises(ValueError, match="ran already"):
+        ring.__init__(8, 8, 4096)
+    assert ring.closed

@@ -628,6 +628,7 @@ cdef class Ring:
     # completions must stay in the CQ, where they make the ring's fd readable for the loop.
     cdef public bint reap_in_close
     cdef frozenset ops                  # supported_ops(), probed once
+    cdef bint initialised               # __init__ ran (once: a closed Ring stays closed)
     # The sender address recvmsg reported last, and its Python object: datagrams from one
     # sender (the usual run) share it instead of building a tuple and a str each.
     cdef sockaddr_storage last_name     # (aligned for the sockaddr fields: NAME_ROOM bytes)
@@ -653,8 +654,10 @@ cdef class Ring:
             raise ValueError(f"buffers must be a power of two up to 32768 (or 0), got {buffers}")
         if buffers and (buffer_size < 1 or buffer_size > (1 << 30)):
             raise ValueError(f"buffer_size must be between 1 and 2**30, got {buffer_size}")
-        if self.fd >= 0:
-            raise ValueError("Ring.__init__ ran already")
+        if self.initialised:
+            # (again on a closed Ring it reopened it with the old ops and pool)
+            raise ValueError("Ring.__init__ ran already: make a new Ring")
+        self.initialised = True
         self.setup(entries)
         self.probe_ops()
         if buffers:
