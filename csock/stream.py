@@ -24,7 +24,10 @@ class StreamSocket(socket):
     before its completion is the caller's choice (bytes is always safe); the exports outlive
     ``close()`` and garbage collection until their completions (the peer's end of stream waits
     for them). A sendmsg(2) of fewer than
-    ``zerocopy_threshold`` bytes (default 10240) is copied instead.
+    ``zerocopy_threshold`` bytes (default 10240) is copied instead. The kernel numbers
+    completions per open file, so a socket and its duplicates (``dup()``) share this
+    bookkeeping; in a forked child a socket open at the fork sends copied and leaves the
+    completions to the parent.
     """
 
     __slots__ = ()

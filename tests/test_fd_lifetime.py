@@ -393,6 +393,105 @@ def test_zerocopy_buffers_outlive_close_and_collection(ending):
     assert fd_count() == before
 
 
+def zerocopy_pair(sndbuf=4 << 20):
+    """A TCP pair whose sender asks for zero copy on every send and whose receiver's tiny
+    window keeps sent bytes queued in the sender (the kernel still reads their pages)."""
+    a, b = tcp_pair()
+    b.setsockopt(csock.SOL_SOCKET, csock.SO_RCVBUF, 4096)
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, sndbuf)
+    a.zerocopy_threshold = 0
+    return a, b
+
+
+def recv_exactly_or_eof(sock, size, timeout=10):
+    """Up to size bytes (fewer only at end of stream)."""
+    sock.settimeout(timeout)
+    got = bytearray()
+    while len(got) < size:
+        chunk = sock.recv(size - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def wait_for_orphans_to_complete(timeout=10):
+    deadline = time.monotonic() + timeout
+    while csock._fastio.zerocopy_orphans() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return csock._fastio.zerocopy_orphans()
+
+
+def test_zerocopy_sends_on_a_dup_release_each_buffer_at_its_own_completion():
+    """Completion ids count per open file: a socket and its dup() both sending zero-copy must
+    not take each other's completions. The first send's completion (its bytes read) releases
+    only its own buffer; the dup's buffer stays exported while its bytes are queued, so the
+    peer gets them, not what reuses the freed memory; and the first socket's flush ends."""
+    a, peer = zerocopy_pair()
+    if a.getsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF) < 2 << 20:
+        pytest.skip("SO_SNDBUF too small to queue both sends")
+    b = a.dup()
+    b.zerocopy_threshold = 0
+    size_a, size_b = 600 << 10, 64 << 10   # > 512 KiB: the kernel gives b's send its own id
+    buf_a = bytearray(b"A" * size_a)
+    buf_b = bytearray(b"B" * size_b)
+    assert a.send_buffers([buf_a], zerocopy=True) == size_a
+    assert b.send_buffers([buf_b], zerocopy=True) == size_b
+    if b.zerocopy_stats()["sends"] == 0:
+        pytest.skip("the kernel copied the dup's send")
+    assert recv_exactly_or_eof(peer, size_a) == b"A" * size_a
+    time.sleep(0.2)                         # a's completion arrives; b's bytes are still queued
+    try:
+        b.flush_zerocopy(timeout=0.5)
+    except TimeoutError:
+        pass                                # b's own send has not completed: right
+    del buf_b
+    garbage = fill_with_garbage(size_b)
+    assert recv_exactly_or_eof(peer, size_b) == b"B" * size_b
+    del garbage
+    a.flush_zerocopy(timeout=5)             # a's completion was not lost to the dup
+    assert a.zerocopy_stats()["pending"] == 0
+    assert b.zerocopy_stats()["pending"] == 0
+    for s in (a, b, peer):
+        s.close()
+    assert wait_for_orphans_to_complete() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("used_before_fork", [True, False])
+def test_zerocopy_in_a_forked_child_is_a_plain_send_leaving_the_parents_completions(
+        used_before_fork):
+    """A forked child shares its inherited socket's completion ids with the parent, whose
+    numbering it cannot know: its zero-copy sends go out copied and it never reads the
+    socket's error queue, so the parent's completion is still there for the parent."""
+    a, peer = zerocopy_pair()
+    parent_data = bytearray(b"P" * (64 << 10))
+    if used_before_fork:
+        assert a.send_buffers([parent_data], zerocopy=True) == len(parent_data)
+        assert recv_exactly_or_eof(peer, len(parent_data)) == parent_data
+        time.sleep(0.2)                     # its completion waits in the error queue
+    child_data = b"C" * (64 << 10)
+    pid = os.fork()
+    if pid == 0:                            # the child
+        status = 1
+        try:
+            a.send_buffers([bytearray(child_data)], zerocopy=True)
+            stats = a.zerocopy_stats()
+            status = 0 if stats["sends"] == 0 and a.flush_zerocopy(timeout=0) == 0 else 2
+        finally:
+            os._exit(status)
+    assert recv_exactly_or_eof(peer, len(child_data)) == child_data
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child sent zero-copy"
+    if not used_before_fork:
+        assert a.send_buffers([parent_data], zerocopy=True) == len(parent_data)
+        assert recv_exactly_or_eof(peer, len(parent_data)) == parent_data
+    a.flush_zerocopy(timeout=5)             # the parent's completion: not taken by the child
+    assert a.zerocopy_stats()["pending"] == 0
+    a.close()
+    peer.close()
+
+
 # --- stress: closes and fd reuse under every send and receive method ------------------------
 
 RECORD = struct.Struct(">QQ")                  # connection id, sequence number

@@ -404,7 +404,12 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
         buffer stays exported (a bytearray cannot be resized) until the kernel's completion;
         ``flush_zerocopy()`` waits for that. Mutating a buffer before then changes what may go
         on the wire: that is the caller's choice (bytes is always safe). When the kernel reports
-        that it copied anyway (loopback), the socket stops asking.
+        that it copied anyway (loopback), the socket stops asking. The kernel numbers the
+        completions per open file: csock sockets on one open file in this process (``dup()``,
+        ``fromfd``) share the bookkeeping, threshold and counts. In a forked child, a socket
+        that was open at the fork sends copied (its numbering is the parent's), and the child
+        never reads its completions; sharing one connection's zero-copy sends with another
+        process in any other way (SCM_RIGHTS) is not supported.
 
     Returns
     -------

@@ -25,6 +25,9 @@ cdef class ZeroCopyState:
     cdef Py_ssize_t threshold      # sendmsg calls of fewer bytes are copied
     cdef int errfd                 # a dup of the socket's fd: its error queue outlives close()
     cdef unsigned long generation  # _fork_generation when errfd was made
+    cdef int owners                # open csock socket objects using it (dup()s share it)
+    cdef bint orphaned             # in _orphans
+    cdef object __weakref__        # _shared: one state per open file
 
     cdef int drain_orphaned(self) except -1
     cdef int absorb(self, ZcOp *o) except -1

@@ -17,6 +17,13 @@
 # and the dup is closed once every send has completed. Until then the connection stays open:
 # the peer sees end of stream only after the kernel is done with the buffers. After fork()
 # the child drops its copies of the orphans without reading their queues (the parent's).
+#
+# The ids count per open file (struct sock), not per fd: every csock socket object on one
+# open file in this process (dup(), fromfd) shares one ZeroCopyState, found by the socket's
+# inode (_shared; the state's own dup keeps the inode, so the key cannot be reused while it
+# lives). Another process's numbering cannot be known: in a forked child a socket open at the
+# fork sends copied (never MSG_ZEROCOPY) and its error queue is never read, which would steal
+# the parent's completions.
 from libc.stdint cimport uint32_t, int64_t
 from libc.errno cimport ENOBUFS
 from includes.socket cimport (sendmsg, recvmsg, msghdr, cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR,
@@ -31,6 +38,9 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close as close_fd
 from includes.fcntl cimport fcntl, F_DUPFD_CLOEXEC
+
+import stat as _stat
+import weakref as _weakref
 
 cdef enum:
     ZC_CONTROL = 128
@@ -151,16 +161,49 @@ cdef class ZeroCopyState:
 
 
 cdef ZeroCopyState zc_state(object sock, int fd, int family):
-    """sock's ZeroCopyState, made (SO_ZEROCOPY asked for, the fd dup'ed) on first use; None
-    for a stdlib socket."""
+    """sock's ZeroCopyState, found or made on first use and shared by every csock socket on
+    the same open file; None for a stdlib socket."""
     cdef SocketState owner = state_of(sock)
     cdef ZeroCopyState state
-    cdef int one = 1
     if owner is None:
         return None                                  # a stdlib socket: no zero copy
-    if owner.zerocopy is not None:
-        return owner.zerocopy
-    state = ZeroCopyState()
+    state = <ZeroCopyState>owner.zerocopy if owner.zerocopy is not None else None
+    if state is not None and state.generation == _fork_generation:
+        return state
+    # None yet, or one inherited over fork() (the parent's numbering: not ours).
+    state = open_file_state(fd, family)
+    state.owners += 1
+    owner.zerocopy = state
+    return state
+
+
+cdef ZeroCopyState open_file_state(int fd, int family):
+    """The ZeroCopyState of fd's open file: the one in use in this process, or a new one (a
+    plain-send one for a socket a forked child inherited)."""
+    cdef ZeroCopyState state
+    key = socket_key(fd)
+    if key is None or inherited_over_fork(key):
+        return plain_send_state()
+    state = _shared.get(key)
+    if state is not None:
+        return state
+    state = new_zerocopy_state(fd, family)
+    if state.errfd >= 0:
+        _shared[key] = state
+    return state
+
+
+cdef ZeroCopyState plain_send_state():
+    """A state that never asks for zero copy, so never reads the error queue."""
+    cdef ZeroCopyState state = ZeroCopyState()
+    state.mode = -1
+    return state
+
+
+cdef ZeroCopyState new_zerocopy_state(int fd, int family):
+    """A state for a socket no one sent zero-copy on yet: SO_ZEROCOPY asked for, fd dup'ed."""
+    cdef ZeroCopyState state = ZeroCopyState()
+    cdef int one = 1
     if family != AF_INET and family != AF_INET6:
         state.mode = -1
     elif setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0:
@@ -168,24 +211,71 @@ cdef ZeroCopyState zc_state(object sock, int fd, int family):
         state.mode = 1 if state.errfd >= 0 else -1
     else:
         state.mode = -1
-    owner.zerocopy = state
     return state
+
+
+cdef object socket_key(int fd):
+    """(st_dev, st_ino) of fd's socket: the same for every fd on one open file; None if fd is
+    not open."""
+    try:
+        st = _os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+cdef bint inherited_over_fork(object key):
+    """Whether this process is a forked child and key's socket was open at the fork."""
+    return _inherited_sockets is None or key in _inherited_sockets
+
+
+def _open_socket_keys():
+    """socket_key of every socket open now; None if /proc cannot say (then every socket
+    counts as inherited: copied sends are safe)."""
+    try:
+        names = _os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    keys = set()
+    for name in names:
+        try:
+            st = _os.fstat(int(name))
+        except OSError:
+            continue                                 # listdir's own fd, closed since
+        if _stat.S_ISSOCK(st.st_mode):
+            keys.add((st.st_dev, st.st_ino))
+    return frozenset(keys)
+
+
+cdef object _shared = _weakref.WeakValueDictionary()    # socket_key -> ZeroCopyState
+cdef object _inherited_sockets = frozenset()           # open at the last fork() (child only)
 
 
 cdef list _orphans = []                 # ZeroCopyStates of closed sockets, exports still held
 
 
 cdef int zerocopy_orphan(object zerocopy) except -1:
-    """The socket of this ZeroCopyState is being closed or collected: keep its exports (and
-    its dup of the fd) until the kernel's completions, or drop them now if none is pending."""
+    """A socket using this ZeroCopyState is being closed or collected: when it was the last
+    one, keep the exports (and the dup of the fd) until the kernel's completions, or drop them
+    now if none is pending."""
     cdef ZeroCopyState state = <ZeroCopyState>zerocopy
     if state.generation != _fork_generation:
         return 0                                     # the parent's sends: not ours to read
-    global _orphans_waiting
-    state.drain_orphaned()
-    if state.held:
-        _orphans.append(state)
+    if state.owners > 0:
+        state.owners -= 1
+    if state.owners == 0:
+        orphan_if_holding(state)
     drain_orphans()
+    return 0
+
+
+cdef int orphan_if_holding(ZeroCopyState state) except -1:
+    """No socket uses state any more: keep it in _orphans while the kernel may read its
+    exports."""
+    state.drain_orphaned()
+    if state.held and not state.orphaned:
+        state.orphaned = True
+        _orphans.append(state)
     return 0
 
 
@@ -196,8 +286,10 @@ cdef int drain_orphans() except -1:
     kept = []
     for state in _orphans:
         state.drain_orphaned()
-        if state.held:
+        if state.held and state.owners == 0:
             kept.append(state)
+        else:
+            state.orphaned = False              # done, or a dup's socket took it up again
     _orphans = kept
     _orphans_waiting = len(kept) != 0
     return 0
@@ -211,9 +303,11 @@ def zerocopy_orphans():
 
 
 def _zerocopy_after_fork_in_child():
-    global _orphans, _orphans_waiting
+    global _orphans, _orphans_waiting, _inherited_sockets
     _orphans_waiting = False
     _orphans = []                                    # the parent's: their dups close here only
+    _shared.clear()
+    _inherited_sockets = _open_socket_keys()
 
 
 def _zerocopy_at_exit():
@@ -297,7 +391,10 @@ def flush_zerocopy(sock, timeout=None):
     """Wait until the kernel has finished with every zero-copy send's buffers, and release them.
 
     After it returns, the buffers of earlier ``send_buffers(..., zerocopy=True)`` calls may be
-    mutated or resized.
+    mutated or resized: those of this socket and of every csock socket on the same open file
+    in this process (``dup()``, ``fromfd``), whose completions the kernel numbers together.
+    In a forked child, a socket open at the fork sent nothing zero-copy: this returns 0 and
+    reads nothing (the completions are the parent's).
 
     Parameters
     ----------
@@ -349,7 +446,7 @@ def flush_zerocopy(sock, timeout=None):
 
 
 def zerocopy_stats(sock):
-    """Count this socket's zero-copy sends.
+    """Count the zero-copy sends on this socket's open file (shared with its ``dup()`` copies).
 
     Returns
     -------
@@ -386,5 +483,10 @@ def set_zerocopy_threshold(sock, Py_ssize_t nbytes):
 
 
 cdef ZeroCopyState zc_existing(object sock):
+    """sock's ZeroCopyState if it has one of this process (not inherited over fork)."""
     cdef SocketState owner = existing_state(sock)
-    return None if owner is None else owner.zerocopy
+    cdef ZeroCopyState state
+    if owner is None or owner.zerocopy is None:
+        return None
+    state = <ZeroCopyState>owner.zerocopy
+    return state if state.generation == _fork_generation else None
