@@ -492,6 +492,34 @@ def test_zerocopy_in_a_forked_child_is_a_plain_send_leaving_the_parents_completi
     peer.close()
 
 
+def test_zerocopy_send_running_when_closed_keeps_its_buffer_until_completion():
+    """close() from another thread while a zero-copy send_buffers is blocked in sendmsg(2):
+    the send's buffer stays exported until the kernel's completion, although close() found no
+    export held yet, so the peer gets the payload, not whatever reuses the memory."""
+    before = fd_count()
+    a, peer = zerocopy_pair(sndbuf=16 << 10)
+    size = 100 << 10
+    payload = [bytearray(b"B" * size)]      # the only reference: cleared below
+    thread, box = outcome_of(lambda: a.send_buffers(payload, zerocopy=True))
+    time.sleep(0.3)                         # blocked in sendmsg: the peer's window is full
+    a.close()
+    received = bytearray()
+    peer.settimeout(10)
+    while thread.is_alive():                # until sendmsg has queued everything
+        received += peer.recv(2048)
+    thread.join(10)
+    ended_with_ebadf_or_returned(box)
+    payload.clear()                         # freed now, unless still exported
+    garbage = fill_with_garbage(size)
+    received += recv_exactly_or_eof(peer, size + 1)
+    del garbage
+    assert len(received) == size
+    assert received == b"B" * size
+    assert wait_for_orphans_to_complete() == 0
+    peer.close()
+    assert fd_count() == before
+
+
 # --- stress: closes and fd reuse under every send and receive method ------------------------
 
 RECORD = struct.Struct(">QQ")                  # connection id, sequence number

@@ -128,7 +128,8 @@ def close_socket(sock):
     threads, mark it closed at once (fileno() -1, every later call EBADF), wake the calls
     asleep in csock's poll, and leave close(2) to the last call in flight. Never shutdown(2):
     other holders of the open file (dup(), a forked child) keep their connection. A zero-copy
-    send's buffers stay held until the kernel's completion (zerocopy_orphan)."""
+    send's buffers stay held until the kernel's completion (zerocopy_orphan; one still running
+    in another thread hands its exports over when it returns)."""
     cdef SocketState state = existing_state(sock)
     if state is not None and state.zerocopy is not None:
         zerocopy_orphan(state.zerocopy)

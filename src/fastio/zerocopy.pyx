@@ -385,6 +385,17 @@ cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, tup
         raise
     finally:
         PyMem_Free(iov)
+        orphan_if_closed_meanwhile(state)
+
+
+cdef int orphan_if_closed_meanwhile(ZeroCopyState state) except -1:
+    """close() (or collection) in another thread while this send ran found its exports not
+    yet held, so did not orphan the state: hand them to the orphans now, or they would be
+    released with this call while the kernel still reads them."""
+    if state.owners == 0 and state.generation == _fork_generation:
+        orphan_if_holding(state)
+        drain_orphans()
+    return 0
 
 
 def flush_zerocopy(sock, timeout=None):
