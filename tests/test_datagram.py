@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import os
 import socket as stdlib_socket
+import struct
 import sys
 import textwrap
 import threading
@@ -367,6 +368,26 @@ def test_connected_peer_and_address_none():
         assert a.send_batch([b"1", b"22"]) == 2
         got = receive(b, 2)
         assert [(bytes(d.data), d.address) for d in got] == [(b"1", None), (b"22", None)]
+
+
+def test_send_batch_cut_by_a_kernel_send_timeout_raises():
+    """Blocking mode: send_batch sends them all or raises (API §4). SO_SNDTIMEO passing with
+    the receiver's queue full is BlockingIOError (API §0), with .sent the datagrams that went
+    first; the receiver has exactly those, in order."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    with a, b:
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDTIMEO, struct.pack("@ll", 0, 50_000))
+        messages = [i.to_bytes(4, "big") * 250 for i in range(3000)]     # 1000 bytes each
+        with pytest.raises(BlockingIOError) as info:
+            a.send_batch(messages)
+        sent = info.value.sent
+        assert 0 < sent < 3000
+        assert [bytes(d.data) for d in receive(b, sent)] == messages[:sent]
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv_batch()
+        a.setblocking(False)                # non-blocking: the count that went, as documented
+        assert 0 < a.send_batch(messages) < 3000
 
 
 def test_abstract_unix_addresses():

@@ -373,6 +373,33 @@ def test_kernel_timeout_surfaces_as_blocking_io_error(pair):
     assert stream.recv() == b"xy"
 
 
+def kernel_send_timeout(sock, seconds=0.05):
+    """setsockopt(SO_SNDTIMEO): the socket stays blocking, the kernel ends a send's wait."""
+    tv = struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))
+    sock.setsockopt(csock.SOL_SOCKET, csock.SO_SNDTIMEO, tv)
+
+
+@pytest.mark.parametrize("zerocopy", [False, True])
+def test_send_buffers_cut_by_a_kernel_send_timeout_raises(pair, zerocopy):
+    """Blocking mode: send_buffers sends everything or raises (API §0). SO_SNDTIMEO passing
+    with the peer not reading is BlockingIOError, as the stdlib's sendall raises, with .sent
+    the bytes that went first: exactly those reach the peer, nothing after them."""
+    a, b = pair
+    kernel_send_timeout(a)
+    chunks = [bytes([i]) * 1_000_000 for i in range(8)]
+    with pytest.raises(BlockingIOError) as info:
+        a.send_buffers(chunks, zerocopy=zerocopy)
+    sent = info.value.sent
+    assert 0 < sent < 8_000_000
+    b.settimeout(10)
+    assert b.recv_exactly(sent) == b"".join(chunks)[:sent]
+    b.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        b.recv(1)
+    a.setblocking(False)                    # non-blocking: the partial count, as documented
+    assert 0 < a.send_buffers(chunks) < 8_000_000
+
+
 def test_submodules_reachable_after_plain_import():
     code = "import csock; print(csock.packet.parse.__name__, csock.aio.recv_batch.__name__)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

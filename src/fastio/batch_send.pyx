@@ -158,8 +158,8 @@ cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs
                 raise
             return sent                      # the error is raised by the next call
         if r == IO_AGAIN:
-            if sent == 0:
-                raise_would_block()
+            if send_cut_raises(w, sent):
+                raise_would_block_after(sent)
             return sent
         sent += r
     return sent
@@ -210,7 +210,9 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     TypeError, ValueError, socket.gaierror
         A bad item or address (nothing sent).
     BlockingIOError
-        Non-blocking, and no datagram could be sent.
+        Non-blocking, and no datagram could be sent; or blocking, and a kernel timeout set
+        with ``setsockopt(SO_SNDTIMEO)`` passed before all were sent (``.sent``: how many
+        went first).
     TimeoutError
         The socket's timeout passed before all were sent; ``.sent`` is how many went first.
     OSError

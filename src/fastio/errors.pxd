@@ -4,3 +4,4 @@
 cdef int raise_timeout() except -1
 cdef int raise_would_block() except -1
 cdef int note_sent(object error, Py_ssize_t count) except -1
+cdef int raise_would_block_after(Py_ssize_t count) except -1

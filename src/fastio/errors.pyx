@@ -45,3 +45,11 @@ cdef int note_sent(object error, Py_ssize_t count) except -1:
     data went) moved first, so that a caller resends only the rest."""
     error.sent = count
     return 0
+
+
+cdef int raise_would_block_after(Py_ssize_t count) except -1:
+    """BlockingIOError whose .sent is count: a send loop the kernel stopped (send_cut_raises)
+    after count units (bytes or datagrams) went."""
+    error = OSError(EAGAIN, _strerror(EAGAIN))
+    note_sent(error, count)
+    raise error

@@ -27,6 +27,14 @@ cdef inline bint io_may_block(IoWait *w, size_t nbytes) noexcept:
     return w.timeout_ns < 0 or nbytes > _RELEASE_GIL_BYTES
 
 
+cdef inline bint send_cut_raises(IoWait *w, Py_ssize_t moved) noexcept:
+    """Whether a send loop the kernel stopped (IO_AGAIN) raises BlockingIOError rather than
+    return the part it moved: when nothing moved, and always on a blocking socket, where only
+    SO_SNDTIMEO ends a wait that way (a blocking call sends everything or raises, as the
+    stdlib's sendall does then). Non-blocking, a partial count is the call's result."""
+    return moved == 0 or w.timeout_ns < 0
+
+
 cdef inline bint fd_still_ours(IoWait *w) noexcept:
     """The socket still holds the fd this call started with, and close() has not run."""
     if w.closing[0]:

@@ -116,8 +116,8 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
                     raise
                 return pos
             if r == IO_AGAIN:
-                if pos == 0:
-                    raise_would_block()
+                if send_cut_raises(w, pos):
+                    raise_would_block_after(pos)
                 return pos
             for k in range(r):
                 pos += counts[k]

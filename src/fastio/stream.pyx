@@ -422,7 +422,9 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
     TypeError
         An item is not bytes-like (before anything is sent).
     BlockingIOError
-        Non-blocking, and nothing could be sent.
+        Non-blocking, and nothing could be sent; or blocking, and a kernel timeout set with
+        ``setsockopt(SO_SNDTIMEO)`` passed before every byte went (``.sent``: the bytes
+        that went first), as the stdlib's ``sendall`` raises then.
     TimeoutError
         The socket's timeout passed before every byte was sent.
     OSError
@@ -470,8 +472,8 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
             iov[i].iov_base = views[i].buf
             iov[i].iov_len = views[i].len
         try:
-            if sendmsg_iovecs(&w, iov, n, &moved) == IO_AGAIN and moved == 0:
-                raise_would_block()
+            if sendmsg_iovecs(&w, iov, n, &moved) == IO_AGAIN and send_cut_raises(&w, moved):
+                raise_would_block()             # (.sent below)
         except OSError as error:
             note_sent(error, moved)
             raise

@@ -377,8 +377,8 @@ cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, tup
                 state.next_id += 1
                 state.sends += 1
             first = consume_iovecs(iov, first, r)
-        if moved == 0 and first < n:
-            raise_would_block()
+        if first < n and send_cut_raises(w, moved):
+            raise_would_block()                 # (.sent below)
         return moved
     except OSError as error:
         note_sent(error, moved)
