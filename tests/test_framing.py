@@ -3,6 +3,7 @@ nothing, size limits, end of stream."""
 from __future__ import annotations
 
 import gc
+import os
 import random
 import socket as stdlib_socket
 import struct
@@ -709,3 +710,113 @@ def wait_until_asleep_in_a_receive(thread, timeout=10):
                 return
         time.sleep(0.001)
     raise AssertionError("the thread never went to sleep in a receive")
+
+
+def in_forked_child(fn, timeout=5):
+    """Start fn() in a forked child (only this thread goes with it); returns a function that
+    waits for the child and gives repr() of fn's result or "raised <error>". The child's own
+    SIGALRM ends a call hung for timeout seconds; a child still running at 4 * timeout is
+    killed."""
+    import signal
+
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                # the child
+        try:
+            def hung(*_):
+                raise AssertionError(f"still blocked after {timeout} s")
+            signal.signal(signal.SIGALRM, hung)
+            signal.alarm(timeout)
+            try:
+                outcome = repr(fn())
+            except BaseException as error:      # noqa: B036 - reported to the parent
+                outcome = f"raised {error!r}"
+            os.write(report_w, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(report_w)
+
+    def outcome():
+        deadline = time.monotonic() + 4 * timeout
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("the forked child never finished")
+            time.sleep(0.01)
+        with os.fdopen(report_r, "rb") as report:
+            return report.read().decode()
+
+    return outcome
+
+
+def close_all(*things):
+    """Close each descriptor (an int) or object with close()."""
+    for thing in things:
+        if isinstance(thing, int):
+            os.close(thing)
+        else:
+            thing.close()
+
+
+def wait_until_readable(sock, timeout=10):
+    import select
+    assert select.select([sock], [], [], timeout)[0], "nothing arrived"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.timeout(60)
+def test_a_forked_child_sends_on_a_stream_a_thread_was_sending_on():
+    """fork() while a thread is inside send() (blocked: the frame is larger than the socket
+    holds). That thread does not exist in the child, so its call holds no lock there: the
+    child's send goes out, a whole frame after the parent's."""
+    a, b = csock.socketpair()
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4096)
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    big = bytes(range(256)) * 4096                      # 1 MiB
+    sender = Threads(lambda _: fa.send(big), [None])
+    wait_until_readable(b)                              # the send is under way: it holds the lock
+    go_r, go_w = os.pipe()
+
+    def child():
+        os.read(go_r, 1)                                # once the parent's send is over
+        fa.send(b"from the child")
+
+    outcome = in_forked_child(child)
+    try:
+        assert fb.recv() == big
+        sender.join()
+        os.write(go_w, b"!")
+        assert outcome() == "None"
+        assert fb.recv() == b"from the child"
+    finally:
+        close_all(go_r, go_w, fa, fb)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@needs_recvfrom_nr
+@pytest.mark.timeout(60)
+def test_a_forked_child_receives_on_a_stream_a_thread_was_receiving_on():
+    """fork() while a thread is asleep inside recv(): in the child that call does not exist,
+    so the child's own recv() reads (the next message, whole)."""
+    a, b = csock.socketpair()
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    got = []
+    reader = Threads(lambda _: got.append(bytes(fa.recv())), [None])
+    wait_until_asleep_in_a_receive(reader.threads[0])
+    go_r, go_w = os.pipe()
+
+    def child():
+        os.read(go_r, 1)                                # once the parent's recv is over
+        return bytes(fa.recv())
+
+    outcome = in_forked_child(child)
+    try:
+        fb.send(b"for the parent")
+        reader.join()
+        assert got == [b"for the parent"]
+        fb.send(b"for the child")
+        os.write(go_w, b"!")
+        assert outcome() == repr(b"for the child")
+    finally:
+        close_all(go_r, go_w, fa, fb)

@@ -54,23 +54,56 @@ cdef extern from "pythread.h":
 # runs signal handlers as threading.Lock's does and gives up with TimeoutError after the
 # socket's timeout. `owner` lets a call re-entered in its own thread (a signal handler), which
 # would wait for itself forever, raise at once.
+#
+# fork(): a forked child has only the thread that forked, so a call another thread was running
+# (or waiting to run) does not exist there, and would hold the lock for ever. `generation`
+# (sockref.pyx's _fork_generation, as SocketState's calls in flight) tells such a copy: its
+# first use in the child frees it.
 
 cdef struct CallLock:
     bint busy                     # a call of this direction is running (changed with the GIL)
     unsigned long owner           # the thread running it
     Py_ssize_t waiters            # threads waiting for it to end
     PyThread_type_lock wakeup     # held while nobody is woken; released to wake a waiter
+    unsigned long generation      # _fork_generation when busy/owner/waiters were last valid
 
 
 cdef int call_lock_init(CallLock *l) except -1:
     l.busy = False
     l.owner = 0
     l.waiters = 0
+    l.generation = _fork_generation
     l.wakeup = PyThread_allocate_lock()
     if l.wakeup == NULL:
         raise MemoryError()
     PyThread_acquire_lock(l.wakeup, NOWAIT_LOCK)
     return 0
+
+
+cdef void call_lock_after_fork(CallLock *l) noexcept:
+    """First use in a forked child: a call (or wait) of a thread other than this one was in
+    the parent and does not run here, so the lock is free. The thread that forked may itself
+    be inside a call (fork() from a signal handler): that one still runs, and keeps it."""
+    cdef PyThread_type_lock fresh
+    l.generation = _fork_generation
+    l.waiters = 0
+    if l.busy and l.owner != current_thread():
+        l.busy = False
+        l.owner = 0
+    # A waiter may have been inside an operation on `wakeup` when fork() came: as CPython
+    # does for its own locks after fork (_PyThread_at_fork_reinit), take a new one and leak
+    # the old rather than free it. Without memory, the old one serves (nobody waits on it).
+    fresh = PyThread_allocate_lock()
+    if fresh != NULL:
+        PyThread_acquire_lock(fresh, NOWAIT_LOCK)
+        l.wakeup = fresh
+
+
+cdef inline bint call_lock_busy(CallLock *l) noexcept:
+    """Whether a call of this direction runs now (in this process)."""
+    if l.generation != _fork_generation:
+        call_lock_after_fork(l)
+    return l.busy
 
 
 cdef void call_lock_free(CallLock *l) noexcept:
@@ -80,7 +113,7 @@ cdef void call_lock_free(CallLock *l) noexcept:
 
 
 cdef inline int call_lock_enter(CallLock *l, object sock, str call) except -1:
-    if l.busy:
+    if call_lock_busy(l):
         call_lock_wait(l, sock, call)
     l.busy = True
     l.owner = current_thread()
@@ -120,7 +153,8 @@ cdef int call_lock_wait(CallLock *l, object sock, str call) except -1:
             if got == PY_LOCK_INTR and PyErr_CheckSignals() < 0:
                 return -1                   # a handler raised: the call ends
     finally:
-        l.waiters -= 1
+        if l.waiters > 0:               # (a fork() in a handler that ran here reset it)
+            l.waiters -= 1
     return 0
 
 
@@ -143,7 +177,9 @@ cdef class FramedStream:
     one in progress, within the socket's timeout (TimeoutError after it), so messages are
     never corrupted, lost or duplicated, and one thread's sends go out in its order. Calling
     back in from the same thread while a call runs there (a signal handler) raises
-    RuntimeError.
+    RuntimeError. In a child made by fork(), calls that other threads of the parent were
+    running do not hold the stream: the child's own calls run (the two processes then share
+    the connection, as any forked socket does).
 
     Attributes
     ----------
@@ -190,7 +226,7 @@ cdef class FramedStream:
             raise ValueError("FramedStream needs a SOCK_STREAM socket")
         if max_size < 0 or max_size > MAX_FRAME_LENGTH:
             raise ValueError(f"max_size must be between 0 and {MAX_FRAME_LENGTH}")
-        if self._reading.busy or self._writing.busy:
+        if call_lock_busy(&self._reading) or call_lock_busy(&self._writing):
             # A running receive writes into the arena, a running send reads the backlog, with
             # the GIL released: replacing either under them would free memory in use.
             raise RuntimeError("FramedStream.__init__() called again while a call is running")
@@ -244,8 +280,8 @@ cdef class FramedStream:
         length is not known yet or fewer than min_length bytes of it are missing."""
         cdef Py_ssize_t buffered = self._end - self._start
         cdef Py_ssize_t need
-        if (self._lent or self._eof or self._read_error is not None or self._reading.busy
-                or buffered < FRAME_HEADER):
+        if (self._lent or self._eof or self._read_error is not None
+                or call_lock_busy(&self._reading) or buffered < FRAME_HEADER):
             return 0
         need = self._frame_need()
         if need - FRAME_HEADER > self.max_size or need - buffered < min_length:
@@ -613,7 +649,7 @@ cdef class FramedStream:
         a close() in a finally block must not replace that error). A send running in another
         thread is not waited for (it writes the backlog itself, first)."""
         cdef IoWait w
-        cdef bint sending_elsewhere = self._writing.busy
+        cdef bint sending_elsewhere = call_lock_busy(&self._writing)
         if not sending_elsewhere:
             call_lock_enter(&self._writing, self.socket, "close")
         try:
