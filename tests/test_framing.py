@@ -274,7 +274,8 @@ def test_send_timeout_never_cuts_a_frame(pair):
         try:
             fa.send(payload)
             accepted += 1
-        except TimeoutError:
+        except TimeoutError as error:
+            accepted += error.accepted          # part went: the rest is kept, not to resend
             break
     else:
         pytest.fail("the socket never filled up")
@@ -290,6 +291,57 @@ def test_send_timeout_never_cuts_a_frame(pair):
     assert fa.flush()
     t.join()
     assert len(received) == accepted and all(m == payload for m in received)
+
+
+SENDS = {
+    "send": lambda framed, messages: framed.send(messages[0]),
+    "send_many": lambda framed, messages: framed.send_many(messages),
+}
+
+
+@pytest.mark.parametrize("call", SENDS)
+@pytest.mark.parametrize("limit", ["settimeout", "SO_SNDTIMEO"])
+def test_a_send_cut_by_its_timeout_raises_and_the_next_call_resumes(pair, call, limit):
+    """API §0: a send whose frames cannot all be written in the timeout raises (TimeoutError;
+    BlockingIOError for a kernel SO_SNDTIMEO), and loses nothing: what the kernel did not
+    take stays buffered (.accepted: not to be sent again; .sent: the bytes that went) and
+    the next call writes it first, so the peer gets every frame once, whole."""
+    a, b = pair
+    if limit == "settimeout":
+        a.settimeout(0.1)
+        expected = TimeoutError
+    else:
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDTIMEO, struct.pack("@ll", 0, 100_000))
+        expected = BlockingIOError
+    fa, fb = csock.FramedStream(a), csock.FramedStream(b)
+    big = bytes(range(256)) * 65536                     # 16 MiB: beyond what the socket holds
+    messages = [big] if call == "send" else [b"first", big, b"last"]
+    total = sum(4 + len(m) for m in messages)
+    with pytest.raises(expected) as info:
+        SENDS[call](fa, messages)
+    assert info.value.accepted is True
+    assert 0 < info.value.sent < total
+    assert info.value.sent + fa.pending_send == total   # the rest is kept, nothing twice
+    received = []
+    reader = sender_thread(lambda: received.extend(bytes(fb.recv()) for _ in messages + [0]))
+    a.settimeout(None)
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDTIMEO, struct.pack("@ll", 0, 0))
+    fa.send(b"next")                                    # writes the kept rest first
+    reader.join(30)
+    assert received == messages + [b"next"]
+
+
+def test_a_send_that_moved_nothing_says_nothing_was_accepted(pair):
+    """A send that times out before any byte of it went accepted none of it: .accepted is
+    False, .sent 0, and the caller sends the message again."""
+    a, b = pair
+    a.setblocking(False)
+    fa = csock.FramedStream(a)
+    fa.send(bytes(16 << 20))                            # fills the socket, rest backlogged
+    a.settimeout(0.05)
+    with pytest.raises(TimeoutError) as info:
+        fa.send(b"again")                               # the backlog cannot even be written
+    assert (info.value.accepted, info.value.sent) == (False, 0)
 
 
 def test_too_large_frame_raises_without_allocating(pair):
@@ -566,9 +618,10 @@ def test_concurrent_writers_deliver_every_message_once_intact(pair, writers, cal
 
 @pytest.mark.timeout(60)
 def test_concurrent_writers_with_timeouts_keep_the_backlog_whole(pair):
-    """Sends that time out part-way leave the rest in the backlog, which the next send (of any
-    thread) writes first; a send that raised accepted nothing and is sent again. Each message
-    still arrives once, intact, in its sender's order."""
+    """Sends that time out part-way raise with .accepted and leave the rest in the backlog,
+    which the next send (of any thread) writes first; one that timed out before any of it
+    went accepted nothing and is sent again. Each message still arrives once, intact, in its
+    sender's order."""
     a, b = pair
     a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4096)
     a.settimeout(0.002)
@@ -582,8 +635,10 @@ def test_concurrent_writers_with_timeouts_keep_the_backlog_whole(pair):
                 try:
                     fa.send(numbered_message(writer, seq))
                     break
-                except TimeoutError:
-                    timeouts.append(writer)     # nothing of this call was accepted: again
+                except TimeoutError as error:
+                    timeouts.append(writer)
+                    if error.accepted:          # part went, the rest is in the backlog
+                        break                   # (else nothing was accepted: again)
 
     threads = Threads(write, range(3))
     received = []

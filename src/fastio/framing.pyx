@@ -7,10 +7,12 @@
 #
 # Send: small frames are packed (length + payload) into one contiguous buffer, large payloads go
 # as their own iovec without a copy; everything goes out with as few sendmsg(2) calls as the
-# kernel allows. A call either accepts all its messages or raises having accepted none: when the
-# kernel takes part of a call's bytes and then would block, the timeout expires or a sendmsg
-# fails, the rest is kept in a backlog that the next send (or flush()) writes first, so a frame
-# is never cut (the failure is still raised, with pending_send saying what was kept).
+# kernel allows. Once the kernel has taken part of a call's bytes, the call's frames are
+# accepted: if it then would block, the timeout expires or a sendmsg fails, the rest is kept in
+# a backlog that the next send (or flush()) writes first, so a frame is never cut. Only a
+# non-blocking socket returns then (the stdlib's send: it moved data); otherwise the timeout
+# (TimeoutError; BlockingIOError for SO_SNDTIMEO) or the failure is raised, its .accepted
+# saying the frames must not be sent again, .sent how many of the call's bytes went.
 #
 # Threads: the arena and its offsets belong to the reading side, the pack buffer, iovecs and
 # backlog to the writing side. Each side has its own lock (CallLock), so one thread may send
@@ -169,8 +171,12 @@ cdef class FramedStream:
 
     Timeouts and non-blocking sockets: a call that cannot complete raises TimeoutError /
     BlockingIOError and loses nothing: a partial frame received stays buffered for the next
-    call, and a send either accepts all its messages (any unsent remainder is written first by
-    the next send or by flush()) or raises having accepted none.
+    call. A send whose frames the kernel took part of has accepted them all: what it did not
+    take yet stays buffered (``pending_send``) and is written first by the next send or by
+    flush(). With a timeout (or a kernel SO_SNDTIMEO) such a send still raises when the
+    time passes before its frames are written, with ``.accepted`` True: send them again and
+    they go twice. Non-blocking, it returns (it moved data); a send that moved nothing
+    raises and accepted nothing.
 
     Threads: one thread may send while another receives. Calls of one direction from several
     threads run one at a time (a receiving side and a sending side lock): a call waits for the
@@ -565,16 +571,24 @@ cdef class FramedStream:
         return i
 
     cdef int _send_views(self, Py_buffer *views, Py_ssize_t n, str call) except -1:
-        """Send frames of views[0:n], one sending thread at a time."""
-        call_lock_enter(&self._writing, self.socket, call)
+        """Send frames of views[0:n], one sending thread at a time. An error says what of
+        this call went (.sent) and whether its frames were accepted (.accepted)."""
+        cdef Py_ssize_t moved = 0
         try:
-            return self._send_views_unlocked(views, n)
-        finally:
-            call_lock_exit(&self._writing)
+            call_lock_enter(&self._writing, self.socket, call)
+            try:
+                self._send_views_unlocked(views, n, &moved)
+            finally:
+                call_lock_exit(&self._writing)
+        except BaseException as error:
+            note_accepted(error, moved)
+            raise
+        return 0
 
-    cdef int _send_views_unlocked(self, Py_buffer *views, Py_ssize_t n) except -1:
+    cdef int _send_views_unlocked(self, Py_buffer *views, Py_ssize_t n,
+                                  Py_ssize_t *moved) except -1:
+        """Write the backlog, then the frames; moved[0] counts the frames' bytes that went."""
         cdef IoWait w
-        cdef Py_ssize_t moved = 0, done = 0, following = 0, niov = 0
         if self._pack == NULL:
             self._pack = <char *>PyMem_Malloc(PACK_BUFFER)
             if self._pack == NULL:
@@ -586,28 +600,60 @@ cdef class FramedStream:
         io_begin(self.socket, &w)
         if self._flush_backlog(&w) == IO_AGAIN:
             raise_would_block()             # nothing of this call accepted
-        try:
-            while done < n:
-                following = self._plan(views, done, n, &niov)
-                if sendmsg_iovecs(&w, self._iov, niov, &moved) == IO_AGAIN:
-                    if moved == 0:
-                        raise_would_block()
-                    self._keep_rest(niov, views, following, n)
-                    return 0
-                done = following
-        except BaseException as error:
-            # Part of the call went out: keep the rest so no frame is ever cut (the next send or
-            # flush() writes it first, or fails as this did). A timeout then counts as accepted,
-            # like a non-blocking partial send; any other error is still raised.
-            if moved == 0:
-                raise
-            self._keep_rest(niov, views, following, n)
-            if not isinstance(error, TimeoutError):
-                raise
+        if self._write_frames(&w, views, n, moved) == IO_AGAIN and send_cut_raises(&w, moved[0]):
+            # Nothing went (non-blocking), or SO_SNDTIMEO cut a blocking send, which sends
+            # everything or raises (the frames are accepted all the same: .accepted).
+            raise_would_block()
         return 0
 
+    cdef Py_ssize_t _write_frames(self, IoWait *w, Py_buffer *views, Py_ssize_t n,
+                                  Py_ssize_t *moved) except -1:
+        """Write frames views[0:n], adding the bytes that go to moved[0]: 0 once all went,
+        IO_AGAIN if the kernel would block first. Once part went, what the kernel has not
+        taken is kept in the backlog (also when this raises), so no frame is ever cut: the
+        next send or flush() writes it first (or fails as this did)."""
+        cdef Py_ssize_t done = 0, following = 0, niov = 0
+        cdef bint stopped = False
+        try:
+            while done < n and not stopped:
+                following = self._plan(views, done, n, &niov)
+                stopped = sendmsg_iovecs(w, self._iov, niov, moved) == IO_AGAIN
+                done = following
+        except BaseException:
+            if moved[0]:
+                self._keep_rest(niov, views, following, n)
+            raise
+        if stopped and moved[0]:
+            self._keep_rest(niov, views, following, n)
+        return IO_AGAIN if stopped else 0
+
     def send(self, message):
-        """Send one message as one frame (one send/sendmsg(2) unless the kernel splits it)."""
+        """Send one message as one frame (one send/sendmsg(2) unless the kernel splits it).
+
+        Parameters
+        ----------
+        message : bytes-like
+            The frame's payload, at most 2**32 - 1 bytes (ValueError above, nothing sent).
+
+        Raises
+        ------
+        TimeoutError
+            The socket's timeout passed before the frames were all written (or while another
+            thread's send ran). If ``.accepted`` is True, part of them went and the rest is kept
+            (``pending_send``) for the next send or flush() to write first: do not send the
+            messages again. ``.sent``: the bytes of the call's frames that went.
+        BlockingIOError
+            Non-blocking, and nothing of the call could be written (``.accepted`` False); or
+            blocking, and a kernel timeout set with ``setsockopt(SO_SNDTIMEO)`` cut the call
+            (``.accepted`` and ``.sent`` as for a timeout).
+        OSError
+            sendmsg(2)'s error (BrokenPipeError, ...), with ``.accepted`` and ``.sent`` too.
+
+        Notes
+        -----
+        Non-blocking, a send the kernel took part of returns: its frames are accepted and
+        ``pending_send`` holds the rest. close() drops a rest it cannot write in time.
+        """
         cdef Py_buffer view
         PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
         try:
@@ -619,7 +665,32 @@ cdef class FramedStream:
 
     def send_many(self, messages):
         """Send every message, in order, as frames with as few sendmsg(2) calls as the kernel
-        allows. Bad items raise TypeError/ValueError before any byte is sent."""
+        allows.
+
+        Parameters
+        ----------
+        messages : iterable of bytes-like
+            Bad items raise TypeError/ValueError before any byte is sent.
+
+        Raises
+        ------
+        TimeoutError
+            The socket's timeout passed before the frames were all written (or while another
+            thread's send ran). If ``.accepted`` is True, part of them went and the rest is kept
+            (``pending_send``) for the next send or flush() to write first: do not send the
+            messages again. ``.sent``: the bytes of the call's frames that went.
+        BlockingIOError
+            Non-blocking, and nothing of the call could be written (``.accepted`` False); or
+            blocking, and a kernel timeout set with ``setsockopt(SO_SNDTIMEO)`` cut the call
+            (``.accepted`` and ``.sent`` as for a timeout).
+        OSError
+            sendmsg(2)'s error (BrokenPipeError, ...), with ``.accepted`` and ``.sent`` too.
+
+        Notes
+        -----
+        The call's frames are accepted together or not at all. Non-blocking, a send the
+        kernel took part of returns, as send() does.
+        """
         cdef Py_ssize_t n, i, acquired = 0
         cdef Py_buffer *views
         items = messages if isinstance(messages, (list, tuple)) else list(messages)
@@ -687,6 +758,18 @@ cdef Py_ssize_t export_frames(object items, Py_ssize_t n, Py_buffer *views,
             raise ValueError(f"message {i} of {views[i].len} bytes does not fit a 4-byte length")
         total += FRAME_HEADER + views[i].len
     return total
+
+
+cdef int note_accepted(object error, Py_ssize_t sent) except -1:
+    """On an error a FramedStream send raises: .sent, the bytes of its frames that went, and
+    .accepted, whether its frames are accepted (some went: the rest is in the backlog, for the
+    next send or flush() to write first), in which case the caller must not send them again."""
+    try:
+        note_sent(error, sent)
+        error.accepted = sent > 0
+    except AttributeError:
+        pass                            # (an exception class that takes no attributes)
+    return 0
 
 
 def pack_frames(messages):
