@@ -7,6 +7,7 @@ SeqPacketSocket, RawSocket); each subclasses ``csock.socket``, which subclasses 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import socket as _std
 import stat
@@ -147,6 +148,35 @@ class socket(_std.socket):
         # run on the fd in other threads, close(2) waits for the last of them (fd lifetime).
         _fastio.close_socket(self)
 
+    def _sendfile_use_sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        # The stdlib's socket.sendfile() calls this first (and falls back to send() on
+        # _GiveupOnSendfile). Its own loop keeps the fd number and calls os.sendfile outside
+        # csock's in-flight count: after a close() from another thread it sent the rest of
+        # the file to whatever socket took the number. This is that loop, each sendfile(2) a
+        # csock call that looks the fd up afresh (EBADF once closed), with csock's timeouts.
+        self._check_sendfile_params(file, offset, count)  # type: ignore[attr-defined]
+        fileno, size = _sendfile_source(file)
+        if not size:
+            return 0                                    # an empty file
+        if self.gettimeout() == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        total = 0
+        try:
+            while True:
+                # (at most 1 GiB a call, as the stdlib: bpo-38319)
+                blocksize = count - total if count else min(size, 2 ** 30)
+                if blocksize <= 0:
+                    break
+                sent = _sendfile_chunk(self, fileno, offset, blocksize, total)
+                if sent == 0:
+                    break                               # end of file
+                offset += sent
+                total += sent
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset)
+
     def setsockopt(self, *args: Any) -> None:
         """setsockopt(level, option, value) or setsockopt(level, option, None, optlen), as the
         stdlib's. Setting SO_RCVTIMEO or SO_SNDTIMEO makes csock's blocking calls wait in the
@@ -168,6 +198,33 @@ class socket(_std.socket):
         if _std.getdefaulttimeout() is None and self.gettimeout():
             conn.setblocking(True)
         return conn, address
+
+
+def _sendfile_source(file: Any) -> tuple[int, int]:
+    """The file's fd and size for sendfile(2); _GiveupOnSendfile (send() instead) if it has
+    none, as the stdlib's."""
+    giveup = _std._GiveupOnSendfile  # type: ignore[attr-defined]
+    try:
+        fileno = file.fileno()
+    except (AttributeError, io.UnsupportedOperation) as error:
+        raise giveup(error) from None
+    try:
+        return fileno, os.fstat(fileno).st_size
+    except OSError as error:
+        raise giveup(error) from None
+
+
+def _sendfile_chunk(sock: socket, fileno: int, offset: int, count: int, total: int) -> int:
+    """One sendfile(2) for socket.sendfile(). An error before any byte went (a file sendfile(2)
+    cannot read: EINVAL) gives up for send(), as the stdlib's; a timeout does not."""
+    try:
+        return int(_fastio.sock_sendfile_once(sock, fileno, offset, count))
+    except (TimeoutError, BlockingIOError):
+        raise
+    except OSError as error:
+        if total == 0:
+            raise _std._GiveupOnSendfile(error) from None  # type: ignore[attr-defined]
+        raise
 
 
 _KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO)

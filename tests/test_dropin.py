@@ -578,3 +578,55 @@ def _check_sendall_times_out(sock: Any) -> None:
         worker.start()
         worker.join(5)
         assert outcome and outcome[0][0] == "BlockingIOError", outcome
+SENDFILE_CASES = {
+    "whole file": {},
+    "offset": {"offset": 1000},
+    "offset and count": {"offset": 1000, "count": 5000},
+    "count past the end": {"count": 1 << 20},
+}
+
+
+def read_to_end(sock: Any, chunks: list[bytes]) -> None:
+    chunks.extend(iter(lambda: sock.recv(1 << 16), b""))
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+@pytest.mark.parametrize("case", list(SENDFILE_CASES))
+def test_sendfile_sends_and_positions_the_file_as_the_stdlibs(case: str, timeout: float | None,
+                                                                tmp_path: Any) -> None:
+    """csock's sendfile() loop sends the same bytes, returns the same count and leaves the
+    file at the same position as the stdlib's, in blocking and timeout mode."""
+    path = tmp_path / "payload"
+    path.write_bytes(os.urandom(100000))
+    results = []
+    for make_pair in (stdlib_socket.socketpair, csock.socketpair):
+        a, b = make_pair()
+        a.settimeout(timeout)
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=read_to_end, args=(b, chunks))
+        reader.start()
+        with a, b, open(path, "rb") as file:
+            sent = a.sendfile(file, **SENDFILE_CASES[case])
+            a.shutdown(stdlib_socket.SHUT_WR)
+            reader.join(10)
+            results.append((sent, b"".join(chunks), file.tell()))
+    assert results[0] == results[1]
+    assert results[1][0] == len(results[1][1]) > 0
+
+
+def test_sendfile_of_a_file_without_a_descriptor_falls_back_to_send() -> None:
+    """A file object sendfile(2) cannot take (no fileno: BytesIO) is sent with send()."""
+    import io
+    a, b = csock.socketpair()
+    with a, b:
+        assert a.sendfile(io.BytesIO(b"in memory"), 3) == 6
+        assert b.recv(100) == b"memory"
+
+
+def test_sendfile_refuses_a_non_blocking_socket_as_the_stdlibs(tmp_path: Any) -> None:
+    path = tmp_path / "payload"
+    path.write_bytes(b"x")
+    a, b = csock.socketpair()
+    a.setblocking(False)
+    with a, b, open(path, "rb") as file, pytest.raises(ValueError, match="non-blocking"):
+        a.sendfile(file)

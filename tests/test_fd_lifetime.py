@@ -681,3 +681,46 @@ def test_stress_no_byte_ever_reaches_another_connection():
     assert not errors, errors[:5]
     assert counts["connections"] > 20 and counts["records"] > 1000, counts
     assert fd_count() == before
+
+
+# --- sendfile() and detach() end their hold on the number as close() does -----------------------
+
+def drain_until_done(sock, thread):
+    """Read and count what reaches sock until thread ends (or 10 s pass)."""
+    sock.settimeout(0.01)
+    received = 0
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            received += len(sock.recv(1 << 16))
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_sendfile_closed_from_another_thread_sends_nothing_to_a_reused_fd(tmp_path):
+    """A timed sendfile() waiting for room when another thread closes its socket and new
+    sockets take the number: it stops (EBADF, or the count it sent) and none of the file's
+    bytes reach the new sockets. (The stdlib's loop kept the number: 256 KiB went astray.)"""
+    path = tmp_path / "payload"
+    path.write_bytes(b"F" * (8 << 20))
+    a, peer = csock.socketpair()
+    a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDBUF, 4096)
+    a.settimeout(30)
+    with open(path, "rb") as file:
+        thread, box = outcome_of(lambda: a.sendfile(file))
+        time.sleep(0.2)                           # the send buffer is full: it waits for room
+        a.close()
+        grabbed = grab_fd_numbers()
+        try:
+            drain_until_done(peer, thread)
+            assert_quiet([y for _, y in grabbed])
+        finally:
+            close_all(grabbed)
+            peer.close()
+        thread.join(10)
+    assert not thread.is_alive()
+    ended_with_ebadf_or_returned(box)
+    if not isinstance(box[0], BaseException):
+        assert box[0] < 8 << 20
+

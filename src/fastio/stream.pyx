@@ -12,6 +12,7 @@ from includes.uio cimport iovec, IOV_MAX
 from includes.pyapi cimport _PyBytes_Resize
 from cpython.number cimport PyNumber_Index
 from libc.errno cimport EINVAL, ENOTCONN, EPIPE
+from posix.types cimport off_t
 import _socket
 
 
@@ -593,3 +594,52 @@ def recv_exactly(sock, Py_ssize_t n):
     result = PyBytes_FromStringAndSize(NULL, n)
     fio_recv_exactly_into(sock, PyBytes_AS_STRING(result), n)
     return result
+
+
+# --- sendfile: the stdlib's socket.sendfile() loop, one sendfile(2) at a time ----------------
+
+cdef extern from "<sys/sendfile.h>" nogil:
+    ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+
+
+cdef struct SendfileOp:
+    int in_fd
+    off_t offset
+    size_t count
+
+
+cdef Py_ssize_t sys_sendfile(int fd, void *op) noexcept nogil:
+    cdef SendfileOp *o = <SendfileOp *>op
+    return sendfile(fd, o.in_fd, &o.offset, o.count)
+
+
+def sock_sendfile_once(sock, int in_fd, off_t offset, size_t count, /):
+    """Send up to count bytes of the file in_fd from offset with one sendfile(2) (the file's
+    own position is not used or moved); the number of bytes the kernel took.
+
+    A csock call like send(): counted in flight on the socket's fd, so a close() from another
+    thread makes it raise EBADF (never send to whatever new socket took the number), with
+    the socket's timeout (TimeoutError) and EINTR retried. It is what ``socket.sendfile()``
+    calls in a loop, looking up the fd afresh each time.
+
+    Raises
+    ------
+    BlockingIOError
+        A kernel send timeout (SO_SNDTIMEO) passed, or the socket is non-blocking and full.
+    TimeoutError
+        The socket's timeout passed before any room appeared.
+    OSError
+        sendfile(2)'s error (EINVAL for a file it cannot map, ...); EBADF once the socket is
+        closed.
+    """
+    cdef IoWait w
+    cdef SendfileOp op
+    cdef Py_ssize_t sent
+    op.in_fd = in_fd
+    op.offset = offset
+    op.count = count
+    io_begin(sock, &w)
+    sent = io_call(&w, sys_sendfile, &op, POLLOUT, True)
+    if sent == IO_AGAIN:
+        raise_errno(EAGAIN)
+    return sent
