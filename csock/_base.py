@@ -148,6 +148,22 @@ class socket(_std.socket):
         # run on the fd in other threads, close(2) waits for the last of them (fd lifetime).
         _fastio.close_socket(self)
 
+    def detach(self) -> int:
+        """Put the socket in the closed state without closing its fd, and return the fd.
+
+        Nothing goes on the wire: the connection stays open for whoever takes the fd. As
+        ``close()``, it ends csock's use of the number first: calls running on the socket
+        in other threads end with OSError(EBADF) or what they moved, and none touches the
+        number after this returns (a receive spinning with ``spin_us`` is waited for).
+
+        Returns
+        -------
+        int
+            The fd (-1 if the socket was already closed or detached).
+        """
+        self._closed = True             # (as the stdlib's: makefile() objects see it closed)
+        return int(_fastio.detach_socket(self))
+
     def _sendfile_use_sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         # The stdlib's socket.sendfile() calls this first (and falls back to send() on
         # _GiveupOnSendfile). Its own loop keeps the fd number and calls os.sendfile outside

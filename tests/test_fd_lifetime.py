@@ -724,3 +724,61 @@ def test_sendfile_closed_from_another_thread_sends_nothing_to_a_reused_fd(tmp_pa
     if not isinstance(box[0], BaseException):
         assert box[0] < 8 << 20
 
+
+def test_detach_under_a_spinning_receive_leaves_the_number_to_the_caller():
+    """detach() while another thread's receive spins (spin_us) on the socket: the receive
+    ends with EBADF before detach() returns, so when the caller puts an unrelated connection
+    on the number (dup2) its data stays there. (detach() did not stop the spin: the receive
+    read the other connection's bytes.)"""
+    a, b = csock.socketpair()
+    a.spin_us = 1_000_000
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.05)                              # spinning now (up to 1 s)
+    fd = a.detach()
+    x, y = csock.socketpair()
+    os.dup2(x.fileno(), fd)
+    x.close()
+    unrelated = csock.socket(fileno=fd)
+    y.send(b"not yours")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(box) == 1 and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    assert unrelated.recv(100) == b"not yours"
+    assert a.fileno() == -1
+    for s in (unrelated, y, b):
+        s.close()
+
+
+def test_detach_under_a_timed_receive_wakes_it_and_keeps_the_fd_open():
+    """detach() while a timed receive sleeps: the receive ends with EBADF; the fd returned is
+    the socket's, still open and connected (detach never closes or shuts down)."""
+    a, b = csock.socketpair()
+    a.settimeout(30)
+    before = a.fileno()
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.1)
+    fd = a.detach()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(box) == 1 and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+    assert fd == before and a.fileno() == -1
+    b.send(b"still connected")
+    assert os.read(fd, 100) == b"still connected"
+    os.close(fd)
+    b.close()
+
+
+def test_detach_under_a_call_blocked_in_the_kernel_returns_at_once():
+    """detach() does not wait for a blocking receive inside recv(2) (it holds the file, not
+    the number): it returns the fd at once; the receive gets what then arrives."""
+    a, b = csock.socketpair()
+    thread, box = outcome_of(lambda: a.recv(100))
+    time.sleep(0.1)
+    started = time.monotonic()
+    fd = a.detach()
+    assert time.monotonic() - started < 1
+    b.send(b"late")
+    thread.join(10)
+    assert box == [b"late"]
+    os.close(fd)
+    b.close()

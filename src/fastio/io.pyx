@@ -18,7 +18,7 @@ from libc.errno cimport errno, EINTR, EAGAIN, EBADF
 from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from cpython.exc cimport PyErr_CheckSignals
-from posix.unistd cimport close as close_fd, read as read_fd, write as write_fd
+from posix.unistd cimport close as close_fd, read as read_fd, usleep, write as write_fd
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
 from includes.spin cimport csock_extra_flags
 from includes.socket cimport MSG_DONTWAIT
@@ -115,6 +115,18 @@ cdef inline void io_leave(IoWait *w) noexcept:
             finish_deferred_close(state)
 
 
+cdef inline void spin_enter(IoWait *w) noexcept:
+    """Before a loop that calls on the number over and over without the GIL (spin_us): count
+    it, so that detach() waits for it to see the closing flag and stop."""
+    if w.state != NULL:
+        (<SocketState>w.state).spinning += 1
+
+
+cdef inline void spin_leave(IoWait *w) noexcept:
+    if w.state != NULL and (<SocketState>w.state).spinning > 0:
+        (<SocketState>w.state).spinning -= 1
+
+
 cdef void finish_deferred_close(SocketState state) noexcept:
     cdef int fd = state.pending_fd
     state.pending_fd = -1
@@ -145,6 +157,31 @@ def close_socket(sock):
     _deferred_closes.add(state)
     wake_sleepers(state)
     run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
+
+
+def detach_socket(sock):
+    """detach() for a csock socket: the socket gives up its fd without closing it, and no
+    csock call touches the number once this returns (the caller may close it, or dup2()
+    another file onto it). With calls in flight on it in other threads: mark the socket
+    closed (fileno() -1, every later call EBADF), wake the calls asleep in csock's poll and
+    cancel io_uring requests (as close() does), then wait, with the GIL released, for the
+    calls that reissue system calls on the number without the GIL (asleep in poll, or
+    spinning: spin_us) to see that and end with EBADF. A call blocked inside one system call
+    is not waited for: the kernel holds the file, not the number, for it; it returns what
+    it moved, or EBADF, and makes no further call."""
+    cdef SocketState state = existing_state(sock)
+    if state is None or state.calls_in_flight() == 0:
+        return _socket.socket.detach(sock)
+    fd = _socket.socket.detach(sock)
+    if fd < 0:
+        return fd
+    state.closing = 1
+    wake_sleepers(state)
+    run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
+    while state.sleeping or state.spinning:
+        with nogil:
+            usleep(100)                 # (they need the GIL to leave)
+    return fd
 
 
 def _after_fork_in_child():
@@ -320,12 +357,14 @@ cdef int io_spin(IoWait *w, short events) except -1:
     pfd.fd = w.fd
     pfd.events = events
     io_enter(w)
+    spin_enter(w)
     with nogil:
         while True:
             pfd.revents = 0
             r = poll(&pfd, 1, 0)
             if r != 0 or csock_load_flag(w.closing) or monotonic_ns() >= end:
                 break                           # ready, an error (EINTR: handled below), or time
+    spin_leave(w)
     io_leave(w)
     if PyErr_CheckSignals() < 0:
         return -1
@@ -402,8 +441,10 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             if held:
                 r = io_spin_receive(w, call, op, &err, held)
             if r < 0 and err == EAGAIN and w.spin_ns > held:
+                spin_enter(w)
                 with nogil:
                     r = io_spin_receive(w, call, op, &err, w.spin_ns - held)
+                spin_leave(w)
             io_leave(w)
             if r >= 0:
                 return r

@@ -63,6 +63,8 @@ cdef class SocketState:
         if self.generation != _fork_generation:
             self.generation = _fork_generation
             self.inflight = 0
+            self.sleeping = 0
+            self.spinning = 0
         return self.inflight
 
 
