@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import operator
 import os
 import socket as _std
 import stat
@@ -148,6 +149,28 @@ class socket(_std.socket):
         # run on the fd in other threads, close(2) waits for the last of them (fd lifetime).
         _fastio.close_socket(self)
 
+    def sendmsg(self, *args: Any, **kwargs: Any) -> int:
+        """sendmsg(buffers[, ancdata[, flags[, address]]]): the stdlib's, with MSG_NOSIGNAL.
+
+        One sendmsg(2) of the buffers in order, with the ancillary data (SCM_RIGHTS, ...), to
+        address or the connected peer; returns the bytes sent. MSG_NOSIGNAL is added to
+        flags: a closed peer raises BrokenPipeError and no SIGPIPE reaches the process.
+        Arguments, timeouts and errors are the stdlib's.
+        """
+        # (kwargs: the stdlib's error for them)
+        return super().sendmsg(*_with_nosignal(args, 2, ((), 0)), **kwargs)
+
+    def sendto(self, *args: Any, **kwargs: Any) -> int:
+        """sendto(data[, flags], address): the stdlib's, with MSG_NOSIGNAL.
+
+        One sendto(2) of data to address; returns the bytes sent. MSG_NOSIGNAL is added to
+        flags: a closed peer raises BrokenPipeError and no SIGPIPE reaches the process.
+        Arguments, timeouts and errors are the stdlib's.
+        """
+        if len(args) == 2:
+            args = (args[0], 0, args[1])        # (data, address): flags 0
+        return super().sendto(*_with_nosignal(args, 1, ()), **kwargs)
+
     def detach(self) -> int:
         """Put the socket in the closed state without closing its fd, and return the fd.
 
@@ -214,6 +237,29 @@ class socket(_std.socket):
         if _std.getdefaulttimeout() is None and self.gettimeout():
             conn.setblocking(True)
         return conn, address
+
+
+def _with_nosignal(args: tuple[Any, ...], index: int,
+                   defaults: tuple[Any, ...]) -> tuple[Any, ...]:
+    """args with MSG_NOSIGNAL or'ed into the flags at args[index]; defaults are the values of
+    the optional arguments up to there (args[index - len(defaults) + 1:index + 1]) where
+    args stop short. Flags the stdlib would refuse, and too few arguments, are left as they
+    are: the stdlib's own call then raises its own error."""
+    required = index + 1 - len(defaults)
+    if len(args) < required:
+        return args
+    args = args + defaults[len(args) - required:]
+    try:
+        flags = operator.index(args[index])
+    except TypeError:
+        return args
+    if not _INT_MIN <= flags <= _INT_MAX:
+        return args                             # (the stdlib's OverflowError)
+    return args[:index] + (flags | _MSG_NOSIGNAL,) + args[index + 1:]
+
+
+_MSG_NOSIGNAL = getattr(_std, "MSG_NOSIGNAL", 0)
+_INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
 def _sendfile_source(file: Any) -> tuple[int, int]:

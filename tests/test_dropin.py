@@ -630,3 +630,46 @@ def test_sendfile_refuses_a_non_blocking_socket_as_the_stdlibs(tmp_path: Any) ->
     a.setblocking(False)
     with a, b, open(path, "rb") as file, pytest.raises(ValueError, match="non-blocking"):
         a.sendfile(file)
+
+
+BAD_SEND_ARGUMENTS = {
+    "sendmsg": [(), ("x",), ([b"x"], [], "0"), ([b"x"], [], 2 ** 40), ([b"x"], [], 0, None, 1),
+                ([b"x"], "anc"), ([b"x"], [], 1.5)],
+    "sendto": [(), (b"x",), ("x", ("127.0.0.1", 9)), (b"x", "0", ("127.0.0.1", 9)),
+               (b"x", 2 ** 40, ("127.0.0.1", 9)), (b"x", 0, ("127.0.0.1", 9), 1),
+               (b"x", "not an address")],
+}
+
+
+@pytest.mark.parametrize("call", list(BAD_SEND_ARGUMENTS))
+def test_sendmsg_and_sendto_refuse_bad_arguments_as_the_stdlibs(call: str) -> None:
+    """csock adds MSG_NOSIGNAL to sendmsg/sendto but refuses every malformed call with the
+    stdlib's exception and message (keyword arguments included)."""
+    def outcome(sock: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[type, str]:
+        with pytest.raises((TypeError, ValueError, OverflowError, OSError)) as info:
+            getattr(sock, call)(*args, **kwargs)
+        return type(info.value), str(info.value)
+
+    cases = [(args, {}) for args in BAD_SEND_ARGUMENTS[call]] + [((b"x",), {"flags": 0})]
+    std = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    ours = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with std, ours:
+        for args, kwargs in cases:
+            assert outcome(ours, args, kwargs) == outcome(std, args, kwargs), args
+
+
+def test_sendmsg_and_sendto_still_send_with_and_without_flags() -> None:
+    """The forms the stdlib takes still send what they did (flags or'ed with MSG_NOSIGNAL)."""
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        to = rx.getsockname()
+        assert tx.sendto(b"one", to) == 3
+        assert tx.sendto(b"two", 0, to) == 3
+        assert tx.sendmsg([b"thr", b"ee"], [], 0, to) == 5
+        tx.connect(to)
+        assert tx.sendmsg([b"four"]) == 4
+        assert tx.sendmsg([b"five"], ()) == 4
+        assert [rx.recv(100) for _ in range(5)] == [b"one", b"two", b"three", b"four", b"five"]

@@ -16,7 +16,7 @@ import pytest
 import csock
 
 from .children import child_env
-from .pairs import fd_count
+from .pairs import fd_count, tcp_pair
 
 WRITER = textwrap.dedent("""
     import csock, sys, struct
@@ -390,3 +390,112 @@ def test_fromfd_of_a_non_socket_leaks_no_fd():
     finally:
         os.close(r)
         os.close(w)
+
+
+# --- sendmsg, sendto and sendfile (the stdlib's calls, on csock sockets): no SIGPIPE -----------
+
+def broken_tcp_pair():
+    """A TCP socket whose peer has closed (the first send after that draws the RST), and
+    the peer's address."""
+    a, b = tcp_pair()
+    b.close()
+    return a, a.getpeername()
+
+
+def until_broken_pipe(send):
+    """Call send() until it raises BrokenPipeError (the first may go out before the RST)."""
+    for _ in range(100):
+        try:
+            send()
+        except BrokenPipeError:
+            return
+        time.sleep(0.01)
+    pytest.fail("no BrokenPipeError")
+
+
+def sendfile_source(directory):
+    path = directory / "payload"
+    path.write_bytes(b"F" * 100000)
+    return open(path, "rb")                     # noqa: SIM115 - closed by the caller
+
+
+STDLIB_SEND_CALLS = {
+    "sendmsg": lambda s, _, __: s.sendmsg([b"x", b"y"]),
+    "sendmsg flags": lambda s, _, __: s.sendmsg([b"x"], [], 0),
+    "sendto": lambda s, _, peer: s.sendto(b"x", peer),
+    "sendto flags": lambda s, _, peer: s.sendto(b"x", 0, peer),
+    "sendfile": lambda s, file, _: (file.seek(0), s.sendfile(file)),
+    "sendfile timed": lambda s, file, _: (file.seek(0), s.settimeout(5), s.sendfile(file)),
+}
+
+
+@pytest.mark.parametrize("call", list(STDLIB_SEND_CALLS))
+def test_stdlib_send_calls_to_a_closed_peer_raise_broken_pipe_without_sigpipe(call, tmp_path):
+    """sendmsg, sendto and sendfile to a closed peer raise BrokenPipeError and deliver no
+    SIGPIPE to a handler the program installed (sendmsg/sendto lacked MSG_NOSIGNAL; sendfile(2)
+    has no flags at all)."""
+    signals = []
+    old = signal.signal(signal.SIGPIPE, lambda signum, frame: signals.append(signum))
+    sock, peer = broken_tcp_pair()
+    try:
+        with sendfile_source(tmp_path) as file:
+            until_broken_pipe(lambda: STDLIB_SEND_CALLS[call](sock, file, peer))
+        for _ in range(100):                    # (a handler runs between bytecodes)
+            time.sleep(0.001)
+    finally:
+        signal.signal(signal.SIGPIPE, old)
+        sock.close()
+    assert signals == []
+
+
+def test_sendfile_leaves_a_sigpipe_that_was_pending_before_it(tmp_path):
+    """A SIGPIPE already pending (blocked) when sendfile meets EPIPE is the program's: it is
+    still pending afterwards (the one sendfile(2) raised is merged into it, not consumed)."""
+    signals = []
+    old = signal.signal(signal.SIGPIPE, lambda signum, frame: signals.append(signum))
+    sock, _ = broken_tcp_pair()
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+        signal.pthread_kill(threading.get_ident(), signal.SIGPIPE)
+        with sendfile_source(tmp_path) as file:
+            until_broken_pipe(lambda: (file.seek(0), sock.sendfile(file)))
+        assert signal.SIGPIPE in signal.sigpending()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPIPE})
+        for _ in range(100):
+            time.sleep(0.001)
+        signal.signal(signal.SIGPIPE, old)
+        sock.close()
+    assert signals == [signal.SIGPIPE]
+
+
+def test_stdlib_send_calls_to_a_closed_peer_do_not_kill_a_process_with_sigpipe_default():
+    """With SIGPIPE at its default action (which kills the process), sendmsg, sendto and
+    sendfile to a closed peer raise BrokenPipeError and the process lives."""
+    code = textwrap.dedent("""
+        import signal, tempfile, time, csock
+        from tests.pairs import tcp_pair
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        file = tempfile.TemporaryFile()
+        file.write(b"F" * 100000)
+        calls = {
+            "sendmsg": lambda s, peer: s.sendmsg([b"x"]),
+            "sendto": lambda s, peer: s.sendto(b"x", peer),
+            "sendfile": lambda s, peer: (file.seek(0), s.sendfile(file)),
+        }
+        for name, call in calls.items():
+            sock, other = tcp_pair()
+            peer = sock.getpeername()
+            other.close()
+            for _ in range(100):
+                try:
+                    call(sock, peer)
+                except BrokenPipeError:
+                    print(name, "EPIPE")
+                    break
+                time.sleep(0.01)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=child_env(), cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, (out.returncode, out.stderr)    # -13: killed by SIGPIPE
+    assert out.stdout.split() == ["sendmsg", "EPIPE", "sendto", "EPIPE", "sendfile", "EPIPE"]

@@ -598,8 +598,38 @@ def recv_exactly(sock, Py_ssize_t n):
 
 # --- sendfile: the stdlib's socket.sendfile() loop, one sendfile(2) at a time ----------------
 
-cdef extern from "<sys/sendfile.h>" nogil:
-    ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+cdef extern from *:
+    """
+    #include <signal.h>
+    #include <sys/sendfile.h>
+    /* sendfile(2) to a closed peer: EPIPE and SIGPIPE, and unlike send(2) it takes no
+     * MSG_NOSIGNAL. SIGPIPE is blocked in this thread around the call, and one the call
+     * left pending is taken (sigtimedwait, no wait) unless one was pending already: that
+     * one is the program's, and the call's merged into it. Then the mask is restored.
+     * (A call cut short can have met EPIPE too: sendfile(2) returns the bytes it moved
+     * before, and leaves the signal.) */
+    static Py_ssize_t csock_sendfile_nosigpipe(int out_fd, int in_fd, off_t *offset,
+                                               size_t count) {
+        sigset_t pipe_only, old, pending;
+        struct timespec now = {0, 0};
+        int was_pending, err;
+        Py_ssize_t r;
+        sigemptyset(&pipe_only);
+        sigaddset(&pipe_only, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+        was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+        r = sendfile(out_fd, in_fd, offset, count);
+        err = errno;
+        if (!was_pending && (r < 0 ? err == EPIPE : (size_t)r < count)
+                && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1)
+            sigtimedwait(&pipe_only, NULL, &now);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        errno = err;
+        return r;
+    }
+    """
+    Py_ssize_t csock_sendfile_nosigpipe(int out_fd, int in_fd, off_t *offset,
+                                        size_t count) noexcept nogil
 
 
 cdef struct SendfileOp:
@@ -610,7 +640,7 @@ cdef struct SendfileOp:
 
 cdef Py_ssize_t sys_sendfile(int fd, void *op) noexcept nogil:
     cdef SendfileOp *o = <SendfileOp *>op
-    return sendfile(fd, o.in_fd, &o.offset, o.count)
+    return csock_sendfile_nosigpipe(fd, o.in_fd, &o.offset, o.count)
 
 
 def sock_sendfile_once(sock, int in_fd, off_t offset, size_t count, /):
@@ -620,7 +650,8 @@ def sock_sendfile_once(sock, int in_fd, off_t offset, size_t count, /):
     A csock call like send(): counted in flight on the socket's fd, so a close() from another
     thread makes it raise EBADF (never send to whatever new socket took the number), with
     the socket's timeout (TimeoutError) and EINTR retried. It is what ``socket.sendfile()``
-    calls in a loop, looking up the fd afresh each time.
+    calls in a loop, looking up the fd afresh each time. A closed peer raises
+    BrokenPipeError and no SIGPIPE reaches the process (blocked in this thread meanwhile).
 
     Raises
     ------
