@@ -152,11 +152,19 @@ def close_socket(sock):
     fd = _socket.socket.detach(sock)
     if fd < 0:
         return
-    state.closing = 1
     state.pending_fd = fd
     _deferred_closes.add(state)
+    end_calls_in_flight(state)
+
+
+cdef int end_calls_in_flight(SocketState state) except -1:
+    """A socket that gave up its fd with calls in flight: mark it closing (every call then
+    ends with EBADF at its next check), wake the calls asleep in csock's poll, and cancel its
+    io_uring requests."""
+    state.closing = 1
     wake_sleepers(state)
     run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
+    return 0
 
 
 def detach_socket(sock):
@@ -175,9 +183,7 @@ def detach_socket(sock):
     fd = _socket.socket.detach(sock)
     if fd < 0:
         return fd
-    state.closing = 1
-    wake_sleepers(state)
-    run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
+    end_calls_in_flight(state)
     while state.sleeping or state.spinning:
         with nogil:
             usleep(100)                 # (they need the GIL to leave)
