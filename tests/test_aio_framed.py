@@ -360,3 +360,36 @@ def test_framed_recv_after_close_raises_connection_aborted_even_after_eof(run: A
             with pytest.raises(ConnectionAbortedError):
                 await asyncio.wait_for(call, 5)
     run(main())
+
+
+def test_framed_recv_cancelled_as_the_stream_closes_raises_cancelled(run: Any) -> None:
+    """close() and cancel() in one iteration while recv waits: the task is cancelled (as
+    asyncio.timeout, TaskGroup and wait_for need), on both engines."""
+    async def main() -> None:
+        a, b = framed_pair()
+        task = asyncio.create_task(b.recv())
+        await asyncio.sleep(0.01)
+        b.close()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.wait_closed()
+        a.close()
+    run(main())
+
+
+def test_framed_length_above_max_size_then_end_of_stream_is_too_large(run: Any) -> None:
+    """A length above max_size, then the peer's close: FrameTooLargeError from the first
+    call (the length is checked as it arrives), not IncompleteReadError."""
+    async def main() -> None:
+        x, y = csock.socketpair()
+        stream = csock.aio.FramedStream(y, max_size=1000)
+        x.sendall(struct.pack("!I", 2000))
+        await asyncio.sleep(0.05)
+        x.close()
+        for call in (stream.recv, stream.recv_many):
+            with pytest.raises(csock.FrameTooLargeError):
+                await asyncio.wait_for(call(), 5)
+        stream.close()
+        await stream.wait_closed()
+    run(main())

@@ -126,8 +126,10 @@ class UringFramedStream(FramedStream):
                     self._check_next_length()
                 return
             self._inbox += messages
-            if self._framed.buffered >= 4:
-                self._check_next_length()
+        if self._framed.buffered >= 4:
+            # (also when no message is whole yet: a length above max_size followed by the
+            # end of stream is FrameTooLargeError, as on epoll, not IncompleteReadError)
+            self._check_next_length()
         self._inbox_bytes += completion.result
         if not self._inbox:
             # Only part of a frame so far: nothing for recv to take, so no wake-up (one per
@@ -168,8 +170,10 @@ class UringFramedStream(FramedStream):
             self._fail_reads(error)
 
     def _fail_reads(self, error: BaseException) -> None:
-        # A FrameTooLargeError stays in the parser (read_error): every later recv raises it.
-        if not isinstance(error, FrameTooLargeError) and self._pending_error is None:
+        # A FrameTooLargeError stays in the parser (read_error): every later recv raises it,
+        # whatever came after (the end of stream inside that frame, say).
+        if not isinstance(error, FrameTooLargeError) and self._pending_error is None \
+                and self._framed.read_error is None:
             self._pending_error = error
         if self._recv_request is not None:
             cancel_quietly(self._recv_request, self._driver)
@@ -225,8 +229,10 @@ class UringFramedStream(FramedStream):
             try:
                 handed = await waiter                # messages, or [] when the inbox has news
             except asyncio.CancelledError:
-                # Cancelled after messages were handed over: keep them for the next call.
-                if waiter.done() and not waiter.cancelled() and waiter.result():
+                # Cancelled after messages were handed over: keep them for the next call. (A
+                # waiter failed meanwhile, by close() say, keeps its error: the cancel wins.)
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None \
+                        and waiter.result():
                     self._inbox[:0] = waiter.result()
                 raise
             finally:
