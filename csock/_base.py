@@ -194,6 +194,7 @@ class socket(_std.socket):
         # the file to whatever socket took the number. This is that loop, each sendfile(2) a
         # csock call that looks the fd up afresh (EBADF once closed), with csock's timeouts.
         self._check_sendfile_params(file, offset, count)  # type: ignore[attr-defined]
+        offset = operator.index(offset)     # (TypeError before any byte goes: 1.5 is no offset)
         fileno, size = _sendfile_source(file)
         if not size:
             return 0                                    # an empty file
@@ -258,7 +259,7 @@ def _with_nosignal(args: tuple[Any, ...], index: int,
     return args[:index] + (flags | _MSG_NOSIGNAL,) + args[index + 1:]
 
 
-_MSG_NOSIGNAL = getattr(_std, "MSG_NOSIGNAL", 0)
+_MSG_NOSIGNAL = int(getattr(_std, "MSG_NOSIGNAL", 0))   # (an IntFlag would drop bit 31 of -1)
 _INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
@@ -289,7 +290,8 @@ def _sendfile_chunk(sock: socket, fileno: int, offset: int, count: int, total: i
         raise
 
 
-_KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO)
+# SO_RCVTIMEO/SO_SNDTIMEO, and their _NEW forms (66, 67: 64-bit time on every platform)
+_KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO, 66, 67)
 _UDP_GRO = (getattr(_std, "SOL_UDP", 17), getattr(_std, "UDP_GRO", 104))
 _INET = (_std.AF_INET, _std.AF_INET6)
 
@@ -299,7 +301,7 @@ def _kernel_timeout_is_set(sock: _std.socket) -> bool:
     raw = _std._socket.socket  # type: ignore[attr-defined]
     try:
         return any(any(raw.getsockopt(sock, _std.SOL_SOCKET, option, _TIMEVAL_SIZE))
-                   for option in _KERNEL_TIMEOUTS)
+                   for option in _KERNEL_TIMEOUTS[:2])     # (the _NEW forms read the same)
     except OSError:
         return False
 

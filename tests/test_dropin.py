@@ -673,3 +673,66 @@ def test_sendmsg_and_sendto_still_send_with_and_without_flags() -> None:
         assert tx.sendmsg([b"four"]) == 4
         assert tx.sendmsg([b"five"], ()) == 4
         assert [rx.recv(100) for _ in range(5)] == [b"one", b"two", b"three", b"four", b"five"]
+
+
+@pytest.mark.parametrize("how", ["MSG_DONTWAIT", "O_NONBLOCK", "SO_SNDTIMEO_NEW", "on-a-dup"])
+def test_a_blocking_sendall_in_a_threaded_process_keeps_the_stdlibs_would_block(how: str) -> None:
+    """With another thread in the process a blocking sendall sleeps in csock's poll (where
+    close() wakes it), but not where the stdlib's would not sleep, or would sleep in the
+    kernel: the caller's MSG_DONTWAIT, a file made non-blocking behind the socket, a kernel
+    send timeout set with SO_SNDTIMEO_NEW or on a dup. Each raises BlockingIOError."""
+    a, peer = csock.socketpair()
+    flags = 0
+    if how == "MSG_DONTWAIT":
+        flags = csock.MSG_DONTWAIT
+    elif how == "O_NONBLOCK":
+        os.set_blocking(a.fileno(), False)
+    elif how == "SO_SNDTIMEO_NEW":
+        a.setsockopt(csock.SOL_SOCKET, 67, struct.pack("qq", 0, 200_000))
+    else:
+        with a.dup() as alias:
+            alias.setsockopt(csock.SOL_SOCKET, csock.SO_SNDTIMEO, struct.pack("ll", 0, 200_000))
+    with peer:
+        assert a.gettimeout() is None
+        idle = threading.Thread(target=time.sleep, args=(3,), daemon=True)   # a second thread
+        idle.start()
+        outcome: list[Any] = []
+        worker = threading.Thread(target=lambda: outcome.append(_outcome(
+            lambda: a.sendall(b"x" * 50_000_000, flags))))
+        with a:
+            worker.start()
+            worker.join(5)
+            assert outcome and outcome[0][0] == "BlockingIOError", outcome
+
+
+@pytest.mark.parametrize("call", ["recv", "recv_into"])
+@pytest.mark.parametrize("flags, error", [("bad", TypeError), (2**40, OverflowError)])
+def test_a_receive_of_nothing_still_checks_its_flags(call: str, flags: Any, error: Any) -> None:
+    a, b = csock.socketpair()
+    with a, b, pytest.raises(error):
+        if call == "recv":
+            b.recv(0, flags)
+        else:
+            b.recv_into(bytearray(), 0, flags)
+
+
+def test_sendfile_with_an_offset_that_is_not_an_integer_sends_nothing(tmp_path: Any) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 100_000)
+    a, b = csock.socketpair()
+    with a, b, open(path, "rb") as file:
+        with pytest.raises(TypeError):
+            a.sendfile(file, 1.5)
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(10)
+
+
+def test_sendmsg_and_sendto_pass_negative_flags_as_the_stdlibs_do() -> None:
+    """MSG_NOSIGNAL is or'ed in as a plain int (an IntFlag drops bit 31 of -1 on 3.11+, and
+    the kernel then saw other flags): the same error as the stdlib's."""
+    outcomes = []
+    for module in (stdlib_socket, csock):
+        with module.socket(module.AF_INET, module.SOCK_DGRAM) as tx:
+            outcomes.append(_outcome(lambda: tx.sendmsg([b"m"], [], -1, ("127.0.0.1", 9))))
+    assert outcomes[1] == outcomes[0]

@@ -21,7 +21,8 @@ from cpython.exc cimport PyErr_CheckSignals
 from posix.unistd cimport close as close_fd, read as read_fd, usleep, write as write_fd
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
 from includes.spin cimport csock_extra_flags
-from includes.socket cimport MSG_DONTWAIT
+from includes.socket cimport MSG_DONTWAIT, SOL_SOCKET, SO_SNDTIMEO, getsockopt, socklen_t
+from includes.fcntl cimport fcntl, F_GETFL, O_NONBLOCK
 from includes.pyapi cimport PyInterpreterState_Get
 from cpython.pystate cimport PyInterpreterState_ThreadHead, PyThreadState_Next
 
@@ -417,6 +418,31 @@ cdef inline bint wakeable_sleep(IoWait *w) noexcept:
     return w.state != NULL and not (<SocketState>w.state).kernel_timeouts and not only_thread()
 
 
+cdef bint send_sleeps_elsewhere(IoWait *w) noexcept:
+    """A send loop asleep in csock's poll would not honour a kernel send timeout set where
+    csock's setsockopt did not see it (on a dup, by a stdlib socket on the fd, with
+    SO_SNDTIMEO_NEW): if one is set now, note it, so that the loop sleeps in the kernel from
+    now on, where it applies (BlockingIOError, as the stdlib's). One getsockopt, only when
+    the socket is full."""
+    cdef char timeout[16]                       # struct timeval
+    cdef socklen_t size = sizeof(timeout)
+    cdef int i
+    if getsockopt(w.fd, SOL_SOCKET, SO_SNDTIMEO, timeout, &size) < 0:
+        return False
+    for i in range(size):
+        if timeout[i]:
+            (<SocketState>w.state).kernel_timeouts = True
+            return True
+    return False
+
+
+cdef bint fd_is_nonblocking(int fd) noexcept:
+    """O_NONBLOCK on the file (set behind the socket's back: os.set_blocking, another
+    holder): the stdlib's send would raise BlockingIOError, not sleep."""
+    cdef int flags = fcntl(fd, F_GETFL)
+    return flags >= 0 and (flags & O_NONBLOCK) != 0
+
+
 cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                         bint release_gil) except -1:
     global csock_extra_flags
@@ -480,6 +506,10 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             if r < 0:                       # (data, or the end of stream, that did arrive is
                 _check_still_open(w)        # returned, never lost: it came from this file)
             if r < 0 and err == EAGAIN and wakeable_send:
+                if send_sleeps_elsewhere(w):
+                    continue                # now as the stdlib's would: in the kernel
+                if fd_is_nonblocking(w.fd):
+                    return IO_AGAIN         # made non-blocking behind the socket's back
                 io_wait(w, events)
                 continue
         else:

@@ -197,6 +197,8 @@ def sock_sendall(sock, data, flags=0, /):
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         io_begin(sock, &w)
+        if flags_of(flags) & MSG_DONTWAIT and w.timeout_ns < 0:
+            w.timeout_ns = 0            # the caller's would-block, as the stdlib's sendall
         sendall_wait(sock, &w, <char *>view.buf, view.len, flags_of(flags))
     finally:
         PyBuffer_Release(&view)
@@ -267,6 +269,7 @@ def sock_recv(sock, Py_ssize_t bufsize, flags=0, /):
     cdef BufOp op
     cdef Py_ssize_t r
     cdef PyObject *raw
+    cdef int c_flags = flags_of(flags)  # (checked first, as the stdlib's: recv(0, "x") too)
     if bufsize <= 0:
         if bufsize == 0:
             check_is_socket(sock)
@@ -278,7 +281,7 @@ def sock_recv(sock, Py_ssize_t bufsize, flags=0, /):
     try:
         op.buf = PyBytes_AS_STRING(<object>raw)
         op.len = bufsize
-        op.flags = flags_of(flags)
+        op.flags = c_flags
         r = receive_once(&w, &op)
         if r == IO_AGAIN:
             raise_would_block()
@@ -336,6 +339,7 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, flags=0):
     cdef Py_buffer view
     cdef BufOp op
     cdef Py_ssize_t r
+    cdef int c_flags = flags_of(flags)  # (checked first, as the stdlib's)
     if nbytes < 0:
         raise ValueError("negative buffersize in recv_into")
     get_writable_buffer(buffer, &view, "recv_into")
@@ -350,7 +354,7 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, flags=0):
         io_begin(sock, &w)
         op.buf = <char *>view.buf
         op.len = nbytes
-        op.flags = flags_of(flags)
+        op.flags = c_flags
         r = receive_once(&w, &op)
         if r == IO_AGAIN:
             raise_would_block()

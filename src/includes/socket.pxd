@@ -66,6 +66,7 @@ cdef extern from "<sys/socket.h>" nogil:
         SO_ERROR
         SO_RCVBUF
         SO_SNDBUF
+        SO_SNDTIMEO
         SO_TIMESTAMPNS
         SO_ZEROCOPY
         SO_BUSY_POLL
