@@ -136,6 +136,83 @@ def test_server_close_with_connections_open(run: Any) -> None:
     assert fd_count() == before
 
 
+def _peer_sees_end(peer: std.socket) -> bool:
+    """Whether peer's connection was ended by the other side (EOF, or a reset from a listener
+    closed with it still queued)."""
+    peer.setblocking(True)
+    peer.settimeout(2)
+    try:
+        return peer.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_server_close_serves_nothing_accepted_after_it(run: Any) -> None:
+    # Connections whose accepts completed before close() but were not yet dispatched (uring:
+    # still in the CQ) were handed to handlers after close(), and wait_closed() never returned.
+    before = fd_baseline(run)
+    started: list[bool] = []
+
+    async def handler(stream: csock.aio.FramedStream) -> None:
+        started.append(server.is_serving())
+        await stream.recv_many()
+
+    async def main() -> None:
+        nonlocal server
+        at_start = fd_count()
+        server = await csock.aio.start_framed_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        peers = []
+        for _ in range(50):
+            peer = std.socket()
+            peer.setblocking(False)
+            peer.connect_ex(("127.0.0.1", port))
+            peers.append(peer)
+        await asyncio.sleep(0)
+        server.close()
+        server.abort_clients()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        await asyncio.sleep(0.05)
+        assert server.connections == 0
+        assert False not in started                 # no handler began after close()
+        for peer in peers:
+            assert _peer_sees_end(peer)
+            peer.close()
+        await asyncio.sleep(0.05)
+        assert fd_count() == at_start               # (and the uring driver's ring is closed)
+
+    server: Any = None
+    run(main())
+    assert fd_count() == before
+
+
+def test_server_handler_cancelled_before_it_starts_closes_its_connection(run: Any) -> None:
+    # A handler task cancelled before its first step never ran _run's finally: the stream was
+    # never closed (uring: the driver kept a user, so the loop's ring stayed open).
+    async def handler(stream: csock.aio.FramedStream) -> None:
+        raise AssertionError("never started")
+
+    async def main() -> None:
+        at_start = fd_count()
+        server = await csock.aio.start_framed_server(handler, "127.0.0.1", 0)
+        ours, peer = csock.socketpair()
+        ours.setblocking(False)
+        server._serve(ours)             # as an accept does: the task is made, not yet run
+        server.abort_clients()          # cancelled before its first step
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        assert server.connections == 0
+        assert ours.fileno() == -1
+        assert _peer_sees_end(peer)
+        peer.close()
+        await asyncio.sleep(0.05)
+        assert fd_count() == at_start
+
+    run(main())
+
+
 def test_server_serve_forever_and_cancel(run: Any) -> None:
     async def main() -> None:
         server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0)

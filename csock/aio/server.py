@@ -204,6 +204,11 @@ class FramedServer:
             self._resume_accepting(listener)
 
     def _serve(self, conn: _std.socket) -> None:
+        if self._closed:
+            # Accepted before close() but reaped after it (uring: a completion already in the
+            # CQ): never served, closed at once, as the listener's queue is by its close.
+            conn.close()
+            return
         try:
             stream = self._stream_class(conn, max_size=self._max_size,
                                         write_limit=self._write_limit, engine=self._engine)
@@ -212,7 +217,7 @@ class FramedServer:
             raise
         task = self._loop.create_task(self._run(stream))
         self._tasks.add(task)
-        task.add_done_callback(self._handler_done)
+        task.add_done_callback(partial(self._handler_done, stream))
 
     def _accept(self, listener: _std.socket) -> None:
         for _ in range(self._backlog):
@@ -253,7 +258,11 @@ class FramedServer:
         finally:
             stream.abort()
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
+    def _handler_done(self, stream: FramedStream, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never ran _run (nor its finally): nothing
+        # else closes its stream. (One _run closed is left to finish writing its backlog.)
+        if not stream.is_closing():
+            stream.abort()
         self._tasks.discard(task)
         if not self._tasks:
             self._wake_idle()
