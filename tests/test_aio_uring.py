@@ -637,6 +637,42 @@ def test_a_stream_left_open_when_its_loop_closes_lets_its_socket_close(run: Any)
     assert fds[1:] == fds[:1] * 3           # (after the first: uvloop's signal pipe, made once)
 
 
+def test_a_loop_dropped_without_close_is_collected_with_its_ring(recwarn: Any) -> None:
+    """A loop left unclosed with a uring stream open (run_until_complete, then dropped): the
+    GC collects it, and its ring is closed then, so that the socket's close() closes the fd
+    (the peer sees end of stream) and no ring fd stays open. The ring's requests' handlers
+    refer to the stream, so the loop: held by the ring, which a module-level reference and
+    the loop's finalizer kept alive, they made the loop reachable for ever. (asyncio's loop
+    only: an unclosed uvloop loop is never collected, csock or not, its libuv handles holding
+    it.)"""
+    rings_before = ring_fds()
+    fds_before = fd_count()
+    a, peer = csock.socketpair()
+
+    async def main() -> csock.aio.FramedStream:
+        stream = csock.aio.FramedStream(a, engine="uring")
+        receiving = asyncio.ensure_future(stream.recv())
+        await asyncio.sleep(0.05)               # the multishot recv is armed in the kernel
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        return stream
+
+    loop = asyncio.new_event_loop()
+    stream = loop.run_until_complete(main())
+    del stream
+    dropped = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert dropped() is None
+    assert ring_fds() == rings_before
+    with peer:
+        a.close()
+        peer.settimeout(2)
+        assert peer.recv(10) == b""
+    assert fd_count() == fds_before
+
+
 def test_closing_the_socket_under_a_waiting_recv_raises_in_it(
         run: Any, caplog: pytest.LogCaptureFixture) -> None:
     """The socket itself closed (not the stream) while a recv waits: close() cancels the

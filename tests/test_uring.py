@@ -391,6 +391,39 @@ def test_run_callbacks_calls_each_requests_callback_in_order(ring) -> None:
         assert len(errors) == 1 and ring.pending == 0
 
 
+def test_run_callbacks_takes_the_handlers_from_a_dict_when_given(ring) -> None:
+    # csock.aio keeps its handlers out of the requests (a request holding a stream's handler
+    # kept the stream's loop alive for ever): the dict is asked, and a request's entry goes
+    # with its last completion; request.callback is then not used.
+    needs(ring, "recv", "send")
+    a, b = csock.socketpair()
+    with a, b:
+        calls: list[tuple[str, object]] = []
+
+        class Handlers(dict):                       # (a subclass is taken too)
+            pass
+
+        handlers = Handlers()
+        receiving = ring.recv(a)
+        receiving.callback = lambda c: calls.append(("callback", c))
+        handlers[receiving] = lambda c: calls.append(
+            ("recv", bytes(c.value) if c.error is None else c.error.errno))
+        sending = ring.send(b, b"hello")
+        handlers[sending] = lambda c: calls.append(("send", c.value))
+        deadline = time.monotonic() + 5
+        while ("recv", b"hello") not in calls and time.monotonic() < deadline:
+            ring.run_callbacks(lambda callback, error: pytest.fail(repr(error)), handlers)
+        assert ("send", 5) in calls and ("recv", b"hello") in calls
+        assert list(handlers) == [receiving]         # multishot: still armed
+        ring.cancel(receiving)
+        while not receiving.done and time.monotonic() < deadline:
+            ring.run_callbacks(lambda callback, error: pytest.fail(repr(error)), handlers)
+        assert calls[-1] == ("recv", errno.ECANCELED) and handlers == {}
+        assert not any(name == "callback" for name, _ in calls)
+        with pytest.raises(TypeError):
+            ring.run_callbacks(lambda callback, error: None, [])
+
+
 def polls_ready_at_once(r: uring.Ring, sock: object, count: int,
                         callback: object) -> list[uring.Request]:
     """count one-shot POLLOUT requests on a writable socket, each completing at the submit."""

@@ -113,6 +113,13 @@ def driver_for(loop: asyncio.AbstractEventLoop) -> UringDriver:
     return driver
 
 
+class _Handlers(dict):  # type: ignore[type-arg]
+    """Request -> its handler, for Ring.run_callbacks. Only the loop holds it (its reader's
+    arguments); the driver, which _drivers and the finalizer keep, refers to it weakly."""
+
+    __slots__ = ("__weakref__",)
+
+
 class UringDriver:
     """One loop's Ring, its fd watched by the loop, and the handler of each pending request."""
 
@@ -121,9 +128,12 @@ class UringDriver:
         # would keep the loop, and this ring, alive for ever.
         self._loop_ref = weakref.ref(loop)
         self.ring = Ring(RING_ENTRIES, RING_BUFFERS, RING_BUFFER_SIZE)
-        # A loop collected with streams never closed: their requests go, and so does the fd.
-        # (A stream's handler refers to its loop, so this is for a loop whose close() could
-        # not be hooked: _close_ring_with is what closes the ring of a loop that closes.)
+        # A loop dropped unclosed: when the GC collects it, its streams' requests are cancelled
+        # and the fd closed. Nothing that outlives the loop (this driver, held by _drivers;
+        # the ring, held by this finalizer; its requests, held by their sockets' close hook)
+        # may refer to a handler, which refers to its stream, so to the loop: the handlers
+        # are in a dict only the loop's reader holds, a cycle through the loop the GC sees.
+        # (_close_ring_with is what closes the ring of a loop that is closed.)
         self._on_loop_collected = weakref.finalize(loop, self.ring.close)
         _close_ring_with(loop)
         self.pid = os.getpid()
@@ -133,7 +143,9 @@ class UringDriver:
         self._fd = self.ring.fileno
         # The ring's own method as the reader: a Python frame more per wake-up was 4 % of a
         # ping-pong's instructions. (close() removes it before the ring closes.)
-        loop.add_reader(self._fd, self.ring.run_callbacks, _report_handler_error)
+        handlers = _Handlers()
+        self._handlers = weakref.ref(handlers)
+        loop.add_reader(self._fd, self.ring.run_callbacks, _report_handler_error, handlers)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -165,7 +177,10 @@ class UringDriver:
     def start(self, request: Request, handler: Handler) -> Request:
         """Call handler(completion) for each of request's completions; the request reaches the
         kernel with this loop iteration's one submit."""
-        request.callback = handler
+        handlers = self._handlers()
+        if handlers is None:
+            raise RuntimeError("the driver's event loop is gone")
+        handlers[request] = handler
         self.submit_soon()
         return request
 
@@ -183,7 +198,9 @@ class UringDriver:
         # Submit what is queued, reap what is posted, never sleep, and call each request's
         # handler in CQ order (in C). Requests the kernel could serve at once during the
         # submit are reaped here, in this iteration.
-        ring.run_callbacks(_report_handler_error)
+        handlers = self._handlers()
+        if handlers is not None:
+            ring.run_callbacks(_report_handler_error, handlers)
         if self._users <= 0:
             self.close()       # nobody is left to want the completions still to come
 
@@ -200,6 +217,9 @@ class UringDriver:
         if not self._loop_closed():
             self.loop.remove_reader(self._fd)
         self.ring.close()
+        handlers = self._handlers()
+        if handlers is not None:
+            handlers.clear()            # no completion will come to call them
         loop = self._loop_ref()
         if loop is not None and _drivers.get(loop) is self:
             del _drivers[loop]

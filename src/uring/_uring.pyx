@@ -1492,12 +1492,19 @@ cdef class Ring:
         result, self.ready = self.ready, []
         return result
 
-    def run_callbacks(self, on_error):
+    def run_callbacks(self, on_error, handlers=None):
         """Submit what is queued, reap what is posted without sleeping (as ``wait(0, 0)``), and
         call each completion's ``request.callback`` with it, in the order the kernel posted
         them; completions of requests without one are dropped. A callback that raises is
         reported to ``on_error(callback, error)`` and the rest still run. Returns how many
-        callbacks ran. (csock.aio's engine: no Python loop or lookup per completion.)
+        callbacks ran. (csock.aio's engine: no Python loop per completion.)
+
+        ``handlers``, a dict mapping requests to callbacks, is asked instead of
+        ``request.callback`` when given (a request's entry is removed with its last
+        completion). csock.aio's engine keeps its handlers there, where only the loop refers
+        to them: a request (which the ring, and the socket's close(), refer to, and which the
+        cyclic GC cannot see through the ring) holding its handler held the stream, so the
+        loop, for ever, and a loop dropped unclosed was never collected.
 
         Each completion is made and handed to its callback before the next is taken, so that
         it is freed before the next is made: reaping hundreds first filled the cyclic GC's
@@ -1508,6 +1515,11 @@ cdef class Ring:
         cdef Py_ssize_t ran = 0
         cdef int count = 0
         cdef uint32_t stop
+        cdef dict table = None
+        if handlers is not None:
+            if not isinstance(handlers, dict):
+                raise TypeError(f"handlers must be a dict, not {type(handlers).__name__}")
+            table = <dict>handlers
         self.check_usable()
         self.submit()
         self.begin_reap()
@@ -1520,9 +1532,14 @@ cdef class Ring:
                 # full) appends behind, and one that raises Ctrl-C leaves the rest queued.
                 completion = self.ready.pop(0)
                 request = completion.request
-                callback = request.callback
-                if not completion.more:
-                    request.callback = None     # its last: nothing holds the handler on
+                if table is None:
+                    callback = request.callback
+                    if not completion.more:
+                        request.callback = None     # its last: nothing holds the handler on
+                elif completion.more:
+                    callback = table.get(request)
+                else:
+                    callback = table.pop(request, None)
                 if callback is None:
                     continue
                 ran += 1
