@@ -782,3 +782,32 @@ def test_detach_under_a_call_blocked_in_the_kernel_returns_at_once():
     assert box == [b"late"]
     os.close(fd)
     b.close()
+
+
+def test_zerocopy_on_a_file_an_earlier_state_numbered_sends_copied():
+    """The kernel numbers a file's zero-copy sends for its whole life. Once the socket that
+    sent some closed (its bookkeeping gone), a dup that sends zero-copy cannot know the
+    numbers: matched from 0, a completion released a later send's buffer while the kernel
+    still read it (the peer got freed memory). Such a file sends copied."""
+    a, peer = zerocopy_pair()
+    b = a.dup()
+    with peer, b:
+        a.send_buffers([bytearray(20_000)], zerocopy=True)
+        assert len(recv_exactly_or_eof(peer, 20_000)) == 20_000
+        csock._fastio.flush_zerocopy(a, timeout=2)
+        a.close()
+        b.zerocopy_threshold = 0
+        first, second = bytearray(os.urandom(300_000)), bytearray(os.urandom(300_000))
+        expected = bytes(first) + bytes(second) + b"x" * 100
+        b.send_buffers([first], zerocopy=True)
+        b.send_buffers([second], zerocopy=True)
+        got = recv_exactly_or_eof(peer, 300_000)
+        time.sleep(0.1)
+        b.send_buffers([b"x" * 100], zerocopy=True)      # reads the completions there are
+        try:
+            second.extend(bytes(10_000_000))             # moves it, if it is not exported
+            first[:] = b"J" * len(first)
+        except BufferError:
+            pass                                         # still exported: as safe
+        got += recv_exactly_or_eof(peer, len(expected) - len(got))
+        assert got == expected

@@ -201,10 +201,15 @@ cdef ZeroCopyState plain_send_state():
 
 
 cdef ZeroCopyState new_zerocopy_state(int fd, int family):
-    """A state for a socket no one sent zero-copy on yet: SO_ZEROCOPY asked for, fd dup'ed."""
+    """A state for a socket no one sent zero-copy on yet: SO_ZEROCOPY asked for, fd dup'ed.
+    The kernel numbers a file's zero-copy sends from 0 for its whole life, and only once
+    SO_ZEROCOPY is on: a file that has it on already (an earlier state of this process, now
+    gone, another holder, another process, the caller's setsockopt) may have used numbers
+    this state cannot know, and matching completions by number would release buffers early
+    or never. Such a file sends copied."""
     cdef ZeroCopyState state = ZeroCopyState()
     cdef int one = 1
-    if family != AF_INET and family != AF_INET6:
+    if family != AF_INET and family != AF_INET6 or zerocopy_was_on(fd):
         state.mode = -1
     elif setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0:
         state.errfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)
@@ -212,6 +217,13 @@ cdef ZeroCopyState new_zerocopy_state(int fd, int family):
     else:
         state.mode = -1
     return state
+
+
+cdef bint zerocopy_was_on(int fd) noexcept:
+    """SO_ZEROCOPY is on already (or cannot be read: then as good as on)."""
+    cdef int on = 0
+    cdef socklen_t size = sizeof(on)
+    return getsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &on, &size) < 0 or on != 0
 
 
 cdef object socket_key(int fd):
