@@ -750,8 +750,9 @@ def test_detach_under_a_spinning_receive_leaves_the_number_to_the_caller():
 
 
 def test_detach_under_a_timed_receive_wakes_it_and_keeps_the_fd_open():
-    """detach() while a timed receive sleeps: the receive ends with EBADF; the fd returned is
-    the socket's, still open and connected (detach never closes or shuts down)."""
+    """detach() while a timed receive sleeps: the receive ends with EBADF; the fd returned
+    names the socket's file (a duplicate, the number staying the receive's until it ends),
+    still open and connected (detach never closes or shuts down)."""
     a, b = csock.socketpair()
     a.settimeout(30)
     before = a.fileno()
@@ -761,7 +762,9 @@ def test_detach_under_a_timed_receive_wakes_it_and_keeps_the_fd_open():
     thread.join(10)
     assert not thread.is_alive()
     assert len(box) == 1 and isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
-    assert fd == before and a.fileno() == -1
+    assert fd >= 0 and fd != before and a.fileno() == -1
+    with pytest.raises(OSError):
+        os.fstat(before)                # closed by the receive, the last call out
     b.send(b"still connected")
     assert os.read(fd, 100) == b"still connected"
     os.close(fd)
@@ -811,3 +814,57 @@ def test_zerocopy_on_a_file_an_earlier_state_numbered_sends_copied():
             pass                                         # still exported: as safe
         got += recv_exactly_or_eof(peer, len(expected) - len(got))
         assert got == expected
+
+
+@pytest.mark.parametrize("method", ["send", "send_buffers", "framed"])
+def test_detach_racing_a_send_never_sends_into_the_file_that_takes_the_number(method):
+    """detach() while another thread sends, then the caller closes the fd it got and a new
+    socket takes the lowest free number: no byte may reach that socket. (detach() waited only
+    for calls asleep or spinning; one between its fd check and its system call went on.)"""
+    listener = csock.create_server(("127.0.0.1", 0))
+    victim = csock.create_connection(listener.getsockname())
+    victim_peer, _ = listener.accept()
+    victim_peer.setblocking(False)
+    payload = b"MISDIRECTED!" * 10
+    with listener, victim, victim_peer:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            a = csock.create_connection(listener.getsockname())
+            b, _ = listener.accept()
+            framed = csock.FramedStream(a)
+            started = threading.Event()
+
+            def sender(a=a, b=b, framed=framed, started=started):
+                started.set()
+                try:
+                    while True:
+                        {"send": lambda: a.send(payload),
+                         "send_buffers": lambda: a.send_buffers([payload, payload]),
+                         "framed": lambda: framed.send(payload)}[method]()
+                        b.recv(1 << 20)
+                except OSError:
+                    pass
+
+            thread = threading.Thread(target=sender)
+            thread.start()
+            started.wait()
+            time.sleep(0.0005)
+            os.close(a.detach())
+            taken = os.dup(victim.fileno())
+            thread.join(10)
+            os.close(taken)
+            b.close()
+            with pytest.raises(BlockingIOError):
+                victim_peer.recv(65536)
+
+
+def test_detach_after_a_zerocopy_send_leaves_no_copy_of_the_fd_open():
+    """The zero-copy bookkeeping's own dup of the fd went with close() but not with detach():
+    after the caller closed the fd detach() gave, the peer saw no end of stream."""
+    a, peer = zerocopy_pair()
+    with peer:
+        a.send_buffers([bytearray(20_000)], zerocopy=True)
+        assert len(recv_exactly_or_eof(peer, 20_000)) == 20_000
+        csock._fastio.flush_zerocopy(a, timeout=2)
+        os.close(a.detach())
+        assert recv_exactly_or_eof(peer, 1, timeout=5) == b""

@@ -18,11 +18,11 @@ from libc.errno cimport errno, EINTR, EAGAIN, EBADF
 from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from cpython.exc cimport PyErr_CheckSignals
-from posix.unistd cimport close as close_fd, read as read_fd, usleep, write as write_fd
+from posix.unistd cimport close as close_fd, read as read_fd, write as write_fd
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
 from includes.spin cimport csock_extra_flags
 from includes.socket cimport MSG_DONTWAIT, SOL_SOCKET, SO_SNDTIMEO, getsockopt, socklen_t
-from includes.fcntl cimport fcntl, F_GETFL, O_NONBLOCK
+from includes.fcntl cimport fcntl, F_DUPFD_CLOEXEC, F_GETFL, O_NONBLOCK
 from includes.pyapi cimport PyInterpreterState_Get
 from cpython.pystate cimport PyInterpreterState_ThreadHead, PyThreadState_Next
 
@@ -116,18 +116,6 @@ cdef inline void io_leave(IoWait *w) noexcept:
             finish_deferred_close(state)
 
 
-cdef inline void spin_enter(IoWait *w) noexcept:
-    """Before a loop that calls on the number over and over without the GIL (spin_us): count
-    it, so that detach() waits for it to see the closing flag and stop."""
-    if w.state != NULL:
-        (<SocketState>w.state).spinning += 1
-
-
-cdef inline void spin_leave(IoWait *w) noexcept:
-    if w.state != NULL and (<SocketState>w.state).spinning > 0:
-        (<SocketState>w.state).spinning -= 1
-
-
 cdef void finish_deferred_close(SocketState state) noexcept:
     cdef int fd = state.pending_fd
     state.pending_fd = -1
@@ -144,51 +132,59 @@ def close_socket(sock):
     send's buffers stay held until the kernel's completion (zerocopy_orphan; one still running
     in another thread hands its exports over when it returns)."""
     cdef SocketState state = existing_state(sock)
-    if state is not None and state.zerocopy is not None:
-        zerocopy_orphan(state.zerocopy)
-        state.zerocopy = None
+    give_up_zerocopy(state)
     if state is None or state.calls_in_flight() == 0:
         _socket.socket.close(sock)
         return
-    fd = _socket.socket.detach(sock)
-    if fd < 0:
-        return
-    state.pending_fd = fd
-    _deferred_closes.add(state)
-    end_calls_in_flight(state)
-
-
-cdef int end_calls_in_flight(SocketState state) except -1:
-    """A socket that gave up its fd with calls in flight: mark it closing (every call then
-    ends with EBADF at its next check), wake the calls asleep in csock's poll, and cancel its
-    io_uring requests."""
-    state.closing = 1
-    wake_sleepers(state)
-    run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
-    return 0
+    leave_fd_to_calls_in_flight(sock, state)
 
 
 def detach_socket(sock):
     """detach() for a csock socket: the socket gives up its fd without closing it, and no
-    csock call touches the number once this returns (the caller may close it, or dup2()
-    another file onto it). With calls in flight on it in other threads: mark the socket
-    closed (fileno() -1, every later call EBADF), wake the calls asleep in csock's poll and
-    cancel io_uring requests (as close() does), then wait, with the GIL released, for the
-    calls that reissue system calls on the number without the GIL (asleep in poll, or
-    spinning: spin_us) to see that and end with EBADF. A call blocked inside one system call
-    is not waited for: the kernel holds the file, not the number, for it; it returns what
-    it moved, or EBADF, and makes no further call."""
+    csock call touches the number the caller gets. With calls in flight on the socket in
+    other threads, the number is theirs until the last one ends (as after close(): marked
+    closed, sleepers woken, io_uring requests cancelled, close(2) by the last call out), and
+    the caller gets a duplicate of it (dup(2): the same open file, connection and options,
+    another number), so that a call between its check and its system call can never reach a
+    file the caller put on the number. Zero-copy sends in flight stay held, as on close()."""
     cdef SocketState state = existing_state(sock)
+    give_up_zerocopy(state)
     if state is None or state.calls_in_flight() == 0:
         return _socket.socket.detach(sock)
-    fd = _socket.socket.detach(sock)
+    fd = _socket.socket.fileno(sock)
     if fd < 0:
         return fd
-    end_calls_in_flight(state)
-    while state.sleeping or state.spinning:
-        with nogil:
-            usleep(100)                 # (they need the GIL to leave)
-    return fd
+    # (with the GIL held throughout: os.dup() would let the calls end before the handover,
+    # and no one would then close the number they leave)
+    handed_over = fcntl(fd, F_DUPFD_CLOEXEC, 0)   # (non-inheritable, as fds Python makes)
+    if handed_over < 0:
+        raise_errno(errno)
+    leave_fd_to_calls_in_flight(sock, state)
+    return handed_over
+
+
+cdef int give_up_zerocopy(SocketState state) except -1:
+    """The socket lets go of its zero-copy bookkeeping: buffers still in the kernel go to the
+    orphans, held until their completions (the bookkeeping's own dup of the fd with them)."""
+    if state is not None and state.zerocopy is not None:
+        zerocopy_orphan(state.zerocopy)
+        state.zerocopy = None
+    return 0
+
+
+cdef int leave_fd_to_calls_in_flight(object sock, SocketState state) except -1:
+    """The socket gives up its fd while calls run on it: mark it closing (every call then ends
+    with EBADF at its next check), wake the calls asleep in csock's poll, cancel its io_uring
+    requests, and leave close(2) to the last call out."""
+    fd = _socket.socket.detach(sock)
+    if fd < 0:
+        return 0
+    state.pending_fd = fd
+    _deferred_closes.add(state)
+    state.closing = 1
+    wake_sleepers(state)
+    run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
+    return 0
 
 
 def _after_fork_in_child():
@@ -364,14 +360,12 @@ cdef int io_spin(IoWait *w, short events) except -1:
     pfd.fd = w.fd
     pfd.events = events
     io_enter(w)
-    spin_enter(w)
     with nogil:
         while True:
             pfd.revents = 0
             r = poll(&pfd, 1, 0)
             if r != 0 or csock_load_flag(w.closing) or monotonic_ns() >= end:
                 break                           # ready, an error (EINTR: handled below), or time
-    spin_leave(w)
     io_leave(w)
     if PyErr_CheckSignals() < 0:
         return -1
@@ -473,10 +467,8 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             if held:
                 r = io_spin_receive(w, call, op, &err, held)
             if r < 0 and err == EAGAIN and w.spin_ns > held:
-                spin_enter(w)
                 with nogil:
                     r = io_spin_receive(w, call, op, &err, w.spin_ns - held)
-                spin_leave(w)
             io_leave(w)
             if r >= 0:
                 return r

@@ -16,7 +16,6 @@ cdef class SocketState:
     cdef int closing            # close() ran while calls were in flight: they end with EBADF
     cdef int pending_fd         # the fd close() left for the last call in flight to close(2)
     cdef int sleeping           # of those, the calls asleep in io_wait's poll (close() wakes them)
-    cdef int spinning           # of those, the calls spinning on the number without the GIL
     cdef bint kernel_timeouts   # SO_RCVTIMEO/SO_SNDTIMEO set: blocking calls sleep in the call
     cdef unsigned long generation   # _fork_generation when inflight was last counted
     cdef int64_t spin_ns

@@ -64,7 +64,6 @@ cdef class SocketState:
             self.generation = _fork_generation
             self.inflight = 0
             self.sleeping = 0
-            self.spinning = 0
         return self.inflight
 
 
