@@ -158,7 +158,8 @@ class socket(_std.socket):
         Arguments, timeouts and errors are the stdlib's.
         """
         # (kwargs: the stdlib's error for them)
-        return super().sendmsg(*_with_nosignal(args, 2, ((), 0)), **kwargs)
+        sent: int = _held(self, _CSocket.sendmsg, *_with_nosignal(args, 2, ((), 0)), **kwargs)
+        return sent
 
     def sendto(self, *args: Any, **kwargs: Any) -> int:
         """sendto(data[, flags], address): the stdlib's, with MSG_NOSIGNAL.
@@ -169,7 +170,48 @@ class socket(_std.socket):
         """
         if len(args) == 2:
             args = (args[0], 0, args[1])        # (data, address): flags 0
-        return super().sendto(*_with_nosignal(args, 1, ()), **kwargs)
+        sent: int = _held(self, _CSocket.sendto, *_with_nosignal(args, 1, ()), **kwargs)
+        return sent
+
+    # The stdlib's C calls below run as csock's own do: counted in flight, so that a close()
+    # or detach() from another thread leaves them the number (they never reach a file that
+    # took it: bytes sent into, or read from, another connection, or another socket shut
+    # down). Arguments, timeouts and errors are the stdlib's.
+
+    def recvfrom(self, *args: Any, **kwargs: Any) -> Any:
+        """recvfrom(bufsize[, flags]) -> (bytes, address): one recvfrom(2), as the stdlib's."""
+        return _held(self, _CSocket.recvfrom, *args, **kwargs)
+
+    def recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
+        """recvfrom_into(buffer[, nbytes[, flags]]) -> (nbytes, address): one recvfrom(2) into
+        buffer, as the stdlib's."""
+        return _held(self, _CSocket.recvfrom_into, *args, **kwargs)
+
+    def recvmsg(self, *args: Any, **kwargs: Any) -> Any:
+        """recvmsg(bufsize[, ancbufsize[, flags]]) -> (data, ancdata, msg_flags, address): one
+        recvmsg(2), as the stdlib's."""
+        return _held(self, _CSocket.recvmsg, *args, **kwargs)
+
+    def recvmsg_into(self, *args: Any, **kwargs: Any) -> Any:
+        """recvmsg_into(buffers[, ancbufsize[, flags]]): one recvmsg(2) into buffers, as the
+        stdlib's."""
+        return _held(self, _CSocket.recvmsg_into, *args, **kwargs)
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        """connect(address): connect(2), waiting for it within the socket's timeout, as the
+        stdlib's."""
+        _held(self, _CSocket.connect, *args, **kwargs)
+
+    def connect_ex(self, *args: Any, **kwargs: Any) -> int:
+        """connect_ex(address) -> errno: connect() returning the error number, as the
+        stdlib's."""
+        result: int = _held(self, _CSocket.connect_ex, *args, **kwargs)
+        return result
+
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
+        """shutdown(how): shutdown(2) of the connection for every holder of the open file (the
+        FIN goes out with SHUT_WR), as the stdlib's."""
+        _held(self, _CSocket.shutdown, *args, **kwargs)
 
     def detach(self) -> int:
         """Put the socket in the closed state without closing its fd, and return the fd.
@@ -222,7 +264,7 @@ class socket(_std.socket):
         stdlib's. Setting SO_RCVTIMEO or SO_SNDTIMEO makes csock's blocking calls wait in the
         system call itself, so the kernel's timeout applies; setting UDP_GRO makes recv_batch
         split coalesced messages, as ``enable_gro()`` does."""
-        super().setsockopt(*args)
+        _held(self, _CSocket.setsockopt, *args)
         if len(args) >= 2 and args[0] == _std.SOL_SOCKET and args[1] in _KERNEL_TIMEOUTS:
             _fastio.note_kernel_timeout(self)
         elif tuple(args[:2]) == _UDP_GRO and len(args) == 3 and isinstance(args[2], int):
@@ -231,7 +273,7 @@ class socket(_std.socket):
 
     def accept(self) -> tuple[socket, Any]:
         """accept(2): a csock socket for the new connection and the peer's address."""
-        fd, address = self._accept()  # type: ignore[attr-defined]
+        fd, address = _held(self, _CSocket._accept)
         conn = socket(self.family, self.type, self.proto, fileno=fd)
         # As the stdlib: the accepted socket is blocking unless a default timeout is set,
         # whatever the listening socket's mode.
@@ -289,6 +331,11 @@ def _sendfile_chunk(sock: socket, fileno: int, offset: int, count: int, total: i
             raise _std._GiveupOnSendfile(error) from None  # type: ignore[attr-defined]
         raise
 
+
+_held = _fastio.held_call
+# The C socket class the stdlib's socket.socket subclasses: its methods, taken at import,
+# whatever a program later puts in the stdlib module (socket.socket = csock.socket).
+_CSocket = _std._socket.socket  # type: ignore[attr-defined]
 
 # SO_RCVTIMEO/SO_SNDTIMEO, and their _NEW forms (66, 67: 64-bit time on every platform)
 _KERNEL_TIMEOUTS = (_std.SO_RCVTIMEO, _std.SO_SNDTIMEO, 66, 67)

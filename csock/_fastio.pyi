@@ -1,10 +1,12 @@
 # Stubs for the compiled csock._fastio (src/_fastio.pyx). Each section mirrors one include file.
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from socket import socket as _Socket
 from types import TracebackType
-from typing import Any, SupportsIndex, final, overload
+from typing import Any, SupportsIndex, TypeVar, final, overload
 
 from typing_extensions import Buffer, Self, disjoint_base
+
+_T = TypeVar("_T")
 
 # --- errors.pyx ---
 class IncompleteReadError(EOFError):
@@ -86,6 +88,7 @@ def _restore_datagram(data: Any, address: Any, truncated: bool, timestamp: float
                       tos: int | None = ...) -> Datagram: ...
 def close_socket(sock: _Socket) -> None: ...
 def detach_socket(sock: _Socket) -> int: ...
+def held_call(sock: _Socket, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T: ...
 def note_kernel_timeout(sock: _Socket) -> None: ...
 
 # --- stream.pyx ---

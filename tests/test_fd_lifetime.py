@@ -868,3 +868,65 @@ def test_detach_after_a_zerocopy_send_leaves_no_copy_of_the_fd_open():
         csock._fastio.flush_zerocopy(a, timeout=2)
         os.close(a.detach())
         assert recv_exactly_or_eof(peer, 1, timeout=5) == b""
+
+
+_STDLIB_CALLS = {
+    "sendto": lambda s, to: s.sendto(b"MISDIRECTED!", to),
+    "sendmsg": lambda s, to: s.sendmsg([b"MISDIRECTED!"], [], 0, to),
+    "recvfrom": lambda s, to: s.recvfrom(100)[0],
+    "recvmsg": lambda s, to: s.recvmsg(100)[0],
+    "recvfrom_into": lambda s, to: _received_into(s),
+}
+
+
+def _received_into(sock):
+    buffer = bytearray(100)
+    return bytes(buffer[:sock.recvfrom_into(buffer)[0]])
+
+
+@pytest.mark.parametrize("call", sorted(_STDLIB_CALLS))
+def test_a_stdlib_call_racing_close_never_reaches_the_file_that_takes_the_number(call):
+    """sendto, sendmsg, recvfrom, recvmsg and recvfrom_into are the stdlib's C calls: they
+    ran outside csock's count of calls in flight, so close() ran close(2) at once and a call
+    looping in another thread sent into, or read from, the connection that took the number."""
+    listener = csock.create_server(("127.0.0.1", 0))
+    victim = csock.create_connection(listener.getsockname())
+    victim_peer, _ = listener.accept()
+    sink = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    receiving = call.startswith("recv")
+    with listener, victim, victim_peer, sink:
+        victim_peer.setblocking(False)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if receiving:
+                victim_peer.send(b"VICTIM")
+            s = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            got = []
+
+            def loop(s=s, got=got):
+                try:
+                    while True:
+                        try:
+                            got.append(_STDLIB_CALLS[call](s, sink.getsockname()))
+                        except BlockingIOError:
+                            pass
+                except OSError:
+                    pass
+
+            thread = threading.Thread(target=loop)
+            thread.start()
+            time.sleep(0.0005)
+            s.close()
+            taken = os.dup(victim.fileno())
+            thread.join(10)
+            os.close(taken)
+            assert not any(b"VICTIM" in data for data in got if isinstance(data, bytes))
+            if receiving:
+                victim.setblocking(False)
+                assert victim.recv(100) == b"VICTIM"      # still there for its owner
+            else:
+                with pytest.raises(BlockingIOError):
+                    victim_peer.recv(100)                  # nothing sent into the victim

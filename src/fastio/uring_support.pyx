@@ -42,6 +42,22 @@ cdef void inflight_release(object state) noexcept:
         finish_deferred_close(s)
 
 
+def held_call(sock, method, *args, **kwargs):
+    """method(sock, *args, **kwargs), a stdlib socket method csock does not reimplement
+    (sendto, recvfrom, connect, shutdown...), counted in flight on sock like csock's own
+    calls: a close() or detach() from another thread meanwhile leaves the number to it (closed
+    by the last call out), so the call never reaches a file that took the number. EBADF at
+    once on a socket closed already (as the stdlib's, on its fd -1)."""
+    cdef int fd = -1
+    state = inflight_hold(sock, &fd)
+    try:
+        if kwargs:      # (bound, so that the stdlib's errors name the method as it does)
+            return method.__get__(sock)(*args, **kwargs)
+        return method(sock, *args)
+    finally:
+        inflight_release(state)
+
+
 cdef void set_close_hook(close_hook_t hook) noexcept:
     """Install the function close() calls when it defers close(2) (one: csock._uring's)."""
     global _close_hook
