@@ -1748,9 +1748,11 @@ cdef class Ring:
                 request.held = False            # the parent's holds, not counted here
                 forget_hold(request)
         self.requests.clear()
-        # Completions close() reaped that wait() can no longer return: their requests'
-        # callbacks (a stream's handler, so its loop) must not live on in a ring kept alive.
-        self.ready = []
+        # Completions close() reaped stay for a thread asleep in wait() (woken by the close),
+        # but their requests' callbacks (a stream's handler, so its loop) must not live on
+        # in a ring kept alive: no run_callbacks() will call them now.
+        for completion in self.ready:
+            (<Completion>completion).request.callback = None
 
     def __enter__(self):
         return self
