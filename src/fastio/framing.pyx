@@ -674,17 +674,9 @@ cdef class FramedStream:
 
         Raises
         ------
-        TimeoutError
-            The socket's timeout passed before the frames were all written (or while another
-            thread's send ran). If ``.accepted`` is True, part of them went and the rest is kept
-            (``pending_send``) for the next send or flush() to write first: do not send the
-            messages again. ``.sent``: the bytes of the call's frames that went.
-        BlockingIOError
-            Non-blocking, and nothing of the call could be written (``.accepted`` False); or
-            blocking, and a kernel timeout set with ``setsockopt(SO_SNDTIMEO)`` cut the call
-            (``.accepted`` and ``.sent`` as for a timeout).
-        OSError
-            sendmsg(2)'s error (BrokenPipeError, ...), with ``.accepted`` and ``.sent`` too.
+        TimeoutError, BlockingIOError, OSError
+            As ``send()``, for the call's frames together (``.accepted``: do not send the
+            messages again; ``.sent``: the bytes of the call's frames that went).
 
         Notes
         -----
