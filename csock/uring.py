@@ -154,7 +154,9 @@ def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:
     of them, and return the byte counts (:meth:`Ring.send_many` on the default ring). Where
     io_uring is missing, each is sent in turn (``sendall`` or ``sendto``): same result. A send
     that fails raises, with ``counts`` on the error: each item's byte count, None if it was
-    not sent (or, without io_uring, not wholly: sendall does not say how much went)."""
+    not sent (or, without io_uring, not wholly: sendall does not say how much went). On the
+    ring a datagram socket with no room raises BlockingIOError at once (Ring.send: datagram
+    sends do not wait), where the fallback's sendto on a blocking socket waits."""
     ring = _ring_with("sendmsg")
     if ring is not None:
         return ring.send_many(pairs)

@@ -1,5 +1,5 @@
 """csock.aio.create_datagram_endpoint(engine="uring"): datagrams through the loop's io_uring
-ring (a poll request for readability, recvmmsg batches, a sendmsg request when the socket
+ring (a poll request for readability, recvmmsg batches, a POLLOUT poll when the socket
 is full), on both loops: bytes, counts,
 order and addresses, truncation, flow control, pause/resume, errors, close and abort with no
 fd and no request left, and "auto" falling back to epoll."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket as std
+import time
 from typing import Any
 
 import pytest
@@ -448,4 +449,47 @@ def test_uring_endpoint_closes_after_its_driver_was_closed(run: Any) -> None:
         transport.close()
         assert await asyncio.wait_for(proto.lost, 5) is None
         assert transport.get_extra_info("socket").fileno() == -1
+    run(main())
+
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "to-address"])
+def test_endpoint_sends_every_datagram_whole_and_in_order_to_a_full_unix_peer(
+        run: Any, tmp_path: Any, engine: str, connected: bool) -> None:
+    """A bound AF_UNIX receiver that reads slowly, the endpoint not its peer: the kernel's
+    recvq-full path, where unix_dgram_sendmsg has copied the payload out of the iov before
+    it fails with EAGAIN (an io_uring retry then sent an empty datagram, and a send that
+    completed with EAGAIN was dropped with error_received). The receiver gets every
+    datagram, whole, once and in order; the protocol sees no error."""
+    msgs = [indexed_payload(i) + b"x" for i in range(3000)]
+    path = str(tmp_path / "rx")
+
+    async def main() -> None:
+        rx = csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM)
+        rx.bind(path)
+        rx.setblocking(False)
+        kw: dict[str, Any] = {"remote_addr": path} if connected else {}
+        transport, proto = await csock.aio.create_datagram_endpoint(
+            Recorder, family=csock.AF_UNIX, engine=engine, **kw)
+        if connected:
+            transport.send_batch(msgs)
+        else:
+            transport.send_batch([(m, path) for m in msgs])
+        got: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while len(got) < len(msgs) and time.monotonic() < deadline:
+            try:
+                got.extend(bytes(d.data) for d in rx.recv_batch(64))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)              # slow reader: the queue fills up
+        assert len(got) == len(msgs) and got.count(b"") == 0 and proto.errors == []
+        assert got == msgs
+        await sent(transport)
+        with pytest.raises(BlockingIOError):
+            rx.recv(100)                                # nothing more: no empty datagram
+        assert proto.errors == []
+        transport.close()
+        assert await asyncio.wait_for(proto.lost, 5) is None
+        rx.close()
+        close_driver()
     run(main())

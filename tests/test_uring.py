@@ -15,6 +15,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -1733,3 +1734,98 @@ def test_a_ring_is_initialised_once_even_after_close() -> None:
     with pytest.raises(ValueError, match="ran already"):
         ring.__init__(8, 8, 4096)
     assert ring.closed
+
+
+def full_unix_dgram(tmp_path: Any, connected: bool) -> tuple[Any, Any, Any, int]:
+    """(sender, receiver, address or None, count): a non-blocking AF_UNIX datagram sender
+    whose bound receiver's queue is full of `count` datagrams b"fill%d" (the sender not the
+    receiver's peer: the kernel's recvq-full path, which a socketpair never takes)."""
+    path = str(tmp_path / "rx")
+    rx = csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM)
+    rx.bind(path)
+    tx = csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM)
+    tx.setblocking(False)
+    if connected:
+        tx.connect(path)
+    count = 0
+    while True:
+        try:
+            payload = b"fill%d" % count
+            tx.send(payload) if connected else tx.sendto(payload, path)
+        except BlockingIOError:
+            break
+        count += 1
+    return tx, rx, None if connected else path, count
+
+
+@pytest.mark.timeout(20)                # (before the fix, send_many waited for ever)
+@pytest.mark.parametrize("op", ["send", "sendmsg", "sendmsg-to", "send_many", "send_many-to"])
+def test_a_datagram_send_to_a_full_unix_peer_fails_with_eagain_and_sends_nothing(
+        ring, tmp_path, op: str) -> None:
+    """The kernel's unix_dgram_sendmsg copies the payload out of the request's iov before it
+    finds the peer's queue full; io_uring retried such a send after a poll with the iov
+    consumed, and the peer got an empty datagram (count 0). A datagram send completes with
+    EAGAIN instead, and only what was sent, whole and in order, reaches the peer; sent again
+    once there is room, the datagram arrives whole."""
+    needs(ring, "send", "sendmsg")
+    tx, rx, address, count = full_unix_dgram(tmp_path, connected=not op.endswith("-to"))
+    payload = b"hello-from-ring"
+    with tx, rx:
+        if op.startswith("send_many"):
+            with pytest.raises(BlockingIOError) as raised:
+                ring.send_many([(tx, payload, address) if address else (tx, payload)])
+            assert raised.value.counts == [None]
+        else:
+            if op == "send":
+                ring.send(tx, payload)
+            else:
+                ring.sendmsg(tx, payload, address)
+            (done,) = ring.wait(1, timeout=5)           # at once, not once there is room
+            assert isinstance(done.error, BlockingIOError) and done.value is None
+        assert ring.pending == 0
+        rx.setblocking(False)
+        assert [rx.recv(100) for _ in range(count)] == [b"fill%d" % i for i in range(count)]
+        with pytest.raises(BlockingIOError):
+            rx.recv(100)                                # nothing else: no empty datagram
+        ring.sendmsg(tx, payload, address)
+        (done,) = ring.wait(1, timeout=5)
+        assert done.error is None and done.value == len(payload)
+        assert rx.recv(100) == payload
+
+
+@pytest.mark.parametrize("family", ["udp", "seqpacket"])
+def test_datagram_and_record_sends_deliver_exactly_what_was_sent(ring, family: str) -> None:
+    """UDP sends (MSG_DONTWAIT on the SQE) deliver as before; a SEQPACKET send still waits
+    for room (the kernel allocates the record before it copies the payload, so io_uring's
+    retry sends it whole) and delivers every record in order."""
+    needs(ring, "send", "sendmsg")
+    if family == "udp":
+        rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", 0))
+        tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        tx.connect(rx.getsockname())
+        with tx, rx:
+            ring.send(tx, b"one")
+            ring.sendmsg(tx, b"two", rx.getsockname())
+            assert sorted(c.value for c in ring.wait(2, timeout=5)) == [3, 3]
+            assert ring.send_many([(tx, b"three"), (tx, b"four", rx.getsockname())]) == [5, 4]
+            rx.settimeout(5)
+            assert sorted(rx.recv(10) for _ in range(2)) == [b"one", b"two"]
+            assert [rx.recv(10) for _ in range(2)] == [b"three", b"four"]
+        return
+    tx, rx = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    with tx, rx:
+        tx.setblocking(False)
+        count = 0
+        while True:
+            try:
+                tx.send(b"fill%d" % count)
+            except BlockingIOError:
+                break
+            count += 1
+        ring.send(tx, b"last record")
+        assert ring.wait(0, timeout=0.1) == []          # waits for room
+        assert [rx.recv(100) for _ in range(count)] == [b"fill%d" % i for i in range(count)]
+        (done,) = ring.wait(1, timeout=5)
+        assert done.error is None and done.value == len(b"last record")
+        assert rx.recv(100) == b"last record"

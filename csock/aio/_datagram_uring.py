@@ -16,18 +16,22 @@ it at the rate of offload=False, well below the epoll engine (CHANGELOG.md has t
 GSO sender's datagrams arrive as one coalesced message that recvmmsg splits in C.
 
 Sending: as on the epoll engine, with sendmmsg(2) (and GSO) at once while the socket takes
-the datagrams; when it would block, the first datagram left becomes one ``sendmsg`` request
-on the ring, which the kernel completes when the socket has room, and the rest follows with
-sendmmsg from its completion. Only one request is in flight: the kernel does not keep the
-requests on a socket in order once they have to wait (a batch of sendmsg requests to a full
-AF_UNIX peer arrives reordered), so a batch of them would need linked requests
-(IOSQE_IO_HARDLINK), which the Ring does not offer yet.
+the datagrams; when it would block, the datagrams left stay in the write buffer, in order,
+and a one-shot ``IORING_OP_POLL_ADD`` for POLLOUT stands in for the epoll engine's
+``add_writer``: its completion sends them with sendmmsg again, as far as the socket takes
+them, and arms the poll again if some are left. No datagram is handed to an io_uring send
+request to wait for room: the kernel's unix_dgram_sendmsg copies the payload out of the
+request's iov before it finds the peer's queue full, so io_uring's retry after its internal
+poll sent an empty datagram (the Ring now sends datagrams with MSG_DONTWAIT, so such a
+request would complete with EAGAIN instead), and requests that wait on one socket are not
+kept in order by the kernel either.
 """
 from __future__ import annotations
 
 import errno
 import socket as _std
-from typing import TYPE_CHECKING, Any
+from select import POLLOUT
+from typing import TYPE_CHECKING
 
 from ._uring_engine import UringDriver, cancel_quietly
 
@@ -56,8 +60,7 @@ class RingDatagramIO:
         self._released = False
         self._sock = transport._sock
         self._receive: Request | None = None    # the poll for readability, while reading
-        self._send: Request | None = None       # the one sendmsg in flight
-        self._send_item: tuple[bytes, Any] | None = None
+        self._send: Request | None = None       # the poll for send room, while waiting
         self._ending = False                    # the transport is lost: wait for our requests
 
     # --- receiving -------------------------------------------------------------------------
@@ -104,40 +107,35 @@ class RingDatagramIO:
     # --- sending ---------------------------------------------------------------------------
 
     def send_head(self) -> None:
-        """The socket would not take the write buffer's first datagram: hand it to the ring as
-        one sendmsg request, which the kernel completes once the socket has room (no readiness
-        callback). Only this one is in flight, and the transport sends nothing else until it
-        completed: the kernel does not keep requests on a socket in order once they wait."""
+        """The socket would not take the write buffer's first datagram: arm a poll for
+        POLLOUT (submitted with this iteration's enter), whose completion sends the buffer
+        again. The datagrams stay in the write buffer, in order, until sendmmsg took them:
+        an EAGAIN drops nothing and reports nothing, as on the epoll engine."""
         transport = self._transport
         if self._send is not None or not transport._buffer:
             return
-        item = transport._buffer[0]
         try:
-            self._send = self._driver.start(self._driver.ring.sendmsg(self._sock, *item),
-                                            self._on_sent)
+            self._send = self._driver.start(self._driver.ring.poll(self._sock, POLLOUT),
+                                            self._on_room)
         except Exception as error:
-            transport._fatal_error(error, "io_uring sendmsg failed")
-            return
-        self._send_item = item
+            transport._fatal_error(error, "io_uring poll failed")
 
-    def _on_sent(self, completion: Completion) -> None:
+    def _on_room(self, completion: Completion) -> None:
         transport = self._transport
-        item, self._send, self._send_item = self._send_item, None, None
+        self._send = None
         if self._ending:
             self._maybe_lost()
             return
-        buffer = transport._buffer
-        if buffer and buffer[0] is item:
-            buffer.popleft()
-            transport._buffer_size -= len(item[0])
-            error = completion.error
-            if error is not None and error.errno != errno.ECANCELED:
-                transport._protocol_error(error)    # the datagram is dropped, as asyncio does
-        transport._on_writable()                    # the rest with sendmmsg, as far as it goes
+        error = completion.error
+        if error is not None and error.errno != errno.ECANCELED:
+            transport._fatal_error(error, "io_uring poll failed")
+            return
+        # (POLLERR too: sendmmsg meets the socket's error and reports it, as on epoll.)
+        transport._on_writable()        # sendmmsg as far as it goes; send_head() if some left
 
     @property
     def sending(self) -> bool:
-        """Whether a sendmsg request is in flight."""
+        """Whether the write buffer waits for send room (a POLLOUT poll is in flight)."""
         return self._send is not None
 
     # --- closing ---------------------------------------------------------------------------

@@ -69,9 +69,10 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     one-shot poll request on the ring stands in for ``add_reader``: its completion reads one
     batch (recvmmsg with GRO, as on epoll, so datagrams, ``.data``, truncation and
     max_messages are the same) and arms it again. Sends go
-    out with sendmmsg as above; when the socket would block, the first datagram left is one
-    sendmsg request on the ring, completed by the kernel once there is room, and the rest
-    follows from its completion (one request in flight keeps the order). ``close()`` and
+    out with sendmmsg as above; when the socket would block, the datagrams left stay in the
+    write buffer, in order, and a one-shot POLLOUT poll on the ring stands in for
+    ``add_writer`` (never a ring send that waits for room: io_uring's retry of a datagram
+    send to a full AF_UNIX peer sent it empty). ``close()`` and
     ``abort()`` cancel the ring's requests on the socket; ``connection_lost`` comes once the
     last of them completed, so the socket's close leaves nothing pending.
     """
@@ -314,8 +315,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._maybe_pause_protocol()
 
     def _wait_writable(self) -> None:
-        """Send the buffer when the socket has room: a readiness callback on epoll, a sendmsg
-        request of the first datagram on the uring engine."""
+        """Send the buffer when the socket has room: a readiness callback on epoll, a POLLOUT
+        poll request on the uring engine."""
         if self._ring_io is not None:
             self._ring_io.send_head()
         elif not self._writing:
@@ -448,7 +449,7 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
 
     ``engine`` picks how datagrams move: ``"epoll"`` waits for readiness and
     calls recvmmsg/sendmmsg; ``"uring"`` waits for readability with a poll request on the
-    loop's io_uring ring and for send room with a sendmsg request, instead of readiness
+    loop's io_uring ring and for send room with a POLLOUT one, instead of readiness
     callbacks (see BatchDatagramTransport; what the protocol receives is the same). It
     raises OSError where io_uring is unusable and ValueError for a non-SOCK_DGRAM ``sock``;
     ``"auto"`` (the default: ``csock.aio.framed.default_engine``) takes the uring engine where

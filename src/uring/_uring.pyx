@@ -1091,8 +1091,17 @@ cdef class Ring:
             opcode = CSOCK_IORING_OP_SENDMSG
         elif kind == SEND_ZC:
             opcode = CSOCK_IORING_OP_SEND_ZC
-        if _raw_type(request.sock) in (SOCK_STREAM, SOCK_SEQPACKET):
+        cdef int kind_of_socket = _raw_type(request.sock)
+        if kind_of_socket in (SOCK_STREAM, SOCK_SEQPACKET):
             flags |= MSG_WAITALL                # the whole buffer, as sendall (zero-copy too)
+        elif kind_of_socket in (SOCK_DGRAM, SOCK_RAW):
+            # Never let io_uring retry a datagram send: issued non-blocking first, a send that
+            # meets EAGAIN is retried after a poll with its iov where the failed attempt left
+            # it, and unix_dgram_sendmsg copies the payload into its skb before it finds the
+            # peer's queue full (ip_append_data too, for each fragment in turn), so the retry
+            # sent an empty (or cut) datagram. MSG_DONTWAIT sets REQ_F_NOWAIT: the request
+            # completes with -EAGAIN instead, and nothing was sent.
+            flags |= MSG_DONTWAIT
         cdef csock_uring_sqe *sqe = self.sqe_for(request, opcode)
         sqe.op_flags = flags
         if kind == SENDMSG:
@@ -1115,12 +1124,16 @@ cdef class Ring:
     def send(self, sock, data):
         """Send data (any bytes-like object; its export is held until the completion, whose
         value is the byte count). On a stream socket the whole buffer is sent (MSG_WAITALL),
-        up to 2 GiB - 4 KiB (the most one send(2) moves; the count says where to resume)."""
+        up to 2 GiB - 4 KiB (the most one send(2) moves; the count says where to resume). On a
+        datagram socket (SOCK_DGRAM, SOCK_RAW) with no room it completes at once with
+        BlockingIOError and sends nothing (MSG_DONTWAIT: io_uring's retry of a datagram send
+        could send it empty); wait for POLLOUT and send again."""
         self.need("send")
         return self.send_request(SEND, sock, data, None)
 
     def sendmsg(self, sock, data, address=None):
-        """sendmsg(2) of data to address (None: the connected peer)."""
+        """sendmsg(2) of data to address (None: the connected peer). As send(): on a datagram
+        socket with no room, BlockingIOError at once and nothing sent."""
         self.need("sendmsg")
         return self.send_request(SENDMSG if address is not None else SEND, sock, data, address)
 
@@ -1128,7 +1141,8 @@ cdef class Ring:
         """Zero-copy send (IORING_OP_SEND_ZC): the kernel sends from data's own pages, so the
         buffer export is held until the kernel's notification completion, not only the first
         completion (whose value is the byte count). On a stream socket the whole buffer is
-        sent, as send() sends it (MSG_WAITALL)."""
+        sent, as send() sends it (MSG_WAITALL); on a datagram socket with no room it completes
+        with BlockingIOError at once, as send()."""
         self.need("send_zc")
         return self.send_request(SEND_ZC, sock, data, address)
 
@@ -1629,7 +1643,8 @@ cdef class Ring:
         among themselves. Every item is checked (its socket, buffer and address) before any
         is sent: a bad one raises with nothing sent. The first error of a send raises, after
         every send of its round finished (later rounds are not sent); its ``counts`` is the
-        list this would have returned, None for each item not sent."""
+        list this would have returned, None for each item not sent. A datagram socket with no
+        room raises BlockingIOError (that item not sent): datagram sends do not wait (send())."""
         items = tuple(pairs)
         for item in items:
             if len(item) not in (2, 3):
