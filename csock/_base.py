@@ -273,7 +273,7 @@ class socket(_std.socket):
 
     def accept(self) -> tuple[socket, Any]:
         """accept(2): a csock socket for the new connection and the peer's address."""
-        fd, address = _held(self, _CSocket._accept)
+        fd, address = _held(self, _own_accept)
         conn = socket(self.family, self.type, self.proto, fileno=fd)
         # As the stdlib: the accepted socket is blocking unless a default timeout is set,
         # whatever the listening socket's mode.
@@ -333,6 +333,12 @@ def _sendfile_chunk(sock: socket, fileno: int, offset: int, count: int, total: i
 
 
 _held = _fastio.held_call
+
+
+def _own_accept(sock: _std.socket) -> tuple[int, Any]:
+    # (the socket's own _accept, as the stdlib's accept() calls it: a subclass may override it)
+    return sock._accept()  # type: ignore[attr-defined,no-any-return]
+
 # The C socket class the stdlib's socket.socket subclasses: its methods, taken at import,
 # whatever a program later puts in the stdlib module (socket.socket = csock.socket).
 _CSocket = _std._socket.socket  # type: ignore[attr-defined]

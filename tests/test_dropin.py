@@ -736,3 +736,57 @@ def test_sendmsg_and_sendto_pass_negative_flags_as_the_stdlibs_do() -> None:
         with module.socket(module.AF_INET, module.SOCK_DGRAM) as tx:
             outcomes.append(_outcome(lambda: tx.sendmsg([b"m"], [], -1, ("127.0.0.1", 9))))
     assert outcomes[1] == outcomes[0]
+
+
+def test_a_closed_socket_answers_the_stdlibs_calls_as_the_stdlib() -> None:
+    """The stdlib's C calls csock runs counted in flight keep their own behaviour on a closed
+    socket: connect_ex returns EBADF's number, bad arguments raise their own errors first."""
+    calls = [lambda s: s.connect_ex(("127.0.0.1", 1)), lambda s: s.sendto(b"x"),
+             lambda s: s.recvfrom(-1), lambda s: s.connect("x"), lambda s: s.shutdown("x"),
+             lambda s: s.setsockopt("x"), lambda s: s.sendto(b"x", ("127.0.0.1", 9))]
+    outcomes = []
+    for module in (stdlib_socket, csock):
+        s = module.socket(module.AF_INET, module.SOCK_DGRAM)
+        s.close()
+        results = []
+        for call in calls:
+            try:
+                results.append(("returned", call(s)))
+            except Exception as error:          # noqa: BLE001  (compared, whatever it is)
+                results.append((type(error).__name__, getattr(error, "errno", None)))
+        outcomes.append(results)
+    assert outcomes[1] == outcomes[0]
+
+
+def test_accept_calls_the_sockets_own_accept_hook() -> None:
+    """As the stdlib's accept(), which calls self._accept(): a subclass may override it."""
+    log: list[str] = []
+
+    class Listener(csock.socket):
+        def _accept(self) -> Any:
+            log.append("_accept")
+            return super()._accept()  # type: ignore[misc]
+
+    with Listener() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with csock.create_connection(listener.getsockname()):
+            conn, _ = listener.accept()
+            conn.close()
+    assert log == ["_accept"]
+
+
+def test_detach_with_a_call_in_flight_keeps_the_fds_inheritability() -> None:
+    a, b = csock.socketpair()
+    a.set_inheritable(True)
+    a.settimeout(5)
+    thread = threading.Thread(target=lambda: pytest.raises(OSError, a.recv, 10))
+    thread.start()
+    time.sleep(0.1)
+    fd = a.detach()
+    thread.join(10)
+    try:
+        assert os.get_inheritable(fd)
+    finally:
+        os.close(fd)
+        b.close()

@@ -22,7 +22,8 @@ from posix.unistd cimport close as close_fd, read as read_fd, write as write_fd
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
 from includes.spin cimport csock_extra_flags
 from includes.socket cimport MSG_DONTWAIT, SOL_SOCKET, SO_SNDTIMEO, getsockopt, socklen_t
-from includes.fcntl cimport fcntl, F_DUPFD_CLOEXEC, F_GETFL, O_NONBLOCK
+from includes.fcntl cimport (fcntl, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, FD_CLOEXEC,
+                             O_NONBLOCK)
 from includes.pyapi cimport PyInterpreterState_Get
 from cpython.pystate cimport PyInterpreterState_ThreadHead, PyThreadState_Next
 
@@ -156,7 +157,7 @@ def detach_socket(sock):
         return fd
     # (with the GIL held throughout: os.dup() would let the calls end before the handover,
     # and no one would then close the number they leave)
-    handed_over = fcntl(fd, F_DUPFD_CLOEXEC, 0)   # (non-inheritable, as fds Python makes)
+    handed_over = fcntl(fd, F_DUPFD_CLOEXEC if fcntl(fd, F_GETFD) & FD_CLOEXEC else F_DUPFD, 0)
     if handed_over < 0:
         raise_errno(errno)
     leave_fd_to_calls_in_flight(sock, state)

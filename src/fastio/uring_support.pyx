@@ -46,9 +46,12 @@ def held_call(sock, method, *args, **kwargs):
     """method(sock, *args, **kwargs), a stdlib socket method csock does not reimplement
     (sendto, recvfrom, connect, shutdown...), counted in flight on sock like csock's own
     calls: a close() or detach() from another thread meanwhile leaves the number to it (closed
-    by the last call out), so the call never reaches a file that took the number. EBADF at
-    once on a socket closed already (as the stdlib's, on its fd -1)."""
+    by the last call out), so the call never reaches a file that took the number. On a
+    socket closed already (fd -1) the method runs as it is: its own checks and errors, as
+    the stdlib's (connect_ex returns EBADF's number, bad arguments raise first)."""
     cdef int fd = -1
+    if isinstance(sock, _socket.socket) and CSOCK_SOCKET_FIELDS(sock).sock_fd < 0:
+        return method.__get__(sock)(*args, **kwargs) if kwargs else method(sock, *args)
     state = inflight_hold(sock, &fd)
     try:
         if kwargs:      # (bound, so that the stdlib's errors name the method as it does)

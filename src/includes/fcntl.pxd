@@ -4,5 +4,8 @@ cdef extern from "<fcntl.h>" nogil:
     int fcntl(int fd, int cmd, ...)
     enum:
         F_GETFL
+        F_GETFD
+        F_DUPFD
         F_DUPFD_CLOEXEC
+        FD_CLOEXEC
         O_NONBLOCK
