@@ -12,7 +12,6 @@ import operator
 import os
 import socket as _std
 import stat
-import struct
 import sys
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -126,18 +125,11 @@ class socket(_std.socket):
     if not TYPE_CHECKING:       # (the __new__ overloads type the constructor, not this)
         def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
             super().__init__(family, type, proto, fileno)
-            if fileno is not None:
-                self._adopt_fd_options()
-
-    def _adopt_fd_options(self) -> None:
-        # Options an adopted fd (dup(), fromfd(), accept() from a listener that had them, a
-        # stdlib socket's, another process's) already carries, which csock's own setsockopt
-        # would have noted: SO_RCVTIMEO/SO_SNDTIMEO must end blocking calls (BlockingIOError,
-        # as the stdlib), UDP_GRO's coalesced messages must be split by recv_batch.
-        if _kernel_timeout_is_set(self):
-            _fastio.note_kernel_timeout(self)
-        if _gro_is_set(self):
-            _fastio.enable_gro(self)
+            # An fd adopted with UDP_GRO on (set by a stdlib socket or another process, or
+            # copied by dup()): recv_batch must split what the kernel coalesces. (A kernel
+            # send timeout it carries is found by the send that meets a full socket.)
+            if fileno is not None and _gro_is_set(self):
+                _fastio.enable_gro(self)
 
     send = _fastio.sock_send
     sendall = _fastio.sock_sendall
@@ -217,14 +209,15 @@ class socket(_std.socket):
         """Put the socket in the closed state without closing its fd, and return the fd.
 
         Nothing goes on the wire: the connection stays open for whoever takes the fd. As
-        ``close()``, it ends csock's use of the number first: calls running on the socket
-        in other threads end with OSError(EBADF) or what they moved, and none touches the
-        number after this returns (a receive spinning with ``spin_us`` is waited for).
+        ``close()``, it ends csock's use of the socket: calls running on it in other threads
+        end with OSError(EBADF) or what they moved, and none ever touches the number returned.
 
         Returns
         -------
         int
-            The fd (-1 if the socket was already closed or detached).
+            The fd (-1 if the socket was already closed or detached). With calls in flight in
+            other threads, a duplicate of it (the same open file, as inheritable): the old
+            number stays theirs, closed by the last one out.
         """
         self._closed = True             # (as the stdlib's: makefile() objects see it closed)
         return int(_fastio.detach_socket(self))
@@ -339,6 +332,7 @@ def _own_accept(sock: _std.socket) -> tuple[int, Any]:
     # (the socket's own _accept, as the stdlib's accept() calls it: a subclass may override it)
     return sock._accept()  # type: ignore[attr-defined,no-any-return]
 
+
 # The C socket class the stdlib's socket.socket subclasses: its methods, taken at import,
 # whatever a program later puts in the stdlib module (socket.socket = csock.socket).
 _CSocket = _std._socket.socket  # type: ignore[attr-defined]
@@ -349,23 +343,10 @@ _UDP_GRO = (getattr(_std, "SOL_UDP", 17), getattr(_std, "UDP_GRO", 104))
 _INET = (_std.AF_INET, _std.AF_INET6)
 
 
-def _kernel_timeout_is_set(sock: _std.socket) -> bool:
-    """Whether the fd has SO_RCVTIMEO or SO_SNDTIMEO set (a struct timeval, not all zero)."""
-    raw = _std._socket.socket  # type: ignore[attr-defined]
-    try:
-        return any(any(raw.getsockopt(sock, _std.SOL_SOCKET, option, _TIMEVAL_SIZE))
-                   for option in _KERNEL_TIMEOUTS[:2])     # (the _NEW forms read the same)
-    except OSError:
-        return False
-
-
-_TIMEVAL_SIZE = struct.calcsize("ll")      # a struct timeval
-
-
 def _gro_is_set(sock: _std.socket) -> bool:
     """Whether a UDP socket's fd has UDP_GRO on (False for any other socket, and where the
     kernel has no UDP_GRO)."""
-    raw = _std._socket.socket  # type: ignore[attr-defined]   # (ints: no enum conversion)
+    raw = _CSocket                      # (ints: no enum conversion)
     if raw.type.__get__(sock) != _std.SOCK_DGRAM or raw.family.__get__(sock) not in _INET:
         return False
     try:

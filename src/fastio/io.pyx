@@ -415,10 +415,10 @@ cdef inline bint wakeable_sleep(IoWait *w) noexcept:
 
 cdef bint send_sleeps_elsewhere(IoWait *w) noexcept:
     """A send loop asleep in csock's poll would not honour a kernel send timeout set where
-    csock's setsockopt did not see it (on a dup, by a stdlib socket on the fd, with
-    SO_SNDTIMEO_NEW): if one is set now, note it, so that the loop sleeps in the kernel from
-    now on, where it applies (BlockingIOError, as the stdlib's). One getsockopt, only when
-    the socket is full."""
+    csock's setsockopt did not see it (on a dup, on an fd adopted with it, by a stdlib socket
+    on the fd, with SO_SNDTIMEO_NEW): if one is set now, note it, so that the loop sleeps in
+    the kernel from now on, where it applies (BlockingIOError, as the stdlib's). One
+    getsockopt, only when the socket is full."""
     cdef char timeout[16]                       # struct timeval
     cdef socklen_t size = sizeof(timeout)
     cdef int i
