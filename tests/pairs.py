@@ -112,3 +112,14 @@ def address_of(view: Any) -> int:
     import numpy  # here, not at the top: the soak driver imports this module and needs none
 
     return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)
+
+
+def recv_all(sock: Any, n: int) -> bytes:
+    """Up to n bytes from a stream socket: fewer only at end of stream."""
+    got = bytearray()
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)

@@ -19,7 +19,7 @@ import pytest
 
 import csock
 
-from .pairs import fd_count, tcp_pair
+from .pairs import fd_count, recv_all, tcp_pair
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -404,15 +404,9 @@ def zerocopy_pair(sndbuf=4 << 20):
 
 
 def recv_exactly_or_eof(sock, size, timeout=10):
-    """Up to size bytes (fewer only at end of stream)."""
+    """Up to size bytes (fewer only at end of stream), within timeout seconds a recv."""
     sock.settimeout(timeout)
-    got = bytearray()
-    while len(got) < size:
-        chunk = sock.recv(size - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return bytes(got)
+    return recv_all(sock, size)
 
 
 def wait_for_orphans_to_complete(timeout=10):

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import csock
 
-from .pairs import STREAM_FAMILIES, stream_pair
+from .pairs import STREAM_FAMILIES, recv_all, stream_pair
 
 uring = pytest.importorskip("csock.uring")
 if not uring.available():
@@ -991,16 +991,6 @@ def test_send_many_keeps_the_order_of_sends_to_one_socket(ring) -> None:
         assert received == b"".join(big)
         d.setblocking(False)
         assert d.recv(100) == b"other socket"
-
-
-def recv_all(sock: csock.socket, n: int) -> bytes:
-    got = bytearray()
-    while len(got) < n:
-        chunk = sock.recv(n - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return bytes(got)
 
 
 def test_send_many_reports_an_error_after_every_send_finished(ring) -> None:
