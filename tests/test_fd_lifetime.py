@@ -11,6 +11,7 @@ import errno
 import gc
 import os
 import struct
+import sys
 import threading
 import time
 from functools import partial
@@ -188,6 +189,77 @@ def test_a_call_whose_iterable_closes_the_socket_sends_nothing_to_a_reused_fd(ca
     assert caught.value.errno == errno.EBADF
     assert_quiet([s for pair in grabbed for s in pair])
     close_all(grabbed)
+    b.close()
+
+
+class ClosesTheSocket:
+    """An int argument whose __index__ closes the socket and lets new pairs, each with
+    b"theirs" queued both ways, take its number."""
+
+    def __init__(self, sock, kind, value=0):
+        self.sock, self.kind, self.value, self.grabbed = sock, kind, value, []
+
+    def __index__(self):
+        if not self.grabbed:
+            self.sock.close()
+            self.grabbed = grab_fd_numbers(kind=self.kind)
+            for x, y in self.grabbed:
+                x.send(b"theirs")
+                y.send(b"theirs")
+        return self.value
+
+
+INDEX_ARGUMENT_CALLS = {
+    "dgram send flags": (csock.SOCK_DGRAM, lambda s, arg: s.send(b"SECRET", arg)),
+    "seqpacket send flags": (csock.SOCK_SEQPACKET, lambda s, arg: s.send(b"SECRET", arg)),
+    "stream send flags": (csock.SOCK_STREAM, lambda s, arg: s.send(b"SECRET", arg)),
+    "sendall flags": (csock.SOCK_STREAM, lambda s, arg: s.sendall(b"SECRET", arg)),
+    "recv flags": (csock.SOCK_STREAM, lambda s, arg: s.recv(100, arg)),
+    "recv_into nbytes": (csock.SOCK_STREAM, lambda s, arg: s.recv_into(bytearray(100), arg)),
+    "recv_into flags": (csock.SOCK_STREAM, lambda s, arg: s.recv_into(bytearray(100), 0, arg)),
+    "recvfrom flags": (csock.SOCK_DGRAM, lambda s, arg: s.recvfrom(100, arg)),
+}
+
+
+@pytest.mark.parametrize("call", list(INDEX_ARGUMENT_CALLS))
+def test_an_argument_whose_index_closes_the_socket_touches_no_reused_fd(call):
+    """The stdlib converts its arguments before it reads the fd: an __index__ that closes the
+    socket makes the call raise EBADF. csock read the fd first, and its first send, tried with
+    the GIL held, went to the socket that took the number."""
+    kind, run = INDEX_ARGUMENT_CALLS[call]
+    a, b = csock.socketpair(csock.AF_UNIX, kind)
+    b.send(b"mine")                         # (a receive that runs at all returns at once)
+    closer = ClosesTheSocket(a, kind, value=100 if "nbytes" in call else 0)
+    with pytest.raises(OSError) as caught:
+        run(a, closer)
+    assert caught.value.errno == errno.EBADF
+    for x, y in closer.grabbed:             # each got its own bytes, once, and nothing else
+        assert x.recv(100) == b"theirs" and y.recv(100) == b"theirs"
+    assert_quiet([s for pair in closer.grabbed for s in pair])
+    close_all(closer.grabbed)
+    b.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ in Python code is 3.12+")
+def test_a_buffer_whose_export_closes_the_socket_receives_nothing_of_a_reused_fd():
+    """recv_batch_into exports the caller's buffer after it read the fd: a __buffer__ that
+    closes the socket (new pairs take the number) must make it raise EBADF, not read there."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    b.send(b"mine")
+    closer = ClosesTheSocket(a, csock.SOCK_DGRAM)
+
+    class ClosingBuffer:
+        def __buffer__(self, flags):
+            closer.__index__()
+            return memoryview(bytearray(4096))
+
+    with pytest.raises(OSError) as caught:
+        a.recv_batch_into(ClosingBuffer(), 100)
+    assert caught.value.errno == errno.EBADF
+    for x, y in closer.grabbed:
+        assert x.recv(100) == b"theirs" and y.recv(100) == b"theirs"
+    assert_quiet([s for pair in closer.grabbed for s in pair])
+    close_all(closer.grabbed)
     b.close()
 
 

@@ -258,6 +258,7 @@ cdef Py_ssize_t io_try_with_gil(IoWait *w, syscall_t call, void *op, short event
     cdef Py_ssize_t r
     cdef int err
     cdef HeldTryBackoff *hint = _held_try_backoff(w, events)
+    _check_still_open(w)    # (code the caller ran since io_begin, an __index__, may have closed it)
     w.calls += 1
     csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
     r = call(w.fd, op)

@@ -116,12 +116,14 @@ def sock_send(sock, data, flags=0, /):
     cdef Py_buffer view
     cdef BufOp op
     cdef Py_ssize_t r
+    cdef int c_flags
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
+        c_flags = flags_of(flags)       # (its __index__ may run code: before the fd is read)
         io_begin(sock, &w)
         op.buf = <char *>view.buf
         op.len = view.len
-        op.flags = flags_of(flags)
+        op.flags = c_flags
         r = send_once(&w, &op, sends_whole_messages(&w))
         if r == IO_AGAIN:
             raise_would_block()
@@ -194,12 +196,14 @@ def sock_sendall(sock, data, flags=0, /):
     """
     cdef IoWait w
     cdef Py_buffer view
+    cdef int c_flags
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
+        c_flags = flags_of(flags)       # (once, as the stdlib's; before the fd is read)
         io_begin(sock, &w)
-        if flags_of(flags) & MSG_DONTWAIT and w.timeout_ns < 0:
+        if c_flags & MSG_DONTWAIT and w.timeout_ns < 0:
             w.timeout_ns = 0            # the caller's would-block, as the stdlib's sendall
-        sendall_wait(sock, &w, <char *>view.buf, view.len, flags_of(flags))
+        sendall_wait(sock, &w, <char *>view.buf, view.len, c_flags)
     finally:
         PyBuffer_Release(&view)
 
