@@ -160,7 +160,7 @@ def send_many(pairs: Iterable[tuple[Any, ...]]) -> list[int]:
     ring = _ring_with("sendmsg")
     if ring is not None:
         return ring.send_many(pairs)
-    items = tuple(pairs)
+    items = tuple([tuple(item) for item in pairs])     # (as Ring.send_many takes them)
     for item in items:              # as the ring checks them: before anything is sent
         _check_send_item(item)
     counts: list[int | None] = [None] * len(items)

@@ -7,6 +7,7 @@ import os
 import random
 import socket as stdlib_socket
 import struct
+import sys
 import textwrap
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 import csock
 from csock import _fastio
 
+from .children import script_output
 from .pairs import STREAM_FAMILIES, address_of, stream_pair
 from .tracing import POLL_NRS, RECVFROM_NR, needs_recvfrom_nr, needs_strace, strace
 
@@ -875,3 +877,35 @@ def test_a_forked_child_receives_on_a_stream_a_thread_was_receiving_on():
         assert outcome() == repr(b"for the child")
     finally:
         close_all(go_r, go_w, fa, fb)
+
+
+# Run in a child: before the fix the read of the emptied list crashed the interpreter.
+MESSAGE_EMPTIES_ITS_LIST = """
+import sys
+import csock
+from csock import _fastio
+messages = []
+
+class EmptiesTheList:
+    def __buffer__(self, flags):
+        messages.clear()
+        return memoryview(b"abc")
+
+messages.extend([EmptiesTheList()] + [b"x" * 10] * 100)
+if sys.argv[1] == "pack_frames":
+    print(len(_fastio.pack_frames(messages)))
+else:
+    a, b = csock.socketpair()
+    csock.FramedStream(a).send_many(messages)
+    received = csock.FramedStream(b).recv_many()
+    print(len(received), bytes(received[0]), bytes(received[-1]))
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ in Python code is 3.12+")
+@pytest.mark.parametrize("call", ["send_many", "pack_frames"])
+def test_messages_are_framed_as_they_were_when_called(call, tmp_path):
+    """A message's __buffer__ that empties the caller's list must not change what is framed
+    (the loop went on reading the freed list: a crash)."""
+    expected = {"send_many": ["101 b'abc' b'xxxxxxxxxx'"], "pack_frames": [str(7 + 100 * 14)]}
+    assert script_output(tmp_path, MESSAGE_EMPTIES_ITS_LIST, call) == expected[call]

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import csock
 
+from .children import script_output
 from .pairs import STREAM_FAMILIES, recv_all, stream_pair
 
 uring = pytest.importorskip("csock.uring")
@@ -1023,6 +1024,33 @@ def test_send_many_sends_nothing_when_an_item_is_bad(ring, monkeypatch, forced_f
                 b.recv(100)                                  # nothing was sent
         assert ring.pending == 0
         assert ring.send_many([(a, b"after")]) == [5] and b.recv(100) == b"after"
+
+
+# Run in a child: before the fix the read of the emptied list crashed the interpreter.
+SEND_MANY_ITEM_EMPTIED = """
+import csock
+from csock import uring
+a, b = csock.socketpair()
+udp = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+second = [a, b"second"]
+
+class PortThatEmptiesTheSecondItem:
+    def __index__(self):
+        second.clear()
+        return 9
+
+with uring.Ring(8, 0, 0) as ring:
+    print(ring.send_many([(udp, b"first", ("127.0.0.1", PortThatEmptiesTheSecondItem())),
+                          second]))
+print(b.recv(100))
+"""
+
+
+def test_send_many_takes_each_item_as_it_was_when_called(tmp_path) -> None:
+    """Preparing an item runs the caller's code (an address's __index__, a buffer's
+    __buffer__): a later item, a list that code empties, is sent as it was when the call
+    began (send_many read item[0] of the emptied list: freed memory, a crash)."""
+    assert script_output(tmp_path, SEND_MANY_ITEM_EMPTIED) == ["[5, 6]", "b'second'"]
 
 
 @pytest.mark.parametrize("forced_fallback", [False, True], ids=["uring", "fallback"])

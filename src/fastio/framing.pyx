@@ -685,7 +685,7 @@ cdef class FramedStream:
         """
         cdef Py_ssize_t n, i, acquired = 0
         cdef Py_buffer *views
-        items = messages if isinstance(messages, (list, tuple)) else list(messages)
+        cdef tuple items = tuple(messages)     # (an export runs code that could shrink a list)
         n = len(items)
         if n > MAX_BUFFERS_PER_CALL:
             raise ValueError(f"send_many takes at most {MAX_BUFFERS_PER_CALL} messages per call,"
@@ -737,7 +737,7 @@ cdef class FramedStream:
                 f"buffered={self._end - self._start} pending_send={self.pending_send}>")
 
 
-cdef Py_ssize_t export_frames(object items, Py_ssize_t n, Py_buffer *views,
+cdef Py_ssize_t export_frames(tuple items, Py_ssize_t n, Py_buffer *views,
                               Py_ssize_t *acquired) except -1:
     """Export items[0:n] into views (room for n), counting in acquired[0] the exports the
     caller must release (also when this raises); returns the frames' total length. TypeError
@@ -771,7 +771,7 @@ def pack_frames(messages):
     cdef Py_ssize_t n, i, acquired = 0, total = 0
     cdef Py_buffer *views
     cdef char *out
-    items = messages if isinstance(messages, (list, tuple)) else list(messages)
+    cdef tuple items = tuple(messages)     # (an export runs code that could shrink a list)
     n = len(items)
     views = <Py_buffer *>PyMem_Malloc((n if n else 1) * sizeof(Py_buffer))
     if views == NULL:

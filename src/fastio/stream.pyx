@@ -453,7 +453,7 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
     cdef ZcOp drained
     # A tuple: exporting an item runs the item's code, which must not be able to shrink what C
     # indexes next (a caller's list could).
-    cdef tuple items = buffers if type(buffers) is tuple else tuple(buffers)
+    cdef tuple items = tuple(buffers)
     n = len(items)
     if n > MAX_BUFFERS_PER_CALL:
         raise ValueError(f"send_buffers takes at most {MAX_BUFFERS_PER_CALL} buffers per call,"

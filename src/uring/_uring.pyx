@@ -1645,7 +1645,9 @@ cdef class Ring:
         every send of its round finished (later rounds are not sent); its ``counts`` is the
         list this would have returned, None for each item not sent. A datagram socket with no
         room raises BlockingIOError (that item not sent): datagram sends do not wait (send())."""
-        items = tuple(pairs)
+        # Each item as it is now: preparing one runs the caller's code (a port's __index__, a
+        # buffer's __buffer__), which must not be able to change an item C reads later.
+        items = tuple([tuple(item) for item in pairs])
         for item in items:
             if len(item) not in (2, 3):
                 raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
