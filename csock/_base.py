@@ -205,6 +205,54 @@ class socket(_std.socket):
         FIN goes out with SHUT_WR), as the stdlib's."""
         _held(self, _CSocket.shutdown, *args, **kwargs)
 
+    # The same for the calls that change, or read, the fd's own state: the stdlib's dup() and
+    # set_inheritable() call fileno() and then use the number, and settimeout() releases the
+    # GIL around its ioctl(FIONBIO); racing a close() they duplicated, made inheritable or
+    # non-blocking the socket that took the number.
+
+    def dup(self) -> Any:
+        """dup() -> socket: a new socket object on a dup(2) of the fd (the same open file,
+        non-inheritable), as the stdlib's."""
+        return _held(self, _std.socket.dup)
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        """Set the fd's inheritable flag (FD_CLOEXEC cleared or set), as the stdlib's."""
+        _held(self, _std.socket.set_inheritable, inheritable)
+
+    def get_inheritable(self) -> bool:
+        """Get the fd's inheritable flag, as the stdlib's."""
+        result: bool = _held(self, _std.socket.get_inheritable)
+        return result
+
+    def settimeout(self, *args: Any) -> None:
+        """settimeout(value): the socket's timeout (None: blocking; 0: non-blocking; O_NONBLOCK
+        on the open file unless blocking), as the stdlib's."""
+        _held(self, _CSocket.settimeout, *args)
+
+    def setblocking(self, *args: Any) -> None:
+        """setblocking(flag): settimeout(None) if flag is true, else settimeout(0.0)."""
+        _held(self, _CSocket.setblocking, *args)
+
+    def bind(self, *args: Any) -> None:
+        """bind(address): bind(2), as the stdlib's."""
+        _held(self, _CSocket.bind, *args)
+
+    def listen(self, *args: Any) -> None:
+        """listen([backlog]): listen(2), as the stdlib's."""
+        _held(self, _CSocket.listen, *args)
+
+    def getsockname(self) -> Any:
+        """getsockname() -> address: the socket's own address, as the stdlib's."""
+        return _held(self, _CSocket.getsockname)
+
+    def getpeername(self) -> Any:
+        """getpeername() -> address: the connected peer's address, as the stdlib's."""
+        return _held(self, _CSocket.getpeername)
+
+    def getsockopt(self, *args: Any) -> Any:
+        """getsockopt(level, option[, buflen]): getsockopt(2), as the stdlib's."""
+        return _held(self, _CSocket.getsockopt, *args)
+
     def detach(self) -> int:
         """Put the socket in the closed state without closing its fd, and return the fd.
 

@@ -7,9 +7,12 @@ before the per-socket state (SocketState: calls in flight, deferred close(2)) ex
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import gc
 import os
+import socket as stdlib_socket
 import struct
 import sys
 import threading
@@ -996,3 +999,56 @@ def test_a_stdlib_call_racing_close_never_reaches_the_file_that_takes_the_number
             else:
                 with pytest.raises(BlockingIOError):
                     victim_peer.recv(100)                  # nothing sent into the victim
+
+
+def _touched_the_new_file(op, made, new, new_peer):
+    """Whether op, run on the closed socket's number, reached new (a stdlib socket that took
+    the number): a dup of new's connection, O_NONBLOCK on its file, or its FD_CLOEXEC cleared."""
+    if op == "dup":
+        for duplicate in made:
+            duplicate.setblocking(False)
+            with contextlib.suppress(OSError):
+                duplicate.send(b"Z")
+        new_peer.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            return bool(new_peer.recv(10))
+        return False
+    if op in ("settimeout", "setblocking"):
+        return bool(fcntl.fcntl(new.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+    return os.get_inheritable(new.fileno())
+
+
+_FD_METHODS = {
+    "dup": lambda s, made: made.append(s.dup()),
+    "settimeout": lambda s, made: s.settimeout(0.5),
+    "setblocking": lambda s, made: s.setblocking(False),
+    "set_inheritable": lambda s, made: s.set_inheritable(True),
+}
+
+
+@pytest.mark.parametrize("op", list(_FD_METHODS))
+def test_a_stdlib_method_racing_close_never_changes_the_file_that_takes_the_number(op):
+    """dup(), set_inheritable() (the stdlib's Python code: fileno(), then a call on the
+    number) and settimeout()/setblocking() (ioctl(FIONBIO) without the GIL) ran outside
+    csock's count of calls in flight: racing close(), they duplicated, made non-blocking or
+    inheritable the socket that took the number."""
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        s, peer = csock.socketpair()
+        number, made = s.fileno(), []
+
+        def loop(s=s, made=made):
+            with contextlib.suppress(OSError):        # EBADF once closed
+                while True:
+                    _FD_METHODS[op](s, made)
+
+        thread = threading.Thread(target=loop)
+        thread.start()
+        s.close()
+        new, new_peer = stdlib_socket.socketpair()
+        thread.join(10)
+        try:
+            assert not (new.fileno() == number and _touched_the_new_file(op, made, new, new_peer))
+        finally:
+            for sock in (*made, new, new_peer, peer):
+                sock.close()
