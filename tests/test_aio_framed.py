@@ -393,3 +393,27 @@ def test_framed_length_above_max_size_then_end_of_stream_is_too_large(run: Any) 
         stream.close()
         await stream.wait_closed()
     run(main())
+
+
+def test_close_after_the_loop_closed_with_sends_pending_closes_the_socket(run: Any) -> None:
+    """A stream whose loop closed while a large send was pending (asyncio.run returned): its
+    close() closes the socket at once, as on epoll; the uring stream waited for a send
+    completion no closed ring could deliver (socket and fd open until the GC's finalizer)."""
+    a, peer = csock.socketpair()
+    streams = []
+
+    async def main() -> None:
+        stream = csock.aio.FramedStream(a, write_limit=0)
+        streams.append(stream)
+        asyncio.ensure_future(stream.send(b"y" * 5_000_000))   # (the kernel takes part)
+        await asyncio.sleep(0.1)
+
+    run(main())                                 # (then the loop is closed)
+    streams[0].close()
+    assert a.fileno() == -1
+    received = bytearray()
+    with peer:
+        peer.settimeout(10)
+        while chunk := peer.recv(1 << 20):      # until end of stream: close(2) happened
+            received += chunk
+    assert 0 < len(received) < 4 + 5_000_000 and set(received[4:]) == {ord("y")}

@@ -45,6 +45,38 @@ async def echo_clients(port: int, connections: int, messages: int) -> None:
     await asyncio.gather(*(client(k) for k in range(connections)))
 
 
+@pytest.mark.parametrize("backlog", [0, -5])
+def test_a_backlog_below_one_still_serves(run: Any, backlog: int) -> None:
+    """backlog sizes listen(2) only (the kernel queues connections with listen(0) too): the
+    epoll engine's accept loop ran range(backlog) times, so it accepted nothing, and its
+    reader, always ready, spun the CPU."""
+    async def main() -> None:
+        server = await csock.aio.start_framed_server(echo, "127.0.0.1", 0, backlog=backlog)
+        async with server:
+            await asyncio.wait_for(echo_clients(server.sockets[0].getsockname()[1], 3, 2), 10)
+
+    run(main())
+
+
+@pytest.mark.parametrize("argument, error", [
+    ({"max_size": -1}, ValueError), ({"max_size": 2**32}, ValueError),
+    ({"write_limit": -1}, ValueError), ({"handler": None}, TypeError),
+    ({"backlog": 1.5}, TypeError)])
+def test_start_framed_server_refuses_bad_arguments_before_listening(
+        run: Any, argument: dict[str, Any], error: type[Exception]) -> None:
+    """As FramedStream(max_size=-1) does at once: the server used to listen, then accept and
+    close every client, the error going to the log once per connection."""
+    before = fd_baseline(run)
+    kwargs = {"handler": echo, **argument}
+
+    async def main() -> None:
+        with pytest.raises(error):
+            await csock.aio.start_framed_server(host="127.0.0.1", port=0, **kwargs)
+
+    run(main())
+    assert fd_count() == before
+
+
 def _server_echo(run: Any, connections: int, messages: int) -> None:
     before = fd_baseline(run)
 

@@ -408,6 +408,8 @@ def test_constructor_checks():
     with a, b:
         with pytest.raises(ValueError):
             csock.FramedStream(a, max_size=-1)
+        with pytest.raises(ValueError, match="between 0 and 4294967295"):    # (it said -1)
+            csock.FramedStream(a, max_size=2**32)
 
 
 def test_stdlib_socket_works_too():

@@ -390,9 +390,13 @@ class UringFramedStream(FramedStream):
             return
         self._closing = True
         self._stop_receiving()
-        if self._pending_bytes == 0 or self._write_error is not None:
+        if self._pending_bytes == 0 or self._write_error is not None or self._driver_gone():
             self._finish_close()
         # else _wake_writers closes once the last send completed
+
+    def _driver_gone(self) -> bool:
+        """The loop's ring is closed (the loop was): no send completion will come."""
+        return self._driver is None or self._driver.ring.closed
 
     def abort(self) -> None:
         """Close at once: the socket's close() cancels its send in flight."""

@@ -50,6 +50,14 @@ def _uring_class(engine: str) -> Any:
     return _uring_stream_class
 
 
+def check_limits(max_size: int, write_limit: int) -> None:
+    """The TypeError or ValueError a FramedStream with these limits raises, before any socket
+    exists (a server checks them before it listens)."""
+    _fastio.check_max_size(max_size)
+    if write_limit < 0:
+        raise ValueError("write_limit must be >= 0")
+
+
 def _closed_error() -> ConnectionAbortedError:
     return ConnectionAbortedError(errno.ECONNABORTED, "the FramedStream is closed")
 
@@ -118,8 +126,7 @@ class FramedStream:
 
     def __init__(self, sock: _std.socket, *, max_size: int = 16 * 2**20,
                  write_limit: int = DEFAULT_WRITE_LIMIT, engine: str | None = None) -> None:
-        if write_limit < 0:
-            raise ValueError("write_limit must be >= 0")
+        check_limits(max_size, write_limit)
         self._framed = _fastio.FramedStream(sock, max_size=max_size)
         sock.setblocking(False)
         if _raw_family(sock) in _TCP_FAMILIES:

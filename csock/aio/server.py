@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._base import socket as _csocket
 from . import framed as _framed
-from .framed import DEFAULT_WRITE_LIMIT, FramedStream
+from .framed import DEFAULT_WRITE_LIMIT, FramedStream, check_limits
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -220,7 +220,8 @@ class FramedServer:
         task.add_done_callback(partial(self._handler_done, stream))
 
     def _accept(self, listener: _std.socket) -> None:
-        for _ in range(self._backlog):
+        # (at least one: the kernel queues connections with listen(0) too)
+        for _ in range(max(1, self._backlog)):
             try:
                 conn, _address = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -356,6 +357,9 @@ async def start_framed_server(handler: Handler, host: str | Sequence[str] | None
     """
     loop = asyncio.get_running_loop()
     engine = _engine_name(engine)
+    if not callable(handler):
+        raise TypeError(f"handler must be a coroutine function, not {type(handler).__name__}")
+    check_limits(max_size, write_limit)
     sockets: list[_std.socket] = []
     if sock is not None:
         if host is not None or port not in (0, None):

@@ -230,8 +230,7 @@ cdef class FramedStream:
             raise TypeError(f"FramedStream needs a stream socket, not {type(sock).__name__}")
         if sock.type != _socket.SOCK_STREAM:
             raise ValueError("FramedStream needs a SOCK_STREAM socket")
-        if max_size < 0 or max_size > MAX_FRAME_LENGTH:
-            raise ValueError(f"max_size must be between 0 and {MAX_FRAME_LENGTH}")
+        check_max_size(max_size)
         if call_lock_busy(&self._reading) or call_lock_busy(&self._writing):
             # A running receive writes into the arena, a running send reads the backlog, with
             # the GIL released: replacing either under them would free memory in use.
@@ -762,6 +761,12 @@ cdef int note_accepted(object error, Py_ssize_t sent) except -1:
     except AttributeError:
         pass                            # (an exception class that takes no attributes)
     return 0
+
+
+def check_max_size(Py_ssize_t max_size, /):
+    """ValueError unless max_size fits a frame's 4-byte length (FramedStream's max_size)."""
+    if max_size < 0 or max_size > MAX_FRAME_LENGTH:
+        raise ValueError(f"max_size must be between 0 and {<Py_ssize_t>MAX_FRAME_LENGTH}")
 
 
 def pack_frames(messages):
