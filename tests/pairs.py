@@ -2,7 +2,7 @@
 
 Stream pairs (AF_UNIX, TCP/IPv4, TCP/IPv6), UDP and non-blocking AF_UNIX pairs, csock.aio
 framed pairs, a recv_batch helper for the datagram tests, the process's descriptor count,
-and where a view's memory lies.
+where a view's memory lies, and a call's outcome to set beside the stdlib's.
 """
 from __future__ import annotations
 
@@ -112,6 +112,16 @@ def address_of(view: Any) -> int:
     import numpy  # here, not at the top: the soak driver imports this module and needs none
 
     return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)
+
+
+def outcome(call: Any) -> str:
+    """What a call did, to compare a csock call with the stdlib's: "ok", or the exception's
+    type and message (less the stdlib's "sendto(): " prefix)."""
+    try:
+        call()
+    except Exception as error:
+        return f"{type(error).__name__}: {str(error).removeprefix('sendto(): ')}"
+    return "ok"
 
 
 def recv_all(sock: Any, n: int) -> bytes:

@@ -9,12 +9,13 @@ import sys
 import textwrap
 import threading
 import time
+from functools import partial
 
 import pytest
 
 import csock
 
-from .pairs import address_of, receive
+from .pairs import LOOPBACK, address_of, outcome, receive, udp_pair
 from .tracing import LATE_WRITER, needs_recvfrom_nr, needs_strace, strace
 
 FAMILIES = ["udp4", "udp6", "unix"]
@@ -278,6 +279,56 @@ def test_bad_items_send_nothing(dgram):
     rx.setblocking(False)
     with pytest.raises(BlockingIOError):
         rx.recv_batch()
+
+
+def address_calls(tx, address, good):
+    """Every csock call that converts address for tx, by name: send_batch's address for the
+    batch, a (data, address) item alone and after an item to good, and parse_address."""
+    return {"batch address": lambda: tx.send_batch([b"batch"], address),
+            "pair": lambda: tx.send_batch([(b"pair", address)]),
+            "pair after a good item": lambda: tx.send_batch([b"good", (b"pair", address)], good),
+            "parse_address": lambda: csock._fastio.parse_address(tx.family, address)}
+
+
+NUL_HOSTS = {"v4": ["127.0.0.1\0.evil.example", b"127.0.0.1\0", bytearray(b"127.0.0.1\0x"),
+                    "\0", "<broadcast>\0", "\u00e9\0.example"],
+             "v6": ["::1\0.evil.example", b"::1\0", "\0"]}
+
+
+@pytest.mark.parametrize("kind", ["v4", "v6"])
+def test_a_host_with_a_nul_is_refused_as_the_stdlib_refuses_it(kind):
+    """A host is never cut at a NUL ("127.0.0.1\\0.evil.example" went to 127.0.0.1): every
+    csock path raises the stdlib's TypeError, and nothing is sent."""
+    family, loopback = LOOPBACK[kind]
+    tx, rx = udp_pair(kind, blocking=False)
+    with tx, rx, stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM) as std:
+        port = rx.getsockname()[1]
+        expected = "TypeError: host name must not contain null character"
+        for host in NUL_HOSTS[kind]:
+            calls = address_calls(tx, (host, port), (loopback, port))
+            assert outcome(partial(std.sendto, b"std", (host, port))) == expected
+            assert {name: outcome(call) for name, call in calls.items()} == \
+                dict.fromkeys(calls, expected), repr(host)
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch()
+
+
+class _Host(str):
+    """A str subclass: the stdlib encodes it with the idna codec even when it is ASCII."""
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".invalid", "a..invalid", "\u00e9" * 64 + ".invalid",
+                                  "\ud800", _Host("a..invalid"), _Host("127.0.0.1"), b"a..invalid"])
+def test_hosts_are_encoded_as_the_stdlib_encodes_them(host):
+    """An ASCII str goes to the resolver as it is (a label the idna codec refuses is the
+    resolver's gaierror, not UnicodeError); a str the codec cannot encode is TypeError."""
+    tx, rx = udp_pair("v4", blocking=False)
+    with tx, rx, stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as std:
+        address = (host, rx.getsockname()[1])
+        expected = outcome(partial(std.sendto, b"", address))
+        calls = address_calls(tx, address, rx.getsockname())
+        assert {name: outcome(call) for name, call in calls.items()} == \
+            dict.fromkeys(calls, expected)
 
 
 def test_a_strided_unix_address_is_refused(tmp_path):

@@ -1486,6 +1486,24 @@ def test_bad_arguments_raise_clear_errors(ring) -> None:
         assert small.pending == 0
 
 
+def test_a_host_with_a_nul_is_refused_before_anything_is_queued(ring) -> None:
+    """As the stdlib's sendto: TypeError, never the host cut at the NUL (the datagram went to
+    127.0.0.1)."""
+    rx, tx = udp_socket(), csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx, tx:
+        rx.setblocking(False)
+        address = ("127.0.0.1\0.evil.example", rx.getsockname()[1])
+        with pytest.raises(TypeError, match="host name must not contain null character"):
+            ring.sendmsg(tx, b"sendmsg", address)
+        for send_many in (ring.send_many, uring.send_many):
+            with pytest.raises(TypeError, match="host name must not contain null character"):
+                send_many([(tx, b"send_many", address)])
+        assert ring.pending == 0
+        assert ring.wait(0, timeout=0.1) == []
+        with pytest.raises(BlockingIOError):
+            rx.recv(100)
+
+
 def test_stdlib_sockets_work_too(ring) -> None:
     needs(ring, "recv")
     a, b = stdlib_socket.socketpair()

@@ -30,11 +30,24 @@ cdef int port_from(object port) except -1:
 
 
 cdef bytes host_bytes(object host):
-    if isinstance(host, str):
-        return (<str>host).encode("idna")
-    if isinstance(host, (bytes, bytearray)):
-        return bytes(host)
-    raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+    """The host's bytes as the stdlib's idna_converter makes them: a str of ASCII as it is
+    (other str through the idna codec), bytes or bytearray as given. A NUL is refused: the
+    name is a C string from here on, and would be cut there."""
+    cdef bytes name
+    if type(host) is str and (<str>host).isascii():
+        name = (<str>host).encode("ascii")
+    elif isinstance(host, str):
+        try:
+            name = (<str>host).encode("idna")
+        except UnicodeError:
+            raise TypeError("encoding of hostname failed") from None
+    elif isinstance(host, (bytes, bytearray)):
+        name = bytes(host)
+    else:
+        raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+    if b"\0" in name:
+        raise TypeError("host name must not contain null character")
+    return name
 
 
 cdef int resolve(bytes host, int family, int port, void *out) except -1:
@@ -50,9 +63,9 @@ cdef int resolve(bytes host, int family, int port, void *out) except -1:
         return 0
     if inet_pton(family, host, out) == 1:
         return 0
-    infos = _socket.getaddrinfo(host.decode("idna"), port, family, SOCK_DGRAM)
+    infos = _socket.getaddrinfo(host, port, family, SOCK_DGRAM)    # (bytes: as host_bytes made it)
     if not infos:
-        raise _socket.gaierror("no address for " + host.decode("idna", "replace"))
+        raise _socket.gaierror("no address for " + host.decode("ascii", "replace"))
     numeric = infos[0][4][0].encode()
     if inet_pton(family, numeric.split(b"%")[0], out) != 1:
         raise ValueError(f"getaddrinfo gave an unusable address {numeric!r}")
@@ -91,7 +104,7 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
         v6.sin6_scope_id = address[3] if len(address) > 3 else 0
         host = host_bytes(address[0])
         if b"%" in host:                   # fe80::1%eth0: the scope comes from the name
-            info = _socket.getaddrinfo(host.decode(), port, AF_INET6, SOCK_DGRAM)[0][4]
+            info = _socket.getaddrinfo(host, port, AF_INET6, SOCK_DGRAM)[0][4]
             v6.sin6_scope_id = info[3]
             host = info[0].split("%")[0].encode()
         resolve(host, AF_INET6, port, &v6.sin6_addr)
