@@ -2,7 +2,8 @@
 
 Stream pairs (AF_UNIX, TCP/IPv4, TCP/IPv6), UDP and non-blocking AF_UNIX pairs, csock.aio
 framed pairs, a recv_batch helper for the datagram tests, the process's descriptor count,
-where a view's memory lies, and a call's outcome to set beside the stdlib's.
+where a view's memory lies, a call's outcome to set beside the stdlib's, and IPv6
+address fields to try.
 """
 from __future__ import annotations
 
@@ -112,6 +113,27 @@ def address_of(view: Any) -> int:
     import numpy  # here, not at the top: the soak driver imports this module and needs none
 
     return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)
+
+
+class Index:
+    """An integer only through __index__ (value may be anything, to make __index__ fail)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __index__(self) -> Any:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Index({self.value!r})"
+
+
+# (flowinfo[, scope_id]) of IPv6 addresses, as the stdlib's "I" reads them: any __index__
+# integer wrapped modulo 2**32 (flowinfo then at most 0xFFFFF), never a float or a str.
+IPV6_FIELDS = [(1.5,), (0, 7.9), (1.0,), (0, 2.0), ("1",), (None,), (0, b"1"),
+               (Index(3),), (0, Index(2**32 + 1)), (Index(-1),), (Index(1.5),), (True, True),
+               (-1,), (0xFFFFF,), (0x100000,), (2**32,), (2**32 + 5,), (2**100,), (-2**32,),
+               (0, -1), (0, 2**32), (0, 2**64 + 1), (0, -2**40), (0, 2**200 + 7)]
 
 
 def outcome(call: Any) -> str:

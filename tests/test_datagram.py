@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import operator
 import os
 import socket as stdlib_socket
 import struct
@@ -15,7 +16,7 @@ import pytest
 
 import csock
 
-from .pairs import LOOPBACK, address_of, outcome, receive, udp_pair
+from .pairs import IPV6_FIELDS, LOOPBACK, address_of, outcome, receive, udp_pair
 from .tracing import LATE_WRITER, needs_recvfrom_nr, needs_strace, strace
 
 FAMILIES = ["udp4", "udp6", "unix"]
@@ -329,6 +330,73 @@ def test_hosts_are_encoded_as_the_stdlib_encodes_them(host):
         calls = address_calls(tx, address, rx.getsockname())
         assert {name: outcome(call) for name, call in calls.items()} == \
             dict.fromkeys(calls, expected)
+
+
+class _Port:
+    """The receiver's port, in the addresses below."""
+
+    def __repr__(self):
+        return "PORT"
+
+
+PORT = _Port()
+IPV6_ADDRESSES = [("::1", PORT, *fields) for fields in IPV6_FIELDS] + [
+    ("::1\0x", PORT, 1.5), ("no-such-host.invalid", 70000), ("no-such-host.invalid", PORT, -1),
+    ("no-such-host.invalid", PORT, 0, 1.5), ("::1", 2**40), ("::1", 2**70, 1.5), ("::1", -1),
+    ("::1", 70000, 2**31), ("::1", 1.5, 2**31), ("::1", PORT, 2**31, 1.5)]
+
+
+@pytest.mark.parametrize("template", IPV6_ADDRESSES, ids=repr)
+def test_ipv6_addresses_are_read_as_the_stdlib_reads_them(template):
+    """flowinfo and scope_id as the stdlib's sendto takes them (a float is TypeError, never
+    truncated; __index__ is taken; both wrap modulo 2**32), an address with several faults
+    raising the stdlib's error for it: what is sent carries the same fields."""
+    tx, rx = udp_pair("v6", blocking=False)
+    with tx, rx, stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM) as std:
+        port = rx.getsockname()[1]
+        address = tuple(port if part is PORT else part for part in template)
+        expected = outcome(partial(std.sendto, b"std", address))
+        calls = address_calls(tx, address, rx.getsockname())
+        assert {name: outcome(call) for name, call in calls.items()} == \
+            dict.fromkeys(calls, expected)
+        if expected != "ok":
+            with pytest.raises(BlockingIOError):
+                rx.recv_batch()
+            return
+        flowinfo, scope_id = (operator.index(part) & 0xFFFFFFFF
+                              for part in (*address[2:], 0, 0)[:2])
+        assert csock._fastio.parse_address(csock.AF_INET6, address) == (
+            struct.pack("=H", csock.AF_INET6) + struct.pack("!HI", port, flowinfo)
+            + stdlib_socket.inet_pton(csock.AF_INET6, "::1") + struct.pack("=I", scope_id))
+        assert [bytes(d.data) for d in receive(rx, 5)] == [b"std", b"batch", b"pair", b"good",
+                                                           b"pair"]
+
+
+@pytest.mark.parametrize("kind", ["v4", "v6"])
+def test_each_address_of_a_batch_is_read_even_when_equal_to_another(kind):
+    """A batch converts each distinct address once, but addresses only equal (port 9 and
+    9.0, flowinfo 1 and Decimal(1)) are not one: the float or Decimal is refused as the
+    stdlib refuses it, and nothing is sent."""
+    from decimal import Decimal
+
+    family, loopback = LOOPBACK[kind]
+    tx, rx = udp_pair(kind, blocking=False)
+    with tx, rx:
+        port = rx.getsockname()[1]
+        good = (loopback, port) if kind == "v4" else (loopback, port, 1, 0)
+        unlike = [(loopback, float(port), *good[2:]), (loopback, Decimal(port), *good[2:])]
+        if kind == "v6":
+            unlike += [(loopback, port, 1.0, 0), (loopback, port, Decimal(1), 0),
+                       (loopback, port, 1, 0.0)]
+        for address in unlike:
+            assert address == good
+            with pytest.raises(TypeError):
+                tx.send_batch([(b"good", good), (b"unlike", address)])
+            with pytest.raises(TypeError):
+                tx.send_batch([b"good", (b"unlike", address)], good)
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch()
+        assert tx.send_batch([(b"good", good), (b"alike", tuple(good))], good) == 2
 
 
 def test_a_strided_unix_address_is_refused(tmp_path):

@@ -15,6 +15,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 import csock
 
 from .children import script_output
-from .pairs import STREAM_FAMILIES, recv_all, stream_pair
+from .pairs import IPV6_FIELDS, STREAM_FAMILIES, outcome, recv_all, stream_pair, udp_pair
 
 uring = pytest.importorskip("csock.uring")
 if not uring.available():
@@ -1502,6 +1503,29 @@ def test_a_host_with_a_nul_is_refused_before_anything_is_queued(ring) -> None:
         assert ring.wait(0, timeout=0.1) == []
         with pytest.raises(BlockingIOError):
             rx.recv(100)
+
+
+def test_ipv6_address_fields_are_read_as_the_stdlib_reads_them(ring) -> None:
+    """flowinfo and scope_id of sendmsg's and send_many's addresses as the stdlib's sendto
+    takes them: a float is TypeError with nothing queued, never truncated and sent; __index__
+    is taken; both wrap modulo 2**32."""
+    needs(ring, "sendmsg")
+    tx, rx = udp_pair("v6", blocking=False)
+    with tx, rx, stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM) as std:
+        for fields in IPV6_FIELDS:
+            address = ("::1", rx.getsockname()[1], *fields)
+            expected = outcome(partial(std.sendto, b"std", address))
+            got = [outcome(partial(ring.sendmsg, tx, b"sendmsg", address)),
+                   outcome(partial(ring.send_many, [(tx, b"ring", address)])),
+                   outcome(partial(uring.send_many, [(tx, b"module", address)]))]
+            assert got == [expected] * 3, fields
+            if expected == "ok":
+                assert [c.error for c in ring.wait(1, timeout=5)] == [None]
+                assert sorted(rx.recv(100) for _ in range(4)) == [b"module", b"ring", b"sendmsg",
+                                                                  b"std"]
+            assert ring.pending == 0
+            with pytest.raises(BlockingIOError):
+                rx.recv(100)
 
 
 def test_stdlib_sockets_work_too(ring) -> None:

@@ -4,9 +4,10 @@
 # go through getaddrinfo(3) (socket.gaierror when they don't resolve), as in the stdlib.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.long cimport PyLong_CheckExact
+from cpython.long cimport PyLong_CheckExact, PyLong_AsUnsignedLongMask
 from cpython.number cimport PyNumber_Index
 from libc.errno cimport ENAMETOOLONG as errno_ENAMETOOLONG
+from libc.stdint cimport uint32_t
 from libc.string cimport memcpy, memset, memcmp
 from includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, AF_UNIX, AF_INET, AF_INET6,
                               SOCK_DGRAM)
@@ -19,14 +20,31 @@ cdef enum:
     SUN_PATH_MAX = 108
 
 
-cdef int port_from(object port) except -1:
-    cdef long value
+# The stdlib reads an address tuple's fields first (host, then "i" port, then "I" flowinfo and
+# scope_id: type errors), then resolves the host (gaierror), then checks the ranges
+# (OverflowError); csock raises in that order too, for an address with several faults.
+
+cdef int port_index(object port) except? -1:
+    """The port as the stdlib's "i" reads it: an __index__ integer (TypeError otherwise) that
+    fits a C int; its 0-65535 range is checked after the host (check_port)."""
     if not PyLong_CheckExact(port):
-        port = PyNumber_Index(port)      # TypeError for a non-integer, as the stdlib
-    value = port
-    if value < 0 or value > 0xFFFF:
+        port = PyNumber_Index(port)
+    try:
+        return port
+    except OverflowError:
+        raise OverflowError("port must be 0-65535.") from None
+
+
+cdef int check_port(int port) except -1:
+    if port < 0 or port > 0xFFFF:
         raise OverflowError("port must be 0-65535.")
-    return value
+    return 0
+
+
+cdef uint32_t uint32_field(object value) except? 0xFFFFFFFF:
+    """flowinfo or scope_id as the stdlib's "I" reads it: an __index__ integer (a float is
+    TypeError, not truncated) wrapped modulo 2**32, as PyLong_AsUnsignedLongMask does."""
+    return <uint32_t>PyLong_AsUnsignedLongMask(PyNumber_Index(value))
 
 
 cdef bytes host_bytes(object host):
@@ -50,7 +68,7 @@ cdef bytes host_bytes(object host):
     return name
 
 
-cdef int resolve(bytes host, int family, int port, void *out) except -1:
+cdef int resolve(bytes host, int family, void *out) except -1:
     """Fill out's address (in_addr or in6_addr) for host: numeric, special, or a name."""
     if host == b"" and family == AF_INET:
         memset(out, 0, 4)                  # INADDR_ANY
@@ -63,7 +81,7 @@ cdef int resolve(bytes host, int family, int port, void *out) except -1:
         return 0
     if inet_pton(family, host, out) == 1:
         return 0
-    infos = _socket.getaddrinfo(host, port, family, SOCK_DGRAM)    # (bytes: as host_bytes made it)
+    infos = _socket.getaddrinfo(host, None, family, SOCK_DGRAM)    # (bytes: as host_bytes made it)
     if not infos:
         raise _socket.gaierror("no address for " + host.decode("ascii", "replace"))
     numeric = infos[0][4][0].encode()
@@ -76,38 +94,43 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
     """Fill out from a Python address of the socket's family; returns the sockaddr length."""
     cdef sockaddr_in *v4
     cdef sockaddr_in6 *v6
+    cdef int port
+    cdef uint32_t flowinfo
     memset(out, 0, sizeof(sockaddr_storage))
     if family == AF_INET:
         if not isinstance(address, tuple):
             raise TypeError(f"AF_INET address must be tuple, not {type(address).__name__}")
         if len(address) != 2:
             raise TypeError("AF_INET address must be a pair (host, port)")
+        host = host_bytes(address[0])
+        port = port_index(address[1])
         v4 = <sockaddr_in *>out
         v4.sin_family = AF_INET
-        port = port_from(address[1])
+        resolve(host, AF_INET, &v4.sin_addr)
+        check_port(port)
         v4.sin_port = htons(port)
-        resolve(host_bytes(address[0]), AF_INET, port, &v4.sin_addr)
         return sizeof(sockaddr_in)
     if family == AF_INET6:
         if not isinstance(address, tuple):
             raise TypeError(f"AF_INET6 address must be tuple, not {type(address).__name__}")
         if not 2 <= len(address) <= 4:
             raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+        host = host_bytes(address[0])
+        port = port_index(address[1])
+        flowinfo = uint32_field(address[2]) if len(address) > 2 else 0
         v6 = <sockaddr_in6 *>out
         v6.sin6_family = AF_INET6
-        port = port_from(address[1])
-        v6.sin6_port = htons(port)
-        flowinfo = address[2] if len(address) > 2 else 0
-        if not 0 <= flowinfo <= 0xFFFFF:
-            raise OverflowError("flowinfo must be 0-1048575.")
-        v6.sin6_flowinfo = htonl(flowinfo)
-        v6.sin6_scope_id = address[3] if len(address) > 3 else 0
-        host = host_bytes(address[0])
+        v6.sin6_scope_id = uint32_field(address[3]) if len(address) > 3 else 0
         if b"%" in host:                   # fe80::1%eth0: the scope comes from the name
-            info = _socket.getaddrinfo(host, port, AF_INET6, SOCK_DGRAM)[0][4]
+            info = _socket.getaddrinfo(host, None, AF_INET6, SOCK_DGRAM)[0][4]
             v6.sin6_scope_id = info[3]
             host = info[0].split("%")[0].encode()
-        resolve(host, AF_INET6, port, &v6.sin6_addr)
+        resolve(host, AF_INET6, &v6.sin6_addr)
+        check_port(port)
+        v6.sin6_port = htons(port)
+        if flowinfo > 0xFFFFF:
+            raise OverflowError("flowinfo must be 0-1048575.")
+        v6.sin6_flowinfo = htonl(flowinfo)
         return sizeof(sockaddr_in6)
     if family == AF_UNIX:
         if isinstance(address, str):

@@ -55,6 +55,22 @@ cdef class _Outgoing:
         PyMem_Free(self.prefixes)
 
 
+cdef bint alike(object first, object other):
+    """Whether other, equal to first, converts to the same sockaddr: the same object, or a
+    path or tuple whose parts are all str, bytes or int of the same types (an equal float or
+    Decimal must still be refused, as the stdlib refuses it)."""
+    if first is other:
+        return True
+    if not (PyTuple_Check(first) and PyTuple_Check(other)):
+        return type(first) is type(other) and (type(first) is str or type(first) is bytes)
+    if PyTuple_GET_SIZE(first) != PyTuple_GET_SIZE(other):
+        return False
+    for a, b in zip(<tuple>first, <tuple>other):
+        if type(a) is not type(b) or not (type(a) is int or type(a) is str or type(a) is bytes):
+            return False
+    return True
+
+
 cdef _Outgoing parse_outgoing(tuple items, object address, int family):
     """Export every buffer and parse every address before anything is sent: a bad item raises
     TypeError/ValueError/gaierror with nothing sent. items is a tuple (the caller's batch
@@ -87,6 +103,8 @@ cdef _Outgoing parse_outgoing(tuple items, object address, int family):
             index = seen.get(target)
         except TypeError:                   # unhashable (a bytearray path): no sharing
             index = None
+        if index is not None and not alike(distinct[<Py_ssize_t>index], target):
+            index = None                    # equal (9 == 9.0), not alike: converted itself
         if index is None:
             index = len(distinct)
             distinct.append(target)
