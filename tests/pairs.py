@@ -2,8 +2,8 @@
 
 Stream pairs (AF_UNIX, TCP/IPv4, TCP/IPv6), UDP and non-blocking AF_UNIX pairs, csock.aio
 framed pairs, a recv_batch helper for the datagram tests, the process's descriptor count,
-where a view's memory lies, a call's outcome to set beside the stdlib's, and IPv6
-address fields to try.
+where a view's memory lies, a call's outcome to set beside the stdlib's, IPv6 address
+fields and receive buffers to try.
 """
 from __future__ import annotations
 
@@ -134,6 +134,19 @@ IPV6_FIELDS = [(1.5,), (0, 7.9), (1.0,), (0, 2.0), ("1",), (None,), (0, b"1"),
                (Index(3),), (0, Index(2**32 + 1)), (Index(-1),), (Index(1.5),), (True, True),
                (-1,), (0xFFFFF,), (0x100000,), (2**32,), (2**32 + 5,), (2**100,), (-2**32,),
                (0, -1), (0, 2**32), (0, 2**64 + 1), (0, -2**40), (0, 2**200 + 7)]
+
+
+def _released() -> memoryview:
+    view = memoryview(bytearray(8))
+    view.release()
+    return view
+
+
+# Buffers a receive cannot write into (each call makes a new one), by name.
+BAD_RECEIVE_BUFFERS = {"released view": _released, "bytes": lambda: b"abc", "empty bytes": bytes,
+                       "None": lambda: None, "str": lambda: "abc",
+                       "read-only view": lambda: memoryview(bytearray(8)).toreadonly(),
+                       "strided view": lambda: memoryview(bytearray(8))[::2]}
 
 
 def outcome(call: Any) -> str:

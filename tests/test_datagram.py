@@ -16,7 +16,15 @@ import pytest
 
 import csock
 
-from .pairs import IPV6_FIELDS, LOOPBACK, address_of, outcome, receive, udp_pair
+from .pairs import (
+    BAD_RECEIVE_BUFFERS,
+    IPV6_FIELDS,
+    LOOPBACK,
+    address_of,
+    outcome,
+    receive,
+    udp_pair,
+)
 from .tracing import LATE_WRITER, needs_recvfrom_nr, needs_strace, strace
 
 FAMILIES = ["udp4", "udp6", "unix"]
@@ -633,6 +641,28 @@ def test_recv_batch_into_timeout_non_blocking_and_bad_arguments(dgram):
     tx.send_batch([b"still here"], rx_addr)
     rx.settimeout(5)
     assert rx.recv_batch_into(buf, 64) == [10] and buf[:10] == b"still here"
+
+
+@pytest.mark.parametrize("buffer", BAD_RECEIVE_BUFFERS)
+def test_recv_batch_into_a_bad_buffer_is_recv_intos_type_error_first(buffer):
+    """As recv_into's (the stdlib's): TypeError for a buffer it cannot write, a released view
+    too (it was ValueError), before a bad bufsize or max_messages, a UDP_GRO socket or a
+    closed one; nothing is taken."""
+    make = BAD_RECEIVE_BUFFERS[buffer]
+    tx, rx = udp_pair("v4", blocking=False)
+    with tx, rx, stdlib_socket.socket(fileno=os.dup(rx.fileno())) as std:
+        tx.send_batch([b"queued"], rx.getsockname())
+        expected = outcome(lambda: std.recv_into(make())).replace("recv_into", "recv_batch_into")
+        assert expected.startswith("TypeError: recv_batch_into() argument 1 must be read-write")
+        for args in ((8,), (0,), (-1,), (2**70,), (1.5,), (8, 0), (8, -1), (8, 2**70)):
+            assert outcome(partial(rx.recv_batch_into, make(), *args)) == expected, args
+        if hasattr(csock, "UDP_GRO"):
+            rx.setsockopt(csock.IPPROTO_UDP, csock.UDP_GRO, 1)
+            assert outcome(lambda: rx.recv_batch_into(make(), 8)) == expected
+            rx.setsockopt(csock.IPPROTO_UDP, csock.UDP_GRO, 0)
+        assert [bytes(d.data) for d in rx.recv_batch()] == [b"queued"]
+        rx.close()
+        assert outcome(lambda: rx.recv_batch_into(make(), 8)) == expected
 
 
 def test_recv_batch_into_from_two_threads_at_once():

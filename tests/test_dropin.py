@@ -22,6 +22,7 @@ import csock
 from tests.tracing import needs_strace, strace
 
 from .children import child_env
+from .pairs import BAD_RECEIVE_BUFFERS, outcome
 
 PY311 = sys.version_info >= (3, 11)
 
@@ -99,6 +100,33 @@ def test_recv_of_zero_bytes_still_checks_its_arguments() -> None:
             b.recv_into(b"")                        # read-only, even when empty
         with pytest.raises(ValueError):
             b.recv(-1)
+
+
+# nbytes (or ancbufsize) and flags that are wrong too: the buffer's error still comes first
+OTHER_RECEIVE_ARGUMENTS = [(), (-1,), (1.5,), (2**70,), (100,), (0, "x"), (0, 2**40), (-1, 2**40)]
+
+
+def _receive_outcome(module: Any, call: str, buffer: Any, more: tuple[Any, ...]) -> str:
+    """call(buffer, *more) on a module's socket with a datagram queued, which stays queued."""
+    a, b = module.socketpair(module.AF_UNIX, module.SOCK_DGRAM)
+    with a, b:
+        b.send(b"queued")
+        a.setblocking(False)
+        args = ([buffer] if call == "recvmsg_into" else buffer, *more)
+        result = outcome(lambda: getattr(a, call)(*args))
+        assert a.recv(100) == b"queued"
+    return result
+
+
+@pytest.mark.parametrize("buffer", BAD_RECEIVE_BUFFERS)
+@pytest.mark.parametrize("call", ["recv_into", "recvfrom_into", "recvmsg_into"])
+def test_a_bad_receive_buffer_is_the_stdlibs_type_error_first(call: str, buffer: str) -> None:
+    """A buffer that is not writable (a released view too) is the stdlib's TypeError, raised
+    before any fault of the arguments after it (a negative nbytes was ValueError)."""
+    make = BAD_RECEIVE_BUFFERS[buffer]
+    for more in OTHER_RECEIVE_ARGUMENTS:
+        assert _receive_outcome(csock, call, make(), more) == \
+            _receive_outcome(stdlib_socket, call, make(), more), more
 
 
 def test_loop_sock_recv_of_zero_bytes_returns_at_once() -> None:

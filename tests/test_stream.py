@@ -16,7 +16,7 @@ import pytest
 import csock
 from csock import _fastio
 
-from .pairs import STREAM_FAMILIES, stream_pair
+from .pairs import BAD_RECEIVE_BUFFERS, STREAM_FAMILIES, outcome, stream_pair
 
 
 @pytest.fixture(params=STREAM_FAMILIES)
@@ -252,6 +252,22 @@ def test_bad_arguments():
             b.recv_exactly_into(b"read-only")
         with pytest.raises(ValueError):
             b.recv_into(bytearray(4), 5)
+
+
+@pytest.mark.parametrize("buffer", BAD_RECEIVE_BUFFERS)
+def test_recv_exactly_into_a_bad_buffer_is_recv_intos_type_error(buffer):
+    """As recv_into's (the stdlib's): TypeError for a buffer it cannot write, a released view
+    too (it was ValueError), and nothing is read."""
+    make = BAD_RECEIVE_BUFFERS[buffer]
+    a, b = csock.socketpair()
+    with a, b, stdlib_socket.socket(fileno=os.dup(b.fileno())) as std:
+        a.sendall(b"queued")
+        expected = outcome(lambda: std.recv_into(make()))
+        assert expected.startswith("TypeError: recv_into() argument 1 must be read-write")
+        assert outcome(lambda: b.recv_exactly_into(make())) == \
+            expected.replace("recv_into", "recv_exactly_into")
+        b.setblocking(False)
+        assert b.recv(100) == b"queued"
 
 
 def test_peer_reset():

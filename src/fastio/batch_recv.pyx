@@ -561,7 +561,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     return batch
 
 
-def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MMSG_MAX):
+def recv_batch_into(sock, buffer, bufsize, max_messages=MMSG_MAX):
     """Receive queued datagrams into the caller's buffer with one recvmmsg(2); return their lengths.
 
     ``recv_batch`` without an object per message: message i lands at ``buffer[i * bufsize:]``.
@@ -594,8 +594,9 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
     ValueError
         The buffer holds no slot of bufsize bytes, or the socket has ``UDP_GRO`` set
         (coalesced messages need ``recv_batch`` to split them).
-    BufferError
-        The buffer is read-only or not contiguous.
+    TypeError
+        The buffer is not writable (read-only, released, not contiguous), as for
+        ``recv_into``: checked before the other arguments and the socket.
 
     Notes
     -----
@@ -606,27 +607,30 @@ def recv_batch_into(sock, buffer, Py_ssize_t bufsize, Py_ssize_t max_messages=MM
     cdef Py_buffer view
     cdef BatchReceiver receiver
     cdef mmsghdr *msgs
-    cdef Py_ssize_t count, r
+    cdef Py_ssize_t count, r, size, most
     cdef int family = 0, kind = 0
-    if bufsize < 1 or bufsize > MAX_BUFSIZE:
-        raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE}")
-    if max_messages < 1:
-        raise ValueError("max_messages must be at least 1")
-    io_begin(sock, &w)
-    raise_deferred_error(&w, received=True)
-    socket_family_type(sock, &family, &kind)
-    if rx_mode_of(&w) & RX_GRO:
-        raise ValueError("recv_batch_into cannot split UDP_GRO-coalesced messages: use recv_batch")
-    get_writable_buffer(buffer, &view, "recv_batch_into")
+    get_writable_buffer(buffer, &view, "recv_batch_into")     # first, as recv_into's
     try:
-        count = min(max_messages, view.len // bufsize, <Py_ssize_t>MMSG_MAX)
+        size = bufsize
+        most = max_messages
+        if size < 1 or size > MAX_BUFSIZE:
+            raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE}")
+        if most < 1:
+            raise ValueError("max_messages must be at least 1")
+        io_begin(sock, &w)
+        raise_deferred_error(&w, received=True)
+        socket_family_type(sock, &family, &kind)
+        if rx_mode_of(&w) & RX_GRO:
+            raise ValueError("recv_batch_into cannot split UDP_GRO-coalesced messages: "
+                             "use recv_batch")
+        count = min(most, view.len // size, <Py_ssize_t>MMSG_MAX)
         if count < 1:
-            raise ValueError(f"the buffer ({view.len} bytes) is smaller than bufsize ({bufsize})")
+            raise ValueError(f"the buffer ({view.len} bytes) is smaller than bufsize ({size})")
         receiver = receiver_of(&w)
         receiver.busy = True
         try:
-            msgs = receiver.lay_out_into(<char *>view.buf, bufsize, count)
-            r = receive_messages(&w, msgs, count, MSG_WAITFORONE | MSG_TRUNC, bufsize)
+            msgs = receiver.lay_out_into(<char *>view.buf, size, count)
+            r = receive_messages(&w, msgs, count, MSG_WAITFORONE | MSG_TRUNC, size)
             if r == IO_AGAIN:
                 raise_would_block()
             if kind == SOCK_SEQPACKET and fd_still_ours(&w):   # zero-length messages at the end:

@@ -38,12 +38,14 @@ cdef Py_ssize_t sys_sendmsg(int fd, void *op) noexcept nogil:
 
 
 cdef int get_writable_buffer(object obj, Py_buffer *view, str call) except -1:
-    """Export obj's memory for writing; TypeError (as the stdlib's) if it is read-only."""
+    """Export obj's memory for writing. Whatever refuses it (read-only, not a buffer, a
+    released view) is the stdlib's TypeError, as its "w*" converter makes of any error;
+    the *_into calls export first, as the stdlib reads the buffer before other arguments."""
     try:
         PyObject_GetBuffer(obj, view, PyBUF_WRITABLE)
-    except BufferError:
-        raise TypeError(f"{call}() argument must be read-write bytes-like object, "
-                        f"not {type(obj).__name__}") from None
+    except Exception:
+        raise TypeError(f"{call}() argument 1 must be read-write bytes-like object, "
+                        f"not {'None' if obj is None else type(obj).__name__}") from None
     return 0
 
 
@@ -307,7 +309,7 @@ cdef extern from *:
     PyObject *new_bytes "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t n) except NULL
 
 
-def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, flags=0):
+def sock_recv_into(sock, buffer, nbytes=0, flags=0):
     """Receive into buffer with one recv(2); return the number of bytes received.
 
     Parameters
@@ -330,6 +332,8 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, flags=0):
         Non-blocking, and nothing is queued.
     TimeoutError
         The socket's timeout passed with nothing received.
+    TypeError
+        buffer is not writable (checked before the other arguments, as the stdlib's).
     ValueError
         nbytes is negative or larger than the buffer.
     OSError
@@ -342,22 +346,24 @@ def sock_recv_into(sock, buffer, Py_ssize_t nbytes=0, flags=0):
     cdef IoWait w
     cdef Py_buffer view
     cdef BufOp op
-    cdef Py_ssize_t r
-    cdef int c_flags = flags_of(flags)  # (checked first, as the stdlib's)
-    if nbytes < 0:
-        raise ValueError("negative buffersize in recv_into")
-    get_writable_buffer(buffer, &view, "recv_into")
+    cdef Py_ssize_t r, n
+    cdef int c_flags
+    get_writable_buffer(buffer, &view, "recv_into")    # ("w*|ni": the buffer, then the others)
     try:
-        if nbytes == 0:
-            nbytes = view.len
-        elif nbytes > view.len:
+        n = nbytes
+        c_flags = flags_of(flags)
+        if n < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if n == 0:
+            n = view.len
+        elif n > view.len:
             raise ValueError("buffer too small for requested bytes")
-        if nbytes == 0:
+        if n == 0:
             check_is_socket(sock)
             return 0
         io_begin(sock, &w)
         op.buf = <char *>view.buf
-        op.len = nbytes
+        op.len = n
         op.flags = c_flags
         r = receive_once(&w, &op)
         if r == IO_AGAIN:
