@@ -416,6 +416,30 @@ def test_ipv6_extension_headers_are_skipped_and_kept():
         bytes(IPv6(ext=data[40:48]) / UDP())    # nh cannot be guessed with extension headers
 
 
+def test_ipv6_ah_not_a_multiple_of_8_bytes_is_refused():
+    """An AH header is (len + 2) * 4 bytes, but in IPv6 it must fill whole 8-byte units (RFC
+    4302 2.2), as every IPv6 extension header does (RFC 8200): a 12-byte one is malformed, a
+    PacketError when parsed (it was accepted, and the packet then failed len() and bytes())."""
+    udp = bytes(UDP(sport=1, dport=2) / b"hi")
+    for ah in (bytes([17, 1, 0, 0]) + b"\0" * 8,                      # (1 + 2) * 4 = 12
+               bytes([17, 3, 0, 0]) + b"\0" * 16):                    # (3 + 2) * 4 = 20
+        data = bytes(IPv6(nh=51, plen=len(ah) + len(udp)))[:40] + ah + udp
+        for verify in (False, True):
+            with pytest.raises(PacketError, match=r"^IPv6 AH header of \d+ bytes is not a "
+                                                  r"multiple of 8"):
+                parse(data, "ipv6", verify=verify)
+        hop = bytes([51, 0]) + b"\0" * 6                                 # behind a hop-by-hop
+        inner = bytes(IPv6(nh=0, plen=8 + len(ah) + len(udp)))[:40] + hop + ah + udp
+        with pytest.raises(PacketError, match="AH"):
+            parse(inner, "ip")
+    ah = bytes([17, 2, 0, 0]) + b"\0" * 12                            # (2 + 2) * 4 = 16: fine
+    data = bytes(IPv6(nh=51, ext=ah) / UDP(sport=1, dport=2) / b"hi")
+    p = parse(data, "ipv6", verify=True)
+    assert p.ext == ah and len(p) == len(data) and bytes(p) == data
+    p.hlim = 5
+    assert bytes(p)[40:] == data[40:]
+
+
 def test_trailing_bytes_are_kept():
     data = bytes(IPv4(src="1.1.1.1") / UDP() / b"abc") + b"\0" * 6     # Ethernet padding
     p = parse(data)

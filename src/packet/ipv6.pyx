@@ -230,7 +230,12 @@ cdef IPv6 parse_ipv6(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize
             if (load_be16(p + pos + 2) & 0xFFF9) != 0:   # offset != 0 or more fragments
                 whole = False
         elif nh == PROTO_AH:
+            # counted in 4-byte words, but in IPv6 a whole number of 8-byte units (RFC 4302
+            # 2.2), as ext must be for the packet to measure and build again
             elen = (p[pos + 1] + 2) * 4
+            if elen % 8:
+                raise PacketError(f"IPv6 AH header of {elen} bytes is not a multiple of 8 "
+                                  f"bytes long")
         else:
             elen = (p[pos + 1] + 1) * 8
         if pos + elen > total:
