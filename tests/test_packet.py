@@ -353,6 +353,34 @@ def test_parse_bytearray_payload_is_a_view_of_it():
     parse(memoryview(bytes(ba)))                # memoryview input too
 
 
+def test_releasing_what_payload_view_obj_returns_keeps_the_buffer():
+    """PayloadView.obj of a parsed bytearray was the packet's own read-only memoryview, the
+    only export the view and the layers held: releasing it let the bytearray be resized and
+    freed under them (bytes(view) read freed memory). Each .obj is a view of its own now."""
+    data = bytes(IPv4(src="10.0.0.1") / UDP() / (b"A" * 4000))
+    ba = bytearray(data)
+    p = parse(ba)
+    view = p[UDP].payload
+    obj = view.obj
+    assert type(obj) is memoryview and obj.readonly and obj.obj is ba and obj == data
+    obj.release()
+    view.obj.release()
+    with pytest.raises(BufferError):
+        ba.clear()                              # still exported: not resized, not freed
+    with pytest.raises(BufferError):
+        ba.extend(b"x" * 100000)
+    assert bytes(view) == b"A" * 4000 and bytes(p) == data
+    assert view.obj == data and view.obj is not view.obj
+    m = memoryview(ba)
+    q = parse(m)                                # the caller's own memoryview, released
+    m.release()
+    with pytest.raises(BufferError):
+        ba.clear()
+    assert bytes(q[UDP].payload) == b"A" * 4000 and bytes(q) == data
+    del p, view, q
+    ba.clear()                                  # the packets gone: the exports are too
+
+
 def test_parse_first_layer_choices():
     v4 = bytes(IPv4() / UDP() / b"a")
     v6 = bytes(IPv6() / UDP() / b"a")

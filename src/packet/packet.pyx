@@ -15,7 +15,8 @@
 # what is under it). A parsed layer remembers the buffer it came from (_owner, a bytes object
 # or a read-only memoryview, shared by every layer of the packet): the final payload is a
 # view into it, and bytes() of an untouched parsed packet returns the input bytes object
-# itself. Every setter, and stacking, marks the layer dirty (_clean = False).
+# itself. That memoryview is never handed out: its export holds the memory in place. Every
+# setter, and stacking, marks the layer dirty (_clean = False).
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -325,8 +326,14 @@ cdef class PayloadView(ReadOnlyView):
 
     @property
     def obj(self):
-        """The buffer the packet was parsed from (bytes or a read-only memoryview of it)."""
-        return self.owner
+        """The buffer the packet was parsed from: the bytes object, or a new read-only
+        memoryview of it (releasing that leaves the packet's own view, and so the buffer's
+        export, in place)."""
+        if type(self.owner) is bytes or self.owner is None:
+            return self.owner
+        # never the owner itself: its export is the one thing keeping the memory this view
+        # and the layers point into from being resized or freed
+        return PyMemoryView_FromObject(self.owner)
 
 
 cache_instances(<PyTypeObject *>PayloadView)
