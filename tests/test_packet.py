@@ -6,6 +6,8 @@ import copy
 import pickle
 import socket
 import struct
+import sys
+import textwrap
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +27,7 @@ from csock.packet import (
     parse,
 )
 
+from .children import script_output
 from .strategies import extension_chains, packets, payloads, u8, udps
 
 scapy = pytest.importorskip("scapy.all")
@@ -992,6 +995,76 @@ def test_a_temporary_whose_inner_layer_is_held_elsewhere_is_copied():
     assert held[0].payload == b"" and p[UDP] is not held[0]
     q = make() / UDP()                          # a layer after an empty payload
     assert isinstance(q[UDP].payload, UDP) and held[1].payload == b""
+
+
+# A final payload whose __buffer__ (Python 3.12+) restacks the packet being built, once, at
+# its Nth export: bytes() measured the chain, exporting the payload, then built into a bytes
+# object of that size from the chain as it then was, here a 60 KB one (a heap overflow that
+# killed the process); verify() and len() read the changed chain the same way.
+RESTACKED_WHILE_BUILT = textwrap.dedent("""
+    from csock.packet import IPv4, TCP, UDP, PacketError
+
+    big = TCP() / (b"Z" * 60000)
+    bytes(big)                                  # measured: 60,020 bytes
+
+    class Restack:
+        at = 0
+
+        def __init__(self, action):
+            self.action = action
+
+        def __buffer__(self, flags):
+            self.at -= 1
+            if self.at == 0:
+                self.action()
+            return memoryview(b"data")
+
+    def packet(action, at=1):
+        ip, udp = IPv4(src="1.2.3.4"), UDP()
+        ip.payload = udp
+        udp.payload = restack = Restack(lambda: action(ip, udp))   # (stored: exported once)
+        restack.at = at
+        return ip
+
+    def to_big(ip, udp):
+        ip.payload = big
+
+    def attempt(name, call):
+        try:
+            print(name, call())
+        except PacketError as error:
+            print(name, "PacketError:", error)
+
+    ip = packet(to_big)
+    built = bytes(ip)
+    print("bytes", len(built), built == bytes(ip) == bytes(IPv4(src="1.2.3.4") / big))
+    for at in (1, 2, 3):
+        ip = packet(to_big, at)
+        attempt(f"verify at {at}", ip.verify)
+    ip = packet(to_big)
+    print("len", len(ip), len(bytes(ip)))
+    ip = packet(lambda ip, udp: setattr(udp, "payload", bytearray(50000)))
+    attempt("another buffer", lambda: bytes(ip))
+    ip = packet(lambda ip, udp: len(bytes(ip)))  # a build inside the export: no restack
+    print("nested", len(bytes(ip)))
+    junk = [bytearray(64) for _ in range(100000)]    # the heap is still sound
+    print("done")
+""")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="a Python class exports a buffer (__buffer__) from Python 3.12 on")
+def test_a_payload_restacking_the_packet_while_it_is_built(tmp_path):
+    """The final payload is exported once, first, and the chain measured, built and checked
+    with no Python code in between: from one state, the one the export left."""
+    assert script_output(tmp_path, RESTACKED_WHILE_BUILT) == [
+        "bytes 60040 True",
+        "verify at 1 None", "verify at 2 None", "verify at 3 None",
+        "len 60040 60040",
+        "another buffer PacketError: the payload changed while the packet was built",
+        "nested 32",
+        "done",
+    ]
 
 
 @settings(max_examples=200, deadline=None)

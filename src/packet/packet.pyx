@@ -12,13 +12,15 @@
 # Building (bytes(p)) is two passes: measure() walks down the chain and records each layer's
 # header length (_hlen) and its length field value (_size = header + payload); build() writes
 # each header top-down, the final payload, then fills checksums bottom-up (a checksum covers
-# what is under it). A parsed layer remembers the buffer it came from (_owner, a bytes object
-# or a read-only memoryview, shared by every layer of the packet): the final payload is a
-# view into it, and bytes() of an untouched parsed packet returns the input bytes object
-# itself. That memoryview is never handed out: its export holds the memory in place. Every
-# setter, and stacking, marks the layer dirty (_clean = False).
+# what is under it). Both read one state of the chain: the final payload is exported first
+# and no Python code runs from then until the packet is built (see "building" below). A
+# parsed layer remembers the buffer it came from (_owner, a bytes object or a read-only
+# memoryview, shared by every layer of the packet): the final payload is a view into it, and
+# bytes() of an untouched parsed packet returns the input bytes object itself. That
+# memoryview is never handed out: its export holds the memory in place. Every setter, and
+# stacking, marks the layer dirty (_clean = False).
 cimport cython
-from cpython.ref cimport PyObject, Py_INCREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
@@ -358,18 +360,53 @@ cdef Py_ssize_t buffer_size(object data) except -1:
     return n
 
 
-cdef int buffer_copy(object data, uint8_t *out, Py_ssize_t n) except -1:
-    cdef Py_buffer view
-    if type(data) is bytes:
-        memcpy(out, PyBytes_AS_STRING(data), n)
+# --- building --------------------------------------------------------------------------
+# Exporting a final payload can run Python code (a class's __buffer__, Python 3.12+), which
+# may restack, change or measure the very chain being built. So it is exported once, before
+# anything is measured (export_leaf); measure(), build_at() and check_chain() then read that
+# export and run no Python code, so the chain cannot change under them. bytes and a parsed
+# payload (a view of the layer's _owner) are read directly: they run no code.
+
+cdef struct Leaf:
+    PyObject *payload         # the final payload exported (a reference held), or NULL
+    Py_buffer view            # its buffer, while exported
+
+
+cdef int export_leaf(Layer top, Leaf *leaf) except -1:
+    """Export the final payload of top's chain into leaf if it needs exporting."""
+    cdef Layer layer = top
+    cdef object pl = layer._payload
+    leaf.payload = NULL
+    while isinstance(pl, Layer):
+        layer = <Layer>pl
+        pl = layer._payload
+    if layer._lazy or pl is None or type(pl) is bytes:
         return 0
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        if view.len != n:
-            raise PacketError("the payload changed size while the packet was built")
-        memcpy(out, view.buf, n)
-    finally:
-        PyBuffer_Release(&view)
+    PyObject_GetBuffer(pl, &leaf.view, PyBUF_SIMPLE)
+    Py_INCREF(pl)
+    leaf.payload = <PyObject *>pl
+    return 0
+
+
+cdef void release_leaf(Leaf *leaf) noexcept:
+    """Release what export_leaf took (its __release_buffer__ may run: building is over)."""
+    if leaf.payload != NULL:
+        PyBuffer_Release(&leaf.view)
+        Py_XDECREF(leaf.payload)
+        leaf.payload = NULL
+
+
+cdef int leaf_buffer(object pl, const Leaf *leaf, const char **data, Py_ssize_t *n) except -1:
+    """The bytes of a final payload that is not a parsed view: bytes, or the one export_leaf
+    exported (any other is a payload stored by code the export ran)."""
+    if type(pl) is bytes:
+        data[0] = PyBytes_AS_STRING(pl)
+        n[0] = PyBytes_GET_SIZE(pl)
+    elif leaf != NULL and <PyObject *>pl == leaf.payload:
+        data[0] = <const char *>leaf.view.buf
+        n[0] = leaf.view.len
+    else:
+        raise PacketError("the payload changed while the packet was built")
     return 0
 
 
@@ -447,39 +484,46 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
     cdef object get_payload(self):
         return EMPTY if self._payload is None else self._payload   # None: made with __new__
 
-    cdef Py_ssize_t measure(self, int depth=0) except -1:
-        """Record _hlen and _size down the chain; the bytes this layer takes in its parent."""
-        cdef Py_ssize_t n
+    cdef Py_ssize_t measure(self, const Leaf *leaf, int depth=0) except -1:
+        """Record _hlen and _size down the chain (its final payload exported into leaf by
+        export_leaf, or a parsed one: leaf NULL); the bytes this layer takes in its parent."""
+        cdef Py_ssize_t n = 0
+        cdef const char *data = NULL
         cdef object pl = self._payload
         self._hlen = self.header_len()
         if isinstance(pl, Layer):
             if depth >= MAX_LAYERS:
                 raise PacketError(f"a packet of more than {MAX_LAYERS} layers")
-            n = (<Layer>pl).measure(depth + 1)
+            n = (<Layer>pl).measure(leaf, depth + 1)
         elif self._lazy:
             n = self._payload_end - self._payload_start
         elif pl is None:
             n = 0
         else:
-            n = buffer_size(pl)
+            leaf_buffer(pl, leaf, &data, &n)
         self._size = self._hlen + n
         if self._trailer is not None:
             return self._size + PyBytes_GET_SIZE(self._trailer)
         return self._size
 
-    cdef int build_at(self, uint8_t *p, Layer ip) except -1:
-        """Write this layer, what is under it and its trailer at p (after measure())."""
+    cdef int build_at(self, uint8_t *p, Layer ip, const Leaf *leaf) except -1:
+        """Write this layer, what is under it and its trailer at p (after measure(leaf))."""
         cdef object pl = self._payload
         cdef Layer inner_ip = ip
+        cdef const char *data = NULL
+        cdef Py_ssize_t n = 0
         if isinstance(pl, Layer):
             if self._kind == K_IPV4 or self._kind == K_IPV6:
                 inner_ip = self
-            (<Layer>pl).build_at(p + self._hlen, inner_ip)
+            (<Layer>pl).build_at(p + self._hlen, inner_ip, leaf)
         elif self._lazy:
             memcpy(p + self._hlen, owner_data(self._owner) + self._payload_start,
                    self._payload_end - self._payload_start)
         elif pl is not None:
-            buffer_copy(pl, p + self._hlen, self._size - self._hlen)
+            leaf_buffer(pl, leaf, &data, &n)
+            if n != self._size - self._hlen:        # (nothing ran since measure(): a guard)
+                raise PacketError("the payload changed while the packet was built")
+            memcpy(p + self._hlen, data, n)
         if self._trailer is not None:
             memcpy(p + self._size, PyBytes_AS_STRING(self._trailer),
                    PyBytes_GET_SIZE(self._trailer))
@@ -502,14 +546,40 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
             layer = <Layer>layer._payload
 
     cdef object tobytes(self):
-        cdef Py_ssize_t n
-        cdef bytes out
         if self._clean and self.reusable():
             return self._owner
-        n = self.measure()
-        out = PyBytes_FromStringAndSize(NULL, n)
-        self.build_at(<uint8_t *>PyBytes_AS_STRING(out), None)
+        return self.assemble(False)
+
+    cdef object assemble(self, bint check):
+        """The packet's bytes (the parsed input itself when reusable), and with check its
+        checksums verified in them: all from the state export_leaf leaves."""
+        cdef Leaf leaf
+        cdef Py_ssize_t n
+        cdef object out
+        export_leaf(self, &leaf)
+        try:
+            n = self.measure(&leaf)
+            if self._clean and self.reusable():
+                out = self._owner
+                if n != PyBytes_GET_SIZE(out):      # the checks read out by these sizes
+                    raise PacketError("the packet changed while it was verified")
+            else:
+                out = PyBytes_FromStringAndSize(NULL, n)
+                self.build_at(<uint8_t *>PyBytes_AS_STRING(out), None, &leaf)
+            if check:
+                self.check_chain(<const uint8_t *>PyBytes_AS_STRING(out))
+        finally:
+            release_leaf(&leaf)
         return out
+
+    cdef Py_ssize_t length(self) except -1:
+        """len(self): measure() from the state export_leaf leaves."""
+        cdef Leaf leaf
+        export_leaf(self, &leaf)
+        try:
+            return self.measure(&leaf)
+        finally:
+            release_leaf(&leaf)
 
     cdef int check_chain(self, const uint8_t *p) except -1:
         cdef Layer layer = self
@@ -575,7 +645,7 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
         return self.tobytes()
 
     def __len__(self):
-        return self.measure()
+        return self.length()
 
     def __truediv__(self, other):
         """self with other stacked under its innermost layer: a new packet (the layers of
@@ -656,10 +726,7 @@ cdef public class Layer [object csock_Layer, type csock_Layer_Type]:
     def verify(self):
         """Check every checksum of the packet; raise PacketError naming the first layer whose
         checksum does not match. Returns None."""
-        data = self.tobytes()
-        if self.measure() != PyBytes_GET_SIZE(data):      # the checks read data by these sizes
-            raise PacketError("the packet changed while it was verified")
-        self.check_chain(<const uint8_t *>PyBytes_AS_STRING(data))
+        self.assemble(True)
 
     def fields(self):
         """The header fields as a dict (None: computed by bytes())."""
@@ -834,8 +901,9 @@ def parse(data, first="ipv4", verify=False):
         start = <const uint8_t *>view.buf
         top = parse_first(owner, start, view.len, first)
     if verify:
-        # the packet is what it was parsed from: check the checksums in place
-        top.measure()
+        # the packet is what it was parsed from: check the checksums in place (its final
+        # payload is a parsed view: nothing to export)
+        top.measure(NULL)
         top.check_chain(start)
     return top
 
