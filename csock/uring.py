@@ -57,6 +57,16 @@ DATAGRAM_ROOM = 65536
 _DRAIN_BATCH = 64
 
 
+def _new_lock_in_child() -> None:
+    # A thread of the parent's may have held the lock at fork(): the child's copy would stay
+    # held for ever (the child makes its own default ring).
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def available() -> bool:
     """Whether io_uring can be used here (a ring can be set up), checked once per process."""
     global _available, _available_pid

@@ -1690,6 +1690,25 @@ def test_wait_times_out_and_ctrl_c_interrupts_it(ring) -> None:
         ring.wait(1, timeout=2)
 
 
+def test_a_child_forked_while_the_default_ring_was_being_made_can_make_its_own() -> None:
+    """fork() while another thread is inside default_ring() (here: this thread, holding its
+    lock): the child's copy of the lock stays held, and its recv_many/send_many hung for ever
+    unless the lock is made anew in the child."""
+    with uring._lock:
+        pid = os.fork()
+        if pid == 0:                                        # the child
+            code = 1
+            try:
+                signal.alarm(10)                            # (a hang ends the child: code -14)
+                a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+                assert uring.send_many([(a, b"child")]) == [5]
+                code = 0 if uring.default_ring() is not None and b.recv(10) == b"child" else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_after_fork_the_child_never_touches_the_parents_ring(ring) -> None:
     needs(ring, "recv")
     a, b = csock.socketpair()
