@@ -136,6 +136,12 @@ class socket(_std.socket):
     recv = _fastio.sock_recv
     recv_into = _fastio.sock_recv_into
 
+    def __getstate__(self) -> Any:
+        # The stdlib's refusal, naming the class socket.socket() returns as the stdlib does
+        # (csock's own are its kinds: StreamSocket, ...); a user's subclass by its own name.
+        name = "socket" if type(self).__module__.startswith("csock.") else type(self).__name__
+        raise TypeError(f"cannot pickle {name!r} object")
+
     def _real_close(self) -> None:
         # Never shutdown(2) (dup()s and forked children keep the connection); while csock calls
         # run on the fd in other threads, close(2) waits for the last of them (fd lifetime).
@@ -224,22 +230,22 @@ class socket(_std.socket):
         result: bool = _held(self, _std.socket.get_inheritable)
         return result
 
-    def settimeout(self, *args: Any) -> None:
+    def settimeout(self, *args: Any, **kwargs: Any) -> None:
         """settimeout(value): the socket's timeout (None: blocking; 0: non-blocking; O_NONBLOCK
         on the open file unless blocking), as the stdlib's."""
-        _held(self, _CSocket.settimeout, *args)
+        _held(self, _CSocket.settimeout, *args, **kwargs)
 
-    def setblocking(self, *args: Any) -> None:
+    def setblocking(self, *args: Any, **kwargs: Any) -> None:
         """setblocking(flag): settimeout(None) if flag is true, else settimeout(0.0)."""
-        _held(self, _CSocket.setblocking, *args)
+        _held(self, _CSocket.setblocking, *args, **kwargs)
 
-    def bind(self, *args: Any) -> None:
+    def bind(self, *args: Any, **kwargs: Any) -> None:
         """bind(address): bind(2), as the stdlib's."""
-        _held(self, _CSocket.bind, *args)
+        _held(self, _CSocket.bind, *args, **kwargs)
 
-    def listen(self, *args: Any) -> None:
+    def listen(self, *args: Any, **kwargs: Any) -> None:
         """listen([backlog]): listen(2), as the stdlib's."""
-        _held(self, _CSocket.listen, *args)
+        _held(self, _CSocket.listen, *args, **kwargs)
 
     def getsockname(self) -> Any:
         """getsockname() -> address: the socket's own address, as the stdlib's."""
@@ -249,9 +255,9 @@ class socket(_std.socket):
         """getpeername() -> address: the connected peer's address, as the stdlib's."""
         return _held(self, _CSocket.getpeername)
 
-    def getsockopt(self, *args: Any) -> Any:
+    def getsockopt(self, *args: Any, **kwargs: Any) -> Any:
         """getsockopt(level, option[, buflen]): getsockopt(2), as the stdlib's."""
-        return _held(self, _CSocket.getsockopt, *args)
+        return _held(self, _CSocket.getsockopt, *args, **kwargs)
 
     def detach(self) -> int:
         """Put the socket in the closed state without closing its fd, and return the fd.
@@ -300,12 +306,12 @@ class socket(_std.socket):
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset)
 
-    def setsockopt(self, *args: Any) -> None:
+    def setsockopt(self, *args: Any, **kwargs: Any) -> None:
         """setsockopt(level, option, value) or setsockopt(level, option, None, optlen), as the
         stdlib's. Setting SO_RCVTIMEO or SO_SNDTIMEO makes csock's blocking calls wait in the
         system call itself, so the kernel's timeout applies; setting UDP_GRO makes recv_batch
         split coalesced messages, as ``enable_gro()`` does."""
-        _held(self, _CSocket.setsockopt, *args)
+        _held(self, _CSocket.setsockopt, *args, **kwargs)      # (kwargs: the stdlib's error)
         if len(args) >= 2 and args[0] == _std.SOL_SOCKET and args[1] in _KERNEL_TIMEOUTS:
             _fastio.note_kernel_timeout(self)
         elif tuple(args[:2]) == _UDP_GRO and len(args) == 3 and isinstance(args[2], int):

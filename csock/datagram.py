@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket as _std
+from typing import Any
 
 from . import _fastio
 from ._base import register_kind, socket
@@ -33,6 +34,12 @@ class DatagramSocket(socket):
     """
 
     __slots__ = ()      # its state (receiver, offload modes) is in its _fastio.SocketState
+
+    def __init__(self, family: int = -1, type: int = -1,
+                 proto: int = -1, fileno: Any = None) -> None:
+        if fileno is None and type == -1:
+            type = _std.SOCK_DGRAM          # (socket()'s default is SOCK_STREAM)
+        super().__init__(family, type, proto, fileno)
 
     send_batch = _fastio.send_batch
     recv_batch = _fastio.recv_batch

@@ -57,6 +57,16 @@ def dgram(request, tmp_path):
         yield tx, rx, rx.getsockname(), tx.getsockname()
 
 
+@pytest.mark.parametrize("family", [None, csock.AF_INET, csock.AF_INET6, csock.AF_UNIX])
+def test_a_datagram_socket_made_without_a_type_is_sock_dgram(family):
+    """As documented (DatagramSocket(family=-1, type=SOCK_DGRAM, ...)) and as SeqPacketSocket
+    defaults to its own type: DatagramSocket() was a TCP socket."""
+    args = () if family is None else (family,)
+    with csock.DatagramSocket(*args) as sock:
+        assert sock.type == csock.SOCK_DGRAM
+        assert sock.family == (csock.AF_INET if family is None else family)
+
+
 def test_types():
     with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as s:
         assert type(s) is csock.DatagramSocket

@@ -3,6 +3,7 @@ same (API.md section 1), on real sockets; each difference found once has a test 
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.util
 import os
 import pickle
@@ -225,11 +226,32 @@ def test_forking_pickler_rebuilds_the_same_csock_class(kind: str, resource_share
                 assert b.recv(100) == b"rebuilt"
 
 
-def test_plain_pickle_still_refuses_a_csock_socket() -> None:
+@pytest.mark.parametrize("kind", [csock.SOCK_STREAM, csock.SOCK_DGRAM, csock.SOCK_SEQPACKET])
+def test_plain_pickle_still_refuses_a_csock_socket(kind: int) -> None:
+    """With the stdlib's words: csock's classes are what socket.socket() returns (a user's
+    subclass is named, as the stdlib names it)."""
+    class Mine(csock.socket):
+        pass
+
+    a, b = csock.socketpair(csock.AF_UNIX, kind)
+    with a, b, Mine() as mine:
+        for refuse in (pickle.dumps, copy.copy, copy.deepcopy):
+            with pytest.raises(TypeError, match="^cannot pickle 'socket' object$"):
+                refuse(a)
+        with pytest.raises(TypeError, match="^cannot pickle 'Mine' object$"):
+            pickle.dumps(mine)
+
+
+def test_socket_methods_refuse_keywords_as_the_stdlibs_do() -> None:
     a, b = csock.socketpair()
-    with a, b:
-        with pytest.raises(TypeError, match="cannot pickle"):
-            pickle.dumps(a)
+    with a, b, stdlib_socket.socket() as plain:
+        for sock in (a, plain):
+            for name, keywords in [("setsockopt", {"level": 1, "optname": 2, "value": 1}),
+                                   ("getsockopt", {"level": 1, "optname": 2}),
+                                   ("settimeout", {"value": 1}), ("setblocking", {"flag": 1}),
+                                   ("bind", {"address": ""}), ("listen", {"backlog": 1})]:
+                with pytest.raises(TypeError, match="takes no keyword arguments"):
+                    getattr(sock, name)(**keywords)
 
 
 # --- create_connection: the last error, or all of them ----------------------------------------
