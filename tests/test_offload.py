@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import csock
 
-from .pairs import fd_count, receive, tcp_pair, udp_pair
+from .pairs import Index, fd_count, receive, tcp_pair, udp_pair
 from .tracing import needs_strace, strace
 
 pytestmark = pytest.mark.timeout(60)
@@ -256,12 +256,14 @@ def test_gro_set_by_first_recv_batch_and_stays():
         assert_same(got, sent, tx.getsockname())
 
 
-def test_gro_set_with_setsockopt_is_split_too():
-    """UDP_GRO set with the stdlib's setsockopt, not enable_gro(): recv_batch still hands
-    over each datagram of a coalesced message, not the message glued."""
+@pytest.mark.parametrize("value", [1, b"\x01\x00\x00\x00", Index(1)], ids=["int", "bytes", "index"])
+def test_gro_set_with_setsockopt_is_split_too(value):
+    """UDP_GRO set with the stdlib's setsockopt, not enable_gro(), in any of its value forms
+    (only an int was noticed): recv_batch still hands over each datagram of a coalesced
+    message, not the message glued."""
     tx, rx = udp_pair()
     with tx, rx:
-        rx.setsockopt(17, 104, 1)                        # SOL_UDP, UDP_GRO
+        rx.setsockopt(17, 104, value)                    # SOL_UDP, UDP_GRO
         sent = payloads(20, 300)
         tx.send_batch(sent, rx.getsockname(), segment_size=300)
         rx.settimeout(5)
