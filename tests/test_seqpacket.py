@@ -11,6 +11,8 @@ import pytest
 import csock
 from csock import SPPHeader
 
+from .pairs import fd_count
+
 SPP = struct.Struct("!BBHHHHH")   # the 12-byte header as a stdlib peer writes it by hand
 
 
@@ -488,3 +490,25 @@ def test_a_zero_length_record_followed_by_more_records_is_not_the_end(max_messag
             got += [bytes(d.data) for d in batch]
         assert got == [b"", b"", b"z"]
         assert b.getsockopt(csock.SOL_SOCKET, 35) == 0     # SO_TIMESTAMPNS: off, as it was
+
+
+@pytest.mark.parametrize("next_record", [b"with-fd", b""])
+def test_the_peek_at_the_record_after_a_batch_installs_no_passed_descriptors(next_record):
+    """The peek that tells a zero-length record from the end of stream reads no descriptors
+    the next record carries (the kernel installs them into the process on a peek too, when
+    the control buffer has room): recv_fds then takes them, and nothing else stays open."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    with a:
+        a.settimeout(5)
+        with b, open(__file__, "rb") as passed:
+            b.send(b"a")
+            b.send(b"")                             # the batch ends on a zero-length record
+            stdlib_socket.send_fds(b, [next_record], [passed.fileno()])
+        before = fd_count()
+        assert [bytes(d.data) for d in a.recv_batch(max_messages=2)] == [b"a", b""]  # peeks
+        assert fd_count() == before
+        record, fds, _, _ = stdlib_socket.recv_fds(a, 100, 4)
+        assert record == next_record and len(fds) == 1
+        os.close(fds[0])
+        assert fd_count() == before
+

@@ -9,8 +9,8 @@ from libc.string cimport memcpy, memset, memcmp
 from includes.socket cimport (mmsghdr, msghdr, sockaddr, sockaddr_storage,
                               MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_PEEK, SOCK_SEQPACKET)
 from includes.poll cimport POLLHUP, POLLRDHUP
-from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_LEN, AF_INET,
-                              AF_INET6)
+from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_LEN, CMSG_SPACE,
+                              AF_INET, AF_INET6)
 from includes.offload cimport SOL_UDP, UDP_GRO
 from includes.socket cimport SOL_SOCKET, SCM_TIMESTAMPNS
 from includes.inet cimport (IPPROTO_IP, IPPROTO_IPV6, IP_PKTINFO, IP_TOS, IPV6_PKTINFO,
@@ -50,15 +50,22 @@ cdef bint peer_has_shut_down(int fd) noexcept nogil:
     return poll(&p, 1, 0) == 1 and (p.revents & (POLLRDHUP | POLLHUP)) != 0
 
 
+cdef union PeekControl:
+    cmsghdr header                          # (aligned as the kernel writes control messages)
+    char room[64]                           # more than one timestamp's room on any ABI
+
+
 cdef bint record_next(int fd) noexcept nogil:
     """True when a record, even a zero-length one, is queued next (a peek: nothing is taken).
     A zero-length record and the end of stream both read as 0 bytes, but only a record has a
     receive timestamp: the peek asks for it, turning SO_TIMESTAMPNS on for the peek if it was
-    off (a record sent before still gets one: socket(7), __sock_recv_timestamp)."""
+    off (a record sent before still gets one: socket(7), __sock_recv_timestamp). It offers
+    room for that timestamp and no more: a peek installs the descriptors a record carries
+    (SCM_RIGHTS) into the process, and only where they fit (else MSG_CTRUNC)."""
     cdef int was_on = 0, on = 1
     cdef socklen_t size = sizeof(was_on)
     cdef char byte = 0
-    cdef char control[64]                   # CMSG_SPACE(sizeof(struct timespec)) is 32
+    cdef PeekControl control
     cdef iovec iov
     cdef msghdr msg
     cdef ssize_t r
@@ -71,8 +78,8 @@ cdef bint record_next(int fd) noexcept nogil:
     memset(&msg, 0, sizeof(msg))
     msg.msg_iov = &iov
     msg.msg_iovlen = 1
-    msg.msg_control = control
-    msg.msg_controllen = sizeof(control)
+    msg.msg_control = &control
+    msg.msg_controllen = CMSG_SPACE(sizeof(timespec))
     r = recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC)
     if not was_on:
         setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &was_on, sizeof(was_on))
