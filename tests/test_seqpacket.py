@@ -512,3 +512,46 @@ def test_the_peek_at_the_record_after_a_batch_installs_no_passed_descriptors(nex
         os.close(fds[0])
         assert fd_count() == before
 
+
+# the asm-generic numbers (x86, arm): the stdlib names only some of them
+TIMESTAMP_OPTIONS = {"SO_TIMESTAMP": 29, "SO_TIMESTAMPNS": 35, "SO_TIMESTAMPING": 37,
+                     "SO_TIMESTAMP_NEW": 63, "SO_TIMESTAMPNS_NEW": 64, "SO_TIMESTAMPING_NEW": 65}
+
+
+def timestamp_options(sock):
+    """Every receive-timestamp option as getsockopt reads it (None: this kernel has no such
+    option); each _NEW/_OLD variant reads set only when it is the one the program chose."""
+    values = {}
+    for name, option in TIMESTAMP_OPTIONS.items():
+        try:
+            values[name] = sock.getsockopt(csock.SOL_SOCKET, option, 8)
+        except OSError:
+            values[name] = None
+    return values
+
+
+@pytest.mark.parametrize("program_set", [
+    {}, {"SO_TIMESTAMP": 1}, {"SO_TIMESTAMPNS": 1}, {"SO_TIMESTAMP_NEW": 1},
+    {"SO_TIMESTAMPNS_NEW": 1}, {"SO_TIMESTAMPING": 0x18}, {"SO_TIMESTAMPING_NEW": 0x18},
+    {"SO_TIMESTAMP": 1, "SO_TIMESTAMPING_NEW": 0x18}])
+def test_the_peek_leaves_the_programs_timestamp_options_as_they_were(program_set):
+    """Whatever receive timestamps the program asked for (the microsecond or nanosecond form,
+    in either time format, SO_TIMESTAMPING's flags), the peek that follows a batch ending on
+    an empty record tells an empty record from the end of stream and leaves every option
+    reading as before (turning SO_TIMESTAMPNS off turned the program's SO_TIMESTAMP off)."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    with a, b:
+        b.settimeout(5)
+        for name, value in program_set.items():
+            try:
+                b.setsockopt(csock.SOL_SOCKET, TIMESTAMP_OPTIONS[name], value)
+            except OSError:
+                pytest.skip(f"this kernel has no {name}")
+        before = timestamp_options(b)
+        for record in (b"a", b"", b"", b"z"):
+            a.send(record)
+        a.shutdown(csock.SHUT_WR)
+        assert [bytes(d.data) for d in b.recv_batch(max_messages=2)] == [b"a", b""]  # peeks
+        assert timestamp_options(b) == before
+        assert [bytes(d.data) for d in b.recv_batch(max_messages=2)] == [b"", b"z"]
+        assert b.recv_batch() == []

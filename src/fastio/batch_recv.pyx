@@ -13,6 +13,8 @@ from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CM
                               AF_INET, AF_INET6)
 from includes.offload cimport SOL_UDP, UDP_GRO
 from includes.socket cimport SOL_SOCKET, SCM_TIMESTAMPNS
+from includes.timestamps cimport (SO_TIMESTAMP_OLD, SO_TIMESTAMPNS_OLD, SO_TIMESTAMP_NEW,
+                                  SO_TIMESTAMPNS_NEW, SO_TIMESTAMPING_NEW)
 from includes.inet cimport (IPPROTO_IP, IPPROTO_IPV6, IP_PKTINFO, IP_TOS, IPV6_PKTINFO,
                             IPV6_TCLASS, in_pktinfo, in6_pktinfo, inet_ntop, INET6_ADDRSTRLEN)
 from posix.time cimport timespec
@@ -50,6 +52,26 @@ cdef bint peer_has_shut_down(int fd) noexcept nogil:
     return poll(&p, 1, 0) == 1 and (p.revents & (POLLRDHUP | POLLHUP)) != 0
 
 
+cdef bint option_set(int fd, int option) noexcept nogil:
+    """Whether a SOL_SOCKET option reads nonzero (an int, or a struct that starts with one:
+    SO_TIMESTAMPING's flags); False when the kernel has no such option."""
+    cdef int value = 0
+    cdef socklen_t size = sizeof(value)
+    return getsockopt(fd, SOL_SOCKET, option, &value, &size) == 0 and value != 0
+
+
+cdef int peek_timestamp_option(int fd) noexcept nogil:
+    """The option record_next turns on for its peek: 0 when the kernel already attaches a
+    receive timestamp to each record (SO_TIMESTAMP or SO_TIMESTAMPNS, either time format: each
+    reads set only for its own variant, so all four are asked). Otherwise SO_TIMESTAMPNS, in
+    the format SO_TIMESTAMPING's flags were set in: turning it on sets the socket's one format
+    flag, and turning it off (which clears both timestamp options) leaves that flag."""
+    if option_set(fd, SO_TIMESTAMP_OLD) or option_set(fd, SO_TIMESTAMPNS_OLD) \
+            or option_set(fd, SO_TIMESTAMP_NEW) or option_set(fd, SO_TIMESTAMPNS_NEW):
+        return 0
+    return SO_TIMESTAMPNS_NEW if option_set(fd, SO_TIMESTAMPING_NEW) else SO_TIMESTAMPNS_OLD
+
+
 cdef union PeekControl:
     cmsghdr header                          # (aligned as the kernel writes control messages)
     char room[64]                           # more than one timestamp's room on any ABI
@@ -58,20 +80,19 @@ cdef union PeekControl:
 cdef bint record_next(int fd) noexcept nogil:
     """True when a record, even a zero-length one, is queued next (a peek: nothing is taken).
     A zero-length record and the end of stream both read as 0 bytes, but only a record has a
-    receive timestamp: the peek asks for it, turning SO_TIMESTAMPNS on for the peek if it was
-    off (a record sent before still gets one: socket(7), __sock_recv_timestamp). It offers
-    room for that timestamp and no more: a peek installs the descriptors a record carries
-    (SCM_RIGHTS) into the process, and only where they fit (else MSG_CTRUNC)."""
-    cdef int was_on = 0, on = 1
-    cdef socklen_t size = sizeof(was_on)
+    receive timestamp: the peek asks for it, turning SO_TIMESTAMPNS on for the peek if no
+    timestamp option was on (a record sent before still gets one: socket(7),
+    __sock_recv_timestamp), and any control message at all is a record's. It offers room for
+    one timestamp and no more: a peek installs the descriptors a record carries (SCM_RIGHTS)
+    into the process, and only where they fit (else MSG_CTRUNC)."""
+    cdef int on = 1, off = 0
+    cdef int option = peek_timestamp_option(fd)
     cdef char byte = 0
     cdef PeekControl control
     cdef iovec iov
     cdef msghdr msg
     cdef ssize_t r
-    if getsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &was_on, &size) < 0:
-        return False
-    if not was_on and setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) < 0:
+    if option and setsockopt(fd, SOL_SOCKET, option, &on, sizeof(on)) < 0:
         return False
     iov.iov_base = &byte
     iov.iov_len = 1
@@ -81,8 +102,8 @@ cdef bint record_next(int fd) noexcept nogil:
     msg.msg_control = &control
     msg.msg_controllen = CMSG_SPACE(sizeof(timespec))
     r = recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC)
-    if not was_on:
-        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &was_on, sizeof(was_on))
+    if option:
+        setsockopt(fd, SOL_SOCKET, option, &off, sizeof(off))
     return r > 0 or (r == 0 and msg.msg_controllen > 0)
 
 
