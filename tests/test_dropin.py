@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import fcntl
 import importlib.util
 import os
 import pickle
@@ -11,6 +12,7 @@ import socket as stdlib_socket
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from multiprocessing.reduction import ForkingPickler
@@ -757,6 +759,98 @@ def test_a_blocking_sendall_in_a_threaded_process_keeps_the_stdlibs_would_block(
             worker.start()
             worker.join(5)
             assert outcome and outcome[0][0] == "BlockingIOError", outcome
+
+
+def _queued(sock: Any) -> int:
+    """Bytes waiting in sock's receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def _wait_until(condition: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came"
+        time.sleep(0.001)
+
+
+# A timeout set while a blocking call runs: settimeout(t) from another thread puts O_NONBLOCK
+# on the file, and the call's next system call meets EAGAIN. The stdlib reads the socket's
+# timeout afresh then (sock_call_ex): t > 0, it goes on and waits; 0, BlockingIOError.
+TIMEOUT_SET_MEANWHILE = [(5.0, "completed"), (0.0, "BlockingIOError")]
+
+
+@pytest.mark.parametrize("new_timeout, expected", TIMEOUT_SET_MEANWHILE)
+@pytest.mark.parametrize("call", ["sendall", "send_buffers"])
+def test_a_blocking_send_loop_goes_on_under_a_timeout_set_meanwhile(call: str,
+                                                                    new_timeout: float,
+                                                                    expected: str) -> None:
+    """A blocking sendall or send_buffers waiting for room when another thread calls
+    settimeout(5) sends everything (it raised BlockingIOError half-way); after settimeout(0)
+    it raises BlockingIOError, .sent saying what went."""
+    data = os.urandom(8 << 20)                  # far more than the socket holds
+    a, b = csock.socketpair()
+    outcome: list[Any] = []
+
+    def send() -> None:
+        try:
+            if call == "sendall":
+                a.sendall(data)
+            else:
+                a.send_buffers([data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)])
+            outcome.append(("completed", len(data)))
+        except OSError as error:
+            outcome.append((type(error).__name__, getattr(error, "sent", None)))
+
+    with a, b:
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        _wait_until(lambda: _queued(b) > 0)     # under way, blocking: it cannot finish alone
+        a.settimeout(new_timeout)
+        b.settimeout(1)
+        got = bytearray()
+        try:
+            while len(got) < len(data):
+                got += b.recv(1 << 16)
+        except TimeoutError:                    # (the sender stopped half-way)
+            pass
+        sender.join(10)
+        assert outcome and outcome[0][0] == expected, outcome
+        assert got == data[:outcome[0][1]]
+
+
+@pytest.mark.parametrize("new_timeout, expected", TIMEOUT_SET_MEANWHILE)
+@pytest.mark.parametrize("call", ["recv_exactly", "FramedStream.recv"])
+def test_a_blocking_receive_loop_goes_on_under_a_timeout_set_meanwhile(call: str,
+                                                                       new_timeout: float,
+                                                                       expected: str) -> None:
+    """A blocking recv_exactly or FramedStream.recv that has part of its bytes when another
+    thread calls settimeout(5) receives the rest (it raised BlockingIOError); after
+    settimeout(0) it raises BlockingIOError."""
+    message = os.urandom(1 << 20)
+    wire = (len(message).to_bytes(4, "big") if call == "FramedStream.recv" else b"") + message
+    a, b = csock.socketpair()
+    outcome: list[Any] = []
+
+    def receive() -> None:
+        try:
+            if call == "recv_exactly":
+                got = a.recv_exactly(len(message))
+            else:
+                got = csock.FramedStream(a).recv()
+            outcome.append(("completed", bytes(got)))
+        except OSError as error:
+            outcome.append((type(error).__name__, None))
+
+    with a, b:
+        receiver = threading.Thread(target=receive, daemon=True)
+        receiver.start()
+        b.sendall(wire[:1000])
+        _wait_until(lambda: _queued(a) == 0)    # taken: the call is under way, blocking
+        a.settimeout(new_timeout)
+        b.settimeout(5)
+        b.sendall(wire[1000:] if expected == "completed" else wire[1000:2000])
+        receiver.join(10)
+        assert outcome == [(expected, message if expected == "completed" else None)]
 
 
 @pytest.mark.parametrize("call", ["recv", "recv_into"])

@@ -6,7 +6,8 @@
 #  * EAGAIN on a socket with a timeout: poll() until ready or until the call's deadline (one
 #    deadline per call, set at the first wait), then TimeoutError("timed out").
 #  * EAGAIN on a non-blocking socket, or on a blocking one with SO_RCVTIMEO/SO_SNDTIMEO set:
-#    IO_AGAIN; the caller returns what it moved or raises BlockingIOError.
+#    IO_AGAIN; the caller returns what it moved or raises BlockingIOError. A blocking call
+#    whose socket got a timeout from another thread meanwhile goes on under that timeout.
 #  * spin_us (IoWait.spin_ns, from the socket): before sleeping, busy-poll for up to spin_us:
 #    a blocking receive is retried with MSG_DONTWAIT (io_spin_receive; GIL released, except
 #    for the first 10 µs in a process with one Python thread), a wait for a timeout polls
@@ -433,10 +434,26 @@ cdef bint send_sleeps_elsewhere(IoWait *w) noexcept:
 
 
 cdef bint fd_is_nonblocking(int fd) noexcept:
-    """O_NONBLOCK on the file (set behind the socket's back: os.set_blocking, another
-    holder): the stdlib's send would raise BlockingIOError, not sleep."""
+    """O_NONBLOCK on the file (set by setblocking(False) meanwhile, or behind the socket's
+    back: os.set_blocking, another holder): the stdlib's send would raise BlockingIOError."""
     cdef int flags = fcntl(fd, F_GETFL)
     return flags >= 0 and (flags & O_NONBLOCK) != 0
+
+
+cdef bint timeout_set_meanwhile(IoWait *w) noexcept:
+    """EAGAIN on a call that began blocking: if another thread has given the socket a timeout
+    since (settimeout(t > 0) puts O_NONBLOCK on the file), the call goes on under it, its
+    deadline from its next wait, as the stdlib's, which reads the timeout afresh on EAGAIN
+    (sock_call_ex). True if so. Read only after EAGAIN: calls that go through pay nothing."""
+    cdef int64_t timeout_ns
+    if w.timeout_ns >= 0 or w.sock == NULL:     # (no layout: the captured timeout stays)
+        return False
+    timeout_ns = timeout_ns_of(CSOCK_SOCKET_FIELDS(<object>w.sock))
+    if timeout_ns <= 0:
+        return False
+    w.timeout_ns = timeout_ns
+    w.deadline_ns = 0
+    return True
 
 
 cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
@@ -500,10 +517,12 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             if r < 0:                       # (data, or the end of stream, that did arrive is
                 _check_still_open(w)        # returned, never lost: it came from this file)
             if r < 0 and err == EAGAIN and wakeable_send:
+                if timeout_set_meanwhile(w):
+                    continue                # now a timed call
                 if send_sleeps_elsewhere(w):
                     continue                # now as the stdlib's would: in the kernel
                 if fd_is_nonblocking(w.fd):
-                    return IO_AGAIN         # made non-blocking behind the socket's back
+                    return IO_AGAIN         # made non-blocking meanwhile or behind its back
                 io_wait(w, events)
                 continue
         else:
@@ -518,7 +537,7 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             continue
         if err != EAGAIN:                   # EWOULDBLOCK == EAGAIN on Linux
             raise_errno(err)
-        if w.timeout_ns <= 0:
+        if w.timeout_ns <= 0 and not timeout_set_meanwhile(w):
             return IO_AGAIN
         if w.spin_ns > 0 and io_spin(w, events):
             continue                            # ready while spinning: no sleep

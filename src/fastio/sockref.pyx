@@ -163,6 +163,11 @@ cdef int _no_close_pending = 0                  # what IoWait.closing points at 
 cdef bint _orphans_waiting = False
 
 
+cdef inline int64_t timeout_ns_of(csock_socket_fields *f) noexcept:
+    """The socket object's timeout as IoWait keeps it: -1 blocking, 0 non-blocking, > 0 ns."""
+    return f.sock_timeout if f.sock_timeout >= 0 else -1
+
+
 cdef int io_begin(object sock, IoWait *w) except -1:
     """Fill w with sock's fd, timeout and state; the deadline starts at the first wait."""
     cdef csock_socket_fields *f
@@ -184,7 +189,7 @@ cdef int io_begin(object sock, IoWait *w) except -1:
         w.sock = <void *>sock
         f = CSOCK_SOCKET_FIELDS(sock)
         w.fd = f.sock_fd
-        w.timeout_ns = f.sock_timeout if f.sock_timeout >= 0 else -1   # blocking is -1 s (in ns)
+        w.timeout_ns = timeout_ns_of(f)
         return 0
     if not isinstance(sock, _socket.socket):
         raise TypeError(f"expected a socket object, not {type(sock).__name__}")
