@@ -805,9 +805,11 @@ def test_a_blocking_send_loop_goes_on_under_a_timeout_set_meanwhile(call: str,
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         _wait_until(lambda: _queued(b) > 0)     # under way, blocking: it cannot finish alone
+        time.sleep(0.2)                         # (asleep, the socket full)
         a.settimeout(new_timeout)
         b.settimeout(1)
-        got = bytearray()
+        got = bytearray(b.recv(1 << 16))
+        time.sleep(0.2)                         # it wakes, fills that room, meets EAGAIN
         try:
             while len(got) < len(data):
                 got += b.recv(1 << 16)
