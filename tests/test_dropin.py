@@ -24,7 +24,7 @@ import pytest
 import csock
 from tests.tracing import needs_strace, strace
 
-from .children import child_env
+from .children import child_env, script_output
 from .pairs import BAD_RECEIVE_BUFFERS, outcome
 
 PY311 = sys.version_info >= (3, 11)
@@ -853,6 +853,43 @@ def test_a_blocking_receive_loop_goes_on_under_a_timeout_set_meanwhile(call: str
         b.sendall(wire[1000:] if expected == "completed" else wire[1000:2000])
         receiver.join(10)
         assert outcome == [(expected, message if expected == "completed" else None)]
+
+
+# Run in a child: before the fix the child froze whole (the GIL held in a blocking call).
+TIMED_CALL_ON_A_FILE_MADE_BLOCKING = """
+import sys, threading, time
+import csock
+call = sys.argv[1]
+a, b = csock.socketpair()
+if call == "send":
+    a.setblocking(False)
+    while True:                              # fill the socket
+        try:
+            a.send(b"x" * 65536)
+        except BlockingIOError:
+            break
+a.settimeout(0.5)
+duplicate = a.dup()
+duplicate.setblocking(True)                  # the shared file is blocking again
+ticks = []
+threading.Thread(target=lambda: [ticks.append(time.sleep(0.05)) for _ in range(20)],
+                 daemon=True).start()
+start = time.monotonic()
+try:
+    a.recv(100) if call == "recv" else a.send(b"y" * 100)
+except TimeoutError:
+    print("TimeoutError", round(time.monotonic() - start, 1), len(ticks) >= 5)
+"""
+
+
+@pytest.mark.parametrize("call", ["recv", "send"])
+def test_a_timed_call_on_a_file_made_blocking_by_another_holder_times_out(call, tmp_path):
+    """A timed socket's small calls run with the GIL held, trusting O_NONBLOCK (put on the
+    file by settimeout): another holder's setblocking(True) took it away, and the call blocked
+    in the kernel with the GIL held, every thread of the process frozen. As the stdlib: a
+    TimeoutError after the timeout, the other threads running meanwhile."""
+    assert script_output(tmp_path, "import signal; signal.alarm(5)\n"
+                         + TIMED_CALL_ON_A_FILE_MADE_BLOCKING, call) == ["TimeoutError 0.5 True"]
 
 
 @pytest.mark.parametrize("call", ["recv", "recv_into"])

@@ -527,8 +527,12 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                 continue
         else:
             _check_still_open(w)            # (the GIL is held: no close() can come during the call)
+            # Never block with the GIL held: O_NONBLOCK on the file may be gone (another
+            # holder's setblocking(True)); EAGAIN then waits in poll, as a timed call does.
+            csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
             r = call(w.fd, op)
             err = errno
+            csock_extra_flags = 0  # no-cython-lint: spin.h's C global
         if r >= 0:
             return r
         if err == EINTR:
