@@ -5,6 +5,7 @@ import os
 import socket as stdlib_socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -374,6 +375,71 @@ def test_wrong_argument_types_raise_type_error_and_send_nothing(pair, call):
         b.recv_batch()                                   # nothing went out
     a.send_record(b"ok")                                 # numbering was not advanced
     assert [(h.sequence, bytes(d)) for h, d in b.recv_records()] == [(0, b"ok")]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_once_full(main, peer):
+    """In a thread: once records reach peer and the sender's queue has filled, SIGALRM to the
+    sending (main) thread, whose sendmmsg(2) then stops (EINTR or a partial count)."""
+    import select
+    import signal
+    select.select([peer], [], [], 10)
+    time.sleep(0.1)
+    signal.pthread_kill(main, signal.SIGALRM)
+
+
+# takes SIGALRM (pytest-timeout's own method): timed by a watchdog thread instead
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("cut", ["timeout", "kernel timeout", "signal"])
+def test_records_that_went_out_before_an_error_are_counted(cut):
+    """send_records that an error ends after k records went out (its timeout: TimeoutError,
+    a kernel send timeout: BlockingIOError, a signal handler's exception) numbers the next
+    record k: the peer, which received 0 .. k-1, sees no gap."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    old = signal.signal(signal.SIGALRM, handler)
+    interrupter = None
+    try:
+        if cut == "timeout":
+            a.settimeout(0.05)
+            error = TimeoutError
+        elif cut == "kernel timeout":
+            a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDTIMEO, struct.pack("@ll", 0, 50_000))
+            error = BlockingIOError
+        else:
+            interrupter = threading.Thread(target=interrupt_once_full,
+                                           args=(threading.get_ident(), b))
+            interrupter.start()
+            error = Interrupted
+        with pytest.raises(error):
+            a.send_records([b"x" * 100] * 20_000)       # the queue fills long before the end
+        b.setblocking(False)
+        received = []
+        while True:
+            try:
+                received += b.recv_records(1024)
+            except BlockingIOError:
+                break
+        assert received and [h.sequence for h, _ in received] == list(range(len(received)))
+        a.settimeout(5)
+        a.setsockopt(csock.SOL_SOCKET, csock.SO_SNDTIMEO, struct.pack("@ll", 0, 0))
+        a.send_record(b"next")
+        b.settimeout(5)
+        header, data = b.recv_record()
+        assert (header.sequence, bytes(data)) == (len(received), b"next")
+    finally:
+        if interrupter is not None:
+            interrupter.join(15)
+        signal.signal(signal.SIGALRM, old)
+        a.close()
+        b.close()
 
 
 @pytest.mark.parametrize("call", [

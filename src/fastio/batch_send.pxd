@@ -13,6 +13,9 @@ cdef class _Outgoing:
     cdef socklen_t *address_lengths
     cdef char *prefixes                  # optional per-message header bytes
     cdef Py_ssize_t prefix_length
+    # messages the kernel took so far, kept up to date chunk by chunk: right whatever
+    # exception ends the send
+    cdef Py_ssize_t sent
 
 
 cdef int raise_deferred_error(IoWait *w, bint received=*) except -1

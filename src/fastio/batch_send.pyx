@@ -180,6 +180,7 @@ cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs
                 raise_would_block_after(sent)
             return sent
         sent += r
+        out.sent = sent
     return sent
 
 

@@ -121,6 +121,7 @@ cdef Py_ssize_t send_gso(object sock, IoWait *w, _Outgoing out, Py_ssize_t seg) 
                 return pos
             for k in range(r):
                 pos += counts[k]
+            out.sent = pos
         return pos
     finally:
         PyMem_Free(msgs)

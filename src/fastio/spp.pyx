@@ -237,13 +237,14 @@ cdef SPPHeader prototype_of(SocketState state, object header):
 
 cdef Py_ssize_t send_numbered(object sock, object records, object header) except -1:
     """sendmmsg(2) each record behind a copy of the prototype header, numbered from its sequence
-    (else the socket's next number) on; the socket's next number then follows the last sent.
+    (else the socket's next number) on; the socket's next number then follows the last sent,
+    also when an error (a timeout, a signal handler's exception) ends the call after some went.
     The payload is not copied: header and payload are two iovecs."""
     cdef IoWait w
     cdef SocketState state
     cdef SPPHeader prototype
     cdef int family = 0, kind = 0, first
-    cdef Py_ssize_t i, sent = 0
+    cdef Py_ssize_t i
     if header is not None and not isinstance(header, SPPHeader):
         raise TypeError(f"header must be a csock.SPPHeader or None, not {type(header).__name__}")
     io_begin(sock, &w)
@@ -269,9 +270,14 @@ cdef Py_ssize_t send_numbered(object sock, object records, object header) except
             raise MemoryError()
         for i in range(out.count):
             prototype.write(out.prefixes + i * SPP_HEADER_SIZE, (first + i) & 0xFFFF)
-        sent = send_outgoing(sock, &w, out)
-    state.spp_next = (first + sent) & 0xFFFF
-    return sent
+        try:
+            send_outgoing(sock, &w, out)
+        finally:
+            # the records the peer got, whatever ended the call: the next one follows them
+            state.spp_next = (first + out.sent) & 0xFFFF
+        return out.sent
+    state.spp_next = first
+    return 0
 
 
 def send_record(sock, data, header=None):
@@ -312,7 +318,9 @@ def send_records(sock, records, header=None):
     -------
     int
         How many records went out (``send_batch``'s rules: non-blocking, the kernel may take
-        part of the batch; an error after part of it is raised by the next send).
+        part of the batch; an error after part of it is raised by the next send). Records
+        that went out before an exception (a timeout's, a signal handler's) are numbered
+        too: the next record follows them.
 
     Raises
     ------
