@@ -1,17 +1,20 @@
 """Socket pairs over real kernels, and the small helpers the tests share: one home for each.
 
 Stream pairs (AF_UNIX, TCP/IPv4, TCP/IPv6), UDP and non-blocking AF_UNIX pairs, csock.aio
-framed pairs, a recv_batch helper for the datagram tests, the process's descriptor count,
-where a view's memory lies, a call's outcome to set beside the stdlib's, IPv6 address
-fields and receive buffers to try.
+framed pairs, a recv_batch helper for the datagram tests, a call a signal lands on, the
+process's descriptor count, where a view's memory lies, a call's outcome to set beside the
+stdlib's, IPv6 address fields and receive buffers to try.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import os
+import signal
 import socket as stdlib_socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -94,6 +97,20 @@ def receive(rx: Any, n: int, **kwargs: Any) -> list[csock.Datagram]:
         assert batch
         got.extend(batch)
     return got
+
+
+def call_as_a_signal_lands(call: Callable[[], Any]) -> Any:
+    """call() (a C callable: a functools.partial of a csock method) with SIGALRM delivered
+    but its Python handler not yet run when it starts, as when a signal lands while C code
+    runs: a C function keeps the interpreter busy while the timer fires, and call follows it
+    with no bytecode between. The handler runs inside call (its exception then comes from
+    call) or, at the latest, right after call returns, before its result is used."""
+    busy = functools.partial(sum, range(5_000_000))          # ~50 ms: the 2 ms timer fires
+    signal.setitimer(signal.ITIMER_REAL, 0.002)
+    try:
+        return list(map(operator.methodcaller("__call__"), [busy, call]))[1]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def fd_count() -> int:

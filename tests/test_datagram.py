@@ -1,6 +1,7 @@
 """DatagramSocket (API §4): send_batch / recv_batch over sendmmsg / recvmmsg."""
 from __future__ import annotations
 
+import functools
 import gc
 import operator
 import os
@@ -21,6 +22,7 @@ from .pairs import (
     IPV6_FIELDS,
     LOOPBACK,
     address_of,
+    call_as_a_signal_lands,
     outcome,
     receive,
     udp_pair,
@@ -865,6 +867,102 @@ def test_signal_during_a_long_batch_copy_stops_the_first_blocking_send():
         rescue.cancel()
         a.close()
         b.close()
+
+
+def drain(rx):
+    """Every datagram queued on rx (and kept by it), as bytes, without waiting."""
+    timeout = rx.gettimeout()
+    rx.setblocking(False)
+    got = []
+    try:
+        while True:
+            got += [bytes(d.data) for d in rx.recv_batch(1024)]
+    except BlockingIOError:
+        return got
+    finally:
+        rx.settimeout(timeout)
+
+
+# takes SIGALRM (pytest-timeout's own method): timed by a watchdog thread instead
+@pytest.mark.timeout(120, method="thread")
+def test_a_handler_raising_between_the_recvmmsg_calls_of_one_recv_batch_loses_nothing(dgram):
+    """recv_batch(max_messages > 1024) takes 1024 datagrams with its first recvmmsg(2); a
+    signal handler that raises before the next one ends the call, but not at the cost of
+    what it took: the socket keeps those, and its next recv_batch returns them first."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    tx, rx, rx_addr, _ = dgram
+    rx.settimeout(5)
+    main = threading.get_ident()
+    go, signalled, done = threading.Event(), threading.Event(), []
+
+    def interrupter():
+        # Woken (Event.set keeps the GIL) just before recv_batch: it gets the GIL when the
+        # first recvmmsg releases it, and the signal lands while that recvmmsg runs.
+        while go.wait(60) and not done:
+            go.clear()
+            signal.pthread_kill(main, signal.SIGALRM)
+            signalled.set()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    thread = threading.Thread(target=interrupter)
+    thread.start()
+    hits = 0
+    try:
+        for _ in range(30):
+            sent = [b"%06d" % i for i in range(3000)]
+            assert tx.send_batch(sent, rx_addr) == len(sent)
+            signalled.clear()
+            batch = None
+            try:
+                go.set()
+                batch = rx.recv_batch(4000, 256)
+                signalled.wait(10)              # a miss: the handler runs here (at the latest
+                time.sleep(0.01)                # right after the sleep), the batch in hand
+            except Interrupted:
+                hits += batch is None and csock._fastio.pending_datagrams(rx) > 0
+            got = [bytes(d.data) for d in batch or []] + drain(rx)
+            assert got == sent
+            if hits >= 3:
+                break
+        assert hits, "the handler never raised inside recv_batch"
+    finally:
+        done.append(True)
+        go.set()
+        thread.join(10)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
+def test_a_signal_landing_during_recv_batch_has_its_handler_run_before_the_batch_is_out(dgram):
+    """A handler for a signal that lands while recv_batch runs (here a non-blocking call
+    whose recvmmsg(2) keeps the GIL, and so runs no handler) runs inside recv_batch, while
+    the socket can still keep the datagrams: after the return, the interpreter would run it
+    with the batch on its stack, and drop the batch. Nor may it run halfway through the
+    batch's Datagrams (an AF_UNIX sender's path was decoded by os.fsdecode, Python code). The
+    next recv_batch returns them."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    tx, rx, rx_addr, tx_addr = dgram
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        sent = [b"%03d" % i for i in range(8)]
+        assert tx.send_batch(sent, rx_addr) == len(sent)
+        rx.setblocking(False)
+        with pytest.raises(Interrupted):
+            call_as_a_signal_lands(functools.partial(rx.recv_batch, 64, 1024))
+        assert csock._fastio.pending_datagrams(rx) == len(sent)
+        first = rx.recv_batch(5)
+        assert [(bytes(d.data), d.address) for d in first] == [(m, tx_addr) for m in sent[:5]]
+        assert drain(rx) == sent[5:]
+    finally:
+        signal.signal(signal.SIGALRM, old)
 
 
 def test_eintr_storm_during_batches_loses_and_duplicates_nothing():

@@ -2,6 +2,7 @@
 metadata and MSG_ZEROCOPY. Every test checks real bytes, counts and order."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 import csock
 
-from .pairs import Index, fd_count, receive, tcp_pair, udp_pair
+from .pairs import Index, call_as_a_signal_lands, fd_count, receive, tcp_pair, udp_pair
 from .tracing import needs_strace, strace
 
 pytestmark = pytest.mark.timeout(60)
@@ -353,6 +354,42 @@ def test_gro_pending_returned_without_blocking():
         rest = receive(rx, 39, max_messages=64)
         assert time.monotonic() - start < 0.5
         assert_same(first + rest, sent, tx.getsockname())
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.timeout(120, method="thread")      # takes SIGALRM, pytest-timeout's own
+def test_gro_kept_datagrams_survive_a_handler_raising_in_the_next_recv_batch():
+    """The rest of a split message that the socket keeps is handed out by the next recv_batch;
+    when a signal handler raises in that call, the socket still keeps it (the next call
+    returns it), in order."""
+    def handler(signum, frame):
+        raise Interrupted
+
+    tx, rx = gro_pair()
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        sent = payloads(40, 100)
+        assert tx.send_batch(sent, rx.getsockname(), segment_size=100) == len(sent)
+        time.sleep(0.05)
+        got = rx.recv_batch(max_messages=1)
+        kept = csock._fastio.pending_datagrams(rx)
+        if not kept:
+            pytest.skip("the kernel did not coalesce the GSO message on loopback")
+        with pytest.raises(Interrupted):
+            call_as_a_signal_lands(functools.partial(rx.recv_batch, 100))
+        assert csock._fastio.pending_datagrams(rx) == kept
+        rx.setblocking(False)
+        got += receive(rx, len(sent) - 1, max_messages=100)
+        assert_same(got, sent, tx.getsockname())
+        with pytest.raises(BlockingIOError):
+            rx.recv_batch()
+    finally:
+        signal.signal(signal.SIGALRM, old)
+        tx.close()
+        rx.close()
 
 
 def test_gro_bufsize_cuts_each_datagram():

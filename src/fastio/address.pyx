@@ -6,6 +6,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_CheckExact, PyLong_AsUnsignedLongMask
 from cpython.number cimport PyNumber_Index
+from includes.pyapi cimport PyUnicode_DecodeFSDefaultAndSize
 from libc.errno cimport ENAMETOOLONG as errno_ENAMETOOLONG
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy, memset, memcmp
@@ -190,8 +191,8 @@ cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length):
             return None                     # unnamed (socketpair, unbound sender)
         if un.sun_path[0] == 0:
             return PyBytes_FromStringAndSize(un.sun_path, n)       # abstract: bytes, NUL first
-        n = strlen_bounded(un.sun_path, n)
-        return _os.fsdecode(PyBytes_FromStringAndSize(un.sun_path, n))
+        # (in C, as the stdlib: os.fsdecode, Python code, would run signal handlers mid-batch)
+        return PyUnicode_DecodeFSDefaultAndSize(un.sun_path, strlen_bounded(un.sun_path, n))
     return (sa.sa_family, PyBytes_FromStringAndSize(<const char *>sa, length))
 
 

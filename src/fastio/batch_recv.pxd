@@ -48,3 +48,7 @@ cdef object ip_text(int family, const void *address)
 
 
 cdef BatchReceiver receiver_of(IoWait *w)
+# The datagrams a socket keeps (taken from the kernel, not yet handed out): recv_batch_ext too.
+cdef list take_kept(IoWait *w, Py_ssize_t max_messages)
+cdef int keep(IoWait *w, list batch) except -1
+cdef int run_handlers_before_return() except -1

@@ -2,6 +2,7 @@
 # BatchReceiver's fields and methods are declared in batch_recv.pxd.
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.list cimport PyList_Append, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
@@ -30,6 +31,44 @@ cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int
     op.count = <unsigned int>count
     op.flags = flags
     return io_call(w, sys_recvmmsg, &op, POLLIN, io_may_block(w, count * slot))
+
+
+# --- datagrams taken from the kernel but not yet handed out ----------------------------------
+# A socket keeps them in SocketState.pending, first in line for its next recv_batch: the rest
+# of a split GRO message beyond max_messages (offload.pyx), and the batch of a call that an
+# exception ended after recvmmsg(2) had taken it (a signal handler's: Ctrl-C). A stdlib socket
+# has nowhere to keep them.
+
+cdef list take_kept(IoWait *w, Py_ssize_t max_messages):
+    """Up to max_messages of the datagrams the socket keeps, oldest first; None if none."""
+    cdef SocketState state = <SocketState>w.state if w.state != NULL else None
+    cdef list kept
+    if state is None or not state.pending:
+        return None
+    kept = state.pending
+    if len(kept) <= max_messages:
+        state.pending = None
+        return kept
+    state.pending = kept[max_messages:]
+    return kept[:max_messages]
+
+
+cdef int keep(IoWait *w, list batch) except -1:
+    """An exception ends a receive that holds batch: the socket keeps it, before what it kept
+    already (the call took batch's head from there). Dropped on a closed socket."""
+    cdef SocketState state
+    if not batch or w.state == NULL or not fd_still_ours(w):
+        return 0
+    state = <SocketState>w.state
+    state.pending = batch + state.pending if state.pending else batch
+    return 0
+
+
+cdef int run_handlers_before_return() except -1:
+    """Run the handlers of signals that landed during the call now, while its batch can be
+    kept: after the return the interpreter would run them with the batch on its stack, and
+    drop the batch if one raises."""
+    return PyErr_CheckSignals()
 
 
 # --- SOCK_SEQPACKET: an empty record or the end of stream? -----------------------------------
@@ -487,9 +526,8 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         UDP (ignored elsewhere): set ``UDP_GRO`` (once; it stays set) so the kernel may hand
         over runs of datagrams from one sender as one coalesced message, which this call splits
         back: the caller sees the same datagrams, order and addresses as without GRO.
-        max_messages still counts datagrams: the rest of a coalesced message is kept and
-        returned first by the next call (select/poll do not see it; recv/recvfrom on a GRO
-        socket may return coalesced messages).
+        max_messages still counts datagrams: the rest of a coalesced message is kept on the
+        socket (see Notes; recv/recvfrom on a GRO socket may return coalesced messages).
     wait : bool, optional
         False: take only what is queued now (``MSG_DONTWAIT``), and raise BlockingIOError at
         once when nothing is, whatever the socket's timeout.
@@ -518,6 +556,14 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     -----
     One system call per batch; the data lands in a receive arena reused once no view of it is
     held, so a batch costs one Datagram and one view per datagram and no copy.
+
+    Datagrams the call took from the kernel are not lost to an exception: when a signal
+    handler raises during the call (``KeyboardInterrupt``), the exception propagates and the
+    socket keeps them. Handlers for signals that land during the call run before it returns,
+    so that this holds for them too (one landing in its last instructions runs after the
+    return, as with the stdlib's ``recv``). The socket returns what it keeps, in order, first
+    in its next ``recv_batch`` (or ``recv_records``), without waiting; other receive calls,
+    select and poll do not see it. A stdlib socket has nowhere to keep them.
 
     SOCK_SEQPACKET: recv(2) returns 0 for a zero-length record and for the end of stream
     alike, so csock asks the peer's shutdown state (poll(2) ``POLLRDHUP``) and, once the peer
@@ -554,6 +600,11 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     receiver = receiver_of(&w)
     receiver.busy = True
     try:
+        batch = take_kept(&w, max_messages)
+        if batch is not None:
+            got = len(batch)
+            w.timeout_ns = 0                # something to return: take only what is queued
+            flags |= MSG_DONTWAIT
         while got < max_messages:
             want = min(per_call, max_messages - got)
             receiver.prepare(want, bufsize, not records)
@@ -584,6 +635,10 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
                 break                         # the queue is drained
             flags = MSG_DONTWAIT              # more may be queued: take it without waiting
             w.timeout_ns = 0                  # ... and without polling until the deadline
+        run_handlers_before_return()
+    except BaseException:
+        keep(&w, batch)
+        raise
     finally:
         receiver.busy = False
     return batch

@@ -167,7 +167,8 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
     """recv_batch with control messages: GRO splitting and metadata; flags are the first
     recvmmsg's (MSG_WAITFORONE, MSG_DONTWAIT too when it must not wait). Datagrams beyond
     max_messages (the rest of a coalesced message) wait in SocketState.pending for the next
-    call (rx_mode is set only on a csock socket, so w.state is one)."""
+    call (rx_mode is set only on a csock socket, so w.state is one), as do those an exception
+    catches the call holding (batch_recv.pyx, keep)."""
     cdef BatchReceiver receiver
     cdef Py_ssize_t slot = max(bufsize, <Py_ssize_t>GRO_SLOT) if mode & RX_GRO else bufsize
     cdef Py_ssize_t per_call = min(max_messages, <Py_ssize_t>MMSG_MAX,
@@ -175,19 +176,17 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
     cdef Py_ssize_t want, r
     if mode & RX_GRO:
         per_call = min(per_call, max(<Py_ssize_t>1, MAX_GRO_SCRATCH // slot))
-    cdef list batch = []
+    cdef list batch = None
     cdef SocketState state = <SocketState>w.state
-    cdef list pending = state.pending
-    if pending:
-        batch = pending[:max_messages]
-        state.pending = pending[max_messages:] or None
-        if len(batch) >= max_messages:
-            return batch
-        w.timeout_ns = 0                 # something to return: take only what is queued
-        flags = MSG_DONTWAIT
     receiver = receiver_of(w)
     receiver.busy = True
     try:
+        batch = take_kept(w, max_messages)
+        if batch is None:
+            batch = []
+        else:
+            w.timeout_ns = 0                  # something to return: take only what is queued
+            flags = MSG_DONTWAIT
         while len(batch) < max_messages:
             want = min(per_call, max_messages - len(batch))
             receiver.prepare(want, slot)
@@ -208,17 +207,22 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
                 break                         # the queue is drained
             flags = MSG_DONTWAIT              # more may be queued: take it without waiting
             w.timeout_ns = 0
+        if len(batch) > max_messages:
+            rest = batch[max_messages:]
+            del batch[max_messages:]
+            state.pending = rest if not state.pending else state.pending + rest
+        run_handlers_before_return()
+    except BaseException:
+        keep(w, batch)
+        raise
     finally:
         receiver.busy = False
-    if len(batch) > max_messages:
-        rest = batch[max_messages:]
-        del batch[max_messages:]
-        state.pending = rest if not state.pending else state.pending + rest
     return batch
 
 
 def pending_datagrams(sock):
-    """pending_datagrams(sock) -> int: datagrams of split GRO messages that sock keeps for its
-    next recv_batch (poll and select cannot see them: an event loop asks here)."""
+    """pending_datagrams(sock) -> int: datagrams sock keeps for its next recv_batch (the rest
+    of a split GRO message, a batch a signal handler's exception interrupted): poll and
+    select cannot see them, an event loop asks here."""
     cdef SocketState state = existing_state(sock)
     return 0 if state is None or not state.pending else len(state.pending)

@@ -25,7 +25,9 @@ cdef class SocketState:
     cdef object receiver        # the BatchReceiver recv_batch keeps its memory in (None: none yet)
     cdef object send_error      # failed after part of a batch went out: the next send raises it
     cdef object recv_error      # failed after part of a batch came: the next batch receive gets it
-    cdef list pending           # a split GRO message's datagrams past max_messages: handed out next
+    # datagrams taken from the kernel, not yet handed out (a split GRO message's past
+    # max_messages, a batch an exception interrupted): the next recv_batch returns them first
+    cdef list pending
     cdef int rx_mode            # RX_GRO, RX_TIMESTAMP, ... (offload.pyx); 0: plain recvmmsg
     cdef public bint gso_off    # the kernel refused UDP_SEGMENT once: send_batch sends plainly
     cdef public bint raw_direct     # made by RawSocket(family, proto), not the stdlib's arguments

@@ -10,3 +10,5 @@ cdef extern from "Python.h":
     Py_ssize_t refcount_of "Py_REFCNT" (PyObject *o) noexcept nogil
     PyInterpreterState *PyInterpreterState_Get() noexcept
     int _PyBytes_Resize(PyObject **string, Py_ssize_t newsize) except -1
+    # os.fsdecode in C, as the stdlib's socket module decodes an AF_UNIX path
+    str PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
