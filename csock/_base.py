@@ -265,6 +265,11 @@ class socket(_std.socket):
         Nothing goes on the wire: the connection stays open for whoever takes the fd. As
         ``close()``, it ends csock's use of the socket: calls running on it in other threads
         end with OSError(EBADF) or what they moved, and none ever touches the number returned.
+        Only the fd is handed over: what csock kept for the socket in user space is dropped,
+        as by ``close()`` (datagrams ``recv_batch`` took from the kernel and keeps for its next
+        call, the rest of a split GRO message, say, and errors deferred to the next call);
+        the fd's new owner receives from the kernel's queue on. Drain them with
+        ``recv_batch`` first if they matter.
 
         Returns
         -------

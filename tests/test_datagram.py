@@ -1,6 +1,7 @@
 """DatagramSocket (API §4): send_batch / recv_batch over sendmmsg / recvmmsg."""
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import operator
@@ -569,6 +570,20 @@ def test_a_deferred_error_belongs_to_its_socket_and_is_raised_once():
         assert info.value.errno == 90           # EMSGSIZE
         assert tx.send_batch([b"after"], rx.getsockname()) == 1
         assert [bytes(d.data) for d in receive(rx, 3)] == [b"ok", b"other", b"after"]
+
+
+def test_close_drops_a_deferred_error_and_the_next_call_raises_ebadf():
+    """An error deferred to the socket's next send is csock's, kept in user space: close()
+    drops it, and every later call raises EBADF, as on a closed stdlib socket."""
+    rx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    tx = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    with rx, tx:
+        assert tx.send_batch([b"ok", b"x" * 70000], rx.getsockname()) == 1   # EMSGSIZE kept
+        tx.close()
+        with pytest.raises(OSError) as info:
+            tx.send_batch([b"again"], rx.getsockname())
+        assert info.value.errno == errno.EBADF
 
 
 def test_deferred_error_is_raised_by_the_next_call():

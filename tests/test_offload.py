@@ -2,6 +2,7 @@
 metadata and MSG_ZEROCOPY. Every test checks real bytes, counts and order."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -390,6 +391,67 @@ def test_gro_kept_datagrams_survive_a_handler_raising_in_the_next_recv_batch():
         signal.signal(signal.SIGALRM, old)
         tx.close()
         rx.close()
+
+
+def gro_receiver_keeping(kept=39):
+    """(tx, rx, sent): rx on GRO took 40 datagrams of one coalesced message from the kernel
+    and returned the first: it keeps the rest for its next recv_batch."""
+    tx, rx = gro_pair()
+    sent = payloads(kept + 1, 100)
+    assert tx.send_batch(sent, rx.getsockname(), segment_size=100) == len(sent)
+    time.sleep(0.05)
+    assert len(rx.recv_batch(max_messages=1)) == 1
+    if csock._fastio.pending_datagrams(rx) != kept:
+        tx.close()
+        rx.close()
+        pytest.skip("the kernel did not coalesce the GSO message on loopback")
+    return tx, rx, sent
+
+
+def test_close_drops_what_the_socket_kept_and_every_later_call_raises_ebadf():
+    """close() drops what csock kept for the socket in user space (datagrams taken from the
+    kernel, an error deferred to the next batch receive), as closing a stdlib socket drops a
+    makefile()'s buffer: every later call raises EBADF, as the stdlib's recv does."""
+    tx, rx, _ = gro_receiver_keeping()
+    with tx:
+        rx.close()
+        assert csock._fastio.pending_datagrams(rx) == 0
+        for max_messages in (1, 100):
+            with pytest.raises(OSError) as info:
+                rx.recv_batch(max_messages)
+            assert info.value.errno == errno.EBADF
+
+    tx, rx, sent = gro_receiver_keeping()               # an error deferred with the kept rest
+    with tx, rx:
+        rx.connect(tx.getsockname())
+        tx.close()
+        rx.send(b"to a closed port")                     # its ICMP error: ECONNREFUSED
+        time.sleep(0.02)
+        assert len(rx.recv_batch(max_messages=64)) == len(sent) - 1
+        rx.close()
+        with pytest.raises(OSError) as info:
+            rx.recv_batch()
+        assert info.value.errno == errno.EBADF
+
+
+def test_detach_drops_the_kept_datagrams_and_hands_over_the_kernels_queue():
+    """detach() hands over the fd alone: the datagrams csock had taken from the kernel and kept
+    for the socket's next recv_batch are dropped with the socket object, as on close()
+    (documented); the fd's new owner receives what the kernel queues from then on."""
+    tx, rx, sent = gro_receiver_keeping()
+    with tx:
+        fd = rx.detach()
+        assert csock._fastio.pending_datagrams(rx) == 0
+        with pytest.raises(OSError) as info:
+            rx.recv_batch()
+        assert info.value.errno == errno.EBADF
+        with csock.socket(fileno=fd) as new:
+            new.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                new.recv_batch()                         # the kept ones went with the object
+            tx.send_batch([b"later"], new.getsockname())
+            new.settimeout(5)
+            assert [bytes(d.data) for d in new.recv_batch()] == [b"later"]
 
 
 def test_gro_bufsize_cuts_each_datagram():

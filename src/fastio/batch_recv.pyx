@@ -40,11 +40,14 @@ cdef Py_ssize_t receive_messages(IoWait *w, mmsghdr *msgs, Py_ssize_t count, int
 # has nowhere to keep them.
 
 cdef list take_kept(IoWait *w, Py_ssize_t max_messages):
-    """Up to max_messages of the datagrams the socket keeps, oldest first; None if none."""
+    """Up to max_messages of the datagrams the socket keeps, oldest first; None if none.
+    EBADF on a closed socket (close() drops them; this covers a call in flight that kept
+    some after it)."""
     cdef SocketState state = <SocketState>w.state if w.state != NULL else None
     cdef list kept
     if state is None or not state.pending:
         return None
+    _check_still_open(w)
     kept = state.pending
     if len(kept) <= max_messages:
         state.pending = None

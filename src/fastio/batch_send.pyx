@@ -22,6 +22,7 @@ cdef int raise_deferred_error(IoWait *w, bint received=False) except -1:
     else:
         error, state.send_error = state.send_error, None
     if error is not None:
+        _check_still_open(w)            # (deferred by a call in flight at close(): EBADF)
         raise error
     return 0
 

@@ -132,9 +132,11 @@ def close_socket(sock):
     asleep in csock's poll, and leave close(2) to the last call in flight. Never shutdown(2):
     other holders of the open file (dup(), a forked child) keep their connection. A zero-copy
     send's buffers stay held until the kernel's completion (zerocopy_orphan; one still running
-    in another thread hands its exports over when it returns)."""
+    in another thread hands its exports over when it returns). What csock kept for the socket
+    in user space is dropped (drop_kept)."""
     cdef SocketState state = existing_state(sock)
     give_up_zerocopy(state)
+    drop_kept(state)
     if state is None or state.calls_in_flight() == 0:
         _socket.socket.close(sock)
         return
@@ -148,9 +150,12 @@ def detach_socket(sock):
     closed, sleepers woken, io_uring requests cancelled, close(2) by the last call out), and
     the caller gets a duplicate of it (dup(2): the same open file, connection and options,
     another number), so that a call between its check and its system call can never reach a
-    file the caller put on the number. Zero-copy sends in flight stay held, as on close()."""
+    file the caller put on the number. Zero-copy sends in flight stay held, as on close(), and
+    what csock kept for the socket in user space is dropped, as on close() (drop_kept): the
+    caller gets the fd alone."""
     cdef SocketState state = existing_state(sock)
     give_up_zerocopy(state)
+    drop_kept(state)
     if state is None or state.calls_in_flight() == 0:
         return _socket.socket.detach(sock)
     fd = _socket.socket.fileno(sock)
@@ -171,6 +176,19 @@ cdef int give_up_zerocopy(SocketState state) except -1:
     if state is not None and state.zerocopy is not None:
         zerocopy_orphan(state.zerocopy)
         state.zerocopy = None
+    return 0
+
+
+cdef int drop_kept(SocketState state) except -1:
+    """The socket lets go of what csock kept for it in user space, as closing a stdlib socket
+    lets go of what a makefile() buffered: datagrams taken from the kernel but not yet handed
+    out (SocketState.pending) and errors deferred to the next call. Every later call then
+    raises EBADF (what a call still in flight keeps or defers after it is never handed out:
+    take_kept and raise_deferred_error check the fd first)."""
+    if state is not None:
+        state.pending = None
+        state.send_error = None
+        state.recv_error = None
     return 0
 
 
