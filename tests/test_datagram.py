@@ -6,6 +6,7 @@ import functools
 import gc
 import operator
 import os
+import resource
 import socket as stdlib_socket
 import struct
 import sys
@@ -1053,3 +1054,38 @@ def test_a_timeout_after_part_of_a_batch_says_how_many_went():
                 break
         assert arrived and caught.value.sent == len(arrived)
         assert arrived == [b"%06d" % i for i in range(len(arrived))]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_during_a_recv_batch_reuses_the_sockets_receiver():
+    """fork() while a thread of the parent waits in recv_batch: the child inherited the
+    socket's receiver marked busy, for ever (no thread of the child uses it), and each of its
+    recv_batch calls made and mapped a fresh one (about 15 page faults a call)."""
+    a, b = csock.socketpair(type=csock.SOCK_DGRAM)
+    with a, b:
+        b.send(b"first")
+        a.recv_batch(64, 65535)                             # the socket's receiver exists
+        waiting = threading.Thread(target=lambda: a.recv_batch(64, 65535))
+        waiting.start()
+        time.sleep(0.2)                                     # (inside recvmmsg now)
+        go_read, go_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                        # the child
+            code = 1
+            try:
+                os.read(go_read, 1)                         # once the parent's call is over
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                for _ in range(1000):
+                    b.send_batch([b"x" * 100] * 8)
+                    a.recv_batch(64, 65535)
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+                code = 0 if faults < 1000 else 2
+            finally:
+                os._exit(code)
+        b.send(b"last")
+        waiting.join(10)
+        os.write(go_write, b"g")
+        os.close(go_read)
+        os.close(go_write)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0

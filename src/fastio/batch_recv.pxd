@@ -1,5 +1,5 @@
 # batch_recv.pyx: recv_batch and recv_batch_into. offload's recv_batch_ext (GRO, metadata)
-# receives through the socket's BatchReceiver (receiver_of): prepare, prepare_control,
+# receives through the socket's BatchReceiver (claimed_receiver): prepare, prepare_control,
 # receive and collect_ext.
 from includes.socket cimport mmsghdr, sockaddr_storage
 from includes.uio cimport iovec
@@ -21,6 +21,7 @@ cdef class BatchReceiver:
     cdef Py_ssize_t scratches_made       # for scratch_allocations()
     cdef AddressCache addresses
     cdef bint busy
+    cdef unsigned long busy_generation   # _fork_generation when busy was set
     cdef char *controls                  # control (cmsg) buffers: control_capacity of control_space
     cdef Py_ssize_t control_capacity, control_space
     cdef char last_destination[16]       # the last destination address decoded, and its string
@@ -47,7 +48,7 @@ cdef class BatchReceiver:
 cdef object ip_text(int family, const void *address)
 
 
-cdef BatchReceiver receiver_of(IoWait *w)
+cdef BatchReceiver claimed_receiver(IoWait *w)
 # The datagrams a socket keeps (taken from the kernel, not yet handed out): recv_batch_ext too.
 cdef list take_kept(IoWait *w, Py_ssize_t max_messages)
 cdef int keep(IoWait *w, list batch) except -1

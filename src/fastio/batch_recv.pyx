@@ -493,19 +493,22 @@ def scratch_allocations(sock):
     return (<BatchReceiver>state.receiver).scratches_made
 
 
-cdef BatchReceiver receiver_of(IoWait *w):
-    """The socket's BatchReceiver (made on first use); a fresh one while another thread's call
-    is using it (busy), or for a stdlib socket."""
+cdef BatchReceiver claimed_receiver(IoWait *w):
+    """The socket's BatchReceiver (made on first use), marked busy for this call (the caller
+    clears busy); a fresh one while another thread's call is using it, or for a stdlib
+    socket. Busy from before a fork() is no call of this process's: the child takes it."""
     cdef SocketState state = <SocketState>w.state if w.state != NULL else None
-    cdef BatchReceiver receiver
+    cdef BatchReceiver receiver = None
     if state is not None and state.receiver is not None:
         receiver = <BatchReceiver>state.receiver
-        if not receiver.busy:
-            return receiver
-        return BatchReceiver()
-    receiver = BatchReceiver()
-    if state is not None:
-        state.receiver = receiver
+        if receiver.busy and receiver.busy_generation == _fork_generation:
+            receiver = BatchReceiver()
+    if receiver is None:
+        receiver = BatchReceiver()
+        if state is not None:
+            state.receiver = receiver
+    receiver.busy = True
+    receiver.busy_generation = _fork_generation
     return receiver
 
 
@@ -600,8 +603,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
             return recv_batch_ext(sock, &w, max_messages, bufsize, mode, flags)
     per_call = min(max_messages, <Py_ssize_t>MMSG_MAX,
                    max(<Py_ssize_t>1, MAX_SCRATCH // max(bufsize, 1)))
-    receiver = receiver_of(&w)
-    receiver.busy = True
+    receiver = claimed_receiver(&w)
     try:
         batch = take_kept(&w, max_messages)
         if batch is not None:
@@ -712,8 +714,7 @@ def recv_batch_into(sock, buffer, bufsize, max_messages=MMSG_MAX):
         count = min(most, view.len // size, <Py_ssize_t>MMSG_MAX)
         if count < 1:
             raise ValueError(f"the buffer ({view.len} bytes) is smaller than bufsize ({size})")
-        receiver = receiver_of(&w)
-        receiver.busy = True
+        receiver = claimed_receiver(&w)
         try:
             msgs = receiver.lay_out_into(<char *>view.buf, size, count)
             r = receive_messages(&w, msgs, count, MSG_WAITFORONE | MSG_TRUNC, size)

@@ -178,8 +178,7 @@ cdef list recv_batch_ext(object sock, IoWait *w, Py_ssize_t max_messages, Py_ssi
         per_call = min(per_call, max(<Py_ssize_t>1, MAX_GRO_SCRATCH // slot))
     cdef list batch = None
     cdef SocketState state = <SocketState>w.state
-    receiver = receiver_of(w)
-    receiver.busy = True
+    receiver = claimed_receiver(w)
     try:
         batch = take_kept(w, max_messages)
         if batch is None:
