@@ -12,7 +12,7 @@ import csock
 import csock.aio
 from csock.aio._uring_engine import usable
 
-from .pairs import indexed_payload, nonblocking_pair
+from .pairs import fd_count, indexed_payload, nonblocking_pair
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,6 +101,27 @@ def test_seqpacket_transport_rejects_bufsize_zero(run: Any) -> None:
 def skip_unless_engine_usable(engine: str) -> None:
     if engine == "uring" and not usable():
         pytest.skip("io_uring, or an operation csock.aio's engine needs, is unavailable")
+
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+@pytest.mark.parametrize("limits, error", [
+    ({"max_messages": 0}, ValueError), ({"max_messages": 10**9}, ValueError),
+    ({"max_messages": "x"}, TypeError), ({"bufsize": -5}, ValueError),
+    ({"bufsize": 2**40}, ValueError)])
+def test_an_endpoint_refuses_receive_limits_recv_batch_refuses(
+        run: Any, engine: str, limits: dict[str, Any], error: type[Exception]) -> None:
+    """At once, before a socket is made: the transport used to open, and the first datagram to
+    arrive closed it with connection_lost(ValueError), that datagram lost."""
+    skip_unless_engine_usable(engine)
+    before = fd_count()
+
+    async def main() -> None:
+        with pytest.raises(error):
+            await csock.aio.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0), engine=engine, **limits)
+
+    run(main())
+    assert fd_count() == before
 
 
 @pytest.mark.parametrize("engine", ["epoll", "uring"])

@@ -457,6 +457,7 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
     ``(transport, protocol)`` after ``connection_made`` has run.
     """
     loop = asyncio.get_running_loop()
+    _fastio.check_recv_limits(max_messages, bufsize)
     if engine == "uring" and resolve_engine(engine) and sock is not None \
             and not RingDatagramIO.usable_for(sock):
         raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
@@ -468,8 +469,8 @@ async def create_datagram_endpoint(protocol_factory: Callable[[], P], local_addr
             )
         if sock.type not in (_std.SOCK_DGRAM, _std.SOCK_SEQPACKET):
             raise ValueError(f"a SOCK_DGRAM or SOCK_SEQPACKET socket is needed, not {sock!r}")
-        if sock.type == _std.SOCK_SEQPACKET and bufsize == 0:   # recv_batch's rule, said at once
-            raise ValueError("bufsize must be at least 1 on a SOCK_SEQPACKET socket")
+        # recv_batch's limits, said at once (not by the first wake-up, losing its datagrams)
+        _fastio.check_recv_limits(max_messages, bufsize, sock.type == _std.SOCK_SEQPACKET)
         try:
             peer = sock.getpeername()
             connected = True

@@ -512,6 +512,16 @@ cdef BatchReceiver claimed_receiver(IoWait *w):
     return receiver
 
 
+def check_recv_limits(Py_ssize_t max_messages, Py_ssize_t bufsize, bint records=False, /):
+    """The ValueError recv_batch raises for max_messages or bufsize (records: on a SOCK_SEQPACKET
+    socket, where bufsize 0 would read every record as empty, its data dropped)."""
+    if max_messages < 1 or max_messages > MAX_RECV_MESSAGES:
+        raise ValueError(f"max_messages must be between 1 and {MAX_RECV_MESSAGES}")
+    if bufsize < records or bufsize > MAX_BUFSIZE:
+        raise ValueError(f"bufsize must be between {<int>records} and {MAX_BUFSIZE}"
+                         + (" on a SOCK_SEQPACKET socket" if records else ""))
+
+
 def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False,
                bint wait=True):
     """Receive every queued datagram (or record), up to max_messages, with one recvmmsg(2).
@@ -584,10 +594,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     cdef int family = 0, kind = 0, flags = MSG_WAITFORONE
     cdef list batch = None, part
     cdef bint records
-    if max_messages < 1 or max_messages > MAX_RECV_MESSAGES:
-        raise ValueError(f"max_messages must be between 1 and {MAX_RECV_MESSAGES}")
-    if bufsize < 0 or bufsize > MAX_BUFSIZE:
-        raise ValueError(f"bufsize must be between 0 and {MAX_BUFSIZE}")
+    check_recv_limits(max_messages, bufsize)
     io_begin(sock, &w)
     raise_deferred_error(&w, received=True)
     if not wait:
@@ -595,8 +602,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         flags |= MSG_DONTWAIT               # (a blocking fd would wait in recvmmsg itself)
     socket_family_type(sock, &family, &kind)
     records = kind == SOCK_SEQPACKET
-    if records and bufsize == 0:            # every record would read as empty, data dropped
-        raise ValueError(f"bufsize must be between 1 and {MAX_BUFSIZE} on a SOCK_SEQPACKET socket")
+    check_recv_limits(max_messages, bufsize, records)
     if rx_mode_of(&w) or gro:
         mode = rx_mode(sock, &w, gro, family, kind)
         if mode & RX_EXTENDED:
