@@ -602,7 +602,8 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         flags |= MSG_DONTWAIT               # (a blocking fd would wait in recvmmsg itself)
     socket_family_type(sock, &family, &kind)
     records = kind == SOCK_SEQPACKET
-    check_recv_limits(max_messages, bufsize, records)
+    if records:
+        check_recv_limits(max_messages, bufsize, True)
     if rx_mode_of(&w) or gro:
         mode = rx_mode(sock, &w, gro, family, kind)
         if mode & RX_EXTENDED:
