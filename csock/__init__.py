@@ -6,13 +6,16 @@ and zero-copy paths on top of the stdlib behaviour.
 """
 from __future__ import annotations
 
-import socket as _std
 from typing import TYPE_CHECKING, Any
+
+# The stdlib module from csock's one home for it: this file also runs as `socket` itself
+# (importlib.reload after sys.modules["socket"] = csock), where `import socket` is csock.
+from ._stdlib import socket as _std
 
 if TYPE_CHECKING:
     from ._stdlib_names import *  # noqa: F401,F403  (the same, less the names csock replaces)
 else:
-    from socket import *  # noqa: F401,F403  (the drop-in surface)
+    globals().update({name: getattr(_std, name) for name in _std.__all__})   # the drop-in surface
 
 # Public names outside socket.__all__ too (AddressFamily, SocketKind, MsgFlag, ...).
 globals().update(

@@ -10,12 +10,12 @@ import errno
 import io
 import operator
 import os
-import socket as _std
 import stat
 import sys
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from . import _fastio
+from ._stdlib import socket as _std
 
 if TYPE_CHECKING:
     from typing_extensions import Self

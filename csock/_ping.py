@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket as _std
 import statistics
 import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from ._stdlib import socket as _std
 
 PAYLOAD = 56                         # bytes after the ICMP header, as ping(8): 64 in all
 STAMP = struct.Struct("!d")          # the send time, first in the payload

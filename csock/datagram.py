@@ -1,11 +1,11 @@
 """DatagramSocket (SOCK_DGRAM: UDP, AF_UNIX dgram): boundaries kept, delivery not guaranteed."""
 from __future__ import annotations
 
-import socket as _std
 from typing import Any
 
 from . import _fastio
 from ._base import register_kind, socket
+from ._stdlib import socket as _std
 
 
 class DatagramSocket(socket):

@@ -15,12 +15,12 @@ What the kernel adds and what it hands back differ by family (raw(7), raw(7) for
 """
 from __future__ import annotations
 
-import socket as _std
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _fastio, _packet
 from ._base import register_kind, socket
+from ._stdlib import socket as _std
 from .packet import IPv4, IPv6, Layer, PacketError, parse
 
 if TYPE_CHECKING:

@@ -7,12 +7,12 @@ records it sends and checks the numbers of those it receives.
 """
 from __future__ import annotations
 
-import socket as _std
 from typing import Any
 
 from . import _fastio
 from ._base import register_kind, socket
 from ._fastio import SPPHeader
+from ._stdlib import socket as _std
 
 
 class SequenceError(Exception):

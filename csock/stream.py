@@ -1,10 +1,9 @@
 """StreamSocket (SOCK_STREAM: TCP, AF_UNIX stream): ordered bytes, no record boundaries."""
 from __future__ import annotations
 
-import socket as _std
-
 from . import _fastio
 from ._base import register_kind, socket
+from ._stdlib import socket as _std
 
 
 class StreamSocket(socket):

@@ -19,7 +19,6 @@ shared memory with the parent's kernel instance); :func:`default_ring` makes the
 from __future__ import annotations
 
 import os
-import socket as _socket
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from ._base import _gro_is_set
 from ._base import socket as _csock_socket
 from ._fastio import Datagram, parse_address, recv_batch
+from ._stdlib import socket as _socket
 from ._uring import (
     RECVMSG_HEADROOM,
     BufferPool,

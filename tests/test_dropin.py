@@ -2,12 +2,14 @@
 same (API.md section 1), on real sockets; each difference found once has a test here."""
 from __future__ import annotations
 
+import ast
 import asyncio
 import copy
 import fcntl
 import importlib.util
 import os
 import pickle
+import re
 import socket as stdlib_socket
 import struct
 import subprocess
@@ -16,6 +18,7 @@ import termios
 import threading
 import time
 from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -356,6 +359,83 @@ def test_a_replaced_socket_class_reaches_create_connection(mode: str,
             mock.patch.object(module, "getaddrinfo", return_value=entries):
         with pytest.raises(TimeoutError):
             module.create_connection(("127.0.0.1", 9))
+
+
+# --- sys.modules["socket"] = csock: csock itself still finds the stdlib module ----------------
+
+def test_csock_modules_imported_after_the_swap_take_stdlib_sockets() -> None:
+    """csock.aio and csock.uring imported only once `socket` is csock: their checks still know
+    a stdlib socket (made before the swap) for one, as when they are imported first."""
+    proc = run_snippet(
+        "import asyncio, sys\n"
+        "import socket as stdlib_socket\n"
+        "import csock\n"
+        "sys.modules['socket'] = csock\n"
+        "import csock.aio, csock.uring\n"
+        "csock.uring._fallback_forced = True    # (its own check: the ring checks in C)\n"
+        "a = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)\n"
+        "b = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)\n"
+        "a.bind(('127.0.0.1', 0)); a.setblocking(False); b.setblocking(False)\n"
+        "async def main():\n"
+        "    print(await csock.aio.send_batch(b, [(b'aio', a.getsockname())]))\n"
+        "    got = await asyncio.wait_for(csock.aio.recv_batch(a), 10)\n"
+        "    print([bytes(datagram.data) for datagram in got])\n"
+        "asyncio.run(main())\n"
+        "print(csock.uring.send_many([(b, b'ring', a.getsockname())]), a.recv(10))\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["1", "[b'aio']", "[4] b'ring'"]
+
+
+def test_reloading_csock_as_the_socket_module_keeps_the_stdlibs_names() -> None:
+    """importlib.reload(socket) re-runs csock's __init__ as the stdlib's re-runs socket.py:
+    the stdlib's private names still come through, a missing one is an AttributeError."""
+    proc = run_snippet(
+        "import importlib, sys\n"
+        "import socket as stdlib_socket\n"
+        "import csock\n"
+        "sys.modules['socket'] = csock\n"
+        "import socket\n"
+        "importlib.reload(socket)\n"
+        "print(socket is csock, socket.socket is csock.StreamSocket.__base__)\n"
+        "print(socket._GLOBAL_DEFAULT_TIMEOUT is stdlib_socket._GLOBAL_DEFAULT_TIMEOUT,\n"
+        "      socket.getaddrinfo is stdlib_socket.getaddrinfo,\n"
+        "      hasattr(socket, 'no_such_name'))\n"
+        "try:\n"
+        "    socket.no_such_name\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+        "with socket.socket() as sock:\n"
+        "    print(type(sock).__name__)\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["True True", "True True False",
+                                        "module 'csock' has no attribute 'no_such_name'",
+                                        "StreamSocket"]
+
+
+STDLIB_HOME = Path(csock.__file__).parent / "_stdlib.py"
+CYTHON_SOURCES = Path(__file__).resolve().parent.parent / "src"
+
+
+def test_no_csock_module_imports_socket_but_its_one_home() -> None:
+    """`import socket` finds csock itself once a program has swapped it in: every csock module
+    takes the stdlib's from csock/_stdlib.py, imported with csock itself (before any swap)."""
+    offenders = []
+    for path in Path(csock.__file__).parent.rglob("*.py"):
+        if path == STDLIB_HOME:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            if "socket" in names:
+                offenders.append(f"{path.name}:{node.lineno}")
+    for path in [*CYTHON_SOURCES.rglob("*.pyx"), *CYTHON_SOURCES.rglob("*.pxi")]:
+        # (Cython's modules import the C module, _socket, which no program swaps)
+        if re.search(r"^\s*(import socket\b|from socket import)",
+                     path.read_text(), re.MULTILINE):
+            offenders.append(path.name)
+    assert STDLIB_HOME.is_file()
+    assert offenders == []
 
 
 # --- subclasses of csock.socket ---------------------------------------------------------------

@@ -29,10 +29,10 @@ kept in order by the kernel either.
 from __future__ import annotations
 
 import errno
-import socket as _std
 from select import POLLOUT
 from typing import TYPE_CHECKING
 
+from .._stdlib import socket as _std
 from ._uring_engine import UringDriver, cancel_quietly
 
 if TYPE_CHECKING:

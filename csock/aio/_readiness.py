@@ -8,13 +8,13 @@ one readiness callback wakes them all, and each retries its own system call.
 from __future__ import annotations
 
 import asyncio
-import socket as _std
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _fastio
 from .._fastio import Datagram
+from .._stdlib import socket as _std
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

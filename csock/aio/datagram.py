@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket as _std
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _fastio
 from .._base import socket as _csocket
 from .._fastio import Datagram
+from .._stdlib import socket as _std
 from . import framed as _framed
 from ._datagram_uring import RingDatagramIO
 from ._uring_engine import driver_for, resolve_engine

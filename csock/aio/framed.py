@@ -9,13 +9,13 @@ from __future__ import annotations
 import _socket
 import asyncio
 import errno
-import socket as _std
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .. import _fastio
 from .._fastio import MessageView
+from .._stdlib import socket as _std
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import socket as _std
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._base import socket as _csocket
+from .._stdlib import socket as _std
 from . import framed as _framed
 from .framed import DEFAULT_WRITE_LIMIT, FramedStream, check_limits
 
