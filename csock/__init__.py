@@ -26,6 +26,7 @@ from . import _fastio as _fastio
 from ._base import create_connection as create_connection
 from ._base import create_server as create_server
 from ._base import fromfd as fromfd
+from ._base import has_dualstack_ipv6 as has_dualstack_ipv6
 from ._base import register_with_multiprocessing
 from ._base import socket as socket
 from ._base import socketpair as socketpair

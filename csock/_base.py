@@ -12,6 +12,7 @@ import operator
 import os
 import stat
 import sys
+import types
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from . import _fastio
@@ -416,21 +417,45 @@ def _gro_is_set(sock: _std.socket) -> bool:
 _fastio.register_socket_class(socket)     # its state is read from its slot on every call
 
 
-def adopt(std_sock: _std.socket) -> Any:
-    """Move a stdlib socket's fd into a csock socket of the matching class (mode kept)."""
-    timeout = std_sock.gettimeout()
-    family, kind, proto = std_sock.family, std_sock.type, std_sock.proto
-    sock = socket(family, kind, proto, std_sock.detach())
-    sock.settimeout(timeout)
-    return sock
-
-
 # The stdlib's own functions, taken at import: a program that replaces the stdlib module's
 # attributes with csock's (socket.socketpair = csock.socketpair) must not make csock call itself.
 _stdlib_socketpair = _std.socketpair
 _stdlib_create_server = _std.create_server
+_stdlib_has_dualstack_ipv6 = _std.has_dualstack_ipv6
 _stdlib_getaddrinfo = _std.getaddrinfo
 _stdlib_socket_class = _std.socket
+
+
+def _in_use(name: str, own: Any, original: Any) -> Any:
+    """The socket module's attribute `name` as looked up at call time, so that a test's
+    replacement is used either way csock stands in for the stdlib: csock's (sys.modules["socket"]
+    = csock, then mock.patch("socket.<name>")), or the stdlib module's once something other
+    than csock's own (own) or the stdlib's (original) is there (csock patched into the stdlib's
+    attributes, then the test replaces that); else own."""
+    made = getattr(sys.modules[__package__], name)
+    if made is not own:
+        return made
+    current = getattr(_std, name)
+    return made if current is original or current is own else current
+
+
+def _socket_class() -> Any:
+    """The socket class csock's functions make sockets with (a test's replacement, if any)."""
+    return _in_use("socket", socket, _stdlib_socket_class)
+
+
+def _run_stdlib(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the stdlib module's own function (its code, as this Python has it) with its global
+    names the stdlib module's but for the socket class and has_dualstack_ipv6, which are the
+    ones in use (_in_use): it makes csock sockets, or a test's replacement, as it would make
+    the stdlib module's."""
+    names = {**vars(_std), "socket": _socket_class(),
+             "has_dualstack_ipv6": _in_use("has_dualstack_ipv6", has_dualstack_ipv6,
+                                           _stdlib_has_dualstack_ipv6)}
+    run = types.FunctionType(function.__code__, names, function.__name__,
+                             function.__defaults__, function.__closure__)
+    run.__kwdefaults__ = function.__kwdefaults__
+    return run(*args, **kwargs)
 
 
 @overload
@@ -458,32 +483,11 @@ def socketpair(family: int | None = None, type: int = _std.SOCK_STREAM,
     """socketpair(2): two connected csock sockets (AF_UNIX by default) of the class for the
     type argument (StreamSocket for the default SOCK_STREAM, DatagramSocket, SeqPacketSocket).
 
-    Raises OSError as socketpair(2) does (EOPNOTSUPP for a family without pairs).
+    Raises OSError as socketpair(2) does (EOPNOTSUPP for a family without pairs). The stdlib's
+    own code, making the sockets through ``csock.socket`` as looked up at call time (a test's
+    replacement is used).
     """
-    a, b = _stdlib_socketpair(family, type, proto)
-    return adopt(a), adopt(b)
-
-
-def _resolver() -> Any:
-    """getaddrinfo as looked up at call time, so that a test's mock reaches create_connection
-    either way csock stands in for the stdlib: csock's own (sys.modules["socket"] = csock,
-    mock.patch("socket.getaddrinfo") replaces it), or, while that is still the original, the
-    stdlib module's (csock patched into its attributes, the mock replaces the stdlib's)."""
-    resolve = sys.modules[__package__].getaddrinfo
-    return _std.getaddrinfo if resolve is _stdlib_getaddrinfo else resolve
-
-
-def _socket_class() -> Any:
-    """The socket class create_connection makes, looked up at call time so that a test's
-    replacement is used either way csock stands in for the stdlib: csock's module attribute
-    (sys.modules["socket"] = csock, then socket.socket = Mock), or the stdlib module's once
-    something other than csock or the original put its own there (csock patched into the
-    stdlib's attributes, then the test swaps socket.socket)."""
-    made = sys.modules[__package__].socket
-    if made is not socket:
-        return made
-    current = _std.socket
-    return current if current is not _stdlib_socket_class and current is not socket else made
+    return cast("tuple[Any, Any]", _run_stdlib(_stdlib_socketpair, family, type, proto))
 
 
 def _connect_to_first(address: tuple[str | None, int | str | bytes | None], timeout: float | None,
@@ -492,7 +496,8 @@ def _connect_to_first(address: tuple[str | None, int | str | bytes | None], time
     make_socket = _socket_class()
     host, port = address
     errors: list[OSError] = []
-    for family, kind, proto, _, sockaddr in _resolver()(host, port, 0, _std.SOCK_STREAM):
+    resolve = _in_use("getaddrinfo", _stdlib_getaddrinfo, _stdlib_getaddrinfo)
+    for family, kind, proto, _, sockaddr in resolve(host, port, 0, _std.SOCK_STREAM):
         sock = None
         try:
             sock = make_socket(family, kind, proto)
@@ -547,8 +552,16 @@ else:
 
 
 def create_server(*args: Any, **kwargs: Any) -> StreamSocket:
-    """The stdlib's create_server (same arguments), returning a csock socket."""
-    return cast("StreamSocket", adopt(_stdlib_create_server(*args, **kwargs)))
+    """The stdlib's create_server (its own code: same arguments, options and errors), returning
+    a listening csock socket. As create_connection, it makes the socket through
+    ``csock.socket`` as looked up at call time (a test's replacement is used)."""
+    return cast("StreamSocket", _run_stdlib(_stdlib_create_server, *args, **kwargs))
+
+
+def has_dualstack_ipv6() -> bool:
+    """The stdlib's has_dualstack_ipv6 (its own code), its probe socket made through
+    ``csock.socket`` as looked up at call time (a test's replacement is used)."""
+    return bool(_run_stdlib(_stdlib_has_dualstack_ipv6))
 
 
 def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> Any:

@@ -17,7 +17,8 @@ import csock.packet
 
 ROOT = Path(__file__).resolve().parent.parent
 # names csock defines over the stdlib's
-OWN_OVER_STDLIB = {"socket", "socketpair", "create_connection", "create_server", "fromfd"}
+OWN_OVER_STDLIB = {"socket", "socketpair", "create_connection", "create_server", "fromfd",
+                   "has_dualstack_ipv6"}
 
 
 def public_names() -> set[str]:

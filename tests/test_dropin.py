@@ -361,6 +361,39 @@ def test_a_replaced_socket_class_reaches_create_connection(mode: str,
             module.create_connection(("127.0.0.1", 9))
 
 
+@pytest.mark.parametrize("mode", ["patched_stdlib", "csock_as_socket_module"])
+def test_a_mocked_socket_class_reaches_create_server_and_socketpair(
+        mode: str, request: pytest.FixtureRequest) -> None:
+    """As the stdlib's: create_server() and socketpair() make their sockets with socket.socket
+    as a test replaced it (mock.patch("socket.socket")), and return what it made."""
+    request.getfixturevalue(mode)
+    module = sys.modules["socket"]
+    with mock.patch("socket.socket") as made:
+        server = module.create_server(("127.0.0.1", 0))
+        pair = module.socketpair()
+    passed_fds = [call.args[3] for call in made.call_args_list if len(call.args) == 4]
+    for fd in passed_fds:                           # (the mock keeps the pair's fds open)
+        os.close(fd)
+    assert server is made.return_value
+    assert made.call_args_list[0] == mock.call(csock.AF_INET, csock.SOCK_STREAM)
+    server.bind.assert_called_once_with(("127.0.0.1", 0))
+    server.listen.assert_called_once_with()
+    assert pair == (made.return_value, made.return_value)
+    assert made.call_count == 3 and len(passed_fds) == 2
+
+
+@pytest.mark.parametrize("mode", ["patched_stdlib", "csock_as_socket_module"])
+def test_a_mocked_socket_class_reaches_has_dualstack_ipv6(
+        mode: str, request: pytest.FixtureRequest) -> None:
+    request.getfixturevalue(mode)
+    module = sys.modules["socket"]
+    with mock.patch("socket.socket") as made:
+        assert module.has_dualstack_ipv6() is True
+    made.assert_called_once_with(csock.AF_INET6, csock.SOCK_STREAM)
+    probe = made.return_value.__enter__.return_value
+    probe.setsockopt.assert_called_once_with(csock.IPPROTO_IPV6, csock.IPV6_V6ONLY, 0)
+
+
 # --- sys.modules["socket"] = csock: csock itself still finds the stdlib module ----------------
 
 def test_csock_modules_imported_after_the_swap_take_stdlib_sockets() -> None:
