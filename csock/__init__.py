@@ -47,6 +47,11 @@ from .seqpacket import SeqPacketSocket as SeqPacketSocket
 from .seqpacket import SequenceError as SequenceError
 from .stream import StreamSocket as StreamSocket
 
+# Tests put socket._fallback_socketpair in place of socketpair: csock's makes csock sockets.
+# (Only where the stdlib has one: 3.13, and 3.12/3.11 releases since gh-122133.)
+if hasattr(_std, "_fallback_socketpair"):
+    from ._base import _fallback_socketpair as _fallback_socketpair
+
 register_with_multiprocessing()     # every class is registered by now (csock.socket and its kinds)
 del register_with_multiprocessing
 

@@ -422,6 +422,7 @@ _fastio.register_socket_class(socket)     # its state is read from its slot on e
 _stdlib_socketpair = _std.socketpair
 _stdlib_create_server = _std.create_server
 _stdlib_has_dualstack_ipv6 = _std.has_dualstack_ipv6
+_stdlib_fallback_socketpair = getattr(_std, "_fallback_socketpair", None)  # (3.13; gh-122133)
 _stdlib_getaddrinfo = _std.getaddrinfo
 _stdlib_socket_class = _std.socket
 
@@ -562,6 +563,13 @@ def has_dualstack_ipv6() -> bool:
     """The stdlib's has_dualstack_ipv6 (its own code), its probe socket made through
     ``csock.socket`` as looked up at call time (a test's replacement is used)."""
     return bool(_run_stdlib(_stdlib_has_dualstack_ipv6))
+
+
+def _fallback_socketpair(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """The stdlib's _fallback_socketpair (its own code: a pair over TCP on loopback, the peers
+    checked; CPython's tests put it in place of socketpair), making csock sockets as
+    socketpair does. csock has it where the stdlib module has it."""
+    return cast("tuple[Any, Any]", _run_stdlib(_stdlib_fallback_socketpair, *args, **kwargs))
 
 
 def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> Any:

@@ -47,8 +47,9 @@ MODES = ("stdlib", "patch", "module")
 CSOCK_MODES = ("patch", "module")
 
 # The names csock defines differently from the stdlib module, that patch mode replaces: the ones
-# that return sockets. (csock's has_dualstack_ipv6 stays out: the stdlib's makes its probe with
-# its module's socket, csock's once replaced. Every other name is the same object.)
+# that return sockets. (csock's has_dualstack_ipv6 and _fallback_socketpair stay out: the
+# stdlib's make their sockets with its module's socket, csock's once replaced. Every other name is
+# the same object.)
 PATCHED_NAMES = ("socket", "socketpair", "create_connection", "create_server", "fromfd")
 
 ASYNCIO = ["sock_lowlevel", "sendfile", "streams", "server", "events", "unix_events",

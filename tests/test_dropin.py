@@ -394,6 +394,54 @@ def test_a_mocked_socket_class_reaches_has_dualstack_ipv6(
     probe.setsockopt.assert_called_once_with(csock.IPPROTO_IPV6, csock.IPV6_V6ONLY, 0)
 
 
+needs_fallback_socketpair = pytest.mark.skipif(
+    not hasattr(stdlib_socket, "_fallback_socketpair"),
+    reason="this Python's socket module has no _fallback_socketpair (gh-122133 added it: 3.13,"
+           " and 3.12/3.11 releases since)")
+
+
+@needs_fallback_socketpair
+def test_the_fallback_socketpair_makes_csock_sockets(csock_as_socket_module: None) -> None:
+    """socket._fallback_socketpair (socketpair over TCP, for platforms without one, and for
+    tests) makes the module's sockets, as the stdlib's."""
+    module = sys.modules["socket"]
+    a, b = module._fallback_socketpair(module.AF_INET)
+    with a, b:
+        assert type(a) is type(b) is csock.StreamSocket
+        a.sendall(b"fallback")
+        assert b.recv(10) == b"fallback"
+
+
+@needs_fallback_socketpair
+def test_the_fallback_socketpair_refuses_an_intruder(csock_as_socket_module: None) -> None:
+    """As CPython's test_injected_authentication_failure: a connection that reaches the
+    listener first is refused, seen through the module's socket class as patched."""
+    module = sys.modules["socket"]
+    getsockname = module.socket.getsockname
+    intruders: list[Any] = []
+
+    def connect_an_intruder_first(self: Any) -> Any:
+        name = getsockname(self)
+        if not intruders:
+            intruders.append(module.socket(self.family, self.type, self.proto))
+            intruders[0].setblocking(False)
+            try:
+                intruders[0].connect(name[:2])
+            except (BlockingIOError, InterruptedError):
+                pass
+            intruders[0].setblocking(True)
+        return name
+
+    try:
+        with mock.patch.object(module.socket, "getsockname", connect_an_intruder_first):
+            with pytest.raises(OSError):
+                module._fallback_socketpair()
+    finally:
+        for intruder in intruders:
+            intruder.close()
+    assert len(intruders) == 1
+
+
 # --- sys.modules["socket"] = csock: csock itself still finds the stdlib module ----------------
 
 def test_csock_modules_imported_after_the_swap_take_stdlib_sockets() -> None:
