@@ -215,20 +215,21 @@ class socket(_std.socket):
     # The same for the calls that change, or read, the fd's own state: the stdlib's dup() and
     # set_inheritable() call fileno() and then use the number, and settimeout() releases the
     # GIL around its ioctl(FIONBIO); racing a close() they duplicated, made inheritable or
-    # non-blocking the socket that took the number.
+    # non-blocking the socket that took the number. (The stdlib class's methods, as taken at
+    # import: once a program puts csock's class in socket.socket, those would be these.)
 
     def dup(self) -> Any:
         """dup() -> socket: a new socket object on a dup(2) of the fd (the same open file,
         non-inheritable), as the stdlib's."""
-        return _held(self, _std.socket.dup)
+        return _held(self, _stdlib_socket_class.dup)
 
     def set_inheritable(self, inheritable: bool) -> None:
         """Set the fd's inheritable flag (FD_CLOEXEC cleared or set), as the stdlib's."""
-        _held(self, _std.socket.set_inheritable, inheritable)
+        _held(self, _stdlib_socket_class.set_inheritable, inheritable)
 
     def get_inheritable(self) -> bool:
         """Get the fd's inheritable flag, as the stdlib's."""
-        result: bool = _held(self, _std.socket.get_inheritable)
+        result: bool = _held(self, _stdlib_socket_class.get_inheritable)
         return result
 
     def settimeout(self, *args: Any, **kwargs: Any) -> None:

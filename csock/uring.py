@@ -18,6 +18,7 @@ shared memory with the parent's kernel instance); :func:`default_ring` makes the
 """
 from __future__ import annotations
 
+import _socket
 import os
 import threading
 from collections.abc import Iterable
@@ -26,7 +27,6 @@ from typing import Any
 from ._base import _gro_is_set
 from ._base import socket as _csock_socket
 from ._fastio import Datagram, parse_address, recv_batch
-from ._stdlib import socket as _socket
 from ._uring import (
     RECVMSG_HEADROOM,
     BufferPool,
@@ -191,7 +191,7 @@ def _check_send_item(item: tuple[Any, ...]) -> None:
     """The ValueError or TypeError Ring.send_many raises for a bad item, if it is one."""
     if len(item) not in (2, 3):
         raise ValueError("send_many takes (sock, data) or (sock, data, address) items")
-    if not isinstance(item[0], _socket.socket):
+    if not isinstance(item[0], _socket.socket):     # (the C class, as the ring's check)
         raise TypeError(f"expected a socket object, not {type(item[0]).__name__}")
     memoryview(item[1]).release()
     if len(item) == 3 and item[2] is not None:

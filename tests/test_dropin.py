@@ -326,6 +326,44 @@ def test_patched_stdlib_socketpair_and_create_server_do_not_recurse(patched_stdl
         assert type(dup) is csock.StreamSocket
 
 
+def test_dup_and_the_inheritable_flag_work_with_the_stdlib_patched(patched_stdlib: None) -> None:
+    """csock's dup() and fd-flag calls run the stdlib class's own methods: not the patched
+    module's socket.socket's (csock's, so they called themselves)."""
+    a, b = stdlib_socket.socketpair()
+    with a, b, a.dup() as duplicate:
+        assert type(duplicate) is csock.StreamSocket
+        assert not duplicate.get_inheritable()
+        duplicate.set_inheritable(True)
+        assert duplicate.get_inheritable()
+        duplicate.sendall(b"dup")
+        assert b.recv(10) == b"dup"
+
+
+def test_csock_aio_and_uring_take_stdlib_sockets_with_the_stdlib_patched(
+        request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sockets of the stdlib's own class (made before the patch) are still socket objects to
+    csock.aio and csock.uring's fallback, as to the calls they make."""
+    import csock.aio
+    import csock.uring
+    a = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    b = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    request.getfixturevalue("patched_stdlib")
+    monkeypatch.setattr(csock.uring, "_fallback_forced", True)
+
+    async def through_aio() -> list[bytes]:
+        await csock.aio.send_batch(b, [(b"aio", a.getsockname())])
+        got = await asyncio.wait_for(csock.aio.recv_batch(a), 10)
+        return [bytes(datagram.data) for datagram in got]
+
+    with a, b:
+        a.bind(("127.0.0.1", 0))
+        a.setblocking(False)
+        b.setblocking(False)
+        assert asyncio.run(through_aio()) == [b"aio"]
+        assert csock.uring.send_many([(b, b"ring", a.getsockname())]) == [4]
+        assert a.recv(10) == b"ring"
+
+
 @pytest.mark.parametrize("mode", ["patched_stdlib", "csock_as_socket_module"])
 def test_a_mocked_getaddrinfo_reaches_create_connection(mode: str,
                                                         request: pytest.FixtureRequest) -> None:

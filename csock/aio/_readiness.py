@@ -7,6 +7,7 @@ one readiness callback wakes them all, and each retries its own system call.
 """
 from __future__ import annotations
 
+import _socket
 import asyncio
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -68,7 +69,8 @@ async def wait_writable(sock: _std.socket) -> None:
 
 
 def _check_nonblocking(sock: _std.socket) -> None:
-    if not isinstance(sock, _std.socket):
+    # (the C class, as csock's calls check it: socket.socket may be csock's, patched in)
+    if not isinstance(sock, _socket.socket):
         raise TypeError(f"expected a socket object, not {type(sock).__name__}")
     if sock.gettimeout() != 0:
         raise ValueError("csock.aio needs a non-blocking socket (call sock.setblocking(False))")
