@@ -394,6 +394,23 @@ def test_ipv6_addresses_are_read_as_the_stdlib_reads_them(template):
                                                            b"pair"]
 
 
+@pytest.mark.parametrize("address", [("fe80::1%lo", 9), ("fe80::1%lo", 9, 0, 0),
+                                     ("fe80::1%1", 9, 0, 7), ("::1%lo", 9, 0, 3)])
+def test_an_ipv6_zone_in_the_host_leaves_the_scope_id_to_the_tuple(address):
+    """As the stdlib's getsockaddrarg: the name gives the address, the tuple the scope_id
+    (0 when it has none); csock took the scope from the name's %zone, so the same datagram
+    went out on another interface, or failed where the stdlib's went."""
+    with csock.socket(csock.AF_INET6, csock.SOCK_DGRAM) as sock, \
+            stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM) as std:
+        sent = outcome(partial(std.sendto, b"x", address))
+        assert outcome(partial(sock.send_batch, [b"x"], address)) == sent
+        if "gaierror" in sent:
+            return
+        raw = csock._fastio.parse_address(csock.AF_INET6, address)
+        assert struct.unpack_from("=I", raw, 24)[0] == (address[3] if len(address) > 3 else 0)
+        assert raw[8:24] == stdlib_socket.inet_pton(csock.AF_INET6, address[0].split("%")[0])
+
+
 @pytest.mark.parametrize("kind", ["v4", "v6"])
 def test_each_address_of_a_batch_is_read_even_when_equal_to_another(kind):
     """A batch converts each distinct address once, but addresses only equal (port 9 and

@@ -122,9 +122,10 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
         v6 = <sockaddr_in6 *>out
         v6.sin6_family = AF_INET6
         v6.sin6_scope_id = uint32_field(address[3]) if len(address) > 3 else 0
-        if b"%" in host:                   # fe80::1%eth0: the scope comes from the name
+        if b"%" in host:
+            # fe80::1%eth0: the name gives the address; the scope_id stays the tuple's, as
+            # the stdlib's getsockaddrarg sets it after resolving the name
             info = _socket.getaddrinfo(host, None, AF_INET6, SOCK_DGRAM)[0][4]
-            v6.sin6_scope_id = info[3]
             host = info[0].split("%")[0].encode()
         resolve(host, AF_INET6, &v6.sin6_addr)
         check_port(port)
