@@ -321,8 +321,8 @@ class socket(_std.socket):
         _held(self, _CSocket.setsockopt, *args, **kwargs)      # (kwargs: the stdlib's error)
         if len(args) >= 2 and args[0] == _std.SOL_SOCKET and args[1] in _KERNEL_TIMEOUTS:
             _fastio.note_kernel_timeout(self)
-        elif tuple(args[:2]) == _UDP_GRO and _gro_is_set(self):
-            _fastio.enable_gro(self)        # (the kernel says: the value may be any form)
+        elif tuple(args[:2]) == _UDP_GRO:  # (the kernel says: the value may be any form)
+            _fastio.enable_gro(self) if _gro_is_set(self) else _fastio.forget_gro(self)
 
     def accept(self) -> tuple[socket, Any]:
         """accept(2): a csock socket for the new connection and the peer's address."""

@@ -272,6 +272,20 @@ def test_gro_set_with_setsockopt_is_split_too(value):
         assert_same(receive(rx, 20), sent, tx.getsockname())
 
 
+def test_gro_turned_off_with_setsockopt_is_noticed_too():
+    """UDP_GRO set, then cleared with setsockopt: the kernel coalesces no more, and csock's
+    socket no longer takes it for a GRO socket (recv_batch_into refused it, ValueError)."""
+    tx, rx = udp_pair()
+    with tx, rx:
+        rx.setsockopt(17, 104, 1)                        # SOL_UDP, UDP_GRO
+        rx.setsockopt(17, 104, 0)
+        tx.send_batch([b"abc", b"defg"], rx.getsockname())
+        rx.settimeout(5)
+        buffer = bytearray(4096)
+        assert rx.recv_batch_into(buffer, 1024) == [3, 4]
+        assert buffer[:3] == b"abc" and buffer[1024:1028] == b"defg"
+
+
 @pytest.mark.parametrize("adopt", ["fileno", "fromfd", "socket.dup", "dup"])
 def test_an_fd_adopted_with_gro_set_is_split_too(adopt):
     """A csock socket made on an fd whose UDP_GRO is already set (by a stdlib socket, another

@@ -144,6 +144,14 @@ cdef int rx_mode(object sock, IoWait *w, bint gro, int family, int kind) except 
     return mode
 
 
+def forget_gro(sock):
+    """forget_gro(sock): UDP_GRO was turned off (setsockopt): recv_batch stops splitting and
+    recv_batch_into takes the socket again. (Nothing for a socket that never had it.)"""
+    cdef SocketState state = existing_state(sock)
+    if state is not None:
+        state.rx_mode &= ~(RX_GRO | RX_GRO_REFUSED)
+
+
 def enable_gro(sock):
     """Set ``UDP_GRO`` on the socket now.
 
