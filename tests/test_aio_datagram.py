@@ -3,6 +3,7 @@ and abort, errors, SO_REUSEPORT, on both loops."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket as std
 from typing import Any
 
@@ -148,6 +149,49 @@ def test_endpoint_offload_delivers_every_datagram_in_order(run: Any, engine: str
         assert max(len(b) for b in rx.batches) <= 8
         tx_t.close()
         rx_t.close()
+    run(main())
+
+
+def keep_the_rest_of_a_coalesced_message(rx_sock: Any, sent: list[bytes]) -> list[bytes]:
+    """Send sent as one GSO message to rx_sock and take its first datagram with GRO on: the
+    socket keeps the rest (invisible to readiness checks). Returns what was taken."""
+    rx_sock.enable_gro()
+    with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as tx:
+        tx.send_batch(sent, rx_sock.getsockname(), segment_size=len(sent[0]))
+    select.select([rx_sock], [], [], 5)
+    first = [bytes(d.data) for d in rx_sock.recv_batch(1, 2048, gro=True)]
+    assert csock._fastio.pending_datagrams(rx_sock) == len(sent) - 1
+    return first
+
+
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+@pytest.mark.parametrize("when", ["start", "resume"])
+def test_datagrams_the_socket_keeps_reach_the_protocol_without_another(
+        run: Any, engine: str, when: str) -> None:
+    """Datagrams a socket keeps (the rest of a coalesced message a recv_batch(1) split, or a
+    batch a signal handler's exception interrupted) are invisible to readiness checks: an
+    endpoint made on that socket, or resumed after a pause, delivers them at once, not when
+    another datagram happens to arrive (only a GRO endpoint looked, and only after a batch)."""
+    skip_unless_engine_usable(engine)
+    sent = [i.to_bytes(4, "big") * 25 for i in range(10)]
+
+    async def main() -> None:
+        rx_sock = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+        rx_sock.bind(("127.0.0.1", 0))
+        if when == "start":
+            first = keep_the_rest_of_a_coalesced_message(rx_sock, sent)
+        transport, rx = await csock.aio.create_datagram_endpoint(
+            Recorder, sock=rx_sock, offload=False, engine=engine)
+        if when == "resume":
+            transport.pause_reading()
+            first = keep_the_rest_of_a_coalesced_message(rx_sock, sent)
+            transport.resume_reading()
+        while len(first) + len(rx.received) < len(sent):
+            rx.arrived.clear()
+            await asyncio.wait_for(rx.arrived.wait(), 5)
+        transport.close()
+        assert first + rx.received == sent
+
     run(main())
 
 

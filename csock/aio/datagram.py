@@ -150,6 +150,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 self._ring_io.start_reading()
             else:
                 self._loop.add_reader(self._fd, self._on_readable)
+            self._read_kept_soon()
         if not waiter.done():
             waiter.set_result(None)
 
@@ -190,6 +191,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 self._ring_io.start_reading()
             else:
                 self._loop.add_reader(self._fd, self._on_readable)
+            self._read_kept_soon()
 
     @property
     def engine(self) -> str:
@@ -229,14 +231,21 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         except Exception as error:
             self._fatal_error(error, "recv_batch failed")
             return
+        except BaseException:
+            self._read_kept_soon()      # (a signal handler's KeyboardInterrupt: the batch is kept)
+            raise
         if batch:
             self._deliver(batch)
-            # with GRO, the rest of a coalesced message beyond max_messages waits on the
-            # socket object, where the loop's readiness checks cannot see it: come back for it
-            if self._gro and self._reading and _fastio.pending_datagrams(self._sock):
-                self._loop.call_soon(self._on_readable)
+            self._read_kept_soon()
         elif self._sock.type == _std.SOCK_SEQPACKET:
             self._lose(None)            # end of stream on a SEQPACKET connection
+
+    def _read_kept_soon(self) -> None:
+        # Datagrams the socket keeps (the rest of a split GRO message beyond max_messages, a
+        # batch a signal handler's exception interrupted) are invisible to readiness checks:
+        # come back for them.
+        if self._reading and _fastio.pending_datagrams(self._sock):
+            self._loop.call_soon(self._on_readable)
 
     def _protocol_error(self, error: OSError) -> None:
         handler = getattr(self._protocol, "error_received", None)
