@@ -163,6 +163,31 @@ def test_close_during_a_batch_send_sends_nothing_to_a_reused_fd(kind):
         close_all(grabbed)
 
 
+BLOCKED_BATCH_SENDS = {
+    "dgram send_batch": (csock.SOCK_DGRAM, lambda s: s.send_batch([b"r" * 512] * 2000)),
+    "send_records": (csock.SOCK_SEQPACKET, lambda s: s.send_records([b"r" * 512] * 2000)),
+    "send_record": (csock.SOCK_SEQPACKET, lambda s: [s.send_record(b"r" * 512)
+                                                     for _ in range(2000)]),
+}
+
+
+@pytest.mark.parametrize("call", list(BLOCKED_BATCH_SENDS))
+def test_close_wakes_a_batch_send_blocked_on_a_full_socket(call):
+    """A blocking batch send waiting for room (the peer not reading) when another thread
+    closes the socket returns what went, or raises EBADF, at once: send_records and
+    send_record slept inside sendmmsg(2), where close() cannot reach, until the peer read."""
+    kind, send = BLOCKED_BATCH_SENDS[call]
+    a, b = csock.socketpair(csock.AF_UNIX, kind)
+    with b:
+        thread, box = outcome_of(partial(send, a))
+        time.sleep(0.3)                             # full: waiting for room
+        assert thread.is_alive()
+        a.close()
+        thread.join(5)
+        assert not thread.is_alive()
+        ended_with_ebadf_or_returned(box)
+
+
 # --- the caller's own code (an iterator, a lookup) closes the socket mid-call ---------------------
 
 ITERABLE_SENDS = {

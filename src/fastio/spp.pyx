@@ -251,6 +251,9 @@ cdef Py_ssize_t send_numbered(object sock, object records, object header) except
     if w.state == NULL:
         raise TypeError(f"SPP records need a csock socket, not {type(sock).__name__}")
     state = <SocketState>w.state
+    # As send_batch's: it resumes after a partial sendmmsg, so a full socket is waited on
+    # where close() wakes it, not inside sendmmsg(2).
+    w.resumable = True
     prototype = prototype_of(state, header)
     if prototype._sequence is None:
         first = state.spp_next
