@@ -325,6 +325,13 @@ def send_records(sock, records, header=None):
         that went out before an exception (a timeout's, a signal handler's) are numbered
         too: the next record follows them.
 
+    Notes
+    -----
+    The socket numbers the records one call sends; two threads sending records on one
+    socket at once each take numbers from where the socket stood, and their records may
+    interleave on the wire: the peer sees numbers out of order (SequenceError). Send a
+    socket's records from one thread at a time, as with any numbered stream.
+
     Raises
     ------
     TypeError
