@@ -621,3 +621,33 @@ def test_the_peek_leaves_the_programs_timestamp_options_as_they_were(program_set
         assert timestamp_options(b) == before
         assert [bytes(d.data) for d in b.recv_batch(max_messages=2)] == [b"", b"z"]
         assert b.recv_batch() == []
+
+
+def test_records_sent_from_several_threads_at_once_are_numbered_in_wire_order():
+    """The socket numbers records: two threads sending at once, one a batch the full socket
+    holds up, the other single records, took numbers from the same point and interleaved on
+    the wire (the peer raised SequenceError). Record senders take turns on the socket."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    received: list[int] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        b.settimeout(10)
+        try:
+            while len(received) < 2 * 300:
+                received.extend(header.sequence for header, _ in b.recv_records())
+        except BaseException as error:      # noqa: BLE001 - the outcome is the assertion
+            errors.append(error)
+
+    with a, b:
+        senders = [threading.Thread(target=a.send_records, args=([b"r" * 2048] * 300,)),
+                   threading.Thread(target=lambda: [a.send_record(b"s" * 2048)
+                                                    for _ in range(300)])]
+        for sender in senders:
+            sender.start()
+        time.sleep(0.2)                     # both under way, the socket full
+        reader = threading.Thread(target=read)
+        reader.start()
+        for thread in (*senders, reader):
+            thread.join(20)
+        assert not errors and received == list(range(600))

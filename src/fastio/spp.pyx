@@ -6,6 +6,7 @@ cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from includes.byteorder cimport load_be16, store_be16
+import _thread
 
 SP_SP = 0x80
 SP_SA = 0x40
@@ -242,9 +243,6 @@ cdef Py_ssize_t send_numbered(object sock, object records, object header) except
     The payload is not copied: header and payload are two iovecs."""
     cdef IoWait w
     cdef SocketState state
-    cdef SPPHeader prototype
-    cdef int family = 0, kind = 0, first
-    cdef Py_ssize_t i
     if header is not None and not isinstance(header, SPPHeader):
         raise TypeError(f"header must be a csock.SPPHeader or None, not {type(header).__name__}")
     io_begin(sock, &w)
@@ -254,12 +252,49 @@ cdef Py_ssize_t send_numbered(object sock, object records, object header) except
     # As send_batch's: it resumes after a partial sendmmsg, so a full socket is waited on
     # where close() wakes it, not inside sendmmsg(2).
     w.resumable = True
+    turn = take_turn(state, sock)
+    try:
+        return send_in_turn(sock, &w, state, records, header)
+    finally:
+        state.spp_turn_owner = 0
+        turn.release()
+
+
+cdef object take_turn(SocketState state, object sock):
+    """Wait until no other thread of this process sends records on the socket, and return
+    the lock to release once done: the numbers a call takes and its records' order on the
+    wire must not interleave with another's. Waits within the socket's timeout (TimeoutError,
+    BlockingIOError when non-blocking); a fork() frees a turn another thread held."""
+    cdef unsigned long me = current_thread()
+    if state.spp_turn is None or state.spp_turn_generation != _fork_generation:
+        state.spp_turn = _thread.allocate_lock()
+        state.spp_turn_generation = _fork_generation
+        state.spp_turn_owner = 0
+    elif state.spp_turn_owner == me:
+        raise RuntimeError("send_record() re-entered in the same thread while it sends records "
+                           "(from a signal handler?)")
+    turn = state.spp_turn
+    timeout = sock.gettimeout()
+    if not (turn.acquire(False) if timeout == 0 else
+            turn.acquire(True, -1 if timeout is None else timeout)):
+        if timeout == 0:
+            raise_would_block()
+        raise_timeout()
+    state.spp_turn_owner = me
+    return turn
+
+
+cdef Py_ssize_t send_in_turn(object sock, IoWait *w, SocketState state, object records,
+                             object header) except -1:
+    cdef SPPHeader prototype
+    cdef int family = 0, kind = 0, first
+    cdef Py_ssize_t i
     prototype = prototype_of(state, header)
     if prototype._sequence is None:
         first = state.spp_next
     else:
         first = prototype._sequence
-    raise_deferred_error(&w)
+    raise_deferred_error(w)
     socket_family_type(sock, &family, &kind)
     cdef tuple items = tuple(records)       # a snapshot: see parse_outgoing
     for i in range(len(items)):
@@ -274,7 +309,7 @@ cdef Py_ssize_t send_numbered(object sock, object records, object header) except
         for i in range(out.count):
             prototype.write(out.prefixes + i * SPP_HEADER_SIZE, (first + i) & 0xFFFF)
         try:
-            send_outgoing(sock, &w, out)
+            send_outgoing(sock, w, out)
         finally:
             # the records the peer got, whatever ended the call: the next one follows them
             state.spp_next = (first + out.sent) & 0xFFFF
@@ -327,10 +362,8 @@ def send_records(sock, records, header=None):
 
     Notes
     -----
-    The socket numbers the records one call sends; two threads sending records on one
-    socket at once each take numbers from where the socket stood, and their records may
-    interleave on the wire: the peer sees numbers out of order (SequenceError). Send a
-    socket's records from one thread at a time, as with any numbered stream.
+    Record senders take turns on a socket: a call from another thread waits (within the
+    socket's timeout) until the one sending is done, so numbers follow the wire order.
 
     Raises
     ------
