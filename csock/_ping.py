@@ -46,8 +46,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+# The longest -i or -W: a timeout or sleep beyond time_t's range in nanoseconds overflows.
+MAX_SECONDS = 10**9
+
+
 def positive_float(text: str) -> float:
-    """argparse type for -i and -W: a finite number of seconds above 0."""
+    """argparse type for -i and -W: a number of seconds above 0, at most MAX_SECONDS."""
     try:
         value = float(text)
     except ValueError:
@@ -56,6 +60,9 @@ def positive_float(text: str) -> float:
         ) from None
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds up to {MAX_SECONDS}, not {text}")
     return value
 
 

@@ -88,6 +88,13 @@ class RawSocket(socket):
             level, option = ((_std.IPPROTO_IP, _std.IP_HDRINCL) if self.family == _std.AF_INET
                              else (_std.IPPROTO_IPV6, IPV6_HDRINCL))
             self.setsockopt(level, option, 1)
+        elif self.proto == _std.IPPROTO_RAW:
+            self.close()
+            raise ValueError("an IPPROTO_RAW socket always takes the IP header from the caller "
+                             "(raw(7)): header_included=False needs another protocol, such as "
+                             "IPPROTO_UDP")
+        elif self._hdrincl_set():
+            self.setsockopt(_std.IPPROTO_IP, _std.IP_HDRINCL, 0)    # (an adopted fd's)
         self.header_included = bool(header_included)
 
     @staticmethod

@@ -177,6 +177,31 @@ def test_send_packets_without_header_included(udp_sink):
 
 
 @needs_raw
+@pytest.mark.parametrize("family", [csock.AF_INET, csock.AF_INET6])
+def test_header_included_false_on_an_ipproto_raw_socket_is_refused(family):
+    """An IPPROTO_RAW socket always takes the IP header from the caller (raw(7)): the kernel
+    will not turn IP_HDRINCL off. header_included=False was stored anyway, and every send,
+    its IP header cut off, failed with EINVAL: the constructor says so instead."""
+    with pytest.raises(ValueError, match="IPPROTO_RAW"):
+        csock.RawSocket(family, csock.IPPROTO_RAW, header_included=False)
+
+
+@needs_raw
+def test_header_included_false_turns_off_an_adopted_sockets_ip_hdrincl(udp_sink):
+    """An fd adopted with IP_HDRINCL on: header_included=False turns it off, so the kernel
+    writes the IP header of what send_packet sends without one (it was left on)."""
+    port = udp_sink.getsockname()[1]
+    with stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_RAW,
+                              stdlib_socket.IPPROTO_UDP) as plain:
+        plain.setsockopt(stdlib_socket.IPPROTO_IP, stdlib_socket.IP_HDRINCL, 1)
+        with csock.RawSocket(fileno=plain.detach(), header_included=False) as raw:
+            assert raw.getsockopt(csock.IPPROTO_IP, csock.IP_HDRINCL) == 0
+            raw.send_packet(IPv4(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41003, dport=port)
+                            / b"kernel's header")
+            assert udp_sink.recvfrom(100) == (b"kernel's header", ("127.0.0.1", 41003))
+
+
+@needs_raw
 def test_recv_packet_parses_what_a_udp_socket_sent(udp_sink):
     with csock.RawSocket(csock.AF_INET, csock.IPPROTO_UDP) as raw, \
             stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as sender:
@@ -286,6 +311,10 @@ def test_ping_bad_usage():
     (["-c", "abc", "x"], "argument -c: must be a positive integer, not 'abc'"),
     (["-i", "-0.5", "x"], "argument -i: must be a positive number of seconds, not -0.5"),
     (["-W", "soon", "x"], "argument -W: must be a positive number of seconds, not 'soon'"),
+    (["-W", "1e308", "x"],
+     "argument -W: must be a positive number of seconds up to 1000000000, not 1e308"),
+    (["-i", "1e10", "x"],
+     "argument -i: must be a positive number of seconds up to 1000000000, not 1e10"),
 ])
 def test_ping_bad_numbers_say_what_is_expected(args, message):
     """As iputils: a count or interval that is negative or not a number is a usage error that
