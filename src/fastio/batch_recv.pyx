@@ -515,11 +515,17 @@ cdef BatchReceiver claimed_receiver(IoWait *w):
 def check_recv_limits(Py_ssize_t max_messages, Py_ssize_t bufsize, bint records=False, /):
     """The ValueError recv_batch raises for max_messages or bufsize (records: on a SOCK_SEQPACKET
     socket, where bufsize 0 would read every record as empty, its data dropped)."""
+    recv_limits_checked(max_messages, bufsize, records)
+
+
+# (recv_batch's own check: a C call, not a Python one, on every batch)
+cdef int recv_limits_checked(Py_ssize_t max_messages, Py_ssize_t bufsize, bint records) except -1:
     if max_messages < 1 or max_messages > MAX_RECV_MESSAGES:
         raise ValueError(f"max_messages must be between 1 and {MAX_RECV_MESSAGES}")
     if bufsize < records or bufsize > MAX_BUFSIZE:
         raise ValueError(f"bufsize must be between {<int>records} and {MAX_BUFSIZE}"
                          + (" on a SOCK_SEQPACKET socket" if records else ""))
+    return 0
 
 
 def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bint gro=False,
@@ -594,7 +600,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     cdef int family = 0, kind = 0, flags = MSG_WAITFORONE
     cdef list batch = None, part
     cdef bint records
-    check_recv_limits(max_messages, bufsize)
+    recv_limits_checked(max_messages, bufsize, False)
     io_begin(sock, &w)
     raise_deferred_error(&w, received=True)
     if not wait:
@@ -603,7 +609,7 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
     socket_family_type(sock, &family, &kind)
     records = kind == SOCK_SEQPACKET
     if records:
-        check_recv_limits(max_messages, bufsize, True)
+        recv_limits_checked(max_messages, bufsize, True)
     if rx_mode_of(&w) or gro:
         mode = rx_mode(sock, &w, gro, family, kind)
         if mode & RX_EXTENDED:
