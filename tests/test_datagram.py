@@ -823,6 +823,39 @@ def test_a_receive_that_finds_data_ends_the_back_off(tmp_path):
     assert len(last_phase) == 2, last_phase
 
 
+def test_blocked_send_batch_to_a_path_sleeps_instead_of_spinning(tmp_path):
+    """An unconnected AF_UNIX sender's poll(2) reports room in its own buffer, not in the
+    receiver's full queue: a blocking send_batch must sleep (in the kernel, as the stdlib's
+    sendto), not loop on poll and EAGAIN, and then deliver every datagram in order."""
+    path = str(tmp_path / "rx")
+    with csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as rx, \
+            csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as tx:
+        rx.bind(path)
+        queued = 0
+        tx.setblocking(False)
+        while True:                             # fill the receiver's queue
+            try:
+                tx.sendto(b"fill", path)
+            except BlockingIOError:
+                break
+            queued += 1
+        tx.setblocking(True)
+        items = [(b"item %d" % i, path) for i in range(40)]
+        sender = threading.Thread(target=tx.send_batch, args=(items,))
+        cpu_before = time.process_time()
+        sender.start()                  # (another thread: csock's wakeable send loop)
+        sender.join(1.0)
+        spent = time.process_time() - cpu_before
+        assert sender.is_alive()                # blocked: the queue is full
+        got = []
+        rx.settimeout(5)
+        while len(got) < queued + len(items):
+            got.append(rx.recv(64))
+        sender.join(5)
+        assert spent < 0.3, f"{spent:.2f} s of CPU while blocked for 1 s"
+        assert got == [b"fill"] * queued + [data for data, _ in items]
+
+
 class Interrupted(Exception):
     pass
 

@@ -477,7 +477,7 @@ cdef bint timeout_set_meanwhile(IoWait *w) noexcept:
 cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                         bint release_gil) except -1:
     global csock_extra_flags
-    cdef bint wakeable_send
+    cdef bint wakeable_send, woke_ready = False, poll_lied = False
     cdef Py_ssize_t r
     cdef int64_t held
     cdef int err
@@ -523,7 +523,7 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             # blocking receive sleeps in the call itself, as the stdlib's: waiting in poll(2)
             # first made a threaded ping-pong 6-9 us a round trip slower (docs/benchmarks.md).
             wakeable_send = (w.timeout_ns < 0 and events == POLLOUT and w.resumable
-                             and wakeable_sleep(w))
+                             and not poll_lied and wakeable_sleep(w))
             io_enter(w)
             if wakeable_send:
                 csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
@@ -541,7 +541,14 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                     continue                # now as the stdlib's would: in the kernel
                 if fd_is_nonblocking(w.fd):
                     return IO_AGAIN         # made non-blocking meanwhile or behind its back
+                if woke_ready:
+                    # poll(2) said writable and the send still found no room: a datagram to
+                    # an address (unconnected AF_UNIX: poll sees our buffer, not the
+                    # receiver's queue). Sleep in the kernel, as the stdlib's, not spin.
+                    poll_lied = True
+                    continue
                 io_wait(w, events)
+                woke_ready = True
                 continue
         else:
             _check_still_open(w)            # (the GIL is held: no close() can come during the call)
