@@ -6,8 +6,8 @@ none did, 2 on bad usage, an unknown host or missing privilege (CAP_NET_RAW)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import statistics
 import struct
 import sys
 import time
@@ -91,23 +91,52 @@ def attach_values(argv: list[str]) -> list[str]:
 
 @dataclass
 class Tally:
+    """What a session sent and got back, in constant space (a ping may run for ever): running
+    round-trip sums, as iputils keeps, and the wire sequence numbers answered since each was
+    last sent."""
+
     sent: int = 0
     errors: int = 0                     # sends the kernel refused (no route, say)
-    rtts: list[float] = field(default_factory=list)
+    received: int = 0
+    rtt_sum: float = 0.0
+    rtt_squares: float = 0.0
+    rtt_min: float = float("inf")
+    rtt_max: float = 0.0
     seen: set[int] = field(default_factory=set)
 
+    def sending(self, wire_seq: int) -> None:
+        """A request goes out under wire_seq: a reply to it is new, even after a wrap."""
+        self.sent += 1
+        self.seen.discard(wire_seq)
+
+    def reply(self, wire_seq: int, rtt: float) -> bool:
+        """Count a reply; False for a duplicate (already answered since it was sent)."""
+        if wire_seq in self.seen:
+            return False
+        self.seen.add(wire_seq)
+        self.received += 1
+        self.rtt_sum += rtt
+        self.rtt_squares += rtt * rtt
+        self.rtt_min = min(self.rtt_min, rtt)
+        self.rtt_max = max(self.rtt_max, rtt)
+        return True
+
     def summary(self, host: str, elapsed: float) -> list[str]:
-        received = len(self.rtts)
-        loss = 100.0 * (self.sent - received) / self.sent if self.sent else 0.0
+        loss = 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
         errors = f" +{self.errors} errors," if self.errors else ""
         lines = [f"--- {host} ping statistics ---",
-                 f"{self.sent} packets transmitted, {received} received,{errors} "
+                 f"{self.sent} packets transmitted, {self.received} received,{errors} "
                  f"{loss:.0f}% packet loss, time {elapsed * 1000:.0f}ms"]
-        if self.rtts:
-            ms = [r * 1000 for r in self.rtts]
-            lines.append(f"rtt min/avg/max/mdev = {min(ms):.3f}/{statistics.fmean(ms):.3f}/"
-                         f"{max(ms):.3f}/{statistics.pstdev(ms):.3f} ms")
+        if self.received:
+            mean = self.rtt_sum / self.received
+            deviation = math.sqrt(max(self.rtt_squares / self.received - mean * mean, 0.0))
+            lines.append(f"rtt min/avg/max/mdev = {self.rtt_min * 1000:.3f}/{mean * 1000:.3f}/"
+                         f"{self.rtt_max * 1000:.3f}/{deviation * 1000:.3f} ms")
         return lines
+
+
+# ICMP's sequence field is 16 bits: request n goes out as n modulo 2**16, as iputils'
+SEQ_MASK = 0xFFFF
 
 
 class Pinger:
@@ -223,10 +252,10 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
         with pinger.sock:
             while args.count is None or seq < args.count:
                 seq += 1
-                tally.sent += 1
+                tally.sending(seq & SEQ_MASK)
                 last = args.count is not None and seq == args.count
                 try:
-                    pinger.send(seq)
+                    pinger.send(seq & SEQ_MASK)
                 except OSError as error:        # as iputils: say so, go on, count it
                     print(f"ping: sendmsg: {error.strerror}", file=err, flush=True)
                     tally.errors += 1
@@ -236,22 +265,20 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
                 deadline = time.perf_counter() + (args.timeout if last else args.interval)
                 while True:
                     for icmp, source, ttl, reply_seq, rtt in pinger.replies(deadline):
-                        if reply_seq in tally.seen:
+                        if not tally.reply(reply_seq, rtt):
                             continue                   # a duplicate reply is not counted twice
-                        tally.seen.add(reply_seq)
-                        tally.rtts.append(rtt)
                         # as iputils: ttl= for IPv4, hlim= (the hop limit) for IPv6
                         hops = "" if ttl is None else f" {'hlim' if pinger.v6 else 'ttl'}={ttl}"
                         print(f"{len(icmp)} bytes from {source}: icmp_seq={reply_seq}{hops} "
                               f"time={rtt * 1000:.3f} ms", file=out, flush=True)
-                    if time.perf_counter() >= deadline or (last and len(tally.seen) == tally.sent):
+                    if time.perf_counter() >= deadline or (last and tally.received == tally.sent):
                         break
     except KeyboardInterrupt:
         pass
     print("", file=out)
     for line in tally.summary(args.host, time.perf_counter() - start):
         print(line, file=out)
-    return 0 if tally.rtts else 1
+    return 0 if tally.received else 1
 
 
 def main(argv: list[str] | None = None) -> int:

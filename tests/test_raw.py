@@ -50,10 +50,11 @@ def run_python(code: str, *argv: str,
                           capture_output=True, text=True, timeout=60, env=env)
 
 
-def ping(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def ping(*args: str, prefix: list[str] | None = None,
+         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([*(prefix or []), sys.executable, "-m", "csock", "ping", *args],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 # --- construction ---------------------------------------------------------------------------
@@ -285,6 +286,19 @@ def test_ipv6_header_included_and_received_without_ip_header():
 
 
 # --- ping ------------------------------------------------------------------------------------
+
+@needs_raw
+@pytest.mark.slow
+def test_ping_wraps_the_sequence_number_after_65535():
+    """ICMP's sequence field is 16 bits: request 65,536 goes out as 0 (iputils' ping does so
+    too), the session goes on and sums up; no ValueError from the ICMP layer."""
+    result = ping("-c", "65538", "-i", "0.00001", "127.0.0.1", timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    replies = [line.split("icmp_seq=")[1].split()[0]
+               for line in result.stdout.splitlines() if " bytes from " in line]
+    assert replies[-4:] == ["65535", "0", "1", "2"]     # requests 65,535 to 65,538
+    assert "65538 packets transmitted, 65538 received, 0% packet loss" in result.stdout
+
 
 @needs_raw
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
