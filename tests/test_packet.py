@@ -1128,6 +1128,24 @@ def test_reused_layer_memory_starts_clean():
     assert type(p) is IPv4 and type(p.payload) is ICMP and p.payload.payload == b"new"
 
 
+@pytest.mark.parametrize("cls, proto", [(UDP, 17), (TCP, 6), (ICMP, 1)])
+def test_a_transport_layer_made_without_init_names_its_protocol(cls, proto):
+    """IPv4() / cls.__new__(cls) carries cls's protocol number (it went out as 0, HOPOPT)."""
+    assert bytes(IPv4(dst="10.0.0.1") / cls.__new__(cls))[9] == proto
+    assert parse(bytes(IPv6(dst="::1") / cls.__new__(cls) / b"x"), "ipv6").nh == proto
+
+
+@pytest.mark.parametrize("ip_class", [IPv4, IPv6])
+def test_an_ip_layer_made_without_init_is_still_an_ip_layer(ip_class):
+    """A UDP checksum under ip_class.__new__(ip_class) covers the pseudo-header, as under
+    ip_class() (it was left 0, and verify() checked nothing)."""
+    ip = ip_class.__new__(ip_class)
+    ip.version = 4 if ip_class is IPv4 else 6
+    ip.payload = UDP(sport=1, dport=2) / b"data"
+    udp = parse(bytes(ip), "ipv4" if ip_class is IPv4 else "ipv6", verify=True).payload
+    assert udp.chksum != 0 and udp.payload == b"data"
+
+
 def test_an_icmp_layer_made_without_init_is_still_an_icmp_layer():
     """ICMP.__new__(ICMP) is an ICMP (it was checked, and named in errors, as ICMPv6)."""
     layer = ICMP.__new__(ICMP)

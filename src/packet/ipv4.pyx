@@ -76,9 +76,11 @@ cdef public class IPv4(Layer) [object csock_IPv4, type csock_IPv4_Type]:
               "chksum": ("IPv4.chksum", 0xFFFF, True)}
     _first = "ipv4"
 
+    def __cinit__(self):
+        self._kind = K_IPV4             # (here, not in __init__: IPv4.__new__(IPv4) is one)
+
     def __init__(self, version=4, ihl=None, tos=0, len=None, id=1, flags=0, frag=0, ttl=64,
                  proto=None, chksum=None, src="0.0.0.0", dst="127.0.0.1", options=None):
-        self._kind = K_IPV4
         self._payload = EMPTY
         self.version = (4 if version == 4 and type(version) is int
                         else field_value(version, 15, "IPv4.version"))
@@ -240,7 +242,6 @@ cdef IPv4 parse_ipv4(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize
     if total > n:
         raise PacketError(f"IPv4 total length {total} is beyond the {n} bytes given")
     ip = IPv4.__new__(IPv4)
-    ip._kind = K_IPV4
     ip._clean = True
     ip._owner = owner
     ip._off = off

@@ -68,9 +68,11 @@ cdef public class IPv6(Layer) [object csock_IPv6, type csock_IPv6_Type]:
               "nh": ("IPv6.nh", 0xFF, True), "hlim": ("IPv6.hlim", 0xFF, False)}
     _first = "ipv6"
 
+    def __cinit__(self):
+        self._kind = K_IPV6             # (here, not in __init__: IPv6.__new__(IPv6) is one)
+
     def __init__(self, version=6, tc=0, fl=0, plen=None, nh=None, hlim=64, src="::",
                  dst="::1", ext=None):
-        self._kind = K_IPV6
         self._payload = EMPTY
         self.version = (6 if version == 6 and type(version) is int
                         else field_value(version, 15, "IPv6.version"))
@@ -246,7 +248,6 @@ cdef IPv6 parse_ipv6(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize
         if not whole:
             break
     ip = IPv6.__new__(IPv6)
-    ip._kind = K_IPV6
     ip._clean = True
     ip._owner = owner
     ip._off = off

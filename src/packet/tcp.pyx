@@ -74,9 +74,11 @@ cdef public class TCP(Layer) [object csock_TCP, type csock_TCP_Type]:
               "urgptr": ("TCP.urgptr", 0xFFFF, False)}
     _first = "tcp"
 
+    def __cinit__(self):
+        self._kind = K_TCP             # (here, not in __init__: TCP.__new__(TCP) is one)
+
     def __init__(self, sport=20, dport=80, seq=0, ack=0, dataofs=None, reserved=0, flags=2,
                  window=8192, chksum=None, urgptr=0, options=None):
-        self._kind = K_TCP
         self._payload = EMPTY
         self.sport = field_value(sport, 0xFFFF, "TCP.sport")
         self.dport = field_value(dport, 0xFFFF, "TCP.dport")
@@ -213,7 +215,6 @@ cdef TCP parse_tcp(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize_t
     if hlen > n:
         raise PacketError(f"TCP header of {hlen} bytes is longer than the {n} bytes given")
     t = TCP.__new__(TCP)
-    t._kind = K_TCP
     t._clean = True
     t._owner = owner
     t._off = off

@@ -44,8 +44,10 @@ cdef public class UDP(Layer) [object csock_UDP, type csock_UDP_Type]:
               "len": ("UDP.len", 0xFFFF, True), "chksum": ("UDP.chksum", 0xFFFF, True)}
     _first = "udp"
 
+    def __cinit__(self):
+        self._kind = K_UDP             # (here, not in __init__: UDP.__new__(UDP) is one)
+
     def __init__(self, sport=53, dport=53, len=None, chksum=None):
-        self._kind = K_UDP
         self._payload = EMPTY
         self.sport = field_value(sport, 0xFFFF, "UDP.sport")
         self.dport = field_value(dport, 0xFFFF, "UDP.dport")
@@ -134,7 +136,6 @@ cdef UDP parse_udp(object owner, const uint8_t *base, Py_ssize_t off, Py_ssize_t
     if length > n:
         raise PacketError(f"UDP length {length} is beyond the {n} bytes given")
     u = UDP.__new__(UDP)
-    u._kind = K_UDP
     u._clean = True
     u._owner = owner
     u._off = off
