@@ -438,6 +438,62 @@ def test_each_address_of_a_batch_is_read_even_when_equal_to_another(kind):
         assert tx.send_batch([(b"good", good), (b"alike", tuple(good))], good) == 2
 
 
+# RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP: the kernel (pid 0) answers with every link
+LINK_DUMP = struct.pack("=LHHLL", 32, 18, 0x301, 1, 0) + struct.pack("=BxHiII", 0, 0, 0, 0, 0)
+
+
+def test_netlink_addresses_go_and_come_back_as_the_stdlib_gives_them():
+    """(pid, groups) out and back; they came back as (family, raw sockaddr), and sending to
+    one was a ValueError."""
+    def dump(module, send):
+        with module.socket(csock.AF_NETLINK, csock.SOCK_DGRAM, 0) as sock:
+            sock.settimeout(5)
+            send(sock)
+            if module is csock:
+                return [d.address for d in sock.recv_batch(1, 65535)]
+            return [sock.recvfrom(65535)[1]]
+
+    expected = dump(stdlib_socket, lambda s: s.sendto(LINK_DUMP, (0, 0)))
+    assert expected == [(0, 0)]
+    assert dump(csock, lambda s: s.send_batch([(LINK_DUMP, (0, 0))])) == expected
+    assert dump(csock, lambda s: s.send_batch([LINK_DUMP], (0, 0))) == expected
+    with stdlib_socket.socket(csock.AF_NETLINK, csock.SOCK_DGRAM, 0) as std, \
+            csock.socket(csock.AF_NETLINK, csock.SOCK_DGRAM, 0) as sock:
+        for bad in ["0", (0,), (0, 0, 0), (0, 1.5)]:
+            assert outcome(partial(sock.send_batch, [b"x"], bad)) == outcome(
+                partial(std.sendto, b"x", bad)), bad
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="AF_PACKET sockets need CAP_NET_RAW (root)")
+def test_packet_addresses_go_and_come_back_as_the_stdlib_gives_them():
+    """(ifname, proto, pkttype, hatype, addr), as the stdlib's recvfrom and sendto: a frame
+    sent with send_batch to ("lo", proto) arrives, and each receive names its sender alike."""
+    import csock.uring
+
+    proto = 0x88B5                                  # IEEE 802 local experimental
+    kind = stdlib_socket.htons(proto)
+    with stdlib_socket.socket(csock.AF_PACKET, csock.SOCK_DGRAM, kind) as std, \
+            csock.socket(csock.AF_PACKET, csock.SOCK_DGRAM, kind) as sock, \
+            csock.socket(csock.AF_PACKET, csock.SOCK_DGRAM, 0) as sender:
+        for s in (std, sock):
+            s.bind(("lo", proto))
+            s.settimeout(5)
+        assert sender.send_batch([(b"frame one", ("lo", proto))]) == 1
+        assert sender.send_batch([b"frame two"], ("lo", proto, 0, 0, b"\0" * 6)) == 1
+        seen = [std.recvfrom(100) for _ in range(2)]
+        assert seen == [(b"frame one", ("lo", proto, 0, 772, b"\0" * 6)),
+                        (b"frame two", ("lo", proto, 0, 772, b"\0" * 6))]
+        assert [(bytes(d.data), d.address) for d in receive(sock, 2)] == seen
+        if csock.uring.available():
+            sender.send_batch([b"frame three"], ("lo", proto))
+            got = [(bytes(d.data), d.address) for d in csock.uring.recv_many([sock])[0]]
+            assert got == [(b"frame three", seen[0][1])]
+        for bad in [("lo",), ("no-such-if0", proto), ("lo", 70000), ("lo", proto, 0, 0, b"9" * 9),
+                    ("lo", 1.5), (b"lo", proto), "lo", ("lo\0", proto)]:
+            assert outcome(partial(sock.send_batch, [b"x"], bad)) == outcome(
+                partial(std.sendto, b"x", bad)), bad
+
+
 def test_a_strided_unix_address_is_refused(tmp_path):
     path = str(tmp_path / "rx.sock").encode()
     with csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as rx, \

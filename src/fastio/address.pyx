@@ -1,6 +1,7 @@
 # Python addresses <-> struct sockaddr, as the stdlib's socket module reads and writes them:
 # AF_INET (host, port); AF_INET6 (host, port[, flowinfo[, scope_id]]); AF_UNIX a path (str, or
-# bytes; a leading NUL makes it abstract). Numeric hosts are parsed with inet_pton(3); names
+# bytes; a leading NUL makes it abstract); AF_PACKET (ifname, proto[, pkttype[, hatype[,
+# addr]]]); AF_NETLINK (pid, groups). Numeric hosts are parsed with inet_pton(3); names
 # go through getaddrinfo(3) (socket.gaierror when they don't resolve), as in the stdlib.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -11,9 +12,11 @@ from libc.errno cimport ENAMETOOLONG as errno_ENAMETOOLONG
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy, memset, memcmp
 from includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, AF_UNIX, AF_INET, AF_INET6,
-                              SOCK_DGRAM)
+                              AF_NETLINK, AF_PACKET, SOCK_DGRAM)
 from includes.inet cimport (sockaddr_in, sockaddr_in6, sockaddr_un, htons, ntohs, htonl, ntohl,
-                            inet_pton, inet_ntop, INET6_ADDRSTRLEN)
+                            inet_pton, inet_ntop, INET6_ADDRSTRLEN, sockaddr_ll, sockaddr_nl,
+                            IF_NAMESIZE, if_nametoindex, if_indextoname)
+from libc.errno cimport errno
 import os as _os
 
 cdef enum:
@@ -141,8 +144,67 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
             raise TypeError(f"a bytes-like object or str is required for AF_UNIX,"
                             f" not {type(address).__name__}")
         return sockaddr_un_from(address, <sockaddr_un *>out)
-    raise ValueError(f"csock batches support AF_INET, AF_INET6 and AF_UNIX addresses,"
-                     f" not family {family}")
+    if family == AF_PACKET:
+        return sockaddr_ll_from(address, <sockaddr_ll *>out)
+    if family == AF_NETLINK:
+        if not isinstance(address, tuple):
+            raise TypeError(f"AF_NETLINK address must be tuple, not {type(address).__name__}")
+        if len(address) != 2:
+            raise TypeError("AF_NETLINK address must be a pair (pid, groups)")
+        (<sockaddr_nl *>out).nl_family = AF_NETLINK
+        (<sockaddr_nl *>out).nl_pid = uint32_field(address[0])
+        (<sockaddr_nl *>out).nl_groups = uint32_field(address[1])
+        return sizeof(sockaddr_nl)
+    raise ValueError(f"csock batches support AF_INET, AF_INET6, AF_UNIX, AF_PACKET and"
+                     f" AF_NETLINK addresses, not family {family}")
+
+
+cdef socklen_t sockaddr_ll_from(object address, sockaddr_ll *ll) except 0:
+    """Fill ll from (ifname, proto[, pkttype[, hatype[, addr]]]), checked as the stdlib's
+    getsockaddrarg checks it (pkttype and hatype are truncated to their fields, as there)."""
+    cdef int proto, pkttype = 0, hatype = 0
+    cdef unsigned int index
+    cdef bytes name
+    cdef Py_buffer hardware
+    if not isinstance(address, tuple):
+        raise TypeError(f"AF_PACKET address must be tuple, not {type(address).__name__}")
+    if not 2 <= len(address) <= 5 or not isinstance(address[0], str):
+        raise TypeError("AF_PACKET address must be a tuple of two to five elements")
+    name = (<str>address[0]).encode("utf-8")
+    if b"\0" in name:
+        raise ValueError("embedded null character")
+    proto = address_int(address[1])
+    if len(address) > 2:
+        pkttype = address_int(address[2])
+    if len(address) > 3:
+        hatype = address_int(address[3])
+    PyObject_GetBuffer(address[4] if len(address) > 4 else b"", &hardware, PyBUF_SIMPLE)
+    try:
+        index = if_nametoindex(name[:IF_NAMESIZE - 1])
+        if index == 0:
+            raise_errno(errno)                  # ENODEV, as the stdlib's SIOCGIFINDEX
+        if hardware.len > 8:
+            raise ValueError("Hardware address must be 8 bytes or less")
+        if proto < 0 or proto > 0xFFFF:
+            raise OverflowError("proto must be 0-65535.")
+        ll.sll_family = AF_PACKET
+        ll.sll_protocol = htons(<unsigned short>proto)
+        ll.sll_ifindex = <int>index
+        ll.sll_pkttype = <unsigned char>pkttype
+        ll.sll_hatype = <unsigned short>hatype
+        memcpy(ll.sll_addr, hardware.buf, hardware.len)
+        ll.sll_halen = <unsigned char>hardware.len
+    finally:
+        PyBuffer_Release(&hardware)
+    return sizeof(sockaddr_ll)
+
+
+cdef int address_int(object value) except? -1:
+    """An address field as the stdlib's "i" reads it: an __index__ integer that fits a C int."""
+    value = PyNumber_Index(value)
+    if not -2**31 <= value < 2**31:
+        raise OverflowError("address argument out of range")
+    return value
 
 
 cdef socklen_t sockaddr_un_from(object path, sockaddr_un *un) except 0:
@@ -194,7 +256,25 @@ cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length):
             return PyBytes_FromStringAndSize(un.sun_path, n)       # abstract: bytes, NUL first
         # (in C, as the stdlib: os.fsdecode, Python code, would run signal handlers mid-batch)
         return PyUnicode_DecodeFSDefaultAndSize(un.sun_path, strlen_bounded(un.sun_path, n))
+    if sa.sa_family == AF_PACKET and length >= sizeof(sockaddr_ll):
+        return sockaddr_ll_to_python(<const sockaddr_ll *>sa, length)
+    if sa.sa_family == AF_NETLINK and length >= sizeof(sockaddr_nl):
+        return ((<const sockaddr_nl *>sa).nl_pid, (<const sockaddr_nl *>sa).nl_groups)
     return (sa.sa_family, PyBytes_FromStringAndSize(<const char *>sa, length))
+
+
+cdef object sockaddr_ll_to_python(const sockaddr_ll *ll, socklen_t length):
+    """(ifname, proto, pkttype, hatype, addr), as the stdlib's makesockaddr: the interface's
+    name now ("" when it is gone), and the hardware address's sll_halen bytes (a device's
+    longer than 8 run on past sll_addr, within the length the kernel gave)."""
+    cdef char name[IF_NAMESIZE]
+    cdef Py_ssize_t room = <Py_ssize_t>length - (<Py_ssize_t>&ll.sll_addr[0] - <Py_ssize_t>ll)
+    ifname = ""
+    if ll.sll_ifindex and if_indextoname(<unsigned int>ll.sll_ifindex, name) != NULL:
+        ifname = name.decode("utf-8", "surrogateescape")
+    hardware = PyBytes_FromStringAndSize(<const char *>ll.sll_addr,
+                                         min(<Py_ssize_t>ll.sll_halen, room))
+    return (ifname, ntohs(ll.sll_protocol), ll.sll_pkttype, ll.sll_hatype, hardware)
 
 
 cdef inline Py_ssize_t strlen_bounded(const char *s, Py_ssize_t limit) noexcept:

@@ -63,3 +63,29 @@ cdef extern from "<sys/un.h>" nogil:
     struct sockaddr_un:
         sa_family_t sun_family
         char sun_path[108]
+
+
+# AF_PACKET and AF_NETLINK addresses, in the forms the stdlib's socket module gives them.
+cdef extern from "<netpacket/packet.h>" nogil:
+    struct sockaddr_ll:
+        unsigned short sll_family
+        unsigned short sll_protocol
+        int sll_ifindex
+        unsigned short sll_hatype
+        unsigned char sll_pkttype
+        unsigned char sll_halen
+        unsigned char sll_addr[8]
+
+
+cdef extern from "<linux/netlink.h>" nogil:
+    struct sockaddr_nl:
+        unsigned short nl_family
+        uint32_t nl_pid
+        uint32_t nl_groups
+
+
+cdef extern from "<net/if.h>" nogil:
+    enum:
+        IF_NAMESIZE
+    unsigned int if_nametoindex(const char *ifname)
+    char *if_indextoname(unsigned int ifindex, char *ifname)

@@ -55,6 +55,8 @@ cdef extern from "<sys/socket.h>" nogil:
         AF_UNIX
         AF_INET
         AF_INET6
+        AF_PACKET
+        AF_NETLINK
         SOCK_STREAM
         SOCK_DGRAM
         SOCK_RAW
