@@ -90,6 +90,31 @@ def test_framed_peer_reset_during_recv_many(run: Any) -> None:
     run(main())
 
 
+def test_framed_frame_then_reset_gives_the_frame_then_the_reset(run: Any) -> None:
+    """A frame and the peer's RST together: the frame, then ConnectionResetError. On uvloop
+    the readiness engine's next recv waited for ever: libuv ends a poll at its first POLLERR
+    (after a last callback, which took the frame), and the reader was never registered again."""
+    async def main() -> list[Any]:
+        outcomes = []
+        for _ in range(10):
+            client, server = tcp_pair()
+            stream = csock.aio.FramedStream(server)
+            first = asyncio.create_task(stream.recv())
+            await asyncio.sleep(0.01)                 # (waiting: the reader is registered)
+            client.setsockopt(std.SOL_SOCKET, std.SO_LINGER, struct.pack("ii", 1, 0))
+            client.sendall(b"\0\0\0\2hi")
+            client.close()                              # RST right behind the frame
+            outcomes.append(bytes(await asyncio.wait_for(first, 5)))
+            try:
+                await asyncio.wait_for(stream.recv(), 5)
+            except Exception as error:
+                outcomes.append(type(error).__name__)
+            stream.close()
+            await stream.wait_closed()
+        return outcomes
+    assert run(main()) == [b"hi", "ConnectionResetError"] * 10
+
+
 @pytest.mark.parametrize("tail, outcome", [
     (b"", "clean"),
     (b"\0\0", "partial-header"),

@@ -28,6 +28,14 @@ _T = TypeVar("_T")
 _waiting: dict[tuple[asyncio.AbstractEventLoop, int, bool], list[asyncio.Future[None]]] = {}
 
 
+def polls_end_at_an_error(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether loop's add_reader/add_writer registrations end at the first POLLERR on the fd:
+    uvloop's do (libuv stops the uv_poll handle and uvloop runs its callbacks one last time),
+    asyncio's selector loops report the error on every poll. A registration kept across waits
+    must then be made again (csock._fastio.error_pending tells when), or it waits for ever."""
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
 def _wake(waiters: list[asyncio.Future[None]]) -> None:
     for future in waiters:
         if not future.done():

@@ -13,6 +13,7 @@ from .._fastio import Datagram
 from .._stdlib import socket as _std
 from . import framed as _framed
 from ._datagram_uring import RingDatagramIO
+from ._readiness import polls_end_at_an_error
 from ._uring_engine import driver_for, resolve_engine
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         self._protocol_paused = False
         self._reading = False
         self._writing = False
+        self._polls_end = polls_end_at_an_error(loop)
         self._closing = False
         self._lost = False
         self._lost_exc: BaseException | None = None
@@ -220,7 +222,19 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
 
     # --- receiving -------------------------------------------------------------------------
 
+    def _renew_polls_after_an_error(self) -> None:
+        """On uvloop, a POLLERR (an ICMP error on a connected socket, say) ends this fd's
+        registrations after this callback: make them again, or the endpoint goes deaf."""
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._loop.add_reader(self._fd, self._on_readable)
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._loop.add_writer(self._fd, self._on_writable)
+
     def _on_readable(self) -> None:
+        if self._polls_end and _fastio.error_pending(self._sock):
+            self._renew_polls_after_an_error()
         try:
             batch = _fastio.recv_batch(self._sock, self._max_messages, self._bufsize, gro=self._gro)
         except (BlockingIOError, InterruptedError):
@@ -333,6 +347,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._writing = True
 
     def _on_writable(self) -> None:
+        if self._polls_end and self._ring_io is None and _fastio.error_pending(self._sock):
+            self._renew_polls_after_an_error()
         buffer = self._buffer
         while buffer:
             chunk = [data if addr is None else (data, addr)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _fastio
 from .._fastio import MessageView
 from .._stdlib import socket as _std
+from ._readiness import polls_end_at_an_error
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -143,6 +144,7 @@ class FramedStream:
         self._pending: list[MessageView] = []           # received for a cancelled call
         self._pending_error: BaseException | None = None
         self._reader_on = False
+        self._polls_end = False             # (polls_end_at_an_error, once the loop is known)
         self._write_waiters: list[tuple[asyncio.Future[None], int]] = []
         self._writer_on = False
         self._write_error: BaseException | None = None
@@ -193,11 +195,26 @@ class FramedStream:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+            self._polls_end = polls_end_at_an_error(loop)
         return loop
+
+    def _renew_polls_after_an_error(self) -> None:
+        """On uvloop, a POLLERR (a reset, say) ends this fd's registrations after this
+        callback: make them again, so that the error (raised by the next receive or send, or
+        data queued before it) still wakes the calls waiting."""
+        loop = self._get_loop()
+        if self._reader_on:
+            loop.remove_reader(self._fd)
+            loop.add_reader(self._fd, self._on_readable)
+        if self._writer_on:
+            loop.remove_writer(self._fd)
+            loop.add_writer(self._fd, self._on_writable)
 
     # --- receiving -------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        if self._polls_end and _fastio.error_pending(self._sock):
+            self._renew_polls_after_an_error()
         waiter = self._read_waiter
         if waiter is None:
             # Nobody is in recv: stop watching until the next recv needs to wait.
@@ -251,9 +268,7 @@ class FramedStream:
             raise RuntimeError("recv() called while another coroutine is already waiting in recv()")
         if self._closing:
             raise _closed_error()
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self._get_loop()
         waiter: asyncio.Future[list[MessageView]] = loop.create_future()
         self._read_waiter = waiter
         self._read_want = max_messages
@@ -289,6 +304,8 @@ class FramedStream:
     # --- sending ---------------------------------------------------------------------------
 
     def _on_writable(self) -> None:
+        if self._polls_end and _fastio.error_pending(self._sock):
+            self._renew_polls_after_an_error()
         framed = self._framed
         if framed.pending_send:
             try:

@@ -20,7 +20,7 @@ from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from cpython.exc cimport PyErr_CheckSignals
 from posix.unistd cimport close as close_fd, read as read_fd, write as write_fd
-from includes.poll cimport poll, pollfd, POLLIN, POLLOUT
+from includes.poll cimport poll, pollfd, POLLIN, POLLOUT, POLLERR
 from includes.spin cimport csock_extra_flags
 from includes.socket cimport MSG_DONTWAIT, SOL_SOCKET, SO_SNDTIMEO, getsockopt, socklen_t
 from includes.fcntl cimport (fcntl, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, FD_CLOEXEC,
@@ -205,6 +205,17 @@ cdef int leave_fd_to_calls_in_flight(object sock, SocketState state) except -1:
     wake_sleepers(state)
     run_close_hook(state)               # io_uring requests: cancelled (uring_support.pyx)
     return 0
+
+
+def error_pending(sock):
+    """error_pending(sock) -> bool: whether poll(2) reports POLLERR on the socket now (an error
+    the next call will raise, or a queued MSG_ERRQUEUE message). For csock.aio on uvloop, whose
+    libuv poll handle stops watching an fd after the first POLLERR. False once closed."""
+    cdef pollfd pfd
+    pfd.fd = sock.fileno()      # (the GIL is held to the poll: no close() in between)
+    pfd.events = 0
+    pfd.revents = 0
+    return pfd.fd >= 0 and poll(&pfd, 1, 0) == 1 and (pfd.revents & POLLERR) != 0
 
 
 def _after_fork_in_child():
