@@ -12,6 +12,7 @@ import errno
 import fcntl
 import gc
 import os
+import random
 import socket as stdlib_socket
 import struct
 import sys
@@ -123,6 +124,55 @@ def test_close_during_a_stream_send_loop_sends_nothing_to_a_reused_fd(method):
             ), repr(box[0])
         assert_quiet([s for pair in grabbed for s in pair])
         close_all(grabbed)
+
+
+SHORT_SENDS = {
+    "sendall": lambda s: s.sendall(b"\xab" * 100),
+    "send_buffers": lambda s: s.send_buffers([b"\xab" * 50, b"\xab" * 50]),
+    "framed send": lambda s: csock.FramedStream(s).send(b"\xab" * 100),
+}
+
+
+@pytest.mark.parametrize("method", list(SHORT_SENDS))
+def test_close_then_dup2_onto_the_number_sends_nothing_into_that_file(method):
+    """A loop of short sends in one thread; another closes the socket and at once dup2()s an
+    unrelated connection onto its number (free, as far as the program knows). A send that had
+    passed its check then released the GIL used the saved number: in about one trial in
+    eight, bytes of the closed connection reached the unrelated one. And the close(2) that
+    close() left to that send closed the program's dup2()'d file."""
+    leaks = 0
+    for _ in range(300):
+        a, b = csock.socketpair()
+        b.setblocking(False)
+
+        def send_until_closed(a=a, b=b):
+            with contextlib.suppress(OSError):
+                while True:
+                    SHORT_SENDS[method](a)
+                    with contextlib.suppress(BlockingIOError):
+                        b.recv(1 << 16)
+
+        sender = threading.Thread(target=send_until_closed)
+        sender.start()
+        time.sleep(random.random() * 0.002)
+        unrelated, unrelated_peer = stdlib_socket.socketpair()
+        number = a.fileno()
+        a.close()
+        os.dup2(unrelated.fileno(), number)
+        sender.join(10)
+        assert not sender.is_alive()
+        unrelated_peer.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            leaks += b"\xab" in unrelated_peer.recv(1 << 20)
+        assert os.fstat(number).st_ino == os.fstat(unrelated.fileno()).st_ino   # still open
+        os.close(number)
+        for s in (b, unrelated, unrelated_peer):
+            s.close()
+    # What is left is the stdlib's own window: a send preempted between its last look at the
+    # socket (csock: the closing flag; the stdlib: sock_fd) and the system call. On the loaded
+    # 2-CPU machine the stdlib's sendall leaked in 3 trials of 1,000 of this loop, csock's in
+    # 1 of 300; before the look moved there, in about 40 of 300.
+    assert leaks <= 3, f"{leaks} of 300 trials sent into the dup2()'d file"
 
 
 @pytest.mark.parametrize("kind", [csock.SOCK_DGRAM, csock.SOCK_SEQPACKET])

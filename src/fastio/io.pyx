@@ -20,6 +20,7 @@ from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from cpython.exc cimport PyErr_CheckSignals
 from posix.unistd cimport close as close_fd, read as read_fd, write as write_fd
+from posix.stat cimport fstat, struct_stat
 from includes.poll cimport poll, pollfd, POLLIN, POLLOUT, POLLERR
 from includes.spin cimport csock_extra_flags
 from includes.socket cimport MSG_DONTWAIT, SOL_SOCKET, SO_SNDTIMEO, getsockopt, socklen_t
@@ -122,8 +123,31 @@ cdef void finish_deferred_close(SocketState state) noexcept:
     cdef int fd = state.pending_fd
     state.pending_fd = -1
     _deferred_closes.discard(state)
-    with nogil:
-        close_fd(fd)                    # (like the stdlib's close(), errors here go unreported)
+    if still_names_its_file(fd, state):
+        with nogil:
+            close_fd(fd)                # (like the stdlib's close(), errors here go unreported)
+
+
+cdef int note_pending_file(int fd, SocketState state) noexcept:
+    """Remember the file close() leaves on fd for the calls in flight."""
+    cdef struct_stat st
+    if fstat(fd, &st) == 0:
+        state.pending_dev = st.st_dev
+        state.pending_ino = st.st_ino
+    else:
+        state.pending_dev = state.pending_ino = 0
+    return 0
+
+
+cdef bint still_names_its_file(int fd, SocketState state) noexcept:
+    """Whether fd still names the file close() left on it: after close() returned, the number
+    was free as far as the program knew, and it may have put another file there with dup2(2),
+    which closed this one. That file is the program's: the deferred close(2) leaves it."""
+    cdef struct_stat st
+    if fstat(fd, &st) != 0:
+        return False
+    return state.pending_ino == 0 or (
+        st.st_dev == state.pending_dev and st.st_ino == state.pending_ino)
 
 
 def close_socket(sock):
@@ -200,6 +224,7 @@ cdef int leave_fd_to_calls_in_flight(object sock, SocketState state) except -1:
     if fd < 0:
         return 0
     state.pending_fd = fd
+    note_pending_file(fd, state)
     _deferred_closes.add(state)
     state.closing = 1
     wake_sleepers(state)
@@ -225,7 +250,8 @@ def _after_fork_in_child():
     global _fork_generation, _wake_fd, _wakes_owed
     _fork_generation += 1
     for state in _deferred_closes:
-        close_fd((<SocketState>state).pending_fd)
+        if still_names_its_file((<SocketState>state).pending_fd, <SocketState>state):
+            close_fd((<SocketState>state).pending_fd)
         (<SocketState>state).pending_fd = -1
     _deferred_closes.clear()
     if _wake_fd >= 0:
@@ -539,8 +565,15 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             if wakeable_send:
                 csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
             with nogil:
-                r = call(w.fd, op)
-                err = errno
+                # close() may have come while the GIL changed hands, and the program put another
+                # file on the number meanwhile (dup2): look once more, as late as the stdlib's
+                # re-read of sock_fd, rather than reach that file
+                if csock_load_flag(w.closing):
+                    r = -1
+                    err = EBADF
+                else:
+                    r = call(w.fd, op)
+                    err = errno
             csock_extra_flags = 0  # no-cython-lint: spin.h's C global
             io_leave(w)
             if r < 0:                       # (data, or the end of stream, that did arrive is

@@ -15,6 +15,7 @@ cdef class SocketState:
     cdef int inflight           # csock system calls running on the fd now (changed with the GIL)
     cdef int closing            # close() ran while calls were in flight: they end with EBADF
     cdef int pending_fd         # the fd close() left for the last call in flight to close(2)
+    cdef unsigned long pending_dev, pending_ino     # its file then (fstat: still_names_its_file)
     cdef int sleeping           # of those, the calls asleep in io_wait's poll (close() wakes them)
     cdef bint kernel_timeouts   # SO_RCVTIMEO/SO_SNDTIMEO set: blocking calls sleep in the call
     cdef unsigned long generation   # _fork_generation when inflight was last counted
