@@ -299,6 +299,35 @@ INDEX_ARGUMENT_CALLS = {
 }
 
 
+def test_setting_the_zerocopy_threshold_as_the_socket_closes_touches_no_reused_fd():
+    """The setter read the fd, then ran Python code (the socket's family) and an fstat that
+    releases the GIL, uncounted: a close() meanwhile let a new socket take the number, which
+    got SO_ZEROCOPY and a hidden dup of its fd. Now EBADF, and the new socket untouched."""
+    taken = []
+
+    class ClosesOnFamily(csock.StreamSocket):
+        @property
+        def family(self):
+            if self.fileno() >= 0:
+                self.close()
+                taken.append(csock.socket(csock.AF_INET, csock.SOCK_STREAM))
+            return csock.AF_INET
+
+    before = fd_count()
+    sock = ClosesOnFamily(csock.AF_INET, csock.SOCK_STREAM)
+    number = sock.fileno()
+    with pytest.raises(OSError) as caught:
+        sock.zerocopy_threshold = 100
+    assert caught.value.errno == errno.EBADF
+    assert taken[0].fileno() == number
+    assert taken[0].getsockopt(csock.SOL_SOCKET, 60) == 0          # SO_ZEROCOPY
+    taken[0].close()
+    assert fd_count() == before
+    with pytest.raises(OSError) as caught:      # closed already: as the stdlib's setsockopt
+        sock.zerocopy_threshold = 100
+    assert caught.value.errno == errno.EBADF
+
+
 @pytest.mark.parametrize("call", list(INDEX_ARGUMENT_CALLS))
 def test_an_argument_whose_index_closes_the_socket_touches_no_reused_fd(call):
     """The stdlib converts its arguments before it reads the fd: an __index__ that closes the

@@ -468,13 +468,7 @@ def send_buffers(sock, buffers, *, bint zerocopy=False):
     if n == 0:
         return 0
     if zerocopy:
-        family = sock.family
-        io_enter(&w)        # (zc_state's fstat releases the GIL: the number must stay ours)
-        try:
-            state = zc_state(sock, w.fd, family)
-        finally:
-            io_leave(&w)
-        _check_still_open(&w)
+        state = zc_state_held(sock, &w)
         if state is not None and state.held:
             memset(&drained, 0, sizeof(drained))
             zc_drain(w.fd, &drained)

@@ -35,6 +35,7 @@ cdef class ZeroCopyState:
 
 cdef void zc_drain(int fd, ZcOp *o) noexcept nogil
 cdef ZeroCopyState zc_state(object sock, int fd, int family)
+cdef ZeroCopyState zc_state_held(object sock, IoWait *w)
 cdef Py_ssize_t zc_send_buffers(object sock, IoWait *w, ZeroCopyState state, tuple items) except -1
 cdef int zerocopy_orphan(object zerocopy) except -1
 cdef int drain_orphans() except -1

@@ -160,6 +160,21 @@ cdef class ZeroCopyState:
         return 0
 
 
+cdef ZeroCopyState zc_state_held(object sock, IoWait *w):
+    """zc_state for a call begun with io_begin, counted in flight around it: its fstat
+    releases the GIL, and a close() meanwhile must not free the number it looks at (another
+    file's SO_ZEROCOPY would be set, its fd dup'd). EBADF if the socket was closed."""
+    cdef ZeroCopyState state
+    family = sock.family
+    io_enter(w)
+    try:
+        state = zc_state(sock, w.fd, family)
+    finally:
+        io_leave(w)
+    _check_still_open(w)
+    return state
+
+
 cdef ZeroCopyState zc_state(object sock, int fd, int family):
     """sock's ZeroCopyState, found or made on first use and shared by every csock socket on
     the same open file; None for a stdlib socket."""
@@ -499,7 +514,7 @@ def set_zerocopy_threshold(sock, Py_ssize_t nbytes):
     if nbytes < 0:
         raise ValueError("zerocopy_threshold must be non-negative")
     io_begin(sock, &w)
-    state = zc_state(sock, w.fd, sock.family)
+    state = zc_state_held(sock, &w)
     if state is None:
         raise TypeError("zerocopy_threshold needs a csock StreamSocket")
     state.threshold = nbytes
