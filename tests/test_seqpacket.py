@@ -651,3 +651,45 @@ def test_records_sent_from_several_threads_at_once_are_numbered_in_wire_order():
         for thread in (*senders, reader):
             thread.join(20)
         assert not errors and received == list(range(600))
+
+
+def test_records_received_by_several_threads_at_once_raise_no_false_gap():
+    """Two threads receiving records: the numbers were checked in the order the threads got
+    the GIL back after recvmmsg(2), not the order the kernel handed the records out, and
+    nothing missing raised SequenceError ("numbered 20, expected 36"). Record receivers take
+    turns on the socket: every record comes once, none is called missing."""
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_SEQPACKET)
+    count = 20_000
+    taken: list[list[int]] = [[], []]
+    errors: list[BaseException] = []
+
+    def read(mine: list[int]) -> None:
+        while True:
+            try:
+                records = b.recv_records(max_messages=4)
+            except csock.seqpacket.SequenceError as error:
+                errors.append(error)
+                records = error.records             # (every record is handed over)
+            except OSError as error:
+                errors.append(error)
+                return
+            if not records:
+                return
+            mine.extend(header.sequence for header, _ in records)
+
+    with a, b:
+        a.settimeout(10)
+        b.settimeout(10)
+        readers = [threading.Thread(target=read, args=(mine,)) for mine in taken]
+        for reader in readers:
+            reader.start()
+        for _ in range(0, count, 500):
+            a.send_records([b"x"] * 500)
+        a.shutdown(csock.SHUT_WR)
+        for reader in readers:
+            reader.join(30)
+        assert [str(error) for error in errors[:3]] == []
+        assert sorted(taken[0] + taken[1]) == list(range(count))    # (no wrap at 20,000)
+        for mine in taken:                      # each thread's share in wire order
+            assert mine == sorted(mine)
+

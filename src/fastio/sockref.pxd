@@ -36,9 +36,8 @@ cdef class SocketState:
     cdef public object spp_default_header   # an SPPHeader, or None (all fields 0)
     cdef public unsigned int spp_next       # the sequence number the next record sent gets
     cdef public int spp_expected            # the number the next record received carries (-1: any)
-    cdef object spp_turn                    # the lock record senders take turns with (take_turn)
-    cdef unsigned long spp_turn_owner       # the thread sending records now (0: none)
-    cdef unsigned long spp_turn_generation  # _fork_generation when spp_turn was made
+    cdef object spp_send_turn               # the Turn record senders take (spp.pyx), or None
+    cdef object spp_recv_turn               # the Turn record receivers take, or None
 
     cdef inline int calls_in_flight(self) noexcept
 

@@ -252,36 +252,49 @@ cdef Py_ssize_t send_numbered(object sock, object records, object header) except
     # As send_batch's: it resumes after a partial sendmmsg, so a full socket is waited on
     # where close() wakes it, not inside sendmmsg(2).
     w.resumable = True
-    turn = take_turn(state, sock)
+    if state.spp_send_turn is None:
+        state.spp_send_turn = Turn()
+    cdef Turn turn = <Turn>state.spp_send_turn
+    turn.take(sock, "sends")
     try:
         return send_in_turn(sock, &w, state, records, header)
     finally:
-        state.spp_turn_owner = 0
-        turn.release()
+        turn.give_back()
 
 
-cdef object take_turn(SocketState state, object sock):
-    """Wait until no other thread of this process sends records on the socket, and return
-    the lock to release once done: the numbers a call takes and its records' order on the
-    wire must not interleave with another's. Waits within the socket's timeout (TimeoutError,
-    BlockingIOError when non-blocking); a fork() frees a turn another thread held."""
-    cdef unsigned long me = current_thread()
-    if state.spp_turn is None or state.spp_turn_generation != _fork_generation:
-        state.spp_turn = _thread.allocate_lock()
-        state.spp_turn_generation = _fork_generation
-        state.spp_turn_owner = 0
-    elif state.spp_turn_owner == me:
-        raise RuntimeError("send_record() re-entered in the same thread while it sends records "
-                           "(from a signal handler?)")
-    turn = state.spp_turn
-    timeout = sock.gettimeout()
-    if not (turn.acquire(False) if timeout == 0 else
-            turn.acquire(True, -1 if timeout is None else timeout)):
-        if timeout == 0:
-            raise_would_block()
-        raise_timeout()
-    state.spp_turn_owner = me
-    return turn
+@cython.final
+cdef class Turn:
+    """One thread of this process at a time sends records on a socket, and one receives them:
+    the numbers a send takes and its records' order on the wire must not interleave with
+    another's, and a receiver checks the numbers of records in the order the kernel handed
+    them out, not in the order threads get the GIL back after recvmmsg(2)."""
+    cdef object lock
+    cdef unsigned long owner                # the thread in its turn now (0: none)
+    cdef unsigned long generation           # _fork_generation when lock was made
+
+    cdef int take(self, object sock, str doing) except -1:
+        """Wait for the turn within the socket's timeout (TimeoutError; BlockingIOError when
+        non-blocking); a fork() frees a turn another thread held."""
+        cdef unsigned long me = current_thread()
+        if self.lock is None or self.generation != _fork_generation:
+            self.lock = _thread.allocate_lock()
+            self.generation = _fork_generation
+            self.owner = 0
+        elif self.owner == me:
+            raise RuntimeError(f"a record call re-entered in the same thread while it {doing} "
+                               "records (from a signal handler?)")
+        timeout = sock.gettimeout()
+        if not (self.lock.acquire(False) if timeout == 0 else
+                self.lock.acquire(True, -1 if timeout is None else timeout)):
+            if timeout == 0:
+                raise_would_block()
+            raise_timeout()
+        self.owner = me
+        return 0
+
+    cdef void give_back(self) noexcept:
+        self.owner = 0
+        self.lock.release()
 
 
 cdef Py_ssize_t send_in_turn(object sock, IoWait *w, SocketState state, object records,
@@ -421,7 +434,14 @@ cdef list recv_numbered(object sock, object max_messages, object bufsize):
     cdef SocketState state = state_of(sock)
     if state is None:                       # (checked first: a batch received is not lost)
         raise TypeError(f"SPP records need a csock socket, not {type(sock).__name__}")
-    return split_numbered(state, recv_batch(sock, max_messages, bufsize))
+    if state.spp_recv_turn is None:
+        state.spp_recv_turn = Turn()
+    cdef Turn turn = <Turn>state.spp_recv_turn
+    turn.take(sock, "receives")
+    try:
+        return split_numbered(state, recv_batch(sock, max_messages, bufsize))
+    finally:
+        turn.give_back()
 
 
 def recv_record(sock, bufsize=65535):
