@@ -682,6 +682,34 @@ def test_recv_many_returns_what_every_socket_has_queued(ring) -> None:
             s.close()
 
 
+@pytest.mark.parametrize("receive", ["recv_many", "module recv_many", "recvmsg"])
+def test_descriptors_a_unix_peer_passes_are_closed_not_kept(ring, receive) -> None:
+    """The multishot recvmsg offers control room, so the kernel installed each fd an AF_UNIX
+    peer passed (SCM_RIGHTS) in this process, and nothing closed it: one fd leaked per
+    datagram (the stdlib's recvfrom offers no room: the kernel drops them)."""
+    needs(ring, "recvmsg")
+    read, write = os.pipe()
+    a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+    calls = {"recv_many": lambda: [bytes(v) for v, _ in ring.recv_many([b])[0]],
+             "module recv_many": lambda: [bytes(d.data) for d in uring.recv_many([b])[0]],
+             "recvmsg": lambda: (ring.recvmsg(b, drain=True), ring.wait(2, 1), [])[2]}
+    try:
+        calls[receive]()                            # (the default ring's fd, made once)
+        before = fd_count()
+        got = []
+        for i in range(200):
+            stdlib_socket.send_fds(a, [b"%d" % i], [read, write])
+            got += calls[receive]()
+        assert fd_count() == before
+        if receive != "recvmsg":
+            assert got == [b"%d" % i for i in range(200)]
+    finally:
+        for fd in (read, write):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
 def test_recv_many_tells_interleaved_senders_apart(ring) -> None:
     """Datagrams from three senders, interleaved: each carries its own sender's address (the
     ring reuses the last address object only for the same sender)."""

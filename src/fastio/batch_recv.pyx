@@ -13,7 +13,7 @@ from includes.poll cimport POLLHUP, POLLRDHUP
 from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_LEN, CMSG_SPACE,
                               AF_INET, AF_INET6)
 from includes.offload cimport SOL_UDP, UDP_GRO
-from includes.socket cimport SOL_SOCKET, SCM_TIMESTAMPNS
+from includes.socket cimport SOL_SOCKET, SCM_TIMESTAMPNS, SCM_RIGHTS
 from includes.timestamps cimport (SO_TIMESTAMP_OLD, SO_TIMESTAMPNS_OLD, SO_TIMESTAMP_NEW,
                                   SO_TIMESTAMPNS_NEW, SO_TIMESTAMPING_NEW)
 from includes.inet cimport (IPPROTO_IP, IPPROTO_IPV6, IP_PKTINFO, IP_TOS, IPV6_PKTINFO,
@@ -428,7 +428,10 @@ cdef class BatchReceiver:
 
 cdef void read_control(const void *control, size_t length, ControlInfo *info) noexcept:
     """What a received message's control messages say: UDP_GRO's segment size and the
-    metadata enable_metadata asks for (the fields not reported left at 0, or -1 for tos)."""
+    metadata enable_metadata asks for (the fields not reported left at 0, or -1 for tos).
+    Descriptors an AF_UNIX peer passed (SCM_RIGHTS), which the kernel installed in this
+    process because the receive offered control room, are closed: nothing hands them out,
+    and a peer could otherwise fill the fd table (the stdlib's recvfrom offers no room)."""
     cdef msghdr hdr
     cdef cmsghdr *cm
     cdef timespec ts
@@ -462,7 +465,23 @@ cdef void read_control(const void *control, size_t length, ControlInfo *info) no
         elif (cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS
                 and holds(cm, sizeof(int))):
             memcpy(&info.tos, CMSG_DATA(cm), sizeof(int))
+        elif cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_RIGHTS:
+            close_passed_fds(cm, <const char *>control + length)
         cm = CMSG_NXTHDR(&hdr, cm)
+
+
+cdef void close_passed_fds(const cmsghdr *cm, const char *end) noexcept:
+    """close(2) each descriptor of an SCM_RIGHTS message (as many as its length, within the
+    control data, holds)."""
+    cdef const char *data = <const char *>CMSG_DATA(cm)
+    cdef const char *stop = <const char *>cm + cm.cmsg_len
+    cdef int fd = -1
+    if stop > end:
+        stop = end
+    while data + sizeof(int) <= stop:
+        memcpy(&fd, data, sizeof(int))
+        close_fd(fd)
+        data += sizeof(int)
 
 
 cdef inline bint holds(const cmsghdr *cm, size_t size) noexcept:

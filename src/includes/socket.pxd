@@ -73,6 +73,7 @@ cdef extern from "<sys/socket.h>" nogil:
         SO_ZEROCOPY
         SO_BUSY_POLL
         SCM_TIMESTAMPNS
+        SCM_RIGHTS
         MSG_PEEK
         MSG_TRUNC
         MSG_CTRUNC

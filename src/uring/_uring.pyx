@@ -33,8 +33,8 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
 from includes.socket cimport (
-    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC, MSG_WAITALL,
-    SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, SOCK_SEQPACKET,
+    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC,
+    MSG_WAITALL, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, SOCK_SEQPACKET,
 )
 from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
@@ -981,6 +981,8 @@ cdef class Ring:
             sqe.flags = CSOCK_IOSQE_BUFFER_SELECT
             sqe.buf_group = BUFFER_GROUP
             sqe.ioprio = CSOCK_IORING_RECV_MULTISHOT
+            # (not MSG_CMSG_CLOEXEC for the fds an AF_UNIX peer passes, which the reap closes:
+            # AF_PACKET's recvmsg refuses flags it does not know, EINVAL)
             sqe.op_flags = MSG_DONTWAIT if request.drain else 0
         elif request.kind == ACCEPT:
             sqe = self.sqe_for(request, CSOCK_IORING_OP_ACCEPT)
