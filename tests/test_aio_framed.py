@@ -6,6 +6,7 @@ import asyncio
 import random
 import socket as std
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -88,6 +89,51 @@ def test_framed_peer_reset_during_recv_many(run: Any) -> None:
         stream.close()
         await stream.wait_closed()
     run(main())
+
+
+def test_framed_reset_inside_a_frame_is_not_a_clean_end(run: Any) -> None:
+    """A whole frame, part of the next, then the peer's RST: the frame, ConnectionResetError,
+    then IncompleteReadError (the cut frame), as the blocking FramedStream says. The uring
+    engine said EOFError there: a reader looping until the end took the cut connection for a
+    whole one."""
+    wire = b"\0\0\0\2ok" + b"\0\0\0\5hi"
+
+    def outcomes(calls: list[Any]) -> list[Any]:
+        results = []
+        for call in calls:
+            try:
+                results.append(bytes(call()))
+            except Exception as error:
+                results.append(type(error).__name__)
+        return results
+
+    def reset_after(client: Any) -> None:
+        client.sendall(wire)
+        client.setsockopt(std.SOL_SOCKET, std.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        time.sleep(0.1)
+
+    client, server = tcp_pair()
+    reset_after(client)
+    with server:
+        blocking = csock.FramedStream(server)
+        expected = outcomes([blocking.recv] * 4)
+    assert expected[:3] == [b"ok", "ConnectionResetError", "IncompleteReadError"]
+
+    async def main() -> list[Any]:
+        client, server = tcp_pair()
+        stream = csock.aio.FramedStream(server)
+        reset_after(client)
+        results = []
+        for _ in range(4):
+            try:
+                results.append(bytes(await asyncio.wait_for(stream.recv(), 5)))
+            except Exception as error:
+                results.append(type(error).__name__)
+        stream.close()
+        await stream.wait_closed()
+        return results
+    assert run(main()) == expected
 
 
 def test_framed_frame_then_reset_gives_the_frame_then_the_reset(run: Any) -> None:

@@ -62,6 +62,7 @@ class UringFramedStream(FramedStream):
         self._inbox: list[MessageView] = []
         self._inbox_bytes = 0
         self._eof = False                             # no more receives: end of stream or error
+        self._parser_ended = False                    # feed_eof ran (IncompleteReadError: once)
         self._paused = False                          # READ_HIGH_WATER reached: not receiving
         self._send_request: Request | None = None
         self._sending: memoryview | None = None      # the buffer the send in flight sends
@@ -107,6 +108,7 @@ class UringFramedStream(FramedStream):
             return
         if not isinstance(messages, list):
             self._eof = True
+            self._parser_ended = True
             try:
                 self._framed.feed_eof()              # IncompleteReadError inside a frame
             except Exception as failure:
@@ -214,6 +216,11 @@ class UringFramedStream(FramedStream):
             if self._eof:
                 if self._sock.fileno() < 0:         # closed under the stream: not an EOF
                     raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+                if not self._parser_ended:
+                    # reading ended in an error (a reset): after it, a frame cut short is
+                    # IncompleteReadError, as on epoll and the blocking stream, not a clean end
+                    self._parser_ended = True
+                    self._framed.feed_eof()
                 return []
             if self._read_waiter is not None:
                 raise RuntimeError(
