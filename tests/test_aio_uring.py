@@ -795,6 +795,44 @@ def test_receiving_pauses_above_the_high_water_mark(run: Any,
     run(main())
 
 
+def test_the_high_water_mark_counts_what_each_queued_message_costs(run: Any) -> None:
+    """Empty frames (4 bytes each on the wire) to a reader that does not read: the mark
+    counted wire bytes only, and a million MessageViews (60 MiB) queued before 4 MiB of them
+    paused the receive. Each message counts its bytes and MESSAGE_COST."""
+    budget = _uring_framed.READ_HIGH_WATER // _uring_framed.MESSAGE_COST
+
+    async def main() -> None:
+        raw, peer = csock.socketpair()
+        b = csock.aio.FramedStream(peer, engine="uring")
+        probe = asyncio.create_task(b.recv())       # arm the receive
+        raw.sendall(b"\0\0\0\0")
+        assert bytes(await asyncio.wait_for(probe, 5)) == b""
+        stop = threading.Event()
+
+        def flood() -> None:
+            raw.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    raw.sendall(b"\0\0\0\0" * 16384)
+                except OSError:
+                    pass
+
+        flooder = threading.Thread(target=flood)
+        flooder.start()
+        try:
+            await asyncio.sleep(1.5)
+            queued = len(b._inbox)
+        finally:
+            stop.set()
+            flooder.join(10)
+            raw.close()
+            b.close()
+            await b.wait_closed()
+        assert queued <= 2 * budget, f"{queued} messages queued"
+
+    run(main())
+
+
 @pytest.mark.parametrize("engine", ["epoll", "uring"])
 def test_a_frame_above_the_high_water_mark_arriving_slowly_is_received(
         run: Any, monkeypatch: pytest.MonkeyPatch, engine: str) -> None:

@@ -41,6 +41,10 @@ __all__ = ["UringFramedStream"]
 
 # Bytes received since recv last took everything, above which receiving pauses until it has.
 READ_HIGH_WATER = 4 * 2**20
+# What each queued message costs besides its bytes (its MessageView, list slot and allocator
+# overhead), counted against READ_HIGH_WATER: a peer sending empty frames to a slow reader
+# queued a million views (60 MiB) before 4 MiB of wire bytes paused the receive.
+MESSAGE_COST = 64
 # A call whose first message is at least this large is sent from the messages' own buffers:
 # packing them first copied every byte once more (a fifth of a 1 MiB echo's server CPU).
 # Smaller ones are packed: the size test and the sendmsg cost a ping-pong more than the copy.
@@ -132,7 +136,7 @@ class UringFramedStream(FramedStream):
             # (also when no message is whole yet: a length above max_size followed by the
             # end of stream is FrameTooLargeError, as on epoll, not IncompleteReadError)
             self._check_next_length()
-        self._inbox_bytes += completion.result
+        self._inbox_bytes += completion.result + MESSAGE_COST * len(messages)
         if not self._inbox:
             # Only part of a frame so far: nothing for recv to take, so no wake-up (one per
             # ring buffer made bulk transfers crawl), and no pause (recv could never end it).
