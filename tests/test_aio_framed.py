@@ -91,6 +91,27 @@ def test_framed_peer_reset_during_recv_many(run: Any) -> None:
     run(main())
 
 
+def test_framed_addresses_outlive_a_reset_and_close(run: Any) -> None:
+    """get_extra_info('peername'/'sockname') answered None once the peer had reset the
+    connection (getpeername: ENOTCONN), exactly when a handler logs who it was; asyncio's
+    transports keep both from the start."""
+    async def main() -> list[Any]:
+        client, server = tcp_pair()
+        stream = csock.aio.FramedStream(server)
+        expected = [client.getsockname(), server.getsockname()]
+        client.setsockopt(std.SOL_SOCKET, std.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(stream.recv(), 5)
+        names = [stream.get_extra_info("peername"), stream.get_extra_info("sockname")]
+        stream.close()
+        await stream.wait_closed()
+        names += [stream.get_extra_info("peername"), stream.get_extra_info("nonsense", 7)]
+        return [expected * 2, names]
+    expected, names = run(main())
+    assert names == expected[:3] + [7]
+
+
 def test_framed_reset_inside_a_frame_is_not_a_clean_end(run: Any) -> None:
     """A whole frame, part of the next, then the peer's RST: the frame, ConnectionResetError,
     then IncompleteReadError (the cut frame), as the blocking FramedStream says. The uring

@@ -63,6 +63,18 @@ def _closed_error() -> ConnectionAbortedError:
     return ConnectionAbortedError(errno.ECONNABORTED, "the FramedStream is closed")
 
 
+
+def _names_of(sock: _std.socket) -> dict[str, Any]:
+    """The socket's own and its peer's address now (those it has), as asyncio's transports
+    keep them from the start: a handler logging its peer after a reset still can."""
+    names = {}
+    for name, call in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+        try:
+            names[name] = call()
+        except OSError:
+            pass
+    return names
+
 class FramedStream:
     """Messages over a stream socket (TCP, AF_UNIX stream), with ``await``.
 
@@ -137,6 +149,7 @@ class FramedStream:
                 pass
         self._sock = sock
         self._fd = sock.fileno()
+        self._names = _names_of(sock)
         self._write_limit = write_limit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._read_waiter: asyncio.Future[list[MessageView]] | None = None
@@ -175,17 +188,11 @@ class FramedStream:
         return self._write_limit
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """'socket', 'sockname' or 'peername', as asyncio transports answer them."""
+        """'socket', 'sockname' or 'peername', as asyncio transports answer them: the
+        addresses as they were when the stream was made (after a reset or close too)."""
         if name == "socket":
             return self._sock
-        try:
-            if name == "sockname":
-                return self._sock.getsockname()
-            if name == "peername":
-                return self._sock.getpeername()
-        except OSError:
-            return default
-        return default
+        return self._names.get(name, default)
 
     def is_closing(self) -> bool:
         """True once close() was called."""
