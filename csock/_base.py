@@ -296,6 +296,8 @@ class socket(_std.socket):
             return 0                                    # an empty file
         if self.gettimeout() == 0:
             raise ValueError("non-blocking sockets are not supported")
+        if self.fileno() < 0:   # (the stdlib's selector.register(-1) says so, at this point)
+            raise ValueError("Invalid file descriptor: -1")
         total = 0
         try:
             while True:
@@ -374,13 +376,14 @@ def _sendfile_source(file: Any) -> tuple[int, int]:
 
 def _sendfile_chunk(sock: socket, fileno: int, offset: int, count: int, total: int) -> int:
     """One sendfile(2) for socket.sendfile(). An error before any byte went (a file sendfile(2)
-    cannot read: EINVAL) gives up for send(), as the stdlib's; a timeout does not."""
+    cannot read: EINVAL) gives up for send(), as the stdlib's; a timeout does not, nor the
+    socket's closing meanwhile (EBADF: send() would read the file, then fail the same)."""
     try:
         return int(_fastio.sock_sendfile_once(sock, fileno, offset, count))
     except (TimeoutError, BlockingIOError):
         raise
     except OSError as error:
-        if total == 0:
+        if total == 0 and error.errno != errno.EBADF:
             raise _std._GiveupOnSendfile(error) from None  # type: ignore[attr-defined]
         raise
 

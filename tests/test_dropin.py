@@ -887,6 +887,26 @@ def test_sendfile_refuses_a_non_blocking_socket_as_the_stdlibs(tmp_path: Any) ->
         a.sendfile(file)
 
 
+@pytest.mark.parametrize("at_end", [False, True])
+def test_sendfile_on_a_closed_socket_fails_as_the_stdlibs(tmp_path: Any, at_end: bool) -> None:
+    """The stdlib raises ValueError at once and leaves the file alone; csock gave up to the
+    send() fallback, which read a block (moving the file) before EBADF, or, at the end of
+    the file, returned 0 on a closed socket."""
+    path = tmp_path / "payload"
+    path.write_bytes(b"x" * 1000)
+
+    def attempt(module: Any) -> tuple[str, int]:
+        a, b = module.socketpair()
+        b.close()
+        a.close()
+        with open(path, "rb") as file:
+            if at_end:
+                file.seek(0, 2)
+            result = outcome(lambda: a.sendfile(file))  # noqa: B023 - called right here
+            return result, file.tell()
+    assert attempt(csock) == attempt(stdlib_socket)
+
+
 BAD_SEND_ARGUMENTS = {
     "sendmsg": [(), ("x",), ([b"x"], [], "0"), ([b"x"], [], 2 ** 40), ([b"x"], [], 0, None, 1),
                 ([b"x"], "anc"), ([b"x"], [], 1.5)],
