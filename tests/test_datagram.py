@@ -494,6 +494,25 @@ def test_packet_addresses_go_and_come_back_as_the_stdlib_gives_them():
                 partial(std.sendto, b"x", bad)), bad
 
 
+def test_any_bytes_like_unix_path_and_a_v6_broadcast_are_read_as_the_stdlib_reads_them(tmp_path):
+    """An AF_UNIX path in an array (any bytes-like object) was a TypeError; "<broadcast>" on
+    an AF_INET6 socket went to getaddrinfo (gaierror) where the stdlib says the family is
+    mismatched."""
+    import array
+
+    path = str(tmp_path / "rx.sock")
+    with csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as rx, \
+            csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as tx:
+        rx.bind(path)
+        assert tx.send_batch([b"via an array"], array.array("b", path.encode())) == 1
+        assert [bytes(d.data) for d in receive(rx, 1)] == [b"via an array"]
+    with csock.socket(csock.AF_INET6, csock.SOCK_DGRAM) as sock, \
+            stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM) as std:
+        for address in [("<broadcast>", 9), ("<broadcast>", 9, 0, 0)]:
+            assert outcome(partial(sock.send_batch, [b"x"], address)) == outcome(
+                partial(std.sendto, b"x", address)) == "OSError: address family mismatched"
+
+
 def test_a_strided_unix_address_is_refused(tmp_path):
     path = str(tmp_path / "rx.sock").encode()
     with csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as rx, \

@@ -77,7 +77,9 @@ cdef int resolve(bytes host, int family, void *out) except -1:
     if host == b"" and family == AF_INET:
         memset(out, 0, 4)                  # INADDR_ANY
         return 0
-    if host == b"<broadcast>" and family == AF_INET:
+    if host == b"<broadcast>":
+        if family != AF_INET:
+            raise OSError("address family mismatched")      # (the stdlib's setipaddr)
         memset(out, 0xFF, 4)
         return 0
     if host == b"" and family == AF_INET6:
@@ -140,10 +142,7 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
     if family == AF_UNIX:
         if isinstance(address, str):
             address = _os.fsencode(address)
-        elif not isinstance(address, (bytes, bytearray, memoryview)):
-            raise TypeError(f"a bytes-like object or str is required for AF_UNIX,"
-                            f" not {type(address).__name__}")
-        return sockaddr_un_from(address, <sockaddr_un *>out)
+        return sockaddr_un_from(address, <sockaddr_un *>out)    # (any bytes-like path)
     if family == AF_PACKET:
         return sockaddr_ll_from(address, <sockaddr_ll *>out)
     if family == AF_NETLINK:
