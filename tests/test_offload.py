@@ -312,6 +312,23 @@ def test_an_fd_adopted_with_gro_set_is_split_too(adopt):
         assert_same(receive(adopted, 20), sent, tx.getsockname())
 
 
+def test_gro_set_behind_the_sockets_back_is_noticed_at_the_first_coalesced_message():
+    """UDP_GRO set by another holder of the file (a stdlib socket on a dup): csock could not
+    see it, and every coalesced message came back glued. The kernel says MSG_CTRUNC when it
+    has a segment size to give and no control room: that first message is whole (its size
+    unknown), every batch after it is split."""
+    tx, rx = udp_pair()
+    with tx, rx, stdlib_socket.socket(fileno=os.dup(rx.fileno())) as other:
+        other.setsockopt(17, 104, 1)                     # SOL_UDP, UDP_GRO
+        rx.settimeout(5)
+        first = payloads(3, 1000)
+        tx.send_batch(first, rx.getsockname(), segment_size=1000)
+        assert [bytes(d.data) for d in receive(rx, 1)] == [b"".join(first)]
+        sent = payloads(20, 300)
+        tx.send_batch(sent, rx.getsockname(), segment_size=300)
+        assert_same(receive(rx, 20), sent, tx.getsockname())
+
+
 @pytest.mark.parametrize("next_receive", ["recv_batch", "csock.uring.recv_many"])
 def test_an_error_after_a_split_messages_rest_costs_none_of_it(next_receive):
     """recv_batch hands over the kept rest of a coalesced message, then asks the kernel for

@@ -21,6 +21,7 @@ cdef class BatchReceiver:
     cdef Py_ssize_t scratches_made       # for scratch_allocations()
     cdef AddressCache addresses
     cdef bint busy
+    cdef bint control_cut                # collect saw MSG_CTRUNC: a control message had no room
     cdef unsigned long busy_generation   # _fork_generation when busy was set
     cdef char *controls                  # control (cmsg) buffers: control_capacity of control_space
     cdef Py_ssize_t control_capacity, control_space

@@ -8,7 +8,8 @@ from cpython.list cimport PyList_Append, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.string cimport memcpy, memset, memcmp
 from includes.socket cimport (mmsghdr, msghdr, sockaddr, sockaddr_storage,
-                              MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_PEEK, SOCK_SEQPACKET)
+                              MSG_WAITFORONE, MSG_DONTWAIT, MSG_TRUNC, MSG_CTRUNC, MSG_PEEK,
+                              SOCK_SEQPACKET)
 from includes.poll cimport POLLHUP, POLLRDHUP
 from includes.socket cimport (cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_LEN, CMSG_SPACE,
                               AF_INET, AF_INET6)
@@ -347,7 +348,10 @@ cdef class BatchReceiver:
             at = arena.data
         batch = PyList_New(received)             # NULL items until set: safe to drop on error
         end = self.first + received
+        self.control_cut = False
         for i in range(self.first, end):
+            if self.msgs[i].msg_hdr.msg_flags & MSG_CTRUNC:
+                self.control_cut = True
             length = self.msgs[i].msg_len
             if arena is self.scratch:
                 view = make_view(arena, <char *>self.iovs[i].iov_base, length)
@@ -531,6 +535,20 @@ cdef BatchReceiver claimed_receiver(IoWait *w):
     return receiver
 
 
+cdef int notice_gro_set_elsewhere(object sock, IoWait *w, int family, int kind) except -1:
+    """A plain receive (no control room) got MSG_CTRUNC: on a UDP socket, the kernel had a
+    UDP_GRO segment size to give, so GRO was set where csock did not see it (on a dup, by a
+    stdlib socket on the fd). The message that told is whole, its boundaries unknown; from
+    the next call on, recv_batch splits (rx_mode, as enable_gro)."""
+    cdef int on = 0
+    cdef socklen_t size = sizeof(on)
+    if w.state == NULL or not is_udp(family, kind, sock.proto):
+        return 0
+    if getsockopt(w.fd, SOL_UDP, UDP_GRO, &on, &size) == 0 and on:
+        (<SocketState>w.state).rx_mode |= RX_GRO
+    return 0
+
+
 def check_recv_limits(Py_ssize_t max_messages, Py_ssize_t bufsize, bint records=False, /):
     """The ValueError recv_batch raises for max_messages or bufsize (records: on a SOCK_SEQPACKET
     socket, where bufsize 0 would read every record as empty, its data dropped)."""
@@ -569,6 +587,8 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
         back: the caller sees the same datagrams, order and addresses as without GRO.
         max_messages still counts datagrams: the rest of a coalesced message is kept on the
         socket (see Notes; recv/recvfrom on a GRO socket may return coalesced messages).
+        UDP_GRO set where this socket cannot see it (by another holder of the file) is
+        noticed at the first coalesced message, which comes back whole.
     wait : bool, optional
         False: take only what is queued now (``MSG_DONTWAIT``), and raise BlockingIOError at
         once when nothing is, whatever the socket's timeout.
@@ -661,6 +681,8 @@ def recv_batch(sock, Py_ssize_t max_messages=64, Py_ssize_t bufsize=65535, *, bi
             if records and fd_still_ours(&w):      # (closed meanwhile: what came is records)
                 n = records_before_end(w.fd, receiver.msgs + receiver.first, r, want)
             part = receiver.collect(n)
+            if receiver.control_cut:
+                notice_gro_set_elsewhere(sock, &w, family, kind)
             if batch is None:
                 batch = part
             else:
