@@ -181,6 +181,9 @@ def enable_metadata(sock: _Socket, *, timestamp: bool = ...,
                     destination: bool = ..., tos: bool = ...) -> None: ...
 
 # --- spp.pyx ---
+@final
+class Turn:
+    """One thread at a time sends (or receives) SPP records on a socket (private)."""
 SP_SP: int
 SP_SA: int
 SP_OB: int
