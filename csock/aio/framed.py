@@ -63,7 +63,6 @@ def _closed_error() -> ConnectionAbortedError:
     return ConnectionAbortedError(errno.ECONNABORTED, "the FramedStream is closed")
 
 
-
 def _names_of(sock: _std.socket) -> dict[str, Any]:
     """The socket's own and its peer's address now (those it has), as asyncio's transports
     keep them from the start: a handler logging its peer after a reset still can."""
@@ -74,6 +73,7 @@ def _names_of(sock: _std.socket) -> dict[str, Any]:
         except OSError:
             pass
     return names
+
 
 class FramedStream:
     """Messages over a stream socket (TCP, AF_UNIX stream), with ``await``.
