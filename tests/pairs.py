@@ -14,6 +14,7 @@ import os
 import signal
 import socket as stdlib_socket
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -174,6 +175,21 @@ def outcome(call: Any) -> str:
     except Exception as error:
         return f"{type(error).__name__}: {str(error).removeprefix('sendto(): ')}"
     return "ok"
+
+
+def outcome_of(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run call in a thread; the thread and a list that gets its result or exception."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as error:       # noqa: BLE001 - the outcome is the assertion
+            box.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
 
 
 def recv_all(sock: Any, n: int) -> bytes:

@@ -26,6 +26,7 @@ from .pairs import (
     address_of,
     call_as_a_signal_lands,
     outcome,
+    outcome_of,
     receive,
     udp_pair,
 )
@@ -898,10 +899,12 @@ def test_a_receive_that_finds_data_ends_the_back_off(tmp_path):
     assert len(last_phase) == 2, last_phase
 
 
-def test_blocked_send_batch_to_a_path_sleeps_instead_of_spinning(tmp_path):
+@pytest.mark.parametrize("ending", ["receiver reads", "sender closed"])
+def test_blocked_send_batch_to_a_path_sleeps_instead_of_spinning(tmp_path, ending):
     """An unconnected AF_UNIX sender's poll(2) reports room in its own buffer, not in the
-    receiver's full queue: a blocking send_batch must sleep (in the kernel, as the stdlib's
-    sendto), not loop on poll and EAGAIN, and then deliver every datagram in order."""
+    receiver's full queue: a blocking send_batch must sleep, not loop on poll and EAGAIN at
+    100 % CPU, and then deliver every datagram in order; and close() from another thread
+    still wakes it (EBADF), as it wakes every csock send loop waiting for room."""
     path = str(tmp_path / "rx")
     with csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as rx, \
             csock.socket(csock.AF_UNIX, csock.SOCK_DGRAM) as tx:
@@ -916,18 +919,24 @@ def test_blocked_send_batch_to_a_path_sleeps_instead_of_spinning(tmp_path):
             queued += 1
         tx.setblocking(True)
         items = [(b"item %d" % i, path) for i in range(40)]
-        sender = threading.Thread(target=tx.send_batch, args=(items,))
+        thread, box = outcome_of(partial(tx.send_batch, items))
         cpu_before = time.process_time()
-        sender.start()                  # (another thread: csock's wakeable send loop)
-        sender.join(1.0)
+        thread.join(1.0)
         spent = time.process_time() - cpu_before
-        assert sender.is_alive()                # blocked: the queue is full
+        assert thread.is_alive()                # blocked: the queue is full
+        assert spent < 0.3, f"{spent:.2f} s of CPU while blocked for 1 s"
+        if ending == "sender closed":
+            tx.close()
+            thread.join(5)
+            assert not thread.is_alive()
+            assert isinstance(box[0], OSError) and box[0].errno == errno.EBADF, box
+            return
         got = []
         rx.settimeout(5)
         while len(got) < queued + len(items):
             got.append(rx.recv(64))
-        sender.join(5)
-        assert spent < 0.3, f"{spent:.2f} s of CPU while blocked for 1 s"
+        thread.join(5)
+        assert box == [len(items)]
         assert got == [b"fill"] * queued + [data for data, _ in items]
 
 

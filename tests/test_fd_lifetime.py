@@ -24,7 +24,8 @@ import pytest
 
 import csock
 
-from .pairs import fd_count, recv_all, tcp_pair
+from .children import script_output
+from .pairs import fd_count, outcome_of, recv_all, tcp_pair
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,21 +48,6 @@ def close_all(pairs):
     for x, y in pairs:
         x.close()
         y.close()
-
-
-def outcome_of(call):
-    """Run call in a thread; the thread and a list that gets its result or exception."""
-    box = []
-
-    def run():
-        try:
-            box.append(call())
-        except BaseException as error:       # noqa: BLE001 - the outcome is the assertion
-            box.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def ended_with_ebadf_or_returned(box):
@@ -1156,3 +1142,68 @@ def test_a_stdlib_method_racing_close_never_changes_the_file_that_takes_the_numb
         finally:
             for sock in (*made, new, new_peer, peer):
                 sock.close()
+
+
+WAKE_FD_TAKEN = """
+import os, socket, threading, time
+import csock
+
+def eventfds():
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[eventfd]":
+                found.append(int(name))
+        except OSError:
+            pass                            # (listdir's own fd, gone)
+    return found
+
+a, b = csock.socketpair()                   # a timed wait makes csock's wake eventfd
+a.settimeout(0.05)
+try:
+    a.recv(1)
+except TimeoutError:
+    pass
+[number] = eventfds()
+os.close(number)                            # a close-all-fds loop, say
+other, other_peer = socket.socketpair()     # an unrelated connection takes the number
+if other.fileno() != number:
+    os.dup2(other.fileno(), number)
+    other.close()
+    other = socket.socket(fileno=number)
+other_peer.sendall(b"PAYLOAD-FOR-OTHER-CONNECTION")
+for _ in range(2):                          # a sleeper woken by close(), twice
+    s, peer = csock.socketpair()
+    s.settimeout(2)
+    ended = []
+    def sleep_in_recv():
+        try:
+            s.recv(10)
+        except OSError as error:
+            ended.append(type(error).__name__)
+    thread = threading.Thread(target=sleep_in_recv)
+    thread.start()
+    time.sleep(0.3)
+    s.close()
+    thread.join(5)
+    print(ended)
+    peer.close()
+other.setblocking(False)
+other_peer.setblocking(False)
+print(other.recv(100))
+try:
+    print(other_peer.recv(100))
+except BlockingIOError:
+    print("nothing")
+"""
+
+
+def test_a_program_closing_the_wake_eventfd_loses_no_byte_of_the_file_on_its_number(tmp_path):
+    """csock's wake eventfd is its own: a program that closes every fd (daemonizing) frees its
+    number, and an unrelated connection may take it. close() then wrote 8 bytes into that
+    connection and the woken sleeper read 8 bytes of its data. csock checks the number still
+    names its eventfd where bytes would move, and makes a new one otherwise."""
+    lines = script_output(tmp_path, WAKE_FD_TAKEN)
+    assert lines[:2] == ["['OSError']", "['OSError']"]
+    assert lines[2:] == ["b'PAYLOAD-FOR-OTHER-CONNECTION'", "nothing"]
+

@@ -62,21 +62,41 @@ cdef extern from "<sys/eventfd.h>" nogil:
 # stdlib's) stays there until the kernel returns, as with the stdlib's close(): it then moves
 # no more bytes and raises EBADF; shutdown() is the way to wake it.
 cdef int _wake_fd = -1
+cdef unsigned long _wake_dev = 0, _wake_ino = 0     # its file (a program may close the number)
 cdef Py_ssize_t _wakes_owed = 0      # sleepers of closed sockets not yet woken: drain at 0
 
 
 cdef int wake_fd() noexcept:
     """The process's close() eventfd, made on first use; -1 if it cannot be made (EMFILE):
     sleeps then simply cannot be cut short."""
-    global _wake_fd
+    global _wake_fd, _wake_dev, _wake_ino
+    cdef struct_stat st
     if _wake_fd < 0:
         _wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+        if _wake_fd >= 0 and fstat(_wake_fd, &st) == 0:
+            _wake_dev, _wake_ino = st.st_dev, st.st_ino
     return _wake_fd
+
+
+cdef bint _wake_fd_is_ours() noexcept nogil:
+    """Whether _wake_fd still names csock's eventfd. A program that closes every fd but its
+    own (a daemon's close-all loop) frees the number, and a file of the program's may take
+    it: csock must then neither write nor read it. Such a number is dropped (not closed: it is
+    not csock's), and the next sleep makes a new eventfd. Checked where bytes would move or a
+    wake was seen, never on the path of a sleep."""
+    global _wake_fd
+    cdef struct_stat st
+    if _wake_fd < 0:
+        return False
+    if fstat(_wake_fd, &st) == 0 and st.st_dev == _wake_dev and st.st_ino == _wake_ino:
+        return True
+    _wake_fd = -1
+    return False
 
 
 cdef void _drain_wake_fd() noexcept nogil:
     cdef uint64_t value = 0
-    if _wake_fd >= 0:
+    if _wake_fd_is_ours():
         read_fd(_wake_fd, &value, sizeof(value))
 
 
@@ -84,7 +104,7 @@ cdef int wake_sleepers(SocketState state) except -1:
     """close() left calls in flight: wake those asleep in io_wait (they raise EBADF)."""
     global _wakes_owed
     cdef uint64_t one = 1
-    if state.sleeping and _wake_fd >= 0:
+    if state.sleeping and _wake_fd_is_ours():
         _wakes_owed += state.sleeping
         write_fd(_wake_fd, &one, sizeof(one))
     return 0
@@ -345,11 +365,13 @@ cdef Py_ssize_t io_call_held_first(IoWait *w, syscall_t call, void *op, short ev
     return r
 
 
-cdef int io_wait(IoWait *w, short events) except -1:
+cdef int io_wait(IoWait *w, short events, int nap_ms=-1) except -1:
     """Sleep in poll(2) until fd is ready for events (a timed call: or its deadline passes,
     TimeoutError). A csock socket's sleep also watches the wake eventfd, so close() from
     another thread ends it with EBADF; a wake meant for another socket's sleepers is left to
-    them (this call then polls its fd alone for up to 1 ms at a time until they drained it)."""
+    them (this call then polls its fd alone for up to 1 ms at a time until they drained it).
+    nap_ms >= 0: a nap instead, for readiness poll(2) cannot see: at most that long, woken
+    early only by close() or an error on the fd."""
     global _wakes_owed
     cdef pollfd pfd[2]
     cdef int r, err, ms, nfds
@@ -357,7 +379,7 @@ cdef int io_wait(IoWait *w, short events) except -1:
     cdef int64_t now = monotonic_ns(), left
     cdef SocketState state = <SocketState>w.state if w.state != NULL else None
     pfd[0].fd = w.fd
-    pfd[0].events = events
+    pfd[0].events = events if nap_ms < 0 else 0
     pfd[1].fd = wake_fd() if state is not None else -1
     pfd[1].events = POLLIN
     if w.timeout_ns >= 0 and w.deadline_ns == 0:
@@ -374,6 +396,8 @@ cdef int io_wait(IoWait *w, short events) except -1:
         if others_wake:
             nfds = 1
             ms = 1 if ms < 0 else min(ms, 1)
+        if nap_ms >= 0:
+            ms = nap_ms if ms < 0 else min(ms, nap_ms)
         pfd[0].revents = 0
         pfd[1].revents = 0
         io_enter(w)
@@ -391,8 +415,11 @@ cdef int io_wait(IoWait *w, short events) except -1:
                     _drain_wake_fd()
         io_leave(w)
         _check_still_open(w)
-        if r > 0 and pfd[0].revents:
+        if r > 0 and pfd[0].revents or r == 0 and nap_ms >= 0:
             return 0                                # readiness or an error: the call says which
+        if r > 0 and (pfd[1].fd != _wake_fd or not _wake_fd_is_ours()):
+            pfd[1].fd = -1                          # not csock's eventfd now: watch the fd alone
+            continue
         others_wake = r > 0                         # the eventfd: another socket was closed
         if r < 0:
             if err != EINTR:
@@ -514,7 +541,8 @@ cdef bint timeout_set_meanwhile(IoWait *w) noexcept:
 cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                         bint release_gil) except -1:
     global csock_extra_flags
-    cdef bint wakeable_send, woke_ready = False, poll_lied = False
+    cdef bint wakeable_send, woke_ready = False
+    cdef int nap_ms = 1
     cdef Py_ssize_t r
     cdef int64_t held
     cdef int err
@@ -560,7 +588,7 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
             # blocking receive sleeps in the call itself, as the stdlib's: waiting in poll(2)
             # first made a threaded ping-pong 6-9 us a round trip slower (docs/benchmarks.md).
             wakeable_send = (w.timeout_ns < 0 and events == POLLOUT and w.resumable
-                             and not poll_lied and wakeable_sleep(w))
+                             and wakeable_sleep(w))
             io_enter(w)
             if wakeable_send:
                 csock_extra_flags = MSG_DONTWAIT  # no-cython-lint: spin.h's C global
@@ -588,8 +616,10 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                 if woke_ready:
                     # poll(2) said writable and the send still found no room: a datagram to
                     # an address (unconnected AF_UNIX: poll sees our buffer, not the
-                    # receiver's queue). Sleep in the kernel, as the stdlib's, not spin.
-                    poll_lied = True
+                    # receiver's queue). Nap, 1 ms doubling to 64, where close() still wakes
+                    # the call, rather than spin on poll and EAGAIN.
+                    io_wait(w, events, nap_ms)
+                    nap_ms = min(nap_ms * 2, 64)
                     continue
                 io_wait(w, events)
                 woke_ready = True
