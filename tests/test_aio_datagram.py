@@ -371,7 +371,18 @@ def test_endpoint_error_received_and_stays_open(run: Any, engine: str) -> None:
                     break
                 proto.arrived.clear()
                 await asyncio.wait_for(proto.arrived.wait(), 5)
-        assert proto.received == [b"after 0", b"after 1", b"after 2"]
+            assert proto.received == [b"after 0", b"after 1", b"after 2"]
+            transport.pause_reading()       # (nothing arrives: no stray loop reader either)
+            peer.sendto(b"while paused", transport.get_extra_info("sockname"))
+            await asyncio.sleep(0.3)
+            assert proto.received == [b"after 0", b"after 1", b"after 2"]
+            transport.resume_reading()
+            for _ in range(50):
+                if len(proto.received) == 4:
+                    break
+                proto.arrived.clear()
+                await asyncio.wait_for(proto.arrived.wait(), 5)
+            assert proto.received[3:] == [b"while paused"]
         transport.close()
         await proto.lost
     run(main())

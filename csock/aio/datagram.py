@@ -233,7 +233,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
             self._loop.add_writer(self._fd, self._on_writable)
 
     def _on_readable(self) -> None:
-        if self._polls_end and _fastio.error_pending(self._sock):
+        if self._polls_end and self._ring_io is None and _fastio.error_pending(self._sock):
             self._renew_polls_after_an_error()
         try:
             batch = _fastio.recv_batch(self._sock, self._max_messages, self._bufsize, gro=self._gro)
