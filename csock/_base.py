@@ -376,14 +376,15 @@ def _sendfile_source(file: Any) -> tuple[int, int]:
 
 def _sendfile_chunk(sock: socket, fileno: int, offset: int, count: int, total: int) -> int:
     """One sendfile(2) for socket.sendfile(). An error before any byte went (a file sendfile(2)
-    cannot read: EINVAL) gives up for send(), as the stdlib's; a timeout does not, nor the
-    socket's closing meanwhile (EBADF: send() would read the file, then fail the same)."""
+    cannot read: EINVAL, or EBADF for one opened write-only) gives up for send(), as the
+    stdlib's; a timeout does not, nor the socket's closing meanwhile (send() would read the
+    file, then fail the same)."""
     try:
         return int(_fastio.sock_sendfile_once(sock, fileno, offset, count))
     except (TimeoutError, BlockingIOError):
         raise
     except OSError as error:
-        if total == 0 and error.errno != errno.EBADF:
+        if total == 0 and not (error.errno == errno.EBADF and sock.fileno() < 0):
             raise _std._GiveupOnSendfile(error) from None  # type: ignore[attr-defined]
         raise
 

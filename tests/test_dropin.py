@@ -887,6 +887,20 @@ def test_sendfile_refuses_a_non_blocking_socket_as_the_stdlibs(tmp_path: Any) ->
         a.sendfile(file)
 
 
+def test_sendfile_of_a_write_only_file_fails_as_the_stdlibs(tmp_path: Any) -> None:
+    """sendfile(2) of a file opened write-only fails with EBADF before a byte goes: the stdlib
+    gives up for send(), whose read raises io.UnsupportedOperation, and so must csock (it
+    took that EBADF for its socket's, closed)."""
+    path = tmp_path / "payload"
+
+    def attempt(module: Any) -> str:
+        a, b = module.socketpair()
+        with a, b, open(path, "wb", buffering=0) as file:
+            file.write(b"y" * 1000)             # (not empty: sendfile(2) is tried)
+            return outcome(lambda: a.sendfile(file))  # noqa: B023 - called right here
+    assert attempt(csock) == attempt(stdlib_socket)
+
+
 @pytest.mark.parametrize("at_end", [False, True])
 def test_sendfile_on_a_closed_socket_fails_as_the_stdlibs(tmp_path: Any, at_end: bool) -> None:
     """The stdlib raises ValueError at once and leaves the file alone; csock gave up to the
