@@ -98,6 +98,7 @@ class Tally:
     sent: int = 0
     errors: int = 0                     # sends the kernel refused (no route, say)
     received: int = 0
+    duplicates: int = 0
     rtt_sum: float = 0.0
     rtt_squares: float = 0.0
     rtt_min: float = float("inf")
@@ -110,26 +111,32 @@ class Tally:
         self.seen.discard(wire_seq)
 
     def reply(self, wire_seq: int, rtt: float) -> bool:
-        """Count a reply; False for a duplicate (already answered since it was sent)."""
-        if wire_seq in self.seen:
-            return False
-        self.seen.add(wire_seq)
-        self.received += 1
+        """Count a reply; False for a duplicate (already answered since it was sent), whose
+        round trip counts in the statistics too, as iputils'."""
+        new = wire_seq not in self.seen
+        if new:
+            self.seen.add(wire_seq)
+            self.received += 1
+        else:
+            self.duplicates += 1
         self.rtt_sum += rtt
         self.rtt_squares += rtt * rtt
         self.rtt_min = min(self.rtt_min, rtt)
         self.rtt_max = max(self.rtt_max, rtt)
-        return True
+        return new
 
     def summary(self, host: str, elapsed: float) -> list[str]:
+        """iputils' summary lines: its fields, its formats (%g for the loss)."""
         loss = 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
+        duplicates = f" +{self.duplicates} duplicates," if self.duplicates else ""
         errors = f" +{self.errors} errors," if self.errors else ""
         lines = [f"--- {host} ping statistics ---",
-                 f"{self.sent} packets transmitted, {self.received} received,{errors} "
-                 f"{loss:.0f}% packet loss, time {elapsed * 1000:.0f}ms"]
+                 f"{self.sent} packets transmitted, {self.received} received,{duplicates}"
+                 f"{errors} {loss:g}% packet loss, time {elapsed * 1000:.0f}ms"]
+        replies = self.received + self.duplicates
         if self.received:
-            mean = self.rtt_sum / self.received
-            deviation = math.sqrt(max(self.rtt_squares / self.received - mean * mean, 0.0))
+            mean = self.rtt_sum / replies
+            deviation = math.sqrt(max(self.rtt_squares / replies - mean * mean, 0.0))
             lines.append(f"rtt min/avg/max/mdev = {self.rtt_min * 1000:.3f}/{mean * 1000:.3f}/"
                          f"{self.rtt_max * 1000:.3f}/{deviation * 1000:.3f} ms")
         return lines
@@ -265,12 +272,11 @@ def ping(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
                 deadline = time.perf_counter() + (args.timeout if last else args.interval)
                 while True:
                     for icmp, source, ttl, reply_seq, rtt in pinger.replies(deadline):
-                        if not tally.reply(reply_seq, rtt):
-                            continue                   # a duplicate reply is not counted twice
+                        duplicate = "" if tally.reply(reply_seq, rtt) else " (DUP!)"
                         # as iputils: ttl= for IPv4, hlim= (the hop limit) for IPv6
                         hops = "" if ttl is None else f" {'hlim' if pinger.v6 else 'ttl'}={ttl}"
                         print(f"{len(icmp)} bytes from {source}: icmp_seq={reply_seq}{hops} "
-                              f"time={rtt * 1000:.3f} ms", file=out, flush=True)
+                              f"time={rtt * 1000:.3f} ms{duplicate}", file=out, flush=True)
                     if time.perf_counter() >= deadline or (last and tally.received == tally.sent):
                         break
     except KeyboardInterrupt:

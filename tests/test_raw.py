@@ -287,6 +287,22 @@ def test_ipv6_header_included_and_received_without_ip_header():
 
 # --- ping ------------------------------------------------------------------------------------
 
+def test_ping_summary_follows_iputils_formulas():
+    """The loss as iputils prints it (%g: 33.3333%), duplicates counted and their round trips
+    in the statistics (a duplicate was dropped without a trace)."""
+    from csock._ping import Tally
+
+    tally = Tally()
+    for seq in (1, 2, 3):
+        tally.sending(seq)
+    assert tally.reply(1, 0.0001) and not tally.reply(1, 0.0003) and tally.reply(2, 0.0005)
+    assert tally.summary("h", 1.0)[1:] == [
+        "3 packets transmitted, 2 received, +1 duplicates, 33.3333% packet loss, time 1000ms",
+        "rtt min/avg/max/mdev = 0.100/0.300/0.500/0.163 ms"]
+    tally.sending(1)                         # the number sent again (after a wrap): new
+    assert tally.reply(1, 0.0001)
+
+
 @needs_raw
 @pytest.mark.slow
 def test_ping_wraps_the_sequence_number_after_65535():
