@@ -365,13 +365,18 @@ cdef Py_ssize_t io_call_held_first(IoWait *w, syscall_t call, void *op, short ev
     return r
 
 
-cdef int io_wait(IoWait *w, short events, int nap_ms=-1) except -1:
+cdef int io_wait(IoWait *w, short events) except -1:
     """Sleep in poll(2) until fd is ready for events (a timed call: or its deadline passes,
     TimeoutError). A csock socket's sleep also watches the wake eventfd, so close() from
     another thread ends it with EBADF; a wake meant for another socket's sleepers is left to
     them (this call then polls its fd alone for up to 1 ms at a time until they drained it).
-    nap_ms >= 0: a nap instead, for readiness poll(2) cannot see: at most that long, woken
-    early only by close() or an error on the fd."""
+    (Public C API, as declared in csock/_fastio.pxd.)"""
+    return io_sleep(w, events, -1)
+
+
+cdef int io_sleep(IoWait *w, short events, int nap_ms) except -1:
+    """io_wait; or, with nap_ms >= 0, a nap for readiness poll(2) cannot see: at most that
+    long, woken early only by close() or an error on the fd."""
     global _wakes_owed
     cdef pollfd pfd[2]
     cdef int r, err, ms, nfds
@@ -618,7 +623,7 @@ cdef Py_ssize_t io_call(IoWait *w, syscall_t call, void *op, short events,
                     # an address (unconnected AF_UNIX: poll sees our buffer, not the
                     # receiver's queue). Nap, 1 ms doubling to 64, where close() still wakes
                     # the call, rather than spin on poll and EAGAIN.
-                    io_wait(w, events, nap_ms)
+                    io_sleep(w, events, nap_ms)
                     nap_ms = min(nap_ms * 2, 64)
                     continue
                 io_wait(w, events)
