@@ -20,13 +20,15 @@ def child_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
-def script_output(directory: Path, source: str, *args: str, **env: str) -> list[str]:
+def script_output(directory: Path, source: str, *args: str, prefix: tuple[str, ...] = (),
+                  **env: str) -> list[str]:
     """Run source as a script (written to directory) in a fresh Python that imports this
-    csock, with args and env added to its environment; the lines it printed. AssertionError
-    with its stderr if it failed."""
+    csock, with args and env added to its environment (and the command run under prefix,
+    e.g. ("unshare", "-n")); the lines it printed. AssertionError with its stderr if it
+    failed."""
     script = directory / "child.py"
     script.write_text(source)
-    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                          timeout=60, env=child_env(**env))
+    done = subprocess.run([*prefix, sys.executable, str(script), *args], capture_output=True,
+                          text=True, timeout=60, env=child_env(**env))
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from .children import script_output
 from .netns import in_netns, veth_pair
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,3 +111,72 @@ def test_seqpacket_spp_over_a_shared_directory(hosts, tmp_path):
     assert client.returncode == 0 and out.strip() == "ok", err
     got = json.loads(server.communicate(timeout=60)[0])
     assert got == [[i, 1, f"rec{i}"] for i in range(n)]
+
+
+PACKET_NAMES = """
+import ctypes, socket, subprocess, time
+import csock
+
+def sh(command):
+    subprocess.run(command, shell=True, check=True, capture_output=True)
+
+def marked_on(taps):
+    time.sleep(0.2)
+    seen = {}
+    for name, tap in taps.items():
+        seen[name] = 0
+        while True:
+            try:
+                seen[name] += b"MARK" in tap.recv(2000)
+            except BlockingIOError:
+                break
+            except OSError as error:        # (ENETDOWN, once, after a rename)
+                assert error.errno == 100, error
+    return seen
+
+PROTO = 0x88B5
+sh("ip link set lo up; ip link add csa type veth peer name csap;"
+   " ip link add csb type veth peer name csbp;"
+   " for i in csa csap csb csbp; do ip link set $i up; done")
+taps = {}
+for name in ("csa", "csb"):
+    taps[name] = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    taps[name].bind((name + "p", 3))
+    taps[name].setblocking(False)
+receiver = csock.socket(csock.AF_PACKET, csock.SOCK_DGRAM, socket.htons(PROTO))
+receiver.bind(("csap", PROTO))
+receiver.settimeout(5)
+sender = csock.socket(csock.AF_PACKET, csock.SOCK_DGRAM, 0)
+marked_on(taps)
+for name in ("csap", "csq"):            # the same sender before and after a rename
+    sender.send_batch([b"MARK" * 15], ("csa", PROTO, 0, 0, b"\\xff" * 6))
+    for attempt in range(3):            # (the rename took the link down: ENETDOWN first)
+        try:
+            print(receiver.recv_batch()[0].address[0])
+            break
+        except OSError as error:
+            assert error.errno == 100, error
+    sh("ip link set csap down; ip link set csap name csq; ip link set csq up")
+    time.sleep(0.2)
+marked_on(taps)
+# this process moves to another namespace, where "csb" is another interface's number there
+assert ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0      # CLONE_NEWNET
+sh("ip link add csb type veth peer name csbp")
+sender.send_batch([b"MARK" * 15], ("csb", PROTO, 0, 0, b"\\xff" * 6))
+print(marked_on(taps))
+sender.send_batch([b"MARK" * 15], ("csa", PROTO, 0, 0, b"\\xff" * 6))
+print(receiver.recv_batch()[0].address[0])                 # named in the socket's namespace
+"""
+
+
+def test_packet_interface_names_are_the_sockets_namespace(tmp_path):
+    """An AF_PACKET interface name in a batch was looked up in the calling thread's network
+    namespace, not the socket's (the stdlib asks the socket, SIOCGIFINDEX/SIOCGIFNAME): after
+    the thread moved, a frame for "csb" left by another interface, and senders were named
+    after another namespace's interfaces. And the name is the interface's now: after a
+    rename, recv_batch went on naming a sender as the batch before had."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip")
+    lines = script_output(tmp_path, PACKET_NAMES, prefix=("unshare", "-n"))
+    assert lines == ["csap", "csq", "{'csa': 0, 'csb': 1}", "csq"]
+

@@ -15,7 +15,8 @@ from includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, AF_UNIX, AF
                               AF_NETLINK, AF_PACKET, SOCK_DGRAM)
 from includes.inet cimport (sockaddr_in, sockaddr_in6, sockaddr_un, htons, ntohs, htonl, ntohl,
                             inet_pton, inet_ntop, INET6_ADDRSTRLEN, sockaddr_ll, sockaddr_nl,
-                            IF_NAMESIZE, if_nametoindex, if_indextoname)
+                            IF_NAMESIZE, if_nametoindex, if_indextoname, ifreq, ioctl,
+                            SIOCGIFINDEX, SIOCGIFNAME)
 from libc.errno cimport errno
 import os as _os
 
@@ -96,8 +97,10 @@ cdef int resolve(bytes host, int family, void *out) except -1:
     return 0
 
 
-cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage *out) except 0:
-    """Fill out from a Python address of the socket's family; returns the sockaddr length."""
+cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage *out,
+                                    int fd=-1) except 0:
+    """Fill out from a Python address of the socket's family; returns the sockaddr length.
+    fd: the socket's, whose network namespace an AF_PACKET interface name is looked up in."""
     cdef sockaddr_in *v4
     cdef sockaddr_in6 *v6
     cdef int port
@@ -144,7 +147,7 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
             address = _os.fsencode(address)
         return sockaddr_un_from(address, <sockaddr_un *>out)    # (any bytes-like path)
     if family == AF_PACKET:
-        return sockaddr_ll_from(address, <sockaddr_ll *>out)
+        return sockaddr_ll_from(address, <sockaddr_ll *>out, fd)
     if family == AF_NETLINK:
         if not isinstance(address, tuple):
             raise TypeError(f"AF_NETLINK address must be tuple, not {type(address).__name__}")
@@ -158,7 +161,7 @@ cdef socklen_t sockaddr_from_python(object address, int family, sockaddr_storage
                      f" AF_NETLINK addresses, not family {family}")
 
 
-cdef socklen_t sockaddr_ll_from(object address, sockaddr_ll *ll) except 0:
+cdef socklen_t sockaddr_ll_from(object address, sockaddr_ll *ll, int fd) except 0:
     """Fill ll from (ifname, proto[, pkttype[, hatype[, addr]]]), checked as the stdlib's
     getsockaddrarg checks it (pkttype and hatype are truncated to their fields, as there)."""
     cdef int proto, pkttype = 0, hatype = 0
@@ -179,9 +182,7 @@ cdef socklen_t sockaddr_ll_from(object address, sockaddr_ll *ll) except 0:
         hatype = address_int(address[3])
     PyObject_GetBuffer(address[4] if len(address) > 4 else b"", &hardware, PyBUF_SIMPLE)
     try:
-        index = if_nametoindex(name[:IF_NAMESIZE - 1])
-        if index == 0:
-            raise_errno(errno)                  # ENODEV, as the stdlib's SIOCGIFINDEX
+        index = interface_index(name, fd)
         if hardware.len > 8:
             raise ValueError("Hardware address must be 8 bytes or less")
         if proto < 0 or proto > 0xFFFF:
@@ -196,6 +197,41 @@ cdef socklen_t sockaddr_ll_from(object address, sockaddr_ll *ll) except 0:
     finally:
         PyBuffer_Release(&hardware)
     return sizeof(sockaddr_ll)
+
+
+cdef unsigned int interface_index(bytes name, int fd) except 0:
+    """name's index in the socket's network namespace, as the stdlib asks (SIOCGIFINDEX on
+    the socket: a thread may have moved to another namespace since it was made), or in the
+    calling thread's without a socket. OSError (ENODEV) for no such interface."""
+    cdef ifreq request
+    cdef unsigned int index
+    if fd < 0:
+        index = if_nametoindex(name[:IF_NAMESIZE - 1])
+        if index == 0:
+            raise_errno(errno)
+        return index
+    memset(&request, 0, sizeof(request))
+    memcpy(request.ifr_name, <const char *>name, min(len(name), IF_NAMESIZE - 1))
+    if ioctl(fd, SIOCGIFINDEX, &request) < 0:
+        raise_errno(errno)
+    return <unsigned int>request.ifr_ifindex
+
+
+cdef str interface_name(int index, int fd):
+    """The name of interface index now, in the socket's network namespace (SIOCGIFNAME on it,
+    as the stdlib), or the calling thread's without a socket; "" when there is none."""
+    cdef ifreq request
+    cdef char name[IF_NAMESIZE]
+    if fd >= 0:
+        memset(&request, 0, sizeof(request))
+        request.ifr_ifindex = index
+        if ioctl(fd, SIOCGIFNAME, &request) < 0:
+            return ""
+        return request.ifr_name[:strlen_bounded(request.ifr_name, IF_NAMESIZE)].decode(
+            "utf-8", "surrogateescape")
+    if if_indextoname(<unsigned int>index, name) == NULL:
+        return ""
+    return name.decode("utf-8", "surrogateescape")
 
 
 cdef int address_int(object value) except? -1:
@@ -228,8 +264,9 @@ cdef socklen_t sockaddr_un_from(object path, sockaddr_un *un) except 0:
         PyBuffer_Release(&view)
 
 
-cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length):
-    """The stdlib's Python form of a received address (None for an unnamed AF_UNIX peer)."""
+cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length, int fd=-1):
+    """The stdlib's Python form of a received address (None for an unnamed AF_UNIX peer);
+    fd: the socket's, in whose network namespace an AF_PACKET interface is named."""
     cdef char text[INET6_ADDRSTRLEN]
     cdef const sockaddr_in *v4
     cdef const sockaddr_in6 *v6
@@ -256,21 +293,18 @@ cdef object sockaddr_to_python(const sockaddr *sa, socklen_t length):
         # (in C, as the stdlib: os.fsdecode, Python code, would run signal handlers mid-batch)
         return PyUnicode_DecodeFSDefaultAndSize(un.sun_path, strlen_bounded(un.sun_path, n))
     if sa.sa_family == AF_PACKET and length >= sizeof(sockaddr_ll):
-        return sockaddr_ll_to_python(<const sockaddr_ll *>sa, length)
+        return sockaddr_ll_to_python(<const sockaddr_ll *>sa, length, fd)
     if sa.sa_family == AF_NETLINK and length >= sizeof(sockaddr_nl):
         return ((<const sockaddr_nl *>sa).nl_pid, (<const sockaddr_nl *>sa).nl_groups)
     return (sa.sa_family, PyBytes_FromStringAndSize(<const char *>sa, length))
 
 
-cdef object sockaddr_ll_to_python(const sockaddr_ll *ll, socklen_t length):
+cdef object sockaddr_ll_to_python(const sockaddr_ll *ll, socklen_t length, int fd):
     """(ifname, proto, pkttype, hatype, addr), as the stdlib's makesockaddr: the interface's
     name now ("" when it is gone), and the hardware address's sll_halen bytes (a device's
     longer than 8 run on past sll_addr, within the length the kernel gave)."""
-    cdef char name[IF_NAMESIZE]
     cdef Py_ssize_t room = <Py_ssize_t>length - (<Py_ssize_t>&ll.sll_addr[0] - <Py_ssize_t>ll)
-    ifname = ""
-    if ll.sll_ifindex and if_indextoname(<unsigned int>ll.sll_ifindex, name) != NULL:
-        ifname = name.decode("utf-8", "surrogateescape")
+    ifname = interface_name(ll.sll_ifindex, fd) if ll.sll_ifindex else ""
     hardware = PyBytes_FromStringAndSize(<const char *>ll.sll_addr,
                                          min(<Py_ssize_t>ll.sll_halen, room))
     return (ifname, ntohs(ll.sll_protocol), ll.sll_pkttype, ll.sll_hatype, hardware)
@@ -290,13 +324,16 @@ cdef class AddressCache:
     def __cinit__(self):
         self.last_length = 0
         self.last_address = None
+        self.fd = -1
 
     cdef object decode(self, const sockaddr *sa, socklen_t length):
         if length == self.last_length and self.last_address is not None and \
                 memcmp(sa, &self.last, length) == 0:
             return self.last_address
-        address = sockaddr_to_python(sa, length)
-        if length <= sizeof(sockaddr_storage):
+        address = sockaddr_to_python(sa, length, self.fd)
+        # (an AF_PACKET sender is named by its interface's name now, as each of the stdlib's
+        # recvfrom names it: never from an earlier batch)
+        if length <= sizeof(sockaddr_storage) and not (length and sa.sa_family == AF_PACKET):
             memcpy(&self.last, sa, length)
             self.last_length = length
             self.last_address = address

@@ -296,6 +296,7 @@ cdef class BatchReceiver:
 
     cdef Py_ssize_t receive(self, IoWait *w, Py_ssize_t count, int flags) except -1:
         cdef Py_ssize_t r = receive_messages(w, self.msgs + self.first, count, flags, self.slot)
+        self.addresses.fd = w.fd                 # (AF_PACKET senders: named in its namespace)
         if r > 0:
             self.next_free = self.first + r      # views may refer to these from now on
         return r

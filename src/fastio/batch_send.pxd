@@ -20,7 +20,7 @@ cdef class _Outgoing:
 
 cdef int raise_deferred_error(IoWait *w, bint received=*) except -1
 cdef bint defer_error(IoWait *w, object error, bint received=*)
-cdef _Outgoing parse_outgoing(tuple items, object address, int family)
+cdef _Outgoing parse_outgoing(tuple items, object address, int family, int fd)
 cdef Py_ssize_t send_outgoing(object sock, IoWait *w, _Outgoing out) except -1
 cdef Py_ssize_t send_chunks(object sock, IoWait *w, _Outgoing out, mmsghdr *msgs, iovec *iov,
                             MmsgOp *op, int parts) except -1

@@ -72,7 +72,7 @@ cdef bint alike(object first, object other):
     return True
 
 
-cdef _Outgoing parse_outgoing(tuple items, object address, int family):
+cdef _Outgoing parse_outgoing(tuple items, object address, int family, int fd):
     """Export every buffer and parse every address before anything is sent: a bad item raises
     TypeError/ValueError/gaierror with nothing sent. items is a tuple (the caller's batch
     copied): parsing runs user code (__hash__, __eq__, __index__ of addresses), which could
@@ -121,7 +121,8 @@ cdef _Outgoing parse_outgoing(tuple items, object address, int family):
     if out.addresses == NULL or out.address_lengths == NULL:
         raise MemoryError()
     for i in range(out.naddresses):
-        out.address_lengths[i] = sockaddr_from_python(distinct[i], family, &out.addresses[i])
+        out.address_lengths[i] = sockaddr_from_python(distinct[i], family, &out.addresses[i],
+                                                      fd)
     return out
 
 
@@ -250,7 +251,7 @@ def send_batch(sock, messages, address=None, *, segment_size=None):
     raise_deferred_error(&w)
     w.resumable = True                  # send_chunks resumes after a partial sendmmsg
     socket_family_type(sock, &family, &kind)
-    out = parse_outgoing(tuple(messages), address, family)
+    out = parse_outgoing(tuple(messages), address, family, w.fd)
     if out.count == 0:
         return 0
     if seg != -2 and out.count > 1 and is_udp(family, kind, sock.proto) \

@@ -313,7 +313,7 @@ cdef Py_ssize_t send_in_turn(object sock, IoWait *w, SocketState state, object r
     for i in range(len(items)):
         if isinstance(items[i], tuple):
             raise TypeError(f"record {i}: records go to the connected peer, not to an address")
-    out = parse_outgoing(items, None, family)
+    out = parse_outgoing(items, None, family, w.fd)
     if out.count:
         out.prefix_length = SPP_HEADER_SIZE
         out.prefixes = <char *>PyMem_Malloc(out.count * SPP_HEADER_SIZE)

@@ -89,3 +89,14 @@ cdef extern from "<net/if.h>" nogil:
         IF_NAMESIZE
     unsigned int if_nametoindex(const char *ifname)
     char *if_indextoname(unsigned int ifindex, char *ifname)
+
+    struct ifreq:
+        char ifr_name[16]
+        int ifr_ifindex
+
+
+cdef extern from "<sys/ioctl.h>" nogil:
+    enum:
+        SIOCGIFINDEX
+        SIOCGIFNAME
+    int ioctl(int fd, unsigned long request, ...)
