@@ -86,6 +86,11 @@ cdef list framed_lent_filled(object framed, Py_ssize_t length)
 # out has room for a struct sockaddr_storage; returns its length (raises on a bad address).
 cdef unsigned int address_to_sockaddr(object address, int family, void *out) except 0
 cdef object address_from_sockaddr(const void *sa, unsigned int length)
+# The same for a socket's fd: AF_PACKET interface names are looked up in the network
+# namespace of that socket (SIOCGIFINDEX/SIOCGIFNAME on fd, as the stdlib), not the thread's.
+cdef unsigned int address_to_sockaddr_on(object address, int family, void *out,
+                                         int fd) except 0
+cdef object address_from_sockaddr_on(const void *sa, unsigned int length, int fd)
 # What a received datagram's control messages (cmsgs) say, read by read_control.
 cdef struct ControlInfo:
     int gso                             # UDP_GRO: the coalesced datagrams' size (0: not coalesced)

@@ -166,6 +166,13 @@ sender.send_batch([b"MARK" * 15], ("csb", PROTO, 0, 0, b"\\xff" * 6))
 print(marked_on(taps))
 sender.send_batch([b"MARK" * 15], ("csa", PROTO, 0, 0, b"\\xff" * 6))
 print(receiver.recv_batch()[0].address[0])                 # named in the socket's namespace
+import csock.uring                                          # the ring's converters (or fallback)
+marked_on(taps)
+csock.uring.send_many([(sender, b"MARK" * 15, ("csb", PROTO, 0, 0, b"\\xff" * 6))])
+print(marked_on(taps))
+sender.send_batch([b"MARK" * 15], ("csa", PROTO, 0, 0, b"\\xff" * 6))
+time.sleep(0.2)
+print(csock.uring.recv_many([receiver])[0][0].address[0])
 """
 
 
@@ -178,5 +185,5 @@ def test_packet_interface_names_are_the_sockets_namespace(tmp_path):
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("needs root, unshare and ip")
     lines = script_output(tmp_path, PACKET_NAMES, prefix=("unshare", "-n"))
-    assert lines == ["csap", "csq", "{'csa': 0, 'csb': 1}", "csq"]
+    assert lines == ["csap", "csq", "{'csa': 0, 'csb': 1}", "csq", "{'csa': 0, 'csb': 1}", "csq"]
 

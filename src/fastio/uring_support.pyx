@@ -82,6 +82,15 @@ cdef object address_from_sockaddr(const void *sa, unsigned int length):
     return sockaddr_to_python(<const sockaddr *>sa, length)
 
 
+cdef unsigned int address_to_sockaddr_on(object address, int family, void *out,
+                                         int fd) except 0:
+    return sockaddr_from_python(address, family, <sockaddr_storage *>out, fd)
+
+
+cdef object address_from_sockaddr_on(const void *sa, unsigned int length, int fd):
+    return sockaddr_to_python(<const sockaddr *>sa, length, fd)
+
+
 cdef object datagram_of(object data, object address, bint truncated, const ControlInfo *info):
     cdef Datagram d = make_datagram(data, address, truncated)
     if info != NULL:

@@ -33,15 +33,15 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
 from includes.socket cimport (
-    msghdr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC,
-    MSG_WAITALL, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, SOCK_SEQPACKET,
+    msghdr, sockaddr, sockaddr_storage, socklen_t, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC,
+    MSG_WAITALL, AF_PACKET, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM, SOCK_SEQPACKET,
 )
 from includes.uio cimport iovec
 from includes.poll cimport poll, pollfd, POLLIN
 from includes.uring cimport *
 from csock._fastio cimport (
-    CONTROL_ROOM, ControlInfo, MessageView, SocketState, address_from_sockaddr,
-    address_to_sockaddr, datagram_of, framed_feed, framed_lend, framed_lent_filled,
+    CONTROL_ROOM, ControlInfo, MessageView, SocketState, address_from_sockaddr_on,
+    address_to_sockaddr_on, datagram_of, framed_feed, framed_lend, framed_lent_filled,
     inflight_hold, inflight_release, read_control, set_close_hook, state_of,
 )
 
@@ -1077,8 +1077,8 @@ cdef class Ring:
             request.has_data = True
             if address is not None:
                 self.native(request)
-                request.native.msg.msg_namelen = address_to_sockaddr(
-                    address, _raw_family(sock), &request.native.address)
+                request.native.msg.msg_namelen = address_to_sockaddr_on(
+                    address, _raw_family(sock), &request.native.address, request.fd_for_sqe)
         except BaseException:
             self.abandon(request)
             raise
@@ -1358,8 +1358,10 @@ cdef class Ring:
         request.ring = None
         request.release()
 
-    cdef object sender(self, const char *buffer, uint32_t namelen):
-        """The address a multishot recvmsg wrote in buffer, the last one's object if equal."""
+    cdef object sender(self, const char *buffer, uint32_t namelen, int fd):
+        """The address a multishot recvmsg on fd wrote in buffer, the last one's object if
+        equal (an AF_PACKET sender's never: its interface is named as it is now, in fd's
+        network namespace)."""
         cdef uint32_t length = namelen if namelen <= NAME_ROOM else NAME_ROOM
         cdef const char *name = buffer + NAME_AT
         if (self.last_address is not None and length == self.last_namelen
@@ -1367,12 +1369,13 @@ cdef class Ring:
             return self.last_address
         self.last_address = None                    # (until the new one is made)
         memcpy(&self.last_name, name, length)       # (aligned there, for the sockaddr's fields)
-        address = address_from_sockaddr(&self.last_name, length)
-        self.last_namelen = length
-        self.last_address = address
+        address = address_from_sockaddr_on(&self.last_name, length, fd)
+        if length >= 2 and (<const sockaddr *>&self.last_name).sa_family != AF_PACKET:
+            self.last_namelen = length
+            self.last_address = address
         return address
 
-    cdef int datagrams_at(self, uint16_t bid, int res, list into) except -1:
+    cdef int datagrams_at(self, uint16_t bid, int res, list into, int fd) except -1:
         """Append the csock.Datagrams a multishot recvmsg put in buffer bid (res >= 0): one,
         or a coalesced message's (UDP_GRO) split back, each a view of its payload, with the
         sender, the metadata the control messages carry, and whether the buffer cut it."""
@@ -1393,7 +1396,7 @@ cdef class Ring:
             full = available + 1                    # cut, by how much unknown
         memcpy(control, buffer + CONTROL_AT, control_length)
         read_control(control, control_length, &info)
-        address = self.sender(buffer, out.namelen)
+        address = self.sender(buffer, out.namelen, fd)
         whole = make_view(self.pool, bid, PAYLOAD_AT, available)
         if info.gso <= 0 or info.gso >= available:
             size = info.gso if 0 < info.gso < full else full
@@ -1416,7 +1419,7 @@ cdef class Ring:
             if flags & CSOCK_IORING_CQE_F_BUFFER:
                 bid = <uint16_t>(flags >> CSOCK_IORING_CQE_BUFFER_SHIFT)
                 if res >= 0:
-                    self.datagrams_at(bid, res, request.sink)
+                    self.datagrams_at(bid, res, request.sink, request.fd_for_sqe)
                     return
                 self.pool.give_back(bid)
             if res < 0 and res != -EAGAIN and res != -ENOBUFS and request.sink_error is None:
@@ -1453,7 +1456,7 @@ cdef class Ring:
                 return 0
             if request.kind == RECVMSG and res >= 0:
                 datagrams = []
-                self.datagrams_at(bid, res, datagrams)
+                self.datagrams_at(bid, res, datagrams, request.fd_for_sqe)
                 completion.value = datagrams[0] if len(datagrams) == 1 else datagrams
                 completion.truncated = any([d.truncated for d in datagrams])
                 return 0
