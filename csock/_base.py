@@ -422,6 +422,24 @@ def _gro_is_set(sock: _std.socket) -> bool:
 _fastio.register_socket_class(socket)     # its state is read from its slot on every call
 
 
+class _StdlibSignature:
+    """socket's ``__signature__``, for inspect (help(), IDEs, mock's autospec): the stdlib's
+    ``(family=-1, type=-1, proto=-1, fileno=None)``, not the dispatching ``__new__``'s
+    ``(*args, **kwargs)``. A subclass with a ``__new__`` or ``__init__`` of its own is
+    inspected as usual. (inspect is imported only when asked.)"""
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        own = any(getattr(owner, name) is not getattr(socket, name)
+                  for name in ("__new__", "__init__"))
+        if instance is not None or own:
+            raise AttributeError("__signature__")
+        import inspect
+        return inspect.signature(_stdlib_socket_class)
+
+
+socket.__signature__ = _StdlibSignature()  # type: ignore[attr-defined]
+
+
 # The stdlib's own functions, taken at import: a program that replaces the stdlib module's
 # attributes with csock's (socket.socketpair = csock.socketpair) must not make csock call itself.
 _stdlib_socketpair = _std.socketpair

@@ -887,6 +887,23 @@ def test_sendfile_refuses_a_non_blocking_socket_as_the_stdlibs(tmp_path: Any) ->
         a.sendfile(file)
 
 
+def test_the_constructor_signature_is_the_stdlibs() -> None:
+    """inspect (help(), IDEs, mock's autospec) showed the dispatching __new__'s (*args,
+    **kwargs); a subclass with its own __init__ still shows its own."""
+    import inspect
+
+    class Mine(csock.socket):
+        def __init__(self, host: str, port: int = 0) -> None:
+            super().__init__()
+
+    expected = inspect.signature(stdlib_socket.socket)
+    assert str(expected) == "(family=-1, type=-1, proto=-1, fileno=None)"
+    assert inspect.signature(csock.socket) == expected
+    assert list(inspect.signature(Mine).parameters) == ["host", "port"]
+    with csock.socket() as sock:
+        assert not hasattr(sock, "__signature__")
+
+
 def test_sendfile_of_a_write_only_file_fails_as_the_stdlibs(tmp_path: Any) -> None:
     """sendfile(2) of a file opened write-only fails with EBADF before a byte goes: the stdlib
     gives up for send(), whose read raises io.UnsupportedOperation, and so must csock (it
