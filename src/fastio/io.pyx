@@ -66,15 +66,31 @@ cdef unsigned long _wake_dev = 0, _wake_ino = 0     # its file (a program may cl
 cdef Py_ssize_t _wakes_owed = 0      # sleepers of closed sockets not yet woken: drain at 0
 
 
+cdef inline bint file_of(int fd, unsigned long *dev, unsigned long *ino) noexcept nogil:
+    """The device and inode of the file fd names (False, both 0, if fstat fails): what tells
+    that a number still names the file csock meant, after a program may have closed it and
+    put another file there."""
+    cdef struct_stat st
+    if fstat(fd, &st) != 0:
+        dev[0] = ino[0] = 0
+        return False
+    dev[0], ino[0] = st.st_dev, st.st_ino
+    return True
+
+
+cdef inline bint names_file(int fd, unsigned long dev, unsigned long ino) noexcept nogil:
+    cdef unsigned long now_dev = 0, now_ino = 0
+    return file_of(fd, &now_dev, &now_ino) and now_dev == dev and now_ino == ino
+
+
 cdef int wake_fd() noexcept:
     """The process's close() eventfd, made on first use; -1 if it cannot be made (EMFILE):
     sleeps then simply cannot be cut short."""
-    global _wake_fd, _wake_dev, _wake_ino
-    cdef struct_stat st
+    global _wake_fd
     if _wake_fd < 0:
         _wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
-        if _wake_fd >= 0 and fstat(_wake_fd, &st) == 0:
-            _wake_dev, _wake_ino = st.st_dev, st.st_ino
+        if _wake_fd >= 0:
+            file_of(_wake_fd, &_wake_dev, &_wake_ino)
     return _wake_fd
 
 
@@ -85,10 +101,9 @@ cdef bint _wake_fd_is_ours() noexcept nogil:
     not csock's), and the next sleep makes a new eventfd. Checked where bytes would move or a
     wake was seen, never on the path of a sleep."""
     global _wake_fd
-    cdef struct_stat st
     if _wake_fd < 0:
         return False
-    if fstat(_wake_fd, &st) == 0 and st.st_dev == _wake_dev and st.st_ino == _wake_ino:
+    if names_file(_wake_fd, _wake_dev, _wake_ino):
         return True
     _wake_fd = -1
     return False
@@ -148,26 +163,14 @@ cdef void finish_deferred_close(SocketState state) noexcept:
             close_fd(fd)                # (like the stdlib's close(), errors here go unreported)
 
 
-cdef int note_pending_file(int fd, SocketState state) noexcept:
-    """Remember the file close() leaves on fd for the calls in flight."""
-    cdef struct_stat st
-    if fstat(fd, &st) == 0:
-        state.pending_dev = st.st_dev
-        state.pending_ino = st.st_ino
-    else:
-        state.pending_dev = state.pending_ino = 0
-    return 0
-
-
 cdef bint still_names_its_file(int fd, SocketState state) noexcept:
     """Whether fd still names the file close() left on it: after close() returned, the number
     was free as far as the program knew, and it may have put another file there with dup2(2),
     which closed this one. That file is the program's: the deferred close(2) leaves it."""
-    cdef struct_stat st
-    if fstat(fd, &st) != 0:
+    cdef unsigned long dev = 0, ino = 0
+    if not file_of(fd, &dev, &ino):
         return False
-    return state.pending_ino == 0 or (
-        st.st_dev == state.pending_dev and st.st_ino == state.pending_ino)
+    return state.pending_ino == 0 or (dev == state.pending_dev and ino == state.pending_ino)
 
 
 def close_socket(sock):
@@ -244,7 +247,7 @@ cdef int leave_fd_to_calls_in_flight(object sock, SocketState state) except -1:
     if fd < 0:
         return 0
     state.pending_fd = fd
-    note_pending_file(fd, state)
+    file_of(fd, &state.pending_dev, &state.pending_ino)
     _deferred_closes.add(state)
     state.closing = 1
     wake_sleepers(state)
