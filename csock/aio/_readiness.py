@@ -36,6 +36,20 @@ def polls_end_at_an_error(loop: asyncio.AbstractEventLoop) -> bool:
     return type(loop).__module__.partition(".")[0] == "uvloop"
 
 
+def register_again(loop: asyncio.AbstractEventLoop, fd: int,
+                   on_readable: Callable[[], None] | None,
+                   on_writable: Callable[[], None] | None) -> None:
+    """Make fd's registrations on loop again (those whose callback is given): after a POLLERR
+    where polls end at it (polls_end_at_an_error), so that the error, or data queued before
+    it, still wakes the calls waiting."""
+    if on_readable is not None:
+        loop.remove_reader(fd)
+        loop.add_reader(fd, on_readable)
+    if on_writable is not None:
+        loop.remove_writer(fd)
+        loop.add_writer(fd, on_writable)
+
+
 def _wake(waiters: list[asyncio.Future[None]]) -> None:
     for future in waiters:
         if not future.done():

@@ -13,7 +13,7 @@ from .._fastio import Datagram
 from .._stdlib import socket as _std
 from . import framed as _framed
 from ._datagram_uring import RingDatagramIO
-from ._readiness import polls_end_at_an_error
+from ._readiness import polls_end_at_an_error, register_again
 from ._uring_engine import driver_for, resolve_engine
 
 if TYPE_CHECKING:
@@ -223,14 +223,10 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     # --- receiving -------------------------------------------------------------------------
 
     def _renew_polls_after_an_error(self) -> None:
-        """On uvloop, a POLLERR (an ICMP error on a connected socket, say) ends this fd's
-        registrations after this callback: make them again, or the endpoint goes deaf."""
-        if self._reading:
-            self._loop.remove_reader(self._fd)
-            self._loop.add_reader(self._fd, self._on_readable)
-        if self._writing:
-            self._loop.remove_writer(self._fd)
-            self._loop.add_writer(self._fd, self._on_writable)
+        # On uvloop, a POLLERR (an ICMP error on a connected socket, say) ends this fd's
+        # registrations after this callback: made again, or the endpoint goes deaf.
+        register_again(self._loop, self._fd, self._on_readable if self._reading else None,
+                       self._on_writable if self._writing else None)
 
     def _on_readable(self) -> None:
         if self._polls_end and self._ring_io is None and _fastio.error_pending(self._sock):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _fastio
 from .._fastio import MessageView
 from .._stdlib import socket as _std
-from ._readiness import polls_end_at_an_error
+from ._readiness import polls_end_at_an_error, register_again
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -206,16 +206,10 @@ class FramedStream:
         return loop
 
     def _renew_polls_after_an_error(self) -> None:
-        """On uvloop, a POLLERR (a reset, say) ends this fd's registrations after this
-        callback: make them again, so that the error (raised by the next receive or send, or
-        data queued before it) still wakes the calls waiting."""
-        loop = self._get_loop()
-        if self._reader_on:
-            loop.remove_reader(self._fd)
-            loop.add_reader(self._fd, self._on_readable)
-        if self._writer_on:
-            loop.remove_writer(self._fd)
-            loop.add_writer(self._fd, self._on_writable)
+        # On uvloop, a POLLERR (a reset, say) ends this fd's registrations after this callback.
+        register_again(self._get_loop(), self._fd,
+                       self._on_readable if self._reader_on else None,
+                       self._on_writable if self._writer_on else None)
 
     # --- receiving -------------------------------------------------------------------------
 
