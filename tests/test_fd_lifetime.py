@@ -1207,3 +1207,19 @@ def test_a_program_closing_the_wake_eventfd_loses_no_byte_of_the_file_on_its_num
     assert lines[:2] == ["['OSError']", "['OSError']"]
     assert lines[2:] == ["b'PAYLOAD-FOR-OTHER-CONNECTION'", "nothing"]
 
+
+def test_a_forked_child_leaves_the_file_on_the_wake_eventfds_old_number(tmp_path):
+    """After fork() the child closed the number the wake eventfd had, whatever file the
+    program had put there since: the child lost that file."""
+    lines = script_output(tmp_path, WAKE_FD_TAKEN.split("other_peer.sendall")[0] + """
+pid = os.fork()
+if pid == 0:
+    try:
+        os.fstat(number)
+        os._exit(0)
+    except OSError:
+        os._exit(1)
+print(os.waitpid(pid, 0)[1])
+""")
+    assert lines == ["0"]
+

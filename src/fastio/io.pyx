@@ -277,9 +277,9 @@ def _after_fork_in_child():
             close_fd((<SocketState>state).pending_fd)
         (<SocketState>state).pending_fd = -1
     _deferred_closes.clear()
-    if _wake_fd >= 0:
+    if _wake_fd_is_ours():              # (a number the program took over is the program's)
         close_fd(_wake_fd)
-        _wake_fd = -1
+    _wake_fd = -1
     _wakes_owed = 0
 
 
