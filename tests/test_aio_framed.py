@@ -3,9 +3,12 @@ write limits, concurrent callers, close, on both loops."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import random
 import socket as std
 import struct
+import threading
 import time
 from typing import Any
 
@@ -322,6 +325,55 @@ def test_framed_close_wakes_waiting_recv(run: Any) -> None:
             await asyncio.wait_for(task, 5)
         await b.wait_closed()
         a.close()
+    run(main())
+
+
+@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+def test_framed_socket_closed_under_a_waiting_recv(run: Any, closer: str) -> None:
+    """The socket itself closed (not the stream) while a recv waits: the recv raises
+    OSError(EBADF), so does the next, the peer sees the end of stream, and the loop no longer
+    watches the number: a connection that takes it is served (on the readiness engine the
+    loop's registration outlived the file: the recv hung, asyncio's next registration on the
+    number raised FileNotFoundError, uvloop aborted the process)."""
+    async def main() -> None:
+        peer, sock = tcp_pair()
+        stream = csock.aio.FramedStream(sock)
+        waiting = asyncio.create_task(stream.recv())
+        await asyncio.sleep(0.02)
+        number = sock.fileno()
+        if closer == "loop thread":
+            sock.close()
+        else:
+            closing = threading.Thread(target=sock.close)
+            closing.start()
+            closing.join()
+        with pytest.raises(OSError) as caught:
+            await asyncio.wait_for(waiting, 2)
+        assert caught.value.errno == errno.EBADF
+        with pytest.raises(OSError) as caught:
+            await stream.recv()
+        assert caught.value.errno == errno.EBADF
+        await asyncio.sleep(0.02)              # (a close from another thread: the loop's turn)
+        peer.settimeout(2)
+        assert peer.recv(10) == b""
+        taker, other = tcp_pair()
+        if other.fileno() == number:
+            taker, other = other, taker
+        elif taker.fileno() != number:
+            with taker:
+                moved = fcntl.fcntl(taker.fileno(), fcntl.F_DUPFD, number)  # the lowest >= it
+            taker = csock.socket(fileno=moved)
+        assert taker.fileno() == number
+        sending = csock.aio.FramedStream(taker)
+        receiving = csock.aio.FramedStream(other)
+        message = bytes(range(256)) * 4096 * 12       # 12 MiB: the sender registers a writer
+        sent = asyncio.create_task(sending.send(message))
+        assert bytes(await asyncio.wait_for(receiving.recv(), 10)) == message
+        await sent
+        for each in (stream, sending, receiving):
+            each.close()
+        peer.close()
+
     run(main())
 
 

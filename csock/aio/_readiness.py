@@ -36,6 +36,21 @@ def polls_end_at_an_error(loop: asyncio.AbstractEventLoop) -> bool:
     return type(loop).__module__.partition(".")[0] == "uvloop"
 
 
+def on_loop_thread(loop: asyncio.AbstractEventLoop | None, callback: Callable[[], None]) -> None:
+    """callback() on loop's thread: at once when loop runs in this thread, or in none (or is
+    closed, or None), else at its next iteration (call_soon_threadsafe). For a LoopWatch's
+    on_close, which runs in whichever thread closed the socket: a loop's registrations may
+    only be changed from the thread that runs it."""
+    if (loop is not None and loop.is_running() and not loop.is_closed()
+            and asyncio._get_running_loop() is not loop):
+        try:
+            loop.call_soon_threadsafe(callback)
+            return
+        except RuntimeError:                # closed meanwhile: nothing watches any more
+            pass
+    callback()
+
+
 def register_again(loop: asyncio.AbstractEventLoop, fd: int,
                    on_readable: Callable[[], None] | None,
                    on_writable: Callable[[], None] | None) -> None:

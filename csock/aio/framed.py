@@ -9,6 +9,7 @@ from __future__ import annotations
 import _socket
 import asyncio
 import errno
+import os
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _fastio
 from .._fastio import MessageView
 from .._stdlib import socket as _std
-from ._readiness import polls_end_at_an_error, register_again
+from ._readiness import on_loop_thread, polls_end_at_an_error, register_again
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -164,6 +165,7 @@ class FramedStream:
         self._closing = False
         self._closed = False
         self._closed_waiter: asyncio.Future[None] | None = None
+        self._watch: _fastio.LoopWatch | None = None   # the fd held while the loop watches it
 
     # --- properties ------------------------------------------------------------------------
 
@@ -204,6 +206,44 @@ class FramedStream:
             loop = self._loop = asyncio.get_running_loop()
             self._polls_end = polls_end_at_an_error(loop)
         return loop
+
+    def _watch_fd(self) -> None:
+        """Hold the socket's fd number before the loop first watches it (OSError EBADF if the
+        socket is closed): a close() of the socket itself, from any thread, then leaves
+        close(2) to _closed_under_us, after the loop stopped watching the number."""
+        if self._watch is None:
+            self._watch = _fastio.LoopWatch(self._sock, self._socket_closed)
+
+    def _socket_closed(self) -> None:
+        # (LoopWatch's on_close: in the thread that closed the socket)
+        on_loop_thread(self._loop, self._closed_under_us)
+
+    def _closed_under_us(self) -> None:
+        """The socket was closed (or detached) itself, not through the stream: stop watching
+        its number, let close(2) go on, and fail the calls waiting with EBADF, as on the uring
+        engine (later calls raise it too)."""
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            if self._reader_on:
+                loop.remove_reader(self._fd)
+            if self._writer_on:
+                loop.remove_writer(self._fd)
+        self._reader_on = self._writer_on = False
+        watch.release()
+        error = OSError(errno.EBADF, os.strerror(errno.EBADF))
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        if self._write_error is None:
+            self._fail_writes(error)
+
+    def _release_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.release()
 
     def _renew_polls_after_an_error(self) -> None:
         # On uvloop, a POLLERR (a reset, say) ends this fd's registrations after this callback.
@@ -270,12 +310,13 @@ class FramedStream:
         if self._closing:
             raise _closed_error()
         loop = self._get_loop()
+        if not self._reader_on:
+            self._watch_fd()
+            loop.add_reader(self._fd, self._on_readable)
+            self._reader_on = True
         waiter: asyncio.Future[list[MessageView]] = loop.create_future()
         self._read_waiter = waiter
         self._read_want = max_messages
-        if not self._reader_on:
-            loop.add_reader(self._fd, self._on_readable)
-            self._reader_on = True
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -335,6 +376,7 @@ class FramedStream:
 
     def _start_writer(self) -> None:
         if not self._writer_on:
+            self._watch_fd()
             self._get_loop().add_writer(self._fd, self._on_writable)
             self._writer_on = True
 
@@ -447,7 +489,10 @@ class FramedStream:
         self._wake_reader_closed()
         if self._framed.pending_send and self._write_error is None and self._loop is not None \
                 and not self._loop.is_closed():
-            self._start_writer()        # _on_writable finishes the close once drained
+            try:
+                self._start_writer()    # _on_writable finishes the close once drained
+            except OSError:             # (the socket itself is closed: nothing can drain)
+                self._finish_close()
         else:
             self._finish_close()
 
@@ -476,6 +521,7 @@ class FramedStream:
         for waiter, _ in waiters:
             if not waiter.done():
                 waiter.set_exception(_closed_error())
+        self._release_watch()           # (held, it would leave the close(2) to itself)
         self._sock.close()
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)

@@ -38,6 +38,7 @@ cdef class SocketState:
     cdef public int spp_expected            # the number the next record received carries (-1: any)
     cdef object spp_send_turn               # the Turn record senders take (spp.pyx), or None
     cdef object spp_recv_turn               # the Turn record receivers take, or None
+    cdef list loop_watches      # LoopWatch objects holding the fd for event loops, or None
 
     cdef inline int calls_in_flight(self) noexcept
 

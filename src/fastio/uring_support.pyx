@@ -5,7 +5,8 @@
 # until its last completion, as a system call does between io_enter and io_leave (io.pyx).
 # close() meanwhile defers close(2) to the last release, and calls the close hook, which
 # cancels the socket's pending and multishot requests: without that a multishot receive
-# would keep the file open, and the FIN unsent, for ever.
+# would keep the file open, and the FIN unsent, for ever. An event loop watching the fd
+# (csock.aio's epoll engine) holds it the same way, with a LoopWatch.
 
 cdef close_hook_t _close_hook = NULL
 
@@ -70,6 +71,69 @@ cdef void set_close_hook(close_hook_t hook) noexcept:
 cdef inline void run_close_hook(SocketState state) noexcept:
     if _close_hook != NULL:
         _close_hook(state)
+    if state.loop_watches:
+        for watch in list(state.loop_watches):
+            (<LoopWatch>watch).tell_closed()
+
+
+cdef class LoopWatch:
+    """LoopWatch(sock, on_close): sock's fd number stays its file's while an event loop watches
+    it (``add_reader``/``add_writer`` take a number, and keep it after the file is gone).
+
+    Held, it counts as a call in flight: ``close()`` or ``detach()`` from any thread marks the
+    socket closed at once, calls ``on_close()`` in the closing thread (once), and leaves
+    close(2) to ``release()``, so that the loop stops watching the number before another file
+    can take it. Otherwise the loop's registration outlives the file: asyncio's next
+    registration on the reused number fails with ENOENT, and uvloop aborts the process.
+    A stdlib socket is not held (its ``close()`` is the stdlib's).
+
+    Raises
+    ------
+    OSError
+        EBADF: the socket is closed.
+    """
+    cdef object sock            # kept alive: its collection would close the number
+    cdef object state           # inflight_hold's token; None once released
+    cdef object on_close
+
+    def __cinit__(self, sock, on_close):
+        cdef int fd = -1
+        if not callable(on_close):
+            raise TypeError("on_close must be callable")
+        self.state = inflight_hold(sock, &fd)
+        self.sock = sock
+        self.on_close = on_close
+        if self.state is not None:
+            state = <SocketState>self.state
+            if state.loop_watches is None:
+                state.loop_watches = []
+            state.loop_watches.append(self)
+
+    @property
+    def held(self):
+        """True until release(): close(2) of the socket waits for it."""
+        return self.state is not None
+
+    cdef void tell_closed(self) noexcept:
+        # (an exception from on_close is reported as unraisable: close() goes on)
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
+
+    def release(self):
+        """The loop no longer watches the number: a close() that came meanwhile closes it
+        now. Idempotent."""
+        state, self.state = self.state, None
+        self.on_close = None
+        if state is not None:
+            watches = (<SocketState>state).loop_watches
+            if watches is not None:
+                (<SocketState>state).loop_watches = [w for w in watches if w is not self]
+            inflight_release(state)
+
+    def __dealloc__(self):
+        if self.state is not None:
+            inflight_release(self.state)
 
 
 # Addresses for io_uring sendmsg/recvmsg, through address.pyx's converters (plain C types in
