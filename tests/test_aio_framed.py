@@ -522,6 +522,30 @@ def test_framed_recv_cancelled_as_the_stream_closes_raises_cancelled(run: Any) -
     run(main())
 
 
+@pytest.mark.parametrize("bad", [0, -1])
+def test_framed_recv_many_checks_max_messages_with_messages_kept(run: Any, bad: int) -> None:
+    """Messages received for a recv_many cancelled before it resumed are kept for the next
+    call; a next call with max_messages below 1 is still a ValueError (on epoll, 0 returned
+    [], the end-of-stream value, and -1 a slice), and the kept messages stay for a good one."""
+    async def main() -> None:
+        raw, peer = csock.socketpair()
+        stream = csock.aio.FramedStream(peer)
+        task = asyncio.create_task(stream.recv_many())
+        await asyncio.sleep(0.01)
+        raw.sendall(b"\0\0\0\1x\0\0\0\1y")
+        while stream._read_waiter is None or not stream._read_waiter.done():
+            await asyncio.sleep(0)                # handed over, the task not yet resumed
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(ValueError, match="at least 1"):
+            await stream.recv_many(bad)
+        assert [bytes(m) for m in await stream.recv_many()] == [b"x", b"y"]
+        stream.close()
+        raw.close()
+    run(main())
+
+
 def test_framed_length_above_max_size_then_end_of_stream_is_too_large(run: Any) -> None:
     """A length above max_size, then the peer's close: FrameTooLargeError from the first
     call (the length is checked as it arrives), not IncompleteReadError."""

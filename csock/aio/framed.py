@@ -287,6 +287,8 @@ class FramedStream:
     async def recv_many(self, max_messages: int = 1024) -> list[MessageView]:
         """Every whole message already received, up to max_messages; waits until there is at
         least one. ``[]`` at end of stream."""
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
         if self._pending:
             messages = self._pending[:max_messages]
             del self._pending[:max_messages]
@@ -301,8 +303,6 @@ class FramedStream:
                 return framed.recv_many(max_messages)
             except BlockingIOError:
                 pass
-        elif max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
         # No whole frame (nor a length to check) is buffered: only the kernel can have more,
         # so wait for readiness rather than spend a recv(2) that would block.
         if self._read_waiter is not None:
