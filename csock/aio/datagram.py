@@ -133,9 +133,11 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
     @staticmethod
     def _deliver_for(protocol: asyncio.BaseProtocol) -> Callable[[list[Datagram]], None]:
         batch = getattr(protocol, "datagrams_received", None)
-        if batch is not None:
-            return batch  # type: ignore[no-any-return]
         single = getattr(protocol, "datagram_received", None)
+        # (BatchDatagramProtocol's own no-op does not hide a datagram_received of a subclass)
+        if batch is not None and (single is None or getattr(type(protocol), "datagrams_received",
+                                  None) is not BatchDatagramProtocol.datagrams_received):
+            return batch  # type: ignore[no-any-return]
         if single is None:
             raise TypeError(f"{protocol!r} has neither datagrams_received nor datagram_received")
 
