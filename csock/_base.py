@@ -616,15 +616,21 @@ def _reduce_for_child(sock: _std.socket) -> tuple[Any, tuple[Any, ...]]:
     """ForkingPickler's reducer: a duplicate of the fd (multiprocessing's DupFd), rebuilt in
     the child as the same class."""
     from multiprocessing.reduction import DupFd
-    return _rebuild_in_child, (DupFd(sock.fileno()), type(sock), sock.family, sock.type, sock.proto)
+    cls = type(sock)
+    # (None: the stdlib's class, which pickle cannot name once socket.socket is csock's)
+    return _rebuild_in_child, (DupFd(sock.fileno()), None if cls is _stdlib_socket_class else cls,
+                               sock.family, sock.type, sock.proto)
 
 
-def _rebuild_in_child(duplicate: Any, cls: type, family: int, kind: int, proto: int) -> Any:
-    return cls(family, kind, proto, fileno=duplicate.detach())
+def _rebuild_in_child(duplicate: Any, cls: type | None, family: int, kind: int,
+                      proto: int) -> Any:
+    return (cls or _stdlib_socket_class)(family, kind, proto, fileno=duplicate.detach())
 
 
 def _register_reducers(reduction: Any) -> None:
-    for cls in {socket, *_CLASS_FOR_KIND.values()}:
+    # (the stdlib's class too: reduction.py registered its reducer for socket.socket, which is
+    # csock's own once the stdlib module is patched, and then nothing passed a stdlib socket)
+    for cls in {_stdlib_socket_class, socket, *_CLASS_FOR_KIND.values()}:
         reduction.register(cls, _reduce_for_child)
 
 

@@ -231,6 +231,28 @@ def test_forking_pickler_rebuilds_the_same_csock_class(kind: str, resource_share
                 assert b.recv(100) == b"rebuilt"
 
 
+STDLIB_SOCKET_TO_A_CHILD_AFTER_THE_PATCH = """
+import pickle, socket
+a, b = socket.socketpair()                  # the stdlib's class, made before the patch
+import csock
+for name in ("socket", "socketpair", "create_connection", "create_server", "fromfd"):
+    setattr(socket, name, getattr(csock, name))
+from multiprocessing.reduction import ForkingPickler     # first imported after the patch
+rebuilt = pickle.loads(ForkingPickler.dumps(a))
+print(type(rebuilt).__module__, type(rebuilt).__name__)
+rebuilt.send(b"rebuilt")
+print(b.recv(100).decode())
+"""
+
+
+def test_forking_pickler_still_passes_stdlib_sockets_after_the_patch(tmp_path: Path) -> None:
+    """multiprocessing.reduction registers its reducer for socket.socket, csock's class once
+    patched in: a socket of the stdlib's class could no longer go to a child ("cannot pickle
+    'socket' object"). It is rebuilt there as the class it was."""
+    lines = script_output(tmp_path, STDLIB_SOCKET_TO_A_CHILD_AFTER_THE_PATCH)
+    assert lines == ["socket socket", "rebuilt"]
+
+
 @pytest.mark.parametrize("kind", [csock.SOCK_STREAM, csock.SOCK_DGRAM, csock.SOCK_SEQPACKET])
 def test_plain_pickle_still_refuses_a_csock_socket(kind: int) -> None:
     """With the stdlib's words: csock's classes are what socket.socket() returns (a user's
