@@ -1187,6 +1187,22 @@ def test_sendfile_with_an_offset_that_is_not_an_integer_sends_nothing(tmp_path: 
             b.recv(10)
 
 
+@pytest.mark.parametrize("module", [stdlib_socket, csock], ids=["stdlib", "csock"])
+def test_sendfile_with_a_count_past_ssize_t_sends_nothing(tmp_path: Any, module: Any) -> None:
+    """A count of 2**63 does not fit the ssize_t os.sendfile takes: OverflowError before any
+    byte, as the stdlib's (csock's sendfile(2) took it as a size_t and sent the file)."""
+    path = tmp_path / "data"
+    path.write_bytes(b"0123456789")
+    a, b = module.socketpair()
+    with a, b, open(path, "rb") as file:
+        with pytest.raises(OverflowError):
+            a.sendfile(file, 0, 2 ** 63)
+        assert file.tell() == 0
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(10)
+
+
 def test_sendmsg_and_sendto_pass_negative_flags_as_the_stdlibs_do() -> None:
     """MSG_NOSIGNAL is or'ed in as a plain int (an IntFlag drops bit 31 of -1 on 3.11+, and
     the kernel then saw other flags): the same error as the stdlib's."""

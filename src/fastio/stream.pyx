@@ -656,7 +656,7 @@ cdef Py_ssize_t sys_sendfile(int fd, void *op) noexcept nogil:
     return csock_sendfile_nosigpipe(fd, o.in_fd, &o.offset, o.count)
 
 
-def sock_sendfile_once(sock, int in_fd, off_t offset, size_t count, /):
+def sock_sendfile_once(sock, int in_fd, off_t offset, Py_ssize_t count, /):
     """Send up to count bytes of the file in_fd from offset with one sendfile(2) (the file's
     own position is not used or moved); the number of bytes the kernel took.
 
@@ -679,9 +679,11 @@ def sock_sendfile_once(sock, int in_fd, off_t offset, size_t count, /):
     cdef IoWait w
     cdef SendfileOp op
     cdef Py_ssize_t sent
+    if count < 0:               # (a ssize_t, as os.sendfile takes it: 2**63 is OverflowError)
+        raise ValueError("count must be >= 0")
     op.in_fd = in_fd
     op.offset = offset
-    op.count = count
+    op.count = <size_t>count
     io_begin(sock, &w)
     sent = io_call(&w, sys_sendfile, &op, POLLOUT, True)
     if sent == IO_AGAIN:
