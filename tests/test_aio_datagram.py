@@ -3,8 +3,12 @@ and abort, errors, SO_REUSEPORT, on both loops."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
+import os
 import select
 import socket as std
+import threading
 from typing import Any
 
 import pytest
@@ -123,6 +127,91 @@ def test_an_endpoint_refuses_receive_limits_recv_batch_refuses(
 
     run(main())
     assert fd_count() == before
+
+
+@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+@pytest.mark.parametrize("engine", ["epoll", "uring"])
+def test_endpoint_socket_closed_under_it_is_lost_and_its_number_served_anew(
+        run: Any, engine: str, closer: str) -> None:
+    """The endpoint's socket itself closed (not the transport): connection_lost(EBADF), the fd
+    closed, and an endpoint on a socket that takes the number receives (on epoll the loop
+    kept watching the bare number: the transport never heard, and the newcomer got nothing)."""
+    skip_unless_engine_usable(engine)
+
+    async def main() -> None:
+        transport, proto = await csock.aio.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0), engine=engine)
+        sock = transport.get_extra_info("socket")
+        number = sock.fileno()
+        await asyncio.sleep(0.02)
+        if closer == "loop thread":
+            sock.close()
+        else:
+            closing = threading.Thread(target=sock.close)
+            closing.start()
+            closing.join()
+        lost = await asyncio.wait_for(proto.lost, 2)
+        assert isinstance(lost, OSError) and lost.errno == errno.EBADF
+        assert not os.path.exists(f"/proc/self/fd/{number}")
+        [taker] = take_number(number, csock.socket(csock.AF_INET, csock.SOCK_DGRAM))
+        taker.bind(("127.0.0.1", 0))
+        second, second_proto = await csock.aio.create_datagram_endpoint(
+            Recorder, sock=taker, engine=engine)
+        with csock.socket(csock.AF_INET, csock.SOCK_DGRAM) as sender:
+            sender.sendto(b"to the newcomer", taker.getsockname())
+            await asyncio.wait_for(second_proto.arrived.wait(), 2)
+        assert second_proto.received == [b"to the newcomer"] and proto.received == []
+        second.close()
+        await second_proto.lost
+
+    run(main())
+
+
+def take_number(number: int, *socks: Any) -> list[Any]:
+    """socks, the first of them moved onto fd number (free) unless one of them has it, which
+    then comes first."""
+    socks_list = sorted(socks, key=lambda sock: sock.fileno() != number)
+    first = socks_list[0]
+    if first.fileno() != number:
+        with first:
+            moved = fcntl.fcntl(first.fileno(), fcntl.F_DUPFD, number)  # the lowest >= it
+        assert moved == number
+        socks_list[0] = csock.socket(fileno=moved)
+    return socks_list
+
+
+@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+def test_recv_batch_waiting_as_its_socket_closes_raises_ebadf(run: Any, closer: str) -> None:
+    """Two coroutines waiting in csock.aio.recv_batch when the socket is closed: both raise
+    OSError(EBADF), the loop stops watching the number, and a socket that takes the number is
+    awaited afresh (the loop watched the bare number: the waits hung, and the newcomer's
+    readiness went to the old registration)."""
+    async def main() -> None:
+        a, b = nonblocking_pair(std.SOCK_DGRAM)
+        number = b.fileno()
+        waiting = [asyncio.create_task(csock.aio.recv_batch(b)) for _ in range(2)]
+        await asyncio.sleep(0.02)
+        if closer == "loop thread":
+            b.close()
+        else:
+            closing = threading.Thread(target=b.close)
+            closing.start()
+            closing.join()
+        for task in waiting:
+            with pytest.raises(OSError) as caught:
+                await asyncio.wait_for(task, 2)
+            assert caught.value.errno == errno.EBADF
+        assert not os.path.exists(f"/proc/self/fd/{number}")
+        d, c = take_number(number, *nonblocking_pair(std.SOCK_DGRAM))
+        d.setblocking(False)
+        receiving = asyncio.create_task(csock.aio.recv_batch(d))
+        await asyncio.sleep(0.02)
+        c.send(b"to the newcomer")
+        batch = await asyncio.wait_for(receiving, 2)
+        assert [bytes(m.data) for m in batch] == [b"to the newcomer"]
+        for sock in (a, c, d):
+            sock.close()
+    run(main())
 
 
 @pytest.mark.parametrize("engine", ["epoll", "uring"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket as std
 import struct
+import threading
 from typing import Any
 
 import pytest
@@ -378,3 +380,40 @@ def test_a_port_out_of_range_is_refused_not_wrapped(run: Any, host: Any, port: i
     before = fd_baseline(run)
     run(main())
     assert fd_count() == before
+
+
+async def echo_each(stream: csock.aio.FramedStream) -> None:
+    async for message in stream:
+        await stream.send(message)
+
+
+@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+def test_a_listener_closed_under_the_server_lets_its_number_serve_anew(
+        run: Any, closer: str) -> None:
+    """A listening socket closed itself (not through the server): its fd closes, and a server
+    whose listener takes the number accepts (on epoll the loop kept watching the bare number:
+    the new listener's connections were never accepted)."""
+    async def main() -> None:
+        server = await csock.aio.start_framed_server(echo_each, "127.0.0.1", 0)
+        listener = server.sockets[0]
+        number = listener.fileno()
+        if closer == "loop thread":
+            listener.close()
+        else:
+            closing = threading.Thread(target=listener.close)
+            closing.start()
+            closing.join()
+        await asyncio.sleep(0.05)                  # (another thread's close: the loop's turn)
+        assert not os.path.exists(f"/proc/self/fd/{number}")
+        second = await csock.aio.start_framed_server(echo_each, "127.0.0.1", 0)
+        assert second.sockets[0].fileno() == number
+        client = await asyncio.wait_for(
+            csock.aio.open_framed_connection(*second.sockets[0].getsockname()), 3)
+        await client.send(b"to the newcomer")
+        assert bytes(await asyncio.wait_for(client.recv(), 3)) == b"to the newcomer"
+        client.close()
+        for each in (server, second):
+            each.close()
+            await each.wait_closed()
+
+    run(main())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import _socket
 import asyncio
+import errno
+import os
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,8 +26,9 @@ __all__ = ["recv_batch", "recv_batch_into", "send_batch", "wait_readable", "wait
 
 _T = TypeVar("_T")
 
-# (loop, fd, for_writing) -> the futures waiting for that readiness; present iff registered.
-_waiting: dict[tuple[asyncio.AbstractEventLoop, int, bool], list[asyncio.Future[None]]] = {}
+_Key = tuple[asyncio.AbstractEventLoop, int, bool]      # (loop, fd, for_writing)
+# key -> the coroutines waiting for that readiness; present iff registered.
+_waiting: dict[_Key, _Registration] = {}
 
 
 def polls_end_at_an_error(loop: asyncio.AbstractEventLoop) -> bool:
@@ -51,6 +54,40 @@ def on_loop_thread(loop: asyncio.AbstractEventLoop | None, callback: Callable[[]
     callback()
 
 
+class HoldsItsFd:
+    """For what keeps its socket's fd registered on a loop (a FramedStream, a datagram
+    transport on epoll): ``_hold_fd()`` before the first registration takes a LoopWatch, so
+    that a close() of the socket itself, from any thread, leaves close(2) to the loop's
+    thread, where ``_closed_under_us()`` removes the registrations and then ``_release_fd()``.
+    Without it the loop watched the bare number: its next registration on a reused number
+    failed with ENOENT (asyncio) or aborted the process (uvloop), or took the newcomer's
+    readiness."""
+
+    _sock: _std.socket
+    _loop: asyncio.AbstractEventLoop | None
+    _watch: _fastio.LoopWatch | None = None
+
+    def _hold_fd(self) -> None:
+        """OSError EBADF if the socket is closed."""
+        if self._watch is None:
+            self._watch = _fastio.LoopWatch(self._sock, self._socket_closed)
+
+    def _socket_closed(self) -> None:
+        # (the LoopWatch's on_close: in the thread that closed the socket)
+        on_loop_thread(self._loop, self._closed_under_us)
+
+    def _closed_under_us(self) -> None:
+        raise NotImplementedError
+
+    def _release_fd(self) -> bool:
+        """Let the close(2) a close() deferred go on; False if nothing was held."""
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return False
+        watch.release()
+        return True
+
+
 def register_again(loop: asyncio.AbstractEventLoop, fd: int,
                    on_readable: Callable[[], None] | None,
                    on_writable: Callable[[], None] | None) -> None:
@@ -71,38 +108,66 @@ def _wake(waiters: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
-async def _wait(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
-    key = (loop, fd, write)
+class _Registration:
+    """One readiness of one fd watched on one loop for the coroutines waiting for it, with
+    the LoopWatch that holds the fd meanwhile: the socket closed under them, they raise
+    OSError(EBADF) and the loop stops watching the number before another file can take it."""
+
+    def __init__(self, key: _Key, sock: _std.socket) -> None:
+        self.key = key
+        self.waiters: list[asyncio.Future[None]] = []
+        self.watch = _fastio.LoopWatch(sock, self._socket_closed)   # (EBADF: closed)
+        loop, fd, write = key
+        try:
+            (loop.add_writer if write else loop.add_reader)(fd, _wake, self.waiters)
+        except BaseException:
+            self.watch.release()
+            raise
+        _waiting[key] = self
+
+    def _socket_closed(self) -> None:
+        on_loop_thread(self.key[0], self._closed_under_us)
+
+    def _closed_under_us(self) -> None:
+        if _waiting.get(self.key) is self:
+            error = OSError(errno.EBADF, os.strerror(errno.EBADF))
+            for future in self.waiters:
+                if not future.done():
+                    future.set_exception(error)
+            self.end()
+
+    def end(self) -> None:
+        """The loop stops watching the fd, then lets it go."""
+        del _waiting[self.key]
+        loop, fd, write = self.key
+        if not loop.is_closed():
+            (loop.remove_writer if write else loop.remove_reader)(fd)
+        self.watch.release()
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, sock: _std.socket, write: bool) -> None:
+    key = (loop, sock.fileno(), write)
     future: asyncio.Future[None] = loop.create_future()
-    waiters = _waiting.get(key)
-    if waiters is None:
-        waiters = _waiting[key] = [future]
-        if write:
-            loop.add_writer(fd, _wake, waiters)
-        else:
-            loop.add_reader(fd, _wake, waiters)
-    else:
-        waiters.append(future)
+    registration = _waiting.get(key)
+    if registration is None:
+        registration = _Registration(key, sock)
+    registration.waiters.append(future)
     try:
         await future
     finally:
-        waiters.remove(future)
-        if not waiters and _waiting.get(key) is waiters:
-            del _waiting[key]
-            if write:
-                loop.remove_writer(fd)
-            else:
-                loop.remove_reader(fd)
+        registration.waiters.remove(future)
+        if not registration.waiters and _waiting.get(key) is registration:
+            registration.end()
 
 
 async def wait_readable(sock: _std.socket) -> None:
     """Wait until sock is readable (loop.add_reader; removed again before returning)."""
-    await _wait(asyncio.get_running_loop(), sock.fileno(), False)
+    await _wait(asyncio.get_running_loop(), sock, False)
 
 
 async def wait_writable(sock: _std.socket) -> None:
     """Wait until sock is writable (loop.add_writer; removed again before returning)."""
-    await _wait(asyncio.get_running_loop(), sock.fileno(), True)
+    await _wait(asyncio.get_running_loop(), sock, True)
 
 
 def _check_nonblocking(sock: _std.socket) -> None:
@@ -123,9 +188,8 @@ async def _when_readable(sock: _std.socket, receive: Callable[[], _T]) -> _T:
     except BlockingIOError:
         pass
     loop = asyncio.get_running_loop()
-    fd = sock.fileno()
     while True:
-        await _wait(loop, fd, False)
+        await _wait(loop, sock, False)
         try:
             return receive()
         except BlockingIOError:
@@ -181,5 +245,5 @@ async def send_batch(sock: _std.socket, messages: Iterable[Buffer | tuple[Buffer
             pass
         if loop is None:
             loop = asyncio.get_running_loop()
-        await _wait(loop, sock.fileno(), True)
+        await _wait(loop, sock, True)
     return sent

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,7 +15,7 @@ from .._fastio import Datagram
 from .._stdlib import socket as _std
 from . import framed as _framed
 from ._datagram_uring import RingDatagramIO
-from ._readiness import polls_end_at_an_error, register_again
+from ._readiness import HoldsItsFd, polls_end_at_an_error, register_again
 from ._uring_engine import driver_for, resolve_engine
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ class BatchDatagramProtocol(asyncio.BaseProtocol):
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
-class BatchDatagramTransport(asyncio.DatagramTransport):
+class BatchDatagramTransport(HoldsItsFd, asyncio.DatagramTransport):
     """The transport of ``create_datagram_endpoint``.
 
     Receiving: ``loop.add_reader`` on the socket; each wake-up makes one ``recv_batch``
@@ -85,7 +87,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                  offload: bool = True, engine: str | None = None) -> None:
         extra: dict[str, Any] = {"socket": sock}
         super().__init__(extra)
-        self._loop = loop
+        self._loop: asyncio.AbstractEventLoop = loop
         self._sock = sock
         self._fd = sock.fileno()
         self._address = address             # the connected peer, when there is one
@@ -101,6 +103,8 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                     raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
             elif resolve_engine(engine, loop):
                 self._ring_io = RingDatagramIO(self, driver_for(loop))
+        if self._ring_io is None:
+            self._hold_fd()
         # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
         # receives (coalesced messages split back): the same datagrams, fewer trips through
         # the stack. GRO must be on before datagrams arrive, so it is set here.
@@ -229,6 +233,21 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
         # registrations after this callback: made again, or the endpoint goes deaf.
         register_again(self._loop, self._fd, self._on_readable if self._reading else None,
                        self._on_writable if self._writing else None)
+
+    def _closed_under_us(self) -> None:
+        """The socket was closed (or detached) itself, not through the transport: stop
+        watching its number, let close(2) go on, and lose the connection with EBADF, as on the
+        uring engine."""
+        if self._watch is None:
+            return
+        if not self._loop.is_closed():
+            if self._reading:
+                self._loop.remove_reader(self._fd)
+            if self._writing:
+                self._loop.remove_writer(self._fd)
+        self._reading = self._writing = False
+        self._release_fd()
+        self._lose(OSError(errno.EBADF, os.strerror(errno.EBADF)))
 
     def _on_readable(self) -> None:
         if self._polls_end and self._ring_io is None and _fastio.error_pending(self._sock):
@@ -439,6 +458,7 @@ class BatchDatagramTransport(asyncio.DatagramTransport):
                 exc if isinstance(exc, Exception) or exc is None else None
             )
         finally:
+            self._release_fd()          # (held, it would leave the close(2) to itself)
             self._sock.close()
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _fastio
 from .._fastio import MessageView
 from .._stdlib import socket as _std
-from ._readiness import on_loop_thread, polls_end_at_an_error, register_again
+from ._readiness import HoldsItsFd, polls_end_at_an_error, register_again
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -76,7 +76,7 @@ def _names_of(sock: _std.socket) -> dict[str, Any]:
     return names
 
 
-class FramedStream:
+class FramedStream(HoldsItsFd):
     """Messages over a stream socket (TCP, AF_UNIX stream), with ``await``.
 
     Same wire format, errors and end-of-stream rules as the blocking ``csock.FramedStream``:
@@ -165,7 +165,6 @@ class FramedStream:
         self._closing = False
         self._closed = False
         self._closed_waiter: asyncio.Future[None] | None = None
-        self._watch: _fastio.LoopWatch | None = None   # the fd held while the loop watches it
 
     # --- properties ------------------------------------------------------------------------
 
@@ -207,23 +206,11 @@ class FramedStream:
             self._polls_end = polls_end_at_an_error(loop)
         return loop
 
-    def _watch_fd(self) -> None:
-        """Hold the socket's fd number before the loop first watches it (OSError EBADF if the
-        socket is closed): a close() of the socket itself, from any thread, then leaves
-        close(2) to _closed_under_us, after the loop stopped watching the number."""
-        if self._watch is None:
-            self._watch = _fastio.LoopWatch(self._sock, self._socket_closed)
-
-    def _socket_closed(self) -> None:
-        # (LoopWatch's on_close: in the thread that closed the socket)
-        on_loop_thread(self._loop, self._closed_under_us)
-
     def _closed_under_us(self) -> None:
         """The socket was closed (or detached) itself, not through the stream: stop watching
         its number, let close(2) go on, and fail the calls waiting with EBADF, as on the uring
         engine (later calls raise it too)."""
-        watch, self._watch = self._watch, None
-        if watch is None:
+        if self._watch is None:
             return
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -232,18 +219,13 @@ class FramedStream:
             if self._writer_on:
                 loop.remove_writer(self._fd)
         self._reader_on = self._writer_on = False
-        watch.release()
+        self._release_fd()
         error = OSError(errno.EBADF, os.strerror(errno.EBADF))
         waiter = self._read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
         if self._write_error is None:
             self._fail_writes(error)
-
-    def _release_watch(self) -> None:
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.release()
 
     def _renew_polls_after_an_error(self) -> None:
         # On uvloop, a POLLERR (a reset, say) ends this fd's registrations after this callback.
@@ -311,7 +293,7 @@ class FramedStream:
             raise _closed_error()
         loop = self._get_loop()
         if not self._reader_on:
-            self._watch_fd()
+            self._hold_fd()
             loop.add_reader(self._fd, self._on_readable)
             self._reader_on = True
         waiter: asyncio.Future[list[MessageView]] = loop.create_future()
@@ -376,7 +358,7 @@ class FramedStream:
 
     def _start_writer(self) -> None:
         if not self._writer_on:
-            self._watch_fd()
+            self._hold_fd()
             self._get_loop().add_writer(self._fd, self._on_writable)
             self._writer_on = True
 
@@ -521,7 +503,7 @@ class FramedStream:
         for waiter, _ in waiters:
             if not waiter.done():
                 waiter.set_exception(_closed_error())
-        self._release_watch()           # (held, it would leave the close(2) to itself)
+        self._release_fd()              # (held, it would leave the close(2) to itself)
         self._sock.close()
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)

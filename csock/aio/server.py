@@ -11,9 +11,11 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .. import _fastio
 from .._base import socket as _csocket
 from .._stdlib import socket as _std
 from . import framed as _framed
+from ._readiness import on_loop_thread
 from .framed import DEFAULT_WRITE_LIMIT, FramedStream, check_limits
 
 if TYPE_CHECKING:
@@ -111,7 +113,9 @@ class FramedServer:
             from ._uring_framed import UringFramedStream
 
             self._stream_class = UringFramedStream
-        self._accepting: dict[_std.socket, Any] = {}    # uring: listener -> its accept request
+        # listener -> its multishot accept request (uring), or its fd and the LoopWatch that
+        # holds it while the loop watches it (epoll)
+        self._accepting: dict[_std.socket, Any] = {}
         self._driver: Any = None                          # uring: the loop's, while serving
         self._loop = loop
         self._handler = handler
@@ -171,15 +175,29 @@ class FramedServer:
             self._accepting[listener] = driver.start(
                 driver.ring.accept(listener), partial(self._on_accepted, listener))
         else:
-            self._loop.add_reader(listener.fileno(), self._accept, listener)
+            # (held: a close() of the listener itself leaves close(2) to _unwatch, on the
+            # loop's thread, after the loop stopped watching the number)
+            watch = _fastio.LoopWatch(listener, partial(on_loop_thread, self._loop,
+                                                        partial(self._unwatch, listener)))
+            fd = listener.fileno()
+            try:
+                self._loop.add_reader(fd, self._accept, listener)
+            except BaseException:
+                watch.release()
+                raise
+            self._accepting[listener] = (fd, watch)
 
     def _unwatch(self, listener: _std.socket) -> None:
+        accepting = self._accepting.pop(listener, None)
         if self._engine == "uring":
             from ._uring_engine import cancel_quietly
 
-            cancel_quietly(self._accepting.pop(listener, None), self._driver)
-        else:
-            self._loop.remove_reader(listener.fileno())
+            cancel_quietly(accepting, self._driver)
+        elif accepting is not None:
+            fd, watch = accepting
+            if not self._loop.is_closed():
+                self._loop.remove_reader(fd)
+            watch.release()
 
     def _on_accepted(self, listener: _std.socket, completion: Any) -> None:
         if not completion.more and self._accepting.get(listener) is completion.request:
@@ -234,7 +252,7 @@ class FramedServer:
                     # second rather than spinning on a readiness we cannot serve.
                     logger.error("csock.aio server: accept() failed on %r: %s; pausing for 1 s",
                                  listener, error)
-                    self._loop.remove_reader(listener.fileno())
+                    self._unwatch(listener)
                     self._loop.call_later(1.0, self._resume_accepting, listener)
                     return
                 logger.error("csock.aio server: accept() failed on %r", listener, exc_info=True)
@@ -242,7 +260,8 @@ class FramedServer:
             self._serve(conn)
 
     def _resume_accepting(self, listener: _std.socket) -> None:
-        if self._serving and listener in self._sockets and listener not in self._accepting:
+        if self._serving and listener in self._sockets and listener not in self._accepting \
+                and listener.fileno() >= 0:
             self._watch(listener)
 
     async def _run(self, stream: FramedStream) -> None:
