@@ -1340,6 +1340,27 @@ def test_close_with_no_waiter_cancels_and_closes_at_once(ring) -> None:
         assert all(c.error.errno == errno.ECANCELED for c in cancelled)
 
 
+def test_closing_a_ring_nobody_waits_on_closes_the_connections_it_accepted() -> None:
+    """Connections a multishot accept took before close(), never reaped by a wait(): close()
+    reaps them, and with no thread in wait() to hand them to (wait() on a closed ring is a
+    ValueError), closes them: their peers see the end of stream (they stayed open, out of
+    reach, for the life of the Ring object)."""
+    r = uring.Ring(16, 0)
+    needs(r, "accept")
+    with csock.create_server(("127.0.0.1", 0)) as server:
+        r.accept(server)
+        r.submit()
+        before = fd_count()
+        clients = [csock.create_connection(server.getsockname()) for _ in range(3)]
+        time.sleep(0.05)
+        r.close()
+        assert fd_count() == before + 3 - 1            # the clients, not the ring
+        for client in clients:
+            with client:
+                client.settimeout(2)
+                assert client.recv(10) == b""
+
+
 def test_closing_the_ring_from_another_thread_wakes_its_waiter() -> None:
     r = uring.Ring(16, 8, 256)
     needs(r, "recv")

@@ -1732,7 +1732,20 @@ cdef class Ring:
                 self.reap()
         if self.fd >= 0 and self.waiting and self.pid == _current_pid:
             self.wake_waiters()         # threads asleep in wait() return (the ring is closed)
+        elif not self.waiting:
+            self.drop_ready()
         self.teardown()
+
+    cdef int drop_ready(self) except -1:
+        """Completions reaped that no wait() can take now (one on a closed ring is a
+        ValueError): the connections accepted are closed (their peers see the end of
+        stream), views and buffers let go."""
+        ready, self.ready = self.ready, []
+        for completion in ready:
+            value = (<Completion>completion).value
+            if isinstance(value, _socket.socket):
+                value.close()
+        return 0
 
     cdef void teardown(self) noexcept:
         cdef Request request
