@@ -1091,6 +1091,25 @@ def test_a_stdlib_call_racing_close_never_reaches_the_file_that_takes_the_number
                     victim_peer.recv(100)                  # nothing sent into the victim
 
 
+@pytest.mark.parametrize("closing", ["close", "detach"])
+@pytest.mark.parametrize("call", sorted(c for c in _STDLIB_CALLS if c.startswith("recv")))
+def test_a_timed_stdlib_call_closed_under_it_raises_ebadf_not_timeout(call, closing):
+    """A timed stdlib call asleep in the stdlib's own poll(2) when another thread closes the
+    socket: csock's deferred close(2) kept the fd open, the poll timed out, and the call
+    raised TimeoutError, where the stdlib's sees the file gone and raises OSError(EBADF)."""
+    sock = csock.socket(csock.AF_INET, csock.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    thread, box = outcome_of(lambda: _STDLIB_CALLS[call](sock, None))
+    time.sleep(0.1)
+    handed_over = getattr(sock, closing)()
+    thread.join(5)
+    if closing == "detach":
+        os.close(handed_over)
+    [raised] = box
+    assert type(raised) is OSError and raised.errno == errno.EBADF
+
+
 def _touched_the_new_file(op, made, new, new_peer):
     """Whether op, run on the closed socket's number, reached new (a stdlib socket that took
     the number): a dup of new's connection, O_NONBLOCK on its file, or its FD_CLOEXEC cleared."""

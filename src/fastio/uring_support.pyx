@@ -58,6 +58,12 @@ def held_call(sock, method, *args, **kwargs):
         if kwargs:      # (bound, so that the stdlib's errors name the method as it does)
             return method.__get__(sock)(*args, **kwargs)
         return method(sock, *args)
+    except TimeoutError:
+        # Closed (or detached) meanwhile: the stdlib's poll(2) would have found the file
+        # gone at its timeout (POLLNVAL) and raised EBADF; the deferred close(2) kept it open.
+        if CSOCK_SOCKET_FIELDS(sock).sock_fd < 0:
+            raise OSError(EBADF, _strerror(EBADF)) from None
+        raise
     finally:
         inflight_release(state)
 
