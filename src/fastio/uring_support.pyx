@@ -82,6 +82,7 @@ cdef inline void run_close_hook(SocketState state) noexcept:
             (<LoopWatch>watch).tell_closed()
 
 
+@cython.final
 cdef class LoopWatch:
     """LoopWatch(sock, on_close): sock's fd number stays its file's while an event loop watches
     it (``add_reader``/``add_writer`` take a number, and keep it after the file is gone).
