@@ -45,6 +45,7 @@ from .raw import RawSocket as RawSocket
 from .seqpacket import MalformedRecordError as MalformedRecordError
 from .seqpacket import SeqPacketSocket as SeqPacketSocket
 from .seqpacket import SequenceError as SequenceError
+from .seqpacket import TruncatedRecordError as TruncatedRecordError
 from .stream import StreamSocket as StreamSocket
 
 # Tests put socket._fallback_socketpair in place of socketpair: csock's makes csock sockets.
@@ -70,6 +71,7 @@ __all__ = list(_std.__all__) + [
     "SPPHeader",
     "SequenceError",
     "MalformedRecordError",
+    "TruncatedRecordError",
     "SP_SP",
     "SP_SA",
     "SP_OB",

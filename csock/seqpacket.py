@@ -38,6 +38,16 @@ class MalformedRecordError(ValueError):
         self.records = records
 
 
+class TruncatedRecordError(ValueError):
+    """A record longer than the receive's bufsize: the kernel kept bufsize bytes of it (the
+    header included) and dropped the rest, as recv_batch's ``Datagram.truncated`` says.
+    ``records`` holds the batch it came in, that record cut, so nothing received is lost."""
+
+    def __init__(self, records: list[tuple[SPPHeader | None, Any]]) -> None:
+        super().__init__("a record was longer than bufsize: its end was dropped")
+        self.records = records
+
+
 class SeqPacketSocket(socket):
     """Reliable ordered records (AF_UNIX natively; AF_INET/AF_INET6 through SCTP).
 

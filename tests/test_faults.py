@@ -368,6 +368,50 @@ def test_register_socket_class_keeps_the_first_class():
         assert type(a._csock_state) is csock._fastio.SocketState
 
 
+STATE_SLOT_DROPPED_UNDER_A_CALL_CHILD = textwrap.dedent("""
+    import csock, gc, sys, threading, time
+
+    def drop_state(sock):
+        for drop in (lambda: delattr(sock, "_csock_state"),
+                     lambda: setattr(sock, "_csock_state", None)):
+            try:
+                drop()
+            except AttributeError:
+                print("refused", flush=True)
+        gc.collect()
+        junk = [bytearray(200) for _ in range(2000)]
+
+    if sys.argv[1] == "thread":
+        a, b = csock.socketpair()
+        receiver = threading.Thread(target=lambda: print("received", a.recv(10), flush=True))
+        receiver.start()
+        time.sleep(0.2)
+        drop_state(a)                   # under the recv blocked in another thread
+        b.send(b"hello")
+        receiver.join(5)
+    else:
+        a, b = csock.socketpair(csock.AF_UNIX, csock.SOCK_DGRAM)
+
+        def messages():
+            drop_state(a)               # under send_batch, which runs this iterator
+            yield b"x"
+        print("sent", a.send_batch(messages()), flush=True)
+    print(type(a._csock_state).__name__, flush=True)
+""")
+
+
+@pytest.mark.parametrize("when", ["thread", "iterator"])
+def test_the_state_slot_cannot_be_dropped_under_a_call(when):
+    """A call keeps a borrowed pointer to its socket's SocketState: deleting or replacing the
+    private _csock_state slot while it ran freed the state under it (a segfault in io_leave).
+    The slot is read-only from Python."""
+    child = subprocess.run([sys.executable, "-c", STATE_SLOT_DROPPED_UNDER_A_CALL_CHILD, when],
+                           capture_output=True, text=True, timeout=60, env=child_env())
+    assert child.returncode == 0, child.stderr[-2000:]
+    done = "received b'hello'" if when == "thread" else "sent 1"
+    assert child.stdout.splitlines() == ["refused", "refused", done, "SocketState"]
+
+
 @pytest.mark.parametrize("view_type", ["ReadOnlyView", "MessageView"])
 def test_an_uninitialised_view_compares_equal_to_empty_bytes(view_type):
     """(memcmp with a NULL pointer is undefined, even for 0 bytes: the sanitizer build

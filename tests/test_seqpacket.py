@@ -158,6 +158,26 @@ def test_recv_batch_into_zero_length_records(pair):
     assert b.recv_batch_into(buf, 16) == []
 
 
+def test_a_record_longer_than_bufsize_is_never_cut_silently(pair):
+    """The kernel keeps bufsize bytes of a longer record and drops the rest: recv_record and
+    recv_records say so (TruncatedRecordError, the batch in it with the record cut), as
+    recv_batch's Datagram.truncated does; they returned the cut record as a whole one."""
+    a, b = pair
+    a.send_record(b"x" * 100)
+    with pytest.raises(csock.TruncatedRecordError) as info:
+        b.recv_record(bufsize=50)
+    [(header, data)] = info.value.records
+    assert (header.sequence, bytes(data)) == (0, b"x" * 38)
+    a.send_records([b"r1", b"y" * 100_000])
+    with pytest.raises(csock.TruncatedRecordError) as info:
+        b.recv_records()
+    assert [(h.sequence, bytes(d[:2]), len(d)) for h, d in info.value.records] == [
+        (1, b"r1", 2), (2, b"yy", 65535 - 12)]
+    a.send_record(b"r3")
+    header, data = b.recv_record()
+    assert (header.sequence, bytes(data)) == (3, b"r3")  # the cut records counted
+
+
 def test_zero_length_record_is_malformed_for_recv_record_not_eof(pair):
     a, b = pair
     a.send(b"")

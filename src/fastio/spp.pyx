@@ -388,14 +388,14 @@ def send_records(sock, records, header=None):
 
 cdef list split_numbered(SocketState state, list batch):
     """[(SPPHeader, payload view)] for the received Datagrams (a record shorter than a header
-    gives (None, its view)); raises MalformedRecordError or SequenceError for the batch.
-    Either way the socket then expects the number after the last well-formed record's, since
-    the error hands every record over."""
+    gives (None, its view)); raises MalformedRecordError, TruncatedRecordError or
+    SequenceError for the batch. Either way the socket then expects the number after the
+    last well-formed record's, since the error hands every record over."""
     cdef MessageView v
     cdef list records = []
     cdef Py_ssize_t i, gap = -1
     cdef int sequence, expected = state.spp_expected, expected_at_gap = 0
-    cdef bint malformed = False
+    cdef bint malformed = False, truncated = False
     for i in range(len(batch)):
         item = batch[i]
         # An exact MessageView: the payload's view shares its arena (a ring's ReceivedView
@@ -403,6 +403,7 @@ cdef list split_numbered(SocketState state, list batch):
         if not isinstance(item, Datagram) or type((<Datagram>item).data) is not MessageView:
             raise TypeError(f"SPP records are received Datagrams, not {type(item).__name__}")
         v = <MessageView>(<Datagram>item).data
+        truncated |= (<Datagram>item).truncated
         if v.length < SPP_HEADER_SIZE:
             records.append((None, v))
             malformed = True
@@ -415,17 +416,20 @@ cdef list split_numbered(SocketState state, list batch):
             expected_at_gap = expected
         expected = (sequence + 1) & 0xFFFF
     state.spp_expected = expected
-    if malformed or gap >= 0:
-        raise_record_error(records, gap, expected_at_gap, malformed)
+    if malformed or truncated or gap >= 0:
+        raise_record_error(records, gap, expected_at_gap, malformed, truncated)
     return records
 
 
-cdef int raise_record_error(list records, Py_ssize_t gap, int expected, bint malformed) except -1:
+cdef int raise_record_error(list records, Py_ssize_t gap, int expected, bint malformed,
+                            bint truncated) except -1:
     # The error classes belong to csock.seqpacket, whose users catch them; only this rare path
     # needs them, so they are imported here rather than kept by the module.
-    from csock.seqpacket import MalformedRecordError, SequenceError
+    from csock.seqpacket import MalformedRecordError, SequenceError, TruncatedRecordError
     if malformed:
         raise MalformedRecordError(records)
+    if truncated:
+        raise TruncatedRecordError(records)
     header, data = records[gap]
     raise SequenceError(header, data, expected, records)
 
@@ -468,6 +472,9 @@ def recv_record(sock, bufsize=65535):
     MalformedRecordError
         The record is shorter than the 12-byte header, a zero-length one included (see
         SeqPacketSocket for when one reads as the end of stream).
+    TruncatedRecordError
+        The record was longer than bufsize: the kernel dropped its end; the part kept is in
+        the error, and the record counts for the numbering.
     """
     cdef list records = recv_numbered(sock, 1, bufsize)
     if not records:
@@ -486,7 +493,7 @@ def recv_records(sock, max_messages=64, bufsize=65535):
 
     Raises
     ------
-    SequenceError, MalformedRecordError
+    SequenceError, MalformedRecordError, TruncatedRecordError
         As ``recv_record``'s, carrying the whole batch (``records``); every well-formed
         record in it counts for the numbering.
     """
