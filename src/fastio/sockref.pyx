@@ -82,11 +82,17 @@ cdef enum:
 def register_socket_class(cls):
     """Called once by csock.socket: its instances keep a SocketState in their _csock_state slot."""
     global _csock_class, _state_offset
-    if _csock_class != NULL and cls is not <object>_csock_class:
-        raise ValueError(f"{(<object>_csock_class).__qualname__} is already registered")
+    if _csock_class != NULL:
+        if cls is not <object>_csock_class:
+            raise ValueError(f"{(<object>_csock_class).__qualname__} is already registered")
+        return
     _state_offset = slot_offset(cls, "_csock_state")
     _csock_class = <PyTypeObject *>cls
     _registered.append(cls)                       # the pointer stays valid
+    # Read-only from Python from now on: a call borrows the state from the slot (io_begin),
+    # and deleting or replacing it while the call ran freed the state under it.
+    slot = cls.__dict__["_csock_state"]
+    setattr(cls, "_csock_state", property(slot.__get__, None, None, slot.__doc__))
 
 
 cdef inline SocketState existing_state(object sock):
