@@ -1153,3 +1153,25 @@ def test_an_icmp_layer_made_without_init_is_still_an_icmp_layer():
     layer.chksum = 0x1234
     with pytest.raises(PacketError, match=r"^ICMP checksum"):
         layer.verify()
+
+
+class _BytesClaimingSixteen(bytes):
+    def __len__(self) -> int:
+        return 16
+
+
+class _BytearrayClaimingSixteen(bytearray):
+    def __len__(self) -> int:
+        return 16
+
+
+@pytest.mark.parametrize("kind", [_BytesClaimingSixteen, _BytearrayClaimingSixteen])
+def test_a_packed_address_is_measured_by_its_buffer_not_its_len(kind: type) -> None:
+    """A bytes or bytearray subclass whose __len__ lies: the address was copied for the
+    field's size from a 1-byte buffer (heap bytes in the packet), and a bytes subclass was
+    read as a bytearray. Its real length counts, and a true one is taken as its type's."""
+    for layer, size in ((IPv6, 16), (IPv4, 4)):
+        with pytest.raises(ValueError, match=f"{size} packed bytes, got 1"):
+            layer(src=kind(b"a"))
+    assert IPv4(dst=kind(bytes([5, 6, 7, 8]))).dst == "5.6.7.8"
+    assert IPv6(dst=kind(bytes(15) + b"\x01")).dst == "::1"

@@ -22,6 +22,7 @@
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeLatin1
@@ -200,6 +201,7 @@ cdef uint8_t _v6_vals[ADDRESS_CACHE][16]
 cdef int set_address(uint8_t *out, object value, int family, str name) except -1:
     """Parse an address (str, or an ipaddress object / packed bytes of the right size)."""
     cdef const char *s
+    cdef const char *data = NULL
     cdef Py_ssize_t n = 0
     cdef int size = 4 if family == AF_INET else 16
     cdef size_t slot
@@ -225,10 +227,14 @@ cdef int set_address(uint8_t *out, object value, int family, str name) except -1
         return 0
     packed = getattr(value, "packed", None) if not isinstance(value, (bytes, bytearray)) else value
     if isinstance(packed, (bytes, bytearray)):
-        if len(packed) != size:
-            raise ValueError(f"{name} must be {size} packed bytes, got {len(packed)}")
-        memcpy(out, <const char *>packed if type(packed) is bytes
-               else <char *>(<bytearray>packed), size)
+        # (the buffer's own length and memory: a subclass's __len__ may say anything)
+        if isinstance(packed, bytes):
+            n, data = PyBytes_GET_SIZE(packed), PyBytes_AS_STRING(packed)
+        else:
+            n, data = PyByteArray_GET_SIZE(packed), PyByteArray_AS_STRING(packed)
+        if n != size:
+            raise ValueError(f"{name} must be {size} packed bytes, got {n}")
+        memcpy(out, data, size)
         return 0
     raise TypeError(f"{name} must be a str address, not {type(value).__name__}")
 
