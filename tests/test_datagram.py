@@ -127,6 +127,16 @@ def test_unpacking_and_equality(dgram):
     assert isinstance(d, csock.Datagram) and isinstance(data, csock.MessageView)
 
 
+def test_data_compares_equal_to_a_non_contiguous_buffer_of_the_same_bytes(dgram):
+    """As bytes does (b"hello" == memoryview(b"hxexlxlxo")[::2]): == raised BufferError."""
+    tx, rx, rx_addr, _ = dgram
+    tx.send_batch([b"hello"], rx_addr)
+    (d,) = receive(rx, 1)
+    assert d.data == memoryview(b"hxexlxlxo")[::2]
+    assert d.data != memoryview(b"hxexlxlxp")[::2]
+    assert memoryview(b"hxexlxlxo")[::2] == d.data
+
+
 def test_data_exports_one_read_only_run_of_bytes(dgram):
     """The buffer a view exports (filled in by csock, not PyBuffer_FillInfo): unsigned bytes,
     one dimension, contiguous, read-only; usable by struct, memoryview, numpy and ctypes, and

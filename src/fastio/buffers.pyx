@@ -276,6 +276,8 @@ cdef object view_equals(const void *ptr, Py_ssize_t length, object other):
         PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE)
     except TypeError:
         return NotImplemented
+    except BufferError:         # not one run of bytes (a strided view): its bytes in order
+        return PyBytes_FromStringAndSize(<const char *>ptr, length) == memoryview(other).tobytes()
     try:
         # (memcmp of NULL is undefined even for 0 bytes: an uninitialised view has no memory)
         return theirs.len == length and (length == 0 or memcmp(ptr, theirs.buf, length) == 0)
