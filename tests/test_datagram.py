@@ -1200,6 +1200,7 @@ def test_a_timeout_after_part_of_a_batch_says_how_many_went():
         assert arrived == [b"%06d" % i for i in range(len(arrived))]
 
 
+@pytest.mark.asan_unsafe
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_child_forked_during_a_recv_batch_reuses_the_sockets_receiver():
     """fork() while a thread of the parent waits in recv_batch: the child inherited the
