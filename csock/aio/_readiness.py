@@ -108,25 +108,23 @@ def _wake(waiters: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
-class _Registration:
-    """One readiness of one fd watched on one loop for the coroutines waiting for it, with
-    the LoopWatch that holds the fd meanwhile: the socket closed under them, they raise
-    OSError(EBADF) and the loop stops watching the number before another file can take it."""
+class _Registration(HoldsItsFd):
+    """One readiness of one fd watched on one loop for the coroutines waiting for it, the fd
+    held meanwhile: the socket closed under them, they raise OSError(EBADF) and the loop stops
+    watching the number before another file can take it."""
 
     def __init__(self, key: _Key, sock: _std.socket) -> None:
         self.key = key
+        self._loop, fd, write = key
+        self._sock = sock
         self.waiters: list[asyncio.Future[None]] = []
-        self.watch = _fastio.LoopWatch(sock, self._socket_closed)   # (EBADF: closed)
-        loop, fd, write = key
+        self._hold_fd()                         # (EBADF: closed)
         try:
-            (loop.add_writer if write else loop.add_reader)(fd, _wake, self.waiters)
+            (self._loop.add_writer if write else self._loop.add_reader)(fd, _wake, self.waiters)
         except BaseException:
-            self.watch.release()
+            self._release_fd()
             raise
         _waiting[key] = self
-
-    def _socket_closed(self) -> None:
-        on_loop_thread(self.key[0], self._closed_under_us)
 
     def _closed_under_us(self) -> None:
         if _waiting.get(self.key) is self:
@@ -142,7 +140,7 @@ class _Registration:
         loop, fd, write = self.key
         if not loop.is_closed():
             (loop.remove_writer if write else loop.remove_reader)(fd)
-        self.watch.release()
+        self._release_fd()
 
 
 async def _wait(loop: asyncio.AbstractEventLoop, sock: _std.socket, write: bool) -> None:
