@@ -8,6 +8,7 @@ stdlib's, IPv6 address fields and receive buffers to try.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import operator
 import os
@@ -201,3 +202,30 @@ def recv_all(sock: Any, n: int) -> bytes:
             break
         got += chunk
     return bytes(got)
+
+
+CLOSERS = ["loop thread", "another thread"]
+
+
+def close_from(closer: str, sock: Any) -> None:
+    """sock.close() here (in the loop's thread, for csock.aio's tests) or, for "another
+    thread", in a thread of its own, waited for."""
+    if closer == "loop thread":
+        sock.close()
+    else:
+        closing = threading.Thread(target=sock.close)
+        closing.start()
+        closing.join()
+
+
+def take_number(number: int, *socks: Any) -> list[Any]:
+    """socks, the first of them moved onto fd number (free) unless one of them has it, which
+    then comes first."""
+    ordered = sorted(socks, key=lambda sock: sock.fileno() != number)
+    first = ordered[0]
+    if first.fileno() != number:
+        with first:
+            moved = fcntl.fcntl(first.fileno(), fcntl.F_DUPFD, number)  # the lowest >= it
+        assert moved == number
+        ordered[0] = csock.socket(fileno=moved)
+    return ordered

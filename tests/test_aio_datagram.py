@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import os
 import select
 import socket as std
-import threading
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ import csock
 import csock.aio
 from csock.aio._uring_engine import usable
 
-from .pairs import fd_count, indexed_payload, nonblocking_pair
+from .pairs import CLOSERS, close_from, fd_count, indexed_payload, nonblocking_pair, take_number
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -129,7 +127,7 @@ def test_an_endpoint_refuses_receive_limits_recv_batch_refuses(
     assert fd_count() == before
 
 
-@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+@pytest.mark.parametrize("closer", CLOSERS)
 @pytest.mark.parametrize("engine", ["epoll", "uring"])
 def test_endpoint_socket_closed_under_it_is_lost_and_its_number_served_anew(
         run: Any, engine: str, closer: str) -> None:
@@ -144,12 +142,7 @@ def test_endpoint_socket_closed_under_it_is_lost_and_its_number_served_anew(
         sock = transport.get_extra_info("socket")
         number = sock.fileno()
         await asyncio.sleep(0.02)
-        if closer == "loop thread":
-            sock.close()
-        else:
-            closing = threading.Thread(target=sock.close)
-            closing.start()
-            closing.join()
+        close_from(closer, sock)
         lost = await asyncio.wait_for(proto.lost, 2)
         assert isinstance(lost, OSError) and lost.errno == errno.EBADF
         assert not os.path.exists(f"/proc/self/fd/{number}")
@@ -167,20 +160,7 @@ def test_endpoint_socket_closed_under_it_is_lost_and_its_number_served_anew(
     run(main())
 
 
-def take_number(number: int, *socks: Any) -> list[Any]:
-    """socks, the first of them moved onto fd number (free) unless one of them has it, which
-    then comes first."""
-    socks_list = sorted(socks, key=lambda sock: sock.fileno() != number)
-    first = socks_list[0]
-    if first.fileno() != number:
-        with first:
-            moved = fcntl.fcntl(first.fileno(), fcntl.F_DUPFD, number)  # the lowest >= it
-        assert moved == number
-        socks_list[0] = csock.socket(fileno=moved)
-    return socks_list
-
-
-@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+@pytest.mark.parametrize("closer", CLOSERS)
 def test_recv_batch_waiting_as_its_socket_closes_raises_ebadf(run: Any, closer: str) -> None:
     """Two coroutines waiting in csock.aio.recv_batch when the socket is closed: both raise
     OSError(EBADF), the loop stops watching the number, and a socket that takes the number is
@@ -191,12 +171,7 @@ def test_recv_batch_waiting_as_its_socket_closes_raises_ebadf(run: Any, closer: 
         number = b.fileno()
         waiting = [asyncio.create_task(csock.aio.recv_batch(b)) for _ in range(2)]
         await asyncio.sleep(0.02)
-        if closer == "loop thread":
-            b.close()
-        else:
-            closing = threading.Thread(target=b.close)
-            closing.start()
-            closing.join()
+        close_from(closer, b)
         for task in waiting:
             with pytest.raises(OSError) as caught:
                 await asyncio.wait_for(task, 2)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import random
 import socket as std
 import struct
-import threading
 import time
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 import csock
 import csock.aio
 
-from .pairs import framed_pair, tcp_pair
+from .pairs import CLOSERS, close_from, framed_pair, take_number, tcp_pair
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aio_engine")]
 
@@ -328,7 +326,7 @@ def test_framed_close_wakes_waiting_recv(run: Any) -> None:
     run(main())
 
 
-@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+@pytest.mark.parametrize("closer", CLOSERS)
 def test_framed_socket_closed_under_a_waiting_recv(run: Any, closer: str) -> None:
     """The socket itself closed (not the stream) while a recv waits: the recv raises
     OSError(EBADF), so does the next, the peer sees the end of stream, and the loop no longer
@@ -341,12 +339,7 @@ def test_framed_socket_closed_under_a_waiting_recv(run: Any, closer: str) -> Non
         waiting = asyncio.create_task(stream.recv())
         await asyncio.sleep(0.02)
         number = sock.fileno()
-        if closer == "loop thread":
-            sock.close()
-        else:
-            closing = threading.Thread(target=sock.close)
-            closing.start()
-            closing.join()
+        close_from(closer, sock)
         with pytest.raises(OSError) as caught:
             await asyncio.wait_for(waiting, 2)
         assert caught.value.errno == errno.EBADF
@@ -356,14 +349,7 @@ def test_framed_socket_closed_under_a_waiting_recv(run: Any, closer: str) -> Non
         await asyncio.sleep(0.02)              # (a close from another thread: the loop's turn)
         peer.settimeout(2)
         assert peer.recv(10) == b""
-        taker, other = tcp_pair()
-        if other.fileno() == number:
-            taker, other = other, taker
-        elif taker.fileno() != number:
-            with taker:
-                moved = fcntl.fcntl(taker.fileno(), fcntl.F_DUPFD, number)  # the lowest >= it
-            taker = csock.socket(fileno=moved)
-        assert taker.fileno() == number
+        taker, other = take_number(number, *tcp_pair())
         sending = csock.aio.FramedStream(taker)
         receiving = csock.aio.FramedStream(other)
         message = bytes(range(256)) * 4096 * 12       # 12 MiB: the sender registers a writer

@@ -7,7 +7,6 @@ import logging
 import os
 import socket as std
 import struct
-import threading
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import csock
 import csock.aio
 
 from .children import child_env
-from .pairs import fd_count
+from .pairs import CLOSERS, close_from, fd_count
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aio_engine")]
 
@@ -387,7 +386,7 @@ async def echo_each(stream: csock.aio.FramedStream) -> None:
         await stream.send(message)
 
 
-@pytest.mark.parametrize("closer", ["loop thread", "another thread"])
+@pytest.mark.parametrize("closer", CLOSERS)
 def test_a_listener_closed_under_the_server_lets_its_number_serve_anew(
         run: Any, closer: str) -> None:
     """A listening socket closed itself (not through the server): its fd closes, and a server
@@ -397,12 +396,7 @@ def test_a_listener_closed_under_the_server_lets_its_number_serve_anew(
         server = await csock.aio.start_framed_server(echo_each, "127.0.0.1", 0)
         listener = server.sockets[0]
         number = listener.fileno()
-        if closer == "loop thread":
-            listener.close()
-        else:
-            closing = threading.Thread(target=listener.close)
-            closing.start()
-            closing.join()
+        close_from(closer, listener)
         await asyncio.sleep(0.05)                  # (another thread's close: the loop's turn)
         assert not os.path.exists(f"/proc/self/fd/{number}")
         second = await csock.aio.start_framed_server(echo_each, "127.0.0.1", 0)
