@@ -31,7 +31,7 @@ import csock.uring
 from csock.aio import _uring_engine, _uring_framed
 
 from .children import child_env, script_output
-from .pairs import fd_count, framed_pair
+from .pairs import fd_count, framed_pair, outcome
 from .tracing import needs_strace, strace
 
 pytestmark = [
@@ -695,6 +695,40 @@ def test_closing_the_socket_under_a_waiting_recv_raises_in_it(
     with caplog.at_level("ERROR", logger="csock.aio"):
         run(main())
     assert not caplog.records
+
+
+def test_closing_the_socket_as_a_large_frame_arrives_raises_in_the_waiting_recv(
+        run: Any) -> None:
+    """The socket closed itself while a 4 MiB frame arrives, at 40 moments: the waiting recv
+    raises OSError(EBADF) or returns the frame, never waits on. (The multishot recv ends after
+    recv_limit bytes; the Ring does not arm it again on a socket being closed, and its last
+    completion, a partial frame with no more to come, left the recv waiting for ever.)"""
+    frame = struct.pack("!I", 4 << 20) + b"h" * (4 << 20)
+
+    async def once(delay: float) -> str:
+        raw, stream, waiting = receiving_uring_stream()
+        await asyncio.sleep(0.005)                 # the multishot recv is armed
+        sender = threading.Thread(target=lambda: outcome(lambda: raw.sendall(frame)))
+        sender.start()
+        await asyncio.sleep(delay)
+        stream.socket.close()
+        try:
+            message = await asyncio.wait_for(waiting, 2)
+            assert len(message) == 4 << 20
+            return "returned"
+        except OSError as error:
+            assert error.errno == errno.EBADF
+            return "EBADF"
+        finally:
+            raw.close()
+            sender.join()
+            stream.close()
+
+    async def main() -> None:
+        for tried in range(40):
+            await once((tried % 20) * 0.0005)
+
+    run(main())
 
 
 def test_close_while_the_kernel_receives_into_a_large_frame(run: Any) -> None:

@@ -140,6 +140,10 @@ class UringFramedStream(FramedStream):
         if not self._inbox:
             # Only part of a frame so far: nothing for recv to take, so no wake-up (one per
             # ring buffer made bulk transfers crawl), and no pause (recv could never end it).
+            # The receive's last completion (the Ring does not arm it again on a socket
+            # being closed): arm it here, or raise that EBADF in the recv waiting.
+            if self._recv_request is None and self._read_waiter is not None:
+                self._rearm_receive()
             return
         if self._inbox_bytes > READ_HIGH_WATER and not self._paused:
             self._paused = True
