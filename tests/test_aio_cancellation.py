@@ -3,6 +3,7 @@ next call, a cancelled send sends nothing, on both loops."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket as std
 import struct
 from typing import Any
@@ -13,7 +14,7 @@ import csock
 import csock.aio
 from csock.aio import _readiness
 
-from .pairs import framed_pair, nonblocking_pair
+from .pairs import fd_count, framed_pair, nonblocking_pair
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aio_engine")]
 
@@ -33,6 +34,30 @@ def test_recv_batch_cancelled_loses_nothing(run: Any) -> None:
         a.close()
         b.close()
     run(main())
+
+
+def test_a_wait_left_pending_on_a_closed_loop_keeps_no_fd(loop_kind: str) -> None:
+    """A csock.aio.recv_batch still waiting when its program drops the socket and closes the
+    loop without cancelling it: the fd closes once the garbage is collected, as with the
+    loop's own sock_recv (a module-wide registry kept the wait, its socket and the loop)."""
+    async def leave_a_receive_waiting() -> None:
+        a, b = nonblocking_pair(std.SOCK_DGRAM)
+        asyncio.ensure_future(csock.aio.recv_batch(b))
+        await asyncio.sleep(0.01)
+        a.close()
+
+    before = fd_count()
+    if loop_kind == "uvloop":
+        import uvloop
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    loop.run_until_complete(leave_a_receive_waiting())
+    loop.close()
+    del loop
+    gc.collect()
+    assert not _readiness._waiting
+    assert fd_count() <= before + (2 if loop_kind == "uvloop" else 0)   # (uvloop's own pipe)
 
 
 def test_framed_cancelled_recv_mid_frame_loses_nothing(run: Any) -> None:

@@ -11,6 +11,7 @@ import _socket
 import asyncio
 import errno
 import os
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,8 +28,10 @@ __all__ = ["recv_batch", "recv_batch_into", "send_batch", "wait_readable", "wait
 _T = TypeVar("_T")
 
 _Key = tuple[asyncio.AbstractEventLoop, int, bool]      # (loop, fd, for_writing)
-# key -> the coroutines waiting for that readiness; present iff registered.
-_waiting: dict[_Key, _Registration] = {}
+# key -> the coroutines waiting for that readiness; present iff registered. Weak: what keeps
+# a registration is the coroutines waiting in it (and, through its callback, the loop), so
+# that a wait left pending on a loop closed and dropped keeps no socket, fd or loop alive.
+_waiting: weakref.WeakValueDictionary[_Key, _Registration] = weakref.WeakValueDictionary()
 
 
 def polls_end_at_an_error(loop: asyncio.AbstractEventLoop) -> bool:
