@@ -83,7 +83,15 @@ class RingDatagramIO:
             self._receive = self._driver.start(self._driver.ring.poll(self._sock),
                                                self._on_readable)
         except OSError as error:
-            transport._fatal_error(error, "io_uring poll failed")
+            self._poll_failed(error)
+
+    def _poll_failed(self, error: BaseException) -> None:
+        # The socket closed itself under the transport (EBADF) loses the connection quietly,
+        # as on the epoll engine; anything else is reported.
+        if isinstance(error, OSError) and self._sock.fileno() < 0:
+            self._transport._lose(error)
+        else:
+            self._transport._fatal_error(error, "io_uring poll failed")
 
     def _on_readable(self, completion: Completion) -> None:
         if completion.request is self._receive:
@@ -94,7 +102,7 @@ class RingDatagramIO:
         transport = self._transport
         error = completion.error
         if error is not None and error.errno != errno.ECANCELED:
-            transport._fatal_error(error, "io_uring poll failed")
+            self._poll_failed(error)
             return
         if not transport._reading or transport._closing:
             return                  # paused (or cancelled): start_reading() arms it again
@@ -118,7 +126,7 @@ class RingDatagramIO:
             self._send = self._driver.start(self._driver.ring.poll(self._sock, POLLOUT),
                                             self._on_room)
         except Exception as error:
-            transport._fatal_error(error, "io_uring poll failed")
+            self._poll_failed(error)
 
     def _on_room(self, completion: Completion) -> None:
         transport = self._transport
@@ -128,7 +136,7 @@ class RingDatagramIO:
             return
         error = completion.error
         if error is not None and error.errno != errno.ECANCELED:
-            transport._fatal_error(error, "io_uring poll failed")
+            self._poll_failed(error)
             return
         # (POLLERR too: sendmmsg meets the socket's error and reports it, as on epoll.)
         transport._on_writable()        # sendmmsg as far as it goes; send_head() if some left
