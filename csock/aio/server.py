@@ -247,6 +247,10 @@ class FramedServer:
             except ConnectionAbortedError:
                 continue
             except OSError as error:
+                if listener.fileno() < 0:
+                    # closed itself by another thread: the loop's turn to stop watching it
+                    # (LoopWatch's hand-over) is queued; nothing to report
+                    return
                 if error.errno in _ACCEPT_RESOURCE_ERRORS:
                     # Out of descriptors or memory: stop accepting on this socket for a
                     # second rather than spinning on a readiness we cannot serve.
