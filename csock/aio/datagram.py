@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +43,9 @@ class BatchDatagramProtocol(asyncio.BaseProtocol):
 
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+logger = logging.getLogger("csock.aio")
+_WARN_AFTER_WRITES_AFTER_CLOSE = 5        # asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
 
 
 class BatchDatagramTransport(HoldsItsFd, asyncio.DatagramTransport):
@@ -122,6 +126,7 @@ class BatchDatagramTransport(HoldsItsFd, asyncio.DatagramTransport):
         self._polls_end = polls_end_at_an_error(loop)
         self._closing = False
         self._lost = False
+        self._writes_after_close = 0
         self._lost_exc: BaseException | None = None
         try:
             extra["sockname"] = sock.getsockname()
@@ -309,7 +314,12 @@ class BatchDatagramTransport(HoldsItsFd, asyncio.DatagramTransport):
         pairs), in order: at once with sendmmsg(2) when nothing is buffered, the rest from
         the write buffer when the socket is writable."""
         if self._closing:
-            raise RuntimeError("the transport is closing")
+            # Dropped, as asyncio's and uvloop's transports drop a write after close() (and
+            # warn from the fifth on): not an error for the protocol code still sending.
+            self._writes_after_close += 1
+            if self._writes_after_close >= _WARN_AFTER_WRITES_AFTER_CLOSE:
+                logger.warning("csock.aio datagram transport: send after close(), dropped")
+            return
         items = messages if isinstance(messages, list) else list(messages)
         if not items:
             return
