@@ -168,14 +168,18 @@ def test_a_record_longer_than_bufsize_is_never_cut_silently(pair):
         b.recv_record(bufsize=50)
     [(header, data)] = info.value.records
     assert (header.sequence, bytes(data)) == (0, b"x" * 38)
+    a.send_record(b"z" * 100)
+    with pytest.raises(csock.TruncatedRecordError) as info:
+        b.recv_record(bufsize=8)                 # cut inside its header: cut, not malformed
+    assert [(h, bytes(d)) for h, d in info.value.records] == [(None, b"\0\0\0\0\0\0\0\1")]
     a.send_records([b"r1", b"y" * 100_000])
     with pytest.raises(csock.TruncatedRecordError) as info:
         b.recv_records()
     assert [(h.sequence, bytes(d[:2]), len(d)) for h, d in info.value.records] == [
-        (1, b"r1", 2), (2, b"yy", 65535 - 12)]
-    a.send_record(b"r3")
+        (2, b"r1", 2), (3, b"yy", 65535 - 12)]
+    a.send_record(b"r4")
     header, data = b.recv_record()
-    assert (header.sequence, bytes(data)) == (3, b"r3")  # the cut records counted
+    assert (header.sequence, bytes(data)) == (4, b"r4")  # the cut records counted
 
 
 def test_zero_length_record_is_malformed_for_recv_record_not_eof(pair):

@@ -131,11 +131,13 @@ class _Registration(HoldsItsFd):
 
     def _closed_under_us(self) -> None:
         if _waiting.get(self.key) is self:
+            self.end()
+            if self._loop is None or self._loop.is_closed():
+                return                  # (no future of a closed loop can be resolved)
             error = OSError(errno.EBADF, os.strerror(errno.EBADF))
             for future in self.waiters:
                 if not future.done():
                     future.set_exception(error)
-            self.end()
 
     def end(self) -> None:
         """The loop stops watching the fd, then lets it go."""

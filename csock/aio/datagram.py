@@ -107,8 +107,6 @@ class BatchDatagramTransport(HoldsItsFd, asyncio.DatagramTransport):
                     raise ValueError(f"engine='uring' serves SOCK_DGRAM sockets only, not {sock!r}")
             elif resolve_engine(engine, loop):
                 self._ring_io = RingDatagramIO(self, driver_for(loop))
-        if self._ring_io is None:
-            self._hold_fd()
         # UDP GSO for sends (runs of equal datagrams leave as one message) and GRO for
         # receives (coalesced messages split back): the same datagrams, fewer trips through
         # the stack. GRO must be on before datagrams arrive, so it is set here.
@@ -138,6 +136,8 @@ class BatchDatagramTransport(HoldsItsFd, asyncio.DatagramTransport):
             pass
         self._protocol: asyncio.BaseProtocol = protocol
         self._deliver: Callable[[list[Datagram]], None] = self._deliver_for(protocol)
+        if self._ring_io is None:
+            self._hold_fd()             # (last: a transport that failed to be made holds none)
 
     @staticmethod
     def _deliver_for(protocol: asyncio.BaseProtocol) -> Callable[[list[Datagram]], None]:
@@ -252,7 +252,8 @@ class BatchDatagramTransport(HoldsItsFd, asyncio.DatagramTransport):
                 self._loop.remove_writer(self._fd)
         self._reading = self._writing = False
         self._release_fd()
-        self._lose(OSError(errno.EBADF, os.strerror(errno.EBADF)))
+        if not self._loop.is_closed():  # (nothing can be scheduled on a closed loop)
+            self._lose(OSError(errno.EBADF, os.strerror(errno.EBADF)))
 
     def _on_readable(self) -> None:
         if self._polls_end and self._ring_io is None and _fastio.error_pending(self._sock):

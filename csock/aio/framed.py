@@ -220,6 +220,8 @@ class FramedStream(HoldsItsFd):
                 loop.remove_writer(self._fd)
         self._reader_on = self._writer_on = False
         self._release_fd()
+        if loop is not None and loop.is_closed():
+            return                      # (no future of a closed loop can be resolved)
         error = OSError(errno.EBADF, os.strerror(errno.EBADF))
         waiter = self._read_waiter
         if waiter is not None and not waiter.done():
@@ -244,6 +246,7 @@ class FramedStream(HoldsItsFd):
             assert self._loop is not None
             self._loop.remove_reader(self._fd)
             self._reader_on = False
+            self._release_fd_if_unwatched()
         elif not waiter.done():
             # Read here, in the readiness callback: a readiness reported after the data was
             # taken costs one recv(2) that would block, never a wake-up of the coroutine.
@@ -368,6 +371,13 @@ class FramedStream(HoldsItsFd):
             if not self._loop.is_closed():
                 self._loop.remove_writer(self._fd)
             self._writer_on = False
+            self._release_fd_if_unwatched()
+
+    def _release_fd_if_unwatched(self) -> None:
+        # Held only while the loop watches the number: between waits a detach() gives the
+        # caller the socket's own number, as the stdlib's does.
+        if not self._reader_on and not self._writer_on:
+            self._release_fd()
 
     def _fail_writes(self, error: BaseException) -> None:
         self._write_error = error

@@ -90,9 +90,20 @@ def register_socket_class(cls):
     _csock_class = <PyTypeObject *>cls
     _registered.append(cls)                       # the pointer stays valid
     # Read-only from Python from now on: a call borrows the state from the slot (io_begin),
-    # and deleting or replacing it while the call ran freed the state under it.
-    slot = cls.__dict__["_csock_state"]
-    setattr(cls, "_csock_state", property(slot.__get__, None, None, slot.__doc__))
+    # and deleting or replacing it while the call ran freed the state under it. (The member
+    # descriptor itself goes: a property over its __get__ would still reach its __delete__.)
+    setattr(cls, "_csock_state", property(_csock_state, None, None,
+                                          cls.__dict__["_csock_state"].__doc__))
+
+
+def _csock_state(sock):
+    """The socket's SocketState (AttributeError until a csock call made it)."""
+    cdef PyObject *state = NULL
+    if _csock_class != NULL and PyObject_TypeCheck(sock, _csock_class):
+        state = slot_value(sock, _state_offset)
+    if state == NULL:
+        raise AttributeError("_csock_state")
+    return <object>state
 
 
 cdef inline SocketState existing_state(object sock):

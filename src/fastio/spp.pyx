@@ -426,10 +426,10 @@ cdef int raise_record_error(list records, Py_ssize_t gap, int expected, bint mal
     # The error classes belong to csock.seqpacket, whose users catch them; only this rare path
     # needs them, so they are imported here rather than kept by the module.
     from csock.seqpacket import MalformedRecordError, SequenceError, TruncatedRecordError
+    if truncated:               # (first: a record cut inside its header is cut, not malformed)
+        raise TruncatedRecordError(records)
     if malformed:
         raise MalformedRecordError(records)
-    if truncated:
-        raise TruncatedRecordError(records)
     header, data = records[gap]
     raise SequenceError(header, data, expected, records)
 

@@ -78,11 +78,15 @@ cdef inline void run_close_hook(SocketState state) noexcept:
     if _close_hook != NULL:
         _close_hook(state)
     if state.loop_watches:
-        for watch in list(state.loop_watches):
-            (<LoopWatch>watch).tell_closed()
+        for ref in list(state.loop_watches):
+            watch = ref()
+            # (a forked child's close(): the parent's loop and its watches are not the child's)
+            if watch is not None and (<LoopWatch>watch).generation == _fork_generation:
+                (<LoopWatch>watch).tell_closed()
 
 
 @cython.final
+@cython.no_gc_clear     # (__dealloc__ must still see state: it gives the hold back)
 cdef class LoopWatch:
     """LoopWatch(sock, on_close): sock's fd number stays its file's while an event loop watches
     it (``add_reader``/``add_writer`` take a number, and keep it after the file is gone).
@@ -102,6 +106,10 @@ cdef class LoopWatch:
     cdef object sock            # kept alive: its collection would close the number
     cdef object state           # inflight_hold's token; None once released
     cdef object on_close
+    cdef unsigned long generation   # _fork_generation when made: a forked child's is not held
+    # The state lists its watches weakly: one dropped with its loop (a hand-over the closed
+    # loop never ran) gives its hold back when collected.
+    cdef object __weakref__
 
     def __cinit__(self, sock, on_close):
         cdef int fd = -1
@@ -110,11 +118,12 @@ cdef class LoopWatch:
         self.state = inflight_hold(sock, &fd)
         self.sock = sock
         self.on_close = on_close
+        self.generation = _fork_generation
         if self.state is not None:
             state = <SocketState>self.state
             if state.loop_watches is None:
                 state.loop_watches = []
-            state.loop_watches.append(self)
+            state.loop_watches.append(_weakref.ref(self))
 
     @property
     def held(self):
@@ -135,11 +144,13 @@ cdef class LoopWatch:
         if state is not None:
             watches = (<SocketState>state).loop_watches
             if watches is not None:
-                (<SocketState>state).loop_watches = [w for w in watches if w is not self]
-            inflight_release(state)
+                (<SocketState>state).loop_watches = [
+                    ref for ref in watches if ref() is not None and ref() is not self]
+            if self.generation == _fork_generation:     # (the parent's hold, not counted here)
+                inflight_release(state)
 
     def __dealloc__(self):
-        if self.state is not None:
+        if self.state is not None and self.generation == _fork_generation:
             inflight_release(self.state)
 
 
