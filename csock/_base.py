@@ -301,8 +301,9 @@ class socket(_std.socket):
         total = 0
         try:
             while True:
-                # (at most 1 GiB a call, as the stdlib: bpo-38319)
-                blocksize = count - total if count else min(size, 2 ** 30)
+                # (at most 1 GiB a call, as the stdlib: bpo-38319; a count too, from 3.13 on)
+                blocksize = min(size, 2 ** 30) if not count else \
+                    min(count - total, 2 ** 30) if _SENDFILE_COUNT_CHUNKED else count - total
                 if blocksize <= 0:
                     break
                 sent = _sendfile_chunk(self, fileno, offset, blocksize, total)
@@ -448,6 +449,9 @@ _stdlib_has_dualstack_ipv6 = _std.has_dualstack_ipv6
 _stdlib_fallback_socketpair = getattr(_std, "_fallback_socketpair", None)  # (3.13; gh-122133)
 _stdlib_getaddrinfo = _std.getaddrinfo
 _stdlib_socket_class = _std.socket
+# 3.13's socket.sendfile() sends a count in chunks of at most 1 GiB too (earlier ones hand the
+# whole count to os.sendfile, which refuses one past ssize_t)
+_SENDFILE_COUNT_CHUNKED = sys.version_info >= (3, 13)
 
 
 def _in_use(name: str, own: Any, original: Any) -> Any:
